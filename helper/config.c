@@ -1,0 +1,287 @@
+/*
+ * config.c - see config.h.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_SOCKET "/run/ami-snapshot/helper.sock"
+
+void config_init(struct helper_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->socket_path = xstrdup(DEFAULT_SOCKET);
+	c->freeze_timeout_ms = 10000;
+	c->client_timeout_ms = 600000;
+	c->ec2_timeout_ms = 30000;
+	c->log_level = xstrdup("info");
+	c->preflight_dry_run = true;
+}
+
+static void free_kv(struct config_kv *kv, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		free(kv[i].key);
+		free(kv[i].value);
+	}
+}
+
+void config_free(struct helper_config *c)
+{
+	size_t i;
+
+	free(c->socket_path);
+	free(c->socket_group);
+	free(c->log_level);
+	for (i = 0; i < c->n_allow; i++)
+		free(c->allow[i]);
+	free_kv(c->volume_map, c->n_volume_map);
+	free_kv(c->tags, c->n_tags);
+	free(c->region);
+	free(c->instance_id);
+	free(c->ec2_endpoint);
+	free(c->imds_endpoint);
+	free(c->profile);
+	free(c->credentials_file);
+	memset(c, 0, sizeof(*c));
+}
+
+struct parse_ctx {
+	struct helper_config *c;
+	struct amis_err *err;
+	bool failed;
+};
+
+static void set_str(char **dst, const char *v)
+{
+	free(*dst);
+	*dst = *v ? xstrdup(v) : NULL;
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+	if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "1")) {
+		*out = true;
+		return 0;
+	}
+	if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off") || !strcmp(v, "0")) {
+		*out = false;
+		return 0;
+	}
+	return -1;
+}
+
+/* A duration: a number with an optional unit ms, s or min (default: s). */
+static int parse_duration_ms(const char *v, long *out)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || end == v || n < 0)
+		return -1;
+	while (isspace((unsigned char)*end))
+		end++;
+	if (!strcmp(end, "ms"))
+		*out = n;
+	else if (!*end || !strcmp(end, "s"))
+		*out = n * 1000;
+	else if (!strcmp(end, "min"))
+		*out = n * 60000;
+	else
+		return -1;
+	return *out <= 24L * 3600 * 1000 ? 0 : -1;
+}
+
+/* Splits a comma- or space-separated list, calling fn for each item. */
+static int for_each_item(const char *v, int (*fn)(struct parse_ctx *, const char *),
+			 struct parse_ctx *pc)
+{
+	char *copy = xstrdup(v), *save = NULL, *tok;
+	int rc = 0;
+
+	for (tok = strtok_r(copy, ", \t", &save); tok && rc == 0;
+	     tok = strtok_r(NULL, ", \t", &save))
+		rc = fn(pc, tok);
+	free(copy);
+	return rc;
+}
+
+static int add_user(struct parse_ctx *pc, const char *name)
+{
+	struct helper_config *c = pc->c;
+	struct passwd *pw;
+	char *end;
+	unsigned long uid;
+
+	if (c->n_allowed_uids >= CONFIG_MAX_LIST)
+		return err_set(pc->err, "HelperConfig", "too many allowed_users");
+	uid = strtoul(name, &end, 10);
+	if (*name && !*end) {
+		c->allowed_uids[c->n_allowed_uids++] = (uid_t)uid;
+		return 0;
+	}
+	pw = getpwnam(name);
+	if (!pw)
+		return err_set(pc->err, "HelperConfig", "allowed_users: no such user \"%s\"", name);
+	c->allowed_uids[c->n_allowed_uids++] = pw->pw_uid;
+	return 0;
+}
+
+static int add_allow(struct parse_ctx *pc, const char *path)
+{
+	struct helper_config *c = pc->c;
+
+	if (path[0] != '/')
+		return err_set(pc->err, "HelperConfig",
+			       "filesystems.allow: \"%s\" is not an absolute path", path);
+	if (c->n_allow >= CONFIG_MAX_LIST)
+		return err_set(pc->err, "HelperConfig", "too many filesystems.allow entries");
+	c->allow[c->n_allow++] = xstrdup(path);
+	return 0;
+}
+
+static int add_kv(struct config_kv *kv, size_t *n, const char *k, const char *v,
+		  struct amis_err *err, const char *what)
+{
+	if (*n >= CONFIG_MAX_LIST)
+		return err_set(err, "HelperConfig", "too many entries in [%s]", what);
+	kv[*n].key = xstrdup(k);
+	kv[*n].value = xstrdup(v);
+	(*n)++;
+	return 0;
+}
+
+static bool valid_volume_id(const char *v)
+{
+	size_t n = strlen(v), i;
+
+	if (n < 12 || n > 21 || strncmp(v, "vol-", 4) != 0)
+		return false;
+	for (i = 4; i < n; i++)
+		if (!isxdigit((unsigned char)v[i]))
+			return false;
+	return true;
+}
+
+static int handle(struct parse_ctx *pc, const char *s, const char *k, const char *v)
+{
+	struct helper_config *c = pc->c;
+	struct amis_err *err = pc->err;
+
+#define IS(sec, key) (!strcmp(s, sec) && !strcmp(k, key))
+	if (IS("helper", "socket")) {
+		if (v[0] != '/')
+			return err_set(err, "HelperConfig", "socket must be an absolute path");
+		set_str(&c->socket_path, v);
+	} else if (IS("helper", "socket_group")) {
+		set_str(&c->socket_group, v);
+	} else if (IS("helper", "allowed_users")) {
+		c->n_allowed_uids = 0;
+		return for_each_item(v, add_user, pc);
+	} else if (IS("helper", "freeze_timeout")) {
+		if (parse_duration_ms(v, &c->freeze_timeout_ms) || c->freeze_timeout_ms < 100 ||
+		    c->freeze_timeout_ms > 600000)
+			return err_set(err, "HelperConfig",
+				       "freeze_timeout must be between 100ms and 10min");
+	} else if (IS("helper", "client_timeout")) {
+		if (parse_duration_ms(v, &c->client_timeout_ms) || c->client_timeout_ms < 1000)
+			return err_set(err, "HelperConfig", "client_timeout must be at least 1s");
+	} else if (IS("helper", "ec2_timeout")) {
+		if (parse_duration_ms(v, &c->ec2_timeout_ms) || c->ec2_timeout_ms < 100)
+			return err_set(err, "HelperConfig", "ec2_timeout must be at least 100ms");
+	} else if (IS("helper", "log_level")) {
+		if (strcmp(v, "debug") && strcmp(v, "info") && strcmp(v, "warning") &&
+		    strcmp(v, "error"))
+			return err_set(err, "HelperConfig",
+				       "log_level must be debug, info, warning or error");
+		set_str(&c->log_level, v);
+	} else if (IS("filesystems", "allow")) {
+		return for_each_item(v, add_allow, pc);
+	} else if (IS("filesystems", "allow_root_filesystem")) {
+		if (parse_bool(v, &c->allow_root_filesystem))
+			return err_set(err, "HelperConfig", "allow_root_filesystem must be a boolean");
+	} else if (!strcmp(s, "volumes")) {
+		if (!valid_volume_id(v))
+			return err_set(err, "HelperConfig",
+				       "[volumes] %s: \"%s\" is not an EBS volume id (vol-...)", k,
+				       v);
+		return add_kv(c->volume_map, &c->n_volume_map, k, v, err, "volumes");
+	} else if (IS("aws", "region")) {
+		set_str(&c->region, v);
+	} else if (IS("aws", "instance_id")) {
+		set_str(&c->instance_id, v);
+	} else if (IS("aws", "ec2_endpoint")) {
+		set_str(&c->ec2_endpoint, v);
+	} else if (IS("aws", "imds_endpoint")) {
+		set_str(&c->imds_endpoint, v);
+	} else if (IS("aws", "profile")) {
+		set_str(&c->profile, v);
+	} else if (IS("aws", "credentials_file")) {
+		set_str(&c->credentials_file, v);
+	} else if (IS("aws", "preflight_dry_run")) {
+		if (parse_bool(v, &c->preflight_dry_run))
+			return err_set(err, "HelperConfig", "preflight_dry_run must be a boolean");
+	} else if (!strcmp(s, "tags")) {
+		if (strlen(k) > 128 || strlen(v) > 256 || !strncmp(k, "aws:", 4))
+			return err_set(err, "HelperConfig",
+				       "[tags] %s: keys are at most 128 characters and may not "
+				       "start with aws:, values at most 256",
+				       k);
+		return add_kv(c->tags, &c->n_tags, k, v, err, "tags");
+	} else {
+		return err_set(err, "HelperConfig", "unknown key \"%s\" in section [%s]", k, s);
+	}
+#undef IS
+	return 0;
+}
+
+static int ini_cb(void *user, const char *section, const char *name, const char *value)
+{
+	struct parse_ctx *pc = user;
+
+	if (pc->failed)
+		return 0;
+	if (!name) /* section header only */
+		return 1;
+	if (handle(pc, section, name, value ? value : "") != 0) {
+		pc->failed = true;
+		return 0;
+	}
+	return 1;
+}
+
+static int finish(struct parse_ctx *pc, int rc, const char *where)
+{
+	if (pc->failed)
+		return err_prefix(pc->err, "%s line %d", where, rc);
+	if (rc < 0)
+		return err_set(pc->err, "HelperConfig", "%s: cannot open: %s", where,
+			       strerror(errno));
+	if (rc > 0)
+		return err_set(pc->err, "HelperConfig", "%s line %d: syntax error", where, rc);
+	return 0;
+}
+
+int config_load_file(struct helper_config *c, const char *path, struct amis_err *err)
+{
+	struct parse_ctx pc = {c, err, false};
+
+	return finish(&pc, ini_parse(path, ini_cb, &pc), path);
+}
+
+int config_load_string(struct helper_config *c, const char *text, struct amis_err *err)
+{
+	struct parse_ctx pc = {c, err, false};
+
+	return finish(&pc, ini_parse_string(text, ini_cb, &pc), "config");
+}

@@ -1,0 +1,62 @@
+/*
+ * config.h - the helper's configuration file (INI, parsed with libinih).
+ * Every key is documented in packaging/ami-snapshot-helper.conf and README.
+ */
+#ifndef AMIS_CONFIG_H
+#define AMIS_CONFIG_H
+
+#include "util.h"
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define CONFIG_MAX_LIST 32
+
+struct config_kv {
+	char *key;
+	char *value;
+};
+
+struct helper_config {
+	/* [helper] */
+	char *socket_path;	  /* socket file; its directory is created 0770 */
+	char *socket_group;	  /* group owning the socket directory and socket */
+	uid_t allowed_uids[CONFIG_MAX_LIST];
+	size_t n_allowed_uids;
+	long freeze_timeout_ms;	  /* thaw regardless after this long frozen */
+	long client_timeout_ms;	  /* a silent client is dropped after this long */
+	long ec2_timeout_ms;	  /* EC2 calls made while not frozen */
+	char *log_level;
+
+	/* [filesystems] */
+	char *allow[CONFIG_MAX_LIST]; /* mount points (or parents) that may be frozen */
+	size_t n_allow;
+	bool allow_root_filesystem; /* may freeze / and /boot */
+
+	/* [volumes]: device -> EBS volume id, where no NVMe serial exists */
+	struct config_kv volume_map[CONFIG_MAX_LIST];
+	size_t n_volume_map;
+
+	/* [aws] */
+	char *region;	       /* NULL: AWS_REGION or IMDS */
+	char *instance_id;     /* NULL: IMDS */
+	char *ec2_endpoint;    /* NULL: AWS_ENDPOINT_URL_EC2 or the regional one */
+	char *imds_endpoint;   /* NULL: AWS_EC2_METADATA_SERVICE_ENDPOINT or default */
+	char *profile;	       /* NULL: AWS_PROFILE or "default" */
+	char *credentials_file; /* NULL: AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials */
+	bool preflight_dry_run; /* CreateSnapshots DryRun before freezing */
+
+	/* [tags]: extra tags on every snapshot */
+	struct config_kv tags[CONFIG_MAX_LIST];
+	size_t n_tags;
+};
+
+/* Sets defaults.  */
+void config_init(struct helper_config *c);
+/* Loads a file over the defaults; -1 with a message naming file:line. */
+int config_load_file(struct helper_config *c, const char *path, struct amis_err *err);
+/* The same from a string (tests, fuzzing). */
+int config_load_string(struct helper_config *c, const char *text, struct amis_err *err);
+void config_free(struct helper_config *c);
+
+#endif

@@ -1,0 +1,54 @@
+/*
+ * http.h - a thin libcurl wrapper for IMDS and EC2.
+ *
+ * One struct http_client keeps one CURL easy handle, so that consecutive
+ * requests to the same endpoint reuse the TCP/TLS connection: the helper
+ * warms the connection (DryRun call) before freezing, and the one call made
+ * while frozen then costs a single round trip.
+ */
+#ifndef AMIS_HTTP_H
+#define AMIS_HTTP_H
+
+#include "util.h"
+
+struct http_header {
+	const char *name;
+	const char *value;
+};
+
+struct http_request {
+	const char *method; /* "GET", "PUT", "POST" */
+	const char *url;
+	const struct http_header *headers;
+	size_t nheaders;
+	const char *body; /* may be NULL */
+	size_t body_len;
+	long timeout_ms;	 /* whole request; 0 = library default (30 s) */
+	long connect_timeout_ms; /* 0 = min(timeout_ms, 5 s) */
+};
+
+struct http_response {
+	long status;	     /* HTTP status, 0 if none was received */
+	struct strbuf body;  /* response body */
+	char request_id[96]; /* x-amzn-requestid header if present */
+};
+
+struct http_client;
+
+struct http_client *http_client_new(void);
+void http_client_free(struct http_client *c);
+
+void http_response_init(struct http_response *r);
+void http_response_free(struct http_response *r);
+
+/*
+ * Performs one request.  Returns 0 when an HTTP response was received (any
+ * status; the caller interprets it), -1 on transport failure: err->code is
+ * "Timeout" for a timeout, "ConnectionError" otherwise.  Never puts header
+ * values in err (they may carry credentials).  Bodies larger than 8 MiB are
+ * refused.
+ */
+int http_perform(struct http_client *c, const struct http_request *req,
+		 struct http_response *resp, struct amis_err *err);
+
+#endif

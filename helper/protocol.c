@@ -1,0 +1,381 @@
+/*
+ * protocol.c - see protocol.h.  Allocation-free; compiled into both the
+ * helper and the extension.
+ */
+#include "protocol.h"
+
+#include <string.h>
+
+enum kind { K_STR, K_U8, K_U32, K_U64 };
+
+struct field_rule {
+	uint16_t tag;
+	enum kind kind;
+	uint16_t max_len; /* for strings */
+	uint8_t min;	  /* required occurrences */
+	uint8_t max;	  /* allowed occurrences */
+};
+
+struct msg_rule {
+	uint16_t type;
+	const char *name;
+	const struct field_rule *fields;
+	size_t nfields;
+};
+
+#define PATHLEN 4095
+#define IDLEN 64
+#define MAXVOL 32
+
+static const struct field_rule prepare_rules[] = {
+	{AMSP_T_REQUEST_ID, K_STR, IDLEN, 1, 1},
+	{AMSP_T_NAME, K_STR, 256, 1, 1},
+	{AMSP_T_FREEZE, K_U8, 1, 1, 1},
+	{AMSP_T_PATH_DATA, K_STR, PATHLEN, 1, 1},
+	{AMSP_T_PATH_WAL, K_STR, PATHLEN, 0, 1},
+	{AMSP_T_PATH_TABLESPACE, K_STR, PATHLEN, 0, MAXVOL},
+	{AMSP_T_SYSTEM_ID, K_STR, 32, 0, 1},
+	{AMSP_T_PG_VERSION, K_STR, 16, 0, 1},
+};
+
+static const struct field_rule prepared_rules[] = {
+	{AMSP_T_INSTANCE_ID, K_STR, IDLEN, 1, 1},
+	{AMSP_T_REGION, K_STR, IDLEN, 1, 1},
+	{AMSP_T_VOLUME_ID, K_STR, IDLEN, 1, MAXVOL},
+	{AMSP_T_MOUNT_POINT, K_STR, PATHLEN, 1, MAXVOL},
+};
+
+static const struct field_rule snapshot_rules[] = {
+	{AMSP_T_START_LSN, K_STR, 32, 1, 1},
+	{AMSP_T_TIMELINE, K_U32, 4, 1, 1},
+};
+
+static const struct field_rule pending_rules[] = {
+	{AMSP_T_SNAPSHOT_ID, K_STR, IDLEN, 1, MAXVOL},
+	{AMSP_T_SNAPSHOT_VOLUME, K_STR, IDLEN, 1, MAXVOL},
+	{AMSP_T_FREEZE_USEC, K_U64, 8, 1, 1},
+	{AMSP_T_SNAPSHOT_USEC, K_U64, 8, 1, 1},
+};
+
+static const struct field_rule finish_rules[] = {
+	{AMSP_T_STOP_LSN, K_STR, 32, 1, 1},
+	{AMSP_T_TIMELINE, K_U32, 4, 1, 1},
+	{AMSP_T_BACKUP_LABEL, K_STR, 8192, 1, 1},
+	{AMSP_T_TABLESPACE_MAP, K_STR, 32768, 0, 1},
+};
+
+static const struct field_rule done_rules[] = {
+	{AMSP_T_WARNING, K_STR, 1024, 0, 8},
+};
+
+static const struct field_rule abort_rules[] = {
+	{AMSP_T_REASON, K_STR, 1024, 0, 1},
+};
+
+static const struct field_rule error_rules[] = {
+	{AMSP_T_ERROR_CODE, K_STR, 64, 1, 1},
+	{AMSP_T_ERROR_MESSAGE, K_STR, 2048, 1, 1},
+	{AMSP_T_ERROR_STAGE, K_STR, 32, 0, 1},
+	/* Snapshots that were created before the failure, if any. */
+	{AMSP_T_SNAPSHOT_ID, K_STR, IDLEN, 0, MAXVOL},
+};
+
+#define RULES(t, n, r) {t, n, r, sizeof(r) / sizeof(r[0])}
+static const struct msg_rule msg_rules[] = {
+	RULES(AMSP_PREPARE, "PREPARE", prepare_rules),
+	RULES(AMSP_PREPARED, "PREPARED", prepared_rules),
+	RULES(AMSP_SNAPSHOT, "SNAPSHOT", snapshot_rules),
+	RULES(AMSP_PENDING, "PENDING", pending_rules),
+	RULES(AMSP_FINISH, "FINISH", finish_rules),
+	RULES(AMSP_DONE, "DONE", done_rules),
+	RULES(AMSP_ABORT, "ABORT", abort_rules),
+	RULES(AMSP_ERROR, "ERROR", error_rules),
+};
+
+static const struct msg_rule *find_msg_rule(uint16_t type)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(msg_rules) / sizeof(msg_rules[0]); i++)
+		if (msg_rules[i].type == type)
+			return &msg_rules[i];
+	return NULL;
+}
+
+const char *amsp_msg_name(uint16_t type)
+{
+	const struct msg_rule *r = find_msg_rule(type);
+
+	return r ? r->name : "UNKNOWN";
+}
+
+static void put_be16(unsigned char *p, uint16_t v)
+{
+	p[0] = (unsigned char)(v >> 8);
+	p[1] = (unsigned char)v;
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+static uint16_t get_be16(const unsigned char *p)
+{
+	return (uint16_t)((p[0] << 8) | p[1]);
+}
+
+static uint32_t get_be32(const unsigned char *p)
+{
+	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) |
+	       (uint32_t)p[3];
+}
+
+void amsp_begin(struct amsp_writer *w, unsigned char *buf, size_t cap, enum amsp_msg type)
+{
+	w->buf = buf;
+	w->cap = cap;
+	w->len = AMSP_HEADER_LEN;
+	w->ok = cap >= AMSP_HEADER_LEN;
+	if (w->ok) {
+		memcpy(buf, AMSP_MAGIC, 4);
+		put_be16(buf + 4, AMSP_VERSION);
+		put_be16(buf + 6, (uint16_t)type);
+	}
+}
+
+static void put_field(struct amsp_writer *w, enum amsp_tag tag, const void *v, size_t len)
+{
+	if (!w->ok || len > 0xffff || w->len + 4 + len > w->cap ||
+	    w->len + 4 + len > AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD) {
+		w->ok = false;
+		return;
+	}
+	put_be16(w->buf + w->len, (uint16_t)tag);
+	put_be16(w->buf + w->len + 2, (uint16_t)len);
+	if (len)
+		memcpy(w->buf + w->len + 4, v, len);
+	w->len += 4 + len;
+}
+
+void amsp_put_str(struct amsp_writer *w, enum amsp_tag tag, const char *s)
+{
+	put_field(w, tag, s, strlen(s));
+}
+
+void amsp_put_u8(struct amsp_writer *w, enum amsp_tag tag, uint8_t v)
+{
+	put_field(w, tag, &v, 1);
+}
+
+void amsp_put_u32(struct amsp_writer *w, enum amsp_tag tag, uint32_t v)
+{
+	unsigned char b[4];
+
+	put_be32(b, v);
+	put_field(w, tag, b, 4);
+}
+
+void amsp_put_u64(struct amsp_writer *w, enum amsp_tag tag, uint64_t v)
+{
+	unsigned char b[8];
+
+	put_be32(b, (uint32_t)(v >> 32));
+	put_be32(b + 4, (uint32_t)v);
+	put_field(w, tag, b, 8);
+}
+
+size_t amsp_end(struct amsp_writer *w)
+{
+	if (!w->ok)
+		return 0;
+	put_be32(w->buf + 8, (uint32_t)(w->len - AMSP_HEADER_LEN));
+	return w->len;
+}
+
+long amsp_header_payload_len(const unsigned char *hdr, const char **why)
+{
+	uint32_t len;
+
+	if (memcmp(hdr, AMSP_MAGIC, 4) != 0) {
+		*why = "bad magic";
+		return -1;
+	}
+	if (get_be16(hdr + 4) != AMSP_VERSION) {
+		*why = "unsupported protocol version";
+		return -1;
+	}
+	if (!find_msg_rule(get_be16(hdr + 6))) {
+		*why = "unknown message type";
+		return -1;
+	}
+	len = get_be32(hdr + 8);
+	if (len > AMSP_MAX_PAYLOAD) {
+		*why = "payload too long";
+		return -1;
+	}
+	return (long)len;
+}
+
+static const struct field_rule *find_field_rule(const struct msg_rule *mr, uint16_t tag)
+{
+	size_t i;
+
+	for (i = 0; i < mr->nfields; i++)
+		if (mr->fields[i].tag == tag)
+			return &mr->fields[i];
+	return NULL;
+}
+
+int amsp_decode(const unsigned char *frame, size_t len, struct amsp_msgview *out,
+		const char **why)
+{
+	const struct msg_rule *mr;
+	long plen;
+	size_t pos, i;
+
+	if (len < AMSP_HEADER_LEN) {
+		*why = "short frame";
+		return -1;
+	}
+	plen = amsp_header_payload_len(frame, why);
+	if (plen < 0)
+		return -1;
+	if ((size_t)plen != len - AMSP_HEADER_LEN) {
+		*why = "frame length does not match header";
+		return -1;
+	}
+	out->type = get_be16(frame + 6);
+	out->nfields = 0;
+	mr = find_msg_rule(out->type);
+
+	for (pos = AMSP_HEADER_LEN; pos < len;) {
+		const struct field_rule *fr;
+		uint16_t tag, flen;
+
+		if (len - pos < 4) {
+			*why = "truncated field header";
+			return -1;
+		}
+		tag = get_be16(frame + pos);
+		flen = get_be16(frame + pos + 2);
+		pos += 4;
+		if (flen > len - pos) {
+			*why = "truncated field";
+			return -1;
+		}
+		fr = find_field_rule(mr, tag);
+		if (!fr) {
+			*why = "field not allowed in this message";
+			return -1;
+		}
+		switch (fr->kind) {
+		case K_STR:
+			if (flen > fr->max_len) {
+				*why = "string field too long";
+				return -1;
+			}
+			if (memchr(frame + pos, '\0', flen)) {
+				*why = "string field contains a NUL byte";
+				return -1;
+			}
+			break;
+		case K_U8:
+			if (flen != 1) {
+				*why = "bad u8 field";
+				return -1;
+			}
+			break;
+		case K_U32:
+			if (flen != 4) {
+				*why = "bad u32 field";
+				return -1;
+			}
+			break;
+		case K_U64:
+			if (flen != 8) {
+				*why = "bad u64 field";
+				return -1;
+			}
+			break;
+		}
+		if (out->nfields >= AMSP_MAX_FIELDS) {
+			*why = "too many fields";
+			return -1;
+		}
+		out->fields[out->nfields].tag = tag;
+		out->fields[out->nfields].len = flen;
+		out->fields[out->nfields].value = frame + pos;
+		out->nfields++;
+		pos += flen;
+	}
+
+	for (i = 0; i < mr->nfields; i++) {
+		size_t n = amsp_count(out, (enum amsp_tag)mr->fields[i].tag);
+
+		if (n < mr->fields[i].min) {
+			*why = "required field missing";
+			return -1;
+		}
+		if (n > mr->fields[i].max) {
+			*why = "field repeated too often";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+const struct amsp_field *amsp_get_nth(const struct amsp_msgview *m, enum amsp_tag tag, size_t idx)
+{
+	size_t i;
+
+	for (i = 0; i < m->nfields; i++)
+		if (m->fields[i].tag == tag && idx-- == 0)
+			return &m->fields[i];
+	return NULL;
+}
+
+const struct amsp_field *amsp_get(const struct amsp_msgview *m, enum amsp_tag tag)
+{
+	return amsp_get_nth(m, tag, 0);
+}
+
+size_t amsp_count(const struct amsp_msgview *m, enum amsp_tag tag)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < m->nfields; i++)
+		if (m->fields[i].tag == tag)
+			n++;
+	return n;
+}
+
+int amsp_copy_str(const struct amsp_field *f, char *dst, size_t dstsz)
+{
+	if (!f || (size_t)f->len >= dstsz) {
+		if (dstsz)
+			dst[0] = '\0';
+		return -1;
+	}
+	memcpy(dst, f->value, f->len);
+	dst[f->len] = '\0';
+	return 0;
+}
+
+uint8_t amsp_u8(const struct amsp_field *f)
+{
+	return f ? f->value[0] : 0;
+}
+
+uint32_t amsp_u32(const struct amsp_field *f)
+{
+	return f ? get_be32(f->value) : 0;
+}
+
+uint64_t amsp_u64(const struct amsp_field *f)
+{
+	return f ? ((uint64_t)get_be32(f->value) << 32) | get_be32(f->value + 4) : 0;
+}

@@ -1,0 +1,132 @@
+/*
+ * protocol.h - the wire protocol between the extension and the helper.
+ *
+ * Shared by both sides (the extension compiles protocol.c into its module),
+ * so this code allocates nothing: the encoder writes into a caller's buffer
+ * and the decoder returns views into the received frame.
+ *
+ * A frame is a 12-byte header followed by a payload:
+ *
+ *	magic "AMSP" (4) | version u16 | message type u16 | payload length u32
+ *
+ * and the payload is a sequence of fields:
+ *
+ *	tag u16 | length u16 | value[length]
+ *
+ * All integers are big-endian.  Every message type has a fixed set of
+ * allowed tags, each with a maximum length and a maximum count; a frame with
+ * an unknown version or type, an unknown or repeated tag, a field over its
+ * bound, a string with a NUL byte, a missing required field or trailing
+ * bytes is malformed, and the receiver closes the connection.  There is no
+ * best-effort parsing.  The protocol is documented in doc/protocol.md.
+ */
+#ifndef AMIS_PROTOCOL_H
+#define AMIS_PROTOCOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AMSP_MAGIC "AMSP"
+#define AMSP_VERSION 1
+#define AMSP_HEADER_LEN 12
+#define AMSP_MAX_PAYLOAD 65536
+#define AMSP_MAX_FIELDS 128
+
+enum amsp_msg {
+	/* extension -> helper */
+	AMSP_PREPARE = 1,  /* resolve paths, check, preflight; nothing blocks yet */
+	AMSP_SNAPSHOT = 3, /* the backup has started: freeze, snapshot, thaw */
+	AMSP_FINISH = 5,   /* the backup has stopped: tag with its metadata */
+	AMSP_ABORT = 7,	   /* the client gives up; the helper ends the operation */
+	/* helper -> extension */
+	AMSP_PREPARED = 2,
+	AMSP_PENDING = 4, /* snapshots are pending and filesystems thawed */
+	AMSP_DONE = 6,
+	AMSP_ERROR = 8,
+};
+
+enum amsp_tag {
+	AMSP_T_REQUEST_ID = 1,	    /* str: the extension's request id */
+	AMSP_T_NAME = 2,	    /* str: the user's snapshot name */
+	AMSP_T_FREEZE = 3,	    /* u8: 1 = freeze filesystems, 0 = don't */
+	AMSP_T_PATH_DATA = 4,	    /* str: data directory */
+	AMSP_T_PATH_WAL = 5,	    /* str: real path of pg_wal */
+	AMSP_T_PATH_TABLESPACE = 6, /* str, repeated: tablespace locations */
+	AMSP_T_SYSTEM_ID = 7,	    /* str: database system identifier */
+	AMSP_T_PG_VERSION = 8,	    /* str: server_version_num */
+	AMSP_T_INSTANCE_ID = 20,    /* str */
+	AMSP_T_REGION = 21,	    /* str */
+	AMSP_T_VOLUME_ID = 22,	    /* str, repeated */
+	AMSP_T_MOUNT_POINT = 23,    /* str, repeated: filesystems to freeze */
+	AMSP_T_START_LSN = 30,	    /* str: "X/X" */
+	AMSP_T_TIMELINE = 31,	    /* u32 */
+	AMSP_T_SNAPSHOT_ID = 40,    /* str, repeated, paired with SNAPSHOT_VOLUME */
+	AMSP_T_SNAPSHOT_VOLUME = 41, /* str, repeated */
+	AMSP_T_FREEZE_USEC = 42,     /* u64: frozen -> thawed */
+	AMSP_T_SNAPSHOT_USEC = 43,   /* u64: duration of the CreateSnapshots call */
+	AMSP_T_STOP_LSN = 50,	     /* str */
+	AMSP_T_BACKUP_LABEL = 51,    /* str */
+	AMSP_T_TABLESPACE_MAP = 52,  /* str */
+	AMSP_T_WARNING = 60,	     /* str */
+	AMSP_T_ERROR_CODE = 70,	     /* str */
+	AMSP_T_ERROR_MESSAGE = 71,   /* str */
+	AMSP_T_ERROR_STAGE = 72,     /* str: prepare, snapshot, finish, ... */
+	AMSP_T_REASON = 73,	     /* str */
+};
+
+struct amsp_field {
+	uint16_t tag;
+	uint16_t len;
+	const unsigned char *value; /* points into the frame; not NUL-terminated */
+};
+
+struct amsp_msgview {
+	uint16_t type;
+	size_t nfields;
+	struct amsp_field fields[AMSP_MAX_FIELDS];
+};
+
+/* Encoder: writes into buf[cap].  After any failure, ok is false and stays so. */
+struct amsp_writer {
+	unsigned char *buf;
+	size_t cap;
+	size_t len;
+	bool ok;
+};
+
+void amsp_begin(struct amsp_writer *w, unsigned char *buf, size_t cap, enum amsp_msg type);
+void amsp_put_str(struct amsp_writer *w, enum amsp_tag tag, const char *s);
+void amsp_put_u8(struct amsp_writer *w, enum amsp_tag tag, uint8_t v);
+void amsp_put_u32(struct amsp_writer *w, enum amsp_tag tag, uint32_t v);
+void amsp_put_u64(struct amsp_writer *w, enum amsp_tag tag, uint64_t v);
+/* Finishes the header; returns the frame length, or 0 if anything overflowed. */
+size_t amsp_end(struct amsp_writer *w);
+
+/*
+ * Inspects a frame header (at least AMSP_HEADER_LEN bytes).  Returns the
+ * payload length, or -1 with a static reason in *why if the header is bad.
+ */
+long amsp_header_payload_len(const unsigned char *hdr, const char **why);
+
+/*
+ * Validates and splits a whole frame (header + payload).  Returns 0, or -1
+ * with a static reason in *why.
+ */
+int amsp_decode(const unsigned char *frame, size_t len, struct amsp_msgview *out,
+		const char **why);
+
+/* Accessors on a decoded message.  Decoding already checked types/lengths. */
+const struct amsp_field *amsp_get(const struct amsp_msgview *m, enum amsp_tag tag);
+size_t amsp_count(const struct amsp_msgview *m, enum amsp_tag tag);
+/* The idx-th occurrence of tag, or NULL. */
+const struct amsp_field *amsp_get_nth(const struct amsp_msgview *m, enum amsp_tag tag, size_t idx);
+/* Copies a string field into dst (NUL-terminated); -1 if it does not fit. */
+int amsp_copy_str(const struct amsp_field *f, char *dst, size_t dstsz);
+uint8_t amsp_u8(const struct amsp_field *f);
+uint32_t amsp_u32(const struct amsp_field *f);
+uint64_t amsp_u64(const struct amsp_field *f);
+
+const char *amsp_msg_name(uint16_t type);
+
+#endif

@@ -1,0 +1,67 @@
+/*
+ * util.h - small shared helpers for the helper daemon: error records,
+ * growable buffers, secret-safe string handling.
+ *
+ * The helper does not use setjmp-style exceptions: every fallible function
+ * returns 0 on success and -1 on failure, filling a struct amis_err that the
+ * caller either handles or passes up.  Error text must never contain
+ * credentials (access keys, secret keys, session tokens, signatures).
+ */
+#ifndef AMIS_UTIL_H
+#define AMIS_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/*
+ * An error: a short machine-readable code (EC2's <Code> for API errors,
+ * or one of our own such as "HelperConfig", "Timeout", "HttpError") and a
+ * human-readable message.
+ */
+struct amis_err {
+	char code[64];
+	char msg[768];
+};
+
+void err_clear(struct amis_err *err);
+/* Sets code and printf-style message; always returns -1 for convenience. */
+int err_set(struct amis_err *err, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Prefixes err->msg with more context ("while X: " + old message); returns -1. */
+int err_prefix(struct amis_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A growable, always NUL-terminated byte buffer. */
+struct strbuf {
+	char *data; /* NUL-terminated; NULL until first append */
+	size_t len;
+	size_t cap;
+};
+
+void sb_init(struct strbuf *sb);
+void sb_free(struct strbuf *sb);
+void sb_reset(struct strbuf *sb);
+/* Aborts the process on allocation failure (the helper cannot go on). */
+void sb_append(struct strbuf *sb, const void *data, size_t len);
+void sb_appends(struct strbuf *sb, const char *s);
+void sb_appendf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sb_vappendf(struct strbuf *sb, const char *fmt, va_list ap);
+/* Returns the (possibly empty) NUL-terminated contents, never NULL. */
+const char *sb_str(const struct strbuf *sb);
+
+/* malloc/strdup that abort on failure. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+
+/* Overwrites n bytes with zeros in a way the compiler may not elide. */
+void secure_zero(void *p, size_t n);
+
+/* Copies src into dst of size dstsz; returns -1 if it did not fit. */
+int strlcpy_checked(char *dst, const char *src, size_t dstsz);
+
+/* Monotonic clock in microseconds. */
+long long mono_usec(void);
+
+#endif

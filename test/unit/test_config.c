@@ -1,0 +1,92 @@
+/*
+ * test_config.c - the helper's configuration file.
+ */
+#include "config.h"
+#include "tap.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int load(struct helper_config *c, const char *text, struct amis_err *err)
+{
+	config_free(c);
+	config_init(c);
+	err_clear(err);
+	return config_load_string(c, text, err);
+}
+
+int main(void)
+{
+	struct helper_config c;
+	struct amis_err err;
+
+	config_init(&c);
+	is_str(c.socket_path, "/run/ami-snapshot/helper.sock", "default socket");
+	is_int(c.freeze_timeout_ms, 10000, "default freeze_timeout 10 s");
+	ok(c.preflight_dry_run, "preflight on by default");
+
+	ok(load(&c,
+		"[helper]\n"
+		"socket = /run/x/h.sock\n"
+		"allowed_users = root, 70\n"
+		"freeze_timeout = 2500ms\n"
+		"client_timeout = 2min\n"
+		"[filesystems]\n"
+		"allow = /var/lib/postgresql, /srv/wal\n"
+		"allow = /srv/ts\n"
+		"allow_root_filesystem = no\n"
+		"[volumes]\n"
+		"/dev/xvdf = vol-0123456789abcdef0\n"
+		"[aws]\n"
+		"region = eu-west-1\n"
+		"preflight_dry_run = off\n"
+		"[tags]\n"
+		"Environment = production\n",
+		&err) == 0,
+	   "a full configuration loads (%s)", err.msg);
+	is_str(c.socket_path, "/run/x/h.sock", "socket");
+	is_int(c.n_allowed_uids, 2, "two allowed users");
+	is_int(c.allowed_uids[0], 0, "root resolves to uid 0");
+	is_int(c.allowed_uids[1], 70, "numeric uid");
+	is_int(c.freeze_timeout_ms, 2500, "freeze_timeout in ms");
+	is_int(c.client_timeout_ms, 120000, "client_timeout in min");
+	is_int(c.n_allow, 3, "allow list from a comma list and a repeated key");
+	is_str(c.allow[2], "/srv/ts", "third allowed path");
+	is_int(c.n_volume_map, 1, "one volume mapping");
+	is_str(c.volume_map[0].value, "vol-0123456789abcdef0", "volume id");
+	is_str(c.region, "eu-west-1", "region");
+	ok(!c.preflight_dry_run, "preflight off");
+	is_str(c.tags[0].key, "Environment", "tag key");
+
+	ok(load(&c, "[helper]\nbogus = 1\n", &err) == -1 && strstr(err.msg, "unknown key"),
+	   "unknown key refused: %s", err.msg);
+	ok(strstr(err.msg, "line 2") != NULL, "error names the line");
+	ok(load(&c, "[helper]\nfreeze_timeout = 1h\n", &err) == -1, "bad duration unit refused");
+	ok(load(&c, "[helper]\nfreeze_timeout = 50ms\n", &err) == -1, "too short freeze_timeout");
+	ok(load(&c, "[helper]\nallowed_users = no-such-user-xyz\n", &err) == -1 &&
+		   strstr(err.msg, "no such user"),
+	   "unknown user refused");
+	ok(load(&c, "[filesystems]\nallow = relative/path\n", &err) == -1, "relative allow refused");
+	ok(load(&c, "[volumes]\n/dev/sdf = snap-123\n", &err) == -1, "bad volume id refused");
+	{
+		char text[300];
+
+		snprintf(text, sizeof(text), "[tags]\n%0140d = x\n", 1);
+		ok(load(&c, text, &err) == -1 && strstr(err.msg, "128"), "over-long tag key refused");
+	}
+	ok(load(&c, "[helper\nsocket = /x\n", &err) == -1, "syntax error refused");
+	ok(load(&c, "[helper]\nsocket = relative.sock\n", &err) == -1, "relative socket refused");
+	ok(load(&c, "[filesystems]\nallow_root_filesystem = maybe\n", &err) == -1,
+	   "non-boolean refused");
+	{
+		struct amis_err e2;
+
+		config_free(&c);
+		config_init(&c);
+		ok(config_load_file(&c, "/nonexistent/helper.conf", &e2) == -1 &&
+			   strstr(e2.msg, "cannot open"),
+		   "missing file reported: %s", e2.msg);
+	}
+	config_free(&c);
+	return done_testing();
+}

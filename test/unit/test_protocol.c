@@ -1,0 +1,158 @@
+/*
+ * test_protocol.c - the wire protocol: round trips, and every way a frame
+ * can be malformed is refused.
+ */
+#include "protocol.h"
+#include "tap.h"
+
+#include <stdint.h>
+#include <string.h>
+
+static unsigned char buf[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD + 64];
+
+static size_t prepare_frame(void)
+{
+	struct amsp_writer w;
+
+	amsp_begin(&w, buf, sizeof(buf), AMSP_PREPARE);
+	amsp_put_str(&w, AMSP_T_REQUEST_ID, "0b7e3c1a-1111-4222-8333-444455556666");
+	amsp_put_str(&w, AMSP_T_NAME, "nightly");
+	amsp_put_u8(&w, AMSP_T_FREEZE, 1);
+	amsp_put_str(&w, AMSP_T_PATH_DATA, "/var/lib/postgresql/15/main");
+	amsp_put_str(&w, AMSP_T_PATH_WAL, "/srv/wal/pg_wal");
+	amsp_put_str(&w, AMSP_T_PATH_TABLESPACE, "/srv/ts1");
+	amsp_put_str(&w, AMSP_T_PATH_TABLESPACE, "/srv/ts2");
+	return amsp_end(&w);
+}
+
+static int decode(size_t len, struct amsp_msgview *m, const char **why)
+{
+	*why = NULL;
+	return amsp_decode(buf, len, m, why);
+}
+
+static void put16(unsigned char *p, uint16_t v)
+{
+	p[0] = (unsigned char)(v >> 8);
+	p[1] = (unsigned char)v;
+}
+
+int main(void)
+{
+	static struct amsp_msgview m;
+	const char *why;
+	char s[64];
+	size_t len;
+	struct amsp_writer w;
+
+	len = prepare_frame();
+	ok(len > AMSP_HEADER_LEN, "PREPARE encodes (%zu bytes)", len);
+	ok(decode(len, &m, &why) == 0, "PREPARE decodes");
+	is_int(m.type, AMSP_PREPARE, "message type");
+	amsp_copy_str(amsp_get(&m, AMSP_T_NAME), s, sizeof(s));
+	is_str(s, "nightly", "name round trips");
+	is_int(amsp_u8(amsp_get(&m, AMSP_T_FREEZE)), 1, "u8 round trips");
+	is_int(amsp_count(&m, AMSP_T_PATH_TABLESPACE), 2, "repeated field counted");
+	amsp_copy_str(amsp_get_nth(&m, AMSP_T_PATH_TABLESPACE, 1), s, sizeof(s));
+	is_str(s, "/srv/ts2", "second repeated field");
+	ok(amsp_copy_str(amsp_get(&m, AMSP_T_PATH_DATA), s, 5) == -1,
+	   "copy into a too small buffer fails");
+
+	amsp_begin(&w, buf, sizeof(buf), AMSP_PENDING);
+	amsp_put_str(&w, AMSP_T_SNAPSHOT_ID, "snap-0123456789abcdef0");
+	amsp_put_str(&w, AMSP_T_SNAPSHOT_VOLUME, "vol-0123456789abcdef0");
+	amsp_put_u64(&w, AMSP_T_FREEZE_USEC, 0x1122334455667788ULL);
+	amsp_put_u64(&w, AMSP_T_SNAPSHOT_USEC, 42);
+	len = amsp_end(&w);
+	ok(decode(len, &m, &why) == 0, "PENDING decodes");
+	ok(amsp_u64(amsp_get(&m, AMSP_T_FREEZE_USEC)) == 0x1122334455667788ULL, "u64 round trips");
+
+	/* Malformed frames. */
+	len = prepare_frame();
+	memcpy(buf, "XXXX", 4);
+	ok(decode(len, &m, &why) == -1 && !strcmp(why, "bad magic"), "bad magic refused");
+
+	len = prepare_frame();
+	put16(buf + 4, 99);
+	ok(decode(len, &m, &why) == -1 && !strcmp(why, "unsupported protocol version"),
+	   "unknown version refused");
+
+	len = prepare_frame();
+	put16(buf + 6, 77);
+	ok(decode(len, &m, &why) == -1 && !strcmp(why, "unknown message type"),
+	   "unknown message type refused");
+
+	len = prepare_frame();
+	ok(decode(len - 1, &m, &why) == -1, "truncated frame refused (%s)", why);
+
+	len = prepare_frame();
+	buf[8] = 0x7f; /* payload length way over the limit */
+	ok(amsp_header_payload_len(buf, &why) == -1 && !strcmp(why, "payload too long"),
+	   "oversized payload refused from the header alone");
+
+	/* A string with a NUL byte. */
+	amsp_begin(&w, buf, sizeof(buf), AMSP_ABORT);
+	amsp_put_str(&w, AMSP_T_REASON, "abc");
+	len = amsp_end(&w);
+	buf[AMSP_HEADER_LEN + 5] = '\0';
+	ok(decode(len, &m, &why) == -1 && strstr(why, "NUL"), "NUL in a string refused");
+
+	/* A field not allowed in this message. */
+	amsp_begin(&w, buf, sizeof(buf), AMSP_ABORT);
+	amsp_put_str(&w, AMSP_T_NAME, "nightly");
+	len = amsp_end(&w);
+	ok(decode(len, &m, &why) == -1 && strstr(why, "not allowed"), "foreign field refused");
+
+	/* Required field missing. */
+	amsp_begin(&w, buf, sizeof(buf), AMSP_SNAPSHOT);
+	amsp_put_str(&w, AMSP_T_START_LSN, "0/2000028");
+	len = amsp_end(&w);
+	ok(decode(len, &m, &why) == -1 && strstr(why, "required"), "missing required field refused");
+
+	/* Repeated singleton. */
+	amsp_begin(&w, buf, sizeof(buf), AMSP_SNAPSHOT);
+	amsp_put_str(&w, AMSP_T_START_LSN, "0/2000028");
+	amsp_put_str(&w, AMSP_T_START_LSN, "0/2000028");
+	amsp_put_u32(&w, AMSP_T_TIMELINE, 1);
+	len = amsp_end(&w);
+	ok(decode(len, &m, &why) == -1 && strstr(why, "repeated"), "repeated singleton refused");
+
+	/* Wrong integer width. */
+	amsp_begin(&w, buf, sizeof(buf), AMSP_SNAPSHOT);
+	amsp_put_str(&w, AMSP_T_START_LSN, "0/2000028");
+	amsp_put_u8(&w, AMSP_T_TIMELINE, 1);
+	len = amsp_end(&w);
+	ok(decode(len, &m, &why) == -1 && strstr(why, "u32"), "wrong integer width refused");
+
+	/* Over-long string. */
+	{
+		char big[300];
+
+		memset(big, 'a', sizeof(big) - 1);
+		big[sizeof(big) - 1] = '\0';
+		len = prepare_frame();
+		amsp_begin(&w, buf, sizeof(buf), AMSP_PREPARE);
+		amsp_put_str(&w, AMSP_T_REQUEST_ID, "r1");
+		amsp_put_str(&w, AMSP_T_NAME, big);
+		amsp_put_u8(&w, AMSP_T_FREEZE, 1);
+		amsp_put_str(&w, AMSP_T_PATH_DATA, "/d");
+		len = amsp_end(&w);
+		ok(decode(len, &m, &why) == -1 && strstr(why, "too long"), "over-long string refused");
+	}
+
+	/* The writer refuses to overflow its buffer. */
+	{
+		unsigned char small[20];
+
+		amsp_begin(&w, small, sizeof(small), AMSP_ABORT);
+		amsp_put_str(&w, AMSP_T_REASON, "this does not fit in twenty bytes");
+		is_int(amsp_end(&w), 0, "encoder overflow reported as 0");
+	}
+
+	/* Trailing garbage after the declared payload. */
+	len = prepare_frame();
+	buf[len] = 0;
+	ok(decode(len + 1, &m, &why) == -1, "trailing bytes refused");
+
+	return done_testing();
+}
