@@ -1,0 +1,833 @@
+/*
+ * ec2.c - see ec2.h.
+ *
+ * Request and response shapes follow the Amazon EC2 API Reference (API
+ * version 2016-11-15) and botocore's EC2 service model: CreateSnapshots
+ * (InstanceSpecification.*, TagSpecification.N.*, CopyTagsFromSource;
+ * response snapshotSet/item with <state>), DescribeSnapshots (SnapshotId.N;
+ * snapshotSet/item with <status>), CreateTags (ResourceId.N, Tag.N.Key/Value;
+ * response <return>), DescribeInstances (InstanceId.N; reservationSet/item/
+ * instancesSet/item).
+ */
+#include "ec2.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http.h"
+#include "sigv4.h"
+#include "xml.h"
+
+struct ec2_client {
+	struct http_client *http;
+	char url[600];  /* what libcurl connects to */
+	char host[300]; /* Host header, signed */
+	char path[256]; /* canonical URI, "/" usually */
+	char region[64];
+};
+
+/* ---- Parameters and form encoding. ---- */
+
+void ec2_params_init(struct ec2_params *p)
+{
+	p->items = NULL;
+	p->n = 0;
+	p->cap = 0;
+}
+
+static void free_wiped(char *s)
+{
+	if (s) {
+		secure_zero(s, strlen(s));
+		free(s);
+	}
+}
+
+void ec2_params_free(struct ec2_params *p)
+{
+	size_t i;
+
+	for (i = 0; i < p->n; i++) {
+		free_wiped(p->items[i].name);
+		free_wiped(p->items[i].value);
+	}
+	free(p->items);
+	ec2_params_init(p);
+}
+
+static void params_push(struct ec2_params *p, char *name, const char *value)
+{
+	if (p->n == p->cap) {
+		p->cap = p->cap ? p->cap * 2 : 16;
+		p->items = xrealloc(p->items, p->cap * sizeof(*p->items));
+	}
+	p->items[p->n].name = name;
+	p->items[p->n].value = xstrdup(value ? value : "");
+	p->n++;
+}
+
+void ec2_params_add(struct ec2_params *p, const char *name, const char *value)
+{
+	params_push(p, xstrdup(name), value);
+}
+
+void ec2_params_addf(struct ec2_params *p, const char *value, const char *name_fmt, ...)
+{
+	struct strbuf name;
+	va_list ap;
+
+	sb_init(&name);
+	va_start(ap, name_fmt);
+	sb_vappendf(&name, name_fmt, ap);
+	va_end(ap);
+	params_push(p, xstrdup(sb_str(&name)), value);
+	sb_free(&name);
+}
+
+const char *ec2_params_get(const struct ec2_params *p, const char *name)
+{
+	size_t i;
+
+	for (i = 0; p && i < p->n; i++) {
+		if (strcmp(p->items[i].name, name) == 0)
+			return p->items[i].value;
+	}
+	return NULL;
+}
+
+void ec2_uri_encode(struct strbuf *out, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+			sb_append(out, s, 1);
+		} else {
+			char enc[3] = {'%', hex[ch >> 4], hex[ch & 0xf]};
+
+			sb_append(out, enc, 3);
+		}
+	}
+}
+
+void ec2_form_encode(const char *action, const struct ec2_params *p, struct strbuf *out)
+{
+	size_t i;
+
+	sb_appends(out, "Action=");
+	ec2_uri_encode(out, action);
+	sb_appends(out, "&Version=" EC2_API_VERSION);
+	for (i = 0; p && i < p->n; i++) {
+		sb_append(out, "&", 1);
+		ec2_uri_encode(out, p->items[i].name);
+		sb_append(out, "=", 1);
+		ec2_uri_encode(out, p->items[i].value);
+	}
+}
+
+/* ---- The client. ---- */
+
+static bool unreserved_or_slash(char ch)
+{
+	return isalnum((unsigned char)ch) || strchr("-_.~/", ch);
+}
+
+int ec2_endpoint_check(const char *endpoint_url, char *host, size_t hostsz, struct amis_err *err)
+{
+	char name[256], port_s[8] = "";
+	const char *p, *auth_end, *h_end;
+	bool https;
+	size_t n, i;
+	long port = 0;
+
+	if (hostsz)
+		host[0] = '\0';
+	if (!endpoint_url)
+		return err_set(err, "InvalidEndpoint", "no EC2 endpoint URL");
+	if (strncasecmp(endpoint_url, "https://", 8) == 0) {
+		https = true;
+		p = endpoint_url + 8;
+	} else if (strncasecmp(endpoint_url, "http://", 7) == 0) {
+		https = false;
+		p = endpoint_url + 7;
+	} else {
+		return err_set(err, "InvalidEndpoint",
+		               "EC2 endpoint URL \"%.200s\" must start with https:// or http://",
+		               endpoint_url);
+	}
+	auth_end = p + strcspn(p, "/");
+	if (strpbrk(p, "?#"))
+		return err_set(err, "InvalidEndpoint",
+		               "EC2 endpoint URL \"%.200s\" must not have a query or fragment",
+		               endpoint_url);
+	if (memchr(p, '@', (size_t)(auth_end - p)))
+		return err_set(err, "InvalidEndpoint",
+		               "EC2 endpoint URL must not contain user information");
+	for (i = 0; auth_end[i]; i++) {
+		if (!unreserved_or_slash(auth_end[i]))
+			return err_set(err, "InvalidEndpoint",
+			               "EC2 endpoint URL \"%.200s\" has an unsupported path",
+			               endpoint_url);
+	}
+
+	/* host, [v6 address] or host:port */
+	if (*p == '[') {
+		h_end = memchr(p, ']', (size_t)(auth_end - p));
+		if (!h_end)
+			goto bad_host;
+		h_end++;
+	} else {
+		h_end = p + strcspn(p, ":/");
+		if (h_end > auth_end)
+			h_end = auth_end;
+	}
+	n = (size_t)(h_end - p);
+	if (n == 0 || n >= sizeof(name))
+		goto bad_host;
+	for (i = 0; i < n; i++) {
+		char ch = (char)tolower((unsigned char)p[i]);
+
+		if (!isalnum((unsigned char)ch) && !strchr(p[0] == '[' ? "[]:." : "-.", ch))
+			goto bad_host;
+		name[i] = ch;
+	}
+	name[n] = '\0';
+	if (h_end < auth_end) {
+		char *end;
+
+		if (*h_end != ':' || auth_end - h_end < 2 || auth_end - h_end > 6)
+			goto bad_host;
+		memcpy(port_s, h_end + 1, (size_t)(auth_end - h_end - 1));
+		port_s[auth_end - h_end - 1] = '\0';
+		port = strtol(port_s, &end, 10);
+		if (*end || !isdigit((unsigned char)port_s[0]) || port < 1 || port > 65535)
+			goto bad_host;
+	}
+	/* Like botocore's _host_from_url: lower case, no default port. */
+	if (port && port != (https ? 443 : 80))
+		n = (size_t)snprintf(host, hostsz, "%s:%ld", name, port);
+	else
+		n = (size_t)snprintf(host, hostsz, "%s", name);
+	if (n >= hostsz)
+		goto bad_host;
+	return 0;
+bad_host:
+	if (hostsz)
+		host[0] = '\0';
+	return err_set(err, "InvalidEndpoint", "EC2 endpoint URL \"%.200s\" has an invalid host",
+	               endpoint_url);
+}
+
+struct ec2_client *ec2_client_new(const char *endpoint_url, const char *region)
+{
+	struct ec2_client *c;
+	struct amis_err err;
+	const char *p, *path;
+	int n;
+
+	c = xcalloc(1, sizeof(*c));
+	if (ec2_endpoint_check(endpoint_url, c->host, sizeof(c->host), &err) < 0 || !region ||
+	    !region[0] || strlcpy_checked(c->region, region, sizeof(c->region)) < 0)
+		goto fail;
+	p = strstr(endpoint_url, "://") + 3;
+	path = p + strcspn(p, "/");
+	if (strlcpy_checked(c->path, *path ? path : "/", sizeof(c->path)) < 0)
+		goto fail;
+	n = snprintf(c->url, sizeof(c->url), "%s://%s%s",
+	             strncasecmp(endpoint_url, "https", 5) == 0 ? "https" : "http", c->host,
+	             c->path);
+	if (n < 0 || (size_t)n >= sizeof(c->url))
+		goto fail;
+	c->http = http_client_new();
+	if (!c->http)
+		goto fail;
+	return c;
+fail:
+	free(c);
+	return NULL;
+}
+
+void ec2_client_free(struct ec2_client *c)
+{
+	if (!c)
+		return;
+	http_client_free(c->http);
+	free(c);
+}
+
+const char *ec2_client_host(const struct ec2_client *c)
+{
+	return c->host;
+}
+
+/* ---- Errors. ---- */
+
+bool ec2_error_is_retryable(const struct amis_err *err)
+{
+	static const char *const retryable[] = {
+	    "RequestLimitExceeded",
+	    "SnapshotCreationPerVolumeRateExceeded",
+	    "ConcurrentSnapshotLimitExceeded",
+	    "InternalError",
+	    "InternalFailure",
+	    "ServiceUnavailable",
+	    "Unavailable",
+	    "Throttling",
+	    "Timeout",
+	    "ConnectionError",
+	};
+	size_t i;
+
+	if (!err)
+		return false;
+	for (i = 0; i < sizeof(retryable) / sizeof(retryable[0]); i++) {
+		if (strcmp(err->code, retryable[i]) == 0)
+			return true;
+	}
+	return strncmp(err->code, "HttpError5", 10) == 0;
+}
+
+/* Copies text into dst, control characters replaced by spaces. */
+static void printable_copy(char *dst, size_t dstsz, const char *src)
+{
+	size_t i;
+
+	for (i = 0; src[i] && i + 1 < dstsz; i++) {
+		unsigned char ch = (unsigned char)src[i];
+
+		dst[i] = (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch;
+	}
+	if (dstsz)
+		dst[i] = '\0';
+}
+
+/* err = code, "<message> (request id <id>)", the tail never cut off. */
+static int set_api_error(struct amis_err *err, const char *code, const char *message,
+                         const char *request_id)
+{
+	char tail[160], idbuf[100], clean[sizeof(err->msg)];
+	size_t room, mlen, i, o = 0;
+
+	printable_copy(idbuf, sizeof(idbuf), request_id ? request_id : "");
+	if (idbuf[0])
+		snprintf(tail, sizeof(tail), " (request id %s)", idbuf);
+	else
+		snprintf(tail, sizeof(tail), " (no request id)");
+	printable_copy(clean, sizeof(clean), message && message[0] ? message : "(no message)");
+	room = sizeof(err->msg) - strlen(tail) - 1;
+	mlen = strlen(clean);
+	if (mlen > room) {
+		mlen = room;
+		/* Do not cut a UTF-8 sequence in half. */
+		while (mlen > 0 && ((unsigned char)clean[mlen] & 0xc0) == 0x80)
+			mlen--;
+	}
+	/* Codes are identifiers such as "InvalidInstanceID.NotFound". */
+	for (i = 0; code[i] && o + 1 < sizeof(err->code); i++) {
+		if (isalnum((unsigned char)code[i]) || strchr("._-", code[i]))
+			err->code[o++] = code[i];
+	}
+	err->code[o] = '\0';
+	if (!o)
+		snprintf(err->code, sizeof(err->code), "UnknownError");
+	snprintf(err->msg, sizeof(err->msg), "%.*s%s", (int)mlen, clean, tail);
+	return -1;
+}
+
+/* A response that is not an EC2 document: a proxy, a load balancer, a crash. */
+static int http_status_error(long status, const char *what, const char *body, size_t len,
+                             const char *request_id, struct amis_err *err)
+{
+	char code[32], excerpt[XML_EXCERPT_MAX + 4], msg[400];
+
+	if (status == 500)
+		snprintf(code, sizeof(code), "InternalError");
+	else if (status == 503)
+		snprintf(code, sizeof(code), "ServiceUnavailable");
+	else
+		snprintf(code, sizeof(code), "HttpError%ld", status);
+	xml_excerpt(body, len, excerpt, sizeof(excerpt));
+	snprintf(msg, sizeof(msg), "HTTP status %ld with %s: \"%s\"", status, what, excerpt);
+	return set_api_error(err, code, msg, request_id);
+}
+
+/* <Response><Errors><Error>... or <ErrorResponse><Error>... */
+static int api_error(xmlNodePtr root, const char *hdr_request_id, bool dry_run,
+                     struct amis_err *err)
+{
+	xmlNodePtr e = xml_child(xml_child(root, "Errors"), "Error");
+	char code[64], request_id[100];
+	char *message;
+
+	if (!e)
+		e = xml_child(root, "Error");
+	if (!e)
+		return err_set(err, "MalformedResponse", "EC2 error response without <Error>");
+	if (xml_child_text(e, "Code", code, sizeof(code), err) < 0)
+		return -1;
+	if (dry_run && strcmp(code, "DryRunOperation") == 0)
+		return 0;
+	if (xml_child_text_opt(root, "RequestID", request_id, sizeof(request_id), err) < 0 ||
+	    (!request_id[0] &&
+	     xml_child_text_opt(root, "RequestId", request_id, sizeof(request_id), err) < 0))
+		return -1;
+	message = xml_text_dup(xml_child(e, "Message"));
+	set_api_error(err, code, message, request_id[0] ? request_id : hdr_request_id);
+	free(message);
+	return -1;
+}
+
+int ec2_parse_response(const char *action, long status, const char *body, size_t len,
+                       const char *hdr_request_id, bool dry_run, xmlDocPtr *out_doc,
+                       struct amis_err *err)
+{
+	bool ok_status = status >= 200 && status < 300;
+	char expected[128];
+	xmlDocPtr doc;
+	xmlNodePtr root;
+	int rc;
+
+	*out_doc = NULL;
+	if (xml_parse(body, len, &doc, err) < 0) {
+		if (ok_status)
+			return -1; /* MalformedResponse, with an excerpt */
+		return http_status_error(status, "a body that is not XML", body, len,
+		                         hdr_request_id, err);
+	}
+	root = xml_root(doc);
+	if (xml_is(root, "Response") || xml_is(root, "ErrorResponse")) {
+		rc = api_error(root, hdr_request_id, dry_run, err);
+		xml_free(doc);
+		return rc;
+	}
+	if (!ok_status) {
+		rc = http_status_error(status, "an XML body that is not an EC2 error", body, len,
+		                       hdr_request_id, err);
+		xml_free(doc);
+		return rc;
+	}
+	snprintf(expected, sizeof(expected), "%sResponse", action);
+	if (!xml_is(root, expected)) {
+		err_set(err, "MalformedResponse", "expected <%s>, got <%.64s>", expected,
+		        (const char *)root->name);
+		xml_free(doc);
+		return -1;
+	}
+	*out_doc = doc;
+	return 0;
+}
+
+/*
+ * An error text must not quote a secret, even one echoed by a server: cut the
+ * message where any recognisable piece of one starts.
+ */
+static void redact(struct amis_err *err, const char *secret)
+{
+	char probe[17];
+	size_t n = strlen(secret);
+	char *hit;
+
+	if (n < 8)
+		return;
+	if (n > 16)
+		n = 16;
+	memcpy(probe, secret, n);
+	probe[n] = '\0';
+	hit = strstr(err->msg, probe);
+	if (hit)
+		snprintf(hit, sizeof(err->msg) - (size_t)(hit - err->msg), "[redacted]");
+	if (strstr(err->code, probe))
+		snprintf(err->code, sizeof(err->code), "UnknownError");
+	secure_zero(probe, sizeof(probe));
+}
+
+static bool action_ok(const char *action)
+{
+	if (!action || !*action || strlen(action) > 64)
+		return false;
+	for (; *action; action++) {
+		if (!isalnum((unsigned char)*action))
+			return false;
+	}
+	return true;
+}
+
+int ec2_call(struct ec2_client *c, const struct aws_credentials *creds, const char *action,
+             const struct ec2_params *params, long timeout_ms, time_t now_or_0, xmlDocPtr *out_doc,
+             struct amis_err *err)
+{
+	struct sigv4_request sreq;
+	struct sigv4_result sig;
+	struct http_header hdrs[5];
+	struct http_request hreq;
+	struct http_response resp;
+	struct strbuf body;
+	const char *dry;
+	size_t nh = 0;
+	int rc = -1;
+
+	*out_doc = NULL;
+	if (!c)
+		return err_set(err, "InvalidRequest", "no EC2 client");
+	if (!action_ok(action))
+		return err_set(err, "InvalidRequest", "invalid EC2 action name");
+	memset(&sig, 0, sizeof(sig));
+	sb_init(&body);
+	http_response_init(&resp);
+	ec2_form_encode(action, params, &body);
+
+	sreq = (struct sigv4_request){
+	    .method = "POST",
+	    .host = c->host,
+	    .path = c->path,
+	    .query = NULL,
+	    .content_type = EC2_CONTENT_TYPE,
+	    .body = body.data,
+	    .body_len = body.len,
+	    .region = c->region,
+	    .service = "ec2",
+	    .now = now_or_0 ? now_or_0 : time(NULL),
+	};
+	if (sigv4_sign(&sreq, creds, &sig, NULL, err) < 0) {
+		err_prefix(err, "EC2 %s", action);
+		goto out;
+	}
+	hdrs[nh++] = (struct http_header){"Host", c->host};
+	hdrs[nh++] = (struct http_header){"Content-Type", EC2_CONTENT_TYPE};
+	hdrs[nh++] = (struct http_header){"X-Amz-Date", sig.amz_date};
+	hdrs[nh++] = (struct http_header){"Authorization", sig.authorization};
+	if (sig.security_token)
+		hdrs[nh++] = (struct http_header){"X-Amz-Security-Token", sig.security_token};
+	hreq = (struct http_request){
+	    .method = "POST",
+	    .url = c->url,
+	    .headers = hdrs,
+	    .nheaders = nh,
+	    .body = body.data,
+	    .body_len = body.len,
+	    .timeout_ms = timeout_ms,
+	};
+	if (http_perform(c->http, &hreq, &resp, err) < 0) {
+		err_prefix(err, "EC2 %s", action);
+		goto out;
+	}
+	dry = ec2_params_get(params, "DryRun");
+	rc = ec2_parse_response(action, resp.status, resp.body.data, resp.body.len, resp.request_id,
+	                        dry && strcmp(dry, "true") == 0, out_doc, err);
+out:
+	if (rc < 0 && creds) {
+		const char *s = strstr(sig.authorization, "Signature=");
+
+		redact(err, creds->secret_access_key);
+		redact(err, creds->session_token);
+		if (s)
+			redact(err, s + strlen("Signature="));
+	}
+	secure_zero(&sig, sizeof(sig));
+	sb_free(&body);
+	http_response_free(&resp);
+	return rc;
+}
+
+/* ---- Typed operations. ---- */
+
+void ec2_snapshot_set_free(struct ec2_snapshot_set *s)
+{
+	if (!s)
+		return;
+	free(s->items);
+	s->items = NULL;
+	s->n = 0;
+}
+
+int ec2_parse_snapshot_set(xmlDocPtr doc, const char *state_elem, struct ec2_snapshot_set *out,
+                           struct amis_err *err)
+{
+	xmlNodePtr root = xml_root(doc), it;
+	size_t i = 0;
+
+	out->n = 0;
+	out->items = NULL;
+	if (!xml_child_required(root, "snapshotSet", err))
+		return -1;
+	out->n = xml_items_count(root, "snapshotSet");
+	out->items = out->n ? xcalloc(out->n, sizeof(*out->items)) : NULL;
+	for (it = xml_items_first(root, "snapshotSet"); it; it = xml_items_next(it), i++) {
+		struct ec2_snapshot_info *s = &out->items[i];
+
+		if (xml_child_text(it, "snapshotId", s->snapshot_id, sizeof(s->snapshot_id), err) <
+		        0 ||
+		    xml_child_text(it, "volumeId", s->volume_id, sizeof(s->volume_id), err) < 0 ||
+		    xml_child_text(it, state_elem, s->state, sizeof(s->state), err) < 0 ||
+		    xml_child_ll_opt(it, "volumeSize", -1, &s->volume_size_gib, err) < 0 ||
+		    xml_child_text_opt(it, "startTime", s->start_time, sizeof(s->start_time), err) <
+		        0 ||
+		    xml_child_text_opt(it, "progress", s->progress, sizeof(s->progress), err) < 0) {
+			ec2_snapshot_set_free(out);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int parse_block_devices(xmlNodePtr inst, struct ec2_instance_info *out, struct amis_err *err)
+{
+	xmlNodePtr it, ebs;
+
+	for (it = xml_items_first(inst, "blockDeviceMapping"); it; it = xml_items_next(it)) {
+		struct ec2_block_device *bd;
+
+		ebs = xml_child(it, "ebs");
+		if (!ebs)
+			continue;
+		if (out->nvolumes == EC2_MAX_INSTANCE_VOLUMES)
+			return err_set(err, "TooManyVolumes",
+			               "instance %s has more than %d EBS volumes", out->instance_id,
+			               EC2_MAX_INSTANCE_VOLUMES);
+		bd = &out->volumes[out->nvolumes];
+		if (xml_child_text(it, "deviceName", bd->device_name, sizeof(bd->device_name),
+		                   err) < 0 ||
+		    xml_child_text(ebs, "volumeId", bd->volume_id, sizeof(bd->volume_id), err) <
+		        0 ||
+		    xml_child_bool_opt(ebs, "deleteOnTermination", false,
+		                       &bd->delete_on_termination, err) < 0)
+			return -1;
+		out->nvolumes++;
+	}
+	return 0;
+}
+
+static int parse_instance_node(xmlNodePtr inst, struct ec2_instance_info *out, struct amis_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	if (xml_child_text(inst, "instanceId", out->instance_id, sizeof(out->instance_id), err) <
+	        0 ||
+	    xml_child_text(inst, "architecture", out->architecture, sizeof(out->architecture),
+	                   err) < 0 ||
+	    xml_child_text(inst, "rootDeviceType", out->root_device_type,
+	                   sizeof(out->root_device_type), err) < 0 ||
+	    xml_child_text(inst, "virtualizationType", out->virtualization_type,
+	                   sizeof(out->virtualization_type), err) < 0 ||
+	    xml_child_text_opt(inst, "rootDeviceName", out->root_device_name,
+	                       sizeof(out->root_device_name), err) < 0 ||
+	    xml_child_text_opt(inst, "imageId", out->image_id, sizeof(out->image_id), err) < 0 ||
+	    xml_child_text_opt(inst, "bootMode", out->boot_mode, sizeof(out->boot_mode), err) < 0 ||
+	    xml_child_bool_opt(inst, "enaSupport", false, &out->ena_support, err) < 0 ||
+	    parse_block_devices(inst, out, err) < 0) {
+		memset(out, 0, sizeof(*out));
+		return -1;
+	}
+	return 0;
+}
+
+int ec2_parse_instance(xmlDocPtr doc, const char *instance_id, struct ec2_instance_info *out,
+                       struct amis_err *err)
+{
+	xmlNodePtr root = xml_root(doc), res, inst;
+	char id[64];
+
+	memset(out, 0, sizeof(*out));
+	if (!xml_child_required(root, "reservationSet", err))
+		return -1;
+	for (res = xml_items_first(root, "reservationSet"); res; res = xml_items_next(res)) {
+		for (inst = xml_items_first(res, "instancesSet"); inst;
+		     inst = xml_items_next(inst)) {
+			if (xml_child_text(inst, "instanceId", id, sizeof(id), err) < 0)
+				return -1;
+			if (!instance_id || strcmp(id, instance_id) == 0)
+				return parse_instance_node(inst, out, err);
+		}
+	}
+	return err_set(err, "InvalidInstanceID.NotFound",
+	               "instance %.64s is not in the DescribeInstances response",
+	               instance_id ? instance_id : "(any)");
+}
+
+int ec2_parse_create_tags(xmlDocPtr doc, struct amis_err *err)
+{
+	char ret[16];
+
+	if (xml_child_text_opt(xml_root(doc), "return", ret, sizeof(ret), err) < 0)
+		return -1;
+	if (ret[0] && strcmp(ret, "true") != 0)
+		return err_set(err, "CreateTagsFailed", "CreateTags returned \"%s\"", ret);
+	return 0;
+}
+
+/* Parses a 200 body of action and hands the document to parse. */
+static int parse_body(const char *action, const char *body, size_t len, xmlDocPtr *doc,
+                      struct amis_err *err)
+{
+	return ec2_parse_response(action, 200, body, len, NULL, false, doc, err);
+}
+
+int ec2_parse_create_snapshots(const char *body, size_t len, struct ec2_snapshot_set *out,
+                               struct amis_err *err)
+{
+	xmlDocPtr doc;
+	int rc;
+
+	out->n = 0;
+	out->items = NULL;
+	if (parse_body("CreateSnapshots", body, len, &doc, err) < 0)
+		return -1;
+	rc = ec2_parse_snapshot_set(doc, "state", out, err);
+	xml_free(doc);
+	return rc;
+}
+
+int ec2_parse_describe_snapshots(const char *body, size_t len, struct ec2_snapshot_set *out,
+                                 struct amis_err *err)
+{
+	xmlDocPtr doc;
+	int rc;
+
+	out->n = 0;
+	out->items = NULL;
+	if (parse_body("DescribeSnapshots", body, len, &doc, err) < 0)
+		return -1;
+	rc = ec2_parse_snapshot_set(doc, "status", out, err);
+	xml_free(doc);
+	return rc;
+}
+
+int ec2_parse_describe_instance(const char *body, size_t len, const char *instance_id,
+                                struct ec2_instance_info *out, struct amis_err *err)
+{
+	xmlDocPtr doc;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (parse_body("DescribeInstances", body, len, &doc, err) < 0)
+		return -1;
+	rc = ec2_parse_instance(doc, instance_id, out, err);
+	xml_free(doc);
+	return rc;
+}
+
+int ec2_create_snapshots(struct ec2_client *c, const struct aws_credentials *creds,
+                         const struct ec2_create_snapshots_req *req, long timeout_ms,
+                         struct ec2_snapshot_set *out, struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	size_t i;
+	int rc;
+
+	out->n = 0;
+	out->items = NULL;
+	if (!req || !req->instance_id || !req->instance_id[0])
+		return err_set(err, "InvalidParameterValue",
+		               "CreateSnapshots needs an instance id");
+	ec2_params_init(&p);
+	ec2_params_add(&p, "InstanceSpecification.InstanceId", req->instance_id);
+	if (req->exclude_boot_volume)
+		ec2_params_add(&p, "InstanceSpecification.ExcludeBootVolume", "true");
+	for (i = 0; i < req->n_exclude; i++)
+		ec2_params_addf(&p, req->exclude_volume_ids[i],
+		                "InstanceSpecification.ExcludeDataVolumeId.%zu", i + 1);
+	if (req->description)
+		ec2_params_add(&p, "Description", req->description);
+	if (req->ntags) {
+		ec2_params_add(&p, "TagSpecification.1.ResourceType", "snapshot");
+		for (i = 0; i < req->ntags; i++) {
+			ec2_params_addf(&p, req->tags[i].key, "TagSpecification.1.Tag.%zu.Key",
+			                i + 1);
+			ec2_params_addf(&p, req->tags[i].value, "TagSpecification.1.Tag.%zu.Value",
+			                i + 1);
+		}
+	}
+	if (req->copy_tags_from_source)
+		ec2_params_add(&p, "CopyTagsFromSource", "volume");
+	if (req->dry_run)
+		ec2_params_add(&p, "DryRun", "true");
+
+	rc = ec2_call(c, creds, "CreateSnapshots", &p, timeout_ms, 0, &doc, err);
+	if (rc == 0 && doc)
+		rc = ec2_parse_snapshot_set(doc, "state", out, err);
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
+int ec2_describe_snapshots(struct ec2_client *c, const struct aws_credentials *creds,
+                           const char *const *snapshot_ids, size_t n, long timeout_ms,
+                           struct ec2_snapshot_set *out, struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	size_t i;
+	int rc;
+
+	out->n = 0;
+	out->items = NULL;
+	/* Without ids, DescribeSnapshots would list every snapshot we can see. */
+	if (n == 0)
+		return err_set(err, "InvalidParameterValue",
+		               "DescribeSnapshots needs snapshot ids");
+	ec2_params_init(&p);
+	for (i = 0; i < n; i++)
+		ec2_params_addf(&p, snapshot_ids[i], "SnapshotId.%zu", i + 1);
+	rc = ec2_call(c, creds, "DescribeSnapshots", &p, timeout_ms, 0, &doc, err);
+	if (rc == 0)
+		rc = ec2_parse_snapshot_set(doc, "status", out, err);
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
+int ec2_create_tags(struct ec2_client *c, const struct aws_credentials *creds,
+                    const char *const *resource_ids, size_t nres, const struct ec2_tag *tags,
+                    size_t ntags, long timeout_ms, struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	size_t i;
+	int rc;
+
+	if (nres == 0 || ntags == 0)
+		return err_set(err, "InvalidParameterValue",
+		               "CreateTags needs at least one resource and one tag");
+	ec2_params_init(&p);
+	for (i = 0; i < nres; i++)
+		ec2_params_addf(&p, resource_ids[i], "ResourceId.%zu", i + 1);
+	for (i = 0; i < ntags; i++) {
+		ec2_params_addf(&p, tags[i].key, "Tag.%zu.Key", i + 1);
+		/* "specify the parameter with no value, and we set the value to an empty string" */
+		ec2_params_addf(&p, tags[i].value, "Tag.%zu.Value", i + 1);
+	}
+	rc = ec2_call(c, creds, "CreateTags", &p, timeout_ms, 0, &doc, err);
+	if (rc == 0)
+		rc = ec2_parse_create_tags(doc, err);
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
+int ec2_describe_instance(struct ec2_client *c, const struct aws_credentials *creds,
+                          const char *instance_id, long timeout_ms, struct ec2_instance_info *out,
+                          struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!instance_id || !instance_id[0])
+		return err_set(err, "InvalidParameterValue",
+		               "DescribeInstances needs an instance id");
+	ec2_params_init(&p);
+	ec2_params_add(&p, "InstanceId.1", instance_id);
+	rc = ec2_call(c, creds, "DescribeInstances", &p, timeout_ms, 0, &doc, err);
+	if (rc == 0)
+		rc = ec2_parse_instance(doc, instance_id, out, err);
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}

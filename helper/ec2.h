@@ -1,0 +1,204 @@
+/*
+ * ec2.h - the EC2 Query API client.
+ *
+ * Every call is "POST /" with a form body "Action=X&Version=2016-11-15&..."
+ * signed with SigV4 (service "ec2"); lists are flattened into numbered
+ * parameters (TagSpecification.1.Tag.1.Key).  Responses are
+ * <XResponse xmlns=...> documents whose members are matched by local name;
+ * errors are <Response><Errors><Error><Code>/<Message></Error></Errors>
+ * <RequestID/></Response>, and we branch on Code, never on the HTTP status.
+ * (Amazon EC2 API Reference: "Making API requests using the Query protocol",
+ * "Error codes for the Amazon EC2 API".)
+ *
+ * An ec2_client holds one HTTP connection (see http.h): calls on it must not
+ * overlap.  Credentials are passed to each call because they are refreshed
+ * (IMDS role credentials expire).
+ */
+#ifndef AMIS_EC2_H
+#define AMIS_EC2_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include <libxml/tree.h>
+
+#include "credentials.h"
+#include "util.h"
+
+#define EC2_API_VERSION "2016-11-15"
+#define EC2_CONTENT_TYPE "application/x-www-form-urlencoded; charset=utf-8"
+
+/* ---- Request parameters: an ordered list of name/value pairs. ---- */
+
+struct ec2_param {
+	char *name;
+	char *value;
+};
+
+struct ec2_params {
+	struct ec2_param *items;
+	size_t n, cap;
+};
+
+void ec2_params_init(struct ec2_params *p);
+/* Frees (and wipes) every pair; p can be reused after ec2_params_init. */
+void ec2_params_free(struct ec2_params *p);
+void ec2_params_add(struct ec2_params *p, const char *name, const char *value);
+/* The name is a printf format: ec2_params_addf(p, id, "InstanceId.%zu", i + 1). */
+void ec2_params_addf(struct ec2_params *p, const char *value, const char *name_fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The value of the first pair called name, or NULL. */
+const char *ec2_params_get(const struct ec2_params *p, const char *name);
+
+/* Appends s percent-encoded per RFC 3986 (all but A-Z a-z 0-9 - _ . ~). */
+void ec2_uri_encode(struct strbuf *out, const char *s);
+/* Builds the form body: "Action=<action>&Version=2016-11-15&k1=v1&...". */
+void ec2_form_encode(const char *action, const struct ec2_params *p, struct strbuf *out);
+
+/* ---- The client. ---- */
+
+struct ec2_client;
+
+/*
+ * endpoint_url: "https://ec2.eu-west-1.amazonaws.com", "http://127.0.0.1:8773"
+ * (scheme http or https, a host, an optional port, an optional path made of
+ * unreserved characters and '/').  region: the SigV4 region.  Returns NULL if
+ * either is invalid; ec2_endpoint_check says why.
+ */
+struct ec2_client *ec2_client_new(const char *endpoint_url, const char *region);
+void ec2_client_free(struct ec2_client *c);
+/* Validates an endpoint URL and derives the Host header value (":port" when non-default). */
+int ec2_endpoint_check(const char *endpoint_url, char *host, size_t hostsz, struct amis_err *err);
+/* The Host header value the client sends, e.g. "127.0.0.1:8773". */
+const char *ec2_client_host(const struct ec2_client *c);
+
+/*
+ * One API call.  now_or_0: signing time, 0 for the current time.  On success
+ * *out_doc is the parsed response (free with xml_free), whose root is
+ * <ActionResponse>.  If params contain DryRun=true and EC2 answers
+ * DryRunOperation ("would have succeeded"), returns 0 with *out_doc NULL.
+ * On failure returns -1 with err->code one of: EC2's <Code>
+ * (err->msg "<Message> (request id <RequestID>)"), "Timeout",
+ * "ConnectionError", "InternalError"/"ServiceUnavailable"/"HttpError<status>"
+ * for non-EC2 error bodies, "MalformedResponse", "MissingCredentials".
+ * Messages never contain a secret.
+ */
+int ec2_call(struct ec2_client *c, const struct aws_credentials *creds, const char *action,
+             const struct ec2_params *params, long timeout_ms, time_t now_or_0, xmlDocPtr *out_doc,
+             struct amis_err *err);
+
+/*
+ * True for outcomes worth retrying after a back-off: throttling
+ * (RequestLimitExceeded, SnapshotCreationPerVolumeRateExceeded: wait >= 15 s,
+ * ConcurrentSnapshotLimitExceeded), service-side failures (InternalError,
+ * ServiceUnavailable, Unavailable, HttpError5xx) and transport failures
+ * (Timeout, ConnectionError).  Beware: after a Timeout or ConnectionError on
+ * a call that creates something, it may have been created.
+ */
+bool ec2_error_is_retryable(const struct amis_err *err);
+
+/* ---- Typed operations. ---- */
+
+struct ec2_tag {
+	const char *key;
+	const char *value; /* NULL is sent as "" */
+};
+
+struct ec2_create_snapshots_req {
+	const char *instance_id;
+	const char *description; /* may be NULL */
+	bool exclude_boot_volume;
+	const char *const *exclude_volume_ids; /* InstanceSpecification.ExcludeDataVolumeId.N */
+	size_t n_exclude;
+	const struct ec2_tag *tags; /* TagSpecification.1 (ResourceType=snapshot).Tag.N */
+	size_t ntags;
+	bool copy_tags_from_source; /* CopyTagsFromSource=volume */
+	bool dry_run;
+};
+
+struct ec2_snapshot_info {
+	char snapshot_id[32];
+	char volume_id[32];
+	char state[16];            /* pending | completed | error | recoverable | recovering */
+	long long volume_size_gib; /* -1 if absent */
+	char start_time[40];
+	char progress[16];
+};
+
+struct ec2_snapshot_set {
+	size_t n;
+	struct ec2_snapshot_info *items;
+};
+
+void ec2_snapshot_set_free(struct ec2_snapshot_set *s);
+
+/* CreateSnapshots.  With dry_run, success leaves out empty (n = 0). */
+int ec2_create_snapshots(struct ec2_client *c, const struct aws_credentials *creds,
+                         const struct ec2_create_snapshots_req *req, long timeout_ms,
+                         struct ec2_snapshot_set *out, struct amis_err *err);
+/* DescribeSnapshots for the given ids (n >= 1); items map <status> to .state. */
+int ec2_describe_snapshots(struct ec2_client *c, const struct aws_credentials *creds,
+                           const char *const *snapshot_ids, size_t n, long timeout_ms,
+                           struct ec2_snapshot_set *out, struct amis_err *err);
+/* CreateTags: ResourceId.N, Tag.N.Key, Tag.N.Value. */
+int ec2_create_tags(struct ec2_client *c, const struct aws_credentials *creds,
+                    const char *const *resource_ids, size_t nres, const struct ec2_tag *tags,
+                    size_t ntags, long timeout_ms, struct amis_err *err);
+
+#define EC2_MAX_INSTANCE_VOLUMES 64
+
+struct ec2_block_device {
+	char device_name[64];
+	char volume_id[32];
+	bool delete_on_termination;
+};
+
+struct ec2_instance_info {
+	char instance_id[32];
+	char architecture[16];        /* i386 | x86_64 | arm64 | ... */
+	char root_device_name[64];    /* "" if absent */
+	char root_device_type[16];    /* ebs | instance-store */
+	char virtualization_type[16]; /* hvm | paravirtual */
+	bool ena_support;             /* false if absent */
+	char boot_mode[24];           /* legacy-bios | uefi | uefi-preferred; "" if absent */
+	char image_id[32];            /* "" if absent */
+	size_t nvolumes;              /* EBS mappings only */
+	struct ec2_block_device volumes[EC2_MAX_INSTANCE_VOLUMES];
+};
+
+/*
+ * DescribeInstances for one instance.  Fails with "InvalidInstanceID.NotFound"
+ * if the response does not list it, "TooManyVolumes" beyond 64 EBS mappings.
+ */
+int ec2_describe_instance(struct ec2_client *c, const struct aws_credentials *creds,
+                          const char *instance_id, long timeout_ms, struct ec2_instance_info *out,
+                          struct amis_err *err);
+
+/* ---- Response parsing, without HTTP (used by the above; exposed for tests). ---- */
+
+/*
+ * Interprets one HTTP response to action: EC2 error documents, non-XML error
+ * bodies, DryRunOperation when dry_run, and checks the root is
+ * <actionResponse>.  hdr_request_id: the x-amzn-requestid header or NULL.
+ * Same results as ec2_call.
+ */
+int ec2_parse_response(const char *action, long status, const char *body, size_t len,
+                       const char *hdr_request_id, bool dry_run, xmlDocPtr *out_doc,
+                       struct amis_err *err);
+/* Items of <snapshotSet>, with the state in <state_elem> ("state" or "status"). */
+int ec2_parse_snapshot_set(xmlDocPtr doc, const char *state_elem, struct ec2_snapshot_set *out,
+                           struct amis_err *err);
+int ec2_parse_instance(xmlDocPtr doc, const char *instance_id, struct ec2_instance_info *out,
+                       struct amis_err *err);
+int ec2_parse_create_tags(xmlDocPtr doc, struct amis_err *err);
+
+/* Body-level conveniences for tests: 200 responses of each action. */
+int ec2_parse_create_snapshots(const char *body, size_t len, struct ec2_snapshot_set *out,
+                               struct amis_err *err);
+int ec2_parse_describe_snapshots(const char *body, size_t len, struct ec2_snapshot_set *out,
+                                 struct amis_err *err);
+int ec2_parse_describe_instance(const char *body, size_t len, const char *instance_id,
+                                struct ec2_instance_info *out, struct amis_err *err);
+
+#endif

@@ -1,0 +1,345 @@
+/*
+ * http.c - see http.h.
+ *
+ * Secrets travel in request headers (Authorization, X-Amz-Security-Token,
+ * the IMDS token): they are never copied into an error message, and the
+ * header lines built for libcurl are wiped before they are freed.
+ */
+#include "http.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+
+#define HTTP_MAX_BODY (8u * 1024 * 1024)
+#define HTTP_DEFAULT_TIMEOUT_MS 30000L
+#define HTTP_MAX_CONNECT_TIMEOUT_MS 5000L
+#define HTTP_USER_AGENT "ami-snapshot-helper"
+
+/*
+ * Never through a proxy: the loopback (test emulators) and the instance
+ * metadata service (IPv4 and IPv6 addresses).  Appended to NO_PROXY.
+ */
+#define HTTP_NO_PROXY_ALWAYS "127.0.0.1,localhost,::1,169.254.169.254,fd00:ec2::254"
+
+struct http_client {
+	CURL *curl;
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+struct body_sink {
+	struct strbuf *sb;
+	bool too_large;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc = CURLE_FAILED_INIT;
+
+static void curl_init_once(void)
+{
+	curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+struct http_client *http_client_new(void)
+{
+	struct http_client *c;
+
+	pthread_once(&curl_once, curl_init_once);
+	if (curl_init_rc != CURLE_OK)
+		return NULL;
+	c = xcalloc(1, sizeof(*c));
+	c->curl = curl_easy_init();
+	if (!c->curl) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void http_client_free(struct http_client *c)
+{
+	if (!c)
+		return;
+	curl_easy_cleanup(c->curl);
+	free(c);
+}
+
+void http_response_init(struct http_response *r)
+{
+	r->status = 0;
+	sb_init(&r->body);
+	r->request_id[0] = '\0';
+}
+
+void http_response_free(struct http_response *r)
+{
+	sb_free(&r->body);
+	r->status = 0;
+	r->request_id[0] = '\0';
+}
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	struct body_sink *sink = userdata;
+	size_t n = size * nmemb;
+
+	if (n > HTTP_MAX_BODY || sink->sb->len + n > HTTP_MAX_BODY) {
+		sink->too_large = true;
+		return 0; /* makes libcurl fail with CURLE_WRITE_ERROR */
+	}
+	sb_append(sink->sb, ptr, n);
+	return n;
+}
+
+static bool header_is(const char *line, size_t n, const char *name)
+{
+	size_t len = strlen(name);
+
+	return n > len && line[len] == ':' && strncasecmp(line, name, len) == 0;
+}
+
+static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
+{
+	struct http_response *r = userdata;
+	size_t n = size * nitems;
+	size_t i, o = 0, start;
+
+	/* A new status line (100 Continue, or a new response): forget the old id. */
+	if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+		r->request_id[0] = '\0';
+		return n;
+	}
+	if (!header_is(line, n, "x-amzn-requestid") && !header_is(line, n, "x-amz-request-id"))
+		return n;
+	start = (size_t)((const char *)memchr(line, ':', n) - line) + 1;
+	for (i = start; i < n && o + 1 < sizeof(r->request_id); i++) {
+		unsigned char ch = (unsigned char)line[i];
+
+		if (ch > 0x20 && ch < 0x7f)
+			r->request_id[o++] = (char)ch;
+	}
+	r->request_id[o] = '\0';
+	return n;
+}
+
+/* RFC 9110 token characters. */
+static bool header_name_ok(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++) {
+		if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+			return false;
+	}
+	return true;
+}
+
+static bool header_value_ok(const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\r' || *s == '\n')
+			return false;
+	}
+	return true;
+}
+
+static void wipe_headers(struct curl_slist *list)
+{
+	struct curl_slist *l;
+
+	for (l = list; l; l = l->next)
+		secure_zero(l->data, strlen(l->data));
+	curl_slist_free_all(list);
+}
+
+static bool has_header(const struct http_request *req, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < req->nheaders; i++) {
+		if (strcasecmp(req->headers[i].name, name) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Builds libcurl's header list.  Returns -1 (err set, no value quoted) for a
+ * header that would split the request.
+ */
+static int build_headers(const struct http_request *req, bool sends_body, struct curl_slist **out,
+                         struct amis_err *err)
+{
+	struct curl_slist *list = NULL, *l;
+	struct strbuf line;
+	size_t i;
+
+	*out = NULL;
+	sb_init(&line);
+	for (i = 0; i < req->nheaders; i++) {
+		const struct http_header *h = &req->headers[i];
+
+		if (!h->name || !header_name_ok(h->name)) {
+			err_set(err, "InvalidRequest", "invalid HTTP header name");
+			goto fail;
+		}
+		if (!h->value || !header_value_ok(h->value)) {
+			err_set(err, "InvalidRequest", "HTTP header %s has an invalid value",
+			        h->name);
+			goto fail;
+		}
+		sb_reset(&line);
+		/* "Name;" is libcurl's syntax for a header with an empty value. */
+		if (h->value[0])
+			sb_appendf(&line, "%s: %s", h->name, h->value);
+		else
+			sb_appendf(&line, "%s;", h->name);
+		l = curl_slist_append(list, line.data);
+		if (!l) {
+			err_set(err, "OutOfMemory", "cannot build HTTP headers");
+			goto fail;
+		}
+		list = l;
+	}
+	sb_free(&line); /* wipes the last line, which may hold a secret */
+
+	/*
+	 * No "Expect: 100-continue" round trip for larger bodies: the one call
+	 * made while a filesystem is frozen must cost a single round trip.  And
+	 * no default form Content-Type on bodies the caller did not type.
+	 */
+	if (!has_header(req, "Expect")) {
+		l = curl_slist_append(list, "Expect:");
+		if (!l)
+			goto oom;
+		list = l;
+	}
+	if (sends_body && !has_header(req, "Content-Type")) {
+		l = curl_slist_append(list, "Content-Type:");
+		if (!l)
+			goto oom;
+		list = l;
+	}
+	*out = list;
+	return 0;
+oom:
+	err_set(err, "OutOfMemory", "cannot build HTTP headers");
+fail:
+	sb_free(&line);
+	wipe_headers(list);
+	return -1;
+}
+
+static void set_no_proxy(CURL *h)
+{
+	const char *env = getenv("NO_PROXY");
+	struct strbuf sb;
+
+	if (!env || !*env)
+		env = getenv("no_proxy");
+	sb_init(&sb);
+	if (env && *env)
+		sb_appendf(&sb, "%s,", env);
+	sb_appends(&sb, HTTP_NO_PROXY_ALWAYS);
+	curl_easy_setopt(h, CURLOPT_NOPROXY, sb.data); /* libcurl copies it */
+	sb_free(&sb);
+}
+
+/* Length of url without its query string, for messages. */
+static int url_shown_len(const char *url)
+{
+	size_t n = strcspn(url, "?#");
+
+	return n > 200 ? 200 : (int)n;
+}
+
+int http_perform(struct http_client *c, const struct http_request *req, struct http_response *resp,
+                 struct amis_err *err)
+{
+	CURL *h;
+	struct body_sink sink = {.sb = &resp->body, .too_large = false};
+	struct curl_slist *headers = NULL;
+	long timeout_ms, connect_ms, status = 0;
+	bool sends_body;
+	CURLcode rc;
+
+	resp->status = 0;
+	resp->request_id[0] = '\0';
+	sb_reset(&resp->body);
+	if (!c || !req || !req->method || !req->url)
+		return err_set(err, "InvalidRequest", "incomplete HTTP request");
+	if (req->body_len && !req->body)
+		return err_set(err, "InvalidRequest", "HTTP body length without a body");
+	if (req->body_len > HTTP_MAX_BODY)
+		return err_set(err, "InvalidRequest", "HTTP request body is larger than 8 MiB");
+	h = c->curl;
+
+	timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
+	connect_ms = req->connect_timeout_ms > 0
+	                 ? req->connect_timeout_ms
+	                 : (timeout_ms < HTTP_MAX_CONNECT_TIMEOUT_MS ? timeout_ms
+	                                                             : HTTP_MAX_CONNECT_TIMEOUT_MS);
+	sends_body = strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0 ||
+	             req->body_len > 0;
+	if (build_headers(req, sends_body, &headers, err) < 0)
+		return -1;
+
+	/* Resetting options keeps the handle's live connections for reuse. */
+	curl_easy_reset(h);
+	c->errbuf[0] = '\0';
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
+	curl_easy_setopt(h, CURLOPT_URL, req->url);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, HTTP_USER_AGENT);
+	set_no_proxy(h);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, resp);
+
+	if (strcmp(req->method, "GET") == 0 && !req->body_len) {
+		curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+	} else if (strcmp(req->method, "HEAD") == 0) {
+		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	} else {
+		if (strcmp(req->method, "POST") != 0)
+			curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
+		if (sends_body) {
+			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+			curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+		}
+	}
+
+	rc = curl_easy_perform(h);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	resp->status = status;
+	/* Drop every pointer to our buffers (headers, body) from the handle. */
+	curl_easy_reset(h);
+	wipe_headers(headers);
+
+	if (rc == CURLE_OK)
+		return 0;
+	if (sink.too_large)
+		return err_set(err, "ConnectionError",
+		               "%s %.*s: response body is larger than 8 MiB", req->method,
+		               url_shown_len(req->url), req->url);
+	if (rc == CURLE_OPERATION_TIMEDOUT)
+		return err_set(err, "Timeout", "%s %.*s timed out after %ld ms (%s)", req->method,
+		               url_shown_len(req->url), req->url, timeout_ms,
+		               c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
+	return err_set(err, "ConnectionError", "%s %.*s failed: %s", req->method,
+	               url_shown_len(req->url), req->url,
+	               c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
+}

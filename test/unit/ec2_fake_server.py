@@ -1,0 +1,247 @@
+"""A scripted fake EC2 endpoint for test_ec2_http.c (not a test itself).
+
+Listens on 127.0.0.1 on an ephemeral port, prints "PORT <n>" on stdout, and
+exits when its stdin closes (the test died or finished) or after 120 s.
+Every request's SigV4 signature is checked with botocore's SigV4Auth
+(region us-east-1, service ec2, the example key); a bad one gets the
+SignatureDoesNotMatch error EC2 would send.  The form's Action picks the
+behaviour; "LastRequest" returns the previous request as XML so the test can
+check what the typed operations sent.
+
+Run with /usr/bin/python3 (Debian's python3-botocore).
+"""
+
+import datetime
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from unittest import mock
+from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
+
+import botocore.auth
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+AKID = "AKIDEXAMPLE"
+SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+REGION = "us-east-1"
+NS = 'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"'
+
+last_request = {"pairs": [], "headers": {}}
+lock = threading.Lock()
+
+
+def frozen_clock(when):
+    if hasattr(botocore.auth, "get_current_datetime"):
+        return mock.patch("botocore.auth.get_current_datetime", return_value=when)
+    fake = mock.MagicMock()
+    fake.datetime.utcnow.return_value = when
+    return mock.patch("botocore.auth.datetime", fake)
+
+
+def expected_authorization(method, path, headers, body):
+    amz_date = headers.get("X-Amz-Date", "")
+    when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ")
+    signed = {"Host": headers.get("Host", "")}
+    if headers.get("Content-Type") is not None:
+        signed["Content-Type"] = headers["Content-Type"]
+    req = AWSRequest(method=method, url="http://%s%s" % (headers.get("Host"), path),
+                     data=body, headers=signed)
+    creds = Credentials(AKID, SECRET, headers.get("X-Amz-Security-Token"))
+    with lock, frozen_clock(when):
+        SigV4Auth(creds, "ec2", REGION).add_auth(req)
+    return req.headers["Authorization"]
+
+
+def error_xml(code, message, request_id):
+    return ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>%s</Code>"
+            "<Message>%s</Message></Error></Errors><RequestID>%s</RequestID></Response>"
+            % (escape(code), escape(message), escape(request_id)))
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is visible
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def reply(self, status, body, ctype="text/xml;charset=UTF-8", request_id=None):
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        if request_id:
+            self.send_header("x-amzn-RequestId", request_id)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        try:
+            pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, strict_parsing=True)
+        except (UnicodeDecodeError, ValueError) as e:
+            return self.reply(400, error_xml("MalformedQueryString", str(e), "mq-1"))
+        form = dict(pairs)
+        action = form.get("Action", "")
+        headers = {k: v for k, v in self.headers.items()}
+        if action != "LastRequest":
+            with lock:
+                last_request["pairs"] = pairs
+                last_request["headers"] = headers
+                last_request["method"] = self.command
+                last_request["path"] = self.path
+        try:
+            want = expected_authorization(self.command, self.path, self.headers, body)
+        except Exception as e:  # noqa: BLE001 - any failure is a bad request
+            return self.reply(400, error_xml("IncompleteSignature", repr(e), "sig-0"))
+        if self.headers.get("Authorization") != want:
+            return self.reply(403, error_xml(
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you "
+                "provided.", "sig-1"))
+        getattr(self, "act_" + action, self.act_unknown)(form)
+
+    def act_unknown(self, form):
+        self.reply(400, error_xml("InvalidAction", "The action %s is not valid for this "
+                                  "web service." % form.get("Action"), "inv-1"))
+
+    def act_Echo(self, form):
+        h = self.headers
+        xml = ["<EchoResponse %s><requestId>echo-body-id</requestId>" % NS]
+        for name, value in [("method", self.command), ("path", self.path),
+                            ("host", h.get("Host", "")),
+                            ("contentType", h.get("Content-Type", "")),
+                            ("expect", h.get("Expect", "(none)")),
+                            ("token", h.get("X-Amz-Security-Token", "(none)")),
+                            ("clientPort", str(self.client_address[1])),
+                            ("value", form.get("Value", ""))]:
+            xml.append("<%s>%s</%s>" % (name, escape(value), name))
+        xml.append("</EchoResponse>")
+        self.reply(200, "".join(xml), request_id="echo-hdr-id")
+
+    def act_LastRequest(self, form):
+        with lock:
+            pairs = list(last_request["pairs"])
+        items = "".join("<item><name>%s</name><value>%s</value></item>"
+                        % (escape(k), escape(v)) for k, v in pairs)
+        self.reply(200, "<LastRequestResponse %s><pairSet>%s</pairSet></LastRequestResponse>"
+                   % (NS, items))
+
+    def act_Sleep(self, form):
+        time.sleep(float(form.get("Seconds", "2")))
+        try:
+            self.reply(200, "<SleepResponse %s/>" % NS)
+        except OSError:
+            pass
+
+    def act_Throttle(self, form):
+        self.reply(503, error_xml("RequestLimitExceeded", "Request limit exceeded.",
+                                  "throttle-1"))
+
+    def act_BadGateway(self, form):
+        self.reply(502, "<html><body><h1>502 Bad Gateway</h1></body></html>",
+                   ctype="text/html", request_id="lb-7")
+
+    def act_Leak(self, form):
+        # A server that quotes what it received, secrets included.
+        self.reply(400, error_xml(
+            "SignatureDoesNotMatch",
+            "Canonical request had x-amz-security-token:%s and %s"
+            % (self.headers.get("X-Amz-Security-Token", ""), self.headers.get("Authorization")),
+            "leak-1"))
+
+    def act_Huge(self, form):
+        size = 9 * 1024 * 1024
+        self.send_response(200)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        chunk = b"x" * 65536
+        try:
+            for _ in range(size // len(chunk)):
+                self.wfile.write(chunk)
+        except OSError:
+            pass
+
+    def act_Close(self, form):
+        self.close_connection = True  # no response at all
+
+    def act_CreateSnapshots(self, form):
+        if form.get("DryRun") == "true":
+            return self.reply(412, error_xml(
+                "DryRunOperation", "Request would have succeeded, but DryRun flag is set.",
+                "dry-1"))
+        items = ""
+        for i, vol in enumerate(["vol-0aaaaaaaaaaaaaaa1", "vol-0aaaaaaaaaaaaaaa2"]):
+            items += ("<item><description>%s</description><encrypted>false</encrypted>"
+                      "<ownerId>123456789012</ownerId><progress></progress>"
+                      "<snapshotId>snap-0bbbbbbbbbbbbbbb%d</snapshotId>"
+                      "<startTime>2024-05-01T10:00:00.000Z</startTime><state>pending</state>"
+                      "<volumeId>%s</volumeId><volumeSize>%d</volumeSize></item>"
+                      % (escape(form.get("Description", "")), i + 1, vol, 8 * (i + 1)))
+        self.reply(200, "<CreateSnapshotsResponse %s><requestId>cs-1</requestId>"
+                   "<snapshotSet>%s</snapshotSet></CreateSnapshotsResponse>" % (NS, items))
+
+    def act_DescribeSnapshots(self, form):
+        items = ""
+        i = 1
+        while "SnapshotId.%d" % i in form:
+            items += ("<item><snapshotId>%s</snapshotId><volumeId>vol-%d</volumeId>"
+                      "<status>completed</status><progress>100%%</progress>"
+                      "<volumeSize>8</volumeSize></item>"
+                      % (escape(form["SnapshotId.%d" % i]), i))
+            i += 1
+        self.reply(200, "<DescribeSnapshotsResponse %s><requestId>ds-1</requestId>"
+                   "<snapshotSet>%s</snapshotSet></DescribeSnapshotsResponse>" % (NS, items))
+
+    def act_CreateTags(self, form):
+        self.reply(200, "<CreateTagsResponse %s><requestId>ct-1</requestId>"
+                   "<return>true</return></CreateTagsResponse>" % NS)
+
+    def act_DescribeInstances(self, form):
+        iid = form.get("InstanceId.1", "")
+        if iid == "i-0000000000000dead":
+            return self.reply(400, error_xml(
+                "InvalidInstanceID.NotFound",
+                "The instance ID '%s' does not exist" % iid, "di-404"))
+        self.reply(200, (
+            "<DescribeInstancesResponse %s><requestId>di-1</requestId><reservationSet><item>"
+            "<reservationId>r-1</reservationId><instancesSet><item>"
+            "<instanceId>%s</instanceId><imageId>ami-0123456789abcdef0</imageId>"
+            "<architecture>x86_64</architecture><rootDeviceType>ebs</rootDeviceType>"
+            "<rootDeviceName>/dev/xvda</rootDeviceName><virtualizationType>hvm"
+            "</virtualizationType><enaSupport>true</enaSupport><bootMode>uefi-preferred"
+            "</bootMode><blockDeviceMapping><item><deviceName>/dev/xvda</deviceName><ebs>"
+            "<volumeId>vol-0aaaaaaaaaaaaaaa1</volumeId><deleteOnTermination>true"
+            "</deleteOnTermination></ebs></item></blockDeviceMapping></item></instancesSet>"
+            "</item></reservationSet></DescribeInstancesResponse>") % (NS, escape(iid)))
+
+
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # clients that hang up on purpose (timeouts, oversized bodies)
+
+
+def watch_stdin():
+    sys.stdin.read()
+    os._exit(0)
+
+
+def main():
+    server = QuietServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    deadline = threading.Timer(120, lambda: os._exit(3))
+    deadline.daemon = True
+    deadline.start()
+    print("PORT %d" % server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,565 @@
+/*
+ * test_ec2.c - the EC2 client without HTTP: form encoding, endpoints, and
+ * response interpretation (success bodies of CreateSnapshots,
+ * DescribeSnapshots, DescribeInstances, CreateTags; EC2 error documents;
+ * non-XML error bodies; DryRunOperation), namespaced or not, reordered,
+ * truncated or garbage.  test_ec2_http.c does the same over a real socket.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ec2.h"
+#include "tap.h"
+#include "xml.h"
+
+#define NS "xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\""
+
+static void test_form_encoding(void)
+{
+	struct ec2_params p;
+	struct strbuf sb;
+
+	ec2_params_init(&p);
+	sb_init(&sb);
+	ec2_form_encode("DescribeRegions", &p, &sb);
+	is_str(sb_str(&sb), "Action=DescribeRegions&Version=2016-11-15", "no parameters");
+
+	ec2_params_add(&p, "ResourceId.1", "snap-0123456789abcdef0");
+	ec2_params_addf(&p, "ami-snapshot:label", "Tag.%d.Key", 1);
+	ec2_params_addf(&p, "a b*c~d/e+f=g&h\xc3\xa9-_.", "Tag.%d.Value", 1);
+	ec2_params_addf(&p, NULL, "Tag.%d.Value", 2);
+	ec2_params_add(&p, "Desc", "100%\n\"x'y'\"");
+	sb_reset(&sb);
+	ec2_form_encode("CreateTags", &p, &sb);
+	is_str(sb_str(&sb),
+	       "Action=CreateTags&Version=2016-11-15&ResourceId.1=snap-0123456789abcdef0"
+	       "&Tag.1.Key=ami-snapshot%3Alabel"
+	       "&Tag.1.Value=a%20b%2Ac~d%2Fe%2Bf%3Dg%26h%C3%A9-_."
+	       "&Tag.2.Value="
+	       "&Desc=100%25%0A%22x%27y%27%22",
+	       "RFC 3986 encoding of names and values, in order");
+	is_str(ec2_params_get(&p, "Tag.1.Key"), "ami-snapshot:label", "params_get");
+	ok(ec2_params_get(&p, "Nope") == NULL, "params_get: absent");
+	is_int(p.n, 5, "five pairs");
+	ec2_params_free(&p);
+	is_int(p.n, 0, "freed");
+
+	sb_reset(&sb);
+	ec2_uri_encode(&sb, "AZaz09-_.~ !\"#$%&'()*+,/:;<=>?@[\\]^`{|}\x7f");
+	is_str(sb_str(&sb),
+	       "AZaz09-_.~%20%21%22%23%24%25%26%27%28%29%2A%2B%2C%2F%3A%3B%3C%3D%3E%3F%40%5B%5C%5D%"
+	       "5E%60%7B%7C%7D%7F",
+	       "uri_encode: only unreserved characters stay");
+	sb_free(&sb);
+}
+
+static void check_endpoint(const char *url, int want_rc, const char *want_host)
+{
+	struct amis_err err;
+	char host[300], label[100];
+	size_t i;
+	int rc;
+
+	/* The URL is printed in TAP output: one line. */
+	snprintf(label, sizeof(label), "%s", url ? url : "(null)");
+	for (i = 0; label[i]; i++) {
+		if ((unsigned char)label[i] < 0x20)
+			label[i] = '?';
+	}
+	err_clear(&err);
+	rc = ec2_endpoint_check(url, host, sizeof(host), &err);
+	is_int(rc, want_rc, "endpoint %s: %s", label, want_rc ? "refused" : "accepted");
+	if (want_rc == 0)
+		is_str(host, want_host, "endpoint %s: Host header", label);
+	else
+		is_str(err.code, "InvalidEndpoint", "endpoint %s: code", label);
+}
+
+static void test_endpoints(void)
+{
+	struct ec2_client *c;
+
+	check_endpoint("https://ec2.eu-west-1.amazonaws.com", 0, "ec2.eu-west-1.amazonaws.com");
+	check_endpoint("https://ec2.eu-west-1.amazonaws.com/", 0, "ec2.eu-west-1.amazonaws.com");
+	check_endpoint("HTTPS://EC2.US-EAST-1.AmazonAWS.com:443", 0, "ec2.us-east-1.amazonaws.com");
+	check_endpoint("https://ec2.us-east-1.amazonaws.com:8443", 0,
+	               "ec2.us-east-1.amazonaws.com:8443");
+	check_endpoint("http://127.0.0.1:8773", 0, "127.0.0.1:8773");
+	check_endpoint("http://localhost:80/", 0, "localhost");
+	check_endpoint("http://[::1]:8773/", 0, "[::1]:8773");
+	check_endpoint("http://127.0.0.1:8773/ec2/", 0, "127.0.0.1:8773");
+	check_endpoint("ftp://ec2.amazonaws.com", -1, NULL);
+	check_endpoint("ec2.amazonaws.com", -1, NULL);
+	check_endpoint("https://", -1, NULL);
+	check_endpoint("https://:443", -1, NULL);
+	check_endpoint("https://user:pw@ec2.amazonaws.com", -1, NULL);
+	check_endpoint("https://ec2.amazonaws.com/?x=1", -1, NULL);
+	check_endpoint("http://127.0.0.1:0", -1, NULL);
+	check_endpoint("http://127.0.0.1:65536", -1, NULL);
+	check_endpoint("http://127.0.0.1:80a", -1, NULL);
+	check_endpoint("http://127.0.0.1:", -1, NULL);
+	check_endpoint("http://ho st", -1, NULL);
+	check_endpoint("http://host/a b", -1, NULL);
+	check_endpoint("http://host\r\nX: y/", -1, NULL);
+	check_endpoint(NULL, -1, NULL);
+
+	c = ec2_client_new("http://127.0.0.1:8773/", "us-east-1");
+	ok(c != NULL, "client for a local endpoint");
+	is_str(c ? ec2_client_host(c) : "", "127.0.0.1:8773", "client Host");
+	ec2_client_free(c);
+	ok(ec2_client_new("gopher://x", "us-east-1") == NULL, "client: bad URL refused");
+	ok(ec2_client_new("https://ec2.amazonaws.com", "") == NULL, "client: empty region refused");
+	ok(ec2_client_new("https://ec2.amazonaws.com", NULL) == NULL, "client: no region refused");
+}
+
+static const char create_snapshots_ok[] =
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+    "<CreateSnapshotsResponse " NS ">\n"
+    "    <requestId>59dbff89-35bd-4eac-99ed-be587EXAMPLE</requestId>\n"
+    "    <snapshotSet>\n"
+    "        <item>\n"
+    "            <description>nightly</description>\n"
+    "            <encrypted>false</encrypted>\n"
+    "            <ownerId>123456789012</ownerId>\n"
+    "            <progress></progress>\n"
+    "            <snapshotId>snap-0a1b2c3d4e5f60001</snapshotId>\n"
+    "            <startTime>2024-05-01T10:00:00.000Z</startTime>\n"
+    "            <state>pending</state>\n"
+    "            <volumeId>vol-0a1b2c3d4e5f60001</volumeId>\n"
+    "            <volumeSize>8</volumeSize>\n"
+    "            <tagSet><item><key>k</key><value>v</value></item></tagSet>\n"
+    "        </item>\n"
+    "        <item>\n"
+    "            <volumeSize>100</volumeSize>\n"
+    "            <state>pending</state>\n"
+    "            <volumeId>vol-0a1b2c3d4e5f60002</volumeId>\n"
+    "            <snapshotId>snap-0a1b2c3d4e5f60002</snapshotId>\n"
+    "        </item>\n"
+    "    </snapshotSet>\n"
+    "</CreateSnapshotsResponse>\n";
+
+static void test_create_snapshots(void)
+{
+	struct ec2_snapshot_set set;
+	struct amis_err err;
+	const char *prefixed =
+	    "<ec2:CreateSnapshotsResponse xmlns:ec2=\"urn:ec2\"><ec2:snapshotSet>"
+	    "<ec2:item><ec2:state>pending</ec2:state>"
+	    "<ec2:snapshotId>snap-1</ec2:snapshotId>"
+	    "<ec2:volumeId>vol-1</ec2:volumeId></ec2:item></ec2:snapshotSet>"
+	    "<ec2:requestId>r</ec2:requestId></ec2:CreateSnapshotsResponse>";
+	const char *bodies[] = {
+	    "<CreateSnapshotsResponse><snapshotSet/></CreateSnapshotsResponse>",
+	    "<CreateSnapshotsResponse><requestId>r</requestId></CreateSnapshotsResponse>",
+	    "<CreateSnapshotsResponse><snapshotSet><item><volumeId>vol-1</volumeId>"
+	    "<state>pending</state></item></snapshotSet></CreateSnapshotsResponse>",
+	    "<CreateSnapshotsResponse><snapshotSet><item><snapshotId>snap-1</snapshotId>"
+	    "<volumeId>vol-1</volumeId><status>pending</status></item></snapshotSet>"
+	    "</CreateSnapshotsResponse>",
+	    "<CreateSnapshotsResponse><snapshotSet><item><snapshotId>snap-1</snapshotId>"
+	    "<volumeId>vol-1</volumeId><state>pending</state><volumeSize>big</volumeSize>"
+	    "</item></snapshotSet></CreateSnapshotsResponse>",
+	    "<CreateSnapshotsResponse><snapshotSet><item><snapshotId>"
+	    "snap-0123456789abcdef0123456789abcdef</snapshotId><volumeId>vol-1</volumeId>"
+	    "<state>pending</state></item></snapshotSet></CreateSnapshotsResponse>",
+	    "<DescribeSnapshotsResponse><snapshotSet/></DescribeSnapshotsResponse>",
+	    "<CreateSnapshotsResponse><snapshotSet><item><snapshotId>snap-1</snap",
+	};
+	const char *why[] = {
+	    "empty set: ok",
+	    "no snapshotSet",
+	    "item without snapshotId",
+	    "item with <status> instead of <state>",
+	    "volumeSize not a number",
+	    "snapshot id too long",
+	    "another action's response",
+	    "truncated",
+	};
+	size_t i;
+
+	err_clear(&err);
+	is_int(ec2_parse_create_snapshots(create_snapshots_ok, strlen(create_snapshots_ok), &set,
+	                                  &err),
+	       0, "CreateSnapshots: parses (%s)", err.msg);
+	is_int(set.n, 2, "CreateSnapshots: two snapshots");
+	if (set.n == 2) {
+		is_str(set.items[0].snapshot_id, "snap-0a1b2c3d4e5f60001", "item 0 snapshotId");
+		is_str(set.items[0].volume_id, "vol-0a1b2c3d4e5f60001", "item 0 volumeId");
+		is_str(set.items[0].state, "pending", "item 0 state");
+		is_int(set.items[0].volume_size_gib, 8, "item 0 volumeSize");
+		is_str(set.items[0].start_time, "2024-05-01T10:00:00.000Z", "item 0 startTime");
+		is_str(set.items[0].progress, "", "item 0 empty progress");
+		is_str(set.items[1].snapshot_id, "snap-0a1b2c3d4e5f60002", "item 1 (reordered)");
+		is_str(set.items[1].volume_id, "vol-0a1b2c3d4e5f60002", "item 1 volumeId");
+		is_int(set.items[1].volume_size_gib, 100, "item 1 volumeSize");
+		is_str(set.items[1].start_time, "", "item 1 no startTime");
+	}
+	ec2_snapshot_set_free(&set);
+	is_int(set.n, 0, "set freed");
+
+	is_int(ec2_parse_create_snapshots(prefixed, strlen(prefixed), &set, &err), 0,
+	       "prefixed namespace: parses");
+	is_int(set.n, 1, "prefixed namespace: one item");
+	is_str(set.n ? set.items[0].snapshot_id : "", "snap-1", "prefixed namespace: id");
+	ec2_snapshot_set_free(&set);
+
+	for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		int want = i == 0 ? 0 : -1;
+
+		err_clear(&err);
+		is_int(ec2_parse_create_snapshots(bodies[i], strlen(bodies[i]), &set, &err), want,
+		       "CreateSnapshots %s", why[i]);
+		if (want)
+			is_str(err.code, "MalformedResponse", "CreateSnapshots %s: code (%s)",
+			       why[i], err.msg);
+		ok(want || (set.n == 0 && set.items == NULL), "CreateSnapshots %s: empty result",
+		   why[i]);
+		ec2_snapshot_set_free(&set);
+	}
+	/* The missing element is named. */
+	ec2_parse_create_snapshots(bodies[2], strlen(bodies[2]), &set, &err);
+	is_str(err.msg,
+	       "response lacks element <snapshotId> in CreateSnapshotsResponse/snapshotSet/item",
+	       "missing snapshotId: message");
+}
+
+static void test_describe_snapshots(void)
+{
+	static const char body[] =
+	    "<DescribeSnapshotsResponse " NS ">"
+	    "<requestId>r-1</requestId><snapshotSet>"
+	    "<item><snapshotId>snap-1</snapshotId><volumeId>vol-1</volumeId>"
+	    "<status>completed</status><startTime>2024-05-01T10:00:00.000Z</startTime>"
+	    "<progress>100%</progress><ownerId>1</ownerId><volumeSize>8</volumeSize>"
+	    "<description>x</description><encrypted>true</encrypted></item>"
+	    "<item><progress>42%</progress><status>pending</status>"
+	    "<volumeId>vol-2</volumeId><snapshotId>snap-2</snapshotId></item>"
+	    "</snapshotSet><nextToken/></DescribeSnapshotsResponse>";
+	static const char with_state[] =
+	    "<DescribeSnapshotsResponse><snapshotSet><item><snapshotId>snap-1</snapshotId>"
+	    "<volumeId>vol-1</volumeId><state>completed</state></item></snapshotSet>"
+	    "</DescribeSnapshotsResponse>";
+	struct ec2_snapshot_set set;
+	struct amis_err err;
+
+	is_int(ec2_parse_describe_snapshots(body, strlen(body), &set, &err), 0,
+	       "DescribeSnapshots: parses");
+	is_int(set.n, 2, "DescribeSnapshots: two items");
+	if (set.n == 2) {
+		is_str(set.items[0].state, "completed", "<status> mapped to state");
+		is_str(set.items[0].progress, "100%", "progress");
+		is_str(set.items[1].state, "pending", "item 1 state");
+		is_str(set.items[1].progress, "42%", "item 1 progress");
+		is_int(set.items[1].volume_size_gib, -1, "item 1: no volumeSize -> -1");
+	}
+	ec2_snapshot_set_free(&set);
+	is_int(ec2_parse_describe_snapshots(with_state, strlen(with_state), &set, &err), -1,
+	       "DescribeSnapshots: <state> is not <status>");
+	is_str(err.code, "MalformedResponse", "DescribeSnapshots: code");
+}
+
+static const char describe_instances_ok[] =
+    "<DescribeInstancesResponse " NS ">"
+    "<requestId>8f7724cf-496f-496e-8fe3-example</requestId>"
+    "<reservationSet>"
+    " <item><reservationId>r-1</reservationId><ownerId>1</ownerId><groupSet/>"
+    "  <instancesSet><item><instanceId>i-0other</instanceId><imageId>ami-0</imageId>"
+    "   <architecture>x86_64</architecture><rootDeviceType>ebs</rootDeviceType>"
+    "   <virtualizationType>hvm</virtualizationType></item></instancesSet></item>"
+    " <item><reservationId>r-2</reservationId>"
+    "  <instancesSet><item>"
+    "   <blockDeviceMapping>"
+    "    <item><deviceName>/dev/xvda</deviceName><ebs><volumeId>vol-0root</volumeId>"
+    "     <status>attached</status><attachTime>2024-01-01T00:00:00.000Z</attachTime>"
+    "     <deleteOnTermination>true</deleteOnTermination></ebs></item>"
+    "    <item><ebs><deleteOnTermination>false</deleteOnTermination>"
+    "     <volumeId>vol-0data</volumeId></ebs><deviceName>/dev/sdf</deviceName></item>"
+    "    <item><deviceName>/dev/sdg</deviceName><noDevice/></item>"
+    "   </blockDeviceMapping>"
+    "   <instanceId>i-0123456789abcdef0</instanceId><imageId>ami-0abcdef1234567890</imageId>"
+    "   <instanceState><code>16</code><name>running</name></instanceState>"
+    "   <instanceType>m5.large</instanceType><architecture>arm64</architecture>"
+    "   <rootDeviceType>ebs</rootDeviceType><rootDeviceName>/dev/xvda</rootDeviceName>"
+    "   <virtualizationType>hvm</virtualizationType><enaSupport>true</enaSupport>"
+    "   <bootMode>uefi</bootMode><hypervisor>xen</hypervisor>"
+    "   <tagSet><item><key>Name</key><value>db</value></item></tagSet>"
+    "  </item></instancesSet></item>"
+    "</reservationSet></DescribeInstancesResponse>";
+
+static void test_describe_instance(void)
+{
+	struct ec2_instance_info *in = calloc(1, sizeof(*in));
+	struct amis_err err;
+	struct strbuf big;
+	int i;
+
+	err_clear(&err);
+	is_int(ec2_parse_describe_instance(describe_instances_ok, strlen(describe_instances_ok),
+	                                   "i-0123456789abcdef0", in, &err),
+	       0, "DescribeInstances: parses (%s)", err.msg);
+	is_str(in->instance_id, "i-0123456789abcdef0", "the requested instance, not the first");
+	is_str(in->architecture, "arm64", "architecture");
+	is_str(in->root_device_name, "/dev/xvda", "rootDeviceName");
+	is_str(in->root_device_type, "ebs", "rootDeviceType");
+	is_str(in->virtualization_type, "hvm", "virtualizationType");
+	ok(in->ena_support, "enaSupport");
+	is_str(in->boot_mode, "uefi", "bootMode");
+	is_str(in->image_id, "ami-0abcdef1234567890", "imageId");
+	is_int(in->nvolumes, 2, "two EBS volumes (the no-device mapping is skipped)");
+	is_str(in->volumes[0].device_name, "/dev/xvda", "volume 0 device");
+	is_str(in->volumes[0].volume_id, "vol-0root", "volume 0 id");
+	ok(in->volumes[0].delete_on_termination, "volume 0 deleteOnTermination");
+	is_str(in->volumes[1].device_name, "/dev/sdf", "volume 1 device (reordered)");
+	is_str(in->volumes[1].volume_id, "vol-0data", "volume 1 id");
+	ok(!in->volumes[1].delete_on_termination, "volume 1 deleteOnTermination false");
+
+	is_int(ec2_parse_describe_instance(describe_instances_ok, strlen(describe_instances_ok),
+	                                   "i-0other", in, &err),
+	       0, "other instance: parses");
+	ok(!in->ena_support && in->boot_mode[0] == '\0' && in->root_device_name[0] == '\0' &&
+	       in->nvolumes == 0,
+	   "other instance: absent optional members are empty");
+
+	is_int(ec2_parse_describe_instance(describe_instances_ok, strlen(describe_instances_ok),
+	                                   "i-0missing", in, &err),
+	       -1, "unknown instance: fails");
+	is_str(err.code, "InvalidInstanceID.NotFound", "unknown instance: code");
+
+	sb_init(&big);
+	sb_appends(&big, "<DescribeInstancesResponse><reservationSet><item><instancesSet><item>"
+	                 "<instanceId>i-1</instanceId><architecture>x86_64</architecture>"
+	                 "<rootDeviceType>ebs</rootDeviceType><virtualizationType>hvm"
+	                 "</virtualizationType><blockDeviceMapping>");
+	for (i = 0; i < 65; i++)
+		sb_appendf(&big,
+		           "<item><deviceName>/dev/sd%d</deviceName><ebs><volumeId>vol-%d"
+		           "</volumeId></ebs></item>",
+		           i, i);
+	sb_appends(&big, "</blockDeviceMapping></item></instancesSet></item></reservationSet>"
+	                 "</DescribeInstancesResponse>");
+	is_int(ec2_parse_describe_instance(big.data, big.len, "i-1", in, &err), -1,
+	       "65 volumes: fails");
+	is_str(err.code, "TooManyVolumes", "65 volumes: code");
+	sb_free(&big);
+
+	{
+		static const char no_arch[] =
+		    "<DescribeInstancesResponse><reservationSet><item><instancesSet><item>"
+		    "<instanceId>i-1</instanceId><rootDeviceType>ebs</rootDeviceType>"
+		    "<virtualizationType>hvm</virtualizationType></item></instancesSet></item>"
+		    "</reservationSet></DescribeInstancesResponse>";
+		static const char bad_bool[] =
+		    "<DescribeInstancesResponse><reservationSet><item><instancesSet><item>"
+		    "<instanceId>i-1</instanceId><architecture>x86_64</architecture>"
+		    "<rootDeviceType>ebs</rootDeviceType><virtualizationType>hvm"
+		    "</virtualizationType><enaSupport>maybe</enaSupport></item></instancesSet>"
+		    "</item></reservationSet></DescribeInstancesResponse>";
+
+		is_int(ec2_parse_describe_instance(no_arch, strlen(no_arch), "i-1", in, &err), -1,
+		       "no architecture: fails");
+		ok(strstr(err.msg, "<architecture>") != NULL, "no architecture: named (%s)",
+		   err.msg);
+		is_int(ec2_parse_describe_instance(bad_bool, strlen(bad_bool), "i-1", in, &err), -1,
+		       "enaSupport=maybe: fails");
+		is_str(err.code, "MalformedResponse", "enaSupport=maybe: code");
+	}
+	free(in);
+}
+
+static void test_create_tags(void)
+{
+	static const char ok_body[] = "<CreateTagsResponse " NS "><requestId>r</requestId>"
+	                              "<return>true</return></CreateTagsResponse>";
+	static const char false_body[] = "<CreateTagsResponse><return>false</return>"
+	                                 "</CreateTagsResponse>";
+	struct amis_err err;
+	xmlDocPtr doc;
+
+	is_int(ec2_parse_response("CreateTags", 200, ok_body, strlen(ok_body), NULL, false, &doc,
+	                          &err),
+	       0, "CreateTags: parses");
+	is_int(ec2_parse_create_tags(doc, &err), 0, "CreateTags: return true");
+	xml_free(doc);
+	is_int(ec2_parse_response("CreateTags", 200, false_body, strlen(false_body), NULL, false,
+	                          &doc, &err),
+	       0, "CreateTags false: parses");
+	is_int(ec2_parse_create_tags(doc, &err), -1, "CreateTags: return false fails");
+	is_str(err.code, "CreateTagsFailed", "CreateTags false: code");
+	xml_free(doc);
+}
+
+static void check_error(const char *name, long status, const char *body, const char *hdr_id,
+                        bool dry_run, const char *want_code, const char *want_msg, bool retryable)
+{
+	struct amis_err err;
+	xmlDocPtr doc = (xmlDocPtr)1;
+
+	err_clear(&err);
+	is_int(ec2_parse_response("CreateSnapshots", status, body, strlen(body), hdr_id, dry_run,
+	                          &doc, &err),
+	       -1, "%s: fails", name);
+	ok(doc == NULL, "%s: no document", name);
+	is_str(err.code, want_code, "%s: code", name);
+	if (want_msg[0] == '~')
+		ok(strstr(err.msg, want_msg + 1) != NULL, "%s: message has '%s' (%s)", name,
+		   want_msg + 1, err.msg);
+	else
+		is_str(err.msg, want_msg, "%s: message", name);
+	is_int(ec2_error_is_retryable(&err), retryable, "%s: %sretryable", name,
+	       retryable ? "" : "not ");
+}
+
+static void test_errors(void)
+{
+	static const char throttled[] =
+	    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>"
+	    "<Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>"
+	    "</Error></Errors><RequestID>0a1b2c3d-aaaa-bbbb-cccc-0123456789ab</RequestID>"
+	    "</Response>";
+	static const char reordered_ns[] =
+	    "<Response " NS "><RequestID>req-9</RequestID><Errors><Error>"
+	    "<Message>The instance ID 'i-1' does not exist</Message>"
+	    "<Code>InvalidInstanceID.NotFound</Code></Error></Errors></Response>";
+	static const char no_id[] = "<Response><Errors><Error><Code>UnauthorizedOperation</Code>"
+	                            "<Message>You are not authorized.\nEncoded: x\ty</Message>"
+	                            "</Error></Errors></Response>";
+	static const char dry[] = "<Response><Errors><Error><Code>DryRunOperation</Code><Message>"
+	                          "Request would have succeeded, but DryRun flag is set.</Message>"
+	                          "</Error></Errors><RequestID>d-1</RequestID></Response>";
+	static const char sts_style[] = "<ErrorResponse><Error><Type>Sender</Type>"
+	                                "<Code>ExpiredToken</Code><Message>The security token "
+	                                "included in the request is expired</Message></Error>"
+	                                "<RequestId>s-1</RequestId></ErrorResponse>";
+	static const char no_code[] = "<Response><Errors><Error><Message>m</Message></Error>"
+	                              "</Errors></Response>";
+	static const char no_error[] = "<Response><Foo/></Response>";
+	struct amis_err err;
+	struct strbuf longmsg;
+	xmlDocPtr doc = (xmlDocPtr)1;
+	int i;
+
+	check_error("throttled (503)", 503, throttled, NULL, false, "RequestLimitExceeded",
+	            "Request limit exceeded. (request id 0a1b2c3d-aaaa-bbbb-cccc-0123456789ab)",
+	            true);
+	check_error("throttled, status 400", 400, throttled, NULL, false, "RequestLimitExceeded",
+	            "~Request limit exceeded.", true);
+	check_error("throttled, status 200", 200, throttled, NULL, false, "RequestLimitExceeded",
+	            "~Request limit exceeded.", true);
+	check_error("namespaced, reordered", 400, reordered_ns, "hdr-1", false,
+	            "InvalidInstanceID.NotFound",
+	            "The instance ID 'i-1' does not exist (request id req-9)", false);
+	check_error("no RequestID, header id used", 403, no_id, "hdr-2", false,
+	            "UnauthorizedOperation",
+	            "You are not authorized. Encoded: x y (request id hdr-2)", false);
+	check_error("no request id at all", 403, no_id, NULL, false, "UnauthorizedOperation",
+	            "~(no request id)", false);
+	check_error("DryRunOperation without DryRun", 412, dry, NULL, false, "DryRunOperation",
+	            "~would have succeeded", false);
+	check_error("STS-style ErrorResponse", 400, sts_style, NULL, false, "ExpiredToken",
+	            "The security token included in the request is expired (request id s-1)",
+	            false);
+	check_error("error without Code", 400, no_code, NULL, false, "MalformedResponse", "~<Code>",
+	            false);
+	check_error("Response without Errors", 400, no_error, NULL, false, "MalformedResponse",
+	            "~without <Error>", false);
+	check_error("503 plain text", 503, "Service Unavailable", "lb-1", false,
+	            "ServiceUnavailable",
+	            "HTTP status 503 with a body that is not XML: \"Service Unavailable\" "
+	            "(request id lb-1)",
+	            true);
+	check_error("500 empty", 500, "", NULL, false, "InternalError", "~HTTP status 500", true);
+	check_error("502 html", 502, "<html><body><h1>502 Bad Gateway</h1></body></html>", NULL,
+	            false, "HttpError502", "~502 Bad Gateway", true);
+	check_error("504 truncated XML", 504, "<Response><Errors><Err", NULL, false, "HttpError504",
+	            "~HTTP status 504", true);
+	check_error("403 html", 403, "<html>Forbidden", NULL, false, "HttpError403", "~Forbidden",
+	            false);
+	check_error("500 XML that is not an error", 500, "<Oops><why>disk</why></Oops>", NULL,
+	            false, "InternalError", "~an XML body that is not an EC2 error", true);
+	check_error("200 garbage", 200, "OK", NULL, false, "MalformedResponse", "~\"OK\"", false);
+	check_error("200 truncated", 200, create_snapshots_ok + 40, NULL, false,
+	            "MalformedResponse", "~not valid XML", false);
+	check_error("200 wrong root", 200, "<DescribeSnapshotsResponse/>", NULL, false,
+	            "MalformedResponse",
+	            "expected <CreateSnapshotsResponse>, got <DescribeSnapshotsResponse>", false);
+
+	/* DryRunOperation is success for a DryRun call. */
+	err_clear(&err);
+	is_int(ec2_parse_response("CreateSnapshots", 412, dry, strlen(dry), NULL, true, &doc, &err),
+	       0, "DryRunOperation with DryRun: success");
+	ok(doc == NULL, "DryRunOperation with DryRun: no document");
+	check_error("UnauthorizedOperation with DryRun", 403, no_id, NULL, true,
+	            "UnauthorizedOperation", "~not authorized", false);
+
+	/* A long message is cut, the request id kept. */
+	sb_init(&longmsg);
+	sb_appends(&longmsg,
+	           "<Response><Errors><Error><Code>InvalidParameterValue</Code><Message>");
+	for (i = 0; i < 400; i++)
+		sb_appends(&longmsg, "\xc3\xa9");
+	sb_appends(&longmsg,
+	           "</Message></Error></Errors><RequestID>keep-me</RequestID></Response>");
+	is_int(ec2_parse_response("CreateSnapshots", 400, longmsg.data, longmsg.len, NULL, false,
+	                          &doc, &err),
+	       -1, "long message: fails");
+	ok(strlen(err.msg) < sizeof(err.msg) &&
+	       strcmp(err.msg + strlen(err.msg) - strlen(" (request id keep-me)"),
+	              " (request id keep-me)") == 0,
+	   "long message: request id kept");
+	ok(((unsigned char)err.msg[strlen(err.msg) - strlen(" (request id keep-me)") - 1] & 0xc0) !=
+	       0xc0,
+	   "long message: no UTF-8 sequence cut in half");
+	sb_free(&longmsg);
+
+	/* Codes are reduced to identifier characters. */
+	check_error(
+	    "odd code", 400,
+	    "<Response><Errors><Error><Code>Bad Code\n%s</Code></Error></Errors></Response>", NULL,
+	    false, "BadCodes", "~(no message)", false);
+}
+
+static void test_retryable(void)
+{
+	static const char *const yes[] = {"RequestLimitExceeded",
+	                                  "SnapshotCreationPerVolumeRateExceeded",
+	                                  "ConcurrentSnapshotLimitExceeded",
+	                                  "InternalError",
+	                                  "ServiceUnavailable",
+	                                  "Unavailable",
+	                                  "Timeout",
+	                                  "ConnectionError",
+	                                  "HttpError502"};
+	static const char *const no[] = {"AuthFailure",
+	                                 "UnauthorizedOperation",
+	                                 "InvalidInstanceID.NotFound",
+	                                 "MalformedResponse",
+	                                 "HttpError403",
+	                                 "DryRunOperation",
+	                                 "MissingCredentials",
+	                                 ""};
+	struct amis_err err;
+	size_t i;
+
+	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		err_set(&err, yes[i], "x");
+		ok(ec2_error_is_retryable(&err), "%s is retryable", yes[i]);
+	}
+	for (i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+		err_set(&err, no[i], "x");
+		ok(!ec2_error_is_retryable(&err), "'%s' is not retryable", no[i]);
+	}
+	ok(!ec2_error_is_retryable(NULL), "NULL is not retryable");
+}
+
+int main(void)
+{
+	test_form_encoding();
+	test_endpoints();
+	test_create_snapshots();
+	test_describe_snapshots();
+	test_describe_instance();
+	test_create_tags();
+	test_errors();
+	test_retryable();
+	return done_testing();
+}

@@ -1,0 +1,444 @@
+/*
+ * test_ec2_http.c - the EC2 client over a real socket, against
+ * ec2_fake_server.py on 127.0.0.1 (which checks every signature with
+ * botocore): method, path and headers sent, connection reuse, EC2 and
+ * non-EC2 errors, timeouts, refused and dropped connections, oversized
+ * bodies, secrets kept out of error messages, and the typed operations.
+ *
+ * The server is a child process reading our stdin pipe: it exits when we do,
+ * however we die.  alarm() bounds the whole test.
+ */
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ec2.h"
+#include "tap.h"
+#include "xml.h"
+
+#define PYTHON "/usr/bin/python3"
+#define TOKEN "FwoGZXIvYXdzEXAMPLE//////////+token/with=odd+chars=="
+
+static pid_t server_pid = -1;
+static int server_stdin = -1;
+static char endpoint[64];
+
+static void stop_server(void)
+{
+	if (server_pid <= 0)
+		return;
+	close(server_stdin); /* the server exits on EOF */
+	kill(server_pid, SIGTERM);
+	waitpid(server_pid, NULL, 0);
+	server_pid = -1;
+}
+
+static void bail(const char *why)
+{
+	printf("Bail out! %s\n", why);
+	fflush(stdout);
+	stop_server();
+	exit(255);
+}
+
+static int find_script(char *out, size_t outsz)
+{
+	char exe[PATH_MAX], src[PATH_MAX];
+	const char *dirs[4];
+	size_t i, n = 0;
+	ssize_t len;
+
+	dirs[n++] = getenv("AMIS_UNIT_TEST_DIR");
+	len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (len > 0) {
+		exe[len] = '\0';
+		dirs[n++] = dirname(exe);
+	}
+	snprintf(src, sizeof(src), "%s", __FILE__);
+	dirs[n++] = dirname(src);
+	dirs[n++] = "test/unit";
+	for (i = 0; i < n; i++) {
+		if (!dirs[i])
+			continue;
+		snprintf(out, outsz, "%s/ec2_fake_server.py", dirs[i]);
+		if (access(out, R_OK) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+static void start_server(void)
+{
+	char script[PATH_MAX + 32], line[64];
+	int to_child[2], from_child[2];
+	struct pollfd pfd;
+	size_t got = 0;
+	int port;
+
+	if (find_script(script, sizeof(script)) < 0)
+		bail("ec2_fake_server.py not found (set AMIS_UNIT_TEST_DIR)");
+	if (access(PYTHON, X_OK) < 0)
+		bail(PYTHON " is missing");
+	if (pipe(to_child) < 0 || pipe(from_child) < 0)
+		bail("pipe failed");
+	server_pid = fork();
+	if (server_pid < 0)
+		bail("fork failed");
+	if (server_pid == 0) {
+		dup2(to_child[0], STDIN_FILENO);
+		dup2(from_child[1], STDOUT_FILENO);
+		close(to_child[0]);
+		close(to_child[1]);
+		close(from_child[0]);
+		close(from_child[1]);
+		execl(PYTHON, PYTHON, script, (char *)NULL);
+		_exit(127);
+	}
+	close(to_child[0]);
+	close(from_child[1]);
+	server_stdin = to_child[1];
+	atexit(stop_server);
+
+	/* "PORT <n>\n" within 20 s. */
+	pfd = (struct pollfd){.fd = from_child[0], .events = POLLIN};
+	while (got < sizeof(line) - 1 && !memchr(line, '\n', got)) {
+		ssize_t r;
+
+		if (poll(&pfd, 1, 20000) <= 0)
+			bail("fake EC2 server did not start");
+		r = read(from_child[0], line + got, sizeof(line) - 1 - got);
+		if (r <= 0)
+			bail("fake EC2 server exited (is python3-botocore installed?)");
+		got += (size_t)r;
+		line[got] = '\0';
+	}
+	close(from_child[0]);
+	if (sscanf(line, "PORT %d", &port) != 1)
+		bail("fake EC2 server said something unexpected");
+	snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", port);
+	printf("# fake EC2 at %s\n", endpoint);
+}
+
+static void creds_init(struct aws_credentials *c, const char *token)
+{
+	memset(c, 0, sizeof(*c));
+	strcpy(c->access_key_id, "AKIDEXAMPLE");
+	strcpy(c->secret_access_key, "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
+	if (token)
+		strcpy(c->session_token, token);
+	strcpy(c->source, "test");
+}
+
+/* Calls Echo and returns the text of one member of the answer. */
+static int echo(struct ec2_client *c, const struct aws_credentials *creds, const char *value,
+                const char *member, char *out, size_t outsz, struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	int rc;
+
+	ec2_params_init(&p);
+	ec2_params_add(&p, "Value", value);
+	rc = ec2_call(c, creds, "Echo", &p, 5000, 0, &doc, err);
+	if (rc == 0)
+		rc = xml_child_text(xml_root(doc), member, out, outsz, err);
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
+/* Calls an action with no parameters and returns its result. */
+static int call(struct ec2_client *c, const struct aws_credentials *creds, const char *action,
+                long timeout_ms, struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	int rc;
+
+	ec2_params_init(&p);
+	err_clear(err);
+	rc = ec2_call(c, creds, action, &p, timeout_ms, 0, &doc, err);
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
+/* The form pairs of the previous request, as "name=value\n" lines. */
+static char *last_request(struct ec2_client *c, const struct aws_credentials *creds)
+{
+	struct ec2_params p;
+	struct amis_err err;
+	struct strbuf sb;
+	xmlDocPtr doc = NULL;
+	xmlNodePtr it;
+	char *last;
+
+	sb_init(&sb);
+	ec2_params_init(&p);
+	if (ec2_call(c, creds, "LastRequest", &p, 5000, 0, &doc, &err) == 0) {
+		for (it = xml_items_first(xml_root(doc), "pairSet"); it; it = xml_items_next(it)) {
+			char *k = xml_text_dup(xml_child(it, "name"));
+			char *v = xml_text_dup(xml_child(it, "value"));
+
+			sb_appendf(&sb, "%s=%s\n", k, v);
+			free(k);
+			free(v);
+		}
+	} else {
+		sb_appendf(&sb, "LastRequest failed: %s: %s", err.code, err.msg);
+	}
+	xml_free(doc);
+	ec2_params_free(&p);
+	last = xstrdup(sb_str(&sb));
+	sb_free(&sb);
+	return last;
+}
+
+static void test_request_shape(struct ec2_client *c)
+{
+	static const char odd[] = "a b*c~d/e+f=g&h%i \xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \"<x>'";
+	struct aws_credentials creds;
+	struct amis_err err;
+	char buf[256], host[64], port1[16], port2[16];
+
+	creds_init(&creds, NULL);
+	snprintf(host, sizeof(host), "%s", endpoint + strlen("http://"));
+	err_clear(&err);
+	is_int(echo(c, &creds, odd, "method", buf, sizeof(buf), &err), 0,
+	       "Echo: signature accepted by botocore (%s %s)", err.code, err.msg);
+	is_str(buf, "POST", "method POST");
+	echo(c, &creds, odd, "path", buf, sizeof(buf), &err);
+	is_str(buf, "/", "path /");
+	echo(c, &creds, odd, "host", buf, sizeof(buf), &err);
+	is_str(buf, host, "Host header with the port");
+	echo(c, &creds, odd, "contentType", buf, sizeof(buf), &err);
+	is_str(buf, EC2_CONTENT_TYPE, "Content-Type");
+	echo(c, &creds, odd, "expect", buf, sizeof(buf), &err);
+	is_str(buf, "(none)", "no Expect: 100-continue");
+	echo(c, &creds, odd, "token", buf, sizeof(buf), &err);
+	is_str(buf, "(none)", "no X-Amz-Security-Token without a session");
+	echo(c, &creds, odd, "value", buf, sizeof(buf), &err);
+	is_str(buf, odd, "odd characters survive the form encoding");
+
+	creds_init(&creds, TOKEN);
+	err_clear(&err);
+	is_int(echo(c, &creds, "x", "token", buf, sizeof(buf), &err), 0,
+	       "with a session token: signature accepted (%s)", err.msg);
+	is_str(buf, TOKEN, "X-Amz-Security-Token sent");
+
+	/* One connection for consecutive calls (the freeze window needs it). */
+	echo(c, &creds, "x", "clientPort", port1, sizeof(port1), &err);
+	echo(c, &creds, "x", "clientPort", port2, sizeof(port2), &err);
+	ok(port1[0] && strcmp(port1, port2) == 0, "keep-alive: same client port (%s, %s)", port1,
+	   port2);
+}
+
+static void test_errors(struct ec2_client *c)
+{
+	struct aws_credentials creds, bad;
+	struct amis_err err;
+	long long t0, ms;
+	char buf[64];
+
+	creds_init(&creds, TOKEN);
+	creds_init(&bad, NULL);
+	strcpy(bad.secret_access_key, "not-the-right-secret-key-at-all-0000000");
+	is_int(call(c, &bad, "Echo", 5000, &err), -1, "wrong secret: fails");
+	is_str(err.code, "SignatureDoesNotMatch", "wrong secret: EC2's code");
+	ok(strstr(err.msg, "(request id sig-1)") != NULL, "wrong secret: request id (%s)", err.msg);
+	ok(!ec2_error_is_retryable(&err), "wrong secret: not retryable");
+
+	is_int(call(c, &creds, "Throttle", 5000, &err), -1, "throttled: fails");
+	is_str(err.code, "RequestLimitExceeded", "throttled: code");
+	is_str(err.msg, "Request limit exceeded. (request id throttle-1)", "throttled: message");
+	ok(ec2_error_is_retryable(&err), "throttled: retryable");
+
+	is_int(call(c, &creds, "BadGateway", 5000, &err), -1, "502 from a proxy: fails");
+	is_str(err.code, "HttpError502", "502: code");
+	ok(strstr(err.msg, "502 Bad Gateway") && strstr(err.msg, "(request id lb-7)"),
+	   "502: body excerpt and header request id (%s)", err.msg);
+	ok(ec2_error_is_retryable(&err), "502: retryable");
+
+	is_int(call(c, &creds, "NoSuchAction", 5000, &err), -1, "unknown action: fails");
+	is_str(err.code, "InvalidAction", "unknown action: code");
+
+	t0 = mono_usec();
+	is_int(call(c, &creds, "Sleep", 300, &err), -1, "slow server: fails");
+	ms = (mono_usec() - t0) / 1000;
+	is_str(err.code, "Timeout", "slow server: Timeout");
+	ok(ms >= 250 && ms < 1500, "slow server: gave up after ~300 ms (%lld ms)", ms);
+	ok(strncmp(err.msg, "EC2 Sleep: ", 11) == 0, "slow server: message names the action (%s)",
+	   err.msg);
+	ok(ec2_error_is_retryable(&err), "slow server: retryable");
+	is_int(echo(c, &creds, "x", "method", buf, sizeof(buf), &err), 0,
+	       "after a timeout the client works again");
+
+	is_int(call(c, &creds, "Close", 5000, &err), -1, "connection closed without answer");
+	is_str(err.code, "ConnectionError", "closed: ConnectionError");
+	ok(ec2_error_is_retryable(&err), "closed: retryable");
+
+	is_int(call(c, &creds, "Huge", 20000, &err), -1, "9 MiB body: refused");
+	is_str(err.code, "ConnectionError", "9 MiB body: code");
+	ok(strstr(err.msg, "larger than 8 MiB") != NULL, "9 MiB body: message (%s)", err.msg);
+
+	/* A server quoting our headers back: no secret reaches err. */
+	is_int(call(c, &creds, "Leak", 5000, &err), -1, "leaky server: fails");
+	ok(strstr(err.msg, "FwoGZXIvYXdz") == NULL, "leaky server: no session token in message");
+	ok(strstr(err.msg, "Signature=") == NULL || strstr(err.msg, "[redacted]"),
+	   "leaky server: no signature in message");
+	ok(strstr(err.msg, "[redacted]") != NULL, "leaky server: message redacted (%s)", err.msg);
+
+	creds_init(&bad, NULL); /* no token: the Authorization header itself is quoted */
+	is_int(call(c, &bad, "Leak", 5000, &err), -1, "leaky server, no token: fails");
+	ok(strstr(err.msg, "Signature=[redacted]") != NULL,
+	   "leaky server, no token: signature redacted (%s)", err.msg);
+
+	bad.access_key_id[0] = '\0';
+	is_int(call(c, &bad, "Echo", 5000, &err), -1, "no credentials: fails");
+	is_str(err.code, "MissingCredentials", "no credentials: code");
+
+	is_int(call(c, &creds, "Bad Action", 5000, &err), -1, "invalid action name: fails");
+	is_str(err.code, "InvalidRequest", "invalid action name: code");
+}
+
+static void test_refused(void)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sa);
+	struct aws_credentials creds;
+	struct ec2_client *c;
+	struct amis_err err;
+	char url[64];
+	int fd;
+
+	/* A port nobody listens on: bind one, then close it. */
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	getsockname(fd, (struct sockaddr *)&sa, &len);
+	close(fd);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", ntohs(sa.sin_port));
+	c = ec2_client_new(url, "us-east-1");
+	creds_init(&creds, NULL);
+	is_int(call(c, &creds, "Echo", 2000, &err), -1, "refused: fails");
+	is_str(err.code, "ConnectionError", "refused: ConnectionError");
+	ok(strstr(err.msg, "127.0.0.1") != NULL, "refused: message names the endpoint (%s)",
+	   err.msg);
+	ec2_client_free(c);
+}
+
+static void test_typed(struct ec2_client *c)
+{
+	static const char *const exclude[] = {"vol-0ccccccccccccccc1", "vol-0ccccccccccccccc2"};
+	static const struct ec2_tag tags[] = {
+	    {"ami-snapshot:label", "nightly 2024-05-01"},
+	    {"ami-snapshot:lsn", "0/3000028"},
+	};
+	static const char *const ids[] = {"snap-0bbbbbbbbbbbbbbb1", "snap-0bbbbbbbbbbbbbbb2"};
+	struct ec2_create_snapshots_req req = {
+	    .instance_id = "i-0123456789abcdef0",
+	    .description = "ami_snapshot nightly",
+	    .exclude_boot_volume = true,
+	    .exclude_volume_ids = exclude,
+	    .n_exclude = 2,
+	    .tags = tags,
+	    .ntags = 2,
+	    .copy_tags_from_source = true,
+	    .dry_run = true,
+	};
+	struct ec2_instance_info *inst = calloc(1, sizeof(*inst));
+	struct ec2_tag tags2[] = {{"k", "v"}, {"empty", NULL}};
+	struct aws_credentials creds;
+	struct ec2_snapshot_set set;
+	struct amis_err err;
+	char *last;
+
+	creds_init(&creds, TOKEN);
+	err_clear(&err);
+	is_int(ec2_create_snapshots(c, &creds, &req, 5000, &set, &err), 0,
+	       "CreateSnapshots DryRun: DryRunOperation is success (%s)", err.msg);
+	is_int(set.n, 0, "CreateSnapshots DryRun: no snapshots");
+	last = last_request(c, &creds);
+	is_str(last,
+	       "Action=CreateSnapshots\nVersion=2016-11-15\n"
+	       "InstanceSpecification.InstanceId=i-0123456789abcdef0\n"
+	       "InstanceSpecification.ExcludeBootVolume=true\n"
+	       "InstanceSpecification.ExcludeDataVolumeId.1=vol-0ccccccccccccccc1\n"
+	       "InstanceSpecification.ExcludeDataVolumeId.2=vol-0ccccccccccccccc2\n"
+	       "Description=ami_snapshot nightly\n"
+	       "TagSpecification.1.ResourceType=snapshot\n"
+	       "TagSpecification.1.Tag.1.Key=ami-snapshot:label\n"
+	       "TagSpecification.1.Tag.1.Value=nightly 2024-05-01\n"
+	       "TagSpecification.1.Tag.2.Key=ami-snapshot:lsn\n"
+	       "TagSpecification.1.Tag.2.Value=0/3000028\n"
+	       "CopyTagsFromSource=volume\n"
+	       "DryRun=true\n",
+	       "CreateSnapshots: parameters as EC2 names them");
+	free(last);
+
+	req.dry_run = false;
+	is_int(ec2_create_snapshots(c, &creds, &req, 5000, &set, &err), 0,
+	       "CreateSnapshots: succeeds (%s)", err.msg);
+	is_int(set.n, 2, "CreateSnapshots: two snapshots");
+	if (set.n == 2) {
+		is_str(set.items[1].snapshot_id, "snap-0bbbbbbbbbbbbbbb2", "snapshot id");
+		is_str(set.items[1].volume_id, "vol-0aaaaaaaaaaaaaaa2", "volume id");
+		is_str(set.items[1].state, "pending", "state pending");
+		is_int(set.items[1].volume_size_gib, 16, "volume size");
+	}
+	ec2_snapshot_set_free(&set);
+
+	is_int(ec2_describe_snapshots(c, &creds, ids, 2, 5000, &set, &err), 0,
+	       "DescribeSnapshots: succeeds (%s)", err.msg);
+	is_int(set.n, 2, "DescribeSnapshots: two");
+	is_str(set.n ? set.items[0].state : "", "completed", "DescribeSnapshots: status");
+	ec2_snapshot_set_free(&set);
+	is_int(ec2_describe_snapshots(c, &creds, ids, 0, 5000, &set, &err), -1,
+	       "DescribeSnapshots without ids: refused");
+
+	is_int(ec2_create_tags(c, &creds, ids, 2, tags2, 2, 5000, &err), 0,
+	       "CreateTags: succeeds (%s)", err.msg);
+	last = last_request(c, &creds);
+	is_str(last,
+	       "Action=CreateTags\nVersion=2016-11-15\nResourceId.1=snap-0bbbbbbbbbbbbbbb1\n"
+	       "ResourceId.2=snap-0bbbbbbbbbbbbbbb2\nTag.1.Key=k\nTag.1.Value=v\n"
+	       "Tag.2.Key=empty\nTag.2.Value=\n",
+	       "CreateTags: parameters");
+	free(last);
+
+	is_int(ec2_describe_instance(c, &creds, "i-0123456789abcdef0", 5000, inst, &err), 0,
+	       "DescribeInstances: succeeds (%s)", err.msg);
+	is_str(inst->architecture, "x86_64", "DescribeInstances: architecture");
+	is_str(inst->boot_mode, "uefi-preferred", "DescribeInstances: bootMode");
+	is_int(inst->nvolumes, 1, "DescribeInstances: one volume");
+	is_int(ec2_describe_instance(c, &creds, "i-0000000000000dead", 5000, inst, &err), -1,
+	       "DescribeInstances unknown: fails");
+	is_str(err.code, "InvalidInstanceID.NotFound", "DescribeInstances unknown: code");
+	free(inst);
+}
+
+int main(void)
+{
+	struct ec2_client *c;
+
+	alarm(120);
+	signal(SIGPIPE, SIG_IGN);
+	start_server();
+	c = ec2_client_new(endpoint, "us-east-1");
+	if (!c)
+		bail("ec2_client_new failed");
+	test_request_shape(c);
+	test_errors(c);
+	test_refused();
+	test_typed(c);
+	ec2_client_free(c);
+	stop_server();
+	return done_testing();
+}
