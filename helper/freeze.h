@@ -1,0 +1,76 @@
+/*
+ * freeze.h - the root-only part: freeze and thaw filesystems.
+ *
+ * FIFREEZE/FITHAW act on a superblock, through any open directory of it
+ * (ioctl_fifreeze(2) is undocumented; see fs/ioctl.c and fsfreeze(8)).  The
+ * kernel never thaws by itself (DESIGN.md "Freezing facts"): whoever calls
+ * freeze_plan_freeze() must make sure freeze_plan_thaw() follows, and a
+ * watchdog must thaw if this process dies.
+ *
+ * Nothing here logs: between freeze and thaw a write to a frozen
+ * filesystem would block, so reporting is the caller's job, after the
+ * thaw (the timestamps in struct freeze_fs give the freeze window).
+ */
+#ifndef AMIS_FREEZE_H
+#define AMIS_FREEZE_H
+
+#include "util.h"
+#include "volumes.h"
+
+#include <stdbool.h>
+
+/*
+ * Freezes the filesystem mounted at mount_point.  err->code on failure:
+ * AlreadyFrozen (EBUSY), FreezeNotSupported (EOPNOTSUPP), PermissionDenied
+ * (EPERM, EACCES), FreezeFailed (anything else, or cannot open).
+ */
+int fs_freeze(const char *mount_point, struct amis_err *err);
+
+/*
+ * Thaws it.  A filesystem that is not frozen (EINVAL) counts as success;
+ * *was_not_frozen (may be NULL) tells that case apart.  err->code on
+ * failure: PermissionDenied, ThawFailed.
+ */
+int fs_thaw(const char *mount_point, bool *was_not_frozen, struct amis_err *err);
+
+/* The same on an open directory of the filesystem; label names it in errors. */
+int fs_freeze_fd(int fd, const char *label, struct amis_err *err);
+int fs_thaw_fd(int fd, const char *label, bool *was_not_frozen, struct amis_err *err);
+
+/*
+ * Freezes the plan's filesystems in plan order (children first).  Every
+ * mount point is opened and checked first, before anything is frozen: no
+ * path lookup happens while a filesystem is frozen, and a mount point that
+ * is no longer the mount that was resolved (mount id, via statx) is refused
+ * ("MountChanged": someone could have swapped a directory on the way for a
+ * symlink to /).  The directories stay open until the thaw, so the thaw
+ * reaches the same superblocks whatever happens to the paths meanwhile.
+ *
+ * If one filesystem fails to freeze, the ones frozen before it are thawed
+ * (reverse order) and -1 is returned with the freeze error; if such a thaw
+ * fails too, the message says so and those entries stay frozen = true (the
+ * caller must freeze_plan_thaw() again, and its watchdog stands by).
+ */
+int freeze_plan_freeze(struct freeze_plan *plan, struct amis_err *err);
+
+/*
+ * Thaws every entry frozen by freeze_plan_freeze() in reverse plan order,
+ * attempting all of them even when one fails.  Returns -1 if any failed
+ * (err: the first failure, later ones appended; those stay frozen = true,
+ * so calling again retries just them).
+ */
+int freeze_plan_thaw(struct freeze_plan *plan, struct amis_err *err);
+
+/* Whether any entry is still frozen by us. */
+bool freeze_plan_any_frozen(const struct freeze_plan *plan);
+
+/*
+ * From the first freeze to the last thaw, in microseconds; -1 while
+ * something is still frozen or when nothing was frozen.
+ */
+long long freeze_plan_window_usec(const struct freeze_plan *plan);
+
+/* Closes the directories held open by the plan (does not thaw). */
+void freeze_plan_close(struct freeze_plan *plan);
+
+#endif
