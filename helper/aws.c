@@ -1,0 +1,117 @@
+/*
+ * aws.c - see aws.h.
+ */
+#include "aws.h"
+#include "creds.h"
+#include "ec2.h"
+#include "imds.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct aws_ctx {
+	const struct helper_config *cfg;
+	struct imds_client *imds;
+	struct creds_provider *creds;
+	struct ec2_client *ec2;
+	char region[32];
+	char instance_id[32];
+	char endpoint[512];
+	bool ready;
+};
+
+struct aws_ctx *aws_ctx_new(const struct helper_config *cfg)
+{
+	struct aws_ctx *a = xcalloc(1, sizeof(*a));
+
+	a->cfg = cfg;
+	return a;
+}
+
+void aws_ctx_free(struct aws_ctx *a)
+{
+	if (!a)
+		return;
+	if (a->ec2)
+		ec2_client_free(a->ec2);
+	if (a->creds)
+		creds_provider_free(a->creds);
+	if (a->imds)
+		imds_client_free(a->imds);
+	free(a);
+}
+
+int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err)
+{
+	const struct helper_config *cfg = a->cfg;
+	struct creds_config cc;
+	struct aws_credentials cr;
+
+	if (a->ready)
+		return 0;
+	if (!a->imds)
+		a->imds = imds_client_new(cfg->imds_endpoint);
+	if (!a->imds)
+		return err_set(err, "ImdsUnavailable", "cannot create the IMDS client");
+
+	if (creds_resolve_region(NULL, cfg->region, a->imds, a->region, sizeof(a->region), err) !=
+	    0)
+		return err_prefix(err, "cannot determine the AWS region");
+	if (cfg->instance_id) {
+		if (strlcpy_checked(a->instance_id, cfg->instance_id, sizeof(a->instance_id)) != 0)
+			return err_set(err, "HelperConfig", "instance_id is too long");
+	} else {
+		struct imds_identity id;
+
+		if (imds_get_identity(a->imds, &id, err) != 0)
+			return err_prefix(err, "cannot determine the instance id from IMDS");
+		snprintf(a->instance_id, sizeof(a->instance_id), "%s", id.instance_id);
+	}
+	if (creds_resolve_ec2_endpoint(NULL, cfg->ec2_endpoint, a->region, a->endpoint,
+				       sizeof(a->endpoint), err) != 0)
+		return -1;
+
+	memset(&cc, 0, sizeof(cc));
+	cc.profile = cfg->profile;
+	cc.shared_credentials_file = cfg->credentials_file;
+	cc.imds = a->imds;
+	if (!a->creds)
+		a->creds = creds_provider_new(&cc);
+	/* Fail in PREPARE, not later, when there are no credentials at all. */
+	if (creds_get(a->creds, time(NULL), &cr, err) != 0)
+		return err_prefix(err, "no AWS credentials");
+	log_info("AWS: instance %s, region %s, endpoint %s, credentials from %s", a->instance_id,
+		 a->region, a->endpoint, cr.source);
+	creds_clear(&cr);
+	if (!a->ec2)
+		a->ec2 = ec2_client_new(a->endpoint, a->region);
+	if (!a->ec2)
+		return err_set(err, "HelperConfig", "invalid EC2 endpoint \"%s\"", a->endpoint);
+	a->ready = true;
+	return 0;
+}
+
+int aws_ctx_credentials(struct aws_ctx *a, struct aws_credentials *out, struct amis_err *err)
+{
+	if (aws_ctx_ready(a, err) != 0)
+		return -1;
+	return creds_get(a->creds, time(NULL), out, err);
+}
+
+const char *aws_ctx_instance_id(const struct aws_ctx *a)
+{
+	return a->instance_id;
+}
+
+const char *aws_ctx_region(const struct aws_ctx *a)
+{
+	return a->region;
+}
+
+struct ec2_client *aws_ctx_ec2(struct aws_ctx *a)
+{
+	return a->ec2;
+}

@@ -1,0 +1,29 @@
+/*
+ * aws.h - the helper's view of "this instance in AWS": instance id, region,
+ * credentials and the EC2 client, resolved lazily and cached.  Resolving
+ * may be slow (IMDS, credential refresh), so it is done in PREPARE and
+ * again just before freezing, never while frozen.
+ */
+#ifndef AMIS_AWS_H
+#define AMIS_AWS_H
+
+#include "config.h"
+#include "credentials.h"
+#include "util.h"
+
+struct aws_ctx;
+struct ec2_client;
+
+struct aws_ctx *aws_ctx_new(const struct helper_config *cfg);
+void aws_ctx_free(struct aws_ctx *a);
+
+/* Resolves instance id, region, endpoint and credentials (cached). */
+int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err);
+/* Fresh credentials (refreshed when close to expiry) into *out. */
+int aws_ctx_credentials(struct aws_ctx *a, struct aws_credentials *out, struct amis_err *err);
+
+const char *aws_ctx_instance_id(const struct aws_ctx *a);
+const char *aws_ctx_region(const struct aws_ctx *a);
+struct ec2_client *aws_ctx_ec2(struct aws_ctx *a);
+
+#endif

@@ -1,0 +1,116 @@
+/*
+ * main.c - ami-snapshot-helper: the privileged helper daemon.
+ *
+ *	ami-snapshot-helper [-c CONFIG] [--check-config]
+ *
+ * Runs in the foreground (systemd Type=simple), logs to stderr.
+ */
+#include "config.h"
+#include "log.h"
+#include "operation.h"
+#include "server.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEFAULT_CONFIG "/etc/ami-snapshot/helper.conf"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: ami-snapshot-helper [-c CONFIG] [--check-config]\n"
+		   "  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+		   "      --check-config  load the configuration, report problems, exit\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+						 {"check-config", no_argument, NULL, 'k'},
+						 {"help", no_argument, NULL, 'h'},
+						 {NULL, 0, NULL, 0}};
+	const char *config_path = DEFAULT_CONFIG;
+	struct helper_config cfg;
+	struct sigaction sa;
+	struct amis_err err;
+	struct helper *h;
+	bool check_only = false;
+	int opt, lfd;
+
+	while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'k':
+			check_only = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+
+	config_init(&cfg);
+	if (config_load_file(&cfg, config_path, &err) != 0) {
+		log_error("configuration: %s", err.msg);
+		return 1;
+	}
+	if (!strcmp(cfg.log_level, "debug"))
+		log_set_level(LOG_LVL_DEBUG);
+	else if (!strcmp(cfg.log_level, "warning"))
+		log_set_level(LOG_LVL_WARNING);
+	else if (!strcmp(cfg.log_level, "error"))
+		log_set_level(LOG_LVL_ERROR);
+	if (cfg.n_allowed_uids == 0) {
+		log_error("configuration: [helper] allowed_users is empty; nobody could connect");
+		return 1;
+	}
+	if (cfg.n_allow == 0) {
+		log_error("configuration: [filesystems] allow is empty; nothing may be frozen");
+		return 1;
+	}
+	if (check_only) {
+		printf("configuration %s is valid\n", config_path);
+		config_free(&cfg);
+		return 0;
+	}
+	if (geteuid() != 0)
+		log_warn("not running as root: freezing filesystems will fail");
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+
+	if (server_listen(&cfg, &lfd, &err) != 0) {
+		log_error("%s", err.msg);
+		return 1;
+	}
+	h = helper_new(&cfg);
+	log_info("ami-snapshot-helper listening on %s", cfg.socket_path);
+	server_run(h, lfd, &stop_requested);
+	close(lfd);
+	unlink(cfg.socket_path);
+	helper_free(h);
+	config_free(&cfg);
+	log_info("ami-snapshot-helper stopped");
+	return 0;
+}

@@ -1,0 +1,33 @@
+/*
+ * operation.h - one snapshot operation, as a state machine driven by the
+ * client's messages:
+ *
+ *	(none) --PREPARE--> PREPARED --SNAPSHOT--> PENDING --FINISH--> done
+ *
+ * PREPARE does everything that can be slow (path resolution, IMDS,
+ * credentials, DescribeInstances, a DryRun call that also warms the
+ * connection) before the database has started its backup.  SNAPSHOT
+ * freezes, makes exactly one CreateSnapshots call and thaws.  FINISH tags
+ * the snapshots with the backup's metadata.  ABORT or a vanished client at
+ * any point ends the operation.  One operation at a time: a second PREPARE
+ * while one is active gets a Busy error.
+ */
+#ifndef AMIS_OPERATION_H
+#define AMIS_OPERATION_H
+
+#include "config.h"
+#include "protocol.h"
+
+struct helper;
+struct conn;
+
+struct helper *helper_new(struct helper_config *cfg);
+void helper_free(struct helper *h);
+const struct helper_config *op_config(const struct helper *h);
+
+/* Handles one decoded message; returns 0 to keep the connection, -1 to close it. */
+int op_dispatch(struct helper *h, struct conn *c, const struct amsp_msgview *m);
+/* The client of c vanished (or timed out) while it owned an operation. */
+void op_client_gone(struct helper *h, struct conn *c, const char *why);
+
+#endif

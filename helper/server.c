@@ -1,0 +1,317 @@
+/*
+ * server.c - see server.h.
+ *
+ * Single-threaded: one poll() loop, signal handlers only set flags.  At
+ * most SERVER_MAX_CONNS clients; a peer whose uid is not in allowed_users is
+ * closed before a single byte of it is read.  A malformed frame closes the
+ * connection with a logged reason.
+ */
+#include "server.h"
+#include "log.h"
+#include "operation.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int conn_send(struct conn *c, const unsigned char *frame, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = send(c->fd, frame, len, MSG_NOSIGNAL);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		frame += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int make_socket_dir(const char *dir, gid_t gid, bool have_gid, struct amis_err *err)
+{
+	struct stat st;
+
+	if (mkdir(dir, 0770) != 0 && errno != EEXIST)
+		return err_set(err, "HelperSocket", "cannot create socket directory %s: %s", dir,
+			       strerror(errno));
+	if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+		return err_set(err, "HelperSocket", "%s is not a directory", dir);
+	if (st.st_uid != geteuid())
+		return err_set(err, "HelperSocket",
+			       "socket directory %s is owned by uid %u, not by the helper", dir,
+			       (unsigned)st.st_uid);
+	if (have_gid && chown(dir, geteuid(), gid) != 0)
+		return err_set(err, "HelperSocket", "cannot chown %s: %s", dir, strerror(errno));
+	if (chmod(dir, have_gid ? 0750 : 0755) != 0)
+		return err_set(err, "HelperSocket", "cannot chmod %s: %s", dir, strerror(errno));
+	return 0;
+}
+
+int server_listen(const struct helper_config *cfg, int *out_fd, struct amis_err *err)
+{
+	struct sockaddr_un sa;
+	char dir[sizeof(sa.sun_path)];
+	char *slash;
+	gid_t gid = 0;
+	bool have_gid = false;
+	int fd;
+
+	if (strlen(cfg->socket_path) >= sizeof(sa.sun_path))
+		return err_set(err, "HelperSocket", "socket path too long: %s", cfg->socket_path);
+	if (cfg->socket_group) {
+		struct group *gr = getgrnam(cfg->socket_group);
+
+		if (!gr)
+			return err_set(err, "HelperConfig", "socket_group: no such group \"%s\"",
+				       cfg->socket_group);
+		gid = gr->gr_gid;
+		have_gid = true;
+	}
+	snprintf(dir, sizeof(dir), "%s", cfg->socket_path);
+	slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = '\0';
+		if (make_socket_dir(dir, gid, have_gid, err) != 0)
+			return -1;
+	}
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return err_set(err, "HelperSocket", "socket: %s", strerror(errno));
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, cfg->socket_path, strlen(cfg->socket_path) + 1);
+	/* A stale socket from a previous run: only ever remove a socket. */
+	{
+		struct stat st;
+
+		if (lstat(cfg->socket_path, &st) == 0) {
+			if (!S_ISSOCK(st.st_mode)) {
+				close(fd);
+				return err_set(err, "HelperSocket",
+					       "%s exists and is not a socket; refusing to remove it",
+					       cfg->socket_path);
+			}
+			unlink(cfg->socket_path);
+		}
+	}
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		err_set(err, "HelperSocket", "bind %s: %s", cfg->socket_path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if ((have_gid && chown(cfg->socket_path, geteuid(), gid) != 0) ||
+	    chmod(cfg->socket_path, have_gid ? 0660 : 0666) != 0) {
+		err_set(err, "HelperSocket", "cannot set owner/mode of %s: %s", cfg->socket_path,
+			strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (listen(fd, 16) != 0) {
+		err_set(err, "HelperSocket", "listen: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	*out_fd = fd;
+	return 0;
+}
+
+static bool uid_allowed(const struct helper_config *cfg, uid_t uid)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->n_allowed_uids; i++)
+		if (cfg->allowed_uids[i] == uid)
+			return true;
+	return false;
+}
+
+static void conn_close(struct helper *h, struct conn **slot, const char *why)
+{
+	struct conn *c = *slot;
+
+	if (c->op)
+		op_client_gone(h, c, why);
+	log_info("connection from pid %ld uid %u closed: %s", (long)c->pid, (unsigned)c->uid,
+		 why);
+	close(c->fd);
+	free(c);
+	*slot = NULL;
+}
+
+static void accept_one(struct helper *h, int lfd, struct conn **conns)
+{
+	const struct helper_config *cfg = op_config(h);
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	struct timeval tv = {5, 0};
+	struct conn *c;
+	int fd, i;
+
+	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			log_warn("accept: %s", strerror(errno));
+		return;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+		log_warn("rejected connection: SO_PEERCRED failed: %s", strerror(errno));
+		close(fd);
+		return;
+	}
+	if (!uid_allowed(cfg, cred.uid)) {
+		log_warn("rejected connection from pid %ld: uid %u is not in allowed_users",
+			 (long)cred.pid, (unsigned)cred.uid);
+		close(fd);
+		return;
+	}
+	for (i = 0; i < SERVER_MAX_CONNS && conns[i]; i++)
+		;
+	if (i == SERVER_MAX_CONNS) {
+		log_warn("rejected connection from pid %ld: too many connections",
+			 (long)cred.pid);
+		close(fd);
+		return;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	c = xcalloc(1, sizeof(*c));
+	c->fd = fd;
+	c->uid = cred.uid;
+	c->pid = cred.pid;
+	c->last_activity_us = mono_usec();
+	conns[i] = c;
+	log_debug("connection from pid %ld uid %u", (long)c->pid, (unsigned)c->uid);
+}
+
+/*
+ * Reads what is available.  Returns 1 when a whole frame is buffered, 0 when
+ * more is needed, -1 (with *why) when the connection must be closed.
+ */
+static int read_frame(struct conn *c, const char **why)
+{
+	size_t want = AMSP_HEADER_LEN;
+	ssize_t n;
+
+	if (c->inlen >= AMSP_HEADER_LEN) {
+		long plen = amsp_header_payload_len(c->in, why);
+
+		if (plen < 0)
+			return -1;
+		want = AMSP_HEADER_LEN + (size_t)plen;
+	}
+	n = recv(c->fd, c->in + c->inlen, want - c->inlen, MSG_DONTWAIT);
+	if (n == 0) {
+		*why = c->inlen ? "client closed the connection mid-frame"
+				: "client closed the connection";
+		return -1;
+	}
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR)
+			return 0;
+		*why = "receive error";
+		return -1;
+	}
+	c->inlen += (size_t)n;
+	c->last_activity_us = mono_usec();
+	if (c->inlen == AMSP_HEADER_LEN) {
+		long plen = amsp_header_payload_len(c->in, why);
+
+		if (plen < 0)
+			return -1;
+		return plen == 0 ? 1 : 0;
+	}
+	return c->inlen == want && want > AMSP_HEADER_LEN ? 1 : 0;
+}
+
+static void handle_readable(struct helper *h, struct conn **slot)
+{
+	struct conn *c = *slot;
+	struct amsp_msgview *m;
+	const char *why = NULL;
+	int rc;
+
+	rc = read_frame(c, &why);
+	if (rc < 0) {
+		if (c->op || c->inlen)
+			log_warn("pid %ld: %s", (long)c->pid, why);
+		conn_close(h, slot, why);
+		return;
+	}
+	if (rc == 0)
+		return;
+	m = xmalloc(sizeof(*m));
+	if (amsp_decode(c->in, c->inlen, m, &why) != 0) {
+		char reason[128];
+
+		snprintf(reason, sizeof(reason), "malformed request: %s", why);
+		log_warn("pid %ld: %s", (long)c->pid, reason);
+		free(m);
+		conn_close(h, slot, reason);
+		return;
+	}
+	c->inlen = 0;
+	rc = op_dispatch(h, c, m);
+	free(m);
+	if (rc != 0)
+		conn_close(h, slot, "conversation ended");
+}
+
+int server_run(struct helper *h, int lfd, volatile sig_atomic_t *stop)
+{
+	struct conn *conns[SERVER_MAX_CONNS] = {0};
+	struct pollfd pfd[SERVER_MAX_CONNS + 1];
+	int idx[SERVER_MAX_CONNS + 1];
+	int i;
+
+	while (!*stop) {
+		long client_timeout_us = op_config(h)->client_timeout_ms * 1000L;
+		long long now;
+		int n = 0, rc;
+
+		pfd[n].fd = lfd;
+		pfd[n].events = POLLIN;
+		idx[n++] = -1;
+		for (i = 0; i < SERVER_MAX_CONNS; i++) {
+			if (!conns[i])
+				continue;
+			pfd[n].fd = conns[i]->fd;
+			pfd[n].events = POLLIN;
+			idx[n++] = i;
+		}
+		rc = poll(pfd, (nfds_t)n, 1000);
+		if (rc < 0 && errno != EINTR) {
+			log_error("poll: %s", strerror(errno));
+			break;
+		}
+		if (rc > 0) {
+			for (i = 0; i < n; i++) {
+				if (!pfd[i].revents)
+					continue;
+				if (idx[i] < 0)
+					accept_one(h, lfd, conns);
+				else if (conns[idx[i]])
+					handle_readable(h, &conns[idx[i]]);
+			}
+		}
+		now = mono_usec();
+		for (i = 0; i < SERVER_MAX_CONNS; i++) {
+			if (conns[i] && now - conns[i]->last_activity_us > client_timeout_us)
+				conn_close(h, &conns[i], "client timed out (client_timeout)");
+		}
+	}
+	for (i = 0; i < SERVER_MAX_CONNS; i++)
+		if (conns[i])
+			conn_close(h, &conns[i], "helper shutting down");
+	return 0;
+}

@@ -1,0 +1,40 @@
+/*
+ * server.h - the helper's socket server: listening socket, peer
+ * authentication, framing, and the poll() loop.  The operation logic lives
+ * in operation.c; this file only moves authenticated, well-formed frames.
+ */
+#ifndef AMIS_SERVER_H
+#define AMIS_SERVER_H
+
+#include "config.h"
+#include "protocol.h"
+
+#include <signal.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define SERVER_MAX_CONNS 8
+
+struct operation;
+struct helper;
+
+struct conn {
+	int fd;
+	uid_t uid;
+	pid_t pid;
+	unsigned char in[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
+	size_t inlen;
+	long long last_activity_us;
+	struct operation *op; /* the operation this client owns, if any */
+};
+
+/* Sends one frame (blocking, bounded by the socket's send timeout). */
+int conn_send(struct conn *c, const unsigned char *frame, size_t len);
+
+/* Creates the socket directory and socket; -1 with err on failure. */
+int server_listen(const struct helper_config *cfg, int *out_fd, struct amis_err *err);
+
+/* Runs until *stop is set (by a signal handler). */
+int server_run(struct helper *h, int listen_fd, volatile sig_atomic_t *stop);
+
+#endif
