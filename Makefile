@@ -1,0 +1,61 @@
+# ami_snapshot: the PostgreSQL extension (PGXS) and the helper daemon.
+#
+#   make                  build both
+#   sudo make install     install the extension, the helper, its systemd
+#                         unit and an example configuration
+#   sudo test/run-all.sh  all tests (see README: needs root, loop devices)
+#   make bench            benchmarks (see README)
+
+MODULE_big = ami_snapshot
+OBJS = extension/ami_snapshot.o extension/helper_client.o extension/history.o \
+       extension/protocol.o
+EXTENSION = ami_snapshot
+DATA = sql/ami_snapshot--1.0.sql
+PGFILEDESC = "ami_snapshot - consistent EBS snapshots of a running PostgreSQL"
+
+REGRESS = ami_snapshot_sql
+REGRESS_OPTS = --inputdir=test --outputdir=test/results --load-extension=ami_snapshot
+
+PG_CPPFLAGS = -Ihelper
+ifeq ($(WERROR),1)
+PG_CFLAGS = -Werror
+endif
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# The protocol code is shared with the helper but built with the server's flags.
+extension/protocol.o: helper/protocol.c helper/protocol.h
+	$(CC) $(CFLAGS) $(CPPFLAGS) -c -o $@ $<
+extension/protocol.bc: helper/protocol.c helper/protocol.h
+	$(COMPILE.c.bc) -o $@ $<
+
+extension/ami_snapshot.o extension/helper_client.o extension/history.o: \
+	helper/protocol.h extension/helper_client.h extension/history.h
+
+prefix_sbin ?= /usr/sbin
+sysconfdir ?= /etc
+systemdunitdir ?= /lib/systemd/system
+
+all: helper-all
+helper-all:
+	$(MAKE) -C helper WERROR=$(WERROR)
+
+install: install-helper
+install-helper: helper-all
+	install -d $(DESTDIR)$(prefix_sbin) $(DESTDIR)$(sysconfdir)/ami-snapshot \
+		$(DESTDIR)$(systemdunitdir)
+	install -m 0755 helper/ami-snapshot-helper $(DESTDIR)$(prefix_sbin)/
+	install -m 0644 packaging/ami-snapshot-helper.service $(DESTDIR)$(systemdunitdir)/
+	test -e $(DESTDIR)$(sysconfdir)/ami-snapshot/helper.conf || \
+		install -m 0640 packaging/helper.conf.example \
+			$(DESTDIR)$(sysconfdir)/ami-snapshot/helper.conf
+	install -m 0644 packaging/helper.conf.example $(DESTDIR)$(sysconfdir)/ami-snapshot/
+
+clean: helper-clean
+helper-clean:
+	$(MAKE) -C helper clean
+	rm -rf test/results
+
+.PHONY: helper-all helper-clean install-helper

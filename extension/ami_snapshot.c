@@ -1,0 +1,556 @@
+/*
+ * ami_snapshot.c - SELECT * FROM ami_snapshot('nightly')
+ *
+ * The extension side of the consistency protocol (DESIGN.md):
+ *
+ *  1. PREPARE: the helper resolves instance, credentials and the volumes
+ *     under the data directory, pg_wal and every tablespace.
+ *  2. A non-exclusive backup starts with a fast checkpoint.  From here on
+ *     it is always stopped or aborted, as in basebackup.c's
+ *     perform_base_backup(): PG_ENSURE_ERROR_CLEANUP covers ERROR (cancel,
+ *     statement_timeout, helper failure) and backend exit.
+ *  3. SNAPSHOT: the helper freezes, calls CreateSnapshots once, thaws, and
+ *     answers once the snapshots are pending.
+ *  4. The backup stops; FINISH hands the backup label to the helper, which
+ *     tags the snapshots with it.
+ *
+ * Every attempt leaves a row in ami_snapshot_history (see history.h for why
+ * it is written by a background worker).
+ */
+#include "postgres.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "access/htup_details.h"
+#include "access/xlog.h"
+#if PG_VERSION_NUM >= 160000
+#include "access/xlogbackup.h"
+#endif
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "common/string.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/fd.h"
+#include "storage/ipc.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
+
+#include "helper_client.h"
+#include "history.h"
+
+PG_MODULE_MAGIC;
+
+#define DEFAULT_SOCKET "/run/ami-snapshot/helper.sock"
+#define MAX_TABLESPACES 32
+
+static char *helper_socket = NULL;
+static int	request_timeout_ms = 120000;
+static bool wait_for_archive = true;
+
+PG_FUNCTION_INFO_V1(ami_snapshot);
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("ami_snapshot.helper_socket",
+							   "Path of the ami-snapshot-helper UNIX socket.",
+							   NULL,
+							   &helper_socket,
+							   DEFAULT_SOCKET,
+							   PGC_SUSET,
+							   0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("ami_snapshot.request_timeout",
+							"How long to wait for each answer of the helper.",
+							"Covers path resolution and the preflight call, the "
+							"snapshot call (the helper thaws after its own, shorter "
+							"freeze_timeout) and tagging.",
+							&request_timeout_ms,
+							120000, 1000, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomBoolVariable("ami_snapshot.wait_for_archive",
+							 "Wait until the backup's WAL is archived when archiving is on.",
+							 "Needed for point-in-time recovery from the snapshot.",
+							 &wait_for_archive,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+#if PG_VERSION_NUM >= 150000
+	MarkGUCPrefixReserved("ami_snapshot");
+#else
+	EmitWarningsOnPlaceholders("ami_snapshot");
+#endif
+}
+
+/*
+ * Names become the Name tag now and AMI names later, so they follow EC2's
+ * AMI name rules, which are stricter than the tag value rules: 3 to 128
+ * characters of letters, digits, spaces and ( ) [ ] . / - ' @ _
+ */
+static void
+validate_name(const char *name)
+{
+	size_t		len = strlen(name);
+	const char *p;
+
+	if (len < 3 || len > 128)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("snapshot name must be between 3 and 128 characters long"),
+				 errdetail("The name \"%s\" has %zu characters.", name, len)));
+	for (p = name; *p; p++)
+	{
+		unsigned char c = (unsigned char) *p;
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') || strchr("()[] ./-'@_", c)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("snapshot name contains an invalid character at position %d",
+							(int) (p - name) + 1),
+					 errdetail("Names may contain letters, digits, spaces and ( ) [ ] . / - ' @ _ (EC2's rules for AMI names).")));
+	}
+}
+
+static char *
+make_request_id(void)
+{
+	uint8		b[16];
+	char	   *s = palloc(37);
+
+	if (!pg_strong_random(b, sizeof(b)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a request id")));
+	b[6] = (b[6] & 0x0f) | 0x40;
+	b[8] = (b[8] & 0x3f) | 0x80;
+	snprintf(s, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+			 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
+			 b[10], b[11], b[12], b[13], b[14], b[15]);
+	return s;
+}
+
+/* Real path of pg_wal (it may be a symlink to another filesystem). */
+static char *
+wal_path(void)
+{
+	char		path[MAXPGPATH];
+	char	   *real;
+
+	snprintf(path, sizeof(path), "%s/pg_wal", DataDir);
+	real = realpath(path, NULL);
+	if (!real)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not resolve \"%s\": %m", path)));
+	strlcpy(path, real, sizeof(path));
+	free(real);
+	return pstrdup(path);
+}
+
+/* Locations of all tablespaces, from the symlinks in pg_tblspc. */
+static List *
+tablespace_paths(void)
+{
+	List	   *result = NIL;
+	DIR		   *dir;
+	struct dirent *de;
+	char		base[MAXPGPATH];
+
+	snprintf(base, sizeof(base), "%s/pg_tblspc", DataDir);
+	dir = AllocateDir(base);
+	while ((de = ReadDir(dir, base)) != NULL)
+	{
+		char		link[MAXPGPATH];
+		char		target[MAXPGPATH];
+		ssize_t		n;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(link, sizeof(link), "%s/%s", base, de->d_name);
+		n = readlink(link, target, sizeof(target) - 1);
+		if (n < 0)
+			continue;			/* in-place tablespace: inside the data directory */
+		target[n] = '\0';
+		result = lappend(result, pstrdup(target));
+	}
+	FreeDir(dir);
+	if (list_length(result) > MAX_TABLESPACES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("ami_snapshot supports at most %d tablespaces", MAX_TABLESPACES)));
+	return result;
+}
+
+static char *
+lsn_text(XLogRecPtr lsn)
+{
+	return psprintf("%X/%X", LSN_FORMAT_ARGS(lsn));
+}
+
+/* A text[] literal from a list of C strings. */
+static char *
+text_array_literal(List *items)
+{
+	StringInfoData s;
+	ListCell   *lc;
+
+	initStringInfo(&s);
+	appendStringInfoChar(&s, '{');
+	foreach(lc, items)
+	{
+		const char *p;
+
+		if (foreach_current_index(lc) > 0)
+			appendStringInfoChar(&s, ',');
+		appendStringInfoChar(&s, '"');
+		for (p = lfirst(lc); *p; p++)
+		{
+			if (*p == '"' || *p == '\\')
+				appendStringInfoChar(&s, '\\');
+			appendStringInfoChar(&s, *p);
+		}
+		appendStringInfoChar(&s, '"');
+	}
+	appendStringInfoChar(&s, '}');
+	return s.data;
+}
+
+static Datum
+text_array_datum(List *items)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(items), 1));
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, items)
+		elems[i++] = CStringGetTextDatum(lfirst(lc));
+	return PointerGetDatum(construct_array(elems, i, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+static List *
+strings_of(const struct amsp_msgview *m, enum amsp_tag tag)
+{
+	List	   *result = NIL;
+	size_t		i;
+
+	for (i = 0; i < amsp_count(m, tag); i++)
+	{
+		const struct amsp_field *f = amsp_get_nth(m, tag, i);
+
+		result = lappend(result, pnstrdup((const char *) f->value, f->len));
+	}
+	return result;
+}
+
+static void
+send_or_error(HelperConn *hc, struct amsp_writer *w)
+{
+	size_t		len = amsp_end(w);
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("ami_snapshot request does not fit in a protocol frame")));
+	helper_send(hc, w->buf, len, request_timeout_ms);
+}
+
+/* The request in progress, for history_on_exit(). */
+static char current_request_id[40];
+
+/*
+ * Shared-memory exit callback while a history row says "running": the
+ * backend is exiting (terminated, connection lost), so have the row marked
+ * failed by a worker, without waiting for it.
+ */
+static void
+history_on_exit(int code, Datum arg)
+{
+	if (current_request_id[0])
+		history_mark_interrupted(current_request_id);
+}
+
+/* State kept across the operation for the history and the result row. */
+typedef struct SnapshotRun
+{
+	HistoryRow	row;
+	char	   *instance_id;
+	List	   *volume_ids;
+	List	   *snapshot_ids;
+	XLogRecPtr	start_lsn;
+	XLogRecPtr	stop_lsn;
+	TimeLineID	tli;
+	double		frozen_ms;
+	bool		have_snapshots;
+} SnapshotRun;
+
+static void
+run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *request_id)
+{
+	static unsigned char frame[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
+	struct amsp_msgview *msg = palloc(sizeof(struct amsp_msgview));
+	struct amsp_writer w;
+	HelperConn *volatile hc = NULL;
+	List	   *tblspcs = tablespace_paths();
+	char	   *walpath = wal_path();
+	char		sysid[32];
+	ListCell   *lc;
+
+	snprintf(sysid, sizeof(sysid), UINT64_FORMAT, GetSystemIdentifier());
+
+	PG_TRY();
+	{
+		StringInfo	labelfile = makeStringInfo();
+		StringInfo	tblspcmap = makeStringInfo();
+		List	   *backup_tblspcs = NIL;
+		TimeLineID	starttli;
+		TimeLineID	stoptli;
+		char	   *label_text;
+		bool		waitforarchive;
+#if PG_VERSION_NUM >= 160000
+		BackupState *state = (BackupState *) palloc0(sizeof(BackupState));
+#endif
+
+		hc = helper_connect(helper_socket, request_timeout_ms);
+
+		/* 1. PREPARE: nothing blocks the database yet. */
+		amsp_begin(&w, frame, sizeof(frame), AMSP_PREPARE);
+		amsp_put_str(&w, AMSP_T_REQUEST_ID, request_id);
+		amsp_put_str(&w, AMSP_T_NAME, name);
+		amsp_put_u8(&w, AMSP_T_FREEZE, freeze ? 1 : 0);
+		amsp_put_str(&w, AMSP_T_PATH_DATA, DataDir);
+		amsp_put_str(&w, AMSP_T_PATH_WAL, walpath);
+		foreach(lc, tblspcs)
+			amsp_put_str(&w, AMSP_T_PATH_TABLESPACE, lfirst(lc));
+		amsp_put_str(&w, AMSP_T_SYSTEM_ID, sysid);
+		amsp_put_str(&w, AMSP_T_PG_VERSION, psprintf("%d", PG_VERSION_NUM));
+		send_or_error(hc, &w);
+		helper_receive(hc, msg, AMSP_PREPARED, "prepare", request_timeout_ms);
+		{
+			char		inst[65];
+
+			amsp_copy_str(amsp_get(msg, AMSP_T_INSTANCE_ID), inst, sizeof(inst));
+			run->instance_id = pstrdup(inst);
+			run->volume_ids = strings_of(msg, AMSP_T_VOLUME_ID);
+			history_set(&run->row, HC_INSTANCE_ID, run->instance_id);
+			history_set(&run->row, HC_VOLUME_IDS, text_array_literal(run->volume_ids));
+			amsp_copy_str(amsp_get(msg, AMSP_T_REGION), inst, sizeof(inst));
+			history_set(&run->row, HC_REGION, inst);
+		}
+
+		/* 2. Start the backup (fast checkpoint). */
+#if PG_VERSION_NUM >= 160000
+		do_pg_backup_start(name, true, &backup_tblspcs, state, tblspcmap);
+		run->start_lsn = state->startpoint;
+		starttli = state->starttli;
+#else
+		run->start_lsn = do_pg_backup_start(name, true, &starttli, labelfile,
+											&backup_tblspcs, tblspcmap);
+#endif
+		/*
+		 * Once the backup has started, any failure must abort it, including
+		 * backend exit: see perform_base_backup() in basebackup.c.
+		 */
+		PG_ENSURE_ERROR_CLEANUP(do_pg_abort_backup, BoolGetDatum(false));
+		{
+			run->tli = starttli;
+			if (list_length(backup_tblspcs) != list_length(tblspcs))
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("the set of tablespaces changed while the snapshot was being prepared"),
+						 errhint("Run ami_snapshot() again.")));
+
+			/* 3. SNAPSHOT: freeze, CreateSnapshots, thaw; pending. */
+			amsp_begin(&w, frame, sizeof(frame), AMSP_SNAPSHOT);
+			amsp_put_str(&w, AMSP_T_START_LSN, lsn_text(run->start_lsn));
+			amsp_put_u32(&w, AMSP_T_TIMELINE, starttli);
+			send_or_error(hc, &w);
+			helper_receive(hc, msg, AMSP_PENDING, "snapshot", request_timeout_ms);
+			run->snapshot_ids = strings_of(msg, AMSP_T_SNAPSHOT_ID);
+			run->have_snapshots = true;
+			run->frozen_ms = amsp_u64(amsp_get(msg, AMSP_T_FREEZE_USEC)) / 1000.0;
+			if (amsp_count(msg, AMSP_T_SNAPSHOT_VOLUME) != list_length(run->snapshot_ids))
+				ereport(ERROR,
+						(errcode(ERRCODE_PROTOCOL_VIOLATION),
+						 errmsg("invalid response from ami_snapshot helper: snapshot and volume counts differ")));
+			run->volume_ids = strings_of(msg, AMSP_T_SNAPSHOT_VOLUME);
+
+			/* 4. Stop the backup. */
+			waitforarchive = wait_for_archive && XLogArchivingActive();
+#if PG_VERSION_NUM >= 160000
+			do_pg_backup_stop(state, waitforarchive);
+			run->stop_lsn = state->stoppoint;
+			stoptli = state->stoptli;
+			label_text = build_backup_content(state, false);
+#else
+			run->stop_lsn = do_pg_backup_stop(labelfile->data, waitforarchive, &stoptli);
+			label_text = labelfile->data;
+#endif
+		}
+		PG_END_ENSURE_ERROR_CLEANUP(do_pg_abort_backup, BoolGetDatum(false));
+		(void) stoptli;
+
+		history_set(&run->row, HC_BACKUP_LABEL, label_text);
+		if (tblspcmap->len > 0)
+			history_set(&run->row, HC_TABLESPACE_MAP, tblspcmap->data);
+
+		/* 5. FINISH: tags with the backup's metadata, after the thaw. */
+		amsp_begin(&w, frame, sizeof(frame), AMSP_FINISH);
+		amsp_put_str(&w, AMSP_T_STOP_LSN, lsn_text(run->stop_lsn));
+		amsp_put_u32(&w, AMSP_T_TIMELINE, run->tli);
+		amsp_put_str(&w, AMSP_T_BACKUP_LABEL, label_text);
+		if (tblspcmap->len > 0)
+			amsp_put_str(&w, AMSP_T_TABLESPACE_MAP, tblspcmap->data);
+		send_or_error(hc, &w);
+		helper_receive(hc, msg, AMSP_DONE, "finish", request_timeout_ms);
+		{
+			size_t		i;
+
+			for (i = 0; i < amsp_count(msg, AMSP_T_WARNING); i++)
+			{
+				const struct amsp_field *f = amsp_get_nth(msg, AMSP_T_WARNING, i);
+
+				ereport(WARNING,
+						(errmsg("ami_snapshot: %s", pnstrdup((const char *) f->value, f->len))));
+			}
+		}
+	}
+	PG_FINALLY();
+	{
+		helper_close(hc);
+	}
+	PG_END_TRY();
+}
+
+Datum
+ami_snapshot(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	bool		freeze;
+	char	   *request_id;
+	int64		id;
+	SnapshotRun run;
+	TupleDesc	tupdesc;
+	Datum		values[11];
+	bool		nulls[11];
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("snapshot name must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("freeze must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	freeze = PG_GETARG_BOOL(1);
+	validate_name(name);
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ami_snapshot() cannot run during recovery"),
+				 errhint("Run it on the primary.")));
+	if (!XLogIsNeeded())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("WAL level not sufficient for making an online backup"),
+				 errhint("wal_level must be set to \"replica\" or \"logical\" at server start.")));
+	if (get_backup_status() == SESSION_BACKUP_RUNNING)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("a backup is already in progress in this session"),
+				 errhint("Finish it with pg_backup_stop() first.")));
+
+	request_id = make_request_id();
+
+	memset(&run, 0, sizeof(run));
+	history_set(&run.row, HC_REQUEST_ID, request_id);
+	history_set(&run.row, HC_NAME, name);
+	history_set(&run.row, HC_STATUS, "running");
+	history_set(&run.row, HC_FREEZE, freeze ? "true" : "false");
+	history_set(&run.row, HC_STARTED_AT, timestamptz_to_str(GetCurrentTimestamp()));
+	history_set(&run.row, HC_BACKEND_PID, psprintf("%d", MyProcPid));
+	history_set(&run.row, HC_USERNAME, GetUserNameFromId(GetUserId(), false));
+	history_write(&run.row, ERROR, &id);
+	strlcpy(current_request_id, request_id, sizeof(current_request_id));
+	before_shmem_exit(history_on_exit, (Datum) 0);
+
+	PG_TRY();
+	{
+		run_snapshot(&run, name, freeze, request_id);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		StringInfoData msg;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+
+		/* Record the failure; no further interrupt may cut this short. */
+		HOLD_INTERRUPTS();
+		initStringInfo(&msg);
+		appendStringInfoString(&msg, edata->message);
+		if (edata->detail)
+			appendStringInfo(&msg, "\nDETAIL: %s", edata->detail);
+		if (edata->hint)
+			appendStringInfo(&msg, "\nHINT: %s", edata->hint);
+		history_set(&run.row, HC_STATUS, "failed");
+		history_set(&run.row, HC_FINISHED_AT, timestamptz_to_str(GetCurrentTimestamp()));
+		history_set(&run.row, HC_ERROR_CODE, unpack_sql_state(edata->sqlerrcode));
+		history_set(&run.row, HC_ERROR_MESSAGE, msg.data);
+		if (run.have_snapshots)
+			history_set(&run.row, HC_SNAPSHOT_IDS, text_array_literal(run.snapshot_ids));
+		if (run.start_lsn != InvalidXLogRecPtr)
+			history_set(&run.row, HC_START_LSN, lsn_text(run.start_lsn));
+		history_write(&run.row, WARNING, NULL);
+		cancel_before_shmem_exit(history_on_exit, (Datum) 0);
+		current_request_id[0] = '\0';
+		RESUME_INTERRUPTS();
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+
+	history_set(&run.row, HC_STATUS, "succeeded");
+	history_set(&run.row, HC_FINISHED_AT, timestamptz_to_str(GetCurrentTimestamp()));
+	history_set(&run.row, HC_SNAPSHOT_IDS, text_array_literal(run.snapshot_ids));
+	history_set(&run.row, HC_VOLUME_IDS, text_array_literal(run.volume_ids));
+	history_set(&run.row, HC_START_LSN, lsn_text(run.start_lsn));
+	history_set(&run.row, HC_STOP_LSN, lsn_text(run.stop_lsn));
+	history_set(&run.row, HC_TIMELINE, psprintf("%u", run.tli));
+	history_set(&run.row, HC_FROZEN_MS, psprintf("%.3f", run.frozen_ms));
+	history_write(&run.row, WARNING, NULL);
+	cancel_before_shmem_exit(history_on_exit, (Datum) 0);
+	current_request_id[0] = '\0';
+
+	memset(nulls, 0, sizeof(nulls));
+	values[0] = Int64GetDatum(id);
+	values[1] = CStringGetTextDatum(request_id);
+	values[2] = CStringGetTextDatum(name);
+	values[3] = CStringGetTextDatum(run.instance_id);
+	values[4] = text_array_datum(run.volume_ids);
+	values[5] = text_array_datum(run.snapshot_ids);
+	values[6] = LSNGetDatum(run.start_lsn);
+	values[7] = LSNGetDatum(run.stop_lsn);
+	values[8] = Int32GetDatum((int32) run.tli);
+	values[9] = Float8GetDatum(run.frozen_ms);
+	values[10] = CStringGetTextDatum("succeeded");
+	tupdesc = BlessTupleDesc(tupdesc);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}

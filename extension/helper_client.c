@@ -1,0 +1,257 @@
+/*
+ * helper_client.c - see helper_client.h.
+ */
+#include "postgres.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/fd.h"
+#include "storage/latch.h"
+#include "utils/timestamp.h"
+
+#include "helper_client.h"
+
+struct HelperConn
+{
+	pgsocket	sock;
+	char		path[MAXPGPATH];
+	unsigned char buf[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
+	size_t		len;
+	char		error_code[65];
+};
+
+/* Milliseconds left until deadline, at least 1 (0 means it passed). */
+static long
+ms_left(TimestampTz deadline)
+{
+	long		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+
+	return ms;
+}
+
+/* Waits for the socket; ERROR on timeout. */
+static void
+wait_socket(HelperConn *hc, int event, TimestampTz deadline, const char *what)
+{
+	for (;;)
+	{
+		long		timeout = ms_left(deadline);
+		int			rc;
+
+		CHECK_FOR_INTERRUPTS();
+		if (timeout <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("timed out waiting for the ami_snapshot helper (%s)", what),
+					 errhint("The limit is ami_snapshot.request_timeout.")));
+		rc = WaitLatchOrSocket(MyLatch,
+							   WL_LATCH_SET | event | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							   hc->sock, timeout, PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+			ResetLatch(MyLatch);
+		if (rc & event)
+			return;
+	}
+}
+
+HelperConn *
+helper_connect(const char *path, int timeout_ms)
+{
+	HelperConn *hc;
+	struct sockaddr_un sa;
+	TimestampTz deadline;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ami_snapshot.helper_socket is too long: \"%s\"", path)));
+	if (!AcquireExternalFD())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("could not connect to ami_snapshot helper: too many open files")));
+
+	hc = palloc0(sizeof(HelperConn));
+	strlcpy(hc->path, path, sizeof(hc->path));
+	hc->sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (hc->sock == PGINVALID_SOCKET)
+	{
+		ReleaseExternalFD();
+		ereport(ERROR,
+				(errcode_for_socket_access(),
+				 errmsg("could not create socket for ami_snapshot helper: %m")));
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	strlcpy(sa.sun_path, path, sizeof(sa.sun_path));
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	if (connect(hc->sock, (struct sockaddr *) &sa, sizeof(sa)) != 0)
+	{
+		int			save_errno = errno;
+
+		if (save_errno == EINPROGRESS || save_errno == EAGAIN)
+		{
+			int			soerr = 0;
+			socklen_t	sl = sizeof(soerr);
+
+			PG_TRY();
+			{
+				wait_socket(hc, WL_SOCKET_WRITEABLE, deadline, "connect");
+			}
+			PG_CATCH();
+			{
+				helper_close(hc);
+				PG_RE_THROW();
+			}
+			PG_END_TRY();
+			if (getsockopt(hc->sock, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
+				return hc;
+			save_errno = soerr;
+		}
+		helper_close(hc);
+		errno = save_errno;
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not connect to ami_snapshot helper at \"%s\": %m", path),
+				 errhint("Is ami-snapshot-helper running, and does ami_snapshot.helper_socket name its socket?")));
+	}
+	return hc;
+}
+
+void
+helper_send(HelperConn *hc, const unsigned char *frame, size_t len, int timeout_ms)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+
+	while (len > 0)
+	{
+		ssize_t		n = send(hc->sock, frame, len, MSG_NOSIGNAL);
+
+		if (n < 0)
+		{
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+			{
+				wait_socket(hc, WL_SOCKET_WRITEABLE, deadline, "send");
+				continue;
+			}
+			if (errno == EINTR)
+				continue;
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not send request to ami_snapshot helper: %m")));
+		}
+		frame += n;
+		len -= (size_t) n;
+	}
+}
+
+static void
+recv_exact(HelperConn *hc, size_t want, TimestampTz deadline, const char *what)
+{
+	while (hc->len < want)
+	{
+		ssize_t		n = recv(hc->sock, hc->buf + hc->len, want - hc->len, 0);
+
+		if (n == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("ami_snapshot helper closed the connection during %s", what),
+					 errhint("See the helper's log (journalctl -u ami-snapshot-helper).")));
+		if (n < 0)
+		{
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+			{
+				wait_socket(hc, WL_SOCKET_READABLE, deadline, what);
+				continue;
+			}
+			if (errno == EINTR)
+				continue;
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not receive from ami_snapshot helper: %m")));
+		}
+		hc->len += (size_t) n;
+	}
+}
+
+void
+helper_receive(HelperConn *hc, struct amsp_msgview *msg, uint16 expected_type,
+			   const char *what, int timeout_ms)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	const char *why = NULL;
+	long		plen;
+
+	hc->len = 0;
+	recv_exact(hc, AMSP_HEADER_LEN, deadline, what);
+	plen = amsp_header_payload_len(hc->buf, &why);
+	if (plen < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("invalid response from ami_snapshot helper: %s", why)));
+	recv_exact(hc, AMSP_HEADER_LEN + (size_t) plen, deadline, what);
+	if (amsp_decode(hc->buf, hc->len, msg, &why) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("invalid response from ami_snapshot helper: %s", why)));
+
+	if (msg->type == AMSP_ERROR)
+	{
+		char		code[65];
+		char		message[2049];
+		char		stage[33] = "";
+		StringInfoData snaps;
+		size_t		i;
+
+		amsp_copy_str(amsp_get(msg, AMSP_T_ERROR_CODE), code, sizeof(code));
+		amsp_copy_str(amsp_get(msg, AMSP_T_ERROR_MESSAGE), message, sizeof(message));
+		amsp_copy_str(amsp_get(msg, AMSP_T_ERROR_STAGE), stage, sizeof(stage));
+		strlcpy(hc->error_code, code, sizeof(hc->error_code));
+		initStringInfo(&snaps);
+		for (i = 0; i < amsp_count(msg, AMSP_T_SNAPSHOT_ID); i++)
+		{
+			char		id[65];
+
+			amsp_copy_str(amsp_get_nth(msg, AMSP_T_SNAPSHOT_ID, i), id, sizeof(id));
+			appendStringInfo(&snaps, "%s%s", i ? ", " : "", id);
+		}
+		if (snaps.len > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("ami_snapshot helper failed during %s: %s", what, code),
+					 errdetail("%s", message),
+					 errhint("Snapshots created before the failure are tagged ami-snapshot:backup-state=failed: %s.",
+							 snaps.data)));
+		ereport(ERROR,
+				(errcode(strcmp(code, "Busy") == 0 ? ERRCODE_OBJECT_IN_USE :
+						 ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("ami_snapshot helper failed during %s: %s", what, code),
+				 errdetail("%s", message)));
+	}
+	if (msg->type != expected_type)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("unexpected %s message from ami_snapshot helper during %s",
+						amsp_msg_name(msg->type), what)));
+}
+
+void
+helper_close(HelperConn *hc)
+{
+	if (hc && hc->sock != PGINVALID_SOCKET)
+	{
+		closesocket(hc->sock);
+		hc->sock = PGINVALID_SOCKET;
+		ReleaseExternalFD();
+	}
+}
+
+const char *
+helper_last_error_code(HelperConn *hc)
+{
+	return hc && hc->error_code[0] ? hc->error_code : NULL;
+}

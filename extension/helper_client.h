@@ -1,0 +1,33 @@
+/*
+ * helper_client.h - talking to ami-snapshot-helper from a backend.
+ *
+ * Every wait is WaitLatchOrSocket() with CHECK_FOR_INTERRUPTS(), so cancel,
+ * statement_timeout and pg_terminate_backend work at any point; the socket
+ * is an external FD (AcquireExternalFD) and is closed by helper_close(),
+ * which callers run in PG_FINALLY/PG_CATCH, or by process exit.
+ */
+#ifndef AMI_SNAPSHOT_HELPER_CLIENT_H
+#define AMI_SNAPSHOT_HELPER_CLIENT_H
+
+#include "protocol.h"
+
+typedef struct HelperConn HelperConn;
+
+extern HelperConn *helper_connect(const char *path, int timeout_ms);
+extern void helper_send(HelperConn *hc, const unsigned char *frame, size_t len,
+						int timeout_ms);
+
+/*
+ * Receives one message into *msg (views into hc's buffer, valid until the
+ * next receive).  An ERROR message from the helper is turned into an
+ * ereport(ERROR) with the helper's code and message as detail.
+ */
+extern void helper_receive(HelperConn *hc, struct amsp_msgview *msg,
+						   uint16 expected_type, const char *what,
+						   int timeout_ms);
+extern void helper_close(HelperConn *hc);
+
+/* The last ERROR message received from the helper, for the history. */
+extern const char *helper_last_error_code(HelperConn *hc);
+
+#endif

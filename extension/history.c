@@ -1,0 +1,353 @@
+/*
+ * history.c - see history.h.
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_extension.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/dsm.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "history.h"
+
+/* Layout of the shared memory segment handed to the worker. */
+typedef struct HistoryShared
+{
+	Oid			dboid;
+	Oid			roleoid;
+	int			done;			/* set to 1 by the worker on commit */
+	int64		id;				/* the row's id, set by the worker */
+	char		error[512];		/* the worker's error message, if any */
+	int32		lens[HC_NCOLUMNS];	/* -1 = NULL */
+	char		data[FLEXIBLE_ARRAY_MEMBER];
+} HistoryShared;
+
+/* bgw_extra for the fire-and-forget "interrupted" worker. */
+typedef struct InterruptedArgs
+{
+	char		request_id[40];
+	Oid			dboid;
+	Oid			roleoid;
+} InterruptedArgs;
+
+static const char *const column_names[HC_NCOLUMNS] = {
+	"id", "request_id", "name", "status", "with_freeze", "started_at", "finished_at",
+	"instance_id", "region", "volume_ids", "snapshot_ids", "start_lsn", "stop_lsn",
+	"timeline", "frozen_ms", "backup_label", "tablespace_map", "error_code",
+	"error_message", "backend_pid", "username"
+};
+
+static const char *const column_types[HC_NCOLUMNS] = {
+	"bigint", "text", "text", "text", "boolean", "timestamptz", "timestamptz",
+	"text", "text", "text[]", "text[]", "pg_lsn", "pg_lsn",
+	"integer", "double precision", "text", "text", "text",
+	"text", "integer", "text"
+};
+
+void
+history_set(HistoryRow *row, HistoryColumn col, const char *value)
+{
+	row->values[col] = value ? pstrdup(value) : NULL;
+}
+
+/*
+ * The extension's schema and owner, from pg_extension (get_extension_schema()
+ * is not exported before PostgreSQL 16).
+ */
+static void
+extension_info(Oid *nsp, Oid *owner)
+{
+	Oid			ext = get_extension_oid("ami_snapshot", false);
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(ext));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "could not find extension ami_snapshot");
+	*nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	*owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+}
+
+/* The role the worker connects as: the extension's owner. */
+static Oid
+history_owner(void)
+{
+	Oid			nsp;
+	Oid			owner;
+
+	extension_info(&nsp, &owner);
+	return owner;
+}
+
+static void
+fill_worker(BackgroundWorker *w, const char *function)
+{
+	memset(w, 0, sizeof(*w));
+	w->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	w->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	w->bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(w->bgw_library_name, BGW_MAXLEN, "ami_snapshot");
+	snprintf(w->bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(w->bgw_name, BGW_MAXLEN, "ami_snapshot history writer");
+	snprintf(w->bgw_type, BGW_MAXLEN, "ami_snapshot history writer");
+}
+
+bool
+history_write(const HistoryRow *row, int elevel, int64 *id_out)
+{
+	Size		size = offsetof(HistoryShared, data);
+	dsm_segment *seg;
+	HistoryShared *sh;
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	BgwHandleStatus status;
+	char	   *p;
+	int			i;
+	bool		ok;
+
+	for (i = 0; i < HC_NCOLUMNS; i++)
+		if (row->values[i])
+			size += strlen(row->values[i]);
+
+	seg = dsm_create(size, 0);
+	sh = dsm_segment_address(seg);
+	sh->dboid = MyDatabaseId;
+	sh->roleoid = history_owner();
+	sh->done = 0;
+	sh->error[0] = '\0';
+	p = sh->data;
+	for (i = 0; i < HC_NCOLUMNS; i++)
+	{
+		if (!row->values[i])
+		{
+			sh->lens[i] = -1;
+			continue;
+		}
+		sh->lens[i] = strlen(row->values[i]);
+		memcpy(p, row->values[i], sh->lens[i]);
+		p += sh->lens[i];
+	}
+
+	fill_worker(&worker, "ami_snapshot_history_worker");
+	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
+	worker.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		dsm_detach(seg);
+		ereport(elevel,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("could not record the snapshot in ami_snapshot_history: no background worker slot free"),
+				 errhint("Raise max_worker_processes.")));
+		return false;
+	}
+	status = WaitForBackgroundWorkerShutdown(handle);
+	ok = (status == BGWH_STOPPED && sh->done == 1);
+	if (ok && id_out)
+		*id_out = sh->id;
+	if (!ok)
+		ereport(elevel,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not record the snapshot in ami_snapshot_history"),
+				 sh->error[0] ? errdetail("%s", sh->error) : 0));
+	dsm_detach(seg);
+	return ok;
+}
+
+void
+history_mark_interrupted(const char *request_id)
+{
+	BackgroundWorker worker;
+	InterruptedArgs args;
+
+	fill_worker(&worker, "ami_snapshot_history_worker");
+	strlcpy(args.request_id, request_id, sizeof(args.request_id));
+	args.dboid = MyDatabaseId;
+	PG_TRY();
+	{
+		args.roleoid = history_owner();
+	}
+	PG_CATCH();
+	{
+		FlushErrorState();
+		args.roleoid = BOOTSTRAP_SUPERUSERID;
+	}
+	PG_END_TRY();
+	memcpy(worker.bgw_extra, &args, sizeof(args));
+	worker.bgw_main_arg = UInt32GetDatum(DSM_HANDLE_INVALID);
+	worker.bgw_notify_pid = 0;
+	(void) RegisterDynamicBackgroundWorker(&worker, NULL);
+}
+
+/* Runs one statement in its own transaction; returns the first column of a RETURNING row. */
+static int64
+run_sql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
+{
+	int			rc;
+	int64		result = 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "ami_snapshot history");
+	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	if (rc == SPI_OK_INSERT_RETURNING && SPI_processed == 1)
+	{
+		bool		isnull;
+
+		result = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	else if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "unexpected SPI result %d", rc);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return result;
+}
+
+static char *
+qualified_table(void)
+{
+	Oid			nsp;
+	Oid			owner;
+	char	   *result;
+
+	StartTransactionCommand();
+	extension_info(&nsp, &owner);
+	result = psprintf("%s.ami_snapshot_history",
+					  quote_identifier(get_namespace_name(nsp)));
+	result = MemoryContextStrdup(TopMemoryContext, result);
+	CommitTransactionCommand();
+	return result;
+}
+
+void
+ami_snapshot_history_worker(Datum main_arg)
+{
+	dsm_handle	h = DatumGetUInt32(main_arg);
+	dsm_segment *seg = NULL;
+	HistoryShared *sh = NULL;
+	char	   *table;
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	if (h == DSM_HANDLE_INVALID)
+	{
+		InterruptedArgs args;
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1];
+
+		memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+		BackgroundWorkerInitializeConnectionByOid(args.dboid, args.roleoid, 0);
+		SetConfigOption("lock_timeout", "5s", PGC_USERSET, PGC_S_SESSION);
+		table = qualified_table();
+		args.request_id[sizeof(args.request_id) - 1] = '\0';
+		values[0] = CStringGetTextDatum(args.request_id);
+		run_sql(psprintf("UPDATE %s SET status = 'failed', finished_at = now(), "
+						 "error_code = 'BackendExited', "
+						 "error_message = 'the backend running ami_snapshot() exited before it finished (terminated, or the client connection was lost); the backup was aborted' "
+						 "WHERE request_id = $1 AND status = 'running'", table),
+				1, types, values, NULL);
+		proc_exit(0);
+	}
+
+	seg = dsm_attach(h);
+	if (!seg)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("could not map the ami_snapshot history segment")));
+	sh = dsm_segment_address(seg);
+	BackgroundWorkerInitializeConnectionByOid(sh->dboid, sh->roleoid, 0);
+	SetConfigOption("lock_timeout", "5s", PGC_USERSET, PGC_S_SESSION);
+
+	PG_TRY();
+	{
+		StringInfoData sql;
+		StringInfoData set;
+		Oid			types[HC_NCOLUMNS];
+		Datum		values[HC_NCOLUMNS];
+		char		nulls[HC_NCOLUMNS];
+		char	   *p = sh->data;
+		int			i;
+
+		table = qualified_table();
+		initStringInfo(&sql);
+		initStringInfo(&set);
+		/* The id comes from the table's sequence; request_id is the key. */
+		appendStringInfo(&sql, "INSERT INTO %s AS h (", table);
+		for (i = 1; i < HC_NCOLUMNS; i++)
+			appendStringInfo(&sql, "%s%s", i > 1 ? ", " : "", column_names[i]);
+		appendStringInfoString(&sql, ") VALUES (");
+		for (i = 1; i < HC_NCOLUMNS; i++)
+		{
+			appendStringInfo(&sql, "%s$%d::%s", i > 1 ? ", " : "", i, column_types[i]);
+			types[i - 1] = TEXTOID;
+			if (sh->lens[i] < 0)
+			{
+				values[i - 1] = (Datum) 0;
+				nulls[i - 1] = 'n';
+			}
+			else
+			{
+				values[i - 1] = PointerGetDatum(cstring_to_text_with_len(p, sh->lens[i]));
+				nulls[i - 1] = ' ';
+				p += sh->lens[i];
+			}
+			/* On update, keep what an earlier write recorded if this one has NULL. */
+			if (i != HC_REQUEST_ID && i != HC_STARTED_AT)
+				appendStringInfo(&set, "%s%s = coalesce(EXCLUDED.%s, h.%s)",
+								 set.len ? ", " : "", column_names[i],
+								 column_names[i], column_names[i]);
+		}
+		appendStringInfo(&sql, ") ON CONFLICT (request_id) DO UPDATE SET %s RETURNING id",
+						 set.data);
+
+		sh->id = run_sql(sql.data, HC_NCOLUMNS - 1, types, values, nulls);
+		sh->done = 1;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		strlcpy(sh->error, edata->message ? edata->message : "unknown error",
+				sizeof(sh->error));
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	dsm_detach(seg);
+	proc_exit(0);
+}

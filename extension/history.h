@@ -1,0 +1,65 @@
+/*
+ * history.h - the ami_snapshot_history table, written autonomously.
+ *
+ * A failed ami_snapshot() call raises an error, which rolls back everything
+ * its transaction wrote.  The history must survive that, so rows are written
+ * by a short-lived dynamic background worker in its own transaction (an
+ * "autonomous transaction"), and the caller waits for it.  If the backend
+ * itself exits mid-operation (pg_terminate_backend, lost connection), a
+ * shared-memory exit callback launches a worker that marks the row failed
+ * without waiting for it.
+ */
+#ifndef AMI_SNAPSHOT_HISTORY_H
+#define AMI_SNAPSHOT_HISTORY_H
+
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+
+typedef enum HistoryColumn
+{
+	HC_ID = 0,
+	HC_REQUEST_ID,
+	HC_NAME,
+	HC_STATUS,
+	HC_FREEZE,
+	HC_STARTED_AT,
+	HC_FINISHED_AT,
+	HC_INSTANCE_ID,
+	HC_REGION,
+	HC_VOLUME_IDS,
+	HC_SNAPSHOT_IDS,
+	HC_START_LSN,
+	HC_STOP_LSN,
+	HC_TIMELINE,
+	HC_FROZEN_MS,
+	HC_BACKUP_LABEL,
+	HC_TABLESPACE_MAP,
+	HC_ERROR_CODE,
+	HC_ERROR_MESSAGE,
+	HC_BACKEND_PID,
+	HC_USERNAME,
+	HC_NCOLUMNS
+} HistoryColumn;
+
+/* One row, every column as text or NULL (the worker casts); HC_ID is output only. */
+typedef struct HistoryRow
+{
+	char	   *values[HC_NCOLUMNS];
+} HistoryRow;
+
+extern void history_set(HistoryRow *row, HistoryColumn col, const char *value);
+
+/*
+ * Inserts or updates (by id) the row in its own transaction and waits.
+ * Returns true on success; on failure returns false and reports at elevel
+ * (pass WARNING from error paths).
+ */
+extern bool history_write(const HistoryRow *row, int elevel, int64 *id_out);
+
+/* Fire and forget, usable from a shmem-exit callback. */
+extern void history_mark_interrupted(const char *request_id);
+
+/* The worker's entry point (bgw_function_name). */
+extern PGDLLEXPORT void ami_snapshot_history_worker(Datum main_arg);
+
+#endif

@@ -1,0 +1,79 @@
+--
+-- The SQL surface of ami_snapshot, without a helper: argument validation,
+-- privileges, GUCs, the history table, and a clear error (and a history
+-- row) when the helper cannot be reached.
+--
+SELECT extversion FROM pg_extension WHERE extname = 'ami_snapshot';
+
+-- The function's signature.
+\x on
+SELECT pg_get_function_arguments('ami_snapshot'::regproc),
+       pg_get_function_result('ami_snapshot'::regproc);
+\x off
+
+-- Not executable by PUBLIC; the history is not readable by PUBLIC.
+SELECT has_function_privilege('public', 'ami_snapshot(text, boolean)', 'EXECUTE');
+SELECT has_table_privilege('public', 'ami_snapshot_history', 'SELECT');
+CREATE ROLE amis_nobody;
+SET ROLE amis_nobody;
+SELECT * FROM ami_snapshot('nightly');
+SELECT count(*) FROM ami_snapshot_history;
+RESET ROLE;
+
+-- An operator role, as README shows.
+CREATE ROLE amis_operator;
+GRANT EXECUTE ON FUNCTION ami_snapshot(text, boolean) TO amis_operator;
+GRANT SELECT ON ami_snapshot_history TO amis_operator;
+SELECT has_function_privilege('amis_operator', 'ami_snapshot(text, boolean)', 'EXECUTE');
+
+-- Names follow EC2's AMI name rules.
+SELECT * FROM ami_snapshot(NULL);
+SELECT * FROM ami_snapshot('nightly', NULL);
+SELECT * FROM ami_snapshot('ab');
+SELECT * FROM ami_snapshot(repeat('x', 129));
+SELECT * FROM ami_snapshot('nightly;drop');
+SELECT * FROM ami_snapshot(E'new\nline');
+SELECT * FROM ami_snapshot('ünïcode');
+
+-- GUCs.
+SHOW ami_snapshot.helper_socket;
+SHOW ami_snapshot.request_timeout;
+SHOW ami_snapshot.wait_for_archive;
+SET ami_snapshot.request_timeout = 10;
+SET ami_snapshot.request_timeout = '5s';
+SHOW ami_snapshot.request_timeout;
+SET ami_snapshot.no_such_setting = 1;
+SET ROLE amis_operator;
+SET ami_snapshot.helper_socket = '/tmp/evil.sock';
+RESET ROLE;
+
+-- No helper: a clear error, and the attempt is in the history.
+SET ami_snapshot.helper_socket = '/nonexistent/ami-snapshot/helper.sock';
+SELECT * FROM ami_snapshot('no helper here');
+SELECT name, status, with_freeze, error_code, error_message, snapshot_ids, finished_at IS NOT NULL AS finished, started_at <= finished_at AS ordered
+  FROM ami_snapshot_history ORDER BY id;
+
+-- As the operator too (the history is written by a worker, not the caller).
+SET ROLE amis_operator;
+SELECT * FROM ami_snapshot('operator run', freeze => false);
+SELECT name, status, with_freeze, username FROM ami_snapshot_history ORDER BY id;
+RESET ROLE;
+
+-- The failed calls left no backup running in this session.
+SELECT pg_backup_start('check', true) IS NOT NULL AS started;
+SELECT lsn IS NOT NULL AS stopped FROM pg_backup_stop(false);
+
+-- A backup already running in this session is refused up front.
+SELECT pg_backup_start('mine', true) IS NOT NULL AS started;
+SELECT * FROM ami_snapshot('while backing up');
+SELECT lsn IS NOT NULL AS stopped FROM pg_backup_stop(false);
+
+-- The history table's shape.
+SELECT attname, format_type(atttypid, atttypmod)
+  FROM pg_attribute WHERE attrelid = 'ami_snapshot_history'::regclass AND attnum > 0
+  ORDER BY attnum;
+
+REVOKE ALL ON FUNCTION ami_snapshot(text, boolean) FROM amis_operator;
+REVOKE ALL ON ami_snapshot_history FROM amis_operator;
+DROP ROLE amis_operator;
+DROP ROLE amis_nobody;
