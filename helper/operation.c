@@ -515,6 +515,14 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 		(void)t_thaw;
 		log_info("request %s: writes frozen for %.3f ms (CreateSnapshots %.3f ms)",
 			 op->request_id, window / 1000.0, (t_call1 - t_call0) / 1000.0);
+		for (i = 0; i < op->plan.nfs; i++) {
+			const struct freeze_fs *fs = &op->plan.fs[i];
+
+			log_debug("request %s: %s: FIFREEZE took %.3f ms, frozen %.3f ms",
+				  op->request_id, fs->mount_point,
+				  (fs->freeze_returned_usec - fs->frozen_at_usec) / 1000.0,
+				  (fs->thawed_at_usec - fs->frozen_at_usec) / 1000.0);
+		}
 	}
 	if (thaw_rc != 0) {
 		log_error("request %s: THAW FAILED: %s: %s", op->request_id, thaw_err.code,

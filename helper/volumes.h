@@ -133,6 +133,7 @@ struct freeze_fs {
 	bool thaw_found_thawed;   /* FITHAW said "not frozen" (thawed by someone else) */
 	long long frozen_at_usec; /* mono_usec(), 0 if never */
 	long long thawed_at_usec;
+	long long freeze_returned_usec; /* FIFREEZE returned (its sync is done) */
 };
 
 struct freeze_plan {
