@@ -1,0 +1,198 @@
+#!/usr/bin/python3
+"""
+End to end: a backup that was started is always stopped or aborted, and a
+failure leaves the database serving, nothing frozen, and a history row.
+
+Cases: an EC2 error after the backup started, query cancel,
+statement_timeout, pg_terminate_backend, the client vanishing (backend exit
+via client_connection_check_interval), a second concurrent call (Busy), a
+path outside the helper's allow-list, freeze => false.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from tap import bail, diag, done, is_, ok  # noqa: E402
+from world import World  # noqa: E402
+
+SAME_SESSION_CHECK = ["-c", "SELECT pg_backup_start('check', true) IS NOT NULL AS started",
+                      "-c", "SELECT lsn IS NOT NULL AS stopped FROM pg_backup_stop(false)"]
+
+
+def session(w, sql_cmds, background=False):
+    """psql running several commands in one session, continuing after errors."""
+    cmd = ["runuser", "-u", "postgres", "--"] + [
+        x for x in w.psql_cmd() if x not in ("-v", "ON_ERROR_STOP=1")]
+    for c in sql_cmds:
+        cmd += c if isinstance(c, list) else ["-c", c]
+    if background:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def wait_for_call(w, timeout=10):
+    """pid of the backend running ami_snapshot(), once it is in the call."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pid = w.psql("SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT%ami_snapshot(%' "
+                     "AND pid <> pg_backend_pid() AND state = 'active'")
+        if pid:
+            return int(pid.splitlines()[0])
+        time.sleep(0.05)
+    raise RuntimeError("ami_snapshot() call not seen in pg_stat_activity")
+
+
+def last_history(w):
+    return w.psql("SELECT name, status, error_code, coalesce(error_message, '') "
+                  "FROM ami_snapshot_history ORDER BY id DESC LIMIT 1").split("|", 3)
+
+
+def wait_history(w, name, status, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        h = last_history(w)
+        if h[0] == name and h[1] == status:
+            return h
+        time.sleep(0.1)
+    return last_history(w)
+
+
+def check_after(w, what):
+    ok(w.frozen_mounts() == [], "%s: no filesystem left frozen" % what)
+    is_(w.psql("SELECT 1"), "1", "%s: the database serves" % what)
+
+
+def main():
+    w = World(pg_conf_extra="client_connection_check_interval = 200ms\n")
+    try:
+        w.psql("CREATE TABLE t (x int)")
+
+        # 1. An EC2 error after the backup started (skip: the DryRun preflight).
+        w.emulator_control({"action": "CreateSnapshots", "fault": "internal", "count": 1,
+                            "skip": 1})
+        r = session(w, ["SELECT * FROM ami_snapshot('ec2 error')"] + [SAME_SESSION_CHECK])
+        ok("InternalError" in r.stderr, "EC2 InternalError reaches SQL", r.stderr)
+        ok("ami_snapshot helper failed during snapshot" in r.stderr,
+           "the error says which step failed", r.stderr)
+        is_(r.stdout.split(), ["t", "t"], "ec2 error: the session's backup was aborted")
+        h = last_history(w)
+        is_(h[:3], ["ec2 error", "failed", "38000"], "ec2 error: history row failed")
+        ok("InternalError" in h[3], "ec2 error: history keeps the EC2 error code", h[3])
+        check_after(w, "ec2 error")
+        w.emulator_reset()
+
+        # 2. Throttling in PREPARE: nothing started at all.
+        w.emulator_control({"action": "CreateSnapshots", "fault": "throttle", "count": 1})
+        r = session(w, ["SELECT * FROM ami_snapshot('throttled')"])
+        ok("RequestLimitExceeded" in r.stderr and "prepare" in r.stderr,
+           "throttled preflight: clear error", r.stderr)
+        w.emulator_reset()
+
+        # 3..5: a call held in flight by latency, interrupted three ways.
+        w.emulator_control({"latency_ms": 3000})
+        p = session(w, ["SELECT * FROM ami_snapshot('cancelled')"] + [SAME_SESSION_CHECK],
+                    background=True)
+        pid = wait_for_call(w)
+        time.sleep(0.8)
+        w.psql("SELECT pg_cancel_backend(%d)" % pid)
+        out, errout = p.communicate(timeout=60)
+        ok("canceling statement due to user request" in errout, "cancel: statement cancelled",
+           errout)
+        is_(out.split(), ["t", "t"], "cancel: the session's backup was aborted")
+        h = wait_history(w, "cancelled", "failed")
+        is_(h[:3], ["cancelled", "failed", "57014"], "cancel: history row failed (57014)")
+        check_after(w, "cancel")
+
+        r = session(w, ["SET statement_timeout = '1s'", "SELECT * FROM ami_snapshot('timed out')"]
+                    + [SAME_SESSION_CHECK])
+        ok("canceling statement due to statement timeout" in r.stderr,
+           "statement_timeout: statement cancelled", r.stderr)
+        is_(r.stdout.split(), ["t", "t"], "statement_timeout: the session's backup was aborted")
+        h = wait_history(w, "timed out", "failed")
+        is_(h[:3], ["timed out", "failed", "57014"], "statement_timeout: history row failed")
+        check_after(w, "statement_timeout")
+
+        p = session(w, ["SELECT * FROM ami_snapshot('terminated')"], background=True)
+        pid = wait_for_call(w)
+        time.sleep(0.8)
+        w.psql("SELECT pg_terminate_backend(%d)" % pid)
+        out, errout = p.communicate(timeout=60)
+        ok("terminating connection due to administrator command" in errout,
+           "pg_terminate_backend: backend terminated", errout)
+        h = wait_history(w, "terminated", "failed")
+        is_(h[:3], ["terminated", "failed", "BackendExited"],
+            "pg_terminate_backend: history row marked by the exit callback")
+        is_(w.psql("SELECT count(*) FROM pg_stat_activity WHERE pid = %d" % pid), "0",
+            "pg_terminate_backend: the backend is gone")
+        check_after(w, "pg_terminate_backend")
+
+        # 6. The client vanishes: the backend notices (client_connection_check_interval)
+        #    and exits; the backup is aborted by the exit callback.
+        p = session(w, ["SELECT * FROM ami_snapshot('client gone')"], background=True)
+        pid = wait_for_call(w)
+        time.sleep(0.5)
+        # p is runuser; kill the psql under it too.
+        subprocess.run(["pkill", "-KILL", "-f", "ami_snapshot\\('client gone'\\)"])
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=30)
+        h = wait_history(w, "client gone", "failed", timeout=30)
+        is_(h[:3], ["client gone", "failed", "BackendExited"],
+            "client gone: history row marked by the exit callback")
+        deadline = time.time() + 20
+        while time.time() < deadline and w.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = %d" % pid) != "0":
+            time.sleep(0.2)
+        is_(w.psql("SELECT count(*) FROM pg_stat_activity WHERE pid = %d" % pid), "0",
+            "client gone: the backend exited")
+        check_after(w, "client gone")
+
+        # 7. One operation at a time.
+        w.emulator_control({"latency_ms": 2000})
+        first = session(w, ["SELECT status FROM ami_snapshot('first')"], background=True)
+        wait_for_call(w)
+        time.sleep(0.3)
+        r = session(w, ["SELECT * FROM ami_snapshot('second')"])
+        ok("Busy" in r.stderr, "a concurrent call gets Busy", r.stderr)
+        out, errout = first.communicate(timeout=60)
+        is_(out.strip(), "succeeded", "the first call is not disturbed", )
+        w.emulator_reset()
+        w.emulator_control({"latency_ms": 0})
+
+        # 8. A path outside the allow-list.
+        w.stop_helper()
+        conf = open(w.helper_conf).read()
+        with open(w.helper_conf, "w") as f:
+            f.write(conf.replace("allow = " + w.path("mnt"),
+                                 "allow = " + w.volume("data").mount))
+        w.start_helper()
+        r = session(w, ["SELECT * FROM ami_snapshot('not allowed')"] + [SAME_SESSION_CHECK])
+        ok("PathNotAllowed" in r.stderr and w.volume("wal").mount in r.stderr,
+           "a filesystem outside the allow-list is refused, naming it", r.stderr)
+        is_(r.stdout.split(), ["t", "t"], "not allowed: no backup left running")
+        w.stop_helper()
+        with open(w.helper_conf, "w") as f:
+            f.write(conf)
+        w.start_helper()
+
+        # 9. freeze => false.
+        r = w.psql("SELECT status, frozen_ms, array_length(snapshot_ids, 1) "
+                   "FROM ami_snapshot('no freeze', freeze => false)")
+        is_(r, "succeeded|0|3", "freeze => false: snapshots without freezing")
+        check_after(w, "freeze => false")
+    except Exception as e:
+        bail(e)
+        try:
+            diag("helper log tail:\n" + open(w.helper_log).read()[-3000:])
+        except Exception:
+            pass
+    finally:
+        w.close()
+    done()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+#!/usr/bin/python3
+"""
+End to end: one SQL call makes a consistent EBS snapshot set, proven by a
+restore.
+
+PostgreSQL 15 with its data directory on ext4, pg_wal on XFS and a
+tablespace on ext4 (three loop devices, three "EBS volumes"), the real
+helper on its socket, the EC2/IMDS emulator.  pgbench writes (tables in the
+tablespace, indexes in the data directory) and a marker writer commits
+numbered rows while ami_snapshot() runs.  Then the snapshot's bytes are
+attached as new loop devices, PostgreSQL starts on them by crash recovery
+(no backup_label), and we check that every row committed before the call
+is there, that pgbench's balances add up, and that amcheck finds nothing.
+"""
+
+import base64
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from tap import bail, diag, done, is_, ok  # noqa: E402
+from world import PGBIN, World  # noqa: E402
+from restore import Restored  # noqa: E402
+
+MARK_PROC = """
+CREATE TABLE marks (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());
+CREATE PROCEDURE write_marks(seconds float8) LANGUAGE plpgsql AS $$
+DECLARE
+    i bigint := coalesce((SELECT max(id) FROM marks), 0);
+    stop timestamptz := clock_timestamp() + make_interval(secs => seconds);
+BEGIN
+    WHILE clock_timestamp() < stop LOOP
+        i := i + 1;
+        INSERT INTO marks (id) VALUES (i);
+        COMMIT;
+    END LOOP;
+END $$;
+"""
+
+
+def pgbench_cmd(w, seconds, clients=4):
+    return ["runuser", "-u", "postgres", "--", os.path.join(PGBIN, "pgbench"),
+            "-h", w.pgrun, "-p", str(w.port), "-c", str(clients), "-j", "2",
+            "-T", str(seconds), "-P", "1", "-r", "bench"]
+
+
+def parse_pgbench(out):
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    processed = re.search(r"number of transactions actually processed: (\d+)", out)
+    return (int(failed.group(1)) if failed else None,
+            int(processed.group(1)) if processed else None)
+
+
+def snapshot_tags(state, sid):
+    for s in state["snapshots"]:
+        if s["id"] == sid:
+            return s.get("tags", {})
+    return None
+
+
+def main():
+    w = World(layout=[("data", "ext4"), ("wal", "xfs"), ("ts1", "ext4")])
+    restored = None
+    try:
+        w.psql("CREATE DATABASE bench")
+        w.as_postgres([os.path.join(PGBIN, "pgbench"), "-h", w.pgrun, "-p", str(w.port),
+                       "-i", "-s", "4", "--tablespace=ts1", "-q", "bench"])
+        w.psql(MARK_PROC, db="bench")
+
+        # Writers: pgbench for 10 s, the marker writer for 8 s.
+        bench = subprocess.Popen(pgbench_cmd(w, 10), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        marker = threading.Thread(target=w.psql, args=("CALL write_marks(8)",),
+                                  kwargs={"db": "bench"})
+        marker.start()
+        time.sleep(3)
+
+        before = int(w.psql("SELECT max(id) FROM marks", db="bench"))
+        ok(before > 0, "marker rows are being committed (%d so far)" % before)
+        t0 = time.time()
+        row = w.psql("SELECT id, request_id, snapshot_name, instance_id, "
+                     "array_to_string(volume_ids, ','), array_to_string(snapshot_ids, ','), "
+                     "start_lsn, stop_lsn, timeline, frozen_ms, status "
+                     "FROM ami_snapshot('e2e nightly')")
+        elapsed = time.time() - t0
+        f = row.split("|")
+        diag("ami_snapshot() took %.3f s: %s" % (elapsed, row))
+        is_(len(f), 11, "ami_snapshot() returns one row of 11 columns")
+        is_(f[10], "succeeded", "status is succeeded")
+        is_(f[2], "e2e nightly", "the name is returned")
+        is_(f[3], "i-0a1b2c3d4e5f60718", "instance id from IMDS")
+        vols = sorted(f[4].split(","))
+        is_(vols, sorted(v.vol_id for v in w.volumes),
+            "one volume per filesystem holding database state (data, wal, tablespace)")
+        snaps = f[5].split(",")
+        is_(len(snaps), 3, "three snapshots")
+        ok(all(re.fullmatch(r"snap-[0-9a-f]{17}", s) for s in snaps), "snapshot ids look like EC2's")
+        start_lsn, stop_lsn = f[6], f[7]
+        ok(w.psql("SELECT '%s'::pg_lsn < '%s'::pg_lsn" % (start_lsn, stop_lsn)) == "t",
+           "start LSN %s < stop LSN %s" % (start_lsn, stop_lsn))
+        is_(f[8], "1", "timeline 1")
+        frozen_ms = float(f[9])
+        ok(0 < frozen_ms < 10000, "writes were frozen for %.3f ms" % frozen_ms)
+
+        marker.join()
+        out, _ = bench.communicate(timeout=120)
+        failed, processed = parse_pgbench(out)
+        is_(failed, 0, "pgbench: no failed transactions during the snapshot")
+        ok(processed and processed > 0, "pgbench processed %s transactions" % processed)
+        diag("pgbench: " + " ".join(l for l in out.splitlines() if "latency" in l or "tps" in l))
+
+        # The history row.
+        h = w.psql("SELECT status, array_length(snapshot_ids, 1), start_lsn, stop_lsn, "
+                   "frozen_ms IS NOT NULL, backup_label ~ 'LABEL: e2e nightly', error_code IS NULL "
+                   "FROM ami_snapshot_history WHERE id = %s" % f[0])
+        is_(h, "succeeded|3|%s|%s|t|t|t" % (start_lsn, stop_lsn),
+            "the history row records the snapshot and the backup label")
+        is_(w.psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+                   "'ami_snapshot history writer'"), "0", "no history writer left running")
+
+        # What the emulator saw.
+        state = w.emulator_state()
+        counts = state.get("request_counts", {})
+        diag("emulator request counts: %s" % counts)
+        tags = snapshot_tags(state, snaps[0])
+        ok(tags is not None, "snapshot %s exists in the emulator" % snaps[0])
+        tags = tags or {}
+        is_(tags.get("ami-snapshot:name"), "e2e nightly", "tag ami-snapshot:name")
+        is_(tags.get("ami-snapshot:request-id"), f[1], "tag ami-snapshot:request-id")
+        ok((tags.get("ami-snapshot:tool") or "").startswith("ami_snapshot"), "tag ami-snapshot:tool")
+        is_(tags.get("ami-snapshot:backup-state"), "stopped", "tag ami-snapshot:backup-state")
+        is_(tags.get("ami-snapshot:start-lsn"), start_lsn, "tag ami-snapshot:start-lsn")
+        is_(tags.get("ami-snapshot:stop-lsn"), stop_lsn, "tag ami-snapshot:stop-lsn")
+        chunks = [tags[k] for k in sorted((k for k in tags if k.startswith("ami-snapshot:backup-label-")),
+                                          key=lambda k: int(k.rsplit("-", 1)[1]))]
+        label = b"".join(base64.b64decode(c) for c in chunks).decode() if chunks else ""
+        hist_label = w.psql("SELECT backup_label FROM ami_snapshot_history WHERE id = %s" % f[0])
+        ok(label.strip() == hist_label.strip() and "START WAL LOCATION" in label,
+           "the backup label travels in the tags", "tags: %r\nhistory: %r" % (label, hist_label))
+        all_snap_vols = sorted(s["volume_id"] for s in state["snapshots"])
+        ok(w.root_volume.vol_id not in all_snap_vols, "the boot volume was excluded")
+
+        # A clean image: the frozen ext4 needed no journal replay.
+        data_snap = [s for s in state["snapshots"]
+                     if s["id"] in snaps and s["volume_id"] == w.volume("data").vol_id][0]
+        feat = subprocess.run(["dumpe2fs", "-h", data_snap["file"]], capture_output=True,
+                              text=True).stdout
+        ok("Filesystem features" in feat and "needs_recovery" not in feat,
+           "the ext4 snapshot is clean (frozen: no journal replay needed)")
+
+        # The live database keeps serving, and the session's backup ended.
+        is_(w.psql("SELECT pg_backup_start('check', true) IS NOT NULL; SELECT count(*) > 0 FROM pg_backup_stop(false)"),
+            "t\nt", "no backup left in progress in the session")
+        is_(w.psql("SELECT count(*) FROM marks", db="bench") != "", True, "the database serves")
+
+        # Restore and verify.
+        restored = Restored(w, snaps)
+        ok(not restored.has_backup_label(), "the snapshot has no backup_label (crash-recovery path)")
+        restored.start()
+        ok("database system was not properly shut down; automatic recovery in progress"
+           in restored.log_text() or "redo done" in restored.log_text(),
+           "the restored cluster started by crash recovery")
+        got = restored.psql("SELECT count(*) FILTER (WHERE id <= %d), max(id) FROM marks" % before,
+                            db="bench").split("|")
+        is_(int(got[0]), before,
+            "all %d marker rows committed before the call are in the restore" % before)
+        diag("restored marks: max id %s (%d committed before the call)" % (got[1], before))
+        inv = restored.psql(
+            "SELECT (SELECT sum(abalance) FROM pgbench_accounts), "
+            "(SELECT sum(tbalance) FROM pgbench_tellers), "
+            "(SELECT sum(bbalance) FROM pgbench_branches), "
+            "(SELECT coalesce(sum(delta), 0) FROM pgbench_history), "
+            "(SELECT count(*) FROM pgbench_history)", db="bench").split("|")
+        diag("restored balances: accounts %s tellers %s branches %s history %s (%s rows)" % tuple(inv))
+        ok(inv[0] == inv[1] == inv[2] == inv[3], "pgbench invariant holds in the restore")
+        ok(int(inv[4]) > 0, "the restore contains pgbench history rows")
+        am = subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(PGBIN, "pg_amcheck"),
+                             "-h", w.pgrun, "-p", str(restored.port), "--all",
+                             "--heapallindexed", "--install-missing", "--progress"],
+                            capture_output=True, text=True)
+        is_(am.returncode, 0, "amcheck (pg_amcheck --all --heapallindexed) finds no corruption")
+        if am.returncode:
+            diag(am.stdout[-2000:] + am.stderr[-2000:])
+        ts = restored.psql("SELECT count(*) FROM pgbench_accounts", db="bench")
+        is_(ts, "400000", "the tablespace's tables are complete in the restore")
+    except Exception as e:
+        bail(e)
+        try:
+            diag("helper log tail:\n" + open(w.helper_log).read()[-3000:])
+        except Exception:
+            pass
+    finally:
+        if restored:
+            restored.close()
+        w.close()
+    done()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,415 @@
+"""
+world.py - the sandbox the tests, the demo and the benchmarks run in.
+
+A World is a real, disposable "EC2 instance" on this machine:
+
+  * an image store: an XFS filesystem (reflink=1) on a loop device, holding
+    one backing file per "EBS volume", so the emulator can take a
+    point-in-time copy of a volume with a reflink in O(extents);
+  * one loop device per volume, with ext4 or XFS on it, mounted under
+    WORK/mnt/<name>;
+  * the EC2/IMDS emulator (test/emulator/ec2emu.py) on 127.0.0.1, knowing
+    those volumes as attached to its one instance;
+  * the real ami-snapshot-helper on its real socket, as root;
+  * a real PostgreSQL cluster (run as the postgres OS user) whose data
+    directory, pg_wal and tablespaces live on those filesystems.
+
+Everything is torn down in close(), also after failures: filesystems that
+might be frozen are thawed first, then processes stopped, then unmounted and
+detached.  Only filesystems this World created are ever frozen or unmounted.
+"""
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EMULATOR = os.path.join(ROOT, "test", "emulator", "ec2emu.py")
+HELPER = os.path.join(ROOT, "helper", "ami-snapshot-helper")
+PYTHON = "/usr/bin/python3"
+PGBIN = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
+                       check=True).stdout.strip()
+
+INSTANCE_ID = "i-0a1b2c3d4e5f60718"
+REGION = "eu-west-1"
+
+
+def log(msg):
+    print("# " + msg, flush=True)
+
+
+def run(cmd, check=True, **kw):
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, **kw)
+    if check and r.returncode != 0:
+        raise RuntimeError("command failed (%d): %s\n%s%s" % (r.returncode, " ".join(cmd),
+                                                            r.stdout[-2000:], r.stderr[-2000:]))
+    return r
+
+
+class Volume:
+    def __init__(self, name, vol_id, fstype, size_mb, device_name):
+        self.name = name            # "data", "wal", "ts1"
+        self.vol_id = vol_id
+        self.fstype = fstype
+        self.size_mb = size_mb
+        self.device_name = device_name  # EC2 device name, "/dev/sdf"
+        self.backing = None
+        self.loop = None
+        self.mount = None
+
+
+class World:
+    """Use as a context manager, or call close() in a finally block."""
+
+    def __init__(self, layout=None, emulator_args=(), helper_conf_extra="",
+                 pg_conf_extra="", port=None, keep=False):
+        if os.geteuid() != 0:
+            raise RuntimeError("the sandbox needs root (loop devices, mount, FIFREEZE)")
+        # name, fstype: data holds PGDATA; wal holds pg_wal; ts* tablespaces.
+        self.layout = layout or [("data", "ext4"), ("wal", "xfs"), ("ts1", "ext4")]
+        self.emulator_args = list(emulator_args)
+        self.helper_conf_extra = helper_conf_extra
+        self.pg_conf_extra = pg_conf_extra
+        self.keep = keep
+        self.procs = {}
+        self.mounted = []       # mount points, in mount order
+        self.loops = []
+        self.volumes = []
+        self.pg_started = False
+        self.port = port or self._free_pg_port()
+        self.work = tempfile.mkdtemp(prefix="amis-world.", dir="/var/tmp")
+        os.chmod(self.work, 0o755)
+        self.pg_uid = pwd.getpwnam("postgres").pw_uid
+        self.pg_gid = pwd.getpwnam("postgres").pw_gid
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _free_pg_port():
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        return port
+
+    def path(self, *parts):
+        return os.path.join(self.work, *parts)
+
+    def _losetup(self, backing):
+        dev = run(["losetup", "--find", "--show", backing]).stdout.strip()
+        if not dev:
+            raise RuntimeError("losetup found no free loop device")
+        self.loops.append(dev)
+        return dev
+
+    def _mount(self, dev, mnt, opts=None):
+        os.makedirs(mnt, exist_ok=True)
+        if opts is None and run(["blkid", "-o", "value", "-s", "TYPE", dev],
+                                check=False).stdout.strip() == "xfs":
+            # A snapshot of a mounted XFS carries the same UUID.
+            opts = "nouuid"
+        if opts == "":
+            opts = None
+        cmd = ["mount"] + (["-o", opts] if opts else []) + [dev, mnt]
+        run(cmd)
+        self.mounted.append((mnt, dev))
+
+    def _build(self):
+        # The image store.
+        store_img = self.path("store.img")
+        with open(store_img, "wb") as f:
+            f.truncate(4 << 30)
+        run(["mkfs.xfs", "-q", "-m", "reflink=1", store_img])
+        self._mount(self._losetup(store_img), self.path("store"))
+        self.store = self.path("store")
+
+        # The "root volume" of the instance: never ours, never frozen.
+        root = Volume("root", "vol-0000000000000000a", None, 8, "/dev/xvda")
+        root.backing = os.path.join(self.store, root.vol_id + ".img")
+        with open(root.backing, "wb") as f:
+            f.truncate(8 << 20)
+
+        letters = "fghijklmnop"
+        for i, (name, fstype) in enumerate(self.layout):
+            v = Volume(name, "vol-%017x" % (0x0abc00000000000 + i + 1), fstype, 512,
+                       "/dev/sd" + letters[i])
+            v.backing = os.path.join(self.store, v.vol_id + ".img")
+            with open(v.backing, "wb") as f:
+                f.truncate(v.size_mb << 20)
+            if fstype == "xfs":
+                run(["mkfs.xfs", "-q", v.backing])
+            else:
+                run(["mkfs.ext4", "-q", "-F", v.backing])
+            v.loop = self._losetup(v.backing)
+            v.mount = self.path("mnt", name)
+            self._mount(v.loop, v.mount)
+            os.chown(v.mount, self.pg_uid, self.pg_gid)
+            os.chmod(v.mount, 0o700)
+            self.volumes.append(v)
+        self.root_volume = root
+        os.chmod(self.path("mnt"), 0o755)
+
+        self._start_emulator()
+        self._start_helper()
+        self._init_postgres()
+
+    def _emulator_config(self):
+        vols = {}
+        for v in [self.root_volume] + self.volumes:
+            vols[v.vol_id] = {"device_name": v.device_name, "backing_file": v.backing,
+                              "size_gib": 1, "root": v is self.root_volume}
+        return {
+            "instance_id": INSTANCE_ID,
+            "region": REGION,
+            "availability_zone": REGION + "a",
+            "account_id": "123456789012",
+            "architecture": "x86_64",
+            "image_id": "ami-0123456789abcdef0",
+            "instance_type": "m6i.large",
+            "root_device_name": "/dev/xvda",
+            "imds": {"role_name": "ami-snapshot-test-role"},
+            "volumes": vols,
+        }
+
+    def _start_emulator(self):
+        os.makedirs(self.path("emu"), exist_ok=True)
+        cfg = self.path("emu", "config.json")
+        with open(cfg, "w") as f:
+            json.dump(self._emulator_config(), f, indent=2)
+        portfile = self.path("emu", "port")
+        logf = open(self.path("emu", "emulator.log"), "w")
+        self.procs["emulator"] = subprocess.Popen(
+            [PYTHON, EMULATOR, "--port", "0", "--port-file", portfile, "--config", cfg,
+             "--state-dir", self.path("store", "emu-state")] + self.emulator_args,
+            stdout=logf, stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        while not os.path.exists(portfile):
+            if self.procs["emulator"].poll() is not None or time.time() > deadline:
+                raise RuntimeError("emulator did not start; see " + logf.name)
+            time.sleep(0.05)
+        self.emu_port = int(open(portfile).read().strip())
+        self.emu_url = "http://127.0.0.1:%d" % self.emu_port
+
+    def helper_config_text(self):
+        vols = "\n".join("%s = %s" % (v.loop, v.vol_id) for v in self.volumes)
+        return f"""[helper]
+socket = {self.path('run', 'helper.sock')}
+socket_group = postgres
+allowed_users = postgres
+freeze_timeout = 10s
+client_timeout = 2min
+ec2_timeout = 10s
+log_level = debug
+
+[filesystems]
+allow = {self.path('mnt')}
+
+[volumes]
+{vols}
+
+[aws]
+ec2_endpoint = {self.emu_url}
+imds_endpoint = {self.emu_url}
+{self.helper_conf_extra}
+"""
+
+    def _start_helper(self):
+        os.makedirs(self.path("run"), exist_ok=True)
+        os.chmod(self.path("run"), 0o755)
+        conf = self.path("helper.conf")
+        with open(conf, "w") as f:
+            f.write(self.helper_config_text())
+        self.helper_conf = conf
+        self.start_helper()
+
+    def start_helper(self, env_extra=None):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = self.emu_url
+        env.update(env_extra or {})
+        self.helper_log = self.path("helper.log")
+        logf = open(self.helper_log, "a")
+        sock = self.path("run", "helper.sock")
+        if os.path.exists(sock):
+            os.unlink(sock)
+        self.procs["helper"] = subprocess.Popen([HELPER, "-c", self.helper_conf],
+                                                stdout=logf, stderr=subprocess.STDOUT,
+                                                env=env)
+        deadline = time.time() + 10
+        while not os.path.exists(sock):
+            if self.procs["helper"].poll() is not None or time.time() > deadline:
+                raise RuntimeError("helper did not start:\n" + open(self.helper_log).read())
+            time.sleep(0.02)
+
+    def stop_helper(self, sig=signal.SIGTERM):
+        p = self.procs.pop("helper", None)
+        if p and p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def as_postgres(self, cmd, check=True, **kw):
+        return run(["runuser", "-u", "postgres", "--"] + cmd, check=check, **kw)
+
+    def _init_postgres(self):
+        # The server's own socket and log directory (the helper's is run/).
+        self.pgrun = self.path("pgrun")
+        os.makedirs(self.pgrun)
+        os.chown(self.pgrun, self.pg_uid, self.pg_gid)
+        data = self.volume("data")
+        wal = self.volume("wal")
+        self.pgdata = os.path.join(data.mount, "pgdata")
+        self.as_postgres([os.path.join(PGBIN, "initdb"), "-D", self.pgdata, "-A", "trust",
+                          "-U", "postgres", "--waldir", os.path.join(wal.mount, "pg_wal"),
+                          "--no-sync"])
+        with open(os.path.join(self.pgdata, "postgresql.conf"), "a") as f:
+            f.write(f"""
+port = {self.port}
+listen_addresses = ''
+unix_socket_directories = '{self.pgrun}'
+ami_snapshot.helper_socket = '{self.path('run', 'helper.sock')}'
+max_wal_size = 256MB
+shared_buffers = 64MB
+max_connections = 40
+logging_collector = off
+{self.pg_conf_extra}
+""")
+        self.start_postgres()
+        self.psql("CREATE EXTENSION ami_snapshot")
+        for v in self.volumes:
+            if v.name.startswith("ts"):
+                loc = os.path.join(v.mount, "tblspc")
+                os.makedirs(loc)
+                os.chown(loc, self.pg_uid, self.pg_gid)
+                self.psql(f"CREATE TABLESPACE {v.name} LOCATION '{loc}'")
+
+    def start_postgres(self):
+        self.as_postgres([os.path.join(PGBIN, "pg_ctl"), "-D", self.pgdata, "-w", "-t", "60",
+                          "-l", os.path.join(self.pgrun, "postgres.log"), "start"])
+        self.pg_started = True
+
+    def stop_postgres(self, mode="fast"):
+        if self.pg_started:
+            self.as_postgres([os.path.join(PGBIN, "pg_ctl"), "-D", self.pgdata, "-w",
+                              "-m", mode, "stop"], check=False)
+            self.pg_started = False
+
+    def volume(self, name):
+        for v in self.volumes:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    # ---------------------------------------------------------------- helpers
+    def psql_cmd(self, db="postgres", port=None, host=None):
+        return [os.path.join(PGBIN, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At",
+                "-h", host or self.pgrun, "-p", str(port or self.port), "-d", db]
+
+    def psql(self, sql, db="postgres", check=True, port=None, host=None, timeout=300):
+        r = self.as_postgres(self.psql_cmd(db, port, host) + ["-c", sql], check=False,
+                             timeout=timeout)
+        if check and r.returncode != 0:
+            raise RuntimeError("psql failed (%d): %s\n%s" % (r.returncode, sql, r.stderr))
+        return r if not check else r.stdout.strip()
+
+    def emulator_control(self, body):
+        req = urllib.request.Request(self.emu_url + "/_emulator/control",
+                                     data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read() or b"{}")
+
+    def emulator_reset(self):
+        req = urllib.request.Request(self.emu_url + "/_emulator/reset", data=b"{}",
+                                     method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+
+    def emulator_state(self):
+        with urllib.request.urlopen(self.emu_url + "/_emulator/state", timeout=10) as r:
+            return json.loads(r.read())
+
+    def frozen_mounts(self):
+        """Mounts of ours that are frozen right now (a write would block)."""
+        frozen = []
+        for v in self.volumes:
+            # FIFREEZE on a frozen fs answers EBUSY without side effects... but
+            # would freeze a thawed one.  Instead ask for a write with a timeout.
+            probe = os.path.join(v.mount, ".probe")
+            r = subprocess.run(["timeout", "2", "sh", "-c", f"echo x > {probe} && sync {probe}"],
+                               capture_output=True)
+            if r.returncode == 124:
+                frozen.append(v.mount)
+        return frozen
+
+    def thaw_all(self):
+        for mnt, _ in reversed(self.mounted):
+            subprocess.run(["fsfreeze", "-u", mnt], capture_output=True)
+
+    def unmount(self, mnt, dev):
+        subprocess.run(["fsfreeze", "-u", mnt], capture_output=True)
+        r = subprocess.run(["umount", mnt], capture_output=True, text=True)
+        if r.returncode != 0 and os.path.ismount(mnt):
+            time.sleep(0.5)
+            r = subprocess.run(["umount", mnt], capture_output=True, text=True)
+            if r.returncode != 0 and os.path.ismount(mnt):
+                return False  # retried by close()
+        subprocess.run(["losetup", "-d", dev], capture_output=True)
+        self.mounted = [m for m in self.mounted if m[0] != mnt]
+        self.loops = [d for d in self.loops if d != dev]
+        return True
+
+    # -------------------------------------------------------------- teardown
+    def close(self):
+        # 1. Never leave anything frozen (before anything that could block).
+        self.thaw_all()
+        # 2. Processes.
+        try:
+            self.stop_postgres("immediate")
+        except Exception as e:  # pragma: no cover
+            log("stopping postgres: %s" % e)
+        for name in list(self.procs):
+            p = self.procs.pop(name)
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        # 3. Filesystems, loop devices, files.
+        # Two passes: a loop device whose mount failed can keep the image
+        # store busy until it is detached.
+        for _ in range(2):
+            for mnt, dev in reversed(self.mounted):
+                self.unmount(mnt, dev)
+            mounted_devs = {d for _, d in self.mounted}
+            for dev in reversed(self.loops):
+                if dev not in mounted_devs:
+                    subprocess.run(["losetup", "-d", dev], capture_output=True)
+            self.loops = [d for d in self.loops if d in mounted_devs]
+            if not self.mounted:
+                break
+        if not self.keep:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

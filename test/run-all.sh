@@ -1,0 +1,120 @@
+#!/bin/bash
+# test/run-all.sh - builds (warnings are errors), installs, and runs every
+# test: C unit tests, the emulator's tests, the SQL regression tests and the
+# end-to-end tests on loop filesystems.  Needs root and loop devices; fails
+# loudly without them.  Prints "N passed, N failed" at the end.
+#
+#   sudo test/run-all.sh            everything
+#   sudo test/run-all.sh unit sql   some suites (unit emulator sql e2e)
+set -u
+cd "$(dirname "$0")/.."
+TOP=$(pwd)
+
+if [ "$(id -u)" != 0 ]; then
+	echo "FAIL: the tests need root (loop devices, mount, FIFREEZE); run: sudo $0" >&2
+	exit 1
+fi
+if ! losetup -f >/dev/null 2>&1; then
+	echo "FAIL: no free loop device (losetup -f); the end-to-end tests need one" >&2
+	exit 1
+fi
+
+scripts/install-deps.sh || { echo "FAIL: installing dependencies" >&2; exit 1; }
+
+suites=("$@")
+[ ${#suites[@]} -gt 0 ] || suites=(unit emulator sql e2e)
+
+LOGDIR=$(mktemp -d /var/tmp/amis-test-logs.XXXXXX)
+passed=0
+failed=0
+failed_names=()
+
+count_tap() { # name logfile rc
+	local p f
+	p=$(grep -cE '^\s*ok [0-9]+' "$2")
+	f=$(grep -cE '^\s*not ok [0-9]+' "$2")
+	if [ "$3" != 0 ] && [ "$f" = 0 ]; then
+		f=1 # crashed or bad plan
+	fi
+	passed=$((passed + p))
+	failed=$((failed + f))
+	[ "$3" = 0 ] || failed_names+=("$1")
+	echo "== $1: $p passed, $f failed (log: $2)"
+}
+
+echo "== build"
+make WERROR=1 >"$LOGDIR/build.log" 2>&1 || {
+	tail -50 "$LOGDIR/build.log"
+	echo "0 passed, 1 failed"
+	exit 1
+}
+make install >"$LOGDIR/install.log" 2>&1 || {
+	tail -50 "$LOGDIR/install.log"
+	echo "0 passed, 1 failed"
+	exit 1
+}
+
+for s in "${suites[@]}"; do
+	case "$s" in
+	unit)
+		echo "== unit tests"
+		prove -v $(find test/unit -maxdepth 1 -name "test_*" -type f -perm -u+x | sort) \
+			>"$LOGDIR/unit.log" 2>&1
+		rc=$?
+		grep -E '^(not ok|Failed|Result|Files=)' "$LOGDIR/unit.log"
+		count_tap unit "$LOGDIR/unit.log" $rc
+		;;
+	emulator)
+		echo "== emulator tests"
+		/usr/bin/python3 test/emulator/test_ec2emu.py >"$LOGDIR/emulator.log" 2>&1
+		rc=$?
+		tail -3 "$LOGDIR/emulator.log"
+		p=$(grep -oE '^[0-9]+ passed' "$LOGDIR/emulator.log" | tail -1 | cut -d' ' -f1)
+		f=$(grep -oE '[0-9]+ failed' "$LOGDIR/emulator.log" | tail -1 | cut -d' ' -f1)
+		[ -n "$p" ] || p=0
+		[ -n "$f" ] || f=0
+		[ "$rc" = 0 ] || [ "$f" != 0 ] || f=1
+		passed=$((passed + p))
+		failed=$((failed + f))
+		[ "$rc" = 0 ] || failed_names+=(emulator)
+		echo "== emulator: $p passed, $f failed"
+		;;
+	sql)
+		echo "== SQL regression tests (pg_regress)"
+		test/sql-regress.sh >"$LOGDIR/sql.log" 2>&1
+		rc=$?
+		grep -E '^(test|ok|not ok|     |All|\s+[0-9]+ of)' "$LOGDIR/sql.log" | head -20
+		if [ $rc = 0 ]; then
+			passed=$((passed + 1))
+		else
+			failed=$((failed + 1))
+			failed_names+=(sql)
+			cat test/results/regression.diffs 2>/dev/null | head -80
+		fi
+		;;
+	e2e)
+		echo "== end-to-end tests"
+		prove -v test/e2e/test_*.py >"$LOGDIR/e2e.log" 2>&1
+		rc=$?
+		grep -E '^(not ok|#   |Failed|Result|Files=)' "$LOGDIR/e2e.log" | head -60
+		count_tap e2e "$LOGDIR/e2e.log" $rc
+		;;
+	*)
+		echo "unknown suite $s" >&2
+		failed=$((failed + 1))
+		;;
+	esac
+done
+
+# Nothing of ours may be left frozen or mounted.
+leftover=$(findmnt -rn -o TARGET | grep -E '^/var/tmp/amis-' || true)
+if [ -n "$leftover" ]; then
+	echo "FAIL: test mounts left behind:"
+	echo "$leftover"
+	failed=$((failed + 1))
+fi
+
+echo "logs: $LOGDIR"
+[ ${#failed_names[@]} -eq 0 ] || echo "failed suites: ${failed_names[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,19 @@
+#!/bin/bash
+# test/sandbox-demo.sh - the main job in the built-in local sandbox.
+#
+# Installs the dependencies, builds and installs ami_snapshot, then builds a
+# throw-away "EC2 instance" on this machine (loop-device filesystems, a real
+# PostgreSQL 15, the real helper daemon, the local EC2/IMDS emulator), runs
+#
+#     SELECT * FROM ami_snapshot('nightly');
+#
+# while pgbench writes, restores the snapshot set onto new loop devices,
+# starts PostgreSQL on it and checks the data.  Everything is removed at the
+# end.  Needs root.
+set -eu
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "run as root: sudo $0" >&2; exit 1; }
+scripts/install-deps.sh
+make WERROR=1 >/dev/null
+make install >/dev/null
+exec /usr/bin/python3 test/lib/demo.py "$@"
