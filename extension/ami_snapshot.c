@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "access/xlog.h"
 #if PG_VERSION_NUM >= 160000
 #include "access/xlogbackup.h"
@@ -39,6 +40,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "helper_client.h"
@@ -266,21 +268,6 @@ send_or_error(HelperConn *hc, struct amsp_writer *w)
 	helper_send(hc, w->buf, len, request_timeout_ms);
 }
 
-/* The request in progress, for history_on_exit(). */
-static char current_request_id[40];
-
-/*
- * Shared-memory exit callback while a history row says "running": the
- * backend is exiting (terminated, connection lost), so have the row marked
- * failed by a worker, without waiting for it.
- */
-static void
-history_on_exit(int code, Datum arg)
-{
-	if (current_request_id[0])
-		history_mark_interrupted(current_request_id);
-}
-
 /* State kept across the operation for the history and the result row. */
 typedef struct SnapshotRun
 {
@@ -293,6 +280,7 @@ typedef struct SnapshotRun
 	TimeLineID	tli;
 	double		frozen_ms;
 	bool		have_snapshots;
+	char		helper_error_code[65];	/* the helper's/EC2's code, if it failed */
 } SnapshotRun;
 
 static void
@@ -304,6 +292,7 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 	HelperConn *volatile hc = NULL;
 	List	   *tblspcs = tablespace_paths();
 	char	   *walpath = wal_path();
+	MemoryContext mcxt = CurrentMemoryContext;
 	char		sysid[32];
 	ListCell   *lc;
 
@@ -311,7 +300,6 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 
 	PG_TRY();
 	{
-		StringInfo	labelfile = makeStringInfo();
 		StringInfo	tblspcmap = makeStringInfo();
 		List	   *backup_tblspcs = NIL;
 		TimeLineID	starttli;
@@ -320,6 +308,8 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 		bool		waitforarchive;
 #if PG_VERSION_NUM >= 160000
 		BackupState *state = (BackupState *) palloc0(sizeof(BackupState));
+#else
+		StringInfo	labelfile = makeStringInfo();
 #endif
 
 		hc = helper_connect(helper_socket, request_timeout_ms);
@@ -364,6 +354,7 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 		 */
 		PG_ENSURE_ERROR_CLEANUP(do_pg_abort_backup, BoolGetDatum(false));
 		{
+			history_set_phase(HP_BACKUP_RUNNING);
 			run->tli = starttli;
 			if (list_length(backup_tblspcs) != list_length(tblspcs))
 				ereport(ERROR,
@@ -399,6 +390,7 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 #endif
 		}
 		PG_END_ENSURE_ERROR_CLEANUP(do_pg_abort_backup, BoolGetDatum(false));
+		history_set_phase(HP_BACKUP_STOPPED);
 		(void) stoptli;
 
 		history_set(&run->row, HC_BACKUP_LABEL, label_text);
@@ -422,15 +414,34 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 				const struct amsp_field *f = amsp_get_nth(msg, AMSP_T_WARNING, i);
 
 				ereport(WARNING,
-						(errmsg("ami_snapshot: %s", pnstrdup((const char *) f->value, f->len))));
+						(errcode(ERRCODE_WARNING),
+						 errmsg("%s", pnstrdup((const char *) f->value, f->len))));
 			}
 		}
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
+		/*
+		 * Tell the helper why, so that its log says so (it would notice the
+		 * closed connection anyway), and keep its error code for the history.
+		 */
+		if (hc)
+		{
+			const char *code = helper_last_error_code(hc);
+
+			MemoryContext ecxt = MemoryContextSwitchTo(mcxt);
+			ErrorData  *e = CopyErrorData();
+
+			MemoryContextSwitchTo(ecxt);
+			if (code)
+				strlcpy(run->helper_error_code, code, sizeof(run->helper_error_code));
+			helper_send_abort(hc, e->message ? e->message : "error");
+		}
 		helper_close(hc);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	helper_close(hc);
 }
 
 Datum
@@ -439,12 +450,13 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	char	   *name;
 	bool		freeze;
 	char	   *request_id;
-	int64		id;
-	SnapshotRun run;
+	int64		id = 0;
+	SnapshotRun *volatile run;
 	TupleDesc	tupdesc;
 	Datum		values[11];
 	bool		nulls[11];
 	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -478,21 +490,39 @@ ami_snapshot(PG_FUNCTION_ARGS)
 
 	request_id = make_request_id();
 
-	memset(&run, 0, sizeof(run));
-	history_set(&run.row, HC_REQUEST_ID, request_id);
-	history_set(&run.row, HC_NAME, name);
-	history_set(&run.row, HC_STATUS, "running");
-	history_set(&run.row, HC_FREEZE, freeze ? "true" : "false");
-	history_set(&run.row, HC_STARTED_AT, timestamptz_to_str(GetCurrentTimestamp()));
-	history_set(&run.row, HC_BACKEND_PID, psprintf("%d", MyProcPid));
-	history_set(&run.row, HC_USERNAME, GetUserNameFromId(GetUserId(), false));
-	history_write(&run.row, ERROR, &id);
-	strlcpy(current_request_id, request_id, sizeof(current_request_id));
-	before_shmem_exit(history_on_exit, (Datum) 0);
+	run = palloc0(sizeof(SnapshotRun));
+	history_set(&run->row, HC_REQUEST_ID, request_id);
+	history_set(&run->row, HC_NAME, name);
+	history_set(&run->row, HC_STATUS, "running");
+	history_set(&run->row, HC_FREEZE, freeze ? "true" : "false");
+	history_set(&run->row, HC_STARTED_AT, timestamptz_to_str(GetCurrentTimestamp()));
+	history_set(&run->row, HC_BACKEND_PID, psprintf("%d", MyProcPid));
+	history_set(&run->row, HC_USERNAME, GetUserNameFromId(GetUserId(), false));
 
+	/* From the first write on, a backend exit marks the row. */
+	history_arm_exit(request_id);
+	history_set_phase(HP_PREPARING);
+	if (!history_write(&run->row, WARNING, &id))
+	{
+		history_set_phase(HP_IDLE);
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("ami_snapshot() did not start because its history could not be recorded")));
+	}
+
+	/*
+	 * The operation runs in a subtransaction, so that after a failure the
+	 * locks, buffers and resources it held are released before the failure
+	 * is recorded (as PL/pgSQL's exception blocks do).
+	 */
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		run_snapshot(&run, name, freeze, request_id);
+		run_snapshot(run, name, freeze, request_id);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
 	}
 	PG_CATCH();
 	{
@@ -502,54 +532,55 @@ ami_snapshot(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
 
-		/* Record the failure; no further interrupt may cut this short. */
-		HOLD_INTERRUPTS();
 		initStringInfo(&msg);
 		appendStringInfoString(&msg, edata->message);
 		if (edata->detail)
 			appendStringInfo(&msg, "\nDETAIL: %s", edata->detail);
 		if (edata->hint)
 			appendStringInfo(&msg, "\nHINT: %s", edata->hint);
-		history_set(&run.row, HC_STATUS, "failed");
-		history_set(&run.row, HC_FINISHED_AT, timestamptz_to_str(GetCurrentTimestamp()));
-		history_set(&run.row, HC_ERROR_CODE, unpack_sql_state(edata->sqlerrcode));
-		history_set(&run.row, HC_ERROR_MESSAGE, msg.data);
-		if (run.have_snapshots)
-			history_set(&run.row, HC_SNAPSHOT_IDS, text_array_literal(run.snapshot_ids));
-		if (run.start_lsn != InvalidXLogRecPtr)
-			history_set(&run.row, HC_START_LSN, lsn_text(run.start_lsn));
-		history_write(&run.row, WARNING, NULL);
-		cancel_before_shmem_exit(history_on_exit, (Datum) 0);
-		current_request_id[0] = '\0';
-		RESUME_INTERRUPTS();
+		history_set(&run->row, HC_STATUS, "failed");
+		history_set(&run->row, HC_FINISHED_AT, timestamptz_to_str(GetCurrentTimestamp()));
+		/* The helper's or EC2's code says more than a SQLSTATE. */
+		history_set(&run->row, HC_ERROR_CODE,
+					run->helper_error_code[0] ? run->helper_error_code :
+					unpack_sql_state(edata->sqlerrcode));
+		history_set(&run->row, HC_ERROR_MESSAGE, msg.data);
+		if (run->have_snapshots)
+			history_set(&run->row, HC_SNAPSHOT_IDS, text_array_literal(run->snapshot_ids));
+		if (run->start_lsn != InvalidXLogRecPtr)
+			history_set(&run->row, HC_START_LSN, lsn_text(run->start_lsn));
+		(void) history_write(&run->row, WARNING, NULL);
+		history_set_phase(HP_IDLE);
 		ReThrowError(edata);
 	}
 	PG_END_TRY();
 
-	history_set(&run.row, HC_STATUS, "succeeded");
-	history_set(&run.row, HC_FINISHED_AT, timestamptz_to_str(GetCurrentTimestamp()));
-	history_set(&run.row, HC_SNAPSHOT_IDS, text_array_literal(run.snapshot_ids));
-	history_set(&run.row, HC_VOLUME_IDS, text_array_literal(run.volume_ids));
-	history_set(&run.row, HC_START_LSN, lsn_text(run.start_lsn));
-	history_set(&run.row, HC_STOP_LSN, lsn_text(run.stop_lsn));
-	history_set(&run.row, HC_TIMELINE, psprintf("%u", run.tli));
-	history_set(&run.row, HC_FROZEN_MS, psprintf("%.3f", run.frozen_ms));
-	history_write(&run.row, WARNING, NULL);
-	cancel_before_shmem_exit(history_on_exit, (Datum) 0);
-	current_request_id[0] = '\0';
+	history_set(&run->row, HC_STATUS, "succeeded");
+	history_set(&run->row, HC_FINISHED_AT, timestamptz_to_str(GetCurrentTimestamp()));
+	history_set(&run->row, HC_SNAPSHOT_IDS, text_array_literal(run->snapshot_ids));
+	history_set(&run->row, HC_VOLUME_IDS, text_array_literal(run->volume_ids));
+	history_set(&run->row, HC_START_LSN, lsn_text(run->start_lsn));
+	history_set(&run->row, HC_STOP_LSN, lsn_text(run->stop_lsn));
+	history_set(&run->row, HC_TIMELINE, psprintf("%u", run->tli));
+	history_set(&run->row, HC_FROZEN_MS, psprintf("%.3f", run->frozen_ms));
+	(void) history_write(&run->row, WARNING, NULL);
+	history_set_phase(HP_IDLE);
 
 	memset(nulls, 0, sizeof(nulls));
 	values[0] = Int64GetDatum(id);
 	values[1] = CStringGetTextDatum(request_id);
 	values[2] = CStringGetTextDatum(name);
-	values[3] = CStringGetTextDatum(run.instance_id);
-	values[4] = text_array_datum(run.volume_ids);
-	values[5] = text_array_datum(run.snapshot_ids);
-	values[6] = LSNGetDatum(run.start_lsn);
-	values[7] = LSNGetDatum(run.stop_lsn);
-	values[8] = Int32GetDatum((int32) run.tli);
-	values[9] = Float8GetDatum(run.frozen_ms);
+	values[3] = CStringGetTextDatum(run->instance_id);
+	values[4] = text_array_datum(run->volume_ids);
+	values[5] = text_array_datum(run->snapshot_ids);
+	values[6] = LSNGetDatum(run->start_lsn);
+	values[7] = LSNGetDatum(run->stop_lsn);
+	values[8] = Int32GetDatum((int32) run->tli);
+	values[9] = Float8GetDatum(run->frozen_ms);
 	values[10] = CStringGetTextDatum("succeeded");
 	tupdesc = BlessTupleDesc(tupdesc);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));

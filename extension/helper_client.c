@@ -25,7 +25,7 @@ struct HelperConn
 	char		error_code[65];
 };
 
-/* Milliseconds left until deadline, at least 1 (0 means it passed). */
+/* Milliseconds left until deadline (0 or less: it passed). */
 static long
 ms_left(TimestampTz deadline)
 {
@@ -89,11 +89,32 @@ helper_connect(const char *path, int timeout_ms)
 	sa.sun_family = AF_UNIX;
 	strlcpy(sa.sun_path, path, sizeof(sa.sun_path));
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-	if (connect(hc->sock, (struct sockaddr *) &sa, sizeof(sa)) != 0)
+	while (connect(hc->sock, (struct sockaddr *) &sa, sizeof(sa)) != 0)
 	{
 		int			save_errno = errno;
 
-		if (save_errno == EINPROGRESS || save_errno == EAGAIN)
+		/*
+		 * On a UNIX socket EAGAIN means the helper's backlog is full and
+		 * nothing is in progress: wait a little and try again.
+		 */
+		if (save_errno == EAGAIN && ms_left(deadline) > 0)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 10, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			PG_TRY();
+			{
+				CHECK_FOR_INTERRUPTS();
+			}
+			PG_CATCH();
+			{
+				helper_close(hc);
+				PG_RE_THROW();
+			}
+			PG_END_TRY();
+			continue;
+		}
+		if (save_errno == EINPROGRESS)
 		{
 			int			soerr = 0;
 			socklen_t	sl = sizeof(soerr);
@@ -237,6 +258,24 @@ helper_receive(HelperConn *hc, struct amsp_msgview *msg, uint16 expected_type,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("unexpected %s message from ami_snapshot helper during %s",
 						amsp_msg_name(msg->type), what)));
+}
+
+void
+helper_send_abort(HelperConn *hc, const char *reason)
+{
+	unsigned char buf[AMSP_HEADER_LEN + 1100];
+	char		r[1001];
+	struct amsp_writer w;
+	size_t		len;
+
+	if (!hc || hc->sock == PGINVALID_SOCKET)
+		return;
+	strlcpy(r, reason, sizeof(r));
+	amsp_begin(&w, buf, sizeof(buf), AMSP_ABORT);
+	amsp_put_str(&w, AMSP_T_REASON, r);
+	len = amsp_end(&w);
+	if (len > 0)
+		(void) send(hc->sock, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 void

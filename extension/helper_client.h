@@ -27,7 +27,13 @@ extern void helper_receive(HelperConn *hc, struct amsp_msgview *msg,
 						   int timeout_ms);
 extern void helper_close(HelperConn *hc);
 
-/* The last ERROR message received from the helper, for the history. */
+/*
+ * Best effort, never waits or throws: tells the helper the client gives up
+ * (for its log); usable in PG_CATCH.
+ */
+extern void helper_send_abort(HelperConn *hc, const char *reason);
+
+/* The code of the last ERROR message received from the helper, or NULL. */
 extern const char *helper_last_error_code(HelperConn *hc);
 
 #endif

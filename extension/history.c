@@ -49,7 +49,12 @@ typedef struct InterruptedArgs
 	char		request_id[40];
 	Oid			dboid;
 	Oid			roleoid;
+	int			phase;			/* HistoryPhase */
 } InterruptedArgs;
+
+/* Armed by history_arm_exit(), read by the exit callback. */
+static InterruptedArgs exit_args;
+static bool exit_callback_registered = false;
 
 static const char *const column_names[HC_NCOLUMNS] = {
 	"id", "request_id", "name", "status", "with_freeze", "started_at", "finished_at",
@@ -58,11 +63,14 @@ static const char *const column_names[HC_NCOLUMNS] = {
 	"error_message", "backend_pid", "username"
 };
 
+/* Schema-qualified: the worker runs as the extension's owner. */
 static const char *const column_types[HC_NCOLUMNS] = {
-	"bigint", "text", "text", "text", "boolean", "timestamptz", "timestamptz",
-	"text", "text", "text[]", "text[]", "pg_lsn", "pg_lsn",
-	"integer", "double precision", "text", "text", "text",
-	"text", "integer", "text"
+	"pg_catalog.int8", "pg_catalog.text", "pg_catalog.text", "pg_catalog.text",
+	"pg_catalog.bool", "pg_catalog.timestamptz", "pg_catalog.timestamptz",
+	"pg_catalog.text", "pg_catalog.text", "pg_catalog.text[]", "pg_catalog.text[]",
+	"pg_catalog.pg_lsn", "pg_catalog.pg_lsn", "pg_catalog.int4", "pg_catalog.float8",
+	"pg_catalog.text", "pg_catalog.text", "pg_catalog.text", "pg_catalog.text",
+	"pg_catalog.int4", "pg_catalog.text"
 };
 
 void
@@ -130,6 +138,7 @@ history_write(const HistoryRow *row, int elevel, int64 *id_out)
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 	BgwHandleStatus status;
+	TimestampTz deadline;
 	char	   *p;
 	int			i;
 	bool		ok;
@@ -139,6 +148,11 @@ history_write(const HistoryRow *row, int elevel, int64 *id_out)
 			size += strlen(row->values[i]);
 
 	seg = dsm_create(size, 0);
+	/*
+	 * Pinned, so the worker can still attach if we stop waiting; it unpins
+	 * the segment once it has attached.
+	 */
+	dsm_pin_segment(seg);
 	sh = dsm_segment_address(seg);
 	sh->dboid = MyDatabaseId;
 	sh->roleoid = history_owner();
@@ -162,6 +176,7 @@ history_write(const HistoryRow *row, int elevel, int64 *id_out)
 	worker.bgw_notify_pid = MyProcPid;
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
 	{
+		dsm_unpin_segment(dsm_segment_handle(seg));
 		dsm_detach(seg);
 		ereport(elevel,
 				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
@@ -169,42 +184,96 @@ history_write(const HistoryRow *row, int elevel, int64 *id_out)
 				 errhint("Raise max_worker_processes.")));
 		return false;
 	}
-	status = WaitForBackgroundWorkerShutdown(handle);
+
+	/* A bounded wait that no cancel interrupts (see history.h). */
+	HOLD_INTERRUPTS();
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HISTORY_WAIT_MS);
+	for (;;)
+	{
+		pid_t		pid;
+		long		left;
+
+		status = GetBackgroundWorkerPid(handle, &pid);
+		if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
+			break;
+		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (left <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(left, 100), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	RESUME_INTERRUPTS();
+
 	ok = (status == BGWH_STOPPED && sh->done == 1);
 	if (ok && id_out)
 		*id_out = sh->id;
 	if (!ok)
-		ereport(elevel,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not record the snapshot in ami_snapshot_history"),
-				 sh->error[0] ? errdetail("%s", sh->error) : 0));
+	{
+		if (status == BGWH_STOPPED)
+			ereport(elevel,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not record the snapshot in ami_snapshot_history"),
+					 sh->error[0] ? errdetail("%s", sh->error) : 0));
+		else
+			ereport(elevel,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("the ami_snapshot_history writer did not finish within %d ms; it goes on in the background",
+							HISTORY_WAIT_MS)));
+	}
 	dsm_detach(seg);
 	return ok;
 }
 
-void
-history_mark_interrupted(const char *request_id)
+/*
+ * before_shmem_exit callback: no catalog access, no allocation that can
+ * fail in a way we care about; just hand the prepared arguments to a new
+ * worker and go.
+ */
+static void
+history_on_exit(int code, Datum arg)
 {
 	BackgroundWorker worker;
-	InterruptedArgs args;
 
+	if (exit_args.phase == HP_IDLE)
+		return;
 	fill_worker(&worker, "ami_snapshot_history_worker");
-	strlcpy(args.request_id, request_id, sizeof(args.request_id));
-	args.dboid = MyDatabaseId;
-	PG_TRY();
-	{
-		args.roleoid = history_owner();
-	}
-	PG_CATCH();
-	{
-		FlushErrorState();
-		args.roleoid = BOOTSTRAP_SUPERUSERID;
-	}
-	PG_END_TRY();
-	memcpy(worker.bgw_extra, &args, sizeof(args));
+	memcpy(worker.bgw_extra, &exit_args, sizeof(exit_args));
 	worker.bgw_main_arg = UInt32GetDatum(DSM_HANDLE_INVALID);
 	worker.bgw_notify_pid = 0;
 	(void) RegisterDynamicBackgroundWorker(&worker, NULL);
+}
+
+void
+history_arm_exit(const char *request_id)
+{
+	InterruptedArgs args;
+
+	memset(&args, 0, sizeof(args));
+	strlcpy(args.request_id, request_id, sizeof(args.request_id));
+	args.dboid = MyDatabaseId;
+	args.roleoid = history_owner();
+	args.phase = HP_IDLE;
+	exit_args = args;
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(history_on_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
+}
+
+void
+history_set_phase(HistoryPhase phase)
+{
+	exit_args.phase = phase;
+}
+
+/* Search path for the worker's SQL, whatever ALTER DATABASE/ROLE set. */
+static void
+set_safe_search_path(void)
+{
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "5s", PGC_SUSET, PGC_S_OVERRIDE);
 }
 
 /* Runs one statement in its own transaction; returns the first column of a RETURNING row. */
@@ -266,20 +335,34 @@ ami_snapshot_history_worker(Datum main_arg)
 	if (h == DSM_HANDLE_INVALID)
 	{
 		InterruptedArgs args;
-		Oid			types[1] = {TEXTOID};
-		Datum		values[1];
+		Oid			types2[2] = {TEXTOID, TEXTOID};
+		Datum		values2[2];
+		const char *message;
 
 		memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
 		BackgroundWorkerInitializeConnectionByOid(args.dboid, args.roleoid, 0);
-		SetConfigOption("lock_timeout", "5s", PGC_USERSET, PGC_S_SESSION);
+		set_safe_search_path();
 		table = qualified_table();
 		args.request_id[sizeof(args.request_id) - 1] = '\0';
-		values[0] = CStringGetTextDatum(args.request_id);
-		run_sql(psprintf("UPDATE %s SET status = 'failed', finished_at = now(), "
-						 "error_code = 'BackendExited', "
-						 "error_message = 'the backend running ami_snapshot() exited before it finished (terminated, or the client connection was lost); the backup was aborted' "
-						 "WHERE request_id = $1 AND status = 'running'", table),
-				1, types, values, NULL);
+		switch (args.phase)
+		{
+			case HP_PREPARING:
+				message = "the backend running ami_snapshot() exited (terminated, or the client connection was lost) before the backup started; no snapshot was taken";
+				break;
+			case HP_BACKUP_RUNNING:
+				message = "the backend running ami_snapshot() exited (terminated, or the client connection was lost) while the backup was running; the backup was aborted and any snapshots are tagged ami-snapshot:backup-state=aborted";
+				break;
+			default:
+				message = "the backend running ami_snapshot() exited (terminated, or the client connection was lost) after the snapshots were taken and the backup stopped; the backup-label tags may be missing";
+				break;
+		}
+		values2[0] = CStringGetTextDatum(args.request_id);
+		values2[1] = CStringGetTextDatum(message);
+		run_sql(psprintf("UPDATE %s SET status = 'failed', finished_at = pg_catalog.now(), "
+						 "error_code = 'BackendExited', error_message = $2 "
+						 "WHERE request_id OPERATOR(pg_catalog.=) $1 "
+						 "AND status OPERATOR(pg_catalog.=) 'running'", table),
+				2, types2, values2, NULL);
 		proc_exit(0);
 	}
 
@@ -288,9 +371,11 @@ ami_snapshot_history_worker(Datum main_arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("could not map the ami_snapshot history segment")));
+	/* Attached: the segment lives as long as we need it now. */
+	dsm_unpin_segment(h);
 	sh = dsm_segment_address(seg);
 	BackgroundWorkerInitializeConnectionByOid(sh->dboid, sh->roleoid, 0);
-	SetConfigOption("lock_timeout", "5s", PGC_USERSET, PGC_S_SESSION);
+	set_safe_search_path();
 
 	PG_TRY();
 	{

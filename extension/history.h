@@ -50,14 +50,31 @@ typedef struct HistoryRow
 extern void history_set(HistoryRow *row, HistoryColumn col, const char *value);
 
 /*
- * Inserts or updates (by id) the row in its own transaction and waits.
- * Returns true on success; on failure returns false and reports at elevel
- * (pass WARNING from error paths).
+ * Inserts, or updates by request_id, the row in its own transaction and
+ * waits for it, at most HISTORY_WAIT_MS, with interrupts held: a cancel may
+ * not cut a history write short (that would leave a stale "running" row).
+ * Returns true on success; otherwise reports at elevel and returns false.
  */
+#define HISTORY_WAIT_MS 10000
 extern bool history_write(const HistoryRow *row, int elevel, int64 *id_out);
 
-/* Fire and forget, usable from a shmem-exit callback. */
-extern void history_mark_interrupted(const char *request_id);
+/* What the backend was doing when it exited; chooses the recorded message. */
+typedef enum HistoryPhase
+{
+	HP_IDLE = 0,				/* nothing to record */
+	HP_PREPARING,				/* no backup started yet */
+	HP_BACKUP_RUNNING,			/* backup started; aborted by the exit */
+	HP_BACKUP_STOPPED			/* snapshots taken, backup stopped */
+} HistoryPhase;
+
+/*
+ * Marks the row of request_id failed if the backend exits while phase is
+ * not HP_IDLE.  Everything the exit callback needs (database, role) is
+ * looked up here, so the callback itself does no catalog access.  The
+ * callback is registered once per session.
+ */
+extern void history_arm_exit(const char *request_id);
+extern void history_set_phase(HistoryPhase phase);
 
 /* The worker's entry point (bgw_function_name). */
 extern PGDLLEXPORT void ami_snapshot_history_worker(Datum main_arg);
