@@ -6,7 +6,7 @@ set -eu
 PACKAGES=(
 	# build
 	gcc make pkg-config
-	postgresql-15 postgresql-client-15 postgresql-server-dev-15
+	postgresql-15 postgresql-client-15 postgresql-server-dev-15 postgresql-15-cron
 	libcurl4-openssl-dev libssl-dev libxml2-dev libjson-c-dev libinih-dev
 	# tests: loop filesystems, the emulator (botocore verifies SigV4)
 	util-linux e2fsprogs xfsprogs python3 python3-botocore perl
