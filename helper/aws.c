@@ -71,7 +71,7 @@ int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err)
 		snprintf(a->instance_id, sizeof(a->instance_id), "%s", id.instance_id);
 	}
 	if (creds_resolve_ec2_endpoint(NULL, cfg->ec2_endpoint, a->region, a->endpoint,
-				       sizeof(a->endpoint), err) != 0)
+	                               sizeof(a->endpoint), err) != 0)
 		return -1;
 
 	memset(&cc, 0, sizeof(cc));
@@ -84,7 +84,7 @@ int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err)
 	if (creds_get(a->creds, time(NULL), &cr, err) != 0)
 		return err_prefix(err, "no AWS credentials");
 	log_info("AWS: instance %s, region %s, endpoint %s, credentials from %s", a->instance_id,
-		 a->region, a->endpoint, cr.source);
+	         a->region, a->endpoint, cr.source);
 	creds_clear(&cr);
 	if (!a->ec2)
 		a->ec2 = ec2_client_new(a->endpoint, a->region);

@@ -104,7 +104,7 @@ static int parse_duration_ms(const char *v, long *out)
 
 /* Splits a comma- or space-separated list, calling fn for each item. */
 static int for_each_item(const char *v, int (*fn)(struct parse_ctx *, const char *),
-			 struct parse_ctx *pc)
+                         struct parse_ctx *pc)
 {
 	char *copy = xstrdup(v), *save = NULL, *tok;
 	int rc = 0;
@@ -143,7 +143,7 @@ static int add_allow(struct parse_ctx *pc, const char *path)
 
 	if (path[0] != '/')
 		return err_set(pc->err, "HelperConfig",
-			       "filesystems.allow: \"%s\" is not an absolute path", path);
+		               "filesystems.allow: \"%s\" is not an absolute path", path);
 	if (c->n_allow >= CONFIG_MAX_LIST)
 		return err_set(pc->err, "HelperConfig", "too many filesystems.allow entries");
 	c->allow[c->n_allow++] = xstrdup(path);
@@ -151,7 +151,7 @@ static int add_allow(struct parse_ctx *pc, const char *path)
 }
 
 static int add_kv(struct config_kv *kv, size_t *n, const char *k, const char *v,
-		  struct amis_err *err, const char *what)
+                  struct amis_err *err, const char *what)
 {
 	if (*n >= CONFIG_MAX_LIST)
 		return err_set(err, "HelperConfig", "too many entries in [%s]", what);
@@ -192,7 +192,7 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 		if (parse_duration_ms(v, &c->freeze_timeout_ms) || c->freeze_timeout_ms < 100 ||
 		    c->freeze_timeout_ms > 600000)
 			return err_set(err, "HelperConfig",
-				       "freeze_timeout must be between 100ms and 10min");
+			               "freeze_timeout must be between 100ms and 10min");
 	} else if (IS("helper", "client_timeout")) {
 		if (parse_duration_ms(v, &c->client_timeout_ms) || c->client_timeout_ms < 1000)
 			return err_set(err, "HelperConfig", "client_timeout must be at least 1s");
@@ -203,18 +203,19 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 		if (strcmp(v, "debug") && strcmp(v, "info") && strcmp(v, "warning") &&
 		    strcmp(v, "error"))
 			return err_set(err, "HelperConfig",
-				       "log_level must be debug, info, warning or error");
+			               "log_level must be debug, info, warning or error");
 		set_str(&c->log_level, v);
 	} else if (IS("filesystems", "allow")) {
 		return for_each_item(v, add_allow, pc);
 	} else if (IS("filesystems", "allow_root_filesystem")) {
 		if (parse_bool(v, &c->allow_root_filesystem))
-			return err_set(err, "HelperConfig", "allow_root_filesystem must be a boolean");
+			return err_set(err, "HelperConfig",
+			               "allow_root_filesystem must be a boolean");
 	} else if (!strcmp(s, "volumes")) {
 		if (!valid_volume_id(v))
 			return err_set(err, "HelperConfig",
-				       "[volumes] %s: \"%s\" is not an EBS volume id (vol-...)", k,
-				       v);
+			               "[volumes] %s: \"%s\" is not an EBS volume id (vol-...)", k,
+			               v);
 		return add_kv(c->volume_map, &c->n_volume_map, k, v, err, "volumes");
 	} else if (IS("aws", "region")) {
 		set_str(&c->region, v);
@@ -234,9 +235,9 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 	} else if (!strcmp(s, "tags")) {
 		if (strlen(k) > 128 || strlen(v) > 256 || !strncmp(k, "aws:", 4))
 			return err_set(err, "HelperConfig",
-				       "[tags] %s: keys are at most 128 characters and may not "
-				       "start with aws:, values at most 256",
-				       k);
+			               "[tags] %s: keys are at most 128 characters and may not "
+			               "start with aws:, values at most 256",
+			               k);
 		return add_kv(c->tags, &c->n_tags, k, v, err, "tags");
 	} else {
 		return err_set(err, "HelperConfig", "unknown key \"%s\" in section [%s]", k, s);
@@ -266,7 +267,7 @@ static int finish(struct parse_ctx *pc, int rc, const char *where)
 		return err_prefix(pc->err, "%s line %d", where, rc);
 	if (rc < 0)
 		return err_set(pc->err, "HelperConfig", "%s: cannot open: %s", where,
-			       strerror(errno));
+		               strerror(errno));
 	if (rc > 0)
 		return err_set(pc->err, "HelperConfig", "%s line %d: syntax error", where, rc);
 	return 0;

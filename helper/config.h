@@ -19,13 +19,13 @@ struct config_kv {
 
 struct helper_config {
 	/* [helper] */
-	char *socket_path;	  /* socket file; its directory is created 0770 */
-	char *socket_group;	  /* group owning the socket directory and socket */
+	char *socket_path;  /* socket file; its directory is created 0770 */
+	char *socket_group; /* group owning the socket directory and socket */
 	uid_t allowed_uids[CONFIG_MAX_LIST];
 	size_t n_allowed_uids;
-	long freeze_timeout_ms;	  /* thaw regardless after this long frozen */
-	long client_timeout_ms;	  /* a silent client is dropped after this long */
-	long ec2_timeout_ms;	  /* EC2 calls made while not frozen */
+	long freeze_timeout_ms; /* thaw regardless after this long frozen */
+	long client_timeout_ms; /* a silent client is dropped after this long */
+	long ec2_timeout_ms;    /* EC2 calls made while not frozen */
 	char *log_level;
 
 	/* [filesystems] */
@@ -38,11 +38,11 @@ struct helper_config {
 	size_t n_volume_map;
 
 	/* [aws] */
-	char *region;	       /* NULL: AWS_REGION or IMDS */
-	char *instance_id;     /* NULL: IMDS */
-	char *ec2_endpoint;    /* NULL: AWS_ENDPOINT_URL_EC2 or the regional one */
-	char *imds_endpoint;   /* NULL: AWS_EC2_METADATA_SERVICE_ENDPOINT or default */
-	char *profile;	       /* NULL: AWS_PROFILE or "default" */
+	char *region;           /* NULL: AWS_REGION or IMDS */
+	char *instance_id;      /* NULL: IMDS */
+	char *ec2_endpoint;     /* NULL: AWS_ENDPOINT_URL_EC2 or the regional one */
+	char *imds_endpoint;    /* NULL: AWS_EC2_METADATA_SERVICE_ENDPOINT or default */
+	char *profile;          /* NULL: AWS_PROFILE or "default" */
 	char *credentials_file; /* NULL: AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials */
 	bool preflight_dry_run; /* CreateSnapshots DryRun before freezing */
 

@@ -14,8 +14,8 @@ struct aws_credentials {
 	char access_key_id[128];
 	char secret_access_key[128];
 	char session_token[4096]; /* empty when none */
-	time_t expiration;	  /* 0 = does not expire */
-	char source[32];	  /* "environment", "profile:NAME", "imds:ROLE", "config" */
+	time_t expiration;        /* 0 = does not expire */
+	char source[32];          /* "environment", "profile:NAME", "imds:ROLE", "config" */
 };
 
 #endif

@@ -5,8 +5,8 @@
  * version 2016-11-15) and botocore's EC2 service model: CreateSnapshots
  * (InstanceSpecification.*, TagSpecification.N.*, CopyTagsFromSource;
  * response snapshotSet/item with <state>), DescribeSnapshots (SnapshotId.N;
- * snapshotSet/item with <status>), CreateTags (ResourceId.N, Tag.N.Key/Value;
- * response <return>), DescribeInstances (InstanceId.N; reservationSet/item/
+ * Filter.N.Name/Value.N, Owner.N; snapshotSet/item with <status>), CreateTags (ResourceId.N,
+ * Tag.N.Key/Value; response <return>), DescribeInstances (InstanceId.N; reservationSet/item/
  * instancesSet/item).
  */
 #include "ec2.h"
@@ -447,6 +447,19 @@ static void redact(struct amis_err *err, const char *secret)
 	secure_zero(probe, sizeof(probe));
 }
 
+/*
+ * Whether libcurl may send a request again after a reused connection closed
+ * without an answer (http.h, no_resend).  Not a call that creates something:
+ * EC2 may have executed the first one, and a CreateSnapshots sent twice makes
+ * two snapshot sets, the first one orphaned.  Reads, tags and DryRuns are
+ * safe to repeat.
+ */
+static bool may_resend(const char *action, bool dry_run)
+{
+	return dry_run || strncmp(action, "Describe", 8) == 0 ||
+	       strcmp(action, "CreateTags") == 0 || strcmp(action, "DeleteTags") == 0;
+}
+
 static bool action_ok(const char *action)
 {
 	if (!action || !*action || strlen(action) > 64)
@@ -481,6 +494,7 @@ int ec2_call(struct ec2_client *c, const struct aws_credentials *creds, const ch
 	sb_init(&body);
 	http_response_init(&resp);
 	ec2_form_encode(action, params, &body);
+	dry = ec2_params_get(params, "DryRun");
 
 	sreq = (struct sigv4_request){
 	    .method = "POST",
@@ -494,10 +508,8 @@ int ec2_call(struct ec2_client *c, const struct aws_credentials *creds, const ch
 	    .service = "ec2",
 	    .now = now_or_0 ? now_or_0 : time(NULL),
 	};
-	if (sigv4_sign(&sreq, creds, &sig, NULL, err) < 0) {
-		err_prefix(err, "EC2 %s", action);
+	if (sigv4_sign(&sreq, creds, &sig, NULL, err) < 0)
 		goto out;
-	}
 	hdrs[nh++] = (struct http_header){"Host", c->host};
 	hdrs[nh++] = (struct http_header){"Content-Type", EC2_CONTENT_TYPE};
 	hdrs[nh++] = (struct http_header){"X-Amz-Date", sig.amz_date};
@@ -512,15 +524,16 @@ int ec2_call(struct ec2_client *c, const struct aws_credentials *creds, const ch
 	    .body = body.data,
 	    .body_len = body.len,
 	    .timeout_ms = timeout_ms,
+	    .no_resend = !may_resend(action, dry && strcmp(dry, "true") == 0),
 	};
-	if (http_perform(c->http, &hreq, &resp, err) < 0) {
-		err_prefix(err, "EC2 %s", action);
+	if (http_perform(c->http, &hreq, &resp, err) < 0)
 		goto out;
-	}
-	dry = ec2_params_get(params, "DryRun");
 	rc = ec2_parse_response(action, resp.status, resp.body.data, resp.body.len, resp.request_id,
 	                        dry && strcmp(dry, "true") == 0, out_doc, err);
 out:
+	/* Every failure names the action once; callers add no "CreateSnapshots: " of their own. */
+	if (rc < 0)
+		err_prefix(err, "EC2 %s", action);
 	if (rc < 0 && creds) {
 		const char *s = strstr(sig.authorization, "Signature=");
 
@@ -749,8 +762,8 @@ int ec2_create_snapshots(struct ec2_client *c, const struct aws_credentials *cre
 		ec2_params_add(&p, "DryRun", "true");
 
 	rc = ec2_call(c, creds, "CreateSnapshots", &p, timeout_ms, 0, &doc, err);
-	if (rc == 0 && doc)
-		rc = ec2_parse_snapshot_set(doc, "state", out, err);
+	if (rc == 0 && doc && ec2_parse_snapshot_set(doc, "state", out, err) < 0)
+		rc = err_prefix(err, "EC2 CreateSnapshots");
 	xml_free(doc);
 	ec2_params_free(&p);
 	return rc;
@@ -775,8 +788,44 @@ int ec2_describe_snapshots(struct ec2_client *c, const struct aws_credentials *c
 	for (i = 0; i < n; i++)
 		ec2_params_addf(&p, snapshot_ids[i], "SnapshotId.%zu", i + 1);
 	rc = ec2_call(c, creds, "DescribeSnapshots", &p, timeout_ms, 0, &doc, err);
-	if (rc == 0)
-		rc = ec2_parse_snapshot_set(doc, "status", out, err);
+	if (rc == 0 && ec2_parse_snapshot_set(doc, "status", out, err) < 0)
+		rc = err_prefix(err, "EC2 DescribeSnapshots");
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
+void ec2_describe_snapshots_by_tag_params(struct ec2_params *p, const char *key, const char *value)
+{
+	struct strbuf name;
+
+	sb_init(&name);
+	sb_appendf(&name, "tag:%s", key);
+	ec2_params_add(p, "Filter.1.Name", sb_str(&name));
+	ec2_params_add(p, "Filter.1.Value.1", value);
+	/* Only our own snapshots: without it, public snapshots could match too. */
+	ec2_params_add(p, "Owner.1", "self");
+	sb_free(&name);
+}
+
+int ec2_describe_snapshots_by_tag(struct ec2_client *c, const struct aws_credentials *creds,
+                                  const char *key, const char *value, long timeout_ms,
+                                  struct ec2_snapshot_set *out, struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	int rc;
+
+	out->n = 0;
+	out->items = NULL;
+	if (!key || !key[0] || !value)
+		return err_set(err, "InvalidParameterValue",
+		               "DescribeSnapshots by tag needs a tag key and a value");
+	ec2_params_init(&p);
+	ec2_describe_snapshots_by_tag_params(&p, key, value);
+	rc = ec2_call(c, creds, "DescribeSnapshots", &p, timeout_ms, 0, &doc, err);
+	if (rc == 0 && ec2_parse_snapshot_set(doc, "status", out, err) < 0)
+		rc = err_prefix(err, "EC2 DescribeSnapshots");
 	xml_free(doc);
 	ec2_params_free(&p);
 	return rc;
@@ -803,8 +852,8 @@ int ec2_create_tags(struct ec2_client *c, const struct aws_credentials *creds,
 		ec2_params_addf(&p, tags[i].value, "Tag.%zu.Value", i + 1);
 	}
 	rc = ec2_call(c, creds, "CreateTags", &p, timeout_ms, 0, &doc, err);
-	if (rc == 0)
-		rc = ec2_parse_create_tags(doc, err);
+	if (rc == 0 && ec2_parse_create_tags(doc, err) < 0)
+		rc = err_prefix(err, "EC2 CreateTags");
 	xml_free(doc);
 	ec2_params_free(&p);
 	return rc;
@@ -825,8 +874,8 @@ int ec2_describe_instance(struct ec2_client *c, const struct aws_credentials *cr
 	ec2_params_init(&p);
 	ec2_params_add(&p, "InstanceId.1", instance_id);
 	rc = ec2_call(c, creds, "DescribeInstances", &p, timeout_ms, 0, &doc, err);
-	if (rc == 0)
-		rc = ec2_parse_instance(doc, instance_id, out, err);
+	if (rc == 0 && ec2_parse_instance(doc, instance_id, out, err) < 0)
+		rc = err_prefix(err, "EC2 DescribeInstances");
 	xml_free(doc);
 	ec2_params_free(&p);
 	return rc;

@@ -78,8 +78,9 @@ const char *ec2_client_host(const struct ec2_client *c);
  * *out_doc is the parsed response (free with xml_free), whose root is
  * <ActionResponse>.  If params contain DryRun=true and EC2 answers
  * DryRunOperation ("would have succeeded"), returns 0 with *out_doc NULL.
- * On failure returns -1 with err->code one of: EC2's <Code>
- * (err->msg "<Message> (request id <RequestID>)"), "Timeout",
+ * On failure returns -1 with err->msg starting "EC2 <action>: " (callers
+ * need not name the action again) and err->code one of: EC2's <Code>
+ * (err->msg "EC2 <action>: <Message> (request id <RequestID>)"), "Timeout",
  * "ConnectionError", "InternalError"/"ServiceUnavailable"/"HttpError<status>"
  * for non-EC2 error bodies, "MalformedResponse", "MissingCredentials".
  * Messages never contain a secret.
@@ -141,6 +142,17 @@ int ec2_create_snapshots(struct ec2_client *c, const struct aws_credentials *cre
 int ec2_describe_snapshots(struct ec2_client *c, const struct aws_credentials *creds,
                            const char *const *snapshot_ids, size_t n, long timeout_ms,
                            struct ec2_snapshot_set *out, struct amis_err *err);
+/*
+ * DescribeSnapshots of our own snapshots (Owner.1=self) carrying tag key with
+ * exactly value (Filter.1.Name=tag:KEY, Filter.1.Value.1=VALUE): finds what a
+ * CreateSnapshots whose answer was lost created.  No match is success with
+ * out->n = 0.  The value must not contain EC2 filter wildcards (* ?).
+ */
+int ec2_describe_snapshots_by_tag(struct ec2_client *c, const struct aws_credentials *creds,
+                                  const char *key, const char *value, long timeout_ms,
+                                  struct ec2_snapshot_set *out, struct amis_err *err);
+/* Its parameters (exposed for tests). */
+void ec2_describe_snapshots_by_tag_params(struct ec2_params *p, const char *key, const char *value);
 /* CreateTags: ResourceId.N, Tag.N.Key, Tag.N.Value. */
 int ec2_create_tags(struct ec2_client *c, const struct aws_credentials *creds,
                     const char *const *resource_ids, size_t nres, const struct ec2_tag *tags,

@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -16,26 +15,6 @@
 #ifndef STATX_MNT_ID
 #define STATX_MNT_ID 0x00001000U
 #endif
-
-/* Adds "; " + more to err->msg, keeping its code. */
-static void err_append(struct amis_err *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void err_append(struct amis_err *err, const char *fmt, ...)
-{
-	size_t len;
-	va_list ap;
-
-	if (!err)
-		return;
-	len = strlen(err->msg);
-	if (len + 3 >= sizeof(err->msg))
-		return;
-	memcpy(err->msg + len, "; ", 3);
-	len += 2;
-	va_start(ap, fmt);
-	vsnprintf(err->msg + len, sizeof(err->msg) - len, fmt, ap);
-	va_end(ap);
-}
 
 static int open_dir(const char *mount_point, struct amis_err *err)
 {

@@ -97,6 +97,40 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/* The body of a no_resend request: readable once, never rewound. */
+struct body_source {
+	const char *data;
+	size_t len, pos;
+	bool rewind_refused;
+};
+
+static size_t on_read(char *buf, size_t size, size_t nitems, void *userdata)
+{
+	struct body_source *src = userdata;
+	size_t n = size * nitems;
+
+	if (n > src->len - src->pos)
+		n = src->len - src->pos;
+	memcpy(buf, src->data + src->pos, n);
+	src->pos += n;
+	return n;
+}
+
+/*
+ * libcurl rewinds the body to send the request again (after a reused
+ * connection closed without an answer).  Fine while none of it was handed
+ * over; after that, the server may have the request: refuse.
+ */
+static int on_seek(void *userdata, curl_off_t offset, int origin)
+{
+	struct body_source *src = userdata;
+
+	if (origin == SEEK_SET && offset == 0 && src->pos == 0)
+		return CURL_SEEKFUNC_OK;
+	src->rewind_refused = true;
+	return CURL_SEEKFUNC_FAIL;
+}
+
 static bool header_is(const char *line, size_t n, const char *name)
 {
 	size_t len = strlen(name);
@@ -264,6 +298,10 @@ int http_perform(struct http_client *c, const struct http_request *req, struct h
 {
 	CURL *h;
 	struct body_sink sink = {.sb = &resp->body, .too_large = false};
+	struct body_source src = {.data = req ? req->body : NULL,
+	                          .len = req ? req->body_len : 0,
+	                          .pos = 0,
+	                          .rewind_refused = false};
 	struct curl_slist *headers = NULL;
 	long timeout_ms, connect_ms, status = 0;
 	bool sends_body;
@@ -278,6 +316,8 @@ int http_perform(struct http_client *c, const struct http_request *req, struct h
 		return err_set(err, "InvalidRequest", "HTTP body length without a body");
 	if (req->body_len > HTTP_MAX_BODY)
 		return err_set(err, "InvalidRequest", "HTTP request body is larger than 8 MiB");
+	if (req->no_resend && strcmp(req->method, "POST") != 0)
+		return err_set(err, "InvalidRequest", "no_resend is for POST requests");
 	h = c->curl;
 
 	timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
@@ -316,7 +356,15 @@ int http_perform(struct http_client *c, const struct http_request *req, struct h
 	} else {
 		if (strcmp(req->method, "POST") != 0)
 			curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
-		if (sends_body) {
+		if (sends_body && req->no_resend) {
+			/* A read callback without a way back: see on_seek(). */
+			curl_easy_setopt(h, CURLOPT_POST, 1L);
+			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+			curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+			curl_easy_setopt(h, CURLOPT_READDATA, &src);
+			curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+			curl_easy_setopt(h, CURLOPT_SEEKDATA, &src);
+		} else if (sends_body) {
 			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
 			curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
 		}
@@ -331,6 +379,11 @@ int http_perform(struct http_client *c, const struct http_request *req, struct h
 
 	if (rc == CURLE_OK)
 		return 0;
+	if (src.rewind_refused)
+		return err_set(err, "ConnectionError",
+		               "%s %.*s: the connection closed without an answer after the request "
+		               "was sent; not sent again, as it may have been executed",
+		               req->method, url_shown_len(req->url), req->url);
 	if (sink.too_large)
 		return err_set(err, "ConnectionError",
 		               "%s %.*s: response body is larger than 8 MiB", req->method,

@@ -11,6 +11,8 @@
 
 #include "util.h"
 
+#include <stdbool.h>
+
 struct http_header {
 	const char *name;
 	const char *value;
@@ -23,12 +25,19 @@ struct http_request {
 	size_t nheaders;
 	const char *body; /* may be NULL */
 	size_t body_len;
-	long timeout_ms;	 /* whole request; 0 = library default (30 s) */
+	long timeout_ms;         /* whole request; 0 = library default (30 s) */
 	long connect_timeout_ms; /* 0 = min(timeout_ms, 5 s) */
+	/*
+	 * POST only.  libcurl silently sends a request again on a new
+	 * connection when a reused one closed without an answer; but the
+	 * server may have executed the first one.  With no_resend that retry
+	 * fails instead ("ConnectionError"): for calls that create something.
+	 */
+	bool no_resend;
 };
 
 struct http_response {
-	long status;	     /* HTTP status, 0 if none was received */
+	long status;         /* HTTP status, 0 if none was received */
 	struct strbuf body;  /* response body */
 	char request_id[96]; /* x-amzn-requestid header if present */
 };
@@ -48,7 +57,7 @@ void http_response_free(struct http_response *r);
  * values in err (they may carry credentials).  Bodies larger than 8 MiB are
  * refused.
  */
-int http_perform(struct http_client *c, const struct http_request *req,
-		 struct http_response *resp, struct amis_err *err);
+int http_perform(struct http_client *c, const struct http_request *req, struct http_response *resp,
+                 struct amis_err *err);
 
 #endif

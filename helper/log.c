@@ -42,11 +42,12 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 		return;
 	sb_init(&line);
 	/* systemd's journal understands the <N> syslog priority prefix. */
-	sb_appendf(&line, "<%d>%s: ", lvl == LOG_LVL_ERROR     ? 3
-				      : lvl == LOG_LVL_WARNING ? 4
-				      : lvl == LOG_LVL_INFO    ? 6
-							       : 7,
-		   level_names[lvl]);
+	sb_appendf(&line, "<%d>%s: ",
+	           lvl == LOG_LVL_ERROR     ? 3
+	           : lvl == LOG_LVL_WARNING ? 4
+	           : lvl == LOG_LVL_INFO    ? 6
+	                                    : 7,
+	           level_names[lvl]);
 	va_start(ap, fmt);
 	sb_vappendf(&line, fmt, ap);
 	va_end(ap);

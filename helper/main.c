@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #define DEFAULT_CONFIG "/etc/ami-snapshot/helper.conf"
+/* How long a shutdown keeps retrying a failed thaw (systemd waits 90 s). */
+#define SHUTDOWN_THAW_MS 10000
 
 static volatile sig_atomic_t stop_requested;
 
@@ -30,23 +32,23 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: ami-snapshot-helper [-c CONFIG] [--check-config]\n"
-		   "  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
-		   "      --check-config  load the configuration, report problems, exit\n");
+	           "  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+	           "      --check-config  load the configuration, report problems, exit\n");
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
-						 {"check-config", no_argument, NULL, 'k'},
-						 {"help", no_argument, NULL, 'h'},
-						 {NULL, 0, NULL, 0}};
+	                                         {"check-config", no_argument, NULL, 'k'},
+	                                         {"help", no_argument, NULL, 'h'},
+	                                         {NULL, 0, NULL, 0}};
 	const char *config_path = DEFAULT_CONFIG;
 	struct helper_config cfg;
 	struct sigaction sa;
 	struct amis_err err;
 	struct helper *h;
 	bool check_only = false;
-	int opt, lfd;
+	int opt, lfd, rc;
 
 	while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -109,8 +111,10 @@ int main(int argc, char **argv)
 	server_run(h, lfd, &stop_requested);
 	close(lfd);
 	unlink(cfg.socket_path);
+	/* Never exit with anything frozen by us, if it can be helped. */
+	rc = op_shutdown(h, SHUTDOWN_THAW_MS);
 	helper_free(h);
 	config_free(&cfg);
-	log_info("ami-snapshot-helper stopped");
-	return 0;
+	log_info("ami-snapshot-helper stopped%s", rc ? " with filesystems still frozen" : "");
+	return rc ? 1 : 0;
 }

@@ -4,6 +4,13 @@
  * The consistency protocol of DESIGN.md, helper side.  Between freeze and
  * thaw the only work is one CreateSnapshots request on an already-warm
  * connection: no logging (log_hold), no disk writes, no retries.
+ *
+ * A thaw that fails is the one thing worse than a failed snapshot: every
+ * writer on the filesystem hangs until it is thawed.  Such a plan is never
+ * closed (its open directories are what reaches the frozen superblocks); the
+ * operation moves to h->stuck, op_tick() retries the thaw on every poll tick
+ * and logs each failure at error level (at most once a second), and no new
+ * PREPARE is accepted ("ThawPending") until everything is thawed.
  */
 #include "operation.h"
 #include "aws.h"
@@ -15,6 +22,8 @@
 
 #include <ctype.h>
 #include <openssl/evp.h>
+#include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +31,21 @@
 #define TOOL_TAG_VALUE "ami_snapshot " AMIS_VERSION
 #define MAX_TARGETS 34 /* data, wal, up to 32 tablespaces */
 #define MAX_VOLUMES 32
+#define MAX_CREATE_TAGS 64
 #define TAG_VALUE_MAX 256
+/* Base64 chunks of the backup label and of the tablespace map, each. */
+#define TAG_CHUNKS_MAX 16
+/* "Each resource can have a maximum of 50 user created tags" (EC2 User Guide, Tag restrictions). */
+#define EC2_MAX_TAGS_PER_RESOURCE 50
+/* protocol.c allows at most 32 SNAPSHOT_ID fields in ERROR and 8 WARNINGs in DONE. */
+#define ERROR_MAX_SNAPSHOT_IDS 32
+#define DONE_MAX_WARNINGS 8
+#define REQUEST_ID_TAG "ami-snapshot:request-id"
+/* A stuck thaw: retried at most this often, and logged at most once a second. */
+#define THAW_RETRY_USEC 50000LL
+#define THAW_LOG_USEC 1000000LL
+/* DescribeSnapshots is eventually consistent: one more look after this pause. */
+#define LOST_SNAPSHOTS_RECHECK_MS 2000
 
 #ifndef AMIS_VERSION
 #define AMIS_VERSION "dev"
@@ -49,13 +72,22 @@ struct operation {
 	size_t nexclude;
 	bool exclude_boot;
 	char device_names[MAX_VOLUMES][64]; /* EC2 device name per volume_ids[i] */
+	size_t ncreate_tags;                /* tags set by CreateSnapshots: count toward 50 */
 	struct ec2_snapshot_set snaps;
+
+	/* Only on h->stuck: a plan whose thaw failed. */
+	struct operation *next_stuck;
+	struct amis_err thaw_err; /* the last failure */
+	unsigned int thaw_retries;
+	long long thaw_next_try_usec;
+	long long thaw_logged_usec;
 };
 
 struct helper {
 	struct helper_config *cfg;
 	struct aws_ctx *aws;
 	struct operation *active;
+	struct operation *stuck; /* still frozen: thaw retried by op_tick() */
 };
 
 struct helper *helper_new(struct helper_config *cfg)
@@ -67,10 +99,19 @@ struct helper *helper_new(struct helper_config *cfg)
 	return h;
 }
 
+static void op_free(struct operation *op);
+
 void helper_free(struct helper *h)
 {
 	if (!h)
 		return;
+	/* After op_shutdown(): closing a directory does not thaw, nor need to. */
+	while (h->stuck) {
+		struct operation *op = h->stuck;
+
+		h->stuck = op->next_stuck;
+		op_free(op);
+	}
 	aws_ctx_free(h->aws);
 	free(h);
 }
@@ -96,6 +137,92 @@ static void op_free(struct operation *op)
 	free(op);
 }
 
+/* When the first filesystem still frozen was frozen (mono_usec), or 0. */
+static long long frozen_since(const struct freeze_plan *plan)
+{
+	long long first = 0;
+	size_t i;
+
+	for (i = 0; i < plan->nfs; i++)
+		if (plan->fs[i].frozen && (!first || plan->fs[i].frozen_at_usec < first))
+			first = plan->fs[i].frozen_at_usec;
+	return first;
+}
+
+static void frozen_mounts(const struct freeze_plan *plan, struct strbuf *sb)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < plan->nfs; i++)
+		if (plan->fs[i].frozen)
+			sb_appendf(sb, "%s%s", n++ ? " " : "", plan->fs[i].mount_point);
+}
+
+/* FITHAW found a filesystem not frozen: something else thawed it in the window. */
+static void warn_thawed_by_others(const struct operation *op)
+{
+	size_t i;
+
+	for (i = 0; i < op->plan.nfs; i++)
+		if (op->plan.fs[i].thaw_found_thawed)
+			log_warn("request %s: %s was no longer frozen when the helper thawed it: "
+			         "something else thawed it while the snapshot was taken",
+			         op->request_id, op->plan.fs[i].mount_point);
+}
+
+/*
+ * Retries the thaw of every stuck plan (at most every THAW_RETRY_USEC) and
+ * frees the operations whose filesystems are all thawed now.
+ */
+static void retry_stuck_thaws(struct helper *h)
+{
+	struct operation **pp = &h->stuck;
+
+	while (*pp) {
+		struct operation *op = *pp;
+		long long now = mono_usec();
+		struct amis_err err;
+
+		if (now < op->thaw_next_try_usec) {
+			pp = &op->next_stuck;
+			continue;
+		}
+		op->thaw_retries++;
+		op->thaw_next_try_usec = now + THAW_RETRY_USEC;
+		err_clear(&err);
+		if (freeze_plan_thaw(&op->plan, &err) == 0) {
+			log_warn(
+			    "request %s: filesystems thawed at last, at retry %u (%.1f s after "
+			    "the freeze)",
+			    op->request_id, op->thaw_retries,
+			    freeze_plan_window_usec(&op->plan) / 1e6);
+			warn_thawed_by_others(op);
+			*pp = op->next_stuck;
+			op_free(op);
+			continue;
+		}
+		op->thaw_err = err;
+		if (now - op->thaw_logged_usec >= THAW_LOG_USEC) {
+			struct strbuf mounts;
+
+			sb_init(&mounts);
+			frozen_mounts(&op->plan, &mounts);
+			log_error(
+			    "request %s: FILESYSTEMS STILL FROZEN for %.1f s (%s): thaw retry %u "
+			    "failed: %s: %s",
+			    op->request_id, (now - frozen_since(&op->plan)) / 1e6, sb_str(&mounts),
+			    op->thaw_retries, err.code, err.msg);
+			sb_free(&mounts);
+			op->thaw_logged_usec = now;
+		}
+		pp = &op->next_stuck;
+	}
+}
+
+/*
+ * Ends the connection's operation.  A plan that is still frozen is never
+ * closed: the operation is kept on h->stuck until a retry thaws it.
+ */
 static void op_end(struct helper *h, struct conn *c)
 {
 	struct operation *op = c->op;
@@ -103,11 +230,73 @@ static void op_end(struct helper *h, struct conn *c)
 	if (h->active == op)
 		h->active = NULL;
 	c->op = NULL;
-	op_free(op);
+	op->owner = NULL;
+	if (!freeze_plan_any_frozen(&op->plan)) {
+		op_free(op);
+		return;
+	}
+	op->next_stuck = h->stuck;
+	h->stuck = op;
+	retry_stuck_thaws(h);
+}
+
+bool op_thaw_pending(const struct helper *h)
+{
+	return h->stuck != NULL;
+}
+
+void op_tick(struct helper *h)
+{
+	if (h->stuck)
+		retry_stuck_thaws(h);
+}
+
+int op_shutdown(struct helper *h, long timeout_ms)
+{
+	long long deadline = mono_usec() + timeout_ms * 1000LL;
+	struct operation *op;
+
+	while (h->stuck && mono_usec() < deadline) {
+		retry_stuck_thaws(h);
+		if (h->stuck)
+			poll(NULL, 0, (int)(THAW_RETRY_USEC / 1000));
+	}
+	for (op = h->stuck; op; op = op->next_stuck) {
+		struct strbuf mounts;
+
+		sb_init(&mounts);
+		frozen_mounts(&op->plan, &mounts);
+		log_error("request %s: exiting with filesystems STILL FROZEN: %s (%s); thaw them "
+		          "by hand: fsfreeze -u MOUNT_POINT",
+		          op->request_id, sb_str(&mounts), op->thaw_err.msg);
+		sb_free(&mounts);
+	}
+	return h->stuck ? -1 : 0;
+}
+
+bool op_client_may_idle(const struct conn *c)
+{
+	/* PENDING: the backend waits in pg_backup_stop(), maybe for WAL archiving. */
+	return c->op && c->op->state == OP_PENDING;
+}
+
+/* An ERROR frame small enough to always fit, when the real answer does not. */
+static int send_short_error(struct conn *c, const char *stage, const char *code, const char *msg)
+{
+	unsigned char buf[1024];
+	struct amsp_writer w;
+	size_t len;
+
+	amsp_begin(&w, buf, sizeof(buf), AMSP_ERROR);
+	amsp_put_str(&w, AMSP_T_ERROR_CODE, code);
+	amsp_put_str(&w, AMSP_T_ERROR_MESSAGE, msg);
+	amsp_put_str(&w, AMSP_T_ERROR_STAGE, stage);
+	len = amsp_end(&w);
+	return len ? conn_send(c, buf, len) : -1;
 }
 
 static int send_error(struct conn *c, const char *stage, const struct amis_err *err,
-		      const struct ec2_snapshot_set *snaps)
+                      const struct ec2_snapshot_set *snaps)
 {
 	unsigned char buf[8192];
 	struct amsp_writer w;
@@ -117,10 +306,15 @@ static int send_error(struct conn *c, const char *stage, const struct amis_err *
 	amsp_put_str(&w, AMSP_T_ERROR_CODE, err->code[0] ? err->code : "HelperError");
 	amsp_put_str(&w, AMSP_T_ERROR_MESSAGE, err->msg);
 	amsp_put_str(&w, AMSP_T_ERROR_STAGE, stage);
-	for (i = 0; snaps && i < snaps->n; i++)
+	for (i = 0; snaps && i < snaps->n && i < ERROR_MAX_SNAPSHOT_IDS; i++)
 		amsp_put_str(&w, AMSP_T_SNAPSHOT_ID, snaps->items[i].snapshot_id);
 	len = amsp_end(&w);
-	return len ? conn_send(c, buf, len) : -1;
+	if (!len)
+		return send_short_error(
+		    c, stage, "ResponseTooLarge",
+		    "the helper's error report did not fit in a protocol frame; "
+		    "see the helper's log");
+	return conn_send(c, buf, len);
 }
 
 /* The same rules as the extension: EC2 AMI names, a subset of tag values. */
@@ -152,7 +346,7 @@ static bool valid_request_id(const char *s)
 }
 
 static int resolve_one(struct helper *h, struct operation *op, const struct amsp_field *f,
-		       const char *what, struct amis_err *err)
+                       const char *what, struct amis_err *err)
 {
 	const struct helper_config *cfg = h->cfg;
 	struct volume_override ov[CONFIG_MAX_LIST];
@@ -173,14 +367,15 @@ static int resolve_one(struct helper *h, struct operation *op, const struct amsp
 	if (volumes_resolve_path(sp, path, ov, cfg->n_volume_map, t, err) != 0)
 		return err_prefix(err, "%s \"%s\"", what, path);
 	if (!volumes_path_allowed(t->mount_point, (const char *const *)cfg->allow, cfg->n_allow,
-				  cfg->allow_root_filesystem))
-		return err_set(err, "PathNotAllowed",
-			       "%s \"%s\" is on filesystem \"%s\", which is not allowed by the "
-			       "helper's configuration ([filesystems] allow%s)",
-			       what, path, t->mount_point,
-			       (!strcmp(t->mount_point, "/") || !strncmp(t->mount_point, "/boot", 5))
-				       ? ", allow_root_filesystem"
-				       : "");
+	                          cfg->allow_root_filesystem))
+		return err_set(
+		    err, "PathNotAllowed",
+		    "%s \"%s\" is on filesystem \"%s\", which is not allowed by the "
+		    "helper's configuration ([filesystems] allow%s)",
+		    what, path, t->mount_point,
+		    (!strcmp(t->mount_point, "/") || !strncmp(t->mount_point, "/boot", 5))
+		        ? ", allow_root_filesystem"
+		        : "");
 	op->ntargets++;
 	return 0;
 }
@@ -206,21 +401,20 @@ static int plan_volumes(struct helper *h, struct operation *op, struct amis_err 
 	if (aws_ctx_credentials(h->aws, &cr, err) != 0)
 		goto out;
 	if (ec2_describe_instance(aws_ctx_ec2(h->aws), &cr, aws_ctx_instance_id(h->aws),
-				  h->cfg->ec2_timeout_ms, inst, err) != 0) {
-		err_prefix(err, "DescribeInstances");
-		goto out;
-	}
+	                          h->cfg->ec2_timeout_ms, inst, err) != 0)
+		goto out; /* "EC2 DescribeInstances: ..." */
 	/* Xen: disks known by device name only; the mapping gives the volume. */
 	if (freeze_plan_unresolved_disks(&op->plan) > 0) {
 		for (j = 0; j < inst->nvolumes; j++)
 			if (freeze_plan_set_device_volume(&op->plan, inst->volumes[j].device_name,
-							  inst->volumes[j].volume_id, err) < 0)
+			                                  inst->volumes[j].volume_id, err) < 0)
 				goto out;
 		if (freeze_plan_unresolved_disks(&op->plan) > 0) {
-			err_set(err, "VolumeNotFound",
-				"a disk holding database files is not in instance %s's block device "
-				"mapping; map it in the helper's [volumes] section",
-				aws_ctx_instance_id(h->aws));
+			err_set(
+			    err, "VolumeNotFound",
+			    "a disk holding database files is not in instance %s's block device "
+			    "mapping; map it in the helper's [volumes] section",
+			    aws_ctx_instance_id(h->aws));
 			goto out;
 		}
 	}
@@ -238,13 +432,13 @@ static int plan_volumes(struct helper *h, struct operation *op, struct amis_err 
 			if (!strcmp(inst->volumes[j].volume_id, op->volume_ids[i])) {
 				found = true;
 				snprintf(op->device_names[i], sizeof(op->device_names[i]), "%s",
-					 inst->volumes[j].device_name);
+				         inst->volumes[j].device_name);
 			}
 		}
 		if (!found) {
 			err_set(err, "VolumeNotAttached",
-				"volume %s holds database files but is not attached to instance %s",
-				op->volume_ids[i], aws_ctx_instance_id(h->aws));
+			        "volume %s holds database files but is not attached to instance %s",
+			        op->volume_ids[i], aws_ctx_instance_id(h->aws));
 			goto out;
 		}
 	}
@@ -280,8 +474,8 @@ static void add_tag(struct ec2_tag *tags, size_t *n, size_t max, const char *k, 
 }
 
 static void fill_request(struct helper *h, struct operation *op, struct ec2_create_snapshots_req *r,
-			 struct ec2_tag *tags, size_t maxtags, char *desc, size_t descsz,
-			 char *tlbuf, size_t tlsz)
+                         struct ec2_tag *tags, size_t maxtags, char *desc, size_t descsz,
+                         char *tlbuf, size_t tlsz)
 {
 	size_t i;
 
@@ -311,6 +505,23 @@ static void fill_request(struct helper *h, struct operation *op, struct ec2_crea
 		add_tag(tags, &r->ntags, maxtags, h->cfg->tags[i].key, h->cfg->tags[i].value);
 }
 
+/*
+ * A DryRun CreateSnapshots: checks the IAM permission and the request, and
+ * leaves a warm connection (DNS, TCP, TLS) for the call made while frozen.
+ */
+static int dry_run_create(struct helper *h, const struct aws_credentials *cr,
+                          struct ec2_create_snapshots_req *r, struct amis_err *err)
+{
+	struct ec2_snapshot_set none = {0};
+	int rc;
+
+	r->dry_run = true;
+	rc = ec2_create_snapshots(aws_ctx_ec2(h->aws), cr, r, h->cfg->ec2_timeout_ms, &none, err);
+	r->dry_run = false;
+	ec2_snapshot_set_free(&none);
+	return rc;
+}
+
 static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 {
 	struct operation *op;
@@ -322,14 +533,29 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 	err_clear(&err);
 	if (c->op) {
 		log_warn("pid %ld: PREPARE on a connection that already has an operation",
-			 (long)c->pid);
+		         (long)c->pid);
+		return -1;
+	}
+	if (h->stuck) {
+		struct strbuf mounts;
+
+		sb_init(&mounts);
+		frozen_mounts(&h->stuck->plan, &mounts);
+		err_set(
+		    &err, "ThawPending",
+		    "filesystems frozen by request %s are still frozen (%s) and the helper keeps "
+		    "retrying the thaw; no new snapshot until they are thawed: %s",
+		    h->stuck->request_id, sb_str(&mounts), h->stuck->thaw_err.msg);
+		sb_free(&mounts);
+		send_error(c, "prepare", &err, NULL);
+		log_error("pid %ld: refused PREPARE: %s", (long)c->pid, err.msg);
 		return -1;
 	}
 	if (h->active) {
 		err_set(&err, "Busy",
-			"another snapshot operation (request %s) is in progress; only one runs at "
-			"a time",
-			h->active->request_id);
+		        "another snapshot operation (request %s) is in progress; only one runs at "
+		        "a time",
+		        h->active->request_id);
 		send_error(c, "prepare", &err, NULL);
 		log_warn("pid %ld: refused PREPARE: %s", (long)c->pid, err.msg);
 		return -1;
@@ -352,12 +578,12 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 	}
 	if (!valid_name(op->name)) {
 		err_set(&err, "InvalidName",
-			"snapshot name must be 3 to 128 characters of letters, digits, spaces and "
-			"( ) [ ] . / - ' @ _");
+		        "snapshot name must be 3 to 128 characters of letters, digits, spaces and "
+		        "( ) [ ] . / - ' @ _");
 		goto fail;
 	}
 	log_info("request %s from pid %ld: prepare \"%s\" (freeze=%s)", op->request_id,
-		 (long)c->pid, op->name, op->freeze ? "on" : "off");
+	         (long)c->pid, op->name, op->freeze ? "on" : "off");
 
 	if (resolve_one(h, op, amsp_get(m, AMSP_T_PATH_DATA), "data directory", &err) != 0)
 		goto fail;
@@ -366,7 +592,7 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 		goto fail;
 	for (i = 0; i < amsp_count(m, AMSP_T_PATH_TABLESPACE); i++)
 		if (resolve_one(h, op, amsp_get_nth(m, AMSP_T_PATH_TABLESPACE, i), "tablespace",
-				&err) != 0)
+		                &err) != 0)
 			goto fail;
 	if (freeze_plan_build(op->targets, op->ntargets, &op->plan, &err) != 0)
 		goto fail;
@@ -376,27 +602,19 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 		goto fail;
 
 	if (h->cfg->preflight_dry_run) {
-		/*
-		 * Checks the IAM permission and the request, and leaves a warm
-		 * connection (DNS, TCP, TLS) for the call made while frozen.
-		 */
 		struct ec2_create_snapshots_req r;
-		struct ec2_tag tags[64];
-		struct ec2_snapshot_set none = {0};
+		struct ec2_tag tags[MAX_CREATE_TAGS];
 		struct aws_credentials cr;
 		char desc[512], tl[16];
 		int rc;
 
-		fill_request(h, op, &r, tags, 64, desc, sizeof(desc), tl, sizeof(tl));
-		r.dry_run = true;
+		fill_request(h, op, &r, tags, MAX_CREATE_TAGS, desc, sizeof(desc), tl, sizeof(tl));
 		if (aws_ctx_credentials(h->aws, &cr, &err) != 0)
 			goto fail;
-		rc = ec2_create_snapshots(aws_ctx_ec2(h->aws), &cr, &r, h->cfg->ec2_timeout_ms,
-					  &none, &err);
+		rc = dry_run_create(h, &cr, &r, &err);
 		secure_zero(&cr, sizeof(cr));
-		ec2_snapshot_set_free(&none);
 		if (rc != 0) {
-			err_prefix(&err, "CreateSnapshots preflight (DryRun)");
+			err_prefix(&err, "preflight (DryRun)");
 			goto fail;
 		}
 	}
@@ -409,7 +627,14 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 	for (i = 0; i < op->plan.nfs; i++)
 		amsp_put_str(&w, AMSP_T_MOUNT_POINT, op->plan.fs[i].mount_point);
 	len = amsp_end(&w);
-	if (!len || conn_send(c, buf, len) != 0) {
+	if (!len) {
+		err_set(&err, "ResponseTooLarge",
+		        "the answer (%zu volumes, %zu filesystems to freeze) does not fit in one "
+		        "protocol frame: mount point paths too long",
+		        op->nvolumes, op->plan.nfs);
+		goto fail;
+	}
+	if (conn_send(c, buf, len) != 0) {
 		log_warn("request %s: could not send PREPARED", op->request_id);
 		op_end(h, c);
 		return -1;
@@ -422,7 +647,7 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 		for (i = 0; i < op->nvolumes; i++)
 			sb_appendf(&vols, "%s%s", i ? "," : "", op->volume_ids[i]);
 		log_info("request %s: prepared: instance %s, volumes %s, %zu filesystem(s)",
-			 op->request_id, aws_ctx_instance_id(h->aws), sb_str(&vols), op->plan.nfs);
+		         op->request_id, aws_ctx_instance_id(h->aws), sb_str(&vols), op->plan.nfs);
 		sb_free(&vols);
 	}
 	return 0;
@@ -449,28 +674,97 @@ static void tag_backup_state(struct helper *h, struct operation *op, const char 
 		ids[i] = op->snaps.items[i].snapshot_id;
 	if (aws_ctx_credentials(h->aws, &cr, &err) != 0 ||
 	    ec2_create_tags(aws_ctx_ec2(h->aws), &cr, ids, i, &tag, 1, h->cfg->ec2_timeout_ms,
-			    &err) != 0)
-		log_warn("request %s: could not tag snapshots as %s: %s: %s", op->request_id,
-			 state, err.code, err.msg);
+	                    &err) != 0)
+		log_warn("request %s: could not tag snapshots as %s: %s: %s", op->request_id, state,
+		         err.code, err.msg);
 	secure_zero(&cr, sizeof(cr));
+}
+
+/* After a Timeout, ConnectionError or broken body the call may have succeeded on EC2's side. */
+static bool answer_lost(const struct amis_err *err)
+{
+	return !strcmp(err->code, "Timeout") || !strcmp(err->code, "ConnectionError") ||
+	       !strcmp(err->code, "MalformedResponse");
+}
+
+/*
+ * Finds the snapshots a CreateSnapshots whose answer was lost created anyway,
+ * by the request-id tag the call itself set, so that they are reported to the
+ * client and tagged failed instead of being left as unexplained orphans.
+ * After the thaw only.  Adds what it found (or could not find out) to err.
+ */
+static void find_lost_snapshots(struct helper *h, struct operation *op, struct amis_err *err)
+{
+	struct ec2_snapshot_set found = {0};
+	struct aws_credentials cr;
+	struct amis_err derr;
+	struct strbuf ids;
+	int attempt, rc = -1;
+	size_t i;
+
+	err_clear(&derr);
+	for (attempt = 0; attempt < 2; attempt++) {
+		if (attempt) {
+			/* Not while a thaw is pending: its retries must not wait for this. */
+			if (freeze_plan_any_frozen(&op->plan))
+				break;
+			poll(NULL, 0, LOST_SNAPSHOTS_RECHECK_MS);
+		}
+		rc = aws_ctx_credentials(h->aws, &cr, &derr);
+		if (rc == 0)
+			rc = ec2_describe_snapshots_by_tag(aws_ctx_ec2(h->aws), &cr, REQUEST_ID_TAG,
+			                                   op->request_id, h->cfg->ec2_timeout_ms,
+			                                   &found, &derr);
+		secure_zero(&cr, sizeof(cr));
+		if (rc != 0 || found.n > 0)
+			break;
+	}
+	if (rc != 0) {
+		log_warn("request %s: could not look for snapshots created despite the failure: "
+		         "%s: %s",
+		         op->request_id, derr.code, derr.msg);
+		err_append(
+		    err,
+		    "EC2 may have created snapshots anyway; they carry the tag %s=%s (looking "
+		    "for them failed: %s)",
+		    REQUEST_ID_TAG, op->request_id, derr.code);
+		return;
+	}
+	if (!found.n) {
+		log_info("request %s: no snapshot with %s=%s: EC2 created none", op->request_id,
+		         REQUEST_ID_TAG, op->request_id);
+		return;
+	}
+	ec2_snapshot_set_free(&op->snaps);
+	op->snaps = found;
+	sb_init(&ids);
+	for (i = 0; i < found.n; i++)
+		sb_appendf(&ids, "%s%s", i ? "," : "", found.items[i].snapshot_id);
+	log_warn("request %s: EC2 created %zu snapshot(s) despite the failure: %s", op->request_id,
+	         found.n, sb_str(&ids));
+	err_append(err, "EC2 created %zu snapshot(s) anyway (%s), tagged %s=failed", found.n,
+	           sb_str(&ids), "ami-snapshot:backup-state");
+	sb_free(&ids);
 }
 
 static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 {
 	struct operation *op = c->op;
 	struct ec2_create_snapshots_req r;
-	struct ec2_tag tags[64];
+	struct ec2_tag tags[MAX_CREATE_TAGS];
 	struct aws_credentials cr;
-	struct amis_err err, thaw_err;
+	struct amis_err err, call_err, thaw_err;
 	char desc[512], tl[16];
-	long long t_freeze = 0, t_thaw = 0, t_call0, t_call1;
+	long long t_call0, t_call1;
 	long timeout_ms;
 	unsigned char buf[8192];
 	struct amsp_writer w;
 	size_t i, j, len;
+	bool lost = false;
 	int rc, thaw_rc = 0;
 
 	err_clear(&err);
+	err_clear(&call_err);
 	err_clear(&thaw_err);
 	if (!op || op->state != OP_PREPARED) {
 		log_warn("pid %ld: SNAPSHOT out of order", (long)c->pid);
@@ -482,7 +776,19 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 	/* Everything that may be slow happens before the freeze. */
 	if (aws_ctx_credentials(h->aws, &cr, &err) != 0)
 		goto fail;
-	fill_request(h, op, &r, tags, 64, desc, sizeof(desc), tl, sizeof(tl));
+	fill_request(h, op, &r, tags, MAX_CREATE_TAGS, desc, sizeof(desc), tl, sizeof(tl));
+	op->ncreate_tags = r.ntags;
+	/*
+	 * The preflight DryRun was made before the checkpoint, maybe minutes ago:
+	 * the keep-alive connection may be gone.  Re-open it now, with the very
+	 * request about to be made, so the call made while frozen costs one round
+	 * trip and not DNS + TCP + TLS.
+	 */
+	if (h->cfg->preflight_dry_run && dry_run_create(h, &cr, &r, &err) != 0) {
+		secure_zero(&cr, sizeof(cr));
+		err_prefix(&err, "the DryRun made just before freezing failed; nothing was frozen");
+		goto fail;
+	}
 	timeout_ms = op->freeze ? h->cfg->freeze_timeout_ms : h->cfg->ec2_timeout_ms;
 
 	log_hold();
@@ -490,60 +796,67 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 		if (freeze_plan_freeze(&op->plan, &err) != 0) {
 			log_release();
 			secure_zero(&cr, sizeof(cr));
+			if (freeze_plan_any_frozen(&op->plan)) {
+				/* The rollback's thaw failed too: that is the news. */
+				thaw_err = err;
+				err_set(&err, "ThawFailed",
+				        "%s: filesystems may still be frozen; retrying",
+				        thaw_err.msg);
+			}
 			goto fail;
 		}
-		t_freeze = mono_usec();
 		/* The deadline counts from the first freeze. */
-		timeout_ms -= (long)((t_freeze - op->plan.fs[0].frozen_at_usec) / 1000);
+		timeout_ms -= (long)((mono_usec() - op->plan.fs[0].frozen_at_usec) / 1000);
 		if (timeout_ms < 1)
 			timeout_ms = 1;
 	}
 	t_call0 = mono_usec();
-	rc = ec2_create_snapshots(aws_ctx_ec2(h->aws), &cr, &r, timeout_ms, &op->snaps, &err);
+	rc = ec2_create_snapshots(aws_ctx_ec2(h->aws), &cr, &r, timeout_ms, &op->snaps, &call_err);
 	t_call1 = mono_usec();
-	if (op->freeze) {
+	if (op->freeze)
 		thaw_rc = freeze_plan_thaw(&op->plan, &thaw_err);
-		t_thaw = mono_usec();
-	}
 	log_release();
 	secure_zero(&cr, sizeof(cr));
 
-	if (op->freeze) {
-		long long window = freeze_plan_window_usec(&op->plan);
-
-		(void)t_freeze;
-		(void)t_thaw;
+	if (op->freeze && thaw_rc == 0) {
 		log_info("request %s: writes frozen for %.3f ms (CreateSnapshots %.3f ms)",
-			 op->request_id, window / 1000.0, (t_call1 - t_call0) / 1000.0);
+		         op->request_id, freeze_plan_window_usec(&op->plan) / 1000.0,
+		         (t_call1 - t_call0) / 1000.0);
 		for (i = 0; i < op->plan.nfs; i++) {
 			const struct freeze_fs *fs = &op->plan.fs[i];
 
 			log_debug("request %s: %s: FIFREEZE took %.3f ms, frozen %.3f ms",
-				  op->request_id, fs->mount_point,
-				  (fs->freeze_returned_usec - fs->frozen_at_usec) / 1000.0,
-				  (fs->thawed_at_usec - fs->frozen_at_usec) / 1000.0);
+			          op->request_id, fs->mount_point,
+			          (fs->freeze_returned_usec - fs->frozen_at_usec) / 1000.0,
+			          (fs->thawed_at_usec - fs->frozen_at_usec) / 1000.0);
 		}
 	}
+	if (op->freeze)
+		warn_thawed_by_others(op);
+	lost = rc != 0 && answer_lost(&call_err);
 	if (thaw_rc != 0) {
 		log_error("request %s: THAW FAILED: %s: %s", op->request_id, thaw_err.code,
-			  thaw_err.msg);
-		if (rc == 0)
-			err = thaw_err;
-		rc = -1;
+		          thaw_err.msg);
+		err_set(&err, "ThawFailed", "%s: filesystems may still be frozen; retrying",
+		        thaw_err.msg);
+		if (rc != 0)
+			err_append(&err, "and the snapshot failed too: %s: %s", call_err.code,
+			           call_err.msg);
+		goto fail;
 	}
 	if (rc != 0) {
+		err = call_err;
 		if (!strcmp(err.code, "Timeout"))
-			err_prefix(&err, "CreateSnapshots did not answer within the freeze "
-					 "deadline; filesystems were thawed");
-		else
-			err_prefix(&err, "CreateSnapshots");
+			err_prefix(&err, op->freeze ? "no answer within the freeze deadline "
+			                              "(freeze_timeout); filesystems were thawed"
+			                            : "no answer within ec2_timeout");
 		goto fail;
 	}
 	/* The snapshot set must be exactly the volumes we asked for, pending. */
 	if (op->snaps.n != op->nvolumes) {
 		err_set(&err, "UnexpectedSnapshotSet",
-			"CreateSnapshots returned %zu snapshots for %zu volumes", op->snaps.n,
-			op->nvolumes);
+		        "CreateSnapshots returned %zu snapshots for %zu volumes", op->snaps.n,
+		        op->nvolumes);
 		goto fail;
 	}
 	for (i = 0; i < op->snaps.n; i++) {
@@ -551,14 +864,14 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 
 		if (!in_list(op->volume_ids, op->nvolumes, s->volume_id)) {
 			err_set(&err, "UnexpectedSnapshotSet",
-				"CreateSnapshots returned a snapshot of volume %s, which holds no "
-				"database files",
-				s->volume_id);
+			        "CreateSnapshots returned a snapshot of volume %s, which holds no "
+			        "database files",
+			        s->volume_id);
 			goto fail;
 		}
 		if (strcmp(s->state, "pending") && strcmp(s->state, "completed")) {
 			err_set(&err, "SnapshotFailed", "snapshot %s of volume %s is in state %s",
-				s->snapshot_id, s->volume_id, s->state);
+			        s->snapshot_id, s->volume_id, s->state);
 			goto fail;
 		}
 	}
@@ -569,7 +882,7 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 	for (i = 0; i < op->snaps.n; i++)
 		amsp_put_str(&w, AMSP_T_SNAPSHOT_VOLUME, op->snaps.items[i].volume_id);
 	amsp_put_u64(&w, AMSP_T_FREEZE_USEC,
-		     op->freeze ? (uint64_t)freeze_plan_window_usec(&op->plan) : 0);
+	             op->freeze ? (uint64_t)freeze_plan_window_usec(&op->plan) : 0);
 	amsp_put_u64(&w, AMSP_T_SNAPSHOT_USEC, (uint64_t)(t_call1 - t_call0));
 	len = amsp_end(&w);
 	if (!len || conn_send(c, buf, len) != 0) {
@@ -591,42 +904,109 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 	return 0;
 
 fail:
-	log_warn("request %s: snapshot failed: %s: %s", op->request_id, err.code, err.msg);
+	/* Before anything slow: a second attempt, right away (then op_tick's). */
+	if (freeze_plan_any_frozen(&op->plan) && freeze_plan_thaw(&op->plan, &thaw_err) == 0) {
+		log_warn("request %s: the second attempt thawed the filesystems", op->request_id);
+		err_append(&err, "the second attempt thawed them");
+	}
+	if (lost)
+		find_lost_snapshots(h, op, &err);
+	if (freeze_plan_any_frozen(&op->plan))
+		log_error("request %s: snapshot failed: %s: %s", op->request_id, err.code, err.msg);
+	else
+		log_warn("request %s: snapshot failed: %s: %s", op->request_id, err.code, err.msg);
 	send_error(c, "snapshot", &err, &op->snaps);
 	tag_backup_state(h, op, "failed");
 	op_end(h, c);
 	return -1;
 }
 
-/* Splits text into base64 chunks of at most TAG_VALUE_MAX characters. */
-static size_t b64_chunks(const char *text, char chunks[][TAG_VALUE_MAX + 1], size_t max)
+/*
+ * Splits text into base64 chunks of at most TAG_VALUE_MAX characters.
+ * Returns how many (0 for an empty text), or -1 if more than max are needed.
+ */
+static long b64_chunks(const char *text, char chunks[][TAG_VALUE_MAX + 1], size_t max)
 {
 	size_t len = strlen(text), raw = TAG_VALUE_MAX / 4 * 3, n = 0, off;
 
-	for (off = 0; off < len && n < max; off += raw, n++) {
+	if ((len + raw - 1) / raw > max)
+		return -1;
+	for (off = 0; off < len; off += raw, n++) {
 		size_t take = len - off < raw ? len - off : raw;
 
 		EVP_EncodeBlock((unsigned char *)chunks[n], (const unsigned char *)text + off,
-				(int)take);
+		                (int)take);
 	}
-	return off >= len ? n : 0;
+	return (long)n;
+}
+
+/* A warning for the DONE frame (at most DONE_MAX_WARNINGS; all are logged). */
+static void done_warning(struct amsp_writer *w, size_t *n, const char *request_id, const char *fmt,
+                         ...) __attribute__((format(printf, 4, 5)));
+static void done_warning(struct amsp_writer *w, size_t *n, const char *request_id, const char *fmt,
+                         ...)
+{
+	char text[1024]; /* protocol.c: WARNING is at most 1024 bytes */
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	log_warn("request %s: %s", request_id, text);
+	if (*n < DONE_MAX_WARNINGS)
+		amsp_put_str(w, AMSP_T_WARNING, text);
+	(*n)++;
+}
+
+/*
+ * Adds "<key_prefix>1..N" tags carrying text in base64 if they fit in *budget
+ * tags; otherwise warns.  what: "backup label", "tablespace map".
+ */
+static void add_chunk_tags(struct operation *op, const char *text, const char *what,
+                           const char *key_prefix, char chunks[][TAG_VALUE_MAX + 1],
+                           char keys[][48], struct ec2_tag *tags, size_t *ntags, long *budget,
+                           struct amsp_writer *w, size_t *nwarn)
+{
+	long n = b64_chunks(text, chunks, TAG_CHUNKS_MAX), i;
+
+	if (n < 0) {
+		done_warning(w, nwarn, op->request_id,
+		             "%s too long for tags; it is in ami_snapshot_history", what);
+		return;
+	}
+	if (n > *budget) {
+		done_warning(
+		    w, nwarn, op->request_id,
+		    "%s needs %ld tags but only %ld remain under EC2's limit of %d tags per "
+		    "snapshot; it is in ami_snapshot_history",
+		    what, n, *budget > 0 ? *budget : 0, EC2_MAX_TAGS_PER_RESOURCE);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "%s%ld", key_prefix, i + 1);
+		tags[(*ntags)++] = (struct ec2_tag){keys[i], chunks[i]};
+	}
+	*budget -= n;
 }
 
 static int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 {
 	struct operation *op = c->op;
-	static char label[8193];
-	static char chunks[16][TAG_VALUE_MAX + 1];
-	static char keys[16][48];
+	/* Static: large, and the helper handles one message at a time. */
+	static char label[8193], map[32769];
+	static char label_chunks[TAG_CHUNKS_MAX][TAG_VALUE_MAX + 1];
+	static char map_chunks[TAG_CHUNKS_MAX][TAG_VALUE_MAX + 1];
+	static char label_keys[TAG_CHUNKS_MAX][48], map_keys[TAG_CHUNKS_MAX][48];
+	static unsigned char buf[AMSP_HEADER_LEN + DONE_MAX_WARNINGS * 1100];
 	char stop_lsn[33];
-	struct ec2_tag tags[24];
+	struct ec2_tag tags[2 + 2 * TAG_CHUNKS_MAX];
 	const char *ids[MAX_VOLUMES];
 	struct aws_credentials cr;
 	struct amis_err err;
-	unsigned char buf[4096];
 	struct amsp_writer w;
-	size_t ntags = 0, nchunks, i, len;
-	bool warned = false;
+	size_t ntags = 0, nwarn = 0, i, len;
+	bool have_device = false, tag_failed = false;
+	long budget;
 
 	err_clear(&err);
 	if (!op || op->state != OP_PENDING) {
@@ -635,35 +1015,41 @@ static int handle_finish(struct helper *h, struct conn *c, const struct amsp_msg
 	}
 	amsp_copy_str(amsp_get(m, AMSP_T_STOP_LSN), stop_lsn, sizeof(stop_lsn));
 	amsp_copy_str(amsp_get(m, AMSP_T_BACKUP_LABEL), label, sizeof(label));
+	map[0] = '\0';
+	if (amsp_get(m, AMSP_T_TABLESPACE_MAP))
+		amsp_copy_str(amsp_get(m, AMSP_T_TABLESPACE_MAP), map, sizeof(map));
+	for (i = 0; i < op->nvolumes; i++)
+		if (op->device_names[i][0])
+			have_device = true;
 
+	amsp_begin(&w, buf, sizeof(buf), AMSP_DONE);
 	/*
-	 * The backup label travels with the snapshots (the database may be gone
-	 * at restore time): base64 in tags of at most 256 characters each.
+	 * The backup label (and tablespace map) travel with the snapshots (the
+	 * database may be gone at restore time): base64 in tags of at most 256
+	 * characters each.  EC2 allows 50 tags per snapshot, counting those set
+	 * by CreateSnapshots; backup-state replaces one of those.
 	 */
 	tags[ntags++] = (struct ec2_tag){"ami-snapshot:backup-state", "stopped"};
 	tags[ntags++] = (struct ec2_tag){"ami-snapshot:stop-lsn", stop_lsn};
-	nchunks = b64_chunks(label, chunks, 16);
-	for (i = 0; i < nchunks; i++) {
-		snprintf(keys[i], sizeof(keys[i]), "ami-snapshot:backup-label-%zu", i + 1);
-		tags[ntags++] = (struct ec2_tag){keys[i], chunks[i]};
-	}
-	for (i = 0; i < op->snaps.n; i++)
+	budget = EC2_MAX_TAGS_PER_RESOURCE - (long)op->ncreate_tags - 1 - (have_device ? 1 : 0);
+	add_chunk_tags(op, label, "backup label", "ami-snapshot:backup-label-", label_chunks,
+	               label_keys, tags, &ntags, &budget, &w, &nwarn);
+	if (map[0])
+		add_chunk_tags(op, map, "tablespace map", "ami-snapshot:tablespace-map-",
+		               map_chunks, map_keys, tags, &ntags, &budget, &w, &nwarn);
+	for (i = 0; i < op->snaps.n && i < MAX_VOLUMES; i++)
 		ids[i] = op->snaps.items[i].snapshot_id;
 
-	amsp_begin(&w, buf, sizeof(buf), AMSP_DONE);
 	if (aws_ctx_credentials(h->aws, &cr, &err) != 0 ||
-	    ec2_create_tags(aws_ctx_ec2(h->aws), &cr, ids, op->snaps.n, tags, ntags,
-			    h->cfg->ec2_timeout_ms, &err) != 0) {
-		char wbuf[1024];
-
-		snprintf(wbuf, sizeof(wbuf), "could not tag the snapshots with the backup metadata: %s: %s",
-			 err.code, err.msg);
-		amsp_put_str(&w, AMSP_T_WARNING, wbuf);
-		log_warn("request %s: %s", op->request_id, wbuf);
-		warned = true;
+	    ec2_create_tags(aws_ctx_ec2(h->aws), &cr, ids, i, tags, ntags, h->cfg->ec2_timeout_ms,
+	                    &err) != 0) {
+		done_warning(&w, &nwarn, op->request_id,
+		             "could not tag the snapshots with the backup metadata: %s: %s",
+		             err.code, err.msg);
+		tag_failed = true;
 	}
 	/* Per volume: which EC2 device it was, for the restore tooling. */
-	for (i = 0; !warned && i < op->snaps.n; i++) {
+	for (i = 0; !tag_failed && i < op->snaps.n && i < MAX_VOLUMES; i++) {
 		struct ec2_tag dtag = {"ami-snapshot:device", ""};
 		size_t k;
 
@@ -673,22 +1059,25 @@ static int handle_finish(struct helper *h, struct conn *c, const struct amsp_msg
 		if (!dtag.value[0])
 			continue;
 		if (ec2_create_tags(aws_ctx_ec2(h->aws), &cr, &ids[i], 1, &dtag, 1,
-				    h->cfg->ec2_timeout_ms, &err) != 0) {
-			char wbuf[1024];
-
-			snprintf(wbuf, sizeof(wbuf), "could not tag snapshot %s: %s: %s", ids[i],
-				 err.code, err.msg);
-			amsp_put_str(&w, AMSP_T_WARNING, wbuf);
-			log_warn("request %s: %s", op->request_id, wbuf);
-			warned = true;
+		                    h->cfg->ec2_timeout_ms, &err) != 0) {
+			done_warning(&w, &nwarn, op->request_id,
+			             "could not tag snapshot %s: %s: %s", ids[i], err.code,
+			             err.msg);
+			tag_failed = true;
 		}
 	}
 	secure_zero(&cr, sizeof(cr));
 	len = amsp_end(&w);
+	if (!len) {
+		/* Cannot happen with the bounds above; still, never answer nothing. */
+		amsp_begin(&w, buf, sizeof(buf), AMSP_DONE);
+		amsp_put_str(&w, AMSP_T_WARNING, "warnings too long to send; see the helper's log");
+		len = amsp_end(&w);
+	}
 	if (len)
 		conn_send(c, buf, len);
 	log_info("request %s: done (stop lsn %s)%s", op->request_id, stop_lsn,
-		 warned ? " with warnings" : "");
+	         nwarn ? " with warnings" : "");
 	op_end(h, c);
 	return -1; /* the conversation is complete */
 }
@@ -700,7 +1089,7 @@ static int handle_abort(struct helper *h, struct conn *c, const struct amsp_msgv
 	amsp_copy_str(amsp_get(m, AMSP_T_REASON), reason, sizeof(reason));
 	if (c->op) {
 		log_warn("request %s: aborted by the client: %s", c->op->request_id,
-			 reason[0] ? reason : "(no reason given)");
+		         reason[0] ? reason : "(no reason given)");
 		tag_backup_state(h, c->op, "aborted");
 		op_end(h, c);
 	}
@@ -720,7 +1109,7 @@ int op_dispatch(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 		return handle_abort(h, c, m);
 	default:
 		log_warn("pid %ld: unexpected %s message from a client", (long)c->pid,
-			 amsp_msg_name(m->type));
+		         amsp_msg_name(m->type));
 		return -1;
 	}
 }

@@ -11,12 +11,19 @@
  * the snapshots with the backup's metadata.  ABORT or a vanished client at
  * any point ends the operation.  One operation at a time: a second PREPARE
  * while one is active gets a Busy error.
+ *
+ * If a thaw fails, the filesystems stay frozen and every writer on them
+ * hangs: the operation ends for its client (ERROR "ThawFailed"), but its
+ * freeze plan is kept and op_tick() retries the thaw until it succeeds;
+ * meanwhile PREPARE gets "ThawPending".
  */
 #ifndef AMIS_OPERATION_H
 #define AMIS_OPERATION_H
 
 #include "config.h"
 #include "protocol.h"
+
+#include <stdbool.h>
 
 struct helper;
 struct conn;
@@ -29,5 +36,21 @@ const struct helper_config *op_config(const struct helper *h);
 int op_dispatch(struct helper *h, struct conn *c, const struct amsp_msgview *m);
 /* The client of c vanished (or timed out) while it owned an operation. */
 void op_client_gone(struct helper *h, struct conn *c, const char *why);
+/*
+ * Whether c's client may stay silent beyond client_timeout: between PENDING
+ * and FINISH the backend waits in pg_backup_stop() (WAL archiving), for as
+ * long as it takes; a closed socket is still noticed.
+ */
+bool op_client_may_idle(const struct conn *c);
+
+/* Whether a failed thaw is being retried (poll more often then). */
+bool op_thaw_pending(const struct helper *h);
+/* Called on every turn of the server loop: retries pending thaws. */
+void op_tick(struct helper *h);
+/*
+ * At exit: retries pending thaws for up to timeout_ms.  Returns 0 when
+ * nothing is frozen, -1 (logged, with the mount points) otherwise.
+ */
+int op_shutdown(struct helper *h, long timeout_ms);
 
 #endif

@@ -12,8 +12,8 @@ struct field_rule {
 	uint16_t tag;
 	enum kind kind;
 	uint16_t max_len; /* for strings */
-	uint8_t min;	  /* required occurrences */
-	uint8_t max;	  /* allowed occurrences */
+	uint8_t min;      /* required occurrences */
+	uint8_t max;      /* allowed occurrences */
 };
 
 struct msg_rule {
@@ -28,68 +28,67 @@ struct msg_rule {
 #define MAXVOL 32
 
 static const struct field_rule prepare_rules[] = {
-	{AMSP_T_REQUEST_ID, K_STR, IDLEN, 1, 1},
-	{AMSP_T_NAME, K_STR, 256, 1, 1},
-	{AMSP_T_FREEZE, K_U8, 1, 1, 1},
-	{AMSP_T_PATH_DATA, K_STR, PATHLEN, 1, 1},
-	{AMSP_T_PATH_WAL, K_STR, PATHLEN, 0, 1},
-	{AMSP_T_PATH_TABLESPACE, K_STR, PATHLEN, 0, MAXVOL},
-	{AMSP_T_SYSTEM_ID, K_STR, 32, 0, 1},
-	{AMSP_T_PG_VERSION, K_STR, 16, 0, 1},
+    {AMSP_T_REQUEST_ID, K_STR, IDLEN, 1, 1}, {AMSP_T_NAME, K_STR, 256, 1, 1},
+    {AMSP_T_FREEZE, K_U8, 1, 1, 1},          {AMSP_T_PATH_DATA, K_STR, PATHLEN, 1, 1},
+    {AMSP_T_PATH_WAL, K_STR, PATHLEN, 0, 1}, {AMSP_T_PATH_TABLESPACE, K_STR, PATHLEN, 0, MAXVOL},
+    {AMSP_T_SYSTEM_ID, K_STR, 32, 0, 1},     {AMSP_T_PG_VERSION, K_STR, 16, 0, 1},
 };
 
 static const struct field_rule prepared_rules[] = {
-	{AMSP_T_INSTANCE_ID, K_STR, IDLEN, 1, 1},
-	{AMSP_T_REGION, K_STR, IDLEN, 1, 1},
-	{AMSP_T_VOLUME_ID, K_STR, IDLEN, 1, MAXVOL},
-	{AMSP_T_MOUNT_POINT, K_STR, PATHLEN, 1, MAXVOL},
+    {AMSP_T_INSTANCE_ID, K_STR, IDLEN, 1, 1},
+    {AMSP_T_REGION, K_STR, IDLEN, 1, 1},
+    {AMSP_T_VOLUME_ID, K_STR, IDLEN, 1, MAXVOL},
+    {AMSP_T_MOUNT_POINT, K_STR, PATHLEN, 1, MAXVOL},
 };
 
 static const struct field_rule snapshot_rules[] = {
-	{AMSP_T_START_LSN, K_STR, 32, 1, 1},
-	{AMSP_T_TIMELINE, K_U32, 4, 1, 1},
+    {AMSP_T_START_LSN, K_STR, 32, 1, 1},
+    {AMSP_T_TIMELINE, K_U32, 4, 1, 1},
 };
 
 static const struct field_rule pending_rules[] = {
-	{AMSP_T_SNAPSHOT_ID, K_STR, IDLEN, 1, MAXVOL},
-	{AMSP_T_SNAPSHOT_VOLUME, K_STR, IDLEN, 1, MAXVOL},
-	{AMSP_T_FREEZE_USEC, K_U64, 8, 1, 1},
-	{AMSP_T_SNAPSHOT_USEC, K_U64, 8, 1, 1},
+    {AMSP_T_SNAPSHOT_ID, K_STR, IDLEN, 1, MAXVOL},
+    {AMSP_T_SNAPSHOT_VOLUME, K_STR, IDLEN, 1, MAXVOL},
+    {AMSP_T_FREEZE_USEC, K_U64, 8, 1, 1},
+    {AMSP_T_SNAPSHOT_USEC, K_U64, 8, 1, 1},
 };
 
 static const struct field_rule finish_rules[] = {
-	{AMSP_T_STOP_LSN, K_STR, 32, 1, 1},
-	{AMSP_T_TIMELINE, K_U32, 4, 1, 1},
-	{AMSP_T_BACKUP_LABEL, K_STR, 8192, 1, 1},
-	{AMSP_T_TABLESPACE_MAP, K_STR, 32768, 0, 1},
+    {AMSP_T_STOP_LSN, K_STR, 32, 1, 1},
+    {AMSP_T_TIMELINE, K_U32, 4, 1, 1},
+    {AMSP_T_BACKUP_LABEL, K_STR, 8192, 1, 1},
+    {AMSP_T_TABLESPACE_MAP, K_STR, 32768, 0, 1},
 };
 
 static const struct field_rule done_rules[] = {
-	{AMSP_T_WARNING, K_STR, 1024, 0, 8},
+    {AMSP_T_WARNING, K_STR, 1024, 0, 8},
 };
 
 static const struct field_rule abort_rules[] = {
-	{AMSP_T_REASON, K_STR, 1024, 0, 1},
+    {AMSP_T_REASON, K_STR, 1024, 0, 1},
 };
 
 static const struct field_rule error_rules[] = {
-	{AMSP_T_ERROR_CODE, K_STR, 64, 1, 1},
-	{AMSP_T_ERROR_MESSAGE, K_STR, 2048, 1, 1},
-	{AMSP_T_ERROR_STAGE, K_STR, 32, 0, 1},
-	/* Snapshots that were created before the failure, if any. */
-	{AMSP_T_SNAPSHOT_ID, K_STR, IDLEN, 0, MAXVOL},
+    {AMSP_T_ERROR_CODE, K_STR, 64, 1, 1},
+    {AMSP_T_ERROR_MESSAGE, K_STR, 2048, 1, 1},
+    {AMSP_T_ERROR_STAGE, K_STR, 32, 0, 1},
+    /* Snapshots that were created before the failure, if any. */
+    {AMSP_T_SNAPSHOT_ID, K_STR, IDLEN, 0, MAXVOL},
 };
 
-#define RULES(t, n, r) {t, n, r, sizeof(r) / sizeof(r[0])}
+#define RULES(t, n, r)                                                                             \
+	{                                                                                          \
+		t, n, r, sizeof(r) / sizeof(r[0])                                                  \
+	}
 static const struct msg_rule msg_rules[] = {
-	RULES(AMSP_PREPARE, "PREPARE", prepare_rules),
-	RULES(AMSP_PREPARED, "PREPARED", prepared_rules),
-	RULES(AMSP_SNAPSHOT, "SNAPSHOT", snapshot_rules),
-	RULES(AMSP_PENDING, "PENDING", pending_rules),
-	RULES(AMSP_FINISH, "FINISH", finish_rules),
-	RULES(AMSP_DONE, "DONE", done_rules),
-	RULES(AMSP_ABORT, "ABORT", abort_rules),
-	RULES(AMSP_ERROR, "ERROR", error_rules),
+    RULES(AMSP_PREPARE, "PREPARE", prepare_rules),
+    RULES(AMSP_PREPARED, "PREPARED", prepared_rules),
+    RULES(AMSP_SNAPSHOT, "SNAPSHOT", snapshot_rules),
+    RULES(AMSP_PENDING, "PENDING", pending_rules),
+    RULES(AMSP_FINISH, "FINISH", finish_rules),
+    RULES(AMSP_DONE, "DONE", done_rules),
+    RULES(AMSP_ABORT, "ABORT", abort_rules),
+    RULES(AMSP_ERROR, "ERROR", error_rules),
 };
 
 static const struct msg_rule *find_msg_rule(uint16_t type)
@@ -230,8 +229,7 @@ static const struct field_rule *find_field_rule(const struct msg_rule *mr, uint1
 	return NULL;
 }
 
-int amsp_decode(const unsigned char *frame, size_t len, struct amsp_msgview *out,
-		const char **why)
+int amsp_decode(const unsigned char *frame, size_t len, struct amsp_msgview *out, const char **why)
 {
 	const struct msg_rule *mr;
 	long plen;

@@ -18,7 +18,7 @@
  * an unknown version or type, an unknown or repeated tag, a field over its
  * bound, a string with a NUL byte, a missing required field or trailing
  * bytes is malformed, and the receiver closes the connection.  There is no
- * best-effort parsing.  The protocol is documented in doc/protocol.md.
+ * best-effort parsing.
  */
 #ifndef AMIS_PROTOCOL_H
 #define AMIS_PROTOCOL_H
@@ -38,7 +38,7 @@ enum amsp_msg {
 	AMSP_PREPARE = 1,  /* resolve paths, check, preflight; nothing blocks yet */
 	AMSP_SNAPSHOT = 3, /* the backup has started: freeze, snapshot, thaw */
 	AMSP_FINISH = 5,   /* the backup has stopped: tag with its metadata */
-	AMSP_ABORT = 7,	   /* the client gives up; the helper ends the operation */
+	AMSP_ABORT = 7,    /* the client gives up; the helper ends the operation */
 	/* helper -> extension */
 	AMSP_PREPARED = 2,
 	AMSP_PENDING = 4, /* snapshots are pending and filesystems thawed */
@@ -47,32 +47,32 @@ enum amsp_msg {
 };
 
 enum amsp_tag {
-	AMSP_T_REQUEST_ID = 1,	    /* str: the extension's request id */
-	AMSP_T_NAME = 2,	    /* str: the user's snapshot name */
-	AMSP_T_FREEZE = 3,	    /* u8: 1 = freeze filesystems, 0 = don't */
-	AMSP_T_PATH_DATA = 4,	    /* str: data directory */
-	AMSP_T_PATH_WAL = 5,	    /* str: real path of pg_wal */
-	AMSP_T_PATH_TABLESPACE = 6, /* str, repeated: tablespace locations */
-	AMSP_T_SYSTEM_ID = 7,	    /* str: database system identifier */
-	AMSP_T_PG_VERSION = 8,	    /* str: server_version_num */
-	AMSP_T_INSTANCE_ID = 20,    /* str */
-	AMSP_T_REGION = 21,	    /* str */
-	AMSP_T_VOLUME_ID = 22,	    /* str, repeated */
-	AMSP_T_MOUNT_POINT = 23,    /* str, repeated: filesystems to freeze */
-	AMSP_T_START_LSN = 30,	    /* str: "X/X" */
-	AMSP_T_TIMELINE = 31,	    /* u32 */
-	AMSP_T_SNAPSHOT_ID = 40,    /* str, repeated, paired with SNAPSHOT_VOLUME */
+	AMSP_T_REQUEST_ID = 1,       /* str: the extension's request id */
+	AMSP_T_NAME = 2,             /* str: the user's snapshot name */
+	AMSP_T_FREEZE = 3,           /* u8: 1 = freeze filesystems, 0 = don't */
+	AMSP_T_PATH_DATA = 4,        /* str: data directory */
+	AMSP_T_PATH_WAL = 5,         /* str: real path of pg_wal */
+	AMSP_T_PATH_TABLESPACE = 6,  /* str, repeated: tablespace locations */
+	AMSP_T_SYSTEM_ID = 7,        /* str: database system identifier */
+	AMSP_T_PG_VERSION = 8,       /* str: server_version_num */
+	AMSP_T_INSTANCE_ID = 20,     /* str */
+	AMSP_T_REGION = 21,          /* str */
+	AMSP_T_VOLUME_ID = 22,       /* str, repeated */
+	AMSP_T_MOUNT_POINT = 23,     /* str, repeated: filesystems to freeze */
+	AMSP_T_START_LSN = 30,       /* str: "X/X" */
+	AMSP_T_TIMELINE = 31,        /* u32 */
+	AMSP_T_SNAPSHOT_ID = 40,     /* str, repeated, paired with SNAPSHOT_VOLUME */
 	AMSP_T_SNAPSHOT_VOLUME = 41, /* str, repeated */
 	AMSP_T_FREEZE_USEC = 42,     /* u64: frozen -> thawed */
 	AMSP_T_SNAPSHOT_USEC = 43,   /* u64: duration of the CreateSnapshots call */
-	AMSP_T_STOP_LSN = 50,	     /* str */
+	AMSP_T_STOP_LSN = 50,        /* str */
 	AMSP_T_BACKUP_LABEL = 51,    /* str */
 	AMSP_T_TABLESPACE_MAP = 52,  /* str */
-	AMSP_T_WARNING = 60,	     /* str */
-	AMSP_T_ERROR_CODE = 70,	     /* str */
+	AMSP_T_WARNING = 60,         /* str */
+	AMSP_T_ERROR_CODE = 70,      /* str */
 	AMSP_T_ERROR_MESSAGE = 71,   /* str */
 	AMSP_T_ERROR_STAGE = 72,     /* str: prepare, snapshot, finish, ... */
-	AMSP_T_REASON = 73,	     /* str */
+	AMSP_T_REASON = 73,          /* str */
 };
 
 struct amsp_field {
@@ -113,8 +113,7 @@ long amsp_header_payload_len(const unsigned char *hdr, const char **why);
  * Validates and splits a whole frame (header + payload).  Returns 0, or -1
  * with a static reason in *why.
  */
-int amsp_decode(const unsigned char *frame, size_t len, struct amsp_msgview *out,
-		const char **why);
+int amsp_decode(const unsigned char *frame, size_t len, struct amsp_msgview *out, const char **why);
 
 /* Accessors on a decoded message.  Decoding already checked types/lengths. */
 const struct amsp_field *amsp_get(const struct amsp_msgview *m, enum amsp_tag tag);

@@ -38,23 +38,49 @@ int conn_send(struct conn *c, const unsigned char *frame, size_t len)
 	return 0;
 }
 
+/*
+ * The socket's directory.  One the helper creates itself gets root:socket_group
+ * 0750 (0755 without a group).  An existing one is never chowned or chmodded
+ * (it could be /tmp or /run): it must be owned by the helper's uid and not
+ * writable by others, nor by its group unless that is socket_group, or anyone
+ * could replace the socket.
+ */
 static int make_socket_dir(const char *dir, gid_t gid, bool have_gid, struct amis_err *err)
 {
 	struct stat st;
 
-	if (mkdir(dir, 0770) != 0 && errno != EEXIST)
+	if (mkdir(dir, 0700) == 0) {
+		if (have_gid && chown(dir, geteuid(), gid) != 0)
+			return err_set(err, "HelperSocket", "cannot chown %s: %s", dir,
+			               strerror(errno));
+		if (chmod(dir, have_gid ? 0750 : 0755) != 0)
+			return err_set(err, "HelperSocket", "cannot chmod %s: %s", dir,
+			               strerror(errno));
+		return 0;
+	}
+	if (errno != EEXIST)
 		return err_set(err, "HelperSocket", "cannot create socket directory %s: %s", dir,
-			       strerror(errno));
+		               strerror(errno));
 	if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-		return err_set(err, "HelperSocket", "%s is not a directory", dir);
+		return err_set(err, "HelperSocket", "socket directory %s is not a directory", dir);
 	if (st.st_uid != geteuid())
+		return err_set(
+		    err, "HelperSocket",
+		    "socket directory %s is owned by uid %u, not by the helper (uid %u); "
+		    "refusing to use it",
+		    dir, (unsigned)st.st_uid, (unsigned)geteuid());
+	if (st.st_mode & S_IWOTH)
+		return err_set(
+		    err, "HelperSocket",
+		    "socket directory %s is writable by others (mode %04o): anyone could "
+		    "replace the socket; use a directory of its own, such as "
+		    "/run/ami-snapshot",
+		    dir, (unsigned)(st.st_mode & 07777));
+	if ((st.st_mode & S_IWGRP) && !(have_gid && st.st_gid == gid))
 		return err_set(err, "HelperSocket",
-			       "socket directory %s is owned by uid %u, not by the helper", dir,
-			       (unsigned)st.st_uid);
-	if (have_gid && chown(dir, geteuid(), gid) != 0)
-		return err_set(err, "HelperSocket", "cannot chown %s: %s", dir, strerror(errno));
-	if (chmod(dir, have_gid ? 0750 : 0755) != 0)
-		return err_set(err, "HelperSocket", "cannot chmod %s: %s", dir, strerror(errno));
+		               "socket directory %s is writable by group %u, which is not "
+		               "socket_group (mode %04o); refusing to use it",
+		               dir, (unsigned)st.st_gid, (unsigned)(st.st_mode & 07777));
 	return 0;
 }
 
@@ -65,7 +91,8 @@ int server_listen(const struct helper_config *cfg, int *out_fd, struct amis_err 
 	char *slash;
 	gid_t gid = 0;
 	bool have_gid = false;
-	int fd;
+	mode_t old_umask;
+	int fd, rc;
 
 	if (strlen(cfg->socket_path) >= sizeof(sa.sun_path))
 		return err_set(err, "HelperSocket", "socket path too long: %s", cfg->socket_path);
@@ -74,9 +101,13 @@ int server_listen(const struct helper_config *cfg, int *out_fd, struct amis_err 
 
 		if (!gr)
 			return err_set(err, "HelperConfig", "socket_group: no such group \"%s\"",
-				       cfg->socket_group);
+			               cfg->socket_group);
 		gid = gr->gr_gid;
 		have_gid = true;
+	} else {
+		log_warn("socket_group is not set: %s will be mode 0600 root:root and only root "
+		         "can connect; set socket_group to the group PostgreSQL runs as",
+		         cfg->socket_path);
 	}
 	snprintf(dir, sizeof(dir), "%s", cfg->socket_path);
 	slash = strrchr(dir, '/');
@@ -99,22 +130,32 @@ int server_listen(const struct helper_config *cfg, int *out_fd, struct amis_err 
 		if (lstat(cfg->socket_path, &st) == 0) {
 			if (!S_ISSOCK(st.st_mode)) {
 				close(fd);
-				return err_set(err, "HelperSocket",
-					       "%s exists and is not a socket; refusing to remove it",
-					       cfg->socket_path);
+				return err_set(
+				    err, "HelperSocket",
+				    "%s exists and is not a socket; refusing to remove it",
+				    cfg->socket_path);
 			}
 			unlink(cfg->socket_path);
 		}
 	}
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+	/* No moment at which the socket is more open than intended. */
+	old_umask = umask(0177);
+	rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old_umask);
+	if (rc != 0) {
 		err_set(err, "HelperSocket", "bind %s: %s", cfg->socket_path, strerror(errno));
 		close(fd);
 		return -1;
 	}
+	/*
+	 * 0660 root:socket_group.  Without socket_group, 0600: only root can
+	 * connect.  Never 0666: SO_PEERCRED filters peers, but an open socket is
+	 * one mistake in allowed_users away from anybody freezing filesystems.
+	 */
 	if ((have_gid && chown(cfg->socket_path, geteuid(), gid) != 0) ||
-	    chmod(cfg->socket_path, have_gid ? 0660 : 0666) != 0) {
+	    chmod(cfg->socket_path, have_gid ? 0660 : 0600) != 0) {
 		err_set(err, "HelperSocket", "cannot set owner/mode of %s: %s", cfg->socket_path,
-			strerror(errno));
+		        strerror(errno));
 		close(fd);
 		return -1;
 	}
@@ -143,8 +184,7 @@ static void conn_close(struct helper *h, struct conn **slot, const char *why)
 
 	if (c->op)
 		op_client_gone(h, c, why);
-	log_info("connection from pid %ld uid %u closed: %s", (long)c->pid, (unsigned)c->uid,
-		 why);
+	log_info("connection from pid %ld uid %u closed: %s", (long)c->pid, (unsigned)c->uid, why);
 	close(c->fd);
 	free(c);
 	*slot = NULL;
@@ -172,15 +212,14 @@ static void accept_one(struct helper *h, int lfd, struct conn **conns)
 	}
 	if (!uid_allowed(cfg, cred.uid)) {
 		log_warn("rejected connection from pid %ld: uid %u is not in allowed_users",
-			 (long)cred.pid, (unsigned)cred.uid);
+		         (long)cred.pid, (unsigned)cred.uid);
 		close(fd);
 		return;
 	}
 	for (i = 0; i < SERVER_MAX_CONNS && conns[i]; i++)
 		;
 	if (i == SERVER_MAX_CONNS) {
-		log_warn("rejected connection from pid %ld: too many connections",
-			 (long)cred.pid);
+		log_warn("rejected connection from pid %ld: too many connections", (long)cred.pid);
 		close(fd);
 		return;
 	}
@@ -213,7 +252,7 @@ static int read_frame(struct conn *c, const char **why)
 	n = recv(c->fd, c->in + c->inlen, want - c->inlen, MSG_DONTWAIT);
 	if (n == 0) {
 		*why = c->inlen ? "client closed the connection mid-frame"
-				: "client closed the connection";
+		                : "client closed the connection";
 		return -1;
 	}
 	if (n < 0) {
@@ -263,8 +302,12 @@ static void handle_readable(struct helper *h, struct conn **slot)
 	c->inlen = 0;
 	rc = op_dispatch(h, c, m);
 	free(m);
-	if (rc != 0)
+	if (rc != 0) {
 		conn_close(h, slot, "conversation ended");
+		return;
+	}
+	/* The client's silence starts now, not when its request arrived. */
+	c->last_activity_us = mono_usec();
 }
 
 int server_run(struct helper *h, int lfd, volatile sig_atomic_t *stop)
@@ -289,7 +332,8 @@ int server_run(struct helper *h, int lfd, volatile sig_atomic_t *stop)
 			pfd[n].events = POLLIN;
 			idx[n++] = i;
 		}
-		rc = poll(pfd, (nfds_t)n, 1000);
+		/* A failed thaw is retried on every tick: tick faster meanwhile. */
+		rc = poll(pfd, (nfds_t)n, op_thaw_pending(h) ? 100 : 1000);
 		if (rc < 0 && errno != EINTR) {
 			log_error("poll: %s", strerror(errno));
 			break;
@@ -304,9 +348,11 @@ int server_run(struct helper *h, int lfd, volatile sig_atomic_t *stop)
 					handle_readable(h, &conns[idx[i]]);
 			}
 		}
+		op_tick(h);
 		now = mono_usec();
 		for (i = 0; i < SERVER_MAX_CONNS; i++) {
-			if (conns[i] && now - conns[i]->last_activity_us > client_timeout_us)
+			if (conns[i] && !op_client_may_idle(conns[i]) &&
+			    now - conns[i]->last_activity_us > client_timeout_us)
 				conn_close(h, &conns[i], "client timed out (client_timeout)");
 		}
 	}

@@ -31,10 +31,17 @@ struct conn {
 /* Sends one frame (blocking, bounded by the socket's send timeout). */
 int conn_send(struct conn *c, const unsigned char *frame, size_t len);
 
-/* Creates the socket directory and socket; -1 with err on failure. */
+/*
+ * Creates the socket (0660 root:socket_group; 0600 without a group) and its
+ * directory if missing (an existing one must be root's and not writable by
+ * others); -1 with err on failure.
+ */
 int server_listen(const struct helper_config *cfg, int *out_fd, struct amis_err *err);
 
-/* Runs until *stop is set (by a signal handler). */
+/*
+ * Runs until *stop is set (by a signal handler).  The caller then calls
+ * op_shutdown() so that nothing is left frozen.
+ */
 int server_run(struct helper *h, int listen_fd, volatile sig_atomic_t *stop);
 
 #endif

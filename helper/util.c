@@ -62,6 +62,23 @@ int err_prefix(struct amis_err *err, const char *fmt, ...)
 	return -1;
 }
 
+void err_append(struct amis_err *err, const char *fmt, ...)
+{
+	size_t len;
+	va_list ap;
+
+	if (!err)
+		return;
+	len = strlen(err->msg);
+	if (len + 3 >= sizeof(err->msg))
+		return;
+	memcpy(err->msg + len, "; ", 3);
+	len += 2;
+	va_start(ap, fmt);
+	vsnprintf(err->msg + len, sizeof(err->msg) - len, fmt, ap);
+	va_end(ap);
+}
+
 static void oom(void)
 {
 	fputs("ami-snapshot-helper: out of memory\n", stderr);

@@ -27,9 +27,12 @@ struct amis_err {
 void err_clear(struct amis_err *err);
 /* Sets code and printf-style message; always returns -1 for convenience. */
 int err_set(struct amis_err *err, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 /* Prefixes err->msg with more context ("while X: " + old message); returns -1. */
 int err_prefix(struct amis_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Appends "; " + more to err->msg (truncating), keeping its code. */
+void err_append(struct amis_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* A growable, always NUL-terminated byte buffer. */
 struct strbuf {

@@ -6,7 +6,8 @@ Every request's SigV4 signature is checked with botocore's SigV4Auth
 (region us-east-1, service ec2, the example key); a bad one gets the
 SignatureDoesNotMatch error EC2 would send.  The form's Action picks the
 behaviour; "LastRequest" returns the previous request as XML so the test can
-check what the typed operations sent.
+check what the typed operations sent, and Echo's "seen" member counts the
+requests received for the action named by its Value.
 
 Run with /usr/bin/python3 (Debian's python3-botocore).
 """
@@ -32,6 +33,7 @@ REGION = "us-east-1"
 NS = 'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"'
 
 last_request = {"pairs": [], "headers": {}}
+seen = {}  # requests received per action (Echo's "seen" member reports them)
 lock = threading.Lock()
 
 
@@ -88,6 +90,8 @@ class Handler(BaseHTTPRequestHandler):
         form = dict(pairs)
         action = form.get("Action", "")
         headers = {k: v for k, v in self.headers.items()}
+        with lock:
+            seen[action] = seen.get(action, 0) + 1
         if action != "LastRequest":
             with lock:
                 last_request["pairs"] = pairs
@@ -118,7 +122,8 @@ class Handler(BaseHTTPRequestHandler):
                             ("expect", h.get("Expect", "(none)")),
                             ("token", h.get("X-Amz-Security-Token", "(none)")),
                             ("clientPort", str(self.client_address[1])),
-                            ("value", form.get("Value", ""))]:
+                            ("value", form.get("Value", "")),
+                            ("seen", str(seen.get(form.get("Value", ""), 0)))]:
             xml.append("<%s>%s</%s>" % (name, escape(value), name))
         xml.append("</EchoResponse>")
         self.reply(200, "".join(xml), request_id="echo-hdr-id")
@@ -169,6 +174,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def act_Close(self, form):
         self.close_connection = True  # no response at all
+
+    act_DescribeClose = act_Close  # the same, for an action libcurl may send again
 
     def act_CreateSnapshots(self, form):
         if form.get("DryRun") == "true":

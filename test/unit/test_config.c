@@ -26,23 +26,23 @@ int main(void)
 	ok(c.preflight_dry_run, "preflight on by default");
 
 	ok(load(&c,
-		"[helper]\n"
-		"socket = /run/x/h.sock\n"
-		"allowed_users = root, 70\n"
-		"freeze_timeout = 2500ms\n"
-		"client_timeout = 2min\n"
-		"[filesystems]\n"
-		"allow = /var/lib/postgresql, /srv/wal\n"
-		"allow = /srv/ts\n"
-		"allow_root_filesystem = no\n"
-		"[volumes]\n"
-		"/dev/xvdf = vol-0123456789abcdef0\n"
-		"[aws]\n"
-		"region = eu-west-1\n"
-		"preflight_dry_run = off\n"
-		"[tags]\n"
-		"Environment = production\n",
-		&err) == 0,
+	        "[helper]\n"
+	        "socket = /run/x/h.sock\n"
+	        "allowed_users = root, 70\n"
+	        "freeze_timeout = 2500ms\n"
+	        "client_timeout = 2min\n"
+	        "[filesystems]\n"
+	        "allow = /var/lib/postgresql, /srv/wal\n"
+	        "allow = /srv/ts\n"
+	        "allow_root_filesystem = no\n"
+	        "[volumes]\n"
+	        "/dev/xvdf = vol-0123456789abcdef0\n"
+	        "[aws]\n"
+	        "region = eu-west-1\n"
+	        "preflight_dry_run = off\n"
+	        "[tags]\n"
+	        "Environment = production\n",
+	        &err) == 0,
 	   "a full configuration loads (%s)", err.msg);
 	is_str(c.socket_path, "/run/x/h.sock", "socket");
 	is_int(c.n_allowed_uids, 2, "two allowed users");
@@ -64,15 +64,17 @@ int main(void)
 	ok(load(&c, "[helper]\nfreeze_timeout = 1h\n", &err) == -1, "bad duration unit refused");
 	ok(load(&c, "[helper]\nfreeze_timeout = 50ms\n", &err) == -1, "too short freeze_timeout");
 	ok(load(&c, "[helper]\nallowed_users = no-such-user-xyz\n", &err) == -1 &&
-		   strstr(err.msg, "no such user"),
+	       strstr(err.msg, "no such user"),
 	   "unknown user refused");
-	ok(load(&c, "[filesystems]\nallow = relative/path\n", &err) == -1, "relative allow refused");
+	ok(load(&c, "[filesystems]\nallow = relative/path\n", &err) == -1,
+	   "relative allow refused");
 	ok(load(&c, "[volumes]\n/dev/sdf = snap-123\n", &err) == -1, "bad volume id refused");
 	{
 		char text[300];
 
 		snprintf(text, sizeof(text), "[tags]\n%0140d = x\n", 1);
-		ok(load(&c, text, &err) == -1 && strstr(err.msg, "128"), "over-long tag key refused");
+		ok(load(&c, text, &err) == -1 && strstr(err.msg, "128"),
+		   "over-long tag key refused");
 	}
 	ok(load(&c, "[helper\nsocket = /x\n", &err) == -1, "syntax error refused");
 	ok(load(&c, "[helper]\nsocket = relative.sock\n", &err) == -1, "relative socket refused");
@@ -84,7 +86,7 @@ int main(void)
 		config_free(&c);
 		config_init(&c);
 		ok(config_load_file(&c, "/nonexistent/helper.conf", &e2) == -1 &&
-			   strstr(e2.msg, "cannot open"),
+		       strstr(e2.msg, "cannot open"),
 		   "missing file reported: %s", e2.msg);
 	}
 	config_free(&c);

@@ -44,6 +44,16 @@ static void test_form_encoding(void)
 	ec2_params_free(&p);
 	is_int(p.n, 0, "freed");
 
+	ec2_describe_snapshots_by_tag_params(&p, "ami-snapshot:request-id", "0b5e-Req-1");
+	sb_reset(&sb);
+	ec2_form_encode("DescribeSnapshots", &p, &sb);
+	is_str(sb_str(&sb),
+	       "Action=DescribeSnapshots&Version=2016-11-15"
+	       "&Filter.1.Name=tag%3Aami-snapshot%3Arequest-id&Filter.1.Value.1=0b5e-Req-1"
+	       "&Owner.1=self",
+	       "DescribeSnapshots by tag: filter on the tag, own snapshots only");
+	ec2_params_free(&p);
+
 	sb_reset(&sb);
 	ec2_uri_encode(&sb, "AZaz09-_.~ !\"#$%&'()*+,/:;<=>?@[\\]^`{|}\x7f");
 	is_str(sb_str(&sb),

@@ -258,7 +258,8 @@ static void test_errors(struct ec2_client *c)
 
 	is_int(call(c, &creds, "Throttle", 5000, &err), -1, "throttled: fails");
 	is_str(err.code, "RequestLimitExceeded", "throttled: code");
-	is_str(err.msg, "Request limit exceeded. (request id throttle-1)", "throttled: message");
+	is_str(err.msg, "EC2 Throttle: Request limit exceeded. (request id throttle-1)",
+	       "throttled: message, naming the action once");
 	ok(ec2_error_is_retryable(&err), "throttled: retryable");
 
 	is_int(call(c, &creds, "BadGateway", 5000, &err), -1, "502 from a proxy: fails");
@@ -281,9 +282,23 @@ static void test_errors(struct ec2_client *c)
 	is_int(echo(c, &creds, "x", "method", buf, sizeof(buf), &err), 0,
 	       "after a timeout the client works again");
 
+	/*
+	 * On a reused connection: libcurl would send the request again on a new
+	 * one.  Not an action that may create something (the server may have
+	 * executed it); a Describe is sent again.
+	 */
+	is_int(echo(c, &creds, "x", "method", buf, sizeof(buf), &err), 0, "connection warm");
 	is_int(call(c, &creds, "Close", 5000, &err), -1, "connection closed without answer");
 	is_str(err.code, "ConnectionError", "closed: ConnectionError");
+	ok(strstr(err.msg, "not sent again") != NULL, "closed: says it was not sent again (%s)",
+	   err.msg);
 	ok(ec2_error_is_retryable(&err), "closed: retryable");
+	is_int(echo(c, &creds, "Close", "seen", buf, sizeof(buf), &err), 0, "count Close requests");
+	is_str(buf, "1", "closed: a creating call is sent once, never again by libcurl");
+	is_int(call(c, &creds, "DescribeClose", 5000, &err), -1, "Describe closed: fails");
+	is_int(echo(c, &creds, "DescribeClose", "seen", buf, sizeof(buf), &err), 0,
+	       "count DescribeClose requests");
+	is_str(buf, "2", "closed: a Describe is sent again once on a new connection");
 
 	is_int(call(c, &creds, "Huge", 20000, &err), -1, "9 MiB body: refused");
 	is_str(err.code, "ConnectionError", "9 MiB body: code");
@@ -402,6 +417,20 @@ static void test_typed(struct ec2_client *c)
 	ec2_snapshot_set_free(&set);
 	is_int(ec2_describe_snapshots(c, &creds, ids, 0, 5000, &set, &err), -1,
 	       "DescribeSnapshots without ids: refused");
+
+	is_int(ec2_describe_snapshots_by_tag(c, &creds, "ami-snapshot:request-id", "r-42", 5000,
+	                                     &set, &err),
+	       0, "DescribeSnapshots by tag: succeeds (%s)", err.msg);
+	is_int(set.n, 0, "DescribeSnapshots by tag: nothing matched is success");
+	ec2_snapshot_set_free(&set);
+	last = last_request(c, &creds);
+	is_str(last,
+	       "Action=DescribeSnapshots\nVersion=2016-11-15\n"
+	       "Filter.1.Name=tag:ami-snapshot:request-id\nFilter.1.Value.1=r-42\nOwner.1=self\n",
+	       "DescribeSnapshots by tag: parameters");
+	free(last);
+	is_int(ec2_describe_snapshots_by_tag(c, &creds, "", "x", 5000, &set, &err), -1,
+	       "DescribeSnapshots by tag without a key: refused");
 
 	is_int(ec2_create_tags(c, &creds, ids, 2, tags2, 2, 5000, &err), 0,
 	       "CreateTags: succeeds (%s)", err.msg);

@@ -107,7 +107,8 @@ int main(void)
 	amsp_begin(&w, buf, sizeof(buf), AMSP_SNAPSHOT);
 	amsp_put_str(&w, AMSP_T_START_LSN, "0/2000028");
 	len = amsp_end(&w);
-	ok(decode(len, &m, &why) == -1 && strstr(why, "required"), "missing required field refused");
+	ok(decode(len, &m, &why) == -1 && strstr(why, "required"),
+	   "missing required field refused");
 
 	/* Repeated singleton. */
 	amsp_begin(&w, buf, sizeof(buf), AMSP_SNAPSHOT);
@@ -137,7 +138,8 @@ int main(void)
 		amsp_put_u8(&w, AMSP_T_FREEZE, 1);
 		amsp_put_str(&w, AMSP_T_PATH_DATA, "/d");
 		len = amsp_end(&w);
-		ok(decode(len, &m, &why) == -1 && strstr(why, "too long"), "over-long string refused");
+		ok(decode(len, &m, &why) == -1 && strstr(why, "too long"),
+		   "over-long string refused");
 	}
 
 	/* The writer refuses to overflow its buffer. */
