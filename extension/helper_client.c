@@ -248,8 +248,8 @@ helper_receive(HelperConn *hc, struct amsp_msgview *msg, uint16 expected_type,
 					 errhint("Snapshots created before the failure are tagged ami-snapshot:backup-state=failed: %s.",
 							 snaps.data)));
 		ereport(ERROR,
-				(errcode(strcmp(code, "Busy") == 0 ? ERRCODE_OBJECT_IN_USE :
-						 ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				(errcode((strcmp(code, "Busy") == 0 || strcmp(code, "ThawPending") == 0) ?
+						 ERRCODE_OBJECT_IN_USE : ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 				 errmsg("ami_snapshot helper failed during %s: %s", what, code),
 				 errdetail("%s", message)));
 	}

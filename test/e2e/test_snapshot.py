@@ -188,11 +188,7 @@ def main():
         ts = restored.psql("SELECT count(*) FROM pgbench_accounts", db="bench")
         is_(ts, "400000", "the tablespace's tables are complete in the restore")
     except Exception as e:
-        bail(e)
-        try:
-            diag("helper log tail:\n" + open(w.helper_log).read()[-3000:])
-        except Exception:
-            pass
+        bail(e, [w.helper_log])
     finally:
         if restored:
             restored.close()

@@ -28,9 +28,15 @@ def diag(msg):
         print("# " + line, flush=True)
 
 
-def bail(exc):
-    """An unexpected exception: report it as a failed test."""
+def bail(exc, log_files=()):
+    """An unexpected exception: report it as a failed test, with log tails."""
     ok(False, "unexpected exception", "".join(traceback.format_exception(exc)))
+    for path in log_files:
+        try:
+            with open(path) as f:
+                diag("%s (tail):\n%s" % (path, f.read()[-3000:]))
+        except OSError:
+            pass
 
 
 def done():
