@@ -2045,6 +2045,10 @@ class _DropNow(Exception):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as separate writes: with Nagle's algorithm on,
+    # the body would wait for the client's delayed ACK (40 ms on Linux) and
+    # the emulator would add latency that EC2 does not have.
+    disable_nagle_algorithm = True
     server_version = "AmazonEC2"
     timeout = 60            # idle keep-alive connections are closed, as AWS does
 
