@@ -58,4 +58,11 @@ helper-clean:
 	$(MAKE) -C helper clean
 	rm -rf test/results
 
-.PHONY: helper-all helper-clean install-helper
+# Benchmarks (root, loop devices; see README "Performance"): the freeze
+# window against EC2 latency, and what pgbench feels during a snapshot.
+bench: all
+	mkdir -p bench-out
+	test/bench/freeze_window.py --latencies 0,50,200 --runs 20 --csv bench-out/freeze-window.csv
+	test/bench/pgbench_snapshot.py --seconds 30 --latency-ms 50
+
+.PHONY: helper-all helper-clean install-helper bench
