@@ -12,6 +12,7 @@
 #include <string.h>
 
 #define DEFAULT_SOCKET "/run/ami-snapshot/helper.sock"
+#define DEFAULT_STATE_DIR "/run/ami-snapshot"
 
 void config_init(struct helper_config *c)
 {
@@ -20,6 +21,9 @@ void config_init(struct helper_config *c)
 	c->freeze_timeout_ms = 10000;
 	c->client_timeout_ms = 600000;
 	c->ec2_timeout_ms = 30000;
+	c->state_dir = xstrdup(DEFAULT_STATE_DIR);
+	c->retries = 2;
+	c->retry_backoff_ms = 1000;
 	c->log_level = xstrdup("info");
 	c->preflight_dry_run = true;
 }
@@ -40,6 +44,7 @@ void config_free(struct helper_config *c)
 
 	free(c->socket_path);
 	free(c->socket_group);
+	free(c->state_dir);
 	free(c->log_level);
 	for (i = 0; i < c->n_allow; i++)
 		free(c->allow[i]);
@@ -199,6 +204,21 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 	} else if (IS("helper", "ec2_timeout")) {
 		if (parse_duration_ms(v, &c->ec2_timeout_ms) || c->ec2_timeout_ms < 100)
 			return err_set(err, "HelperConfig", "ec2_timeout must be at least 100ms");
+	} else if (IS("helper", "state_dir")) {
+		if (v[0] != '/')
+			return err_set(err, "HelperConfig", "state_dir must be an absolute path");
+		set_str(&c->state_dir, v);
+	} else if (IS("helper", "retries")) {
+		char *end;
+
+		errno = 0;
+		c->retries = strtol(v, &end, 10);
+		if (errno || end == v || *end || c->retries < 0 || c->retries > 10)
+			return err_set(err, "HelperConfig", "retries must be between 0 and 10");
+	} else if (IS("helper", "retry_backoff")) {
+		if (parse_duration_ms(v, &c->retry_backoff_ms) || c->retry_backoff_ms > 20000)
+			return err_set(err, "HelperConfig",
+			               "retry_backoff must be between 0 and 20s");
 	} else if (IS("helper", "log_level")) {
 		if (strcmp(v, "debug") && strcmp(v, "info") && strcmp(v, "warning") &&
 		    strcmp(v, "error"))

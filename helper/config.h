@@ -26,6 +26,9 @@ struct helper_config {
 	long freeze_timeout_ms; /* thaw regardless after this long frozen */
 	long client_timeout_ms; /* a silent client is dropped after this long */
 	long ec2_timeout_ms;    /* EC2 calls made while not frozen */
+	char *state_dir;        /* the "frozen" marker lives here; never on a frozen fs */
+	long retries;           /* whole freeze cycles retried after a retryable EC2 error */
+	long retry_backoff_ms;  /* first back-off; doubled (jittered) per retry, cap 20 s */
 	char *log_level;
 
 	/* [filesystems] */

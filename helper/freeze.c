@@ -163,7 +163,7 @@ static int thaw_entry(struct freeze_fs *fs, struct amis_err *err)
 	return 0;
 }
 
-int freeze_plan_freeze(struct freeze_plan *plan, struct amis_err *err)
+int freeze_plan_open(struct freeze_plan *plan, struct amis_err *err)
 {
 	size_t i;
 
@@ -192,6 +192,24 @@ int freeze_plan_freeze(struct freeze_plan *plan, struct amis_err *err)
 	 */
 	for (i = 0; i < plan->nfs; i++)
 		(void)syncfs(plan->fs[i].fd);
+	return 0;
+}
+
+/* Opened by freeze_plan_open() and not frozen yet. */
+static bool plan_is_open(const struct freeze_plan *plan)
+{
+	for (size_t i = 0; i < plan->nfs; i++)
+		if (plan->fs[i].frozen || plan->fs[i].fd < 0)
+			return false;
+	return plan->nfs > 0;
+}
+
+int freeze_plan_freeze(struct freeze_plan *plan, struct amis_err *err)
+{
+	size_t i;
+
+	if (!plan_is_open(plan) && freeze_plan_open(plan, err) < 0)
+		return -1;
 
 	/* From here until the thaw: no path lookups, no logging. */
 	for (i = 0; i < plan->nfs; i++) {

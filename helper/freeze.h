@@ -38,7 +38,17 @@ int fs_freeze_fd(int fd, const char *label, struct amis_err *err);
 int fs_thaw_fd(int fd, const char *label, bool *was_not_frozen, struct amis_err *err);
 
 /*
- * Freezes the plan's filesystems in plan order (children first).  Every
+ * The first half of freeze_plan_freeze(), for callers that must do
+ * something between opening and freezing (fork the watchdog, which inherits
+ * the open directories): opens and checks every mount point as described
+ * below and syncs the filesystems.  Nothing is frozen; freeze_plan_close()
+ * undoes it.
+ */
+int freeze_plan_open(struct freeze_plan *plan, struct amis_err *err);
+
+/*
+ * Freezes the plan's filesystems in plan order (children first), opening
+ * them first unless freeze_plan_open() did already.  Every
  * mount point is opened and checked first, before anything is frozen: no
  * path lookup happens while a filesystem is frozen, and a mount point that
  * is no longer the mount that was resolved (mount id, via statx) is refused

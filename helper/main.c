@@ -7,6 +7,7 @@
  */
 #include "config.h"
 #include "log.h"
+#include "marker.h"
 #include "operation.h"
 #include "server.h"
 
@@ -101,6 +102,9 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
+
+	/* A helper that died while frozen: thaw what it left, before serving. */
+	marker_recover(cfg.state_dir);
 
 	if (server_listen(&cfg, &lfd, &err) != 0) {
 		log_error("%s", err.msg);

@@ -17,16 +17,21 @@
 #include "ec2.h"
 #include "freeze.h"
 #include "log.h"
+#include "marker.h"
 #include "server.h"
 #include "volumes.h"
+#include "watchdog.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <openssl/evp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define TOOL_TAG_VALUE "ami_snapshot " AMIS_VERSION
 #define MAX_TARGETS 34 /* data, wal, up to 32 tablespaces */
@@ -46,6 +51,9 @@
 #define THAW_LOG_USEC 1000000LL
 /* DescribeSnapshots is eventually consistent: one more look after this pause. */
 #define LOST_SNAPSHOTS_RECHECK_MS 2000
+/* Retries of the freeze cycle: the back-off's cap, and EC2's per-volume pause. */
+#define RETRY_BACKOFF_CAP_MS 20000L
+#define PER_VOLUME_RATE_BACKOFF_MS 15000L
 
 #ifndef AMIS_VERSION
 #define AMIS_VERSION "dev"
@@ -74,6 +82,8 @@ struct operation {
 	char device_names[MAX_VOLUMES][64]; /* EC2 device name per volume_ids[i] */
 	size_t ncreate_tags;                /* tags set by CreateSnapshots: count toward 50 */
 	struct ec2_snapshot_set snaps;
+	struct watchdog wd; /* while frozen (and until reaped) */
+	bool marker;        /* the frozen marker was written and not removed yet */
 
 	/* Only on h->stuck: a plan whose thaw failed. */
 	struct operation *next_stuck;
@@ -96,6 +106,7 @@ struct helper *helper_new(struct helper_config *cfg)
 
 	h->cfg = cfg;
 	h->aws = aws_ctx_new(cfg);
+	srandom((unsigned int)(mono_usec() ^ getpid())); /* back-off jitter */
 	return h;
 }
 
@@ -128,6 +139,11 @@ static void op_free(struct operation *op)
 	if (!op)
 		return;
 	free(op->targets);
+	/* Still frozen (exiting with a failed thaw): the watchdog tries on its own. */
+	if (freeze_plan_any_frozen(&op->plan))
+		watchdog_abandon(&op->wd);
+	else
+		watchdog_stop(&op->wd);
 	freeze_plan_close(&op->plan);
 	for (i = 0; i < op->nvolumes; i++)
 		free(op->volume_ids[i]);
@@ -171,6 +187,29 @@ static void warn_thawed_by_others(const struct operation *op)
 }
 
 /*
+ * Everything of op's plan is thawed: reaps the watchdog and removes the
+ * frozen marker.  Returns true if the watchdog had thawed before the helper
+ * did (its deadline passed: the helper was stopped or stuck).
+ */
+static bool plan_thawed(struct helper *h, struct operation *op)
+{
+	struct amis_err err;
+	bool wd_thawed = watchdog_stop(&op->wd);
+
+	if (op->marker) {
+		err_clear(&err);
+		if (marker_remove(h->cfg->state_dir, &err) < 0)
+			log_warn("request %s: %s", op->request_id, err.msg);
+		op->marker = false;
+	}
+	if (wd_thawed)
+		log_error("request %s: the watchdog thawed the filesystems: the helper had not "
+		          "thawed them within freeze_timeout",
+		          op->request_id);
+	return wd_thawed;
+}
+
+/*
  * Retries the thaw of every stuck plan (at most every THAW_RETRY_USEC) and
  * frees the operations whose filesystems are all thawed now.
  */
@@ -197,6 +236,7 @@ static void retry_stuck_thaws(struct helper *h)
 			    op->request_id, op->thaw_retries,
 			    freeze_plan_window_usec(&op->plan) / 1e6);
 			warn_thawed_by_others(op);
+			plan_thawed(h, op);
 			*pp = op->next_stuck;
 			op_free(op);
 			continue;
@@ -564,6 +604,7 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 	op = xcalloc(1, sizeof(*op));
 	op->targets = xcalloc(MAX_TARGETS, sizeof(*op->targets));
 	op->owner = c;
+	op->wd = WATCHDOG_NONE;
 	amsp_copy_str(amsp_get(m, AMSP_T_REQUEST_ID), op->request_id, sizeof(op->request_id));
 	amsp_copy_str(amsp_get(m, AMSP_T_NAME), op->name, sizeof(op->name));
 	amsp_copy_str(amsp_get(m, AMSP_T_SYSTEM_ID), op->system_id, sizeof(op->system_id));
@@ -595,6 +636,8 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 		                &err) != 0)
 			goto fail;
 	if (freeze_plan_build(op->targets, op->ntargets, &op->plan, &err) != 0)
+		goto fail;
+	if (op->freeze && marker_check_dir(h->cfg->state_dir, &op->plan, &err) != 0)
 		goto fail;
 	if (aws_ctx_ready(h->aws, &err) != 0)
 		goto fail;
@@ -693,16 +736,17 @@ static bool answer_lost(const struct amis_err *err)
  * client and tagged failed instead of being left as unexplained orphans.
  * After the thaw only.  Adds what it found (or could not find out) to err.
  */
-static void find_lost_snapshots(struct helper *h, struct operation *op, struct amis_err *err)
+/*
+ * The snapshots carrying op's request-id tag, looked for twice
+ * (DescribeSnapshots is eventually consistent) unless found at once.
+ */
+static int lookup_by_request_tag(struct helper *h, struct operation *op,
+                                 struct ec2_snapshot_set *found, struct amis_err *derr)
 {
-	struct ec2_snapshot_set found = {0};
 	struct aws_credentials cr;
-	struct amis_err derr;
-	struct strbuf ids;
 	int attempt, rc = -1;
-	size_t i;
 
-	err_clear(&derr);
+	err_clear(derr);
 	for (attempt = 0; attempt < 2; attempt++) {
 		if (attempt) {
 			/* Not while a thaw is pending: its retries must not wait for this. */
@@ -710,15 +754,27 @@ static void find_lost_snapshots(struct helper *h, struct operation *op, struct a
 				break;
 			poll(NULL, 0, LOST_SNAPSHOTS_RECHECK_MS);
 		}
-		rc = aws_ctx_credentials(h->aws, &cr, &derr);
+		rc = aws_ctx_credentials(h->aws, &cr, derr);
 		if (rc == 0)
 			rc = ec2_describe_snapshots_by_tag(aws_ctx_ec2(h->aws), &cr, REQUEST_ID_TAG,
 			                                   op->request_id, h->cfg->ec2_timeout_ms,
-			                                   &found, &derr);
+			                                   found, derr);
 		secure_zero(&cr, sizeof(cr));
-		if (rc != 0 || found.n > 0)
+		if (rc != 0 || found->n > 0)
 			break;
 	}
+	return rc;
+}
+
+static void find_lost_snapshots(struct helper *h, struct operation *op, struct amis_err *err)
+{
+	struct ec2_snapshot_set found = {0};
+	struct amis_err derr;
+	struct strbuf ids;
+	size_t i;
+	int rc;
+
+	rc = lookup_by_request_tag(h, op, &found, &derr);
 	if (rc != 0) {
 		log_warn("request %s: could not look for snapshots created despite the failure: "
 		         "%s: %s",
@@ -747,63 +803,85 @@ static void find_lost_snapshots(struct helper *h, struct operation *op, struct a
 	sb_free(&ids);
 }
 
-static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_msgview *m)
+enum cycle_outcome {
+	CYCLE_OK,          /* CreateSnapshots succeeded, everything thawed */
+	CYCLE_NOT_FROZEN,  /* failed before anything was frozen: err */
+	CYCLE_CALL_FAILED, /* CreateSnapshots failed: call_err; everything thawed */
+	CYCLE_THAW_FAILED, /* err is ThawFailed: filesystems may still be frozen */
+};
+
+/*
+ * One freeze cycle: re-warm the connection, write the frozen marker, open
+ * the plan, fork the watchdog, freeze, make the CreateSnapshots call, thaw,
+ * reap the watchdog, remove the marker.  Between freeze and thaw: the call
+ * only (log_hold).  *call_usec: how long the call took.
+ */
+static enum cycle_outcome freeze_cycle(struct helper *h, struct operation *op,
+                                       struct ec2_create_snapshots_req *r, struct amis_err *err,
+                                       struct amis_err *call_err, long long *call_usec)
 {
-	struct operation *op = c->op;
-	struct ec2_create_snapshots_req r;
-	struct ec2_tag tags[MAX_CREATE_TAGS];
 	struct aws_credentials cr;
-	struct amis_err err, call_err, thaw_err;
-	char desc[512], tl[16];
+	struct amis_err thaw_err;
 	long long t_call0, t_call1;
 	long timeout_ms;
-	unsigned char buf[8192];
-	struct amsp_writer w;
-	size_t i, j, len;
-	bool lost = false;
 	int rc, thaw_rc = 0;
+	size_t i;
 
-	err_clear(&err);
-	err_clear(&call_err);
 	err_clear(&thaw_err);
-	if (!op || op->state != OP_PREPARED) {
-		log_warn("pid %ld: SNAPSHOT out of order", (long)c->pid);
-		return -1;
-	}
-	amsp_copy_str(amsp_get(m, AMSP_T_START_LSN), op->start_lsn, sizeof(op->start_lsn));
-	op->timeline = amsp_u32(amsp_get(m, AMSP_T_TIMELINE));
-
+	ec2_snapshot_set_free(&op->snaps);
+	memset(&op->snaps, 0, sizeof(op->snaps));
 	/* Everything that may be slow happens before the freeze. */
-	if (aws_ctx_credentials(h->aws, &cr, &err) != 0)
-		goto fail;
-	fill_request(h, op, &r, tags, MAX_CREATE_TAGS, desc, sizeof(desc), tl, sizeof(tl));
-	op->ncreate_tags = r.ntags;
+	if (aws_ctx_credentials(h->aws, &cr, err) != 0)
+		return CYCLE_NOT_FROZEN;
 	/*
 	 * The preflight DryRun was made before the checkpoint, maybe minutes ago:
 	 * the keep-alive connection may be gone.  Re-open it now, with the very
 	 * request about to be made, so the call made while frozen costs one round
 	 * trip and not DNS + TCP + TLS.
 	 */
-	if (h->cfg->preflight_dry_run && dry_run_create(h, &cr, &r, &err) != 0) {
+	if (h->cfg->preflight_dry_run && dry_run_create(h, &cr, r, err) != 0) {
 		secure_zero(&cr, sizeof(cr));
-		err_prefix(&err, "the DryRun made just before freezing failed; nothing was frozen");
-		goto fail;
+		err_prefix(err, "the DryRun made just before freezing failed; nothing was frozen");
+		return CYCLE_NOT_FROZEN;
 	}
 	timeout_ms = op->freeze ? h->cfg->freeze_timeout_ms : h->cfg->ec2_timeout_ms;
+	if (op->freeze) {
+		if (marker_write(h->cfg->state_dir, &op->plan, op->request_id, err) != 0) {
+			secure_zero(&cr, sizeof(cr));
+			return CYCLE_NOT_FROZEN;
+		}
+		op->marker = true;
+		/*
+		 * The watchdog inherits the open directories: it thaws the very
+		 * superblocks frozen, and its fork is paid before the freeze.  Its
+		 * deadline counts from now, just before the first FIFREEZE.
+		 */
+		if (freeze_plan_open(&op->plan, err) != 0 ||
+		    watchdog_start(&op->wd, &op->plan,
+		                   mono_usec() + (timeout_ms + WATCHDOG_MARGIN_MS) * 1000LL,
+		                   err) != 0) {
+			freeze_plan_close(&op->plan);
+			plan_thawed(h, op);
+			secure_zero(&cr, sizeof(cr));
+			return CYCLE_NOT_FROZEN;
+		}
+	}
 
 	log_hold();
 	if (op->freeze) {
-		if (freeze_plan_freeze(&op->plan, &err) != 0) {
+		if (freeze_plan_freeze(&op->plan, err) != 0) {
 			log_release();
 			secure_zero(&cr, sizeof(cr));
 			if (freeze_plan_any_frozen(&op->plan)) {
 				/* The rollback's thaw failed too: that is the news. */
-				thaw_err = err;
-				err_set(&err, "ThawFailed",
+				thaw_err = *err;
+				err_set(err, "ThawFailed",
 				        "%s: filesystems may still be frozen; retrying",
 				        thaw_err.msg);
+				return CYCLE_THAW_FAILED;
 			}
-			goto fail;
+			plan_thawed(h, op);
+			return CYCLE_NOT_FROZEN;
 		}
 		/* The deadline counts from the first freeze. */
 		timeout_ms -= (long)((mono_usec() - op->plan.fs[0].frozen_at_usec) / 1000);
@@ -811,14 +889,16 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 			timeout_ms = 1;
 	}
 	t_call0 = mono_usec();
-	rc = ec2_create_snapshots(aws_ctx_ec2(h->aws), &cr, &r, timeout_ms, &op->snaps, &call_err);
+	rc = ec2_create_snapshots(aws_ctx_ec2(h->aws), &cr, r, timeout_ms, &op->snaps, call_err);
 	t_call1 = mono_usec();
 	if (op->freeze)
 		thaw_rc = freeze_plan_thaw(&op->plan, &thaw_err);
 	log_release();
 	secure_zero(&cr, sizeof(cr));
+	*call_usec = t_call1 - t_call0;
 
 	if (op->freeze && thaw_rc == 0) {
+		plan_thawed(h, op);
 		log_info("request %s: writes frozen for %.3f ms (CreateSnapshots %.3f ms)",
 		         op->request_id, freeze_plan_window_usec(&op->plan) / 1000.0,
 		         (t_call1 - t_call0) / 1000.0);
@@ -833,25 +913,173 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 	}
 	if (op->freeze)
 		warn_thawed_by_others(op);
-	lost = rc != 0 && answer_lost(&call_err);
 	if (thaw_rc != 0) {
 		log_error("request %s: THAW FAILED: %s: %s", op->request_id, thaw_err.code,
 		          thaw_err.msg);
-		err_set(&err, "ThawFailed", "%s: filesystems may still be frozen; retrying",
+		err_set(err, "ThawFailed", "%s: filesystems may still be frozen; retrying",
 		        thaw_err.msg);
 		if (rc != 0)
-			err_append(&err, "and the snapshot failed too: %s: %s", call_err.code,
-			           call_err.msg);
-		goto fail;
+			err_append(err, "and the snapshot failed too: %s: %s", call_err->code,
+			           call_err->msg);
+		return CYCLE_THAW_FAILED;
 	}
-	if (rc != 0) {
-		err = call_err;
-		if (!strcmp(err.code, "Timeout"))
-			err_prefix(&err, op->freeze ? "no answer within the freeze deadline "
-			                              "(freeze_timeout); filesystems were thawed"
-			                            : "no answer within ec2_timeout");
-		goto fail;
+	return rc == 0 ? CYCLE_OK : CYCLE_CALL_FAILED;
+}
+
+/* Whether a failed CreateSnapshots is worth another freeze cycle. */
+static bool call_retryable(struct helper *h, struct operation *op, const struct amis_err *call_err)
+{
+	struct ec2_snapshot_set found = {0};
+	struct amis_err derr;
+	bool none;
+
+	if (!answer_lost(call_err))
+		return ec2_error_is_retryable(call_err);
+	/* The call may have worked: only if EC2 shows nothing by our tag. */
+	none = lookup_by_request_tag(h, op, &found, &derr) == 0 && found.n == 0;
+	ec2_snapshot_set_free(&found);
+	return none;
+}
+
+/* Jittered exponential back-off before attempt number next (2, 3, ...). */
+static long backoff_ms(const struct helper_config *cfg, int next, const struct amis_err *call_err)
+{
+	long d = cfg->retry_backoff_ms;
+	int k;
+
+	for (k = 2; k < next && d < RETRY_BACKOFF_CAP_MS; k++)
+		d *= 2;
+	if (d > RETRY_BACKOFF_CAP_MS)
+		d = RETRY_BACKOFF_CAP_MS;
+	/* "Equal jitter": between half and all of it. */
+	d = d / 2 + (d > 1 ? random() % (d / 2 + 1) : 0);
+	/* EC2: "wait at least 15 seconds" between snapshots of one volume. */
+	if (!strcmp(call_err->code, "SnapshotCreationPerVolumeRateExceeded") &&
+	    d < PER_VOLUME_RATE_BACKOFF_MS)
+		d = PER_VOLUME_RATE_BACKOFF_MS;
+	return d;
+}
+
+/*
+ * Waits ms while watching the client: 0 after the wait, -1 (with *why) as
+ * soon as the client closes its end or says anything (it is waiting for
+ * the answer to SNAPSHOT and has nothing to say but ABORT).
+ */
+static int wait_watching_client(struct conn *c, long ms, const char **why)
+{
+	long long deadline = mono_usec() + ms * 1000LL;
+
+	for (;;) {
+		struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
+		long long left = (deadline - mono_usec()) / 1000;
+		int n;
+
+		if (left <= 0)
+			return 0;
+		n = poll(&p, 1, (int)left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			*why = "could not watch the client";
+			return -1;
+		}
+		if (n == 0)
+			continue;
+		if (p.revents & (POLLHUP | POLLRDHUP | POLLERR)) {
+			*why = "client closed the connection";
+			return -1;
+		}
+		*why = "client sent a message during the retry back-off";
+		return -1;
 	}
+}
+
+static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_msgview *m)
+{
+	struct operation *op = c->op;
+	struct ec2_create_snapshots_req r;
+	struct ec2_tag tags[MAX_CREATE_TAGS];
+	struct amis_err err, call_err, thaw_err;
+	struct strbuf attempts;
+	char desc[512], tl[16];
+	long long call_usec = 0;
+	unsigned char buf[8192];
+	struct amsp_writer w;
+	size_t i, j, len;
+	bool lost = false;
+	int attempt;
+
+	err_clear(&err);
+	err_clear(&call_err);
+	err_clear(&thaw_err);
+	if (!op || op->state != OP_PREPARED) {
+		log_warn("pid %ld: SNAPSHOT out of order", (long)c->pid);
+		return -1;
+	}
+	amsp_copy_str(amsp_get(m, AMSP_T_START_LSN), op->start_lsn, sizeof(op->start_lsn));
+	op->timeline = amsp_u32(amsp_get(m, AMSP_T_TIMELINE));
+	fill_request(h, op, &r, tags, MAX_CREATE_TAGS, desc, sizeof(desc), tl, sizeof(tl));
+	op->ncreate_tags = r.ntags;
+
+	/*
+	 * A retryable failure of the call made while frozen: thaw (done), wait,
+	 * and run the whole cycle again.  Never a retry while frozen.
+	 */
+	sb_init(&attempts);
+	for (attempt = 1;; attempt++) {
+		enum cycle_outcome out;
+		const char *why = NULL;
+		long wait;
+
+		err_clear(&err);
+		err_clear(&call_err);
+		out = freeze_cycle(h, op, &r, &err, &call_err, &call_usec);
+		if (out == CYCLE_OK)
+			break;
+		if (out == CYCLE_CALL_FAILED) {
+			err = call_err;
+			lost = answer_lost(&call_err);
+			if (!strcmp(err.code, "Timeout"))
+				err_prefix(&err, op->freeze
+				                     ? "no answer within the freeze deadline "
+				                       "(freeze_timeout); filesystems were thawed"
+				                     : "no answer within ec2_timeout");
+		}
+		sb_appendf(&attempts, "%s%s", attempt > 1 ? ", " : "",
+		           out == CYCLE_CALL_FAILED ? call_err.code : err.code);
+		/*
+		 * Retried: the call made while frozen, and the DryRun just before
+		 * (which creates nothing); never a failed thaw.
+		 */
+		if (out == CYCLE_THAW_FAILED || attempt > h->cfg->retries ||
+		    (out == CYCLE_CALL_FAILED && !call_retryable(h, op, &call_err)) ||
+		    (out == CYCLE_NOT_FROZEN && !ec2_error_is_retryable(&err))) {
+			if (attempt > 1)
+				err_prefix(&err, "all %d attempts failed (%s)", attempt,
+				           sb_str(&attempts));
+			goto fail;
+		}
+		if (out == CYCLE_NOT_FROZEN)
+			call_err = err;
+		lost = false; /* looked: EC2 created nothing */
+		wait = backoff_ms(h->cfg, attempt + 1, &call_err);
+		log_warn("request %s: attempt %d of %ld failed: %s: %s; nothing is frozen, "
+		         "retrying in %.1f s",
+		         op->request_id, attempt, h->cfg->retries + 1, call_err.code, call_err.msg,
+		         wait / 1000.0);
+		if (wait_watching_client(c, wait, &why) != 0) {
+			log_warn("request %s: %s; no retry, operation abandoned", op->request_id,
+			         why);
+			sb_free(&attempts);
+			op_end(h, c);
+			return -1;
+		}
+	}
+	if (attempt > 1)
+		log_info("request %s: CreateSnapshots succeeded at attempt %d (after %s)",
+		         op->request_id, attempt, sb_str(&attempts));
+	err_clear(&err);
+
 	/* The snapshot set must be exactly the volumes we asked for, pending. */
 	if (op->snaps.n != op->nvolumes) {
 		err_set(&err, "UnexpectedSnapshotSet",
@@ -883,10 +1111,11 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 		amsp_put_str(&w, AMSP_T_SNAPSHOT_VOLUME, op->snaps.items[i].volume_id);
 	amsp_put_u64(&w, AMSP_T_FREEZE_USEC,
 	             op->freeze ? (uint64_t)freeze_plan_window_usec(&op->plan) : 0);
-	amsp_put_u64(&w, AMSP_T_SNAPSHOT_USEC, (uint64_t)(t_call1 - t_call0));
+	amsp_put_u64(&w, AMSP_T_SNAPSHOT_USEC, (uint64_t)call_usec);
 	len = amsp_end(&w);
 	if (!len || conn_send(c, buf, len) != 0) {
 		log_warn("request %s: client gone before PENDING could be sent", op->request_id);
+		sb_free(&attempts);
 		tag_backup_state(h, op, "aborted");
 		op_end(h, c);
 		return -1;
@@ -901,14 +1130,17 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 		log_info("request %s: snapshots pending: %s", op->request_id, sb_str(&ids));
 		sb_free(&ids);
 	}
+	sb_free(&attempts);
 	return 0;
 
 fail:
 	/* Before anything slow: a second attempt, right away (then op_tick's). */
 	if (freeze_plan_any_frozen(&op->plan) && freeze_plan_thaw(&op->plan, &thaw_err) == 0) {
+		plan_thawed(h, op);
 		log_warn("request %s: the second attempt thawed the filesystems", op->request_id);
 		err_append(&err, "the second attempt thawed them");
 	}
+	sb_free(&attempts);
 	if (lost)
 		find_lost_snapshots(h, op, &err);
 	if (freeze_plan_any_frozen(&op->plan))

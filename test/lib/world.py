@@ -212,6 +212,12 @@ freeze_timeout = 10s
 client_timeout = 2min
 ec2_timeout = 10s
 log_level = debug
+# The frozen marker: under the world, never on a filesystem it freezes.
+state_dir = {self.path('state')}
+# Tests that inject EC2 errors expect them to surface: no retries unless a
+# test asks for them (a [helper] section with retries in helper_conf_extra).
+retries = 0
+retry_backoff = 100ms
 
 [filesystems]
 allow = {self.path('mnt')}

@@ -24,6 +24,9 @@ int main(void)
 	is_str(c.socket_path, "/run/ami-snapshot/helper.sock", "default socket");
 	is_int(c.freeze_timeout_ms, 10000, "default freeze_timeout 10 s");
 	ok(c.preflight_dry_run, "preflight on by default");
+	is_str(c.state_dir, "/run/ami-snapshot", "default state_dir");
+	is_int(c.retries, 2, "default retries 2");
+	is_int(c.retry_backoff_ms, 1000, "default retry_backoff 1 s");
 
 	ok(load(&c,
 	        "[helper]\n"
@@ -80,6 +83,17 @@ int main(void)
 	ok(load(&c, "[helper]\nsocket = relative.sock\n", &err) == -1, "relative socket refused");
 	ok(load(&c, "[filesystems]\nallow_root_filesystem = maybe\n", &err) == -1,
 	   "non-boolean refused");
+	ok(load(&c, "[helper]\nstate_dir = /var/tmp/x\nretries = 0\nretry_backoff = 250ms\n",
+	        &err) == 0,
+	   "state_dir, retries, retry_backoff accepted");
+	is_str(c.state_dir, "/var/tmp/x", "state_dir");
+	is_int(c.retries, 0, "retries 0");
+	is_int(c.retry_backoff_ms, 250, "retry_backoff in ms");
+	ok(load(&c, "[helper]\nstate_dir = run/x\n", &err) == -1, "relative state_dir refused");
+	ok(load(&c, "[helper]\nretries = 11\n", &err) == -1, "too many retries refused");
+	ok(load(&c, "[helper]\nretries = 1x\n", &err) == -1, "non-numeric retries refused");
+	ok(load(&c, "[helper]\nretry_backoff = 1min\n", &err) == -1,
+	   "retry_backoff over 20 s refused");
 	{
 		struct amis_err e2;
 

@@ -1,0 +1,294 @@
+#!/usr/bin/python3
+"""
+End to end: nothing stays frozen when the process holding the freeze cannot
+thaw, and retryable EC2 errors are retried, never while frozen.
+
+Cases: (a) SIGKILL of the helper while frozen: its watchdog thaws at once;
+(b) SIGSTOP of the helper while frozen: the watchdog thaws at the deadline,
+and the helper, continued, fails the request cleanly; (c) SIGKILL of the
+helper and of its watchdog: the frozen marker makes the restarted helper
+thaw; (d) a throttled CreateSnapshots is retried in a new freeze cycle, and
+when every attempt fails the error lists them.
+
+The CreateSnapshots call is kept in flight with the emulator's "slow" fault
+(only the call made while frozen, after the two DryRuns), not latency_ms,
+which would slow every call of the preparation as well.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from tap import bail, diag, done, is_, ok  # noqa: E402
+from world import World  # noqa: E402
+
+# Writers blocked on a frozen filesystem: they finish after the thaw.
+STRAGGLERS = []
+
+
+def probe_frozen(w, secs=1.0):
+    """Our mounts where a write does not finish within secs (never blocks longer)."""
+    procs = {}
+    for v in w.volumes:
+        probe = os.path.join(v.mount, ".wdprobe")
+        procs[v.mount] = subprocess.Popen(["sh", "-c", "echo x > %s" % probe])
+    deadline = time.time() + secs
+    while time.time() < deadline and any(p.poll() is None for p in procs.values()):
+        time.sleep(0.05)
+    frozen = sorted(m for m, p in procs.items() if p.poll() is None)
+    STRAGGLERS.extend(p for p in procs.values() if p.poll() is None)
+    return frozen
+
+
+def wait_frozen(w, timeout=30):
+    """Waits until all our mounts are frozen; True if they were within timeout."""
+    marker = marker_path(w)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(marker) and len(probe_frozen(w, 0.3)) == len(w.volumes):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def wait_thawed(w, timeout):
+    """Seconds until nothing of ours is frozen, or None after timeout."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if probe_frozen(w, 0.3) == []:
+            return time.time() - t0
+    return None
+
+
+def marker_path(w):
+    return w.path("state", "frozen")
+
+
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def proc_state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def snapshot_bg(w, name):
+    cmd = ["runuser", "-u", "postgres", "--"] + w.psql_cmd() + [
+        "-c", "SELECT status FROM ami_snapshot('%s')" % name]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(p, timeout=90):
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        err += "\n(killed after %d s)" % timeout
+    return p.returncode, out.strip(), err.strip()
+
+
+def last_history(w):
+    return w.psql("SELECT name, status, coalesce(error_code, ''), coalesce(error_message, '') "
+                  "FROM ami_snapshot_history ORDER BY id DESC LIMIT 1").split("|", 3)
+
+
+def wait_history(w, name, status, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        h = last_history(w)
+        if h[0] == name and h[1] == status:
+            return h
+        time.sleep(0.2)
+    return last_history(w)
+
+
+def log_since(w, pos):
+    with open(w.helper_log) as f:
+        f.seek(pos)
+        return f.read()
+
+
+def restart_helper(w, extra=""):
+    w.stop_helper()
+    with open(w.helper_conf, "w") as f:
+        f.write(w.helper_config_text() + extra)
+    w.start_helper()
+
+
+def slow_call(w, ms):
+    """Only the CreateSnapshots made while frozen (after the two DryRuns) is slow."""
+    w.emulator_control({"action": "CreateSnapshots", "fault": "slow", "delay_ms": ms,
+                        "count": 1, "skip": 2})
+
+
+def real_calls(w):
+    n = 0
+    with open(os.path.join(w.store, "emu-state", "requests.jsonl")) as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec.get("action") == "CreateSnapshots" and "DryRun" not in rec.get("params", {}):
+                n += 1
+    return n
+
+
+def case_sigkill(w):
+    pos = os.path.getsize(w.helper_log)
+    slow_call(w, 6000)
+    p = snapshot_bg(w, "wd kill")
+    ok(wait_frozen(w), "kill: the filesystems are frozen while the call is in flight")
+    helper = w.procs["helper"]
+    wd = children(helper.pid)
+    is_(len(wd), 1, "kill: the helper has one child, the watchdog, while frozen")
+    helper.send_signal(signal.SIGKILL)
+    helper.wait(10)
+    w.procs.pop("helper", None)
+    took = wait_thawed(w, 5)
+    ok(took is not None, "kill: thawed within a few seconds of the SIGKILL (%s s)"
+       % (None if took is None else "%.2f" % took))
+    rc, out, err = finish(p)
+    ok(rc != 0 and "ERROR" in err, "kill: ami_snapshot() fails", err)
+    diag("kill: " + err.splitlines()[0] if err else "kill: (no error text)")
+    h = wait_history(w, "wd kill", "failed")
+    is_(h[1], "failed", "kill: the history row is failed")
+    is_(w.psql("SELECT 1"), "1", "kill: the database serves")
+    ok("the helper died while they were frozen" in log_since(w, pos),
+       "kill: the watchdog logged its thaw")
+    ok(os.path.exists(marker_path(w)), "kill: the frozen marker outlived the helper")
+    pos = os.path.getsize(w.helper_log)
+    w.start_helper()
+    ok(not os.path.exists(marker_path(w)), "kill: the restarted helper removed the marker")
+    ok("was not frozen any more" in log_since(w, pos),
+       "kill: the restarted helper found the marker's filesystems thawed already")
+    r = w.psql("SELECT status FROM ami_snapshot('after kill')")
+    is_(r, "succeeded", "kill: a new snapshot works after the restart")
+
+
+def case_sigstop(w):
+    restart_helper(w, "[helper]\nfreeze_timeout = 2s\n")
+    pos = os.path.getsize(w.helper_log)
+    slow_call(w, 4000)
+    p = snapshot_bg(w, "wd stop")
+    ok(wait_frozen(w), "stop: frozen while the call is in flight")
+    helper = w.procs["helper"]
+    wd = children(helper.pid)
+    t0 = time.time()
+    helper.send_signal(signal.SIGSTOP)
+    try:
+        took = wait_thawed(w, 10)
+        ok(took is not None, "stop: the watchdog thawed though the helper is stopped (%s s)"
+           % (None if took is None else "%.2f" % (time.time() - t0)))
+        is_(proc_state(helper.pid), "T", "stop: the helper was still stopped then")
+    finally:
+        helper.send_signal(signal.SIGCONT)
+    rc, out, err = finish(p)
+    ok(rc != 0 and "freeze_timeout" in err, "stop: the request failed with the deadline", err)
+    h = wait_history(w, "wd stop", "failed")
+    is_(h[1], "failed", "stop: the history row is failed")
+    log = log_since(w, pos)
+    ok("the helper did not thaw within freeze_timeout" in log, "stop: the watchdog logged it")
+    ok("the watchdog thawed the filesystems" in log, "stop: the helper learnt it from the watchdog")
+    ok("was no longer frozen when the helper thawed it" in log,
+       "stop: the helper's own thaw found them thawed")
+    ok(helper.poll() is None, "stop: the helper lives on")
+    time.sleep(0.5)
+    ok(all(proc_state(pid) is None for pid in wd), "stop: the watchdog was reaped (no zombie)")
+    ok(not os.path.exists(marker_path(w)), "stop: no marker left")
+    ok(probe_frozen(w) == [], "stop: nothing frozen")
+    r = w.psql("SELECT status FROM ami_snapshot('after stop')")
+    is_(r, "succeeded", "stop: the next snapshot works")
+
+
+def case_marker(w):
+    restart_helper(w)
+    slow_call(w, 8000)
+    p = snapshot_bg(w, "wd marker")
+    ok(wait_frozen(w), "marker: frozen while the call is in flight")
+    helper = w.procs["helper"]
+    wd = children(helper.pid)
+    is_(len(wd), 1, "marker: the watchdog is there")
+    for pid in wd:
+        os.kill(pid, signal.SIGKILL)
+    helper.send_signal(signal.SIGKILL)
+    helper.wait(10)
+    w.procs.pop("helper", None)
+    ok(os.path.exists(marker_path(w)), "marker: the frozen marker exists")
+    if os.path.exists(marker_path(w)):
+        diag(open(marker_path(w)).read().rstrip())
+    is_(len(probe_frozen(w, 1.5)), len(w.volumes),
+        "marker: with helper and watchdog dead, the filesystems stay frozen")
+    pos = os.path.getsize(w.helper_log)
+    w.start_helper()
+    took = wait_thawed(w, 10)
+    ok(took is not None, "marker: the restarted helper thawed them")
+    log = log_since(w, pos)
+    ok("found the frozen marker" in log and "THAWED" in log, "marker: loudly logged")
+    ok(not os.path.exists(marker_path(w)), "marker: removed")
+    rc, out, err = finish(p)
+    ok(rc != 0 and "ERROR" in err, "marker: ami_snapshot() failed", err)
+    h = wait_history(w, "wd marker", "failed")
+    is_(h[1], "failed", "marker: the history row is failed")
+    is_(w.psql("SELECT 1"), "1", "marker: the database serves")
+
+
+def case_retries(w):
+    restart_helper(w, "[helper]\nretries = 2\nretry_backoff = 200ms\n")
+    pos = os.path.getsize(w.helper_log)
+    calls = real_calls(w)
+    w.emulator_control({"action": "CreateSnapshots", "fault": "throttle", "count": 1,
+                        "skip": 2})
+    r = w.psql("SELECT status FROM ami_snapshot('wd retry')")
+    is_(r, "succeeded", "retry: a throttled call succeeds at the second attempt")
+    is_(real_calls(w) - calls, 2, "retry: the emulator saw two real CreateSnapshots calls")
+    log = log_since(w, pos)
+    is_(log.count("writes frozen for"), 2, "retry: two separate freeze windows, both logged")
+    ok("attempt 1 of 3 failed: RequestLimitExceeded" in log, "retry: the retry is logged")
+    ok(probe_frozen(w) == [], "retry: nothing frozen")
+
+    restart_helper(w, "[helper]\nretries = 1\nretry_backoff = 200ms\n")
+    w.emulator_control({"action": "CreateSnapshots", "fault": "throttle", "count": 5,
+                        "skip": 2})
+    r = w.psql("SELECT * FROM ami_snapshot('wd retry fail')", check=False)
+    ok(r.returncode != 0 and "all 2 attempts failed (RequestLimitExceeded, "
+       "RequestLimitExceeded)" in r.stderr, "retry: the final error lists every attempt",
+       r.stderr)
+    h = wait_history(w, "wd retry fail", "failed")
+    is_(h[1], "failed", "retry: the history row is failed")
+    w.emulator_reset()
+    ok(probe_frozen(w) == [], "retry: nothing frozen after the failure")
+
+
+def main():
+    w = World()
+    try:
+        w.psql("CREATE TABLE t (x int)")
+        for case in (case_sigkill, case_sigstop, case_marker, case_retries):
+            case(w)
+            if "helper" not in w.procs:
+                w.start_helper()
+    except Exception as e:
+        bail(e, [w.helper_log])
+    finally:
+        w.close()
+        for p in STRAGGLERS:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    done()
+
+
+if __name__ == "__main__":
+    main()
