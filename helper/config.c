@@ -87,8 +87,9 @@ static int parse_bool(const char *v, bool *out)
 /* A duration: a number with an optional unit ms, s or min (default: s). */
 static int parse_duration_ms(const char *v, long *out)
 {
+	const long max_ms = 24L * 3600 * 1000;
 	char *end;
-	long n;
+	long n, unit;
 
 	errno = 0;
 	n = strtol(v, &end, 10);
@@ -97,14 +98,18 @@ static int parse_duration_ms(const char *v, long *out)
 	while (isspace((unsigned char)*end))
 		end++;
 	if (!strcmp(end, "ms"))
-		*out = n;
+		unit = 1;
 	else if (!*end || !strcmp(end, "s"))
-		*out = n * 1000;
+		unit = 1000;
 	else if (!strcmp(end, "min"))
-		*out = n * 60000;
+		unit = 60000;
 	else
 		return -1;
-	return *out <= 24L * 3600 * 1000 ? 0 : -1;
+	/* Compare before multiplying: no overflow (found by fuzz_config). */
+	if (n > max_ms / unit)
+		return -1;
+	*out = n * unit;
+	return 0;
 }
 
 /* Splits a comma- or space-separated list, calling fn for each item. */

@@ -48,7 +48,8 @@ void sb_reset(struct strbuf *sb);
 void sb_append(struct strbuf *sb, const void *data, size_t len);
 void sb_appends(struct strbuf *sb, const char *s);
 void sb_appendf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void sb_vappendf(struct strbuf *sb, const char *fmt, va_list ap);
+void sb_vappendf(struct strbuf *sb, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 /* Returns the (possibly empty) NUL-terminated contents, never NULL. */
 const char *sb_str(const struct strbuf *sb);
 

@@ -66,6 +66,8 @@ int main(void)
 	ok(strstr(err.msg, "line 2") != NULL, "error names the line");
 	ok(load(&c, "[helper]\nfreeze_timeout = 1h\n", &err) == -1, "bad duration unit refused");
 	ok(load(&c, "[helper]\nfreeze_timeout = 50ms\n", &err) == -1, "too short freeze_timeout");
+	ok(load(&c, "[helper]\nfreeze_timeout = 391993311566327972min\n", &err) == -1,
+	   "a duration that would overflow is refused (found by fuzz_config)");
 	ok(load(&c, "[helper]\nallowed_users = no-such-user-xyz\n", &err) == -1 &&
 	       strstr(err.msg, "no such user"),
 	   "unknown user refused");
