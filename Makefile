@@ -5,6 +5,8 @@
 #                         unit and an example configuration
 #   sudo test/run-all.sh  all tests (see README: needs root, loop devices)
 #   make bench            benchmarks (see README)
+#   make fuzz             build the libFuzzer targets (clang) and run each
+#                         for FUZZ_SECONDS (default 300); see test/fuzz/
 
 MODULE_big = ami_snapshot
 OBJS = extension/ami_snapshot.o extension/helper_client.o extension/history.o \
@@ -65,4 +67,11 @@ bench: all
 	test/bench/freeze_window.py --latencies 0,50,200 --runs 20 --csv bench-out/freeze-window.csv
 	test/bench/pgbench_snapshot.py --seconds 30 --latency-ms 50
 
-.PHONY: helper-all helper-clean install-helper bench
+# Fuzzing (clang, libFuzzer + ASan/UBSan): the helper's parsers of what it
+# reads from clients, EC2, IMDS and its files.  Builds into build/fuzz/.
+FUZZ_SECONDS ?= 300
+fuzz:
+	$(MAKE) -C test/fuzz
+	test/fuzz/run.sh $(FUZZ_SECONDS)
+
+.PHONY: helper-all helper-clean install-helper bench fuzz

@@ -1,11 +1,13 @@
 #!/bin/bash
 # test/run-all.sh - builds (warnings are errors), installs, and runs every
-# test: C unit tests, the emulator's tests, the SQL regression tests and the
-# end-to-end tests on loop filesystems.  Needs root and loop devices; fails
-# loudly without them.  Prints "N passed, N failed" at the end.
+# test: C unit tests (also built with ASan+UBSan), the fuzzers for a short
+# while, the emulator's tests, the SQL regression tests and the end-to-end
+# tests on loop filesystems.  Needs root and loop devices; fails loudly
+# without them.  Prints "N passed, N failed" at the end.
 #
 #   sudo test/run-all.sh            everything
-#   sudo test/run-all.sh unit sql   some suites (unit emulator sql e2e)
+#   sudo test/run-all.sh unit sql   some suites (unit unit-san fuzz emulator sql e2e)
+#   FUZZ_SECONDS=300 sudo test/run-all.sh fuzz   fuzz longer (default 20 s a target)
 set -u
 cd "$(dirname "$0")/.."
 TOP=$(pwd)
@@ -22,7 +24,7 @@ fi
 scripts/install-deps.sh || { echo "FAIL: installing dependencies" >&2; exit 1; }
 
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(unit emulator sql e2e)
+[ ${#suites[@]} -gt 0 ] || suites=(unit unit-san fuzz emulator sql e2e)
 
 LOGDIR=$(mktemp -d /var/tmp/amis-test-logs.XXXXXX)
 passed=0
@@ -63,6 +65,44 @@ for s in "${suites[@]}"; do
 		rc=$?
 		grep -E '^(not ok|Failed|Result|Files=)' "$LOGDIR/unit.log"
 		count_tap unit "$LOGDIR/unit.log" $rc
+		;;
+	unit-san)
+		# The C unit tests again, built with clang into build/san/ with
+		# ASan+UBSan (helper/Makefile BUILD=); any report fails the test.
+		echo "== unit tests with AddressSanitizer and UndefinedBehaviorSanitizer"
+		if ! make -C helper BUILD=../build/san CC=clang \
+			SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+			tests >"$LOGDIR/unit-san-build.log" 2>&1; then
+			tail -30 "$LOGDIR/unit-san-build.log"
+			echo "== unit-san: 0 passed, 1 failed (build; log: $LOGDIR/unit-san-build.log)"
+			failed=$((failed + 1))
+			failed_names+=(unit-san)
+			continue
+		fi
+		ASAN_OPTIONS=detect_leaks=1 \
+			UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+			prove -v $(find build/san -maxdepth 1 -name "test_*" -type f -perm -u+x | sort) \
+			>"$LOGDIR/unit-san.log" 2>&1
+		rc=$?
+		grep -E '^(not ok|Failed|Result|Files=|==[0-9]+==ERROR|SUMMARY: )|runtime error:' \
+			"$LOGDIR/unit-san.log" | head -40
+		count_tap unit-san "$LOGDIR/unit-san.log" $rc
+		;;
+	fuzz)
+		# Each libFuzzer target for FUZZ_SECONDS (default 20) from a copy of
+		# its seed corpus; one result per target.
+		echo "== fuzzing (${FUZZ_SECONDS:-20} s per target)"
+		if ! make -C test/fuzz >"$LOGDIR/fuzz-build.log" 2>&1; then
+			tail -30 "$LOGDIR/fuzz-build.log"
+			echo "== fuzz: 0 passed, 1 failed (build; log: $LOGDIR/fuzz-build.log)"
+			failed=$((failed + 1))
+			failed_names+=(fuzz)
+			continue
+		fi
+		FUZZ_LOGDIR="$LOGDIR/fuzz" test/fuzz/run.sh "${FUZZ_SECONDS:-20}" >"$LOGDIR/fuzz.log" 2>&1
+		rc=$?
+		grep -E '^(ok|not ok|#)' "$LOGDIR/fuzz.log"
+		count_tap fuzz "$LOGDIR/fuzz.log" $rc
 		;;
 	emulator)
 		echo "== emulator tests"
