@@ -19,8 +19,11 @@ REGRESS = ami_snapshot_sql
 REGRESS_OPTS = --inputdir=test --outputdir=test/results --load-extension=ami_snapshot
 
 PG_CPPFLAGS = -Ihelper
+# -Wextra on top of the server's warning flags, without the classes that
+# PostgreSQL's own headers trip.
+PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
 ifeq ($(WERROR),1)
-PG_CFLAGS = -Werror
+PG_CFLAGS += -Werror
 endif
 
 PG_CONFIG ?= pg_config

@@ -161,8 +161,11 @@ wal_path(void)
 	return pstrdup(path);
 }
 
-/* Locations of all tablespaces, from the symlinks in pg_tblspc. */
-static List *
+/*
+ * Locations of all tablespaces, from the symlinks in pg_tblspc.  Not
+ * inlined into run_snapshot(): its locals need not survive a longjmp.
+ */
+static pg_noinline List *
 tablespace_paths(void)
 {
 	List	   *result = NIL;
