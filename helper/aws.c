@@ -101,6 +101,25 @@ int aws_ctx_credentials(struct aws_ctx *a, struct aws_credentials *out, struct a
 	return creds_get(a->creds, time(NULL), out, err);
 }
 
+bool aws_ctx_credentials_refused(struct aws_ctx *a, const struct amis_err *err)
+{
+	static const char *const codes[] = {"ExpiredToken", "RequestExpired", "AuthFailure",
+	                                    "InvalidClientTokenId", "UnrecognizedClientException"};
+	size_t i;
+
+	if (!a->creds)
+		return false;
+	for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		if (!strcmp(err->code, codes[i])) {
+			log_warn("EC2 refused the credentials (%s); fetching them again",
+			         err->code);
+			creds_invalidate(a->creds);
+			return true;
+		}
+	}
+	return false;
+}
+
 const char *aws_ctx_instance_id(const struct aws_ctx *a)
 {
 	return a->instance_id;

@@ -11,6 +11,8 @@
 #include "credentials.h"
 #include "util.h"
 
+#include <stdbool.h>
+
 struct aws_ctx;
 struct ec2_client;
 
@@ -21,6 +23,14 @@ void aws_ctx_free(struct aws_ctx *a);
 int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err);
 /* Fresh credentials (refreshed when close to expiry) into *out. */
 int aws_ctx_credentials(struct aws_ctx *a, struct aws_credentials *out, struct amis_err *err);
+
+/*
+ * After an EC2 error: if it says the credentials were refused as expired
+ * or unknown (revoked, rotated early, clock trouble), forget the cached
+ * ones so the next aws_ctx_credentials() fetches fresh ones.  Returns true
+ * when it did, i.e. when one more attempt is worth making.
+ */
+bool aws_ctx_credentials_refused(struct aws_ctx *a, const struct amis_err *err);
 
 const char *aws_ctx_instance_id(const struct aws_ctx *a);
 const char *aws_ctx_region(const struct aws_ctx *a);

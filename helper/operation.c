@@ -441,8 +441,16 @@ static int plan_volumes(struct helper *h, struct operation *op, struct amis_err 
 	if (aws_ctx_credentials(h->aws, &cr, err) != 0)
 		goto out;
 	if (ec2_describe_instance(aws_ctx_ec2(h->aws), &cr, aws_ctx_instance_id(h->aws),
-	                          h->cfg->ec2_timeout_ms, inst, err) != 0)
-		goto out; /* "EC2 DescribeInstances: ..." */
+	                          h->cfg->ec2_timeout_ms, inst, err) != 0) {
+		/* The first call of an operation: the place to notice stale credentials. */
+		if (!aws_ctx_credentials_refused(h->aws, err))
+			goto out; /* "EC2 DescribeInstances: ..." */
+		secure_zero(&cr, sizeof(cr));
+		if (aws_ctx_credentials(h->aws, &cr, err) != 0 ||
+		    ec2_describe_instance(aws_ctx_ec2(h->aws), &cr, aws_ctx_instance_id(h->aws),
+		                          h->cfg->ec2_timeout_ms, inst, err) != 0)
+			goto out;
+	}
 	/* Xen: disks known by device name only; the mapping gives the volume. */
 	if (freeze_plan_unresolved_disks(&op->plan) > 0) {
 		for (j = 0; j < inst->nvolumes; j++)

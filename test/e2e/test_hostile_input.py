@@ -8,7 +8,8 @@ helper serving the next request.
   disconnected before anything is read;
 - garbage, an oversized frame, a truncated frame, a foreign field: the
   connection is closed and the reason logged;
-- IMDS down and a malformed EC2 answer: clear errors, recorded.
+- IMDS down and a malformed EC2 answer: clear errors, recorded;
+- credentials that EC2 refuses as expired are fetched again.
 """
 
 import os
@@ -123,6 +124,17 @@ def main():
             "IMDS down: recorded")
         w.emulator_control({"imds": "ok"})
         still_fine(w, "imds down")
+
+        # Credentials refused as expired (revoked or rotated early, while the
+        # helper's cache still trusts them): fetched again, the call succeeds.
+        w.psql("SELECT status FROM ami_snapshot('warm the cache')")
+        w.emulator_control({"expire_imds_credentials": True})
+        w.emulator_control({"rotate_imds_credentials": True})
+        pos = log_pos(w)
+        is_(w.psql("SELECT status FROM ami_snapshot('expired credentials')"), "succeeded",
+            "expired credentials: fetched again, the snapshot succeeds")
+        ok("refused the credentials" in helper_log_since(w, pos),
+           "expired credentials: the refresh is logged", helper_log_since(w, pos)[-800:])
 
         # A malformed answer to the call made while frozen (skip the DryRuns).
         w.emulator_control({"action": "CreateSnapshots", "fault": "malformed", "count": 1,
