@@ -253,6 +253,11 @@ fail:
 	return NULL;
 }
 
+void ec2_client_set_abort_fd(struct ec2_client *c, int fd)
+{
+	http_client_set_abort_fd(c->http, fd);
+}
+
 void ec2_client_free(struct ec2_client *c)
 {
 	if (!c)

@@ -30,6 +30,13 @@
 
 struct http_client {
 	CURL *curl;
+	/*
+	 * Transfers run through a multi handle, so that a wait can also watch
+	 * another descriptor (abort_fd).  The multi handle owns the connection
+	 * cache: a connection warmed by one request is reused by the next.
+	 */
+	CURLM *multi;
+	int abort_fd; /* -1: none */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -54,18 +61,30 @@ struct http_client *http_client_new(void)
 	if (curl_init_rc != CURLE_OK)
 		return NULL;
 	c = xcalloc(1, sizeof(*c));
+	c->abort_fd = -1;
 	c->curl = curl_easy_init();
-	if (!c->curl) {
+	c->multi = curl_multi_init();
+	if (!c->curl || !c->multi) {
+		if (c->curl)
+			curl_easy_cleanup(c->curl);
+		if (c->multi)
+			curl_multi_cleanup(c->multi);
 		free(c);
 		return NULL;
 	}
 	return c;
 }
 
+void http_client_set_abort_fd(struct http_client *c, int fd)
+{
+	c->abort_fd = fd;
+}
+
 void http_client_free(struct http_client *c)
 {
 	if (!c)
 		return;
+	curl_multi_cleanup(c->multi);
 	curl_easy_cleanup(c->curl);
 	free(c);
 }
@@ -285,6 +304,50 @@ static void set_no_proxy(CURL *h)
 	sb_free(&sb);
 }
 
+/*
+ * Runs the transfer on the client's multi handle.  Returns curl's result;
+ * *aborted is set (and the transfer dropped) when abort_fd became readable
+ * or hung up first: the party we work for has gone away.
+ */
+static CURLcode perform_multi(struct http_client *c, CURL *h, bool *aborted)
+{
+	CURLcode rc = CURLE_OK;
+	CURLMsg *msg;
+	int running = 1, queued;
+
+	*aborted = false;
+	if (curl_multi_add_handle(c->multi, h) != CURLM_OK)
+		return CURLE_FAILED_INIT;
+	for (;;) {
+		struct curl_waitfd wfd = {.fd = c->abort_fd, .events = CURL_WAIT_POLLIN};
+
+		if (curl_multi_perform(c->multi, &running) != CURLM_OK) {
+			rc = CURLE_FAILED_INIT;
+			break;
+		}
+		if (!running)
+			break;
+		if (curl_multi_poll(c->multi, c->abort_fd >= 0 ? &wfd : NULL,
+		                    c->abort_fd >= 0 ? 1 : 0, 1000, NULL) != CURLM_OK) {
+			rc = CURLE_FAILED_INIT;
+			break;
+		}
+		if (c->abort_fd >= 0 && wfd.revents) {
+			*aborted = true;
+			rc = CURLE_ABORTED_BY_CALLBACK;
+			break;
+		}
+	}
+	if (!*aborted && rc == CURLE_OK) {
+		rc = CURLE_FAILED_INIT;
+		while ((msg = curl_multi_info_read(c->multi, &queued)))
+			if (msg->msg == CURLMSG_DONE && msg->easy_handle == h)
+				rc = msg->data.result;
+	}
+	curl_multi_remove_handle(c->multi, h);
+	return rc;
+}
+
 /* Length of url without its query string, for messages. */
 static int url_shown_len(const char *url)
 {
@@ -304,7 +367,7 @@ int http_perform(struct http_client *c, const struct http_request *req, struct h
 	                          .rewind_refused = false};
 	struct curl_slist *headers = NULL;
 	long timeout_ms, connect_ms, status = 0;
-	bool sends_body;
+	bool sends_body, aborted = false;
 	CURLcode rc;
 
 	resp->status = 0;
@@ -370,7 +433,7 @@ int http_perform(struct http_client *c, const struct http_request *req, struct h
 		}
 	}
 
-	rc = curl_easy_perform(h);
+	rc = perform_multi(c, h, &aborted);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
 	resp->status = status;
 	/* Drop every pointer to our buffers (headers, body) from the handle. */
@@ -379,6 +442,11 @@ int http_perform(struct http_client *c, const struct http_request *req, struct h
 
 	if (rc == CURLE_OK)
 		return 0;
+	if (aborted)
+		return err_set(err, "ClientGone",
+		               "%s %.*s: abandoned because the client went away; the request may "
+		               "have been executed",
+		               req->method, url_shown_len(req->url), req->url);
 	if (src.rewind_refused)
 		return err_set(err, "ConnectionError",
 		               "%s %.*s: the connection closed without an answer after the request "

@@ -45,6 +45,12 @@ struct http_response {
 struct http_client;
 
 struct http_client *http_client_new(void);
+/*
+ * From now on, abandon any transfer as soon as fd becomes readable or hangs
+ * up (the client we work for went away); -1 turns it off.  Such a transfer
+ * fails with code "ClientGone".
+ */
+void http_client_set_abort_fd(struct http_client *c, int fd);
 void http_client_free(struct http_client *c);
 
 void http_response_init(struct http_response *r);

@@ -731,11 +731,14 @@ static void tag_backup_state(struct helper *h, struct operation *op, const char 
 	secure_zero(&cr, sizeof(cr));
 }
 
-/* After a Timeout, ConnectionError or broken body the call may have succeeded on EC2's side. */
+/*
+ * After a Timeout, ConnectionError, broken body or a call abandoned for a
+ * vanished client, the call may have succeeded on EC2's side.
+ */
 static bool answer_lost(const struct amis_err *err)
 {
 	return !strcmp(err->code, "Timeout") || !strcmp(err->code, "ConnectionError") ||
-	       !strcmp(err->code, "MalformedResponse");
+	       !strcmp(err->code, "MalformedResponse") || !strcmp(err->code, "ClientGone");
 }
 
 /*
@@ -897,7 +900,10 @@ static enum cycle_outcome freeze_cycle(struct helper *h, struct operation *op,
 			timeout_ms = 1;
 	}
 	t_call0 = mono_usec();
+	/* A client that goes away (cancel, timeout, exit) ends the wait at once. */
+	ec2_client_set_abort_fd(aws_ctx_ec2(h->aws), op->owner ? op->owner->fd : -1);
 	rc = ec2_create_snapshots(aws_ctx_ec2(h->aws), &cr, r, timeout_ms, &op->snaps, call_err);
+	ec2_client_set_abort_fd(aws_ctx_ec2(h->aws), -1);
 	t_call1 = mono_usec();
 	if (op->freeze)
 		thaw_rc = freeze_plan_thaw(&op->plan, &thaw_err);
@@ -941,6 +947,8 @@ static bool call_retryable(struct helper *h, struct operation *op, const struct 
 	struct amis_err derr;
 	bool none;
 
+	if (!strcmp(call_err->code, "ClientGone"))
+		return false; /* nobody is waiting for it */
 	if (!answer_lost(call_err))
 		return ec2_error_is_retryable(call_err);
 	/* The call may have worked: only if EC2 shows nothing by our tag. */

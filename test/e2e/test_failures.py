@@ -152,6 +152,43 @@ def main():
             "client gone: the backend exited")
         check_after(w, "client gone")
 
+        # 6b. Cancelled while the call made while frozen is in flight: the
+        #     helper stops waiting for EC2 and thaws at once, not at the
+        #     call's end or the freeze deadline.
+        w.emulator_reset()
+        # The abandoned operation of case 6 may still be finishing its calls;
+        # the fault below must meet this operation's calls only.
+        deadline = time.time() + 60
+        while time.time() < deadline and w.psql(
+                "SELECT 1 FROM ami_snapshot('helper idle')", check=False).returncode != 0:
+            time.sleep(0.5)
+        w.emulator_control({"action": "CreateSnapshots", "fault": "slow", "delay_ms": 8000,
+                            "count": 1, "skip": 2})
+        pos = os.path.getsize(w.helper_log)
+        p = session(w, ["SELECT * FROM ami_snapshot('cancel in flight')"] + [SAME_SESSION_CHECK],
+                    background=True)
+        pid = wait_for_call(w)
+        deadline = time.time() + 15
+        while time.time() < deadline and not w.frozen_mounts(wait=0.5):
+            pass
+        t_cancel = time.time()
+        w.psql("SELECT pg_cancel_backend(%d)" % pid)
+        while time.time() < t_cancel + 6 and w.frozen_mounts(wait=0.5):
+            pass
+        thawed_after = time.time() - t_cancel
+        ok(not w.frozen_mounts() and thawed_after < 6,
+           "cancel in flight: thawed %.1f s after the cancel, before EC2 answered (8 s)"
+           % thawed_after)
+        out, errout = p.communicate(timeout=60)
+        is_(out.split(), ["t", "t"], "cancel in flight: the session's backup was aborted")
+        deadline = time.time() + 15
+        while time.time() < deadline and "ClientGone" not in open(w.helper_log).read()[pos:]:
+            time.sleep(0.2)
+        ok("ClientGone" in open(w.helper_log).read()[pos:],
+           "cancel in flight: the helper abandoned the call (ClientGone)")
+        check_after(w, "cancel in flight")
+        w.emulator_reset()
+
         # 7. One operation at a time.
         w.emulator_control({"latency_ms": 2000})
         first = session(w, ["SELECT status FROM ami_snapshot('first')"], background=True)

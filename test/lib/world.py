@@ -79,6 +79,7 @@ class World:
         self.pg_conf_extra = pg_conf_extra
         self.keep = keep
         self.procs = {}
+        self.stray_probes = []
         self.mounted = []       # mount points, in mount order
         self.loops = []
         self.volumes = []
@@ -349,17 +350,29 @@ logging_collector = off
         with urllib.request.urlopen(self.emu_url + "/_emulator/state", timeout=10) as r:
             return json.loads(r.read())
 
-    def frozen_mounts(self):
-        """Mounts of ours that are frozen right now (a write would block)."""
-        frozen = []
+    def frozen_mounts(self, wait=2.0):
+        """Mounts of ours that are frozen right now: a write there does not
+        finish within `wait` seconds.  The writers run in the background: a
+        write to a frozen filesystem sleeps uninterruptibly (no timeout can
+        kill it), so we never wait for them; they finish at the thaw and are
+        reaped later."""
+        probes = []
         for v in self.volumes:
-            # FIFREEZE on a frozen fs answers EBUSY without side effects... but
-            # would freeze a thawed one.  Instead ask for a write with a timeout.
+            # FIFREEZE would tell (EBUSY) but freezes a thawed filesystem:
+            # ask for a write instead.
             probe = os.path.join(v.mount, ".probe")
-            r = subprocess.run(["timeout", "2", "sh", "-c", f"echo x > {probe} && sync {probe}"],
-                               capture_output=True)
-            if r.returncode == 124:
-                frozen.append(v.mount)
+            probes.append((v.mount, subprocess.Popen(
+                ["sh", "-c", f"echo x > {probe} && sync {probe}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+        deadline = time.time() + wait
+        frozen = []
+        for mount, p in probes:
+            try:
+                p.wait(max(0.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                frozen.append(mount)
+                self.stray_probes.append(p)
+        self.stray_probes = [p for p in self.stray_probes if p.poll() is None]
         return frozen
 
     def thaw_all(self):
@@ -383,6 +396,11 @@ logging_collector = off
     def close(self):
         # 1. Never leave anything frozen (before anything that could block).
         self.thaw_all()
+        for p in self.stray_probes:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
         # 2. Processes.
         try:
             self.stop_postgres("immediate")
