@@ -47,8 +47,14 @@ int fs_thaw_fd(int fd, const char *label, bool *was_not_frozen, struct amis_err 
 int freeze_plan_open(struct freeze_plan *plan, struct amis_err *err);
 
 /*
- * Freezes the plan's filesystems in plan order (children first), opening
- * them first unless freeze_plan_open() did already.  Every
+ * Freezes the plan's filesystems, opening them first unless
+ * freeze_plan_open() did already.  They are frozen in parallel, level by
+ * level: a filesystem mounted below another one of the plan is frozen
+ * (FIFREEZE returned) before that one starts; without nested mounts, all
+ * at once.  The threads doing it are started here, after any fork between
+ * freeze_plan_open() and this (a watchdog's), and before the first
+ * FIFREEZE; they are stopped once everything is thawed, or by
+ * freeze_plan_close().  Every
  * mount point is opened and checked first, before anything is frozen: no
  * path lookup happens while a filesystem is frozen, and a mount point that
  * is no longer the mount that was resolved (mount id, via statx) is refused
@@ -56,16 +62,18 @@ int freeze_plan_open(struct freeze_plan *plan, struct amis_err *err);
  * symlink to /).  The directories stay open until the thaw, so the thaw
  * reaches the same superblocks whatever happens to the paths meanwhile.
  *
- * If one filesystem fails to freeze, the ones frozen before it are thawed
- * (reverse order) and -1 is returned with the freeze error; if such a thaw
- * fails too, the message says so and those entries stay frozen = true (the
- * caller must freeze_plan_thaw() again, and its watchdog stands by).
+ * If one filesystem fails to freeze, the ones frozen (before it, or beside
+ * it in its level) are thawed (children last) and -1 is returned with the
+ * freeze error; if such a thaw fails too, the message says so and those
+ * entries stay frozen = true (the caller must freeze_plan_thaw() again, and
+ * its watchdog stands by).
  */
 int freeze_plan_freeze(struct freeze_plan *plan, struct amis_err *err);
 
 /*
- * Thaws every entry frozen by freeze_plan_freeze() in reverse plan order,
- * attempting all of them even when one fails.  Returns -1 if any failed
+ * Thaws every entry frozen by freeze_plan_freeze(), in parallel level by
+ * level, the reverse of the freeze (children last), attempting all of them
+ * even when one fails.  Returns -1 if any failed
  * (err: the first failure, later ones appended; those stay frozen = true,
  * so calling again retries just them).
  */
@@ -80,7 +88,7 @@ bool freeze_plan_any_frozen(const struct freeze_plan *plan);
  */
 long long freeze_plan_window_usec(const struct freeze_plan *plan);
 
-/* Closes the directories held open by the plan (does not thaw). */
+/* Stops the plan's threads and closes its directories (does not thaw). */
 void freeze_plan_close(struct freeze_plan *plan);
 
 #endif

@@ -136,6 +136,8 @@ struct freeze_fs {
 	long long freeze_returned_usec; /* FIFREEZE returned (its sync is done) */
 };
 
+struct freeze_pool;
+
 struct freeze_plan {
 	size_t nfs;
 	struct freeze_fs fs[FREEZE_PLAN_MAX_FS]; /* freeze order: children first */
@@ -143,6 +145,8 @@ struct freeze_plan {
 	struct fs_disk disks[FREEZE_PLAN_MAX_DISKS]; /* unique by name */
 	size_t nvolumes;
 	char volume_ids[FREEZE_PLAN_MAX_DISKS][32]; /* unique, non-empty */
+	/* Owned by freeze.c: threads that freeze/thaw in parallel, or NULL. */
+	struct freeze_pool *pool;
 };
 
 /*

@@ -18,10 +18,14 @@
  *   cycle FILE PATH...  freeze, check that writing FILE blocks, thaw, check it completed
  *   thaw-partial PATH... freeze, make the first thaw fail, check the others still thaw
  *   mount-swap PATH     plan, mount a tmpfs over the mount point, freeze: refused
+ *   timeline PATH...    open the plan, dirty each filesystem, freeze, thaw; print the
+ *                       threads of the process before, while frozen and after, and each
+ *                       entry's timestamps relative to the first FIFREEZE
  */
 #include "freeze.h"
 #include "volumes.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -130,6 +134,11 @@ static int cmd_freeze(char **paths, int n)
 		for (size_t i = 0; i < plan.nfs; i++)
 			printf("after-rollback %s %s\n", plan.fs[i].mount_point,
 			       plan.fs[i].frozen ? "frozen" : "released");
+		/* Which ones were frozen (and thawed again) at all. */
+		for (size_t i = 0; i < plan.nfs; i++)
+			printf("rollback-ts frozen_at>0=%d thawed_at>0=%d %s\n",
+			       plan.fs[i].frozen_at_usec > 0, plan.fs[i].thawed_at_usec > 0,
+			       plan.fs[i].mount_point);
 		return fail(&err);
 	}
 	/* Exiting closes the directories; the kernel keeps them frozen. */
@@ -301,6 +310,85 @@ static int cmd_mount_swap(char **paths, int n)
 	return frc == 0 ? 1 : fail(&err);
 }
 
+/* How many threads this process has. */
+static int count_threads(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* Writes 4 MiB to a file on the filesystem at mp, without syncing it. */
+static int dirty(const char *mp)
+{
+	static char buf[1 << 20];
+	char path[PATH_MAX + 32];
+	int fd, rc = 0;
+
+	memset(buf, 'd', sizeof(buf));
+	snprintf(path, sizeof(path), "%s/.timeline-dirty", mp);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -1;
+	for (int i = 0; i < 4 && rc == 0; i++)
+		rc = write(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf) ? 0 : -1;
+	close(fd);
+	return rc;
+}
+
+static int cmd_timeline(char **paths, int n)
+{
+	struct amis_err err;
+	int rc = build(paths, n), before, during, after;
+	long long base = 0;
+
+	if (rc)
+		return rc;
+	before = count_threads();
+	err_clear(&err);
+	if (freeze_plan_open(&plan, &err) < 0)
+		return fail(&err);
+	/* After the open's syncfs(): each FIFREEZE has some writeback to do. */
+	for (size_t i = 0; i < plan.nfs; i++)
+		if (dirty(plan.fs[i].mount_point) < 0) {
+			printf("setup failed: could not write to %s\n", plan.fs[i].mount_point);
+			freeze_plan_close(&plan);
+			return 2;
+		}
+	if (freeze_plan_freeze(&plan, &err) < 0)
+		return fail(&err);
+	during = count_threads();
+	err_clear(&err);
+	rc = freeze_plan_thaw(&plan, &err);
+	after = count_threads();
+	/* Report only now: stdout may be on a frozen filesystem. */
+	printf("threads before=%d frozen=%d after=%d\n", before, during, after);
+	if (rc < 0)
+		return fail(&err);
+	for (size_t i = 0; i < plan.nfs; i++)
+		if (!base || plan.fs[i].frozen_at_usec < base)
+			base = plan.fs[i].frozen_at_usec;
+	/* ts FROZEN_AT RETURNED THAWED STILL_FROZEN MOUNT_POINT (usec since the first) */
+	for (size_t i = 0; i < plan.nfs; i++) {
+		const struct freeze_fs *fs = &plan.fs[i];
+
+		printf("ts %lld %lld %lld %d %s\n", fs->frozen_at_usec - base,
+		       fs->freeze_returned_usec - base, fs->thawed_at_usec - base, fs->frozen,
+		       fs->mount_point);
+	}
+	printf("window_usec=%lld\n", freeze_plan_window_usec(&plan));
+	freeze_plan_close(&plan);
+	printf("threads closed=%d\n", count_threads());
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	int opt;
@@ -342,6 +430,8 @@ int main(int argc, char **argv)
 		return cmd_thaw_partial(argv, argc);
 	if (strcmp(cmd, "mount-swap") == 0)
 		return cmd_mount_swap(argv, argc);
+	if (strcmp(cmd, "timeline") == 0)
+		return cmd_timeline(argv, argc);
 	fprintf(stderr, "freeze-driver: unknown command %s\n", cmd);
 	return 2;
 }

@@ -85,7 +85,7 @@ done
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/test_freeze.XXXXXX") || bail "mktemp failed"
 driver="$tmp/freeze-driver"
 # shellcheck disable=SC2086
-if ! "${CC:-cc}" -std=gnu11 -Wall -Wextra -D_GNU_SOURCE ${FREEZE_TEST_CFLAGS:-} -I"$helper" \
+if ! "${CC:-cc}" -std=gnu11 -Wall -Wextra -D_GNU_SOURCE -pthread ${FREEZE_TEST_CFLAGS:-} -I"$helper" \
 	"$helper/util.c" "$helper/volumes.c" "$helper/freeze.c" "$here/freeze-driver.c" \
 	-o "$driver" 2>"$tmp/cc.log"; then
 	diag <"$tmp/cc.log"
@@ -301,6 +301,75 @@ ok $? "the parent frozen by someone else stays frozen"
 w3=${last_writer:-}
 fsfreeze -u "$mnt1"
 [ -n "$w3" ] && writer_finishes "$w3"
+ok $? "its writer finishes after our fsfreeze -u"
+
+# ---- parallel freezing ----
+
+# The line "ts FROZEN_AT RETURNED THAWED STILL_FROZEN" of mount point $2 in $1.
+ts_of() { grep "^ts " <<<"$1" | while read -r _ a b c d mp; do [ "$mp" = "$2" ] && echo "$a $b $c $d"; done; }
+
+# Two siblings: one step, the second FIFREEZE on a thread of the pool.
+out=$(drv timeline "$mnt1" "$mnt3")
+ok $? "timeline of two sibling filesystems"
+echo "$out" | diag
+read -r t1a t1b t1c t1d <<<"$(ts_of "$out" "$mnt1")"
+read -r t3a t3b t3c t3d <<<"$(ts_of "$out" "$mnt3")"
+[ -n "${t1d:-}" ] && [ -n "${t3d:-}" ] && [ "$t1d" = 0 ] && [ "$t3d" = 0 ] &&
+	[ "$t1c" -ge "$t1b" ] && [ "$t3c" -ge "$t3b" ]
+ok $? "both frozen, both thawed"
+read -r tb tf ta <<<"$(sed -n 's/^threads before=\([0-9]*\) frozen=\([0-9]*\) after=\([0-9]*\)$/\1 \2 \3/p' <<<"$out")"
+# Compared with "after", not "before": a sanitizer may start a thread of its own.
+[ -n "${ta:-}" ] && [ "$tf" -eq $((ta + 1)) ] && [ "$ta" -ge "$tb" ] &&
+	grep -qx "threads closed=$ta" <<<"$out"
+ok $? "one pool thread while frozen, none once thawed"
+if [ -n "${t3b:-}" ] && [ "$t3a" -lt "$t1b" ] && [ "$t1a" -lt "$t3b" ]; then
+	echo "# the two FIFREEZE calls overlapped"
+else
+	echo "# the two FIFREEZE calls did not overlap this time (scheduling)"
+fi
+
+out=$(drv cycle "$mnt3/cycle-sibling" "$mnt1" "$mnt3")
+ok $? "cycle of two siblings"
+echo "$out" | diag
+grep -qx "writer blocked while frozen" <<<"$out" && grep -qx "writer completed after thaw" <<<"$out" &&
+	[ "$(grep -c 'frozen_at>0=1 thawed_after=1 still_frozen=0' <<<"$out")" -eq 2 ]
+ok $? "a write to the second sibling blocked while frozen, completed after"
+out=$(drv cycle "$mnt1/cycle-sibling" "$mnt1" "$mnt3")
+grep -qx "writer blocked while frozen" <<<"$out" && grep -qx "writer completed after thaw" <<<"$out"
+ok $? "a write to the first sibling blocked while frozen, completed after"
+
+# Nested: mnt2 (child) and mnt3 together, then mnt1 (parent); thawed the other way.
+out=$(drv timeline "$mnt1" "$mnt2" "$mnt3")
+ok $? "timeline of a nested pair and a sibling"
+echo "$out" | diag
+read -r t1a t1b t1c t1d <<<"$(ts_of "$out" "$mnt1")"
+read -r t2a t2b t2c t2d <<<"$(ts_of "$out" "$mnt2")"
+[ -n "${t1d:-}" ] && [ -n "${t2d:-}" ] && [ "$t2b" -le "$t1a" ]
+ok $? "child's FIFREEZE returned before the parent's started ($t2b <= $t1a)"
+[ -n "${t1d:-}" ] && [ -n "${t2d:-}" ] && [ "$t1c" -le "$t2c" ]
+ok $? "child thawed after the parent ($t1c <= $t2c)"
+read -r tb tf ta <<<"$(sed -n 's/^threads before=\([0-9]*\) frozen=\([0-9]*\) after=\([0-9]*\)$/\1 \2 \3/p' <<<"$out")"
+[ -n "${ta:-}" ] && [ "$tf" -eq $((ta + 1)) ] && [ "$ta" -ge "$tb" ]
+ok $? "one pool thread for the widest level (two), none once thawed"
+
+# One of two parallel freezes fails: the other is thawed again.
+fsfreeze -f "$mnt3" || bail "fsfreeze -f $mnt3 failed"
+out=$(drv freeze "$mnt1" "$mnt3")
+rc=$?
+echo "$out" | diag
+[ $rc -ne 0 ] && [[ "$out" == *"error AlreadyFrozen "* ]]
+ok $? "a failing freeze beside a successful one fails"
+grep -qx "after-rollback $mnt1 released" <<<"$out" && grep -qx "after-rollback $mnt3 released" <<<"$out" &&
+	grep -qx "rollback-ts frozen_at>0=1 thawed_at>0=1 $mnt1" <<<"$out" &&
+	grep -qx "rollback-ts frozen_at>0=0 thawed_at>0=0 $mnt3" <<<"$out"
+ok $? "the sibling it froze was thawed again, the other not claimed"
+write_completes "$mnt1/parallel-rolled-back"
+ok $? "the sibling accepts writes"
+write_blocks "$mnt3/still-frozen"
+ok $? "the filesystem frozen by someone else stays frozen"
+w4=${last_writer:-}
+fsfreeze -u "$mnt3"
+[ -n "$w4" ] && writer_finishes "$w4"
 ok $? "its writer finishes after our fsfreeze -u"
 
 # ---- thaw attempts every filesystem even when one fails ----
