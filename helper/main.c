@@ -1,7 +1,7 @@
 /*
  * main.c - ami-snapshot-helper: the privileged helper daemon.
  *
- *	ami-snapshot-helper [-c CONFIG] [--check-config]
+ *	ami-snapshot-helper [-c CONFIG] [--check-config | --recover-only]
  *
  * Runs in the foreground (systemd Type=simple), logs to stderr.
  */
@@ -32,15 +32,18 @@ static void on_signal(int sig)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ami-snapshot-helper [-c CONFIG] [--check-config]\n"
+	fprintf(f, "usage: ami-snapshot-helper [-c CONFIG] [--check-config | --recover-only]\n"
 	           "  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
-	           "      --check-config  load the configuration, report problems, exit\n");
+	           "      --check-config  load the configuration, report problems, exit\n"
+	           "      --recover-only  thaw what a frozen marker lists, then exit: 0 if\n"
+	           "                      nothing is left, 1 if the marker is kept\n");
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
 	                                         {"check-config", no_argument, NULL, 'k'},
+	                                         {"recover-only", no_argument, NULL, 'r'},
 	                                         {"help", no_argument, NULL, 'h'},
 	                                         {NULL, 0, NULL, 0}};
 	const char *config_path = DEFAULT_CONFIG;
@@ -48,7 +51,7 @@ int main(int argc, char **argv)
 	struct sigaction sa;
 	struct amis_err err;
 	struct helper *h;
-	bool check_only = false;
+	bool check_only = false, recover_only = false;
 	int opt, lfd, rc;
 
 	while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
@@ -58,6 +61,9 @@ int main(int argc, char **argv)
 			break;
 		case 'k':
 			check_only = true;
+			break;
+		case 'r':
+			recover_only = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -92,6 +98,12 @@ int main(int argc, char **argv)
 		config_free(&cfg);
 		return 0;
 	}
+	if (recover_only) {
+		/* ExecStopPost: whatever a killed helper left frozen. */
+		rc = marker_recover(cfg.state_dir);
+		config_free(&cfg);
+		return rc ? 1 : 0;
+	}
 	if (geteuid() != 0)
 		log_warn("not running as root: freezing filesystems will fail");
 
@@ -103,14 +115,23 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 
-	/* A helper that died while frozen: thaw what it left, before serving. */
-	marker_recover(cfg.state_dir);
+	/*
+	 * A helper that died while frozen: thaw what it left, before serving.
+	 * If that fails the marker is kept and nothing is served (systemd
+	 * restarts the helper, and recovery runs again).
+	 */
+	if (marker_recover(cfg.state_dir) != 0) {
+		log_error("the frozen marker in %s could not be fully recovered: not serving",
+		          cfg.state_dir);
+		config_free(&cfg);
+		return 1;
+	}
 
 	if (server_listen(&cfg, &lfd, &err) != 0) {
 		log_error("%s", err.msg);
 		return 1;
 	}
-	h = helper_new(&cfg);
+	h = helper_new(&cfg, &stop_requested);
 	log_info("ami-snapshot-helper listening on %s", cfg.socket_path);
 	server_run(h, lfd, &stop_requested);
 	close(lfd);

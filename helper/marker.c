@@ -17,6 +17,33 @@
 #define STATX_MNT_ID 0x00001000U
 #endif
 
+static const char *mountinfo_path = "/proc/self/mountinfo";
+static const char *boot_id_path = "/proc/sys/kernel/random/boot_id";
+
+void marker_set_test_paths(const char *mountinfo, const char *boot_id)
+{
+	mountinfo_path = mountinfo ? mountinfo : "/proc/self/mountinfo";
+	boot_id_path = boot_id ? boot_id : "/proc/sys/kernel/random/boot_id";
+}
+
+/* This boot's id (one line, no spaces); 0, or -1 if it cannot be read. */
+static int read_boot_id(char *buf, size_t sz)
+{
+	ssize_t n;
+	int fd;
+
+	fd = open(boot_id_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sz - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	buf[strcspn(buf, " \t\n")] = '\0';
+	return buf[0] ? 0 : -1;
+}
+
 static void marker_path(char *buf, size_t sz, const char *state_dir, const char *name)
 {
 	snprintf(buf, sz, "%s/%s", state_dir, name);
@@ -65,7 +92,7 @@ int marker_check_dir(const char *state_dir, const struct freeze_plan *plan, stru
 int marker_write(const char *state_dir, const struct freeze_plan *plan, const char *request_id,
                  struct amis_err *err)
 {
-	char tmp[PATH_MAX + 16], path[PATH_MAX + 16];
+	char tmp[PATH_MAX + 16], path[PATH_MAX + 16], boot_id[64];
 	struct strbuf sb;
 	int fd, rc = -1;
 	ssize_t n;
@@ -75,6 +102,8 @@ int marker_write(const char *state_dir, const struct freeze_plan *plan, const ch
 	sb_init(&sb);
 	sb_appendf(&sb, "# ami-snapshot-helper: request %s froze these (pid %ld)\n", request_id,
 	           (long)getpid());
+	if (read_boot_id(boot_id, sizeof(boot_id)) == 0)
+		sb_appendf(&sb, "boot_id %s\n", boot_id);
 	for (size_t i = 0; i < plan->nfs; i++) {
 		const struct freeze_fs *fs = &plan->fs[i];
 
@@ -129,56 +158,153 @@ int marker_remove(const char *state_dir, struct amis_err *err)
 	return 0;
 }
 
-/* Thaws one marker line's filesystem if it is still that mount; 0, or -1 on failure. */
+/* Undoes mountinfo's octal escapes (\040 and the like) in place. */
+static void unescape_octal(char *s)
+{
+	char *d = s;
+
+	while (*s) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 4;
+		} else {
+			*d++ = *s++;
+		}
+	}
+	*d = '\0';
+}
+
+/* Opens dir if it is a directory of device major:minor; the fd, or -1. */
+static int open_on_device(const char *dir, unsigned int major, unsigned int minor)
+{
+	struct statx stx;
+	int fd;
+
+	/* A lookup does not write: it does not block on a frozen filesystem. */
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	if (statx(fd, "", AT_EMPTY_PATH, 0, &stx) != 0 || stx.stx_dev_major != major ||
+	    stx.stx_dev_minor != minor) {
+		close(fd);
+		errno = EXDEV;
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * Looks for any mount of major:minor in mountinfo (the freeze belongs to the
+ * superblock, not to a mount); an open directory of it and its mount point
+ * in found, or -1.
+ */
+static int find_device_mount(unsigned int major, unsigned int minor, char *found, size_t sz)
+{
+	char line[PATH_MAX * 2 + 256], mnt[PATH_MAX * 2];
+	unsigned int ma, mi;
+	int fd = -1;
+	FILE *f;
+
+	f = fopen(mountinfo_path, "re");
+	if (!f) {
+		log_error("frozen marker: cannot read %s: %s", mountinfo_path, strerror(errno));
+		return -1;
+	}
+	while (fd < 0 && fgets(line, sizeof(line), f)) {
+		/* ID PARENT MAJOR:MINOR ROOT MOUNT_POINT ... */
+		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &ma, &mi, mnt) != 3 || ma != major ||
+		    mi != minor)
+			continue;
+		unescape_octal(mnt);
+		if (mnt[0] != '/')
+			continue;
+		fd = open_on_device(mnt, major, minor);
+		if (fd >= 0 && strlcpy_checked(found, mnt, sz) != 0) {
+			close(fd);
+			fd = -1;
+		}
+	}
+	fclose(f);
+	return fd;
+}
+
+/*
+ * Thaws one marker line's filesystem, identified by its device (a restarted
+ * helper may be in another mount namespace: mount ids say nothing then).
+ * 0 once it is thawed (or was not frozen), -1 if it could not be found or
+ * thawed.
+ */
 static int recover_line(const char *line)
 {
-	char mount_point[PATH_MAX];
+	char mount_point[PATH_MAX], where[PATH_MAX];
 	unsigned int major, minor;
 	struct amis_err err;
-	struct statx stx;
 	bool not_frozen;
 	int mount_id, fd, n = 0, rc;
 
 	if (sscanf(line, "%d %u:%u %n", &mount_id, &major, &minor, &n) != 3 || n == 0 ||
 	    strlcpy_checked(mount_point, line + n, sizeof(mount_point)) != 0 ||
 	    mount_point[0] != '/') {
-		log_error("frozen marker: unreadable line \"%s\": ignored", line);
-		return 0;
+		log_error("frozen marker: unreadable line \"%s\"", line);
+		return -1;
 	}
-	/* A lookup does not write: it does not block on a frozen filesystem. */
-	fd = open(mount_point, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = open_on_device(mount_point, major, minor);
+	if (fd >= 0) {
+		snprintf(where, sizeof(where), "%s", mount_point);
+	} else {
+		log_warn("frozen marker: %s is not device %u:%u here (%s); looking for another "
+		         "mount of it",
+		         mount_point, major, minor, strerror(errno));
+		fd = find_device_mount(major, minor, where, sizeof(where));
+	}
 	if (fd < 0) {
-		log_error("frozen marker: %s: %s; not thawing it", mount_point, strerror(errno));
-		return 0;
-	}
-	if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &stx) != 0 || stx.stx_dev_major != major ||
-	    stx.stx_dev_minor != minor ||
-	    ((stx.stx_mask & STATX_MNT_ID) && stx.stx_mnt_id != (unsigned long long)mount_id)) {
-		log_error("frozen marker: %s is no longer mount %d on device %u:%u; not "
-		          "touching it",
-		          mount_point, mount_id, major, minor);
-		close(fd);
-		return 0;
+		log_error("frozen marker: no mount of device %u:%u (listed as %s) found; it may "
+		          "still be frozen",
+		          major, minor, mount_point);
+		return -1;
 	}
 	err_clear(&err);
-	rc = fs_thaw_fd(fd, mount_point, &not_frozen, &err);
+	rc = fs_thaw_fd(fd, where, &not_frozen, &err);
 	close(fd);
 	if (rc < 0) {
-		log_error("frozen marker: %s IS STILL FROZEN: %s: %s", mount_point, err.code,
-		          err.msg);
+		log_error("frozen marker: %s (device %u:%u) IS STILL FROZEN: %s: %s", where, major,
+		          minor, err.code, err.msg);
 		return -1;
 	}
 	if (not_frozen)
-		log_warn("frozen marker: %s was not frozen any more", mount_point);
+		log_warn("frozen marker: %s (device %u:%u) was not frozen any more", where, major,
+		         minor);
 	else
-		log_error("frozen marker: THAWED %s, left frozen by a helper that died",
-		          mount_point);
+		log_error("frozen marker: THAWED %s (device %u:%u), left frozen by a helper that "
+		          "died",
+		          where, major, minor);
 	return 0;
+}
+
+/* Whether the marker f was written in another boot (then it means nothing). */
+static bool from_other_boot(FILE *f, char *theirs, size_t sz)
+{
+	char line[PATH_MAX + 64], ours[64];
+	bool other = false;
+
+	theirs[0] = '\0';
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "boot_id ", 8) != 0)
+			continue;
+		snprintf(theirs, sz, "%.63s", line + 8);
+		other = read_boot_id(ours, sizeof(ours)) == 0 && strcmp(ours, theirs) != 0;
+		break;
+	}
+	rewind(f);
+	return other;
 }
 
 int marker_recover(const char *state_dir)
 {
-	char path[PATH_MAX + 16], line[PATH_MAX + 64];
+	char path[PATH_MAX + 16], line[PATH_MAX + 64], boot[64];
+	struct amis_err err;
 	int rc = 0;
 	FILE *f;
 
@@ -189,6 +315,17 @@ int marker_recover(const char *state_dir)
 			log_error("could not read the frozen marker %s: %s", path, strerror(errno));
 		return errno == ENOENT ? 0 : -1;
 	}
+	if (from_other_boot(f, boot, sizeof(boot))) {
+		fclose(f);
+		log_error("the frozen marker %s is from another boot (boot id %s): nothing it "
+		          "lists can be frozen by that helper now; removing it",
+		          path, boot);
+		if (marker_remove(state_dir, &err) < 0) {
+			log_error("%s", err.msg);
+			return -1;
+		}
+		return 0;
+	}
 	log_error("found the frozen marker %s: a helper died while filesystems were frozen; "
 	          "thawing what it lists",
 	          path);
@@ -198,13 +335,13 @@ int marker_recover(const char *state_dir)
 			log_info("frozen marker: %s", line + 1);
 			continue;
 		}
+		if (!strncmp(line, "boot_id ", 8))
+			continue;
 		if (line[0] && recover_line(line) < 0)
 			rc = -1;
 	}
 	fclose(f);
 	if (rc == 0) {
-		struct amis_err err;
-
 		if (marker_remove(state_dir, &err) < 0) {
 			log_error("%s", err.msg);
 			return -1;
@@ -212,7 +349,8 @@ int marker_recover(const char *state_dir)
 		log_warn("frozen marker %s handled and removed", path);
 	} else {
 		log_error("the frozen marker %s is kept: some of its filesystems could not be "
-		          "thawed; thaw them by hand (fsfreeze -u MOUNT_POINT)",
+		          "found or thawed; thaw them by hand (fsfreeze -u MOUNT_POINT), then "
+		          "remove it",
 		          path);
 	}
 	return rc;

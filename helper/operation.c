@@ -89,6 +89,7 @@ struct operation {
 	struct operation *next_stuck;
 	struct amis_err thaw_err; /* the last failure */
 	unsigned int thaw_retries;
+	bool tag_failed_after_thaw; /* failed while frozen: tag its snapshots once thawed */
 	long long thaw_next_try_usec;
 	long long thaw_logged_usec;
 };
@@ -97,14 +98,16 @@ struct helper {
 	struct helper_config *cfg;
 	struct aws_ctx *aws;
 	struct operation *active;
-	struct operation *stuck; /* still frozen: thaw retried by op_tick() */
+	struct operation *stuck;     /* still frozen: thaw retried by op_tick() */
+	volatile sig_atomic_t *stop; /* set by SIGTERM/SIGINT: no new freeze */
 };
 
-struct helper *helper_new(struct helper_config *cfg)
+struct helper *helper_new(struct helper_config *cfg, volatile sig_atomic_t *stop)
 {
 	struct helper *h = xcalloc(1, sizeof(*h));
 
 	h->cfg = cfg;
+	h->stop = stop;
 	h->aws = aws_ctx_new(cfg);
 	srandom((unsigned int)(mono_usec() ^ getpid())); /* back-off jitter */
 	return h;
@@ -209,6 +212,9 @@ static bool plan_thawed(struct helper *h, struct operation *op)
 	return wd_thawed;
 }
 
+static void tag_backup_state(struct helper *h, struct operation *op, const char *state);
+static void log_snapshot_ids(const struct operation *op, const char *what);
+
 /*
  * Retries the thaw of every stuck plan (at most every THAW_RETRY_USEC) and
  * frees the operations whose filesystems are all thawed now.
@@ -238,6 +244,12 @@ static void retry_stuck_thaws(struct helper *h)
 			warn_thawed_by_others(op);
 			plan_thawed(h, op);
 			*pp = op->next_stuck;
+			/* An EC2 call only when nothing else is frozen either. */
+			if (op->tag_failed_after_thaw && !h->stuck)
+				tag_backup_state(h, op, "failed");
+			else if (op->tag_failed_after_thaw)
+				log_snapshot_ids(op, "not tagged failed (other filesystems still "
+				                     "frozen)");
 			op_free(op);
 			continue;
 		}
@@ -731,6 +743,21 @@ static void tag_backup_state(struct helper *h, struct operation *op, const char 
 	secure_zero(&cr, sizeof(cr));
 }
 
+/* Logs op's snapshot ids (what a later tag is about). */
+static void log_snapshot_ids(const struct operation *op, const char *what)
+{
+	struct strbuf ids;
+	size_t i;
+
+	if (!op->snaps.n)
+		return;
+	sb_init(&ids);
+	for (i = 0; i < op->snaps.n; i++)
+		sb_appendf(&ids, "%s%s", i ? "," : "", op->snaps.items[i].snapshot_id);
+	log_warn("request %s: snapshots %s: %s", op->request_id, what, sb_str(&ids));
+	sb_free(&ids);
+}
+
 /*
  * After a Timeout, ConnectionError, broken body or a call abandoned for a
  * vanished client, the call may have succeeded on EC2's side.
@@ -815,10 +842,11 @@ static void find_lost_snapshots(struct helper *h, struct operation *op, struct a
 }
 
 enum cycle_outcome {
-	CYCLE_OK,          /* CreateSnapshots succeeded, everything thawed */
-	CYCLE_NOT_FROZEN,  /* failed before anything was frozen: err */
-	CYCLE_CALL_FAILED, /* CreateSnapshots failed: call_err; everything thawed */
-	CYCLE_THAW_FAILED, /* err is ThawFailed: filesystems may still be frozen */
+	CYCLE_OK,            /* CreateSnapshots succeeded, everything thawed */
+	CYCLE_NOT_FROZEN,    /* failed before anything was frozen: err */
+	CYCLE_CALL_FAILED,   /* CreateSnapshots failed: call_err; everything thawed */
+	CYCLE_THAW_FAILED,   /* err is ThawFailed: filesystems may still be frozen */
+	CYCLE_FREEZE_BROKEN, /* call succeeded but a thaw came before: err; op->snaps */
 };
 
 /*
@@ -836,6 +864,7 @@ static enum cycle_outcome freeze_cycle(struct helper *h, struct operation *op,
 	long long t_call0, t_call1;
 	long timeout_ms;
 	int rc, thaw_rc = 0;
+	bool broken = false;
 	size_t i;
 
 	err_clear(&thaw_err);
@@ -868,7 +897,7 @@ static enum cycle_outcome freeze_cycle(struct helper *h, struct operation *op,
 		 * deadline counts from now, just before the first FIFREEZE.
 		 */
 		if (freeze_plan_open(&op->plan, err) != 0 ||
-		    watchdog_start(&op->wd, &op->plan,
+		    watchdog_start(&op->wd, &op->plan, h->cfg->state_dir,
 		                   mono_usec() + (timeout_ms + WATCHDOG_MARGIN_MS) * 1000LL,
 		                   err) != 0) {
 			freeze_plan_close(&op->plan);
@@ -912,7 +941,7 @@ static enum cycle_outcome freeze_cycle(struct helper *h, struct operation *op,
 	*call_usec = t_call1 - t_call0;
 
 	if (op->freeze && thaw_rc == 0) {
-		plan_thawed(h, op);
+		broken = plan_thawed(h, op);
 		log_info("request %s: writes frozen for %.3f ms (CreateSnapshots %.3f ms)",
 		         op->request_id, freeze_plan_window_usec(&op->plan) / 1000.0,
 		         (t_call1 - t_call0) / 1000.0);
@@ -925,8 +954,12 @@ static enum cycle_outcome freeze_cycle(struct helper *h, struct operation *op,
 			          (fs->thawed_at_usec - fs->frozen_at_usec) / 1000.0);
 		}
 	}
-	if (op->freeze)
+	if (op->freeze) {
 		warn_thawed_by_others(op);
+		for (i = 0; i < op->plan.nfs; i++)
+			if (op->plan.fs[i].thaw_found_thawed)
+				broken = true;
+	}
 	if (thaw_rc != 0) {
 		log_error("request %s: THAW FAILED: %s: %s", op->request_id, thaw_err.code,
 		          thaw_err.msg);
@@ -937,24 +970,29 @@ static enum cycle_outcome freeze_cycle(struct helper *h, struct operation *op,
 			           call_err->msg);
 		return CYCLE_THAW_FAILED;
 	}
+	if (rc == 0 && broken) {
+		/* Writes resumed before EC2 answered: not a consistent snapshot. */
+		err_set(err, "FreezeBroken",
+		        "the filesystems were thawed before EC2 answered (by the watchdog at its "
+		        "deadline, or by someone else); the snapshot cannot be trusted as "
+		        "consistent");
+		return CYCLE_FREEZE_BROKEN;
+	}
 	return rc == 0 ? CYCLE_OK : CYCLE_CALL_FAILED;
 }
 
 /* Whether a failed CreateSnapshots is worth another freeze cycle. */
 static bool call_retryable(struct helper *h, struct operation *op, const struct amis_err *call_err)
 {
-	struct ec2_snapshot_set found = {0};
-	struct amis_err derr;
-	bool none;
-
-	if (!strcmp(call_err->code, "ClientGone"))
-		return false; /* nobody is waiting for it */
-	if (!answer_lost(call_err))
-		return ec2_error_is_retryable(call_err);
-	/* The call may have worked: only if EC2 shows nothing by our tag. */
-	none = lookup_by_request_tag(h, op, &found, &derr) == 0 && found.n == 0;
-	ec2_snapshot_set_free(&found);
-	return none;
+	/*
+	 * The answer was lost (ClientGone: nobody is waiting either): the call
+	 * may have worked, and DescribeSnapshots can miss snapshots that exist;
+	 * a retry could make a second set, and freeze again.  Never retried:
+	 * the failure path looks them up by tag and tags them failed.
+	 */
+	if (answer_lost(call_err))
+		return false;
+	return ec2_error_is_retryable(call_err);
 }
 
 /* Jittered exponential back-off before attempt number next (2, 3, ...). */
@@ -979,9 +1017,10 @@ static long backoff_ms(const struct helper_config *cfg, int next, const struct a
 /*
  * Waits ms while watching the client: 0 after the wait, -1 (with *why) as
  * soon as the client closes its end or says anything (it is waiting for
- * the answer to SNAPSHOT and has nothing to say but ABORT).
+ * the answer to SNAPSHOT and has nothing to say but ABORT), or the helper
+ * is asked to stop.
  */
-static int wait_watching_client(struct conn *c, long ms, const char **why)
+static int wait_watching_client(struct helper *h, struct conn *c, long ms, const char **why)
 {
 	long long deadline = mono_usec() + ms * 1000LL;
 
@@ -990,6 +1029,11 @@ static int wait_watching_client(struct conn *c, long ms, const char **why)
 		long long left = (deadline - mono_usec()) / 1000;
 		int n;
 
+		/* SIGTERM interrupts poll() (EINTR): checked on every turn. */
+		if (h->stop && *h->stop) {
+			*why = "helper stopping";
+			return -1;
+		}
 		if (left <= 0)
 			return 0;
 		n = poll(&p, 1, (int)left);
@@ -1049,9 +1093,22 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 
 		err_clear(&err);
 		err_clear(&call_err);
+		/* Never a freeze after a stop request. */
+		if (h->stop && *h->stop) {
+			err_set(&err, "HelperStopping",
+			        "the helper is stopping; nothing was frozen for this attempt");
+			if (attempt > 1)
+				err_prefix(&err, "%d attempts failed (%s)", attempt - 1,
+				           sb_str(&attempts));
+			goto fail;
+		}
 		out = freeze_cycle(h, op, &r, &err, &call_err, &call_usec);
 		if (out == CYCLE_OK)
 			break;
+		if (out == CYCLE_FREEZE_BROKEN) {
+			sb_appendf(&attempts, "%s%s", attempt > 1 ? ", " : "", err.code);
+			goto fail;
+		}
 		if (out == CYCLE_CALL_FAILED) {
 			err = call_err;
 			lost = answer_lost(&call_err);
@@ -1083,7 +1140,13 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 		         "retrying in %.1f s",
 		         op->request_id, attempt, h->cfg->retries + 1, call_err.code, call_err.msg,
 		         wait / 1000.0);
-		if (wait_watching_client(c, wait, &why) != 0) {
+		if (wait_watching_client(h, c, wait, &why) != 0) {
+			if (h->stop && *h->stop) {
+				err_set(&err, "HelperStopping",
+				        "the helper is stopping: no retry after attempt %d (%s)",
+				        attempt, sb_str(&attempts));
+				goto fail;
+			}
 			log_warn("request %s: %s; no retry, operation abandoned", op->request_id,
 			         why);
 			sb_free(&attempts);
@@ -1164,7 +1227,13 @@ fail:
 	else
 		log_warn("request %s: snapshot failed: %s: %s", op->request_id, err.code, err.msg);
 	send_error(c, "snapshot", &err, &op->snaps);
-	tag_backup_state(h, op, "failed");
+	if (freeze_plan_any_frozen(&op->plan)) {
+		/* No EC2 call while frozen: tagged once the stuck thaw works. */
+		op->tag_failed_after_thaw = true;
+		log_snapshot_ids(op, "to be tagged failed once thawed");
+	} else {
+		tag_backup_state(h, op, "failed");
+	}
 	op_end(h, c);
 	return -1;
 }

@@ -23,12 +23,17 @@
 #include "config.h"
 #include "protocol.h"
 
+#include <signal.h>
 #include <stdbool.h>
 
 struct helper;
 struct conn;
 
-struct helper *helper_new(struct helper_config *cfg);
+/*
+ * stop: the daemon's stop flag (set by SIGTERM/SIGINT; may be NULL): once
+ * set, no freeze cycle starts and a retry back-off ends.
+ */
+struct helper *helper_new(struct helper_config *cfg, volatile sig_atomic_t *stop);
 void helper_free(struct helper *h);
 const struct helper_config *op_config(const struct helper *h);
 

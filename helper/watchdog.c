@@ -2,37 +2,46 @@
  * watchdog.c - see watchdog.h.
  *
  * The child runs in a copy of the helper that may have had other threads
- * (libcurl's resolver): it calls only async-signal-safe functions (poll,
- * read, ioctl, write, close, _exit) plus snprintf into a stack buffer, and
- * never returns into the helper's code.
+ * (libcurl's resolver): it calls only async-signal-safe functions (ppoll,
+ * read, ioctl, write, send, fstat, close_range, unlinkat, sigaction,
+ * pthread_sigmask, _exit) plus snprintf into a stack buffer, and never
+ * returns into the helper's code.  SIGTERM is blocked across the fork and
+ * in the child but while it waits in ppoll().
  */
 #include "watchdog.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/fs.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define WD_DONE 'D'
 /* The child's exit status when it thawed because its deadline passed. */
 #define WD_EXIT_THAWED 3
 #define WD_EXIT_STILL_FROZEN 4
-/* After the trigger, a failing thaw is retried this often, this long. */
+/* After the trigger, a thaw is repeated this often; a failing one this long. */
 #define WD_RETRY_MS 100
 #define WD_GIVE_UP_MS 10000
-/* Descriptors above this are not looked at when the child closes the rest. */
-#define WD_MAX_FD 65536
+/* How long watchdog_stop() waits for the child before SIGKILL. */
+#define WD_STOP_WAIT_MS 1000
+#define WD_MAX_KEEP (FREEZE_PLAN_MAX_FS + 2)
 
 static volatile sig_atomic_t wd_terminated;
+static bool wd_stderr_socket;
 
 static void wd_on_term(int sig)
 {
@@ -40,6 +49,7 @@ static void wd_on_term(int sig)
 	wd_terminated = 1;
 }
 
+/* One line to stderr, never blocking (a full journal socket drops it). */
 static void wd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void wd_log(const char *fmt, ...)
 {
@@ -55,27 +65,53 @@ static void wd_log(const char *fmt, ...)
 	if ((size_t)n > sizeof(line) - 2)
 		n = (int)sizeof(line) - 2;
 	line[n++] = '\n';
-	(void)!write(STDERR_FILENO, line, (size_t)n);
+	if (wd_stderr_socket)
+		(void)!send(STDERR_FILENO, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	else
+		(void)!write(STDERR_FILENO, line, (size_t)n);
 }
 
-/* Keeps stdio, the pipe and the plan's directories; closes the rest. */
-static void wd_close_others(const struct freeze_plan *plan, int rfd)
+static int wd_close_range(unsigned int first, unsigned int last)
 {
-	struct rlimit rl;
-	long max = WD_MAX_FD;
-	int fd;
+	return (int)syscall(SYS_close_range, first, last, 0);
+}
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    (long)rl.rlim_cur < max)
-		max = (long)rl.rlim_cur;
-	for (fd = 3; fd < max; fd++) {
-		bool keep = fd == rfd;
+/* Keeps stdio, the pipe, state_dir and the plan's directories; closes the rest. */
+static void wd_close_others(const struct freeze_plan *plan, int rfd, int dirfd)
+{
+	int keep[WD_MAX_KEEP];
+	size_t n = 0, i, j;
+	unsigned int next = 3;
 
-		for (size_t i = 0; !keep && i < plan->nfs; i++)
-			keep = plan->fs[i].fd == fd;
-		if (!keep)
-			close(fd);
+	keep[n++] = rfd;
+	if (dirfd >= 0)
+		keep[n++] = dirfd;
+	for (i = 0; i < plan->nfs && n < WD_MAX_KEEP; i++)
+		if (plan->fs[i].fd >= 3)
+			keep[n++] = plan->fs[i].fd;
+	/* Insertion sort: a handful of descriptors. */
+	for (i = 1; i < n; i++)
+		for (j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+			int t = keep[j];
+
+			keep[j] = keep[j - 1];
+			keep[j - 1] = t;
+		}
+	for (i = 0; i < n; i++) {
+		if ((unsigned int)keep[i] > next)
+			(void)wd_close_range(next, (unsigned int)keep[i] - 1);
+		if ((unsigned int)keep[i] >= next)
+			next = (unsigned int)keep[i] + 1;
 	}
+	(void)wd_close_range(next, ~0U);
+}
+
+/* ppoll() for ms milliseconds with mask (SIGTERM unblocked) while waiting. */
+static int wd_wait(struct pollfd *p, int ms, const sigset_t *mask)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+
+	return ppoll(p, p ? 1 : 0, &ts, mask);
 }
 
 /* FITHAW on every directory, children last; counts the outcomes. */
@@ -99,23 +135,39 @@ static void wd_thaw_all(const struct freeze_plan *plan, int *thawed, int *not_fr
 	}
 }
 
-static void __attribute__((noreturn))
-wd_main(const struct freeze_plan *plan, int rfd, long long deadline_usec, const char *mounts)
+/*
+ * Once triggered, the watchdog thaws, removes the marker (everything it
+ * lists is thawed), and then, while the helper is alive, thaws again every
+ * WD_RETRY_MS until the helper says "done": the helper may still have been
+ * inside FIFREEZE when the deadline passed.  At end of file it thaws once
+ * more and exits.
+ */
+static void __attribute__((noreturn)) wd_main(const struct freeze_plan *plan, int rfd, int dirfd,
+                                              long long deadline_usec, const char *mounts)
 {
 	struct sigaction sa;
+	sigset_t waitmask;
+	struct stat st;
 	const char *why = NULL;
 	long long give_up = 0;
-	bool parent_alive = true, logged_failure = false;
+	bool parent_alive = true, logged_failure = false, thawed_once = false;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = wd_on_term;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
+	/*
+	 * SIGTERM stays blocked (it was across the fork) but while waiting in
+	 * ppoll(): one arriving between the check and the wait is not lost.
+	 */
+	pthread_sigmask(SIG_BLOCK, NULL, &waitmask);
+	sigdelset(&waitmask, SIGTERM);
 	/* Ctrl-C reaches the whole process group: the helper handles it. */
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
-	wd_close_others(plan, rfd);
+	wd_stderr_socket = fstat(STDERR_FILENO, &st) == 0 && S_ISSOCK(st.st_mode);
+	wd_close_others(plan, rfd, dirfd);
 
 	for (;;) {
 		struct pollfd p = {.fd = rfd, .events = POLLIN};
@@ -132,25 +184,38 @@ wd_main(const struct freeze_plan *plan, int rfd, long long deadline_usec, const 
 
 			wd_thaw_all(plan, &thawed, &not_frozen, &failed, &e);
 			if (!failed) {
-				wd_log("<3>error: watchdog (pid %ld): thawed %s because %s (%d "
-				       "thawed, %d already thawed)",
-				       (long)getpid(), mounts, why, thawed, not_frozen);
-				_exit(WD_EXIT_THAWED);
-			}
-			if (!logged_failure)
-				wd_log("<3>error: watchdog (pid %ld): could not thaw %d of %s "
-				       "(%s) although %s; retrying for %d s",
-				       (long)getpid(), failed, mounts, strerror(e), why,
-				       WD_GIVE_UP_MS / 1000);
-			logged_failure = true;
-			if (!give_up)
-				give_up = now + WD_GIVE_UP_MS * 1000LL;
-			if (now >= give_up) {
-				wd_log("<3>error: watchdog (pid %ld): giving up: %s STILL FROZEN; "
-				       "a restarted helper thaws them from its frozen marker, "
-				       "or run fsfreeze -u MOUNT_POINT",
-				       (long)getpid(), mounts);
-				_exit(WD_EXIT_STILL_FROZEN);
+				give_up = 0;
+				if (!thawed_once) {
+					if (dirfd >= 0)
+						(void)unlinkat(dirfd, "frozen", 0);
+					wd_log("<3>error: watchdog (pid %ld): thawed %s because %s "
+					       "(%d thawed, %d already thawed)",
+					       (long)getpid(), mounts, why, thawed, not_frozen);
+				} else if (thawed) {
+					wd_log(
+					    "<3>error: watchdog (pid %ld): thawed %d of %s again "
+					    "(frozen after its first thaw)",
+					    (long)getpid(), thawed, mounts);
+				}
+				thawed_once = true;
+				if (!parent_alive)
+					_exit(WD_EXIT_THAWED);
+			} else {
+				if (!logged_failure)
+					wd_log("<3>error: watchdog (pid %ld): could not thaw %d of "
+					       "%s (errno %d) although %s; retrying for %d s",
+					       (long)getpid(), failed, mounts, e, why,
+					       WD_GIVE_UP_MS / 1000);
+				logged_failure = true;
+				if (!give_up)
+					give_up = now + WD_GIVE_UP_MS * 1000LL;
+				if (now >= give_up) {
+					wd_log("<3>error: watchdog (pid %ld): giving up: %s STILL "
+					       "FROZEN; a restarted helper thaws them from its "
+					       "frozen marker, or run fsfreeze -u MOUNT_POINT",
+					       (long)getpid(), mounts);
+					_exit(WD_EXIT_STILL_FROZEN);
+				}
 			}
 			wait_ms = WD_RETRY_MS;
 		} else {
@@ -159,10 +224,10 @@ wd_main(const struct freeze_plan *plan, int rfd, long long deadline_usec, const 
 				wait_ms = INT_MAX;
 		}
 		if (!parent_alive) {
-			poll(NULL, 0, (int)wait_ms);
+			wd_wait(NULL, (int)wait_ms, &waitmask);
 			continue;
 		}
-		n = poll(&p, 1, (int)wait_ms);
+		n = wd_wait(&p, (int)wait_ms, &waitmask);
 		if (n < 0 && errno != EINTR && !why)
 			why = "it could not watch the helper";
 		if (n <= 0)
@@ -172,7 +237,7 @@ wd_main(const struct freeze_plan *plan, int rfd, long long deadline_usec, const 
 			ssize_t r = read(rfd, &b, 1);
 
 			if (r == 1 && b == WD_DONE)
-				_exit(0); /* the helper thawed */
+				_exit(thawed_once ? WD_EXIT_THAWED : 0); /* the helper thawed */
 			if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN)) {
 				parent_alive = false;
 				if (!why)
@@ -182,12 +247,13 @@ wd_main(const struct freeze_plan *plan, int rfd, long long deadline_usec, const 
 	}
 }
 
-int watchdog_start(struct watchdog *wd, const struct freeze_plan *plan, long long deadline_usec,
-                   struct amis_err *err)
+int watchdog_start(struct watchdog *wd, const struct freeze_plan *plan, const char *state_dir,
+                   long long deadline_usec, struct amis_err *err)
 {
 	char mounts[2048];
 	size_t off = 0;
-	int p[2];
+	int p[2], dirfd = -1;
+	sigset_t term, saved;
 	pid_t pid;
 
 	*wd = WATCHDOG_NONE;
@@ -200,21 +266,41 @@ int watchdog_start(struct watchdog *wd, const struct freeze_plan *plan, long lon
 		if (n > 0)
 			off += (size_t)n;
 	}
-	if (pipe2(p, O_CLOEXEC) != 0)
-		return err_set(err, "WatchdogFailed", "could not create the watchdog's pipe: %s",
-		               strerror(errno));
+	if (state_dir) {
+		dirfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dirfd < 0)
+			return err_set(err, "WatchdogFailed", "could not open state_dir %s: %s",
+			               state_dir, strerror(errno));
+	}
+	if (pipe2(p, O_CLOEXEC) != 0) {
+		err_set(err, "WatchdogFailed", "could not create the watchdog's pipe: %s",
+		        strerror(errno));
+		if (dirfd >= 0)
+			close(dirfd);
+		return -1;
+	}
+	/* The child must not miss (nor die of) a SIGTERM before its handler is set. */
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &term, &saved);
 	pid = fork();
+	if (pid != 0)
+		pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	if (pid < 0) {
 		err_set(err, "WatchdogFailed", "could not fork the watchdog: %s", strerror(errno));
 		close(p[0]);
 		close(p[1]);
+		if (dirfd >= 0)
+			close(dirfd);
 		return -1;
 	}
 	if (pid == 0) {
 		close(p[1]);
-		wd_main(plan, p[0], deadline_usec, mounts);
+		wd_main(plan, p[0], dirfd, deadline_usec, mounts);
 	}
 	close(p[0]);
+	if (dirfd >= 0)
+		close(dirfd);
 	wd->pid = pid;
 	wd->pipe_fd = p[1];
 	return 0;
@@ -223,6 +309,7 @@ int watchdog_start(struct watchdog *wd, const struct freeze_plan *plan, long lon
 bool watchdog_stop(struct watchdog *wd)
 {
 	const char done = WD_DONE;
+	long long give_up = mono_usec() + WD_STOP_WAIT_MS * 1000LL;
 	int status = 0;
 	pid_t r;
 
@@ -234,9 +321,21 @@ bool watchdog_stop(struct watchdog *wd)
 	}
 	if (wd->pid <= 0)
 		return false;
-	do
-		r = waitpid(wd->pid, &status, 0);
-	while (r < 0 && errno == EINTR);
+	for (;;) {
+		r = waitpid(wd->pid, &status, WNOHANG);
+		if (r != 0 && !(r < 0 && errno == EINTR))
+			break;
+		if (mono_usec() >= give_up) {
+			log_error("the watchdog (pid %ld) did not exit within %d ms: killing it",
+			          (long)wd->pid, WD_STOP_WAIT_MS);
+			kill(wd->pid, SIGKILL);
+			do
+				r = waitpid(wd->pid, &status, 0);
+			while (r < 0 && errno == EINTR);
+			break;
+		}
+		poll(NULL, 0, 5);
+	}
 	wd->pid = 0;
 	return r > 0 && WIFEXITED(status) && WEXITSTATUS(status) == WD_EXIT_THAWED;
 }

@@ -11,7 +11,10 @@
  *   - the deadline passes: freeze_timeout plus a margin, while the helper
  *     itself, alive but stopped or stuck, did not thaw;
  *   - it gets SIGTERM;
- * then logs one line to stderr (after the thaw) and exits.  When the helper
+ * then logs one line to stderr (after the thaw), removes the frozen marker
+ * (through a descriptor of state_dir it keeps) and, while the helper lives,
+ * thaws again every 100 ms (the helper may still have been inside FIFREEZE)
+ * until the helper says "done" or dies (then a last thaw).  When the helper
  * has thawed, it sends "done" and the watchdog exits quietly.
  *
  * The fork happens before the freeze; while frozen the helper does nothing
@@ -38,16 +41,18 @@ struct watchdog {
 
 /*
  * Forks the watchdog for plan, whose directories freeze_plan_open() has
- * opened.  deadline_usec is on the mono_usec() clock.  -1 with err
+ * opened.  state_dir (may be NULL) holds the frozen marker, which the
+ * watchdog removes after a thaw of its own.  deadline_usec is on the mono_usec() clock.  -1 with
+ * err
  * ("WatchdogFailed") if it cannot: then nothing must be frozen.
  */
-int watchdog_start(struct watchdog *wd, const struct freeze_plan *plan, long long deadline_usec,
-                   struct amis_err *err);
+int watchdog_start(struct watchdog *wd, const struct freeze_plan *plan, const char *state_dir,
+                   long long deadline_usec, struct amis_err *err);
 
 /*
- * After the helper's thaw: tells the watchdog to stand down and reaps it.
- * Returns true if the watchdog had thawed on its own before that (its
- * deadline passed), false otherwise.
+ * After the helper's thaw: tells the watchdog to stand down and reaps it
+ * (waiting up to a second, then SIGKILL).  Returns true if the watchdog had thawed on its own
+ * before that (its deadline passed), false otherwise.
  */
 bool watchdog_stop(struct watchdog *wd);
 

@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, diag, done, is_, ok  # noqa: E402
-from world import World  # noqa: E402
+from world import HELPER, World  # noqa: E402
 
 # Writers blocked on a frozen filesystem: they finish after the thaw.
 STRAGGLERS = []
@@ -166,12 +166,11 @@ def case_sigkill(w):
     is_(w.psql("SELECT 1"), "1", "kill: the database serves")
     ok("the helper died while they were frozen" in log_since(w, pos),
        "kill: the watchdog logged its thaw")
-    ok(os.path.exists(marker_path(w)), "kill: the frozen marker outlived the helper")
+    ok(not os.path.exists(marker_path(w)), "kill: the watchdog removed the marker after its thaw")
     pos = os.path.getsize(w.helper_log)
     w.start_helper()
-    ok(not os.path.exists(marker_path(w)), "kill: the restarted helper removed the marker")
-    ok("was not frozen any more" in log_since(w, pos),
-       "kill: the restarted helper found the marker's filesystems thawed already")
+    ok("found the frozen marker" not in log_since(w, pos),
+       "kill: the restarted helper found no marker to act on")
     r = w.psql("SELECT status FROM ami_snapshot('after kill')")
     is_(r, "succeeded", "kill: a new snapshot works after the restart")
 
@@ -243,6 +242,72 @@ def case_marker(w):
     is_(w.psql("SELECT 1"), "1", "marker: the database serves")
 
 
+def kill_both_while_frozen(w, name):
+    """SIGKILL the helper and its watchdog while frozen; the snapshot process."""
+    slow_call(w, 8000)
+    p = snapshot_bg(w, name)
+    ok(wait_frozen(w), "%s: frozen while the call is in flight" % name)
+    helper = w.procs["helper"]
+    for pid in children(helper.pid):
+        os.kill(pid, signal.SIGKILL)
+    helper.send_signal(signal.SIGKILL)
+    helper.wait(10)
+    w.procs.pop("helper", None)
+    return p
+
+
+def recover_only(w):
+    r = subprocess.run([HELPER, "-c", w.helper_conf, "--recover-only"],
+                       capture_output=True, text=True, timeout=30)
+    return r.returncode, r.stderr
+
+
+def case_recover_only(w):
+    """--recover-only (ExecStopPost), and a marker whose paths no longer match."""
+    restart_helper(w)
+    rc, err = recover_only(w)
+    is_(rc, 0, "recover-only: no marker, nothing to do")
+    p = kill_both_while_frozen(w, "wd moved")
+    ok(os.path.exists(marker_path(w)), "moved: the frozen marker exists")
+    # The mount points' paths are gone (another namespace, a move): only
+    # the devices, still mounted elsewhere (here: where they were), tell.
+    with open(marker_path(w)) as f:
+        text = f.read()
+    lines = []
+    for line in text.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and ":" in parts[1] and not line.startswith("#"):
+            line = "%s %s /nonexistent/moved%s" % (parts[0], parts[1], parts[2])
+        lines.append(line)
+    with open(marker_path(w), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    is_(len(probe_frozen(w, 1.5)), len(w.volumes), "moved: still frozen")
+    rc, err = recover_only(w)
+    if rc != 0:
+        diag(err)
+    is_(rc, 0, "moved: --recover-only thawed through another mount of each device")
+    ok(wait_thawed(w, 5) is not None, "moved: nothing frozen")
+    ok("looking for another mount" in err and "THAWED" in err, "moved: logged", err)
+    ok(not os.path.exists(marker_path(w)), "moved: the marker removed")
+    finish(p)
+    wait_history(w, "wd moved", "failed")
+
+    # A device mounted nowhere: the marker is kept, and the helper won't serve.
+    with open(marker_path(w), "w") as f:
+        f.write("# test\n1 4095:9 /nonexistent/gone\n")
+    rc, err = recover_only(w)
+    is_(rc, 1, "unresolved: --recover-only fails")
+    ok(os.path.exists(marker_path(w)), "unresolved: the marker is kept")
+    pos = os.path.getsize(w.helper_log)
+    with open(w.helper_log, "a") as logf:
+        r = subprocess.run([HELPER, "-c", w.helper_conf], stdout=logf,
+                           stderr=subprocess.STDOUT, timeout=30)
+    is_(r.returncode, 1, "unresolved: the helper exits instead of serving")
+    ok("not serving" in log_since(w, pos), "unresolved: it says why")
+    os.unlink(marker_path(w))
+    w.start_helper()
+
+
 def case_retries(w):
     restart_helper(w, "[helper]\nretries = 2\nretry_backoff = 200ms\n")
     pos = os.path.getsize(w.helper_log)
@@ -270,11 +335,42 @@ def case_retries(w):
     ok(probe_frozen(w) == [], "retry: nothing frozen after the failure")
 
 
+def case_stop_in_backoff(w):
+    """SIGTERM during a retry back-off: no further freeze, a prompt exit."""
+    restart_helper(w, "[helper]\nretries = 3\nretry_backoff = 20s\n")
+    pos = os.path.getsize(w.helper_log)
+    calls = real_calls(w)
+    w.emulator_control({"action": "CreateSnapshots", "fault": "throttle", "count": 5,
+                        "skip": 2})
+    p = snapshot_bg(w, "wd stop backoff")
+    deadline = time.time() + 30
+    while "retrying in" not in log_since(w, pos) and time.time() < deadline:
+        time.sleep(0.05)
+    ok("retrying in" in log_since(w, pos), "stop in back-off: the first attempt failed")
+    helper = w.procs.pop("helper")
+    t0 = time.time()
+    helper.send_signal(signal.SIGTERM)
+    try:
+        helper.wait(10)
+    except subprocess.TimeoutExpired:
+        helper.kill()
+        helper.wait()
+    ok(time.time() - t0 < 5, "stop in back-off: the helper exited at once (%.1f s)"
+       % (time.time() - t0))
+    rc, out, err = finish(p)
+    ok(rc != 0 and "HelperStopping" in err, "stop in back-off: the request failed so", err)
+    is_(real_calls(w) - calls, 1, "stop in back-off: no second freeze cycle")
+    ok(probe_frozen(w) == [], "stop in back-off: nothing frozen")
+    w.emulator_reset()
+    w.start_helper()
+
+
 def main():
     w = World()
     try:
         w.psql("CREATE TABLE t (x int)")
-        for case in (case_sigkill, case_sigstop, case_marker, case_retries):
+        for case in (case_sigkill, case_sigstop, case_marker, case_recover_only,
+                     case_retries, case_stop_in_backoff):
             case(w)
             if "helper" not in w.procs:
                 w.start_helper()

@@ -1,7 +1,8 @@
 /*
  * test_marker.c - the persisted "frozen" marker.  Touches no filesystem
- * state: the recovery cases use mount ids that do not match, so nothing is
- * ever thawed.
+ * state: the recovery cases use devices that are not mounted, except one
+ * that FITHAWs the temporary directory's filesystem, which is not frozen
+ * (a no-op: "not frozen", or EPERM when not root).
  */
 #include "marker.h"
 #include "tap.h"
@@ -13,6 +14,16 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	if (f) {
+		fputs(text, f);
+		fclose(f);
+	}
+}
 
 static void read_file(const char *path, char *buf, size_t sz)
 {
@@ -29,6 +40,7 @@ static void read_file(const char *path, char *buf, size_t sz)
 int main(void)
 {
 	char dir[] = "/tmp/amis-marker.XXXXXX", state[128], path[160], text[2048];
+	char boot[160], mountinfo[160], sub[160];
 	struct freeze_plan plan;
 	struct amis_err err;
 	struct stat st;
@@ -39,6 +51,12 @@ int main(void)
 	}
 	snprintf(state, sizeof(state), "%s/state", dir);
 	snprintf(path, sizeof(path), "%s/" MARKER_FILE, state);
+	snprintf(boot, sizeof(boot), "%s/boot_id", dir);
+	snprintf(mountinfo, sizeof(mountinfo), "%s/mountinfo", dir);
+	snprintf(sub, sizeof(sub), "%s/mnt dir", dir);
+	write_file(boot, "11111111-2222-3333-4444-555555555555\n");
+	write_file(mountinfo, "");
+	marker_set_test_paths(mountinfo, boot);
 	memset(&plan, 0, sizeof(plan));
 	plan.nfs = 2;
 	snprintf(plan.fs[0].mount_point, sizeof(plan.fs[0].mount_point), "/nonexistent/a b");
@@ -62,14 +80,61 @@ int main(void)
 	   "a comment names the request");
 	ok(strstr(text, "\n987654 4095:1 /nonexistent/a b\n") != NULL,
 	   "a line: mount id, device, mount point with a space");
+	ok(strstr(text, "\nboot_id 11111111-2222-3333-4444-555555555555\n") != NULL,
+	   "the boot id is recorded");
 	snprintf(path, sizeof(path), "%s/" MARKER_FILE ".tmp", state);
 	ok(access(path, F_OK) != 0, "no temporary file left");
 	snprintf(path, sizeof(path), "%s/" MARKER_FILE, state);
 
-	/* Nothing listed matches a live mount: nothing touched, marker removed. */
-	ok(marker_recover(state) == 0, "recovery with stale entries succeeds");
-	ok(access(path, F_OK) != 0, "recovery removed the marker");
+	/* Nothing listed is found: nothing touched, the marker is kept. */
+	ok(marker_recover(state) == -1, "recovery with unresolved entries fails");
+	ok(access(path, F_OK) == 0, "an unresolved marker is kept");
+	ok(marker_recover(state) == -1, "and stays so at the next start");
+
+	/* Written in another boot: removed without touching anything. */
+	write_file(boot, "99999999-2222-3333-4444-555555555555\n");
+	ok(marker_recover(state) == 0, "a marker from another boot is ignored");
+	ok(access(path, F_OK) != 0, "and removed");
 	ok(marker_recover(state) == 0, "no marker: nothing to do");
+
+	/*
+	 * Device-based resolution: the listed path is gone, but mountinfo
+	 * shows the device mounted elsewhere (an escaped space in its path).
+	 */
+	ok(mkdir(sub, 0700) == 0 && stat(sub, &st) == 0, "a directory standing for a mount");
+	write_file(path, "# test\nboot_id 99999999-2222-3333-4444-555555555555\n");
+	{
+		FILE *f = fopen(path, "a");
+		FILE *m = fopen(mountinfo, "w");
+
+		if (f) {
+			fprintf(f, "1 %u:%u /nonexistent/gone\n", major(st.st_dev),
+			        minor(st.st_dev));
+			fclose(f);
+		}
+		if (m) {
+			fprintf(m, "20 1 4095:7 / /elsewhere rw - ext4 /dev/x rw\n");
+			fprintf(m, "21 1 %u:%u / %s/mnt\\040dir rw - ext4 /dev/y rw\n",
+			        major(st.st_dev), minor(st.st_dev), dir);
+			fclose(m);
+		}
+	}
+	if (geteuid() == 0) {
+		ok(marker_recover(state) == 0, "a path gone but the device mounted elsewhere: "
+		                               "thawed there (it was not frozen)");
+		ok(access(path, F_OK) != 0, "and the marker removed");
+	} else {
+		ok(marker_recover(state) == -1, "found through mountinfo; FITHAW refused (not "
+		                                "root)");
+		ok(access(path, F_OK) == 0, "and the marker kept");
+	}
+	/* The same device no longer mounted anywhere: kept. */
+	write_file(mountinfo, "20 1 4095:7 / /elsewhere rw - ext4 /dev/x rw\n");
+	write_file(path, "# test\n1 4095:9 /nonexistent/gone\n");
+	ok(marker_recover(state) == -1, "a device mounted nowhere: recovery fails");
+	ok(access(path, F_OK) == 0, "and the marker is kept");
+	unlink(path);
+	rmdir(sub);
 	ok(marker_remove(state, &err) == 0, "removing a missing marker is fine");
 
 	/* state_dir on a filesystem of the plan: refused. */
@@ -83,6 +148,9 @@ int main(void)
 	snprintf(plan.fs[0].mount_point, sizeof(plan.fs[0].mount_point), "/x\ny");
 	ok(marker_write(state, &plan, "req-2", &err) == -1, "a newline in a mount point refused");
 
+	marker_set_test_paths(NULL, NULL);
+	unlink(boot);
+	unlink(mountinfo);
 	rmdir(state);
 	rmdir(dir);
 	return done_testing();
