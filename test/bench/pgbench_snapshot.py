@@ -14,7 +14,6 @@ freeze, p99.
 import argparse
 import glob
 import os
-import statistics
 import subprocess
 import sys
 import time

@@ -16,55 +16,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from tap import bail, diag, done, is_, ok  # noqa: E402
+from tap import bail, done, is_, ok  # noqa: E402
 from world import World  # noqa: E402
-
-SAME_SESSION_CHECK = ["-c", "SELECT pg_backup_start('check', true) IS NOT NULL AS started",
-                      "-c", "SELECT lsn IS NOT NULL AS stopped FROM pg_backup_stop(false)"]
-
-
-def session(w, sql_cmds, background=False):
-    """psql running several commands in one session, continuing after errors."""
-    cmd = ["runuser", "-u", "postgres", "--"] + [
-        x for x in w.psql_cmd() if x not in ("-v", "ON_ERROR_STOP=1")]
-    for c in sql_cmds:
-        cmd += c if isinstance(c, list) else ["-c", c]
-    if background:
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-
-
-def wait_for_call(w, timeout=10):
-    """pid of the backend running ami_snapshot(), once it is in the call."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        pid = w.psql("SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT%ami_snapshot(%' "
-                     "AND pid <> pg_backend_pid() AND state = 'active'")
-        if pid:
-            return int(pid.splitlines()[0])
-        time.sleep(0.05)
-    raise RuntimeError("ami_snapshot() call not seen in pg_stat_activity")
-
-
-def last_history(w):
-    return w.psql("SELECT name, status, error_code, coalesce(error_message, '') "
-                  "FROM ami_snapshot_history ORDER BY id DESC LIMIT 1").split("|", 3)
-
-
-def wait_history(w, name, status, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        h = last_history(w)
-        if h[0] == name and h[1] == status:
-            return h
-        time.sleep(0.1)
-    return last_history(w)
-
-
-def check_after(w, what):
-    ok(w.frozen_mounts() == [], "%s: no filesystem left frozen" % what)
-    is_(w.psql("SELECT 1"), "1", "%s: the database serves" % what)
-
+from e2e import (SAME_SESSION_CHECK, check_after, last_history, session,  # noqa: E402
+                 wait_for_call, wait_history)
 
 def main():
     w = World(pg_conf_extra="client_connection_check_interval = 200ms\n")

@@ -15,7 +15,6 @@ filesystem PostgreSQL does not write to) is reported, retried until it works,
 refuses new requests meanwhile (ThawPending) and is retried on SIGTERM.
 """
 
-import json
 import os
 import stat
 import subprocess
@@ -26,47 +25,13 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, diag, done, is_, ok  # noqa: E402
 from world import World  # noqa: E402
+from e2e import (SAME_SESSION_CHECK, check_after, last_history, log_since,  # noqa: E402
+                 real_calls, session)
 
-SAME_SESSION_CHECK = ["-c", "SELECT pg_backup_start('check', true) IS NOT NULL AS started",
-                      "-c", "SELECT lsn IS NOT NULL AS stopped FROM pg_backup_stop(false)"]
 # The archiver runs in the data directory: the file switches slow archiving on.
 SLOW_ARCHIVE_FILE = "slow-archive"
 PG_CONF = ("archive_mode = on\n"
            "archive_command = 'test ! -f %s || sleep 6'\n" % SLOW_ARCHIVE_FILE)
-
-
-def session(w, sql_cmds, background=False):
-    """psql running several commands in one session, continuing after errors."""
-    cmd = ["runuser", "-u", "postgres", "--"] + [
-        x for x in w.psql_cmd() if x not in ("-v", "ON_ERROR_STOP=1")]
-    for c in sql_cmds:
-        cmd += c if isinstance(c, list) else ["-c", c]
-    if background:
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-
-
-def last_history(w):
-    return w.psql("SELECT name, status, error_code, request_id "
-                  "FROM ami_snapshot_history ORDER BY id DESC LIMIT 1").split("|")
-
-
-def real_calls(w):
-    """CreateSnapshots calls that were not DryRuns, as the emulator counted them."""
-    path = os.path.join(w.store, "emu-state", "requests.jsonl")
-    n = 0
-    with open(path) as f:
-        for line in f:
-            rec = json.loads(line)
-            if rec.get("action") == "CreateSnapshots" and "DryRun" not in rec.get("params", {}):
-                n += 1
-    return n
-
-
-def helper_log_since(w, pos):
-    with open(w.helper_log) as f:
-        f.seek(pos)
-        return f.read()
 
 
 # FITHAW fails with EIO while the file named by AMIS_TEST_FAIL_THAW exists.
@@ -147,15 +112,10 @@ def raw_client(w, what, path):
 def wait_log(w, pos, text, timeout=10):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if text in helper_log_since(w, pos):
+        if text in log_since(w, pos):
             return True
         time.sleep(0.1)
     return False
-
-
-def check_after(w, what):
-    ok(w.frozen_mounts() == [], "%s: no filesystem left frozen" % what)
-    is_(w.psql("SELECT 1"), "1", "%s: the database serves" % what)
 
 
 def restart_helper_with(w, conf_text):
@@ -183,7 +143,7 @@ def main():
         is_(h[:2], ["lost answer", "failed"], "lost answer: history row failed")
         state = w.emulator_state()
         made = [s for s in state["snapshots"]
-                if s["tags"].get("ami-snapshot:request-id") == h[3]]
+                if s["tags"].get("ami-snapshot:request-id") == h[4]]
         is_(len(made), 3, "lost answer: EC2 made a snapshot of each of the three volumes")
         is_(sorted(s["tags"].get("ami-snapshot:backup-state") for s in made),
             ["failed"] * 3, "lost answer: the helper found them and tagged them failed")
@@ -204,7 +164,7 @@ def main():
            r.stderr)
         is_(r.stdout.split(), ["t", "t"], "re-warm DryRun failure: the backup was aborted")
         is_(real_calls(w) - calls, 0, "re-warm DryRun failure: no CreateSnapshots call made")
-        ok("writes frozen for" not in helper_log_since(w, log_pos),
+        ok("writes frozen for" not in log_since(w, log_pos),
            "re-warm DryRun failure: nothing was frozen")
         check_after(w, "re-warm DryRun failure")
         w.emulator_reset()
@@ -240,7 +200,7 @@ def main():
         ok(p.returncode != 0 and "FreezeBroken" in errout
            and "thawed before EC2 answered" in errout,
            "thawed by others: the snapshot fails with FreezeBroken", errout)
-        log = helper_log_since(w, log_pos)
+        log = log_since(w, log_pos)
         ok("%s was no longer frozen when the helper thawed it" % mnt in log,
            "thawed by others: the helper warns")
         ok("snapshot failed: FreezeBroken" in log, "thawed by others: the failure is logged")
@@ -269,7 +229,7 @@ def main():
             except RuntimeError:
                 started = False
             ok(not started, "socket directory: a world-writable one is refused")
-            ok("writable by others" in helper_log_since(w, log_pos),
+            ok("writable by others" in log_since(w, log_pos),
                "socket directory: with a clear error")
             is_(stat.S_IMODE(os.stat(open_dir).st_mode), 0o1777,
                 "socket directory: the refused directory was not touched")
@@ -319,7 +279,7 @@ def main():
         is_(got[:2], ["ERROR", "ThawPending"], "failed thaw: a new request gets ThawPending")
         ok(ts_mount in got[2], "failed thaw: ThawPending names the frozen filesystem", got[2])
         time.sleep(2.5)
-        nlog = helper_log_since(w, log_pos).count("FILESYSTEMS STILL FROZEN")
+        nlog = log_since(w, log_pos).count("FILESYSTEMS STILL FROZEN")
         took = time.time() - t0
         ok(2 <= nlog <= took + 2,
            "failed thaw: retried and logged loudly, at most once a second (%d in %.1f s)"
@@ -346,7 +306,7 @@ def main():
         except subprocess.TimeoutExpired:
             rc = None
         is_(rc, 0, "shutdown: the helper thawed, then exited cleanly")
-        ok("filesystems thawed at last" in helper_log_since(w, log_pos),
+        ok("filesystems thawed at last" in log_since(w, log_pos),
            "shutdown: the thaw is logged")
         w.procs.pop("helper", None)
         w.start_helper()

@@ -13,15 +13,14 @@ helper serving the next request.
 """
 
 import os
-import socket
 import struct
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, done, is_, ok  # noqa: E402
 from world import World  # noqa: E402
+from e2e import log_pos, log_since  # noqa: E402
 
 UNAUTHORIZED_UID = 64123
 
@@ -63,15 +62,6 @@ def frame(msg_type, fields, version=1, length=None):
                                  len(body) if length is None else length) + body
 
 
-def helper_log_since(w, pos):
-    with open(w.helper_log) as f:
-        return f.read()[pos:]
-
-
-def log_pos(w):
-    return os.path.getsize(w.helper_log)
-
-
 def still_fine(w, what):
     ok(w.frozen_mounts() == [], "%s: nothing frozen" % what)
     is_(w.psql("SELECT status FROM ami_snapshot('after %s')" % what), "succeeded",
@@ -86,7 +76,7 @@ def main():
         pos = log_pos(w)
         got = raw_exchange(w, frame(1, [(2, b"nightly")]), UNAUTHORIZED_UID, pg_gid)
         is_(got, b"", "unauthorized uid: disconnected at once")
-        ok("uid %d is not in allowed_users" % UNAUTHORIZED_UID in helper_log_since(w, pos),
+        ok("uid %d is not in allowed_users" % UNAUTHORIZED_UID in log_since(w, pos),
            "unauthorized uid: logged")
 
         cases = [
@@ -104,8 +94,8 @@ def main():
             pos = log_pos(w)
             got = raw_exchange(w, payload, pg_uid, pg_gid)
             is_(got, b"", "%s: connection closed" % name)
-            ok(reason in helper_log_since(w, pos), "%s: reason logged (%s)" % (name, reason),
-               helper_log_since(w, pos)[-500:])
+            ok(reason in log_since(w, pos), "%s: reason logged (%s)" % (name, reason),
+               log_since(w, pos)[-500:])
 
         # A truncated frame, then silence: the helper keeps serving others.
         pos = log_pos(w)
@@ -133,8 +123,8 @@ def main():
         pos = log_pos(w)
         is_(w.psql("SELECT status FROM ami_snapshot('expired credentials')"), "succeeded",
             "expired credentials: fetched again, the snapshot succeeds")
-        ok("refused the credentials" in helper_log_since(w, pos),
-           "expired credentials: the refresh is logged", helper_log_since(w, pos)[-800:])
+        ok("refused the credentials" in log_since(w, pos),
+           "expired credentials: the refresh is logged", log_since(w, pos)[-800:])
 
         # A malformed answer to the call made while frozen (skip the DryRuns).
         w.emulator_control({"action": "CreateSnapshots", "fault": "malformed", "count": 1,

@@ -15,7 +15,6 @@ The CreateSnapshots call is kept in flight with the emulator's "slow" fault
 which would slow every call of the preparation as well.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -25,6 +24,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, diag, done, is_, ok  # noqa: E402
 from world import HELPER, World  # noqa: E402
+from e2e import log_since, real_calls, wait_history  # noqa: E402
 
 # Writers blocked on a frozen filesystem: they finish after the thaw.
 STRAGGLERS = []
@@ -100,27 +100,6 @@ def finish(p, timeout=90):
     return p.returncode, out.strip(), err.strip()
 
 
-def last_history(w):
-    return w.psql("SELECT name, status, coalesce(error_code, ''), coalesce(error_message, '') "
-                  "FROM ami_snapshot_history ORDER BY id DESC LIMIT 1").split("|", 3)
-
-
-def wait_history(w, name, status, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        h = last_history(w)
-        if h[0] == name and h[1] == status:
-            return h
-        time.sleep(0.2)
-    return last_history(w)
-
-
-def log_since(w, pos):
-    with open(w.helper_log) as f:
-        f.seek(pos)
-        return f.read()
-
-
 def restart_helper(w, extra=""):
     w.stop_helper()
     with open(w.helper_conf, "w") as f:
@@ -132,16 +111,6 @@ def slow_call(w, ms):
     """Only the CreateSnapshots made while frozen (after the two DryRuns) is slow."""
     w.emulator_control({"action": "CreateSnapshots", "fault": "slow", "delay_ms": ms,
                         "count": 1, "skip": 2})
-
-
-def real_calls(w):
-    n = 0
-    with open(os.path.join(w.store, "emu-state", "requests.jsonl")) as f:
-        for line in f:
-            rec = json.loads(line)
-            if rec.get("action") == "CreateSnapshots" and "DryRun" not in rec.get("params", {}):
-                n += 1
-    return n
 
 
 def case_sigkill(w):

@@ -10,9 +10,8 @@ restored copies, as they would be by mounting at the original paths.
 """
 
 import os
-import subprocess
 
-from world import PGBIN, log, run
+from world import PGBIN, run
 
 
 class Restored:
