@@ -685,34 +685,33 @@ static int parse_body(const char *action, const char *body, size_t len, xmlDocPt
 	return ec2_parse_response(action, 200, body, len, NULL, false, doc, err);
 }
 
-int ec2_parse_create_snapshots(const char *body, size_t len, struct ec2_snapshot_set *out,
-                               struct amis_err *err)
+/* A 200 body of action whose items are snapshots with their state in state_elem. */
+static int parse_snapshot_body(const char *action, const char *state_elem, const char *body,
+                               size_t len, struct ec2_snapshot_set *out, struct amis_err *err)
 {
 	xmlDocPtr doc;
 	int rc;
 
 	out->n = 0;
 	out->items = NULL;
-	if (parse_body("CreateSnapshots", body, len, &doc, err) < 0)
+	if (parse_body(action, body, len, &doc, err) < 0)
 		return -1;
-	rc = ec2_parse_snapshot_set(doc, "state", out, err);
+	rc = ec2_parse_snapshot_set(doc, state_elem, out, err);
 	xml_free(doc);
 	return rc;
+}
+
+/* CreateSnapshots items carry <state>, DescribeSnapshots items <status>. */
+int ec2_parse_create_snapshots(const char *body, size_t len, struct ec2_snapshot_set *out,
+                               struct amis_err *err)
+{
+	return parse_snapshot_body("CreateSnapshots", "state", body, len, out, err);
 }
 
 int ec2_parse_describe_snapshots(const char *body, size_t len, struct ec2_snapshot_set *out,
                                  struct amis_err *err)
 {
-	xmlDocPtr doc;
-	int rc;
-
-	out->n = 0;
-	out->items = NULL;
-	if (parse_body("DescribeSnapshots", body, len, &doc, err) < 0)
-		return -1;
-	rc = ec2_parse_snapshot_set(doc, "status", out, err);
-	xml_free(doc);
-	return rc;
+	return parse_snapshot_body("DescribeSnapshots", "status", body, len, out, err);
 }
 
 int ec2_parse_describe_instance(const char *body, size_t len, const char *instance_id,
