@@ -44,18 +44,41 @@ void aws_ctx_free(struct aws_ctx *a)
 	free(a);
 }
 
-int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err)
+/* The IMDS client and the credential provider; no network yet. */
+static int make_clients(struct aws_ctx *a, struct amis_err *err)
 {
 	const struct helper_config *cfg = a->cfg;
 	struct creds_config cc;
-	struct aws_credentials cr;
 
-	if (a->ready)
-		return 0;
 	if (!a->imds)
 		a->imds = imds_client_new(cfg->imds_endpoint);
 	if (!a->imds)
 		return err_set(err, "ImdsUnavailable", "cannot create the IMDS client");
+	memset(&cc, 0, sizeof(cc));
+	cc.profile = cfg->profile;
+	cc.shared_credentials_file = cfg->credentials_file;
+	cc.imds = a->imds;
+	if (!a->creds)
+		a->creds = creds_provider_new(&cc);
+	return 0;
+}
+
+int aws_ctx_pin_files(struct aws_ctx *a, struct amis_err *err)
+{
+	if (make_clients(a, err) != 0)
+		return -1;
+	return creds_provider_pin_file(a->creds, err);
+}
+
+int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err)
+{
+	const struct helper_config *cfg = a->cfg;
+	struct aws_credentials cr;
+
+	if (a->ready)
+		return 0;
+	if (make_clients(a, err) != 0)
+		return -1;
 
 	if (creds_resolve_region(NULL, cfg->region, a->imds, a->region, sizeof(a->region), err) !=
 	    0)
@@ -74,12 +97,6 @@ int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err)
 	                               sizeof(a->endpoint), err) != 0)
 		return -1;
 
-	memset(&cc, 0, sizeof(cc));
-	cc.profile = cfg->profile;
-	cc.shared_credentials_file = cfg->credentials_file;
-	cc.imds = a->imds;
-	if (!a->creds)
-		a->creds = creds_provider_new(&cc);
 	/* Fail in PREPARE, not later, when there are no credentials at all. */
 	if (creds_get(a->creds, time(NULL), &cr, err) != 0)
 		return err_prefix(err, "no AWS credentials");

@@ -19,6 +19,11 @@ struct ec2_client;
 struct aws_ctx *aws_ctx_new(const struct helper_config *cfg);
 void aws_ctx_free(struct aws_ctx *a);
 
+/*
+ * Opens the shared credentials file before privileges are dropped (see
+ * creds_provider_pin_file); no network.
+ */
+int aws_ctx_pin_files(struct aws_ctx *a, struct amis_err *err);
 /* Resolves instance id, region, endpoint and credentials (cached). */
 int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err);
 /* Fresh credentials (refreshed when close to expiry) into *out. */

@@ -25,6 +25,7 @@ void config_init(struct helper_config *c)
 	c->retries = 2;
 	c->retry_backoff_ms = 1000;
 	c->log_level = xstrdup("info");
+	c->worker_user = xstrdup("nobody");
 	c->preflight_dry_run = true;
 }
 
@@ -46,6 +47,7 @@ void config_free(struct helper_config *c)
 	free(c->socket_group);
 	free(c->state_dir);
 	free(c->log_level);
+	free(c->worker_user);
 	for (i = 0; i < c->n_allow; i++)
 		free(c->allow[i]);
 	free_kv(c->volume_map, c->n_volume_map);
@@ -224,6 +226,14 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 		if (parse_duration_ms(v, &c->retry_backoff_ms) || c->retry_backoff_ms > 20000)
 			return err_set(err, "HelperConfig",
 			               "retry_backoff must be between 0 and 20s");
+	} else if (IS("helper", "worker_user")) {
+		if (!getpwnam(v))
+			return err_set(err, "HelperConfig", "worker_user: no such user \"%s\"", v);
+		if (!strcmp(v, "root") || getpwnam(v)->pw_uid == 0)
+			return err_set(err, "HelperConfig",
+			               "worker_user must not be root: the EC2 worker parses what "
+			               "the network sends");
+		set_str(&c->worker_user, v);
 	} else if (IS("helper", "log_level")) {
 		if (strcmp(v, "debug") && strcmp(v, "info") && strcmp(v, "warning") &&
 		    strcmp(v, "error"))

@@ -30,6 +30,7 @@ struct helper_config {
 	long retries;           /* whole freeze cycles retried after a retryable EC2 error */
 	long retry_backoff_ms;  /* first back-off; doubled (jittered) per retry, cap 20 s */
 	char *log_level;
+	char *worker_user; /* the unprivileged EC2 worker runs as this user */
 
 	/* [filesystems] */
 	char *allow[CONFIG_MAX_LIST]; /* mount points (or parents) that may be frozen */

@@ -38,6 +38,10 @@ struct creds_provider {
 	struct imds_client *imds;
 	bool own_imds;
 	bool no_imds;
+	/* creds_provider_pin_file(): the file opened in advance (-1: missing). */
+	bool pinned;
+	int pinned_fd;
+	char *pinned_path;
 
 	struct aws_credentials cached;
 	enum creds_source src; /* SRC_NONE: nothing cached */
@@ -445,6 +449,56 @@ out:
 	return rc;
 }
 
+/* Reads a whole (small, regular) open file, from its start, into sb. */
+static int read_secret_fd(int fd, const char *path, struct strbuf *sb, struct amis_err *err)
+{
+	char buf[4096];
+	struct stat st;
+	off_t off = 0;
+	ssize_t n;
+
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > CREDS_MAX_FILE)
+		return err_set(err, "CredentialsFile",
+		               "%s is not a regular file of at most %d bytes", path,
+		               CREDS_MAX_FILE);
+	while ((n = pread(fd, buf, sizeof(buf), off)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			err_set(err, "CredentialsFile", "could not read %s: %s", path,
+			        strerror(errno));
+			secure_zero(buf, sizeof(buf));
+			return -1;
+		}
+		if (sb->len + (size_t)n > CREDS_MAX_FILE) {
+			secure_zero(buf, sizeof(buf));
+			return err_set(err, "CredentialsFile", "%s is too large", path);
+		}
+		sb_append(sb, buf, (size_t)n);
+		off += n;
+	}
+	secure_zero(buf, sizeof(buf));
+	if (memchr(sb_str(sb), '\0', sb->len))
+		return err_set(err, "CredentialsFile", "%s contains NUL bytes", path);
+	return 0;
+}
+
+/* Opens path; *missing tells ENOENT apart from other failures. */
+static int open_secret_file(const char *path, bool *missing, struct amis_err *err)
+{
+	int fd;
+
+	*missing = false;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd >= 0)
+		return fd;
+	if (errno == ENOENT || errno == ENOTDIR) {
+		*missing = true;
+		return err_set(err, "CredentialsFile", "%s does not exist", path);
+	}
+	return err_set(err, "CredentialsFile", "could not open %s: %s", path, strerror(errno));
+}
+
 /*
  * Reads a whole (small, regular) file into sb.  *missing tells ENOENT apart
  * from other failures, which are errors.
@@ -452,49 +506,13 @@ out:
 static int read_secret_file(const char *path, struct strbuf *sb, bool *missing,
                             struct amis_err *err)
 {
-	char buf[4096];
-	struct stat st;
-	ssize_t n;
-	int fd;
+	int fd = open_secret_file(path, missing, err), rc;
 
-	*missing = false;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0) {
-		if (errno == ENOENT || errno == ENOTDIR) {
-			*missing = true;
-			return err_set(err, "CredentialsFile", "%s does not exist", path);
-		}
-		return err_set(err, "CredentialsFile", "could not open %s: %s", path,
-		               strerror(errno));
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > CREDS_MAX_FILE) {
-		close(fd);
-		return err_set(err, "CredentialsFile",
-		               "%s is not a regular file of at most %d bytes", path,
-		               CREDS_MAX_FILE);
-	}
-	while ((n = read(fd, buf, sizeof(buf))) != 0) {
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			err_set(err, "CredentialsFile", "could not read %s: %s", path,
-			        strerror(errno));
-			close(fd);
-			secure_zero(buf, sizeof(buf));
-			return -1;
-		}
-		if (sb->len + (size_t)n > CREDS_MAX_FILE) {
-			close(fd);
-			secure_zero(buf, sizeof(buf));
-			return err_set(err, "CredentialsFile", "%s is too large", path);
-		}
-		sb_append(sb, buf, (size_t)n);
-	}
+	if (fd < 0)
+		return -1;
+	rc = read_secret_fd(fd, path, sb, err);
 	close(fd);
-	secure_zero(buf, sizeof(buf));
-	if (memchr(sb_str(sb), '\0', sb->len))
-		return err_set(err, "CredentialsFile", "%s contains NUL bytes", path);
-	return 0;
+	return rc;
 }
 
 struct creds_provider *creds_provider_new(const struct creds_config *cfg)
@@ -517,6 +535,7 @@ struct creds_provider *creds_provider_new(const struct creds_config *cfg)
 	}
 	p->imds = cfg->imds;
 	p->no_imds = cfg->no_imds;
+	p->pinned_fd = -1;
 	return p;
 }
 
@@ -529,6 +548,9 @@ void creds_provider_free(struct creds_provider *p)
 	free_secret(p->static_token);
 	free(p->profile);
 	free(p->file);
+	free(p->pinned_path);
+	if (p->pinned_fd >= 0)
+		close(p->pinned_fd);
 	if (p->own_imds)
 		imds_client_free(p->imds);
 	creds_clear(&p->cached);
@@ -567,6 +589,24 @@ static char *credentials_path(const struct creds_provider *p)
 	else
 		sb_appendf(&sb, "%s/.aws/credentials", home);
 	return sb.data;
+}
+
+int creds_provider_pin_file(struct creds_provider *p, struct amis_err *err)
+{
+	bool missing;
+
+	if (p->pinned)
+		return 0;
+	p->pinned_path = credentials_path(p);
+	p->pinned_fd = open_secret_file(p->pinned_path, &missing, err);
+	if (p->pinned_fd < 0 && !missing) {
+		free(p->pinned_path);
+		p->pinned_path = NULL;
+		return -1;
+	}
+	err_clear(err);
+	p->pinned = true;
+	return 0;
 }
 
 /*
@@ -617,13 +657,22 @@ static int from_profile(struct creds_provider *p, struct aws_credentials *out, s
 	const char *profile = p->profile ? p->profile : env_profile ? env_profile : "default";
 	/* A profile someone asked for must exist: a typo should not fall through to IMDS. */
 	bool requested = p->profile || env_profile;
-	char *path = credentials_path(p);
+	char *path = xstrdup(p->pinned ? p->pinned_path : "");
 	struct strbuf text;
-	bool missing;
+	bool missing = false;
 	int rc;
 
 	sb_init(&text);
-	rc = read_secret_file(path, &text, &missing, err);
+	if (!p->pinned) {
+		free(path);
+		path = credentials_path(p);
+		rc = read_secret_file(path, &text, &missing, err);
+	} else if (p->pinned_fd < 0) {
+		missing = true;
+		rc = err_set(err, "CredentialsFile", "%s does not exist", path);
+	} else {
+		rc = read_secret_fd(p->pinned_fd, path, &text, err);
+	}
 	if (rc < 0 && missing && !requested) {
 		sb_appendf(notes, "; profile \"%s\": %s does not exist", profile, path);
 		rc = 1;

@@ -54,6 +54,14 @@ struct creds_provider;
 
 /* Copies everything it needs from cfg; cfg->imds must outlive the provider. */
 struct creds_provider *creds_provider_new(const struct creds_config *cfg);
+/*
+ * Opens the shared credentials file now, resolving its path as the current
+ * user (HOME), and reads it through that descriptor from then on: the EC2
+ * worker calls it as root, just before dropping privileges.  A file that does
+ * not exist is remembered as missing; one that cannot be opened is an error.
+ * A file replaced later (rename) is not seen until the helper restarts.
+ */
+int creds_provider_pin_file(struct creds_provider *p, struct amis_err *err);
 /* Zeroes the cached credentials. */
 void creds_provider_free(struct creds_provider *p);
 

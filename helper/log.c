@@ -13,12 +13,18 @@
 static enum log_level min_level = LOG_LVL_INFO;
 static bool held;
 static struct strbuf held_buf;
+static const char *ident;
 
 static const char *const level_names[] = {"debug", "info", "warning", "error"};
 
 void log_set_level(enum log_level min)
 {
 	min_level = min;
+}
+
+void log_set_ident(const char *s)
+{
+	ident = s;
 }
 
 static void write_all(const char *p, size_t n)
@@ -48,6 +54,8 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	           : lvl == LOG_LVL_INFO    ? 6
 	                                    : 7,
 	           level_names[lvl]);
+	if (ident)
+		sb_appendf(&line, "%s: ", ident);
 	va_start(ap, fmt);
 	sb_vappendf(&line, fmt, ap);
 	va_end(ap);

@@ -12,6 +12,8 @@
 enum log_level { LOG_LVL_DEBUG, LOG_LVL_INFO, LOG_LVL_WARNING, LOG_LVL_ERROR };
 
 void log_set_level(enum log_level min);
+/* A prefix for every line of this process ("ec2-worker"); NULL: none. */
+void log_set_ident(const char *ident);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Buffer messages in memory from now on. */
 void log_hold(void);

@@ -2,7 +2,9 @@
  * main.c - ami-snapshot-helper: the privileged helper daemon.
  *
  *	ami-snapshot-helper [-c CONFIG] [--check-config | --recover-only]
+ *	ami-snapshot-helper [-c CONFIG] --status | --thaw
  *
+ * (--worker is how the helper starts its unprivileged EC2 worker; see worker.h.)
  * Runs in the foreground (systemd Type=simple), logs to stderr.
  */
 #include "config.h"
@@ -10,6 +12,7 @@
 #include "marker.h"
 #include "operation.h"
 #include "server.h"
+#include "worker.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -32,26 +35,31 @@ static void on_signal(int sig)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ami-snapshot-helper [-c CONFIG] [--check-config | --recover-only]\n"
+	fprintf(f, "usage: ami-snapshot-helper [-c CONFIG] [--check-config | --recover-only |\n"
+	           "                                          --status | --thaw]\n"
 	           "  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
 	           "      --check-config  load the configuration, report problems, exit\n"
 	           "      --recover-only  thaw what a frozen marker lists, then exit: 0 if\n"
-	           "                      nothing is left, 1 if the marker is kept\n");
+	           "                      nothing is left, 1 if the marker is kept\n"
+	           "      --status        ask the running helper what it is doing\n"
+	           "      --thaw          ask the running helper to thaw now, abandoning the\n"
+	           "                      snapshot it is taking (exit 0 once nothing is frozen)\n");
 }
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
-	                                         {"check-config", no_argument, NULL, 'k'},
-	                                         {"recover-only", no_argument, NULL, 'r'},
-	                                         {"help", no_argument, NULL, 'h'},
-	                                         {NULL, 0, NULL, 0}};
+	static const struct option longopts[] = {
+	    {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'k'},
+	    {"recover-only", no_argument, NULL, 'r'}, {"status", no_argument, NULL, 's'},
+	    {"thaw", no_argument, NULL, 't'},         {"worker", no_argument, NULL, 'w'},
+	    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
 	const char *config_path = DEFAULT_CONFIG;
 	struct helper_config cfg;
 	struct sigaction sa;
 	struct amis_err err;
 	struct helper *h;
-	bool check_only = false, recover_only = false;
+	bool check_only = false, recover_only = false, worker = false;
+	int ask = 0; /* AMSP_STATUS or AMSP_THAW */
 	int opt, lfd, rc;
 
 	while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
@@ -65,6 +73,15 @@ int main(int argc, char **argv)
 		case 'r':
 			recover_only = true;
 			break;
+		case 's':
+			ask = AMSP_STATUS;
+			break;
+		case 't':
+			ask = AMSP_THAW;
+			break;
+		case 'w':
+			worker = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -74,6 +91,8 @@ int main(int argc, char **argv)
 		}
 	}
 
+	if (worker)
+		return worker_main(config_path);
 	config_init(&cfg);
 	if (config_load_file(&cfg, config_path, &err) != 0) {
 		log_error("configuration: %s", err.msg);
@@ -97,6 +116,11 @@ int main(int argc, char **argv)
 		printf("configuration %s is valid\n", config_path);
 		config_free(&cfg);
 		return 0;
+	}
+	if (ask) {
+		rc = server_ask(&cfg, ask);
+		config_free(&cfg);
+		return rc;
 	}
 	if (recover_only) {
 		/* ExecStopPost: whatever a killed helper left frozen. */
@@ -131,7 +155,7 @@ int main(int argc, char **argv)
 		log_error("%s", err.msg);
 		return 1;
 	}
-	h = helper_new(&cfg, &stop_requested);
+	h = helper_new(&cfg, config_path, &stop_requested);
 	log_info("ami-snapshot-helper listening on %s", cfg.socket_path);
 	server_run(h, lfd, &stop_requested);
 	close(lfd);

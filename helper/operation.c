@@ -13,7 +13,6 @@
  * PREPARE is accepted ("ThawPending") until everything is thawed.
  */
 #include "operation.h"
-#include "aws.h"
 #include "ec2.h"
 #include "freeze.h"
 #include "log.h"
@@ -21,6 +20,7 @@
 #include "server.h"
 #include "volumes.h"
 #include "watchdog.h"
+#include "worker.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -54,6 +54,8 @@
 /* Retries of the freeze cycle: the back-off's cap, and EC2's per-volume pause. */
 #define RETRY_BACKOFF_CAP_MS 20000L
 #define PER_VOLUME_RATE_BACKOFF_MS 15000L
+/* While frozen, the helper waits this much beyond the worker's own EC2 timeout. */
+#define WORKER_WAIT_SLACK_MS 200L
 
 #ifndef AMIS_VERSION
 #define AMIS_VERSION "dev"
@@ -96,20 +98,45 @@ struct operation {
 
 struct helper {
 	struct helper_config *cfg;
-	struct aws_ctx *aws;
+	struct worker *worker; /* the unprivileged EC2 worker */
 	struct operation *active;
+	bool thaw_requested;         /* THAW while frozen: abandon the call made while frozen */
 	struct operation *stuck;     /* still frozen: thaw retried by op_tick() */
 	volatile sig_atomic_t *stop; /* set by SIGTERM/SIGINT: no new freeze */
 };
 
-struct helper *helper_new(struct helper_config *cfg, volatile sig_atomic_t *stop)
+static int wait_poll(void *arg, struct pollfd *fds, nfds_t n, int timeout_ms)
+{
+	(void)arg;
+	return server_poll(fds, n, timeout_ms);
+}
+
+/* While frozen, an administrator's THAW abandons the call. */
+static const char *wait_abandon(void *arg)
+{
+	struct helper *h = arg;
+
+	if (!h->thaw_requested)
+		return NULL;
+	h->thaw_requested = false;
+	return "ThawRequested";
+}
+
+struct helper *helper_new(struct helper_config *cfg, const char *config_path,
+                          volatile sig_atomic_t *stop)
 {
 	struct helper *h = xcalloc(1, sizeof(*h));
+	struct worker_waiter waiter = {wait_poll, wait_abandon, h};
+	struct amis_err err;
 
 	h->cfg = cfg;
 	h->stop = stop;
-	h->aws = aws_ctx_new(cfg);
+	h->worker = worker_new(cfg, config_path);
+	worker_set_waiter(h->worker, &waiter);
 	srandom((unsigned int)(mono_usec() ^ getpid())); /* back-off jitter */
+	err_clear(&err);
+	if (worker_start(h->worker, &err) != 0)
+		log_error("%s (retried on the next request)", err.msg);
 	return h;
 }
 
@@ -126,7 +153,7 @@ void helper_free(struct helper *h)
 		h->stuck = op->next_stuck;
 		op_free(op);
 	}
-	aws_ctx_free(h->aws);
+	worker_free(h->worker);
 	free(h);
 }
 
@@ -446,23 +473,11 @@ static bool in_list(char *const *list, size_t n, const char *s)
 static int plan_volumes(struct helper *h, struct operation *op, struct amis_err *err)
 {
 	struct ec2_instance_info *inst = xcalloc(1, sizeof(*inst));
-	struct aws_credentials cr;
 	size_t i, j;
 	int rc = -1;
 
-	if (aws_ctx_credentials(h->aws, &cr, err) != 0)
-		goto out;
-	if (ec2_describe_instance(aws_ctx_ec2(h->aws), &cr, aws_ctx_instance_id(h->aws),
-	                          h->cfg->ec2_timeout_ms, inst, err) != 0) {
-		/* The first call of an operation: the place to notice stale credentials. */
-		if (!aws_ctx_credentials_refused(h->aws, err))
-			goto out; /* "EC2 DescribeInstances: ..." */
-		secure_zero(&cr, sizeof(cr));
-		if (aws_ctx_credentials(h->aws, &cr, err) != 0 ||
-		    ec2_describe_instance(aws_ctx_ec2(h->aws), &cr, aws_ctx_instance_id(h->aws),
-		                          h->cfg->ec2_timeout_ms, inst, err) != 0)
-			goto out;
-	}
+	if (worker_describe_instance(h->worker, h->cfg->ec2_timeout_ms, inst, err) != 0)
+		goto out; /* "EC2 DescribeInstances: ..." */
 	/* Xen: disks known by device name only; the mapping gives the volume. */
 	if (freeze_plan_unresolved_disks(&op->plan) > 0) {
 		for (j = 0; j < inst->nvolumes; j++)
@@ -474,7 +489,7 @@ static int plan_volumes(struct helper *h, struct operation *op, struct amis_err 
 			    err, "VolumeNotFound",
 			    "a disk holding database files is not in instance %s's block device "
 			    "mapping; map it in the helper's [volumes] section",
-			    aws_ctx_instance_id(h->aws));
+			    worker_instance_id(h->worker));
 			goto out;
 		}
 	}
@@ -498,7 +513,7 @@ static int plan_volumes(struct helper *h, struct operation *op, struct amis_err 
 		if (!found) {
 			err_set(err, "VolumeNotAttached",
 			        "volume %s holds database files but is not attached to instance %s",
-			        op->volume_ids[i], aws_ctx_instance_id(h->aws));
+			        op->volume_ids[i], worker_instance_id(h->worker));
 			goto out;
 		}
 	}
@@ -519,7 +534,6 @@ static int plan_volumes(struct helper *h, struct operation *op, struct amis_err 
 	}
 	rc = 0;
 out:
-	secure_zero(&cr, sizeof(cr));
 	free(inst);
 	return rc;
 }
@@ -542,7 +556,7 @@ static void fill_request(struct helper *h, struct operation *op, struct ec2_crea
 	memset(r, 0, sizeof(*r));
 	snprintf(desc, descsz, "ami_snapshot %s (request %s)", op->name, op->request_id);
 	snprintf(tlbuf, tlsz, "%u", op->timeline);
-	r->instance_id = aws_ctx_instance_id(h->aws);
+	r->instance_id = worker_instance_id(h->worker);
 	r->description = desc;
 	r->exclude_boot_volume = op->exclude_boot;
 	r->exclude_volume_ids = (const char *const *)op->exclude_ids;
@@ -569,17 +583,32 @@ static void fill_request(struct helper *h, struct operation *op, struct ec2_crea
  * A DryRun CreateSnapshots: checks the IAM permission and the request, and
  * leaves a warm connection (DNS, TCP, TLS) for the call made while frozen.
  */
-static int dry_run_create(struct helper *h, const struct aws_credentials *cr,
-                          struct ec2_create_snapshots_req *r, struct amis_err *err)
+static int dry_run_create(struct helper *h, struct ec2_create_snapshots_req *r,
+                          struct amis_err *err)
 {
 	struct ec2_snapshot_set none = {0};
 	int rc;
 
 	r->dry_run = true;
-	rc = ec2_create_snapshots(aws_ctx_ec2(h->aws), cr, r, h->cfg->ec2_timeout_ms, &none, err);
+	rc = worker_create_snapshots(h->worker, r, h->cfg->ec2_timeout_ms,
+	                             h->cfg->ec2_timeout_ms + 15000L, false, &none, err);
 	r->dry_run = false;
 	ec2_snapshot_set_free(&none);
 	return rc;
+}
+
+/* A PREPARE while another operation is active: Busy, at once. */
+static int refuse_busy(struct helper *h, struct conn *c)
+{
+	struct amis_err err;
+
+	err_clear(&err);
+	err_set(&err, "Busy",
+	        "another snapshot operation (request %s) is in progress; only one runs at a time",
+	        h->active ? h->active->request_id : "?");
+	send_error(c, "prepare", &err, NULL);
+	log_warn("pid %ld: refused PREPARE: %s", (long)c->pid, err.msg);
+	return -1;
 }
 
 static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *m)
@@ -611,15 +640,8 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 		log_error("pid %ld: refused PREPARE: %s", (long)c->pid, err.msg);
 		return -1;
 	}
-	if (h->active) {
-		err_set(&err, "Busy",
-		        "another snapshot operation (request %s) is in progress; only one runs at "
-		        "a time",
-		        h->active->request_id);
-		send_error(c, "prepare", &err, NULL);
-		log_warn("pid %ld: refused PREPARE: %s", (long)c->pid, err.msg);
-		return -1;
-	}
+	if (h->active)
+		return refuse_busy(h, c);
 
 	op = xcalloc(1, sizeof(*op));
 	op->targets = xcalloc(MAX_TARGETS, sizeof(*op->targets));
@@ -659,7 +681,9 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 		goto fail;
 	if (op->freeze && marker_check_dir(h->cfg->state_dir, &op->plan, &err) != 0)
 		goto fail;
-	if (aws_ctx_ready(h->aws, &err) != 0)
+	/* A client that goes away ends the wait for EC2 at once. */
+	worker_set_abort_fd(h->worker, c->fd);
+	if (worker_ready(h->worker, &err) != 0)
 		goto fail;
 	if (plan_volumes(h, op, &err) != 0)
 		goto fail;
@@ -667,24 +691,19 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 	if (h->cfg->preflight_dry_run) {
 		struct ec2_create_snapshots_req r;
 		struct ec2_tag tags[MAX_CREATE_TAGS];
-		struct aws_credentials cr;
 		char desc[512], tl[16];
-		int rc;
 
 		fill_request(h, op, &r, tags, MAX_CREATE_TAGS, desc, sizeof(desc), tl, sizeof(tl));
-		if (aws_ctx_credentials(h->aws, &cr, &err) != 0)
-			goto fail;
-		rc = dry_run_create(h, &cr, &r, &err);
-		secure_zero(&cr, sizeof(cr));
-		if (rc != 0) {
+		if (dry_run_create(h, &r, &err) != 0) {
 			err_prefix(&err, "preflight (DryRun)");
 			goto fail;
 		}
 	}
 
+	worker_set_abort_fd(h->worker, -1);
 	amsp_begin(&w, buf, sizeof(buf), AMSP_PREPARED);
-	amsp_put_str(&w, AMSP_T_INSTANCE_ID, aws_ctx_instance_id(h->aws));
-	amsp_put_str(&w, AMSP_T_REGION, aws_ctx_region(h->aws));
+	amsp_put_str(&w, AMSP_T_INSTANCE_ID, worker_instance_id(h->worker));
+	amsp_put_str(&w, AMSP_T_REGION, worker_region(h->worker));
 	for (i = 0; i < op->nvolumes; i++)
 		amsp_put_str(&w, AMSP_T_VOLUME_ID, op->volume_ids[i]);
 	for (i = 0; i < op->plan.nfs; i++)
@@ -710,12 +729,14 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 		for (i = 0; i < op->nvolumes; i++)
 			sb_appendf(&vols, "%s%s", i ? "," : "", op->volume_ids[i]);
 		log_info("request %s: prepared: instance %s, volumes %s, %zu filesystem(s)",
-		         op->request_id, aws_ctx_instance_id(h->aws), sb_str(&vols), op->plan.nfs);
+		         op->request_id, worker_instance_id(h->worker), sb_str(&vols),
+		         op->plan.nfs);
 		sb_free(&vols);
 	}
 	return 0;
 
 fail:
+	worker_set_abort_fd(h->worker, -1);
 	log_warn("request %s: prepare failed: %s: %s", op->request_id, err.code, err.msg);
 	send_error(c, "prepare", &err, NULL);
 	op_end(h, c);
@@ -727,7 +748,6 @@ static void tag_backup_state(struct helper *h, struct operation *op, const char 
 {
 	struct ec2_tag tag = {"ami-snapshot:backup-state", state};
 	const char *ids[MAX_VOLUMES];
-	struct aws_credentials cr;
 	struct amis_err err;
 	size_t i;
 
@@ -735,12 +755,10 @@ static void tag_backup_state(struct helper *h, struct operation *op, const char 
 		return;
 	for (i = 0; i < op->snaps.n && i < MAX_VOLUMES; i++)
 		ids[i] = op->snaps.items[i].snapshot_id;
-	if (aws_ctx_credentials(h->aws, &cr, &err) != 0 ||
-	    ec2_create_tags(aws_ctx_ec2(h->aws), &cr, ids, i, &tag, 1, h->cfg->ec2_timeout_ms,
-	                    &err) != 0)
+	err_clear(&err);
+	if (worker_create_tags(h->worker, ids, i, &tag, 1, h->cfg->ec2_timeout_ms, &err) != 0)
 		log_warn("request %s: could not tag snapshots as %s: %s: %s", op->request_id, state,
 		         err.code, err.msg);
-	secure_zero(&cr, sizeof(cr));
 }
 
 /* Logs op's snapshot ids (what a later tag is about). */
@@ -765,7 +783,8 @@ static void log_snapshot_ids(const struct operation *op, const char *what)
 static bool answer_lost(const struct amis_err *err)
 {
 	return !strcmp(err->code, "Timeout") || !strcmp(err->code, "ConnectionError") ||
-	       !strcmp(err->code, "MalformedResponse") || !strcmp(err->code, "ClientGone");
+	       !strcmp(err->code, "MalformedResponse") || !strcmp(err->code, "ClientGone") ||
+	       !strcmp(err->code, "ThawRequested") || !strcmp(err->code, "WorkerDied");
 }
 
 /*
@@ -781,7 +800,6 @@ static bool answer_lost(const struct amis_err *err)
 static int lookup_by_request_tag(struct helper *h, struct operation *op,
                                  struct ec2_snapshot_set *found, struct amis_err *derr)
 {
-	struct aws_credentials cr;
 	int attempt, rc = -1;
 
 	err_clear(derr);
@@ -792,12 +810,8 @@ static int lookup_by_request_tag(struct helper *h, struct operation *op,
 				break;
 			poll(NULL, 0, LOST_SNAPSHOTS_RECHECK_MS);
 		}
-		rc = aws_ctx_credentials(h->aws, &cr, derr);
-		if (rc == 0)
-			rc = ec2_describe_snapshots_by_tag(aws_ctx_ec2(h->aws), &cr, REQUEST_ID_TAG,
-			                                   op->request_id, h->cfg->ec2_timeout_ms,
-			                                   found, derr);
-		secure_zero(&cr, sizeof(cr));
+		rc = worker_find_snapshots(h->worker, REQUEST_ID_TAG, op->request_id,
+		                           h->cfg->ec2_timeout_ms, found, derr);
 		if (rc != 0 || found->n > 0)
 			break;
 	}
@@ -855,11 +869,11 @@ enum cycle_outcome {
  * reap the watchdog, remove the marker.  Between freeze and thaw: the call
  * only (log_hold).  *call_usec: how long the call took.
  */
-static enum cycle_outcome freeze_cycle(struct helper *h, struct operation *op,
-                                       struct ec2_create_snapshots_req *r, struct amis_err *err,
-                                       struct amis_err *call_err, long long *call_usec)
+static enum cycle_outcome freeze_cycle_inner(struct helper *h, struct operation *op,
+                                             struct ec2_create_snapshots_req *r,
+                                             struct amis_err *err, struct amis_err *call_err,
+                                             long long *call_usec)
 {
-	struct aws_credentials cr;
 	struct amis_err thaw_err;
 	long long t_call0, t_call1;
 	long timeout_ms;
@@ -871,7 +885,7 @@ static enum cycle_outcome freeze_cycle(struct helper *h, struct operation *op,
 	ec2_snapshot_set_free(&op->snaps);
 	memset(&op->snaps, 0, sizeof(op->snaps));
 	/* Everything that may be slow happens before the freeze. */
-	if (aws_ctx_credentials(h->aws, &cr, err) != 0)
+	if (worker_ready(h->worker, err) != 0)
 		return CYCLE_NOT_FROZEN;
 	/*
 	 * The preflight DryRun was made before the checkpoint, maybe minutes ago:
@@ -879,17 +893,14 @@ static enum cycle_outcome freeze_cycle(struct helper *h, struct operation *op,
 	 * request about to be made, so the call made while frozen costs one round
 	 * trip and not DNS + TCP + TLS.
 	 */
-	if (h->cfg->preflight_dry_run && dry_run_create(h, &cr, r, err) != 0) {
-		secure_zero(&cr, sizeof(cr));
+	if (h->cfg->preflight_dry_run && dry_run_create(h, r, err) != 0) {
 		err_prefix(err, "the DryRun made just before freezing failed; nothing was frozen");
 		return CYCLE_NOT_FROZEN;
 	}
 	timeout_ms = op->freeze ? h->cfg->freeze_timeout_ms : h->cfg->ec2_timeout_ms;
 	if (op->freeze) {
-		if (marker_write(h->cfg->state_dir, &op->plan, op->request_id, err) != 0) {
-			secure_zero(&cr, sizeof(cr));
+		if (marker_write(h->cfg->state_dir, &op->plan, op->request_id, err) != 0)
 			return CYCLE_NOT_FROZEN;
-		}
 		op->marker = true;
 		/*
 		 * The watchdog inherits the open directories: it thaws the very
@@ -902,16 +913,15 @@ static enum cycle_outcome freeze_cycle(struct helper *h, struct operation *op,
 		                   err) != 0) {
 			freeze_plan_close(&op->plan);
 			plan_thawed(h, op);
-			secure_zero(&cr, sizeof(cr));
 			return CYCLE_NOT_FROZEN;
 		}
 	}
 
 	log_hold();
+	h->thaw_requested = false;
 	if (op->freeze) {
 		if (freeze_plan_freeze(&op->plan, err) != 0) {
 			log_release();
-			secure_zero(&cr, sizeof(cr));
 			if (freeze_plan_any_frozen(&op->plan)) {
 				/* The rollback's thaw failed too: that is the news. */
 				thaw_err = *err;
@@ -929,15 +939,17 @@ static enum cycle_outcome freeze_cycle(struct helper *h, struct operation *op,
 			timeout_ms = 1;
 	}
 	t_call0 = mono_usec();
-	/* A client that goes away (cancel, timeout, exit) ends the wait at once. */
-	ec2_client_set_abort_fd(aws_ctx_ec2(h->aws), op->owner ? op->owner->fd : -1);
-	rc = ec2_create_snapshots(aws_ctx_ec2(h->aws), &cr, r, timeout_ms, &op->snaps, call_err);
-	ec2_client_set_abort_fd(aws_ctx_ec2(h->aws), -1);
+	/*
+	 * A client that goes away (cancel, timeout, exit), a THAW from an
+	 * administrator, or a worker that does not answer in time end the wait
+	 * at once; the worker's EC2 timeout is the same deadline.
+	 */
+	rc = worker_create_snapshots(h->worker, r, timeout_ms, timeout_ms + WORKER_WAIT_SLACK_MS,
+	                             op->freeze, &op->snaps, call_err);
 	t_call1 = mono_usec();
 	if (op->freeze)
 		thaw_rc = freeze_plan_thaw(&op->plan, &thaw_err);
 	log_release();
-	secure_zero(&cr, sizeof(cr));
 	*call_usec = t_call1 - t_call0;
 
 	if (op->freeze && thaw_rc == 0) {
@@ -979,6 +991,19 @@ static enum cycle_outcome freeze_cycle(struct helper *h, struct operation *op,
 		return CYCLE_FREEZE_BROKEN;
 	}
 	return rc == 0 ? CYCLE_OK : CYCLE_CALL_FAILED;
+}
+
+/* A client that goes away ends every wait for EC2 of the cycle at once. */
+static enum cycle_outcome freeze_cycle(struct helper *h, struct operation *op,
+                                       struct ec2_create_snapshots_req *r, struct amis_err *err,
+                                       struct amis_err *call_err, long long *call_usec)
+{
+	enum cycle_outcome out;
+
+	worker_set_abort_fd(h->worker, op->owner ? op->owner->fd : -1);
+	out = freeze_cycle_inner(h, op, r, err, call_err, call_usec);
+	worker_set_abort_fd(h->worker, -1);
+	return out;
 }
 
 /* Whether a failed CreateSnapshots is worth another freeze cycle. */
@@ -1036,7 +1061,8 @@ static int wait_watching_client(struct helper *h, struct conn *c, long ms, const
 		}
 		if (left <= 0)
 			return 0;
-		n = poll(&p, 1, (int)left);
+		/* Other clients are served meanwhile (Busy, status). */
+		n = server_poll(&p, 1, left > 1000 ? 1000 : (int)left);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -1226,7 +1252,10 @@ fail:
 		log_error("request %s: snapshot failed: %s: %s", op->request_id, err.code, err.msg);
 	else
 		log_warn("request %s: snapshot failed: %s: %s", op->request_id, err.code, err.msg);
-	send_error(c, "snapshot", &err, &op->snaps);
+	/*
+	 * Tagged before the answer: when ami_snapshot() returns, the helper is
+	 * idle again, and a retry does not meet Busy.
+	 */
 	if (freeze_plan_any_frozen(&op->plan)) {
 		/* No EC2 call while frozen: tagged once the stuck thaw works. */
 		op->tag_failed_after_thaw = true;
@@ -1234,6 +1263,7 @@ fail:
 	} else {
 		tag_backup_state(h, op, "failed");
 	}
+	send_error(c, "snapshot", &err, &op->snaps);
 	op_end(h, c);
 	return -1;
 }
@@ -1318,7 +1348,6 @@ static int handle_finish(struct helper *h, struct conn *c, const struct amsp_msg
 	char stop_lsn[33];
 	struct ec2_tag tags[2 + 2 * TAG_CHUNKS_MAX];
 	const char *ids[MAX_VOLUMES];
-	struct aws_credentials cr;
 	struct amis_err err;
 	struct amsp_writer w;
 	size_t ntags = 0, nwarn = 0, i, len;
@@ -1357,9 +1386,7 @@ static int handle_finish(struct helper *h, struct conn *c, const struct amsp_msg
 	for (i = 0; i < op->snaps.n && i < MAX_VOLUMES; i++)
 		ids[i] = op->snaps.items[i].snapshot_id;
 
-	if (aws_ctx_credentials(h->aws, &cr, &err) != 0 ||
-	    ec2_create_tags(aws_ctx_ec2(h->aws), &cr, ids, i, tags, ntags, h->cfg->ec2_timeout_ms,
-	                    &err) != 0) {
+	if (worker_create_tags(h->worker, ids, i, tags, ntags, h->cfg->ec2_timeout_ms, &err) != 0) {
 		done_warning(&w, &nwarn, op->request_id,
 		             "could not tag the snapshots with the backup metadata: %s: %s",
 		             err.code, err.msg);
@@ -1375,15 +1402,14 @@ static int handle_finish(struct helper *h, struct conn *c, const struct amsp_msg
 				dtag.value = op->device_names[k];
 		if (!dtag.value[0])
 			continue;
-		if (ec2_create_tags(aws_ctx_ec2(h->aws), &cr, &ids[i], 1, &dtag, 1,
-		                    h->cfg->ec2_timeout_ms, &err) != 0) {
+		if (worker_create_tags(h->worker, &ids[i], 1, &dtag, 1, h->cfg->ec2_timeout_ms,
+		                       &err) != 0) {
 			done_warning(&w, &nwarn, op->request_id,
 			             "could not tag snapshot %s: %s: %s", ids[i], err.code,
 			             err.msg);
 			tag_failed = true;
 		}
 	}
-	secure_zero(&cr, sizeof(cr));
 	len = amsp_end(&w);
 	if (!len) {
 		/* Cannot happen with the bounds above; still, never answer nothing. */
@@ -1413,6 +1439,83 @@ static int handle_abort(struct helper *h, struct conn *c, const struct amsp_msgv
 	return -1;
 }
 
+/* The operation whose filesystems are frozen right now, if any. */
+static const struct operation *frozen_op(const struct helper *h)
+{
+	if (h->active && freeze_plan_any_frozen(&h->active->plan))
+		return h->active;
+	return h->stuck;
+}
+
+/* STATUS (and the answer to THAW): what the helper is doing. */
+static int send_status(struct helper *h, struct conn *c, const char *reason)
+{
+	unsigned char buf[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
+	const struct operation *op = frozen_op(h);
+	struct amsp_writer w;
+	size_t i, len;
+
+	amsp_begin(&w, buf, sizeof(buf), AMSP_STATUS_REPLY);
+	if (op) {
+		amsp_put_str(&w, AMSP_T_STATE, op == h->stuck ? "thaw-pending" : "frozen");
+		amsp_put_str(&w, AMSP_T_REQUEST_ID, op->request_id);
+		amsp_put_str(&w, AMSP_T_NAME, op->name);
+		for (i = 0; i < op->plan.nfs; i++)
+			if (op->plan.fs[i].frozen)
+				amsp_put_str(&w, AMSP_T_MOUNT_POINT, op->plan.fs[i].mount_point);
+		amsp_put_u64(&w, AMSP_T_FROZEN_USEC,
+		             (uint64_t)(mono_usec() - frozen_since(&op->plan)));
+	} else if (h->active) {
+		amsp_put_str(&w, AMSP_T_STATE, "busy");
+		amsp_put_str(&w, AMSP_T_REQUEST_ID, h->active->request_id);
+		amsp_put_str(&w, AMSP_T_NAME, h->active->name);
+	} else {
+		amsp_put_str(&w, AMSP_T_STATE, "idle");
+	}
+	if (reason)
+		amsp_put_str(&w, AMSP_T_REASON, reason);
+	len = amsp_end(&w);
+	return len && conn_send(c, buf, len) == 0 ? 0 : -1;
+}
+
+/*
+ * THAW: an administrator wants writes back now.  A call made while frozen is
+ * abandoned (the operation fails with ThawRequested, and whatever EC2 made
+ * is looked up and tagged failed); a failed thaw is retried at once.
+ */
+static int handle_thaw(struct helper *h, struct conn *c)
+{
+	const struct operation *op = frozen_op(h);
+
+	if (!op)
+		return send_status(h, c, "nothing is frozen");
+	log_warn("pid %ld uid %u asked for a thaw of request %s's filesystems", (long)c->pid,
+	         (unsigned)c->uid, op->request_id);
+	if (op == h->stuck) {
+		h->stuck->thaw_next_try_usec = 0;
+		retry_stuck_thaws(h);
+		return send_status(h, c, h->stuck ? "thaw retried; still frozen" : "thawed");
+	}
+	h->thaw_requested = true;
+	return send_status(h, c, "the call made while frozen is being abandoned; thawing");
+}
+
+int op_dispatch_busy(struct helper *h, struct conn *c, const struct amsp_msgview *m)
+{
+	switch (m->type) {
+	case AMSP_STATUS:
+		return send_status(h, c, NULL);
+	case AMSP_THAW:
+		return handle_thaw(h, c);
+	case AMSP_PREPARE:
+		return refuse_busy(h, c);
+	default:
+		log_warn("pid %ld: unexpected %s message from a client%s", (long)c->pid,
+		         amsp_msg_name(m->type), h->active ? " (an operation is in progress)" : "");
+		return -1;
+	}
+}
+
 int op_dispatch(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 {
 	switch (m->type) {
@@ -1424,10 +1527,8 @@ int op_dispatch(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 		return handle_finish(h, c, m);
 	case AMSP_ABORT:
 		return handle_abort(h, c, m);
-	default:
-		log_warn("pid %ld: unexpected %s message from a client", (long)c->pid,
-		         amsp_msg_name(m->type));
-		return -1;
+	default: /* STATUS, THAW, and what is refused */
+		return op_dispatch_busy(h, c, m);
 	}
 }
 

@@ -33,12 +33,19 @@ struct conn;
  * stop: the daemon's stop flag (set by SIGTERM/SIGINT; may be NULL): once
  * set, no freeze cycle starts and a retry back-off ends.
  */
-struct helper *helper_new(struct helper_config *cfg, volatile sig_atomic_t *stop);
+struct helper *helper_new(struct helper_config *cfg, const char *config_path,
+                          volatile sig_atomic_t *stop);
 void helper_free(struct helper *h);
 const struct helper_config *op_config(const struct helper *h);
 
 /* Handles one decoded message; returns 0 to keep the connection, -1 to close it. */
 int op_dispatch(struct helper *h, struct conn *c, const struct amsp_msgview *m);
+/*
+ * The same while the helper waits for its EC2 worker (server_poll): STATUS
+ * and THAW are answered, PREPARE gets Busy at once, anything else closes
+ * the connection.  Never calls the worker.
+ */
+int op_dispatch_busy(struct helper *h, struct conn *c, const struct amsp_msgview *m);
 /* The client of c vanished (or timed out) while it owned an operation. */
 void op_client_gone(struct helper *h, struct conn *c, const char *why);
 /*

@@ -76,6 +76,82 @@ static const struct field_rule error_rules[] = {
     {AMSP_T_SNAPSHOT_ID, K_STR, IDLEN, 0, MAXVOL},
 };
 
+static const struct field_rule status_rules[] = {
+    {AMSP_T_REASON, K_STR, 1024, 0, 1},
+};
+
+static const struct field_rule status_reply_rules[] = {
+    {AMSP_T_STATE, K_STR, 32, 1, 1},      {AMSP_T_REQUEST_ID, K_STR, IDLEN, 0, 1},
+    {AMSP_T_NAME, K_STR, 256, 0, 1},      {AMSP_T_MOUNT_POINT, K_STR, PATHLEN, 0, MAXVOL},
+    {AMSP_T_FROZEN_USEC, K_U64, 8, 0, 1}, {AMSP_T_REASON, K_STR, 2048, 0, 1},
+};
+
+/* Internal: helper <-> EC2 worker.  EC2's own limits bound the strings. */
+#define W_MAXVOL 64 /* ec2.h EC2_MAX_INSTANCE_VOLUMES */
+#define W_MAXTAGS 64
+#define TAG_KEY_LEN 512    /* 128 UTF-8 characters */
+#define TAG_VALUE_LEN 1024 /* 256 UTF-8 characters */
+
+static const struct field_rule w_ready_rules[] = {
+    {AMSP_T_SEQ, K_U32, 4, 1, 1},
+};
+
+static const struct field_rule w_describe_instance_rules[] = {
+    {AMSP_T_SEQ, K_U32, 4, 1, 1},
+    {AMSP_T_TIMEOUT_MS, K_U32, 4, 1, 1},
+    {AMSP_T_INSTANCE_ID, K_STR, IDLEN, 1, 1},
+};
+
+static const struct field_rule w_create_snapshots_rules[] = {
+    {AMSP_T_SEQ, K_U32, 4, 1, 1},
+    {AMSP_T_TIMEOUT_MS, K_U32, 4, 1, 1},
+    {AMSP_T_DRY_RUN, K_U8, 1, 1, 1},
+    {AMSP_T_HOLD_LOG, K_U8, 1, 1, 1},
+    {AMSP_T_INSTANCE_ID, K_STR, IDLEN, 1, 1},
+    {AMSP_T_DESCRIPTION, K_STR, 1024, 0, 1},
+    {AMSP_T_EXCLUDE_BOOT, K_U8, 1, 1, 1},
+    {AMSP_T_EXCLUDE_VOLUME, K_STR, IDLEN, 0, W_MAXVOL},
+    {AMSP_T_TAG_KEY, K_STR, TAG_KEY_LEN, 0, W_MAXTAGS},
+    {AMSP_T_TAG_VALUE, K_STR, TAG_VALUE_LEN, 0, W_MAXTAGS},
+};
+
+static const struct field_rule w_create_tags_rules[] = {
+    {AMSP_T_SEQ, K_U32, 4, 1, 1},
+    {AMSP_T_TIMEOUT_MS, K_U32, 4, 1, 1},
+    {AMSP_T_RESOURCE_ID, K_STR, IDLEN, 1, W_MAXVOL},
+    {AMSP_T_TAG_KEY, K_STR, TAG_KEY_LEN, 1, W_MAXTAGS},
+    {AMSP_T_TAG_VALUE, K_STR, TAG_VALUE_LEN, 1, W_MAXTAGS},
+};
+
+static const struct field_rule w_find_snapshots_rules[] = {
+    {AMSP_T_SEQ, K_U32, 4, 1, 1},
+    {AMSP_T_TIMEOUT_MS, K_U32, 4, 1, 1},
+    {AMSP_T_TAG_KEY, K_STR, TAG_KEY_LEN, 1, 1},
+    {AMSP_T_TAG_VALUE, K_STR, TAG_VALUE_LEN, 1, 1},
+};
+
+static const struct field_rule w_abandon_rules[] = {
+    {AMSP_T_SEQ, K_U32, 4, 1, 1},
+};
+
+static const struct field_rule w_ok_rules[] = {
+    {AMSP_T_SEQ, K_U32, 4, 1, 1},
+    {AMSP_T_INSTANCE_ID, K_STR, IDLEN, 0, 1},
+    {AMSP_T_REGION, K_STR, IDLEN, 0, 1},
+    {AMSP_T_ROOT_DEVICE, K_STR, IDLEN, 0, 1},
+    {AMSP_T_DEVICE_NAME, K_STR, IDLEN, 0, W_MAXVOL},
+    {AMSP_T_VOLUME_ID, K_STR, IDLEN, 0, W_MAXVOL},
+    {AMSP_T_SNAPSHOT_ID, K_STR, IDLEN, 0, W_MAXVOL},
+    {AMSP_T_SNAPSHOT_VOLUME, K_STR, IDLEN, 0, W_MAXVOL},
+    {AMSP_T_SNAPSHOT_STATE, K_STR, 16, 0, W_MAXVOL},
+};
+
+static const struct field_rule w_error_rules[] = {
+    {AMSP_T_SEQ, K_U32, 4, 1, 1},
+    {AMSP_T_ERROR_CODE, K_STR, 64, 1, 1},
+    {AMSP_T_ERROR_MESSAGE, K_STR, 2048, 1, 1},
+};
+
 #define RULES(t, n, r)                                                                             \
 	{                                                                                          \
 		t, n, r, sizeof(r) / sizeof(r[0])                                                  \
@@ -89,6 +165,17 @@ static const struct msg_rule msg_rules[] = {
     RULES(AMSP_DONE, "DONE", done_rules),
     RULES(AMSP_ABORT, "ABORT", abort_rules),
     RULES(AMSP_ERROR, "ERROR", error_rules),
+    RULES(AMSP_STATUS, "STATUS", status_rules),
+    RULES(AMSP_THAW, "THAW", status_rules),
+    RULES(AMSP_STATUS_REPLY, "STATUS_REPLY", status_reply_rules),
+    RULES(AMSP_W_READY, "W_READY", w_ready_rules),
+    RULES(AMSP_W_DESCRIBE_INSTANCE, "W_DESCRIBE_INSTANCE", w_describe_instance_rules),
+    RULES(AMSP_W_CREATE_SNAPSHOTS, "W_CREATE_SNAPSHOTS", w_create_snapshots_rules),
+    RULES(AMSP_W_CREATE_TAGS, "W_CREATE_TAGS", w_create_tags_rules),
+    RULES(AMSP_W_FIND_SNAPSHOTS, "W_FIND_SNAPSHOTS", w_find_snapshots_rules),
+    RULES(AMSP_W_ABANDON, "W_ABANDON", w_abandon_rules),
+    RULES(AMSP_W_OK, "W_OK", w_ok_rules),
+    RULES(AMSP_W_ERROR, "W_ERROR", w_error_rules),
 };
 
 static const struct msg_rule *find_msg_rule(uint16_t type)

@@ -31,7 +31,7 @@
 #define AMSP_VERSION 1
 #define AMSP_HEADER_LEN 12
 #define AMSP_MAX_PAYLOAD 65536
-#define AMSP_MAX_FIELDS 128
+#define AMSP_MAX_FIELDS 256
 
 enum amsp_msg {
 	/* extension -> helper */
@@ -44,6 +44,23 @@ enum amsp_msg {
 	AMSP_PENDING = 4, /* snapshots are pending and filesystems thawed */
 	AMSP_DONE = 6,
 	AMSP_ERROR = 8,
+	/* anyone allowed -> helper, answered at any time, also while frozen */
+	AMSP_STATUS = 9, /* what is the helper doing? */
+	AMSP_THAW = 11,  /* thaw now: abandon the call made while frozen */
+	AMSP_STATUS_REPLY = 10,
+	/*
+	 * Internal, between the helper and its unprivileged EC2 worker over a
+	 * private socketpair (never accepted from a client; see worker.h).
+	 * Every request carries a SEQ that its answer repeats.
+	 */
+	AMSP_W_READY = 101,             /* resolve instance, region, credentials */
+	AMSP_W_DESCRIBE_INSTANCE = 103, /* the instance's block device mapping */
+	AMSP_W_CREATE_SNAPSHOTS = 105,
+	AMSP_W_CREATE_TAGS = 107,
+	AMSP_W_FIND_SNAPSHOTS = 109, /* ours, by one tag's exact value */
+	AMSP_W_ABANDON = 111,        /* the helper no longer waits for SEQ */
+	AMSP_W_OK = 100,
+	AMSP_W_ERROR = 102,
 };
 
 enum amsp_tag {
@@ -73,6 +90,22 @@ enum amsp_tag {
 	AMSP_T_ERROR_MESSAGE = 71,   /* str */
 	AMSP_T_ERROR_STAGE = 72,     /* str: prepare, snapshot, finish, ... */
 	AMSP_T_REASON = 73,          /* str */
+	AMSP_T_STATE = 80,           /* str: idle, busy, frozen, thaw-pending */
+	AMSP_T_FROZEN_USEC = 81,     /* u64: frozen for this long so far */
+	/* Internal (helper <-> EC2 worker) only. */
+	AMSP_T_SEQ = 100,            /* u32 */
+	AMSP_T_TIMEOUT_MS = 101,     /* u32 */
+	AMSP_T_DRY_RUN = 102,        /* u8 */
+	AMSP_T_HOLD_LOG = 103,       /* u8: buffer the worker's log during the call */
+	AMSP_T_DESCRIPTION = 104,    /* str */
+	AMSP_T_EXCLUDE_BOOT = 105,   /* u8 */
+	AMSP_T_EXCLUDE_VOLUME = 106, /* str, repeated */
+	AMSP_T_TAG_KEY = 107,        /* str, repeated, paired with TAG_VALUE */
+	AMSP_T_TAG_VALUE = 108,      /* str, repeated */
+	AMSP_T_RESOURCE_ID = 109,    /* str, repeated */
+	AMSP_T_ROOT_DEVICE = 110,    /* str */
+	AMSP_T_DEVICE_NAME = 111,    /* str, repeated, paired with VOLUME_ID */
+	AMSP_T_SNAPSHOT_STATE = 112, /* str, repeated, paired with SNAPSHOT_ID */
 };
 
 struct amsp_field {

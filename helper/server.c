@@ -2,9 +2,13 @@
  * server.c - see server.h.
  *
  * Single-threaded: one poll() loop, signal handlers only set flags.  At
- * most SERVER_MAX_CONNS clients; a peer whose uid is not in allowed_users is
- * closed before a single byte of it is read.  A malformed frame closes the
- * connection with a logged reason.
+ * most SERVER_MAX_CONNS clients; a peer whose uid is not in allowed_users
+ * (nor root) is closed before a single byte of it is read.  A malformed
+ * frame closes the connection with a logged reason.
+ *
+ * While an operation waits for the EC2 worker, server_poll() keeps serving
+ * the other clients with op_dispatch_busy(): status, thaw, and an immediate
+ * Busy for a second PREPARE.
  */
 #include "server.h"
 #include "log.h"
@@ -21,6 +25,14 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+/* The one server of the process (server_run), for server_poll(). */
+static struct {
+	struct helper *h;
+	int lfd;
+	struct conn *conns[SERVER_MAX_CONNS];
+	bool running;
+} srv;
 
 int conn_send(struct conn *c, const unsigned char *frame, size_t len)
 {
@@ -172,6 +184,9 @@ static bool uid_allowed(const struct helper_config *cfg, uid_t uid)
 {
 	size_t i;
 
+	/* Root can always ask (--status, --thaw): it could do anything anyway. */
+	if (uid == 0)
+		return true;
 	for (i = 0; i < cfg->n_allowed_uids; i++)
 		if (cfg->allowed_uids[i] == uid)
 			return true;
@@ -273,7 +288,7 @@ static int read_frame(struct conn *c, const char **why)
 	return c->inlen == want && want > AMSP_HEADER_LEN ? 1 : 0;
 }
 
-static void handle_readable(struct helper *h, struct conn **slot)
+static void handle_readable(struct helper *h, struct conn **slot, bool busy)
 {
 	struct conn *c = *slot;
 	struct amsp_msgview *m;
@@ -300,7 +315,7 @@ static void handle_readable(struct helper *h, struct conn **slot)
 		return;
 	}
 	c->inlen = 0;
-	rc = op_dispatch(h, c, m);
+	rc = busy ? op_dispatch_busy(h, c, m) : op_dispatch(h, c, m);
 	free(m);
 	if (rc != 0) {
 		conn_close(h, slot, "conversation ended");
@@ -310,13 +325,61 @@ static void handle_readable(struct helper *h, struct conn **slot)
 	c->last_activity_us = mono_usec();
 }
 
+int server_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
+{
+	struct pollfd pfd[SERVER_MAX_CONNS + 8];
+	int idx[SERVER_MAX_CONNS + 8];
+	nfds_t n = 0, i;
+	int rc, mine = 0;
+
+	if (!srv.running || nfds > 7)
+		return poll(fds, nfds, timeout_ms);
+	for (i = 0; i < nfds; i++) {
+		pfd[n] = fds[i];
+		idx[n++] = -2;
+	}
+	pfd[n].fd = srv.lfd;
+	pfd[n].events = POLLIN;
+	pfd[n].revents = 0;
+	idx[n++] = -1;
+	for (i = 0; i < SERVER_MAX_CONNS; i++) {
+		/* Not the operation's own client: its caller watches it. */
+		if (!srv.conns[i] || srv.conns[i]->op)
+			continue;
+		pfd[n].fd = srv.conns[i]->fd;
+		pfd[n].events = POLLIN;
+		pfd[n].revents = 0;
+		idx[n++] = (int)i;
+	}
+	rc = poll(pfd, n, timeout_ms);
+	if (rc < 0)
+		return rc;
+	for (i = 0; i < nfds; i++) {
+		fds[i].revents = pfd[i].revents;
+		if (fds[i].revents)
+			mine++;
+	}
+	for (i = nfds; rc > 0 && i < n; i++) {
+		if (!pfd[i].revents)
+			continue;
+		if (idx[i] < 0)
+			accept_one(srv.h, srv.lfd, srv.conns);
+		else if (srv.conns[idx[i]] && !srv.conns[idx[i]]->op)
+			handle_readable(srv.h, &srv.conns[idx[i]], true);
+	}
+	return mine;
+}
+
 int server_run(struct helper *h, int lfd, volatile sig_atomic_t *stop)
 {
-	struct conn *conns[SERVER_MAX_CONNS] = {0};
+	struct conn **conns = srv.conns;
 	struct pollfd pfd[SERVER_MAX_CONNS + 1];
 	int idx[SERVER_MAX_CONNS + 1];
 	int i;
 
+	srv.h = h;
+	srv.lfd = lfd;
+	srv.running = true;
 	while (!*stop) {
 		long client_timeout_us = op_config(h)->client_timeout_ms * 1000L;
 		long long now;
@@ -345,7 +408,7 @@ int server_run(struct helper *h, int lfd, volatile sig_atomic_t *stop)
 				if (idx[i] < 0)
 					accept_one(h, lfd, conns);
 				else if (conns[idx[i]])
-					handle_readable(h, &conns[idx[i]]);
+					handle_readable(h, &conns[idx[i]], false);
 			}
 		}
 		op_tick(h);
@@ -359,5 +422,125 @@ int server_run(struct helper *h, int lfd, volatile sig_atomic_t *stop)
 	for (i = 0; i < SERVER_MAX_CONNS; i++)
 		if (conns[i])
 			conn_close(h, &conns[i], "helper shutting down");
+	srv.running = false;
 	return 0;
+}
+
+/* Prints a STATUS_REPLY; returns whether something is frozen. */
+static bool print_status(const struct amsp_msgview *m)
+{
+	char state[33] = "", rid[65] = "", name[257] = "", mp[4096], reason[2049] = "";
+	size_t i;
+
+	amsp_copy_str(amsp_get(m, AMSP_T_STATE), state, sizeof(state));
+	printf("state: %s\n", state);
+	if (amsp_get(m, AMSP_T_REQUEST_ID)) {
+		amsp_copy_str(amsp_get(m, AMSP_T_REQUEST_ID), rid, sizeof(rid));
+		amsp_copy_str(amsp_get(m, AMSP_T_NAME), name, sizeof(name));
+		printf("request: %s (\"%s\")\n", rid, name);
+	}
+	if (amsp_get(m, AMSP_T_FROZEN_USEC))
+		printf("frozen for: %.3f s\n", amsp_u64(amsp_get(m, AMSP_T_FROZEN_USEC)) / 1e6);
+	for (i = 0; i < amsp_count(m, AMSP_T_MOUNT_POINT); i++) {
+		amsp_copy_str(amsp_get_nth(m, AMSP_T_MOUNT_POINT, i), mp, sizeof(mp));
+		printf("frozen: %s\n", mp);
+	}
+	if (amsp_get(m, AMSP_T_REASON)) {
+		amsp_copy_str(amsp_get(m, AMSP_T_REASON), reason, sizeof(reason));
+		printf("note: %s\n", reason);
+	}
+	return !strcmp(state, "frozen") || !strcmp(state, "thaw-pending");
+}
+
+/* One STATUS or THAW exchange with the running helper; the reply into m. */
+static int ask_once(const struct helper_config *cfg, int type, unsigned char *buf, size_t cap,
+                    struct amsp_msgview *m)
+{
+	struct sockaddr_un sa;
+	struct amsp_writer w;
+	struct timeval tv = {10, 0};
+	const char *why;
+	size_t len, got = 0;
+	long plen;
+	int fd;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", cfg->socket_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		fprintf(stderr, "cannot connect to the helper at %s: %s\n", cfg->socket_path,
+		        strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	amsp_begin(&w, buf, cap, (enum amsp_msg)type);
+	len = amsp_end(&w);
+	if (send(fd, buf, len, MSG_NOSIGNAL) != (ssize_t)len)
+		goto broken;
+	while (got < AMSP_HEADER_LEN || got < AMSP_HEADER_LEN + (size_t)plen) {
+		ssize_t n = recv(fd, buf + got, cap - got, 0);
+
+		if (n <= 0)
+			goto broken;
+		got += (size_t)n;
+		plen = got >= AMSP_HEADER_LEN ? amsp_header_payload_len(buf, &why) : 0;
+		if (plen < 0)
+			goto broken;
+	}
+	close(fd);
+	if (amsp_decode(buf, got, m, &why) != 0) {
+		fprintf(stderr, "malformed answer from the helper: %s\n", why);
+		return -1;
+	}
+	return 0;
+broken:
+	fprintf(stderr, "the helper closed the connection without an answer\n");
+	close(fd);
+	return -1;
+}
+
+int server_ask(const struct helper_config *cfg, int type)
+{
+	static unsigned char buf[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
+	static struct amsp_msgview m;
+	int i;
+
+	if (ask_once(cfg, type, buf, sizeof(buf), &m) != 0)
+		return 2;
+	if (m.type == AMSP_ERROR) {
+		char msg[2049] = "";
+
+		amsp_copy_str(amsp_get(&m, AMSP_T_ERROR_MESSAGE), msg, sizeof(msg));
+		fprintf(stderr, "the helper refused: %s\n", msg);
+		return 2;
+	}
+	if (m.type != AMSP_STATUS_REPLY) {
+		fprintf(stderr, "unexpected %s answer from the helper\n", amsp_msg_name(m.type));
+		return 2;
+	}
+	if (type == AMSP_STATUS)
+		return print_status(&m) ? 1 : 0;
+	print_status(&m);
+	/* THAW: wait (up to 10 s) until nothing is frozen. */
+	for (i = 0; i < 100; i++) {
+		poll(NULL, 0, 100);
+		if (ask_once(cfg, AMSP_STATUS, buf, sizeof(buf), &m) != 0 ||
+		    m.type != AMSP_STATUS_REPLY)
+			return 2;
+		{
+			char state[33] = "";
+
+			amsp_copy_str(amsp_get(&m, AMSP_T_STATE), state, sizeof(state));
+			if (strcmp(state, "frozen") && strcmp(state, "thaw-pending")) {
+				printf("thawed\n");
+				return 0;
+			}
+		}
+	}
+	print_status(&m);
+	fprintf(stderr, "still frozen after 10 s\n");
+	return 1;
 }

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "protocol.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <sys/types.h>
@@ -43,5 +44,19 @@ int server_listen(const struct helper_config *cfg, int *out_fd, struct amis_err 
  * op_shutdown() so that nothing is left frozen.
  */
 int server_run(struct helper *h, int listen_fd, volatile sig_atomic_t *stop);
+
+/*
+ * poll(2) on the caller's fds (at most 7) that meanwhile serves the other
+ * clients of the running server (op_dispatch_busy): used while an operation
+ * waits for the EC2 worker.  Returns how many of the caller's fds have
+ * events, 0 on timeout, -1 on error.  Outside server_run(): plain poll().
+ */
+int server_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms);
+
+/*
+ * --status / --thaw: asks the running helper and prints the answer.  Exit
+ * status: 0 nothing frozen (after THAW: thawed), 1 frozen, 2 no answer.
+ */
+int server_ask(const struct helper_config *cfg, int type);
 
 #endif

@@ -69,11 +69,22 @@ def marker_path(w):
 
 
 def children(pid):
+    """The helper's children but its EC2 worker (ami-snapshot-helper --worker)."""
     try:
         with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(x) for x in f.read().split()]
+            kids = [int(x) for x in f.read().split()]
     except OSError:
         return []
+    out = []
+    for k in kids:
+        try:
+            with open("/proc/%d/cmdline" % k, "rb") as f:
+                if b"--worker" in f.read().split(b"\0"):
+                    continue
+        except OSError:
+            pass
+        out.append(k)
+    return out
 
 
 def proc_state(pid):

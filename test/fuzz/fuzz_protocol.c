@@ -1,7 +1,8 @@
 /*
  * fuzz_protocol.c - libFuzzer target for the helper <-> extension wire
  * protocol (helper/protocol.h): the code that reads what a local, possibly
- * hostile, client sends to a root daemon.
+ * hostile, client sends to a root daemon, and what the unprivileged EC2
+ * worker (which parses the network's input) answers it.
  *
  * Input: one frame.  Checks, beyond "no crash, no sanitizer report":
  *  - amsp_header_payload_len agrees with amsp_decode on the header;
@@ -27,11 +28,17 @@ static enum kind tag_kind(uint16_t tag)
 {
 	switch (tag) {
 	case AMSP_T_FREEZE:
+	case AMSP_T_DRY_RUN:
+	case AMSP_T_HOLD_LOG:
+	case AMSP_T_EXCLUDE_BOOT:
 		return K_U8;
 	case AMSP_T_TIMELINE:
+	case AMSP_T_SEQ:
+	case AMSP_T_TIMEOUT_MS:
 		return K_U32;
 	case AMSP_T_FREEZE_USEC:
 	case AMSP_T_SNAPSHOT_USEC:
+	case AMSP_T_FROZEN_USEC:
 		return K_U64;
 	default:
 		return K_STR;

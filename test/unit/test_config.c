@@ -27,6 +27,17 @@ int main(void)
 	is_str(c.state_dir, "/run/ami-snapshot", "default state_dir");
 	is_int(c.retries, 2, "default retries 2");
 	is_int(c.retry_backoff_ms, 1000, "default retry_backoff 1 s");
+	is_str(c.worker_user, "nobody", "default worker_user nobody");
+
+	ok(load(&c, "[helper]\nworker_user = daemon\n", &err) == 0, "worker_user daemon (%s)",
+	   err.msg);
+	is_str(c.worker_user, "daemon", "worker_user set");
+	ok(load(&c, "[helper]\nworker_user = root\n", &err) < 0 &&
+	       strstr(err.msg, "must not be root"),
+	   "worker_user root is refused (%s)", err.msg);
+	ok(load(&c, "[helper]\nworker_user = no-such-user-here\n", &err) < 0 &&
+	       strstr(err.msg, "no such user"),
+	   "an unknown worker_user is refused (%s)", err.msg);
 
 	ok(load(&c,
 	        "[helper]\n"

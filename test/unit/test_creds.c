@@ -564,6 +564,36 @@ static void test_chain(const char *home)
 	creds_provider_free(p);
 	cfg.shared_credentials_file = NULL;
 
+	/*
+	 * Pinned (the EC2 worker, before dropping root): resolved and opened
+	 * now, read through the descriptor later, even once the path is gone.
+	 */
+	cfg.shared_credentials_file = other;
+	p = creds_provider_new(&cfg);
+	err_clear(&err);
+	is_int(creds_provider_pin_file(p, &err), 0, "pin the credentials file");
+	rename(other, path);
+	write_file(other, "[default]\naws_access_key_id = AKIAREPLACED\n"
+	                  "aws_secret_access_key = " SECRET "\n");
+	creds_get(p, EXP_2026, &c, &err);
+	is_str(c.access_key_id, "AKIAOTHERFILE", "a pinned file is read through its descriptor");
+	creds_provider_free(p);
+	rename(path, other);
+	write_file(path, "[default]\naws_access_key_id = AKIAFILEDEFAULT\n"
+	                 "aws_secret_access_key = " SECRET "\n"
+	                 "[prod]\naws_access_key_id = AKIAFILEPROD\n"
+	                 "aws_secret_access_key = " SECRET "\n");
+	cfg.shared_credentials_file = "/nonexistent/credentials";
+	cfg.profile = "prod";
+	p = creds_provider_new(&cfg);
+	is_int(creds_provider_pin_file(p, &err), 0, "pinning a missing file is not an error");
+	err_clear(&err);
+	is_int(creds_get(p, EXP_2026, &c, &err), -1, "... but a requested profile in it fails");
+	is_str(err.code, "ProfileNotFound", "... with ProfileNotFound");
+	creds_provider_free(p);
+	cfg.shared_credentials_file = NULL;
+	cfg.profile = NULL;
+
 	/* Missing file, default profile: fall through to "nothing found". */
 	fake_set(&fe, "AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials");
 	p = creds_provider_new(&cfg);

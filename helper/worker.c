@@ -1,0 +1,845 @@
+/*
+ * worker.c - see worker.h.  The helper's side first, then the worker's.
+ */
+#include "worker.h"
+#include "aws.h"
+#include "log.h"
+#include "protocol.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define FRAME_MAX (AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD)
+/* Beyond the EC2 timeout: the worker may first refresh credentials (IMDS). */
+#define WAIT_MARGIN_MS 15000L
+#define MAX_TAGS 64
+
+struct worker {
+	const struct helper_config *cfg;
+	char *config_path;
+	pid_t pid; /* 0: not running */
+	int fd;    /* -1: not running */
+	uint32_t seq;
+	int abort_fd; /* -1: none */
+	char instance_id[65];
+	char region[65];
+	struct worker_waiter waiter;
+	unsigned char buf[FRAME_MAX];
+	struct amsp_msgview reply; /* views into buf */
+};
+
+struct worker *worker_new(const struct helper_config *cfg, const char *config_path)
+{
+	struct worker *w = xcalloc(1, sizeof(*w));
+
+	w->cfg = cfg;
+	w->config_path = xstrdup(config_path);
+	w->fd = -1;
+	w->abort_fd = -1;
+	return w;
+}
+
+void worker_set_abort_fd(struct worker *w, int fd)
+{
+	w->abort_fd = fd;
+}
+
+pid_t worker_pid(const struct worker *w)
+{
+	return w->pid;
+}
+
+void worker_set_waiter(struct worker *w, const struct worker_waiter *waiter)
+{
+	w->waiter = *waiter;
+}
+
+static void describe_status(int status, char *buf, size_t sz)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, sz, "exited with status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, sz, "was killed by signal %d (%s)", WTERMSIG(status),
+		         strsignal(WTERMSIG(status)));
+	else
+		snprintf(buf, sz, "ended");
+}
+
+/*
+ * Ends the worker: closes the socketpair, then (kill: at once, else after
+ * up to a second) SIGKILL, and reaps it.  Fills how it ended into how.
+ */
+static void stop_worker(struct worker *w, bool kill_now, char *how, size_t howsz)
+{
+	int status = 0, i;
+	pid_t r = 0;
+
+	if (how && howsz)
+		snprintf(how, howsz, "was stopped");
+	if (w->fd >= 0)
+		close(w->fd);
+	w->fd = -1;
+	if (!w->pid)
+		return;
+	for (i = 0; !kill_now && i < 100; i++) {
+		r = waitpid(w->pid, &status, WNOHANG);
+		if (r != 0)
+			break;
+		poll(NULL, 0, 10);
+	}
+	if (r == 0) {
+		kill(w->pid, SIGKILL);
+		r = waitpid(w->pid, &status, 0);
+	}
+	if (r == w->pid && how)
+		describe_status(status, how, howsz);
+	w->pid = 0;
+}
+
+void worker_free(struct worker *w)
+{
+	if (!w)
+		return;
+	stop_worker(w, false, NULL, 0);
+	free(w->config_path);
+	free(w);
+}
+
+int worker_start(struct worker *w, struct amis_err *err)
+{
+	int sv[2];
+	pid_t pid;
+
+	if (w->fd >= 0)
+		return 0;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+		return err_set(err, "WorkerFailed", "socketpair: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0) {
+		close(sv[0]);
+		close(sv[1]);
+		return err_set(err, "WorkerFailed", "cannot start the EC2 worker: fork: %s",
+		               strerror(errno));
+	}
+	if (pid == 0) {
+		/* Only async-signal-safe calls until exec. */
+		if (sv[1] == WORKER_FD) {
+			if (fcntl(WORKER_FD, F_SETFD, 0) != 0)
+				_exit(127);
+		} else if (dup2(sv[1], WORKER_FD) != WORKER_FD) {
+			_exit(127);
+		}
+		execl("/proc/self/exe", "ami-snapshot-helper", "--worker", "-c", w->config_path,
+		      (char *)NULL);
+		_exit(127);
+	}
+	close(sv[1]);
+	w->fd = sv[0];
+	w->pid = pid;
+	w->instance_id[0] = w->region[0] = '\0';
+	log_info("EC2 worker started (pid %ld, user %s)", (long)pid, w->cfg->worker_user);
+	return 0;
+}
+
+/* The worker is gone or broken: reap it and say so in err. */
+static int worker_lost(struct worker *w, const char *what, bool kill_now, struct amis_err *err)
+{
+	char how[96];
+	pid_t pid = w->pid;
+
+	stop_worker(w, kill_now, how, sizeof(how));
+	log_error("EC2 worker (pid %ld) %s: %s", (long)pid, how, what);
+	return err_set(err, "WorkerDied",
+	               "the EC2 worker (pid %ld) %s (%s); the EC2 call may have been made; a "
+	               "new worker is started for the next call",
+	               (long)pid, how, what);
+}
+
+/* Tells the worker to drop call seq; its late answer is skipped. */
+static void abandon(struct worker *w, uint32_t seq)
+{
+	unsigned char buf[64];
+	struct amsp_writer aw;
+	size_t len;
+
+	amsp_begin(&aw, buf, sizeof(buf), AMSP_W_ABANDON);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	len = amsp_end(&aw);
+	if (len && send(w->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		log_warn("EC2 worker: could not abandon call %u: %s", seq, strerror(errno));
+}
+
+static int do_poll(struct worker *w, struct pollfd *fds, nfds_t n, int timeout_ms)
+{
+	if (w->waiter.poll)
+		return w->waiter.poll(w->waiter.arg, fds, n, timeout_ms);
+	return poll(fds, n, timeout_ms);
+}
+
+/*
+ * Sends the request in w->buf[len] (its SEQ is w->seq) and waits for its
+ * answer, decoded into w->reply.  Returns 0 for W_OK, -1 with err for
+ * W_ERROR and for every way of not getting an answer.
+ */
+static int call(struct worker *w, size_t len, long wait_ms, struct amis_err *err)
+{
+	int abort_fd = w->abort_fd;
+	uint32_t seq = w->seq;
+	long long deadline = mono_usec() + wait_ms * 1000LL;
+	const char *why;
+
+	if (!len)
+		return err_set(err, "RequestTooLarge",
+		               "the EC2 request does not fit in one frame to the worker");
+	if (send(w->fd, w->buf, len, MSG_NOSIGNAL) != (ssize_t)len)
+		return worker_lost(w, "could not send it a request", true, err);
+	for (;;) {
+		struct pollfd fds[2] = {{w->fd, POLLIN, 0}, {abort_fd, POLLIN, 0}};
+		long long left = deadline - mono_usec();
+		const char *code;
+		ssize_t n;
+		int rc;
+
+		if (left <= 0) {
+			worker_lost(w, "it did not answer in time", true, err);
+			return err_set(
+			    err, "Timeout",
+			    "the EC2 worker did not answer within %ld ms and was killed; "
+			    "the request may have been executed",
+			    wait_ms);
+		}
+		rc = do_poll(w, fds, abort_fd >= 0 ? 2 : 1,
+		             left > 1000000 ? 1000 : (int)(left / 1000) + 1);
+		if (rc < 0 && errno != EINTR)
+			return worker_lost(w, "poll failed", true, err);
+		code = w->waiter.abandon ? w->waiter.abandon(w->waiter.arg) : NULL;
+		if (code || (abort_fd >= 0 && fds[1].revents)) {
+			abandon(w, seq);
+			if (code)
+				return err_set(err, code,
+				               "the EC2 call was abandoned: an administrator asked "
+				               "for a thaw; the request may have been executed");
+			return err_set(err, "ClientGone",
+			               "the EC2 call was abandoned because the client went away; "
+			               "the request may have been executed");
+		}
+		if (rc <= 0 || !fds[0].revents)
+			continue;
+		n = recv(w->fd, w->buf, sizeof(w->buf), MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n <= 0)
+			return worker_lost(w, n == 0 ? "it closed the connection" : "receive error",
+			                   false, err);
+		if (amsp_decode(w->buf, (size_t)n, &w->reply, &why) != 0 ||
+		    (w->reply.type != AMSP_W_OK && w->reply.type != AMSP_W_ERROR)) {
+			char what[128];
+
+			snprintf(what, sizeof(what), "it sent a malformed answer: %s",
+			         w->reply.type != AMSP_W_OK && w->reply.type != AMSP_W_ERROR
+			             ? "unexpected message type"
+			             : why);
+			return worker_lost(w, what, true, err);
+		}
+		if (amsp_u32(amsp_get(&w->reply, AMSP_T_SEQ)) != seq)
+			continue; /* the late answer of an abandoned call */
+		if (w->reply.type == AMSP_W_OK)
+			return 0;
+		{
+			char ecode[sizeof(err->code)];
+
+			amsp_copy_str(amsp_get(&w->reply, AMSP_T_ERROR_CODE), ecode, sizeof(ecode));
+			err_set(err, ecode[0] ? ecode : "WorkerError", "%s", "");
+			if (amsp_copy_str(amsp_get(&w->reply, AMSP_T_ERROR_MESSAGE), err->msg,
+			                  sizeof(err->msg)) != 0)
+				snprintf(err->msg, sizeof(err->msg), "(message too long)");
+		}
+		return -1;
+	}
+}
+
+/*
+ * A worker that died while idle (killed, crashed) is noticed here, before a
+ * request is lost on it: reaped, logged, and replaced.
+ */
+static void reap_if_gone(struct worker *w)
+{
+	struct pollfd p = {w->fd, 0, 0};
+	char how[96];
+	pid_t pid = w->pid;
+
+	if (w->fd < 0 || poll(&p, 1, 0) <= 0 || !(p.revents & (POLLHUP | POLLERR)))
+		return;
+	stop_worker(w, false, how, sizeof(how));
+	log_error("EC2 worker (pid %ld) %s while idle; starting a new one", (long)pid, how);
+}
+
+/* Starts a request of type: starts the worker if needed, puts the next SEQ. */
+static int begin(struct worker *w, struct amsp_writer *aw, enum amsp_msg type, struct amis_err *err)
+{
+	reap_if_gone(w);
+	if (worker_start(w, err) != 0)
+		return -1;
+	amsp_begin(aw, w->buf, sizeof(w->buf), type);
+	amsp_put_u32(aw, AMSP_T_SEQ, ++w->seq);
+	return 0;
+}
+
+static uint32_t ms_u32(long ms)
+{
+	return ms < 1 ? 1 : ms > 86400000L ? 86400000U : (uint32_t)ms;
+}
+
+int worker_ready(struct worker *w, struct amis_err *err)
+{
+	struct amsp_writer aw;
+
+	reap_if_gone(w);
+	if (w->fd >= 0 && w->instance_id[0])
+		return 0;
+	if (begin(w, &aw, AMSP_W_READY, err) != 0)
+		return -1;
+	if (call(w, amsp_end(&aw), w->cfg->ec2_timeout_ms + WAIT_MARGIN_MS, err) != 0)
+		return -1;
+	if (amsp_copy_str(amsp_get(&w->reply, AMSP_T_INSTANCE_ID), w->instance_id,
+	                  sizeof(w->instance_id)) != 0 ||
+	    amsp_copy_str(amsp_get(&w->reply, AMSP_T_REGION), w->region, sizeof(w->region)) != 0 ||
+	    !w->instance_id[0] || !w->region[0]) {
+		w->instance_id[0] = '\0';
+		return worker_lost(w, "its READY answer lacks the instance or region", true, err);
+	}
+	return 0;
+}
+
+const char *worker_instance_id(const struct worker *w)
+{
+	return w->instance_id;
+}
+
+const char *worker_region(const struct worker *w)
+{
+	return w->region;
+}
+
+int worker_describe_instance(struct worker *w, long timeout_ms, struct ec2_instance_info *out,
+                             struct amis_err *err)
+{
+	struct amsp_writer aw;
+	size_t n, i;
+
+	if (worker_ready(w, err) != 0 || begin(w, &aw, AMSP_W_DESCRIBE_INSTANCE, err) != 0)
+		return -1;
+	amsp_put_u32(&aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
+	amsp_put_str(&aw, AMSP_T_INSTANCE_ID, w->instance_id);
+	if (call(w, amsp_end(&aw), 2 * (timeout_ms + WAIT_MARGIN_MS), err) != 0)
+		return -1;
+	memset(out, 0, sizeof(*out));
+	snprintf(out->instance_id, sizeof(out->instance_id), "%.31s", w->instance_id);
+	n = amsp_count(&w->reply, AMSP_T_VOLUME_ID);
+	if (n != amsp_count(&w->reply, AMSP_T_DEVICE_NAME) || n > EC2_MAX_INSTANCE_VOLUMES)
+		return worker_lost(w, "its DescribeInstances answer is inconsistent", true, err);
+	if (amsp_get(&w->reply, AMSP_T_ROOT_DEVICE) &&
+	    amsp_copy_str(amsp_get(&w->reply, AMSP_T_ROOT_DEVICE), out->root_device_name,
+	                  sizeof(out->root_device_name)) != 0)
+		return worker_lost(w, "its root device name is too long", true, err);
+	for (i = 0; i < n; i++) {
+		struct ec2_block_device *bd = &out->volumes[i];
+
+		if (amsp_copy_str(amsp_get_nth(&w->reply, AMSP_T_VOLUME_ID, i), bd->volume_id,
+		                  sizeof(bd->volume_id)) != 0 ||
+		    amsp_copy_str(amsp_get_nth(&w->reply, AMSP_T_DEVICE_NAME, i), bd->device_name,
+		                  sizeof(bd->device_name)) != 0)
+			return worker_lost(w, "a volume id or device name is too long", true, err);
+	}
+	out->nvolumes = n;
+	return 0;
+}
+
+/* The snapshots of w->reply into out (replacing what it held). */
+static int reply_snapshots(struct worker *w, struct ec2_snapshot_set *out, struct amis_err *err)
+{
+	size_t n = amsp_count(&w->reply, AMSP_T_SNAPSHOT_ID), i;
+
+	ec2_snapshot_set_free(out);
+	memset(out, 0, sizeof(*out));
+	if (n != amsp_count(&w->reply, AMSP_T_SNAPSHOT_VOLUME) ||
+	    n != amsp_count(&w->reply, AMSP_T_SNAPSHOT_STATE))
+		return worker_lost(w, "its snapshot list is inconsistent", true, err);
+	if (!n)
+		return 0;
+	out->items = xcalloc(n, sizeof(*out->items));
+	for (i = 0; i < n; i++) {
+		struct ec2_snapshot_info *s = &out->items[i];
+
+		if (amsp_copy_str(amsp_get_nth(&w->reply, AMSP_T_SNAPSHOT_ID, i), s->snapshot_id,
+		                  sizeof(s->snapshot_id)) != 0 ||
+		    amsp_copy_str(amsp_get_nth(&w->reply, AMSP_T_SNAPSHOT_VOLUME, i), s->volume_id,
+		                  sizeof(s->volume_id)) != 0 ||
+		    amsp_copy_str(amsp_get_nth(&w->reply, AMSP_T_SNAPSHOT_STATE, i), s->state,
+		                  sizeof(s->state)) != 0) {
+			free(out->items);
+			out->items = NULL;
+			return worker_lost(w, "a snapshot id is too long", true, err);
+		}
+		s->volume_size_gib = -1;
+	}
+	out->n = n;
+	return 0;
+}
+
+static void put_tags(struct amsp_writer *aw, const struct ec2_tag *tags, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		amsp_put_str(aw, AMSP_T_TAG_KEY, tags[i].key);
+		amsp_put_str(aw, AMSP_T_TAG_VALUE, tags[i].value ? tags[i].value : "");
+	}
+}
+
+int worker_create_snapshots(struct worker *w, const struct ec2_create_snapshots_req *r,
+                            long timeout_ms, long wait_ms, bool hold_log,
+                            struct ec2_snapshot_set *out, struct amis_err *err)
+{
+	struct amsp_writer aw;
+	size_t i;
+
+	if (begin(w, &aw, AMSP_W_CREATE_SNAPSHOTS, err) != 0)
+		return -1;
+	amsp_put_u32(&aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
+	amsp_put_u8(&aw, AMSP_T_DRY_RUN, r->dry_run);
+	amsp_put_u8(&aw, AMSP_T_HOLD_LOG, hold_log);
+	amsp_put_str(&aw, AMSP_T_INSTANCE_ID, r->instance_id);
+	if (r->description)
+		amsp_put_str(&aw, AMSP_T_DESCRIPTION, r->description);
+	amsp_put_u8(&aw, AMSP_T_EXCLUDE_BOOT, r->exclude_boot_volume);
+	for (i = 0; i < r->n_exclude; i++)
+		amsp_put_str(&aw, AMSP_T_EXCLUDE_VOLUME, r->exclude_volume_ids[i]);
+	put_tags(&aw, r->tags, r->ntags);
+	if (call(w, amsp_end(&aw), wait_ms, err) != 0)
+		return -1;
+	return reply_snapshots(w, out, err);
+}
+
+int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
+                       const struct ec2_tag *tags, size_t ntags, long timeout_ms,
+                       struct amis_err *err)
+{
+	struct amsp_writer aw;
+	size_t i;
+
+	if (begin(w, &aw, AMSP_W_CREATE_TAGS, err) != 0)
+		return -1;
+	amsp_put_u32(&aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
+	for (i = 0; i < nids; i++)
+		amsp_put_str(&aw, AMSP_T_RESOURCE_ID, ids[i]);
+	put_tags(&aw, tags, ntags);
+	return call(w, amsp_end(&aw), timeout_ms + WAIT_MARGIN_MS, err);
+}
+
+int worker_find_snapshots(struct worker *w, const char *key, const char *value, long timeout_ms,
+                          struct ec2_snapshot_set *out, struct amis_err *err)
+{
+	struct amsp_writer aw;
+
+	if (begin(w, &aw, AMSP_W_FIND_SNAPSHOTS, err) != 0)
+		return -1;
+	amsp_put_u32(&aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
+	amsp_put_str(&aw, AMSP_T_TAG_KEY, key);
+	amsp_put_str(&aw, AMSP_T_TAG_VALUE, value);
+	if (call(w, amsp_end(&aw), timeout_ms + WAIT_MARGIN_MS, err) != 0)
+		return -1;
+	return reply_snapshots(w, out, err);
+}
+
+/* ---- The worker process. ---- */
+
+struct wstate {
+	struct helper_config cfg;
+	struct aws_ctx *aws;
+	int fd;
+	unsigned char in[FRAME_MAX];
+	unsigned char out[FRAME_MAX];
+	struct amsp_msgview m;
+};
+
+static int drop_privileges(const char *user, struct amis_err *err)
+{
+	struct passwd *pw = getpwnam(user);
+	uid_t uid;
+	gid_t gid;
+
+	if (!pw)
+		return err_set(err, "WorkerFailed", "worker_user: no such user \"%s\"", user);
+	uid = pw->pw_uid;
+	gid = pw->pw_gid;
+	if (uid == 0)
+		return err_set(err, "WorkerFailed", "worker_user \"%s\" is root", user);
+	if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 ||
+	    setresuid(uid, uid, uid) != 0)
+		return err_set(err, "WorkerFailed", "cannot become user %s: %s", user,
+		               strerror(errno));
+	/* There is no way back. */
+	if (setuid(0) == 0 || seteuid(0) == 0)
+		return err_set(err, "WorkerFailed", "could regain root after dropping it");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		return err_set(err, "WorkerFailed", "prctl: %s", strerror(errno));
+	return 0;
+}
+
+static int send_reply(struct wstate *ws, struct amsp_writer *aw)
+{
+	size_t len = amsp_end(aw);
+
+	if (!len) {
+		log_error("an answer does not fit in one frame");
+		return -1;
+	}
+	return send(ws->fd, ws->out, len, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+}
+
+static int send_error(struct wstate *ws, uint32_t seq, const struct amis_err *err)
+{
+	struct amsp_writer aw;
+
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_ERROR);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	amsp_put_str(&aw, AMSP_T_ERROR_CODE, err->code[0] ? err->code : "WorkerError");
+	amsp_put_str(&aw, AMSP_T_ERROR_MESSAGE, err->msg);
+	return send_reply(ws, &aw);
+}
+
+static void put_snapshots(struct amsp_writer *aw, const struct ec2_snapshot_set *s)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++) {
+		amsp_put_str(aw, AMSP_T_SNAPSHOT_ID, s->items[i].snapshot_id);
+		amsp_put_str(aw, AMSP_T_SNAPSHOT_VOLUME, s->items[i].volume_id);
+		amsp_put_str(aw, AMSP_T_SNAPSHOT_STATE, s->items[i].state);
+	}
+}
+
+/* Copies string field f of ws->m into a malloc'd string (NULL if absent). */
+static char *field_dup(const struct amsp_field *f)
+{
+	char *s;
+
+	if (!f)
+		return NULL;
+	s = xmalloc((size_t)f->len + 1);
+	memcpy(s, f->value, f->len);
+	s[f->len] = '\0';
+	return s;
+}
+
+/* The repeated string field tag of ws->m as a malloc'd array of n strings. */
+static char **fields_dup(const struct amsp_msgview *m, enum amsp_tag tag, size_t *n)
+{
+	char **v;
+	size_t i;
+
+	*n = amsp_count(m, tag);
+	v = xcalloc(*n + 1, sizeof(*v));
+	for (i = 0; i < *n; i++)
+		v[i] = field_dup(amsp_get_nth(m, tag, i));
+	return v;
+}
+
+static void strv_free(char **v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* Tag pairs of ws->m; keys and values point into the strings returned. */
+static size_t get_tags(const struct amsp_msgview *m, struct ec2_tag *tags, char ***keys,
+                       char ***values)
+{
+	size_t nk, nv, i;
+
+	*keys = fields_dup(m, AMSP_T_TAG_KEY, &nk);
+	*values = fields_dup(m, AMSP_T_TAG_VALUE, &nv);
+	if (nv < nk)
+		nk = nv;
+	for (i = 0; i < nk && i < MAX_TAGS; i++) {
+		tags[i].key = (*keys)[i];
+		tags[i].value = (*values)[i];
+	}
+	return i;
+}
+
+static int w_ready(struct wstate *ws, uint32_t seq, struct amis_err *err)
+{
+	struct amsp_writer aw;
+
+	if (aws_ctx_ready(ws->aws, err) != 0)
+		return send_error(ws, seq, err);
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	amsp_put_str(&aw, AMSP_T_INSTANCE_ID, aws_ctx_instance_id(ws->aws));
+	amsp_put_str(&aw, AMSP_T_REGION, aws_ctx_region(ws->aws));
+	return send_reply(ws, &aw);
+}
+
+static int w_describe_instance(struct wstate *ws, uint32_t seq, long timeout_ms,
+                               struct amis_err *err)
+{
+	struct ec2_instance_info *inst = xcalloc(1, sizeof(*inst));
+	struct aws_credentials cr;
+	struct amsp_writer aw;
+	char id[65];
+	size_t i;
+	int rc;
+
+	amsp_copy_str(amsp_get(&ws->m, AMSP_T_INSTANCE_ID), id, sizeof(id));
+	rc = aws_ctx_credentials(ws->aws, &cr, err);
+	if (rc == 0)
+		rc = ec2_describe_instance(aws_ctx_ec2(ws->aws), &cr, id, timeout_ms, inst, err);
+	/* The first call of an operation: the place to notice stale credentials. */
+	if (rc != 0 && aws_ctx_credentials_refused(ws->aws, err)) {
+		secure_zero(&cr, sizeof(cr));
+		rc = aws_ctx_credentials(ws->aws, &cr, err);
+		if (rc == 0)
+			rc = ec2_describe_instance(aws_ctx_ec2(ws->aws), &cr, id, timeout_ms, inst,
+			                           err);
+	}
+	secure_zero(&cr, sizeof(cr));
+	if (rc != 0) {
+		free(inst);
+		return send_error(ws, seq, err);
+	}
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	if (inst->root_device_name[0])
+		amsp_put_str(&aw, AMSP_T_ROOT_DEVICE, inst->root_device_name);
+	for (i = 0; i < inst->nvolumes; i++) {
+		amsp_put_str(&aw, AMSP_T_DEVICE_NAME, inst->volumes[i].device_name);
+		amsp_put_str(&aw, AMSP_T_VOLUME_ID, inst->volumes[i].volume_id);
+	}
+	free(inst);
+	return send_reply(ws, &aw);
+}
+
+static int w_create_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms,
+                              struct amis_err *err)
+{
+	const struct amsp_msgview *m = &ws->m;
+	struct ec2_create_snapshots_req r;
+	struct ec2_snapshot_set snaps = {0};
+	struct ec2_tag tags[MAX_TAGS];
+	struct aws_credentials cr;
+	struct amsp_writer aw;
+	char **keys, **values, **excl;
+	char *instance_id = field_dup(amsp_get(m, AMSP_T_INSTANCE_ID));
+	char *desc = field_dup(amsp_get(m, AMSP_T_DESCRIPTION));
+	bool hold = amsp_u8(amsp_get(m, AMSP_T_HOLD_LOG)) != 0;
+	size_t nexcl, nkeys = amsp_count(m, AMSP_T_TAG_KEY),
+	              nvalues = amsp_count(m, AMSP_T_TAG_VALUE);
+	int rc;
+
+	memset(&r, 0, sizeof(r));
+	r.instance_id = instance_id;
+	r.description = desc;
+	r.dry_run = amsp_u8(amsp_get(m, AMSP_T_DRY_RUN)) != 0;
+	r.exclude_boot_volume = amsp_u8(amsp_get(m, AMSP_T_EXCLUDE_BOOT)) != 0;
+	excl = fields_dup(m, AMSP_T_EXCLUDE_VOLUME, &nexcl);
+	r.exclude_volume_ids = (const char *const *)excl;
+	r.n_exclude = nexcl;
+	r.tags = tags;
+	r.ntags = get_tags(m, tags, &keys, &values);
+
+	if (hold)
+		log_hold();
+	/* Credentials were refreshed by the DryRun made just before. */
+	rc = aws_ctx_credentials(ws->aws, &cr, err);
+	if (rc == 0) {
+		/* A W_ABANDON (or the helper's death) ends the call at once. */
+		ec2_client_set_abort_fd(aws_ctx_ec2(ws->aws), ws->fd);
+		rc = ec2_create_snapshots(aws_ctx_ec2(ws->aws), &cr, &r, timeout_ms, &snaps, err);
+		ec2_client_set_abort_fd(aws_ctx_ec2(ws->aws), -1);
+	}
+	secure_zero(&cr, sizeof(cr));
+	if (rc == 0) {
+		amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+		amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+		put_snapshots(&aw, &snaps);
+		rc = send_reply(ws, &aw);
+	} else {
+		rc = send_error(ws, seq, err);
+	}
+	if (hold)
+		log_release();
+	ec2_snapshot_set_free(&snaps);
+	strv_free(keys, nkeys);
+	strv_free(values, nvalues);
+	strv_free(excl, nexcl);
+	free(instance_id);
+	free(desc);
+	return rc;
+}
+
+static int w_create_tags(struct wstate *ws, uint32_t seq, long timeout_ms, struct amis_err *err)
+{
+	struct ec2_tag tags[MAX_TAGS];
+	struct aws_credentials cr;
+	struct amsp_writer aw;
+	char **ids, **keys, **values;
+	size_t nids, ntags, nkeys = amsp_count(&ws->m, AMSP_T_TAG_KEY),
+	                    nvalues = amsp_count(&ws->m, AMSP_T_TAG_VALUE);
+	int rc;
+
+	ids = fields_dup(&ws->m, AMSP_T_RESOURCE_ID, &nids);
+	ntags = get_tags(&ws->m, tags, &keys, &values);
+	rc = aws_ctx_credentials(ws->aws, &cr, err);
+	if (rc == 0)
+		rc = ec2_create_tags(aws_ctx_ec2(ws->aws), &cr, (const char *const *)ids, nids,
+		                     tags, ntags, timeout_ms, err);
+	secure_zero(&cr, sizeof(cr));
+	strv_free(ids, nids);
+	strv_free(keys, nkeys);
+	strv_free(values, nvalues);
+	if (rc != 0)
+		return send_error(ws, seq, err);
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	return send_reply(ws, &aw);
+}
+
+static int w_find_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms, struct amis_err *err)
+{
+	struct ec2_snapshot_set found = {0};
+	struct aws_credentials cr;
+	struct amsp_writer aw;
+	char *key = field_dup(amsp_get(&ws->m, AMSP_T_TAG_KEY));
+	char *value = field_dup(amsp_get(&ws->m, AMSP_T_TAG_VALUE));
+	int rc;
+
+	rc = aws_ctx_credentials(ws->aws, &cr, err);
+	if (rc == 0)
+		rc = ec2_describe_snapshots_by_tag(aws_ctx_ec2(ws->aws), &cr, key, value,
+		                                   timeout_ms, &found, err);
+	secure_zero(&cr, sizeof(cr));
+	free(key);
+	free(value);
+	if (rc != 0) {
+		ec2_snapshot_set_free(&found);
+		return send_error(ws, seq, err);
+	}
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	put_snapshots(&aw, &found);
+	ec2_snapshot_set_free(&found);
+	return send_reply(ws, &aw);
+}
+
+static int dispatch(struct wstate *ws)
+{
+	uint32_t seq = amsp_u32(amsp_get(&ws->m, AMSP_T_SEQ));
+	const struct amsp_field *t = amsp_get(&ws->m, AMSP_T_TIMEOUT_MS);
+	long timeout_ms = t ? (long)amsp_u32(t) : 0;
+	struct amis_err err;
+
+	err_clear(&err);
+	switch (ws->m.type) {
+	case AMSP_W_READY:
+		return w_ready(ws, seq, &err);
+	case AMSP_W_DESCRIBE_INSTANCE:
+		return w_describe_instance(ws, seq, timeout_ms, &err);
+	case AMSP_W_CREATE_SNAPSHOTS:
+		return w_create_snapshots(ws, seq, timeout_ms, &err);
+	case AMSP_W_CREATE_TAGS:
+		return w_create_tags(ws, seq, timeout_ms, &err);
+	case AMSP_W_FIND_SNAPSHOTS:
+		return w_find_snapshots(ws, seq, timeout_ms, &err);
+	case AMSP_W_ABANDON:
+		return 0; /* the call it names is over already */
+	default:
+		log_error("unexpected %s message from the helper", amsp_msg_name(ws->m.type));
+		return -1;
+	}
+}
+
+int worker_main(const char *config_path)
+{
+	struct wstate *ws = xcalloc(1, sizeof(*ws));
+	struct amis_err err;
+	const char *why;
+	int rc = 1;
+
+	log_set_ident("ec2-worker");
+	ws->fd = WORKER_FD;
+	if (fcntl(ws->fd, F_SETFD, FD_CLOEXEC) != 0) {
+		log_error("descriptor %d is not the helper's socketpair", WORKER_FD);
+		goto out;
+	}
+	config_init(&ws->cfg);
+	err_clear(&err);
+	if (config_load_file(&ws->cfg, config_path, &err) != 0) {
+		log_error("configuration: %s", err.msg);
+		goto out;
+	}
+	if (!strcmp(ws->cfg.log_level, "debug"))
+		log_set_level(LOG_LVL_DEBUG);
+	else if (!strcmp(ws->cfg.log_level, "warning"))
+		log_set_level(LOG_LVL_WARNING);
+	else if (!strcmp(ws->cfg.log_level, "error"))
+		log_set_level(LOG_LVL_ERROR);
+	ws->aws = aws_ctx_new(&ws->cfg);
+	if (aws_ctx_pin_files(ws->aws, &err) != 0) {
+		log_error("%s", err.msg);
+		goto out;
+	}
+	if (geteuid() == 0) {
+		if (drop_privileges(ws->cfg.worker_user, &err) != 0) {
+			log_error("%s", err.msg);
+			goto out;
+		}
+	} else {
+		log_warn("not started as root: running as uid %u", (unsigned)geteuid());
+	}
+	/* If the helper dies, so does the worker (also by end of file below). */
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	if (getppid() == 1)
+		goto out;
+	if (chdir("/") != 0)
+		goto out;
+
+	for (;;) {
+		ssize_t n = recv(ws->fd, ws->in, sizeof(ws->in), 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n == 0 ? 0 : 1; /* end of file: the helper is done */
+			break;
+		}
+		if (amsp_decode(ws->in, (size_t)n, &ws->m, &why) != 0) {
+			log_error("malformed message from the helper: %s", why);
+			break;
+		}
+		if (dispatch(ws) != 0) {
+			log_error("cannot answer the helper: exiting");
+			break;
+		}
+	}
+out:
+	if (ws->aws)
+		aws_ctx_free(ws->aws);
+	config_free(&ws->cfg);
+	free(ws);
+	return rc;
+}

@@ -1,0 +1,97 @@
+/*
+ * worker.h - privilege separation: the unprivileged EC2 worker.
+ *
+ * Everything that talks to the network or parses what it sends - libcurl,
+ * SigV4 signing, the EC2 XML (libxml2), IMDS and its JSON (json-c), the
+ * AWS credentials - runs in a separate process that is not root:
+ *
+ *	root: ami-snapshot-helper              worker_user: ami-snapshot-helper --worker
+ *	  socket, SO_PEERCRED, protocol    <-- socketpair -->  IMDS, credentials,
+ *	  paths -> volumes, FIFREEZE/FITHAW    (AMSP frames)   HTTP, SigV4, XML, JSON
+ *	  watchdog, frozen marker
+ *
+ * The helper starts it at start-up (fork + exec of its own binary with
+ * --worker, the socketpair as descriptor 3), and again on the next call if
+ * it died.  The worker reads the configuration and opens the shared
+ * credentials file as root, then drops to worker_user for good (groups,
+ * gid, uid; no_new_privs; not dumpable, so other processes of that user
+ * cannot ptrace it for the credentials) before it touches the network.
+ *
+ * The helper treats every answer as untrusted input: strictly decoded
+ * (protocol.c), copied into bounded buffers, and a worker that sends
+ * anything malformed is killed.  Secrets never cross the socketpair: the
+ * credentials live in the worker only.
+ *
+ * One call at a time.  A call is abandoned (W_ABANDON; its late answer is
+ * skipped by its SEQ) when the client goes away or an administrator asks
+ * for a thaw, and the worker is killed when it does not answer in time.
+ */
+#ifndef AMIS_WORKER_H
+#define AMIS_WORKER_H
+
+#include "config.h"
+#include "ec2.h"
+#include "util.h"
+
+#include <poll.h>
+#include <stdbool.h>
+
+/* The descriptor of the socketpair in the worker process. */
+#define WORKER_FD 3
+
+/*
+ * How the helper waits for an answer: poll is called instead of poll(2)
+ * (the server uses it to keep answering other clients: Busy, status, thaw);
+ * abandon is checked after each wake-up and, when it returns true, the call
+ * is abandoned with its code ("ThawRequested").
+ */
+struct worker_waiter {
+	int (*poll)(void *arg, struct pollfd *fds, nfds_t n, int timeout_ms);
+	const char *(*abandon)(void *arg);
+	void *arg;
+};
+
+struct worker;
+
+/* config_path: what the worker loads (the helper's own configuration). */
+struct worker *worker_new(const struct helper_config *cfg, const char *config_path);
+/* Closes the socketpair (the worker exits on end of file) and reaps it. */
+void worker_free(struct worker *w);
+void worker_set_waiter(struct worker *w, const struct worker_waiter *waiter);
+/*
+ * While fd >= 0, every call is abandoned ("ClientGone") as soon as fd
+ * becomes readable: the operation's client went away (or sent ABORT).
+ */
+void worker_set_abort_fd(struct worker *w, int fd);
+/* Starts the worker if it is not running; -1 with err ("WorkerFailed"). */
+int worker_start(struct worker *w, struct amis_err *err);
+/* The worker's pid, 0 if none. */
+pid_t worker_pid(const struct worker *w);
+
+/* Resolves instance id, region and credentials (cached by the worker). */
+int worker_ready(struct worker *w, struct amis_err *err);
+const char *worker_instance_id(const struct worker *w);
+const char *worker_region(const struct worker *w);
+
+/* DescribeInstances of this instance; credentials EC2 refuses are fetched again once. */
+int worker_describe_instance(struct worker *w, long timeout_ms, struct ec2_instance_info *out,
+                             struct amis_err *err);
+/*
+ * CreateSnapshots (r->dry_run honoured).  hold_log: the worker buffers its
+ * log during the call (filesystems are frozen).  wait_ms: how long the helper
+ * waits for the answer; then it kills the worker ("Timeout").
+ */
+int worker_create_snapshots(struct worker *w, const struct ec2_create_snapshots_req *r,
+                            long timeout_ms, long wait_ms, bool hold_log,
+                            struct ec2_snapshot_set *out, struct amis_err *err);
+int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
+                       const struct ec2_tag *tags, size_t ntags, long timeout_ms,
+                       struct amis_err *err);
+/* Our snapshots carrying tag key=value (see ec2_describe_snapshots_by_tag). */
+int worker_find_snapshots(struct worker *w, const char *key, const char *value, long timeout_ms,
+                          struct ec2_snapshot_set *out, struct amis_err *err);
+
+/* The worker process: `ami-snapshot-helper --worker -c CONFIG`.  Returns the exit status. */
+int worker_main(const char *config_path);
+
+#endif

@@ -1,0 +1,296 @@
+#!/usr/bin/python3
+"""
+End to end: privilege separation, and the helper serving while it waits.
+
+- The EC2 worker is a child of the helper running as `nobody` (no groups,
+  no_new_privs, not dumpable); after a snapshot the worker holds the TCP
+  connection to EC2 and the root helper holds none.
+- A shared credentials file only root can read works (the worker opens it
+  before dropping root).
+- `--status` while frozen names the request and the frozen mounts; a second
+  ami_snapshot() during the call made while frozen gets Busy at once (it
+  returns while the first call is still frozen).
+- `--thaw` while frozen abandons the call: the first call fails with
+  ThawRequested, the filesystems are writable, and the snapshots EC2 made are
+  found by tag and tagged failed.
+- The worker killed while idle is replaced on the next call; the worker
+  killed during the call made while frozen: the call fails with WorkerDied,
+  everything is thawed, the history says so, and the next call works.
+"""
+
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from tap import bail, diag, done, is_, ok  # noqa: E402
+from world import HELPER, World  # noqa: E402
+from e2e import (SAME_SESSION_CHECK, check_after, last_history, log_pos,  # noqa: E402
+                 log_since, session)
+
+AKID = "AKIDPRIVSEPTEST01"
+SECRET = "privsep-test-secret-not-logged-0123456789"
+
+
+class CredFileWorld(World):
+    """The emulator also accepts a static key, used through a root-only file."""
+
+    def _emulator_config(self):
+        cfg = super()._emulator_config()
+        cfg["credentials"] = {AKID: {"secret_access_key": SECRET}}
+        return cfg
+
+
+def children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [int(x) for x in f.read().split()]
+
+
+def status_fields(pid):
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.split()
+    return out
+
+
+def tcp_socket_inodes():
+    inodes = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as f:
+            for line in f.readlines()[1:]:
+                inodes.add(line.split()[9])
+    return inodes
+
+
+def tcp_fds(pid):
+    """How many of pid's descriptors are TCP sockets."""
+    tcp = tcp_socket_inodes()
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        m = re.match(r"socket:\[(\d+)\]", target)
+        if m and m.group(1) in tcp:
+            n += 1
+    return n
+
+
+def worker_of(w):
+    """The helper's EC2 worker pid (its only long-lived child besides watchdogs)."""
+    for pid in children(w.procs["helper"].pid):
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                if b"--worker" in f.read():
+                    return pid
+        except OSError:
+            pass
+    return None
+
+
+def ask(w, what):
+    return subprocess.run([HELPER, "-c", w.helper_conf, "--" + what], capture_output=True,
+                          text=True, timeout=30)
+
+
+def wait_state(w, state, timeout=15):
+    deadline = time.time() + timeout
+    r = None
+    while time.time() < deadline:
+        r = ask(w, "status")
+        if ("state: %s" % state) in r.stdout:
+            return r
+        time.sleep(0.05)
+    return r
+
+
+def test_identity(w):
+    helper = w.procs["helper"].pid
+    wpid = worker_of(w)
+    ok(wpid is not None, "the helper has an EC2 worker child")
+    if wpid is None:
+        return
+    st = status_fields(wpid)
+    nobody = 65534
+    is_(st["Uid"], [str(nobody)] * 4, "worker: real, effective, saved and fs uid are nobody")
+    is_(st["Gid"][:3], [st["Gid"][0]] * 3, "worker: one gid everywhere")
+    ok(st["Gid"][0] != "0", "worker: gid is not root's")
+    is_(st.get("Groups", []), [], "worker: no supplementary groups")
+    is_(st["NoNewPrivs"], ["1"], "worker: no_new_privs")
+    is_(st["CapEff"], ["0000000000000000"], "worker: no capabilities")
+    is_(status_fields(helper)["Uid"][1], "0", "the helper itself runs as root")
+    with open("/proc/%d/environ" % wpid, "rb"):
+        pass
+    st_proc = os.stat("/proc/%d/environ" % wpid)
+    is_(st_proc.st_uid, 0, "worker: not dumpable (its /proc files belong to root)")
+
+    r = session(w, ["SELECT status FROM ami_snapshot('privsep-identity')"])
+    ok("succeeded" in r.stdout, "a snapshot through the worker succeeds")
+    is_(tcp_fds(helper), 0, "the root helper holds no TCP socket after the snapshot")
+    ok(tcp_fds(wpid) >= 1, "the worker holds the (keep-alive) connection to EC2")
+    log = open(w.helper_log).read()
+    ok("credentials from profile:privsep" in log,
+       "credentials came from the root-only shared credentials file")
+    ok(SECRET not in log, "the secret key is not in the helper's log")
+
+
+def raw_prepare(w):
+    """A PREPARE straight on the helper's socket (as root): the answer's type and text."""
+    def field(tag, v):
+        return struct.pack(">HH", tag, len(v)) + v
+    payload = (field(1, b"raw-prepare-1") + field(2, b"raw prepare") + field(3, b"\x01") +
+               field(4, w.volume("data").mount.encode()))
+    frame = b"AMSP" + struct.pack(">HHI", 1, 1, len(payload)) + payload
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    try:
+        s.connect(w.path("run", "helper.sock"))
+        s.sendall(frame)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    mtype = struct.unpack(">H", data[6:8])[0] if len(data) >= 12 else None
+    return mtype, data[12:].decode("utf-8", "replace")
+
+
+def slow_call_bg(w, name, latency_ms):
+    """ami_snapshot(name) in the background, every EC2 call taking latency_ms."""
+    w.emulator_control({"latency_ms": latency_ms})
+    return session(w, ["SELECT status FROM ami_snapshot('%s')" % name] + [SAME_SESSION_CHECK],
+                   background=True)
+
+
+def test_status_busy_thaw(w):
+    pos = log_pos(w)
+    first = slow_call_bg(w, "privsep-thaw", 3000)
+    try:
+        # The first call's PREPARE waits for its DryRun (3 s): a second call
+        # is answered Busy at once, not after the first call.
+        st = wait_state(w, "busy")
+        ok(st is not None and "privsep-thaw" in st.stdout, "--status: busy, naming the request")
+        t0 = time.time()
+        second = session(w, ["SELECT status FROM ami_snapshot('privsep-second')"])
+        diag("the second call took %.2f s" % (time.time() - t0))
+        ok("Busy" in second.stderr, "a second call while an EC2 call is in flight gets Busy",
+           second.stderr)
+        ok(first.poll() is None, "... while the first call is still running")
+        st = wait_state(w, "frozen")
+        ok(st is not None and "state: frozen" in st.stdout, "--status reports frozen")
+        is_(st.returncode if st else None, 1, "--status exits 1 while frozen")
+        ok(st is not None and "frozen: %s" % w.volume("data").mount in st.stdout,
+           "--status names the frozen data filesystem")
+        # While frozen a second backend's own writes would wait for the thaw:
+        # ask the helper directly.
+        mtype, text = raw_prepare(w)
+        is_(mtype, 8, "a PREPARE while frozen gets an ERROR at once")
+        ok("Busy" in text, "... Busy", text)
+        t = ask(w, "thaw")
+        is_(t.returncode, 0, "--thaw exits 0 once nothing is frozen")
+        ok("thawed" in t.stdout, "--thaw reports thawed")
+        diag(t.stdout.strip())
+        out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    ok("ThawRequested" in err, "the first call fails with ThawRequested", err)
+    is_(out.split()[-2:], ["t", "t"],
+        "the session's backup was stopped (a new one starts and stops)")
+    h = last_history(w)
+    if h[0] != "privsep-thaw":
+        h = w.psql("SELECT name, status, error_code FROM ami_snapshot_history "
+                   "WHERE name = 'privsep-thaw'").split("|")
+    is_(h[1:3], ["failed", "ThawRequested"], "the history records ThawRequested")
+    check_after(w, "after --thaw")
+    w.emulator_control({"latency_ms": 0})
+    log = log_since(w, pos)
+    ok("asked for a thaw" in log, "the helper logs who asked for the thaw")
+    m = re.search(r"EC2 created (\d+) snapshot\(s\) despite the failure", log)
+    ok(m is not None, "the snapshots made by the abandoned call were found by tag")
+    state = w.emulator_state()
+    failed = [s for s in state["snapshots"]
+              if s["tags"].get("ami-snapshot:name") == "privsep-thaw"]
+    ok(failed and all(s["tags"].get("ami-snapshot:backup-state") == "failed" for s in failed),
+       "... and tagged backup-state=failed")
+    is_(ask(w, "status").stdout.splitlines()[0], "state: idle", "--status: idle afterwards")
+
+
+def test_worker_killed(w):
+    wpid = worker_of(w)
+    os.kill(wpid, signal.SIGKILL)
+    time.sleep(0.2)
+    r = session(w, ["SELECT status FROM ami_snapshot('privsep-respawn')"])
+    ok("succeeded" in r.stdout, "after the worker was killed while idle, the next call works",
+       r.stderr)
+    new = worker_of(w)
+    ok(new is not None and new != wpid, "a new worker was started")
+
+    pos = log_pos(w)
+    first = slow_call_bg(w, "privsep-kill", 4000)
+    try:
+        st = wait_state(w, "frozen")
+        ok(st is not None and "state: frozen" in st.stdout, "frozen before the kill")
+        t0 = time.time()
+        os.kill(worker_of(w), signal.SIGKILL)
+        while w.frozen_mounts(wait=0.5) and time.time() - t0 < 10:
+            pass
+        thawed = time.time() - t0
+        ok(thawed < 5, "writable again %.2f s after the worker was killed while frozen "
+           "(the call took 4 s)" % thawed)
+        out, err = first.communicate(timeout=60)
+        elapsed = time.time() - t0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    diag("the call ended %.2f s after the worker was killed" % elapsed)
+    ok("WorkerDied" in err, "the call fails with WorkerDied", err)
+    is_(out.split()[-2:], ["t", "t"], "the session's backup was stopped")
+    check_after(w, "after the worker was killed while frozen")
+    h = w.psql("SELECT status, error_code FROM ami_snapshot_history "
+               "WHERE name = 'privsep-kill'").split("|")
+    is_(h, ["failed", "WorkerDied"], "the history records WorkerDied")
+    ok("killed by signal 9" in log_since(w, pos), "the helper logs how the worker ended")
+    w.emulator_control({"latency_ms": 0})
+    r = session(w, ["SELECT status FROM ami_snapshot('privsep-after')"])
+    ok("succeeded" in r.stdout, "the next call works with a new worker", r.stderr)
+
+
+def main():
+    cred_dir = tempfile.mkdtemp(prefix="amis-creds.", dir="/var/tmp")
+    cred_file = os.path.join(cred_dir, "credentials")
+    fd = os.open(cred_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, ("[privsep]\naws_access_key_id = %s\naws_secret_access_key = %s\n"
+                  % (AKID, SECRET)).encode())
+    os.close(fd)
+    extra = "profile = privsep\ncredentials_file = %s\n" % cred_file
+    w = None
+    try:
+        w = CredFileWorld(helper_conf_extra=extra)
+        test_identity(w)
+        test_status_busy_thaw(w)
+        test_worker_killed(w)
+    except Exception as e:
+        bail(e, [w.helper_log] if w else [])
+    finally:
+        if w:
+            w.close()
+        os.unlink(cred_file)
+        os.rmdir(cred_dir)
+    done()
+
+
+if __name__ == "__main__":
+    main()
