@@ -2,22 +2,79 @@
  * freeze.c - see freeze.h.
  */
 #include "freeze.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <linux/types.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #ifndef STATX_MNT_ID
 #define STATX_MNT_ID 0x00001000U
 #endif
+/* Linux >= 5.13 (fs/ext4/ioctl.c); Debian 12's linux/ext4.h may lack it. */
+#ifndef EXT4_IOC_CHECKPOINT
+#define EXT4_IOC_CHECKPOINT _IOW('f', 43, __u32)
+#endif
+
+/* The claims' mapping: one page, a byte per entry (freeze.h, "Claims"). */
+#define CLAIMS_SIZE 4096
+_Static_assert(FREEZE_PLAN_MAX_FS <= CLAIMS_SIZE, "one claim byte per entry");
+_Static_assert(__atomic_always_lock_free(sizeof(unsigned char), 0),
+               "claims must be lock-free: the watchdog reads them");
+
+static void claim_set(const struct freeze_plan *plan, size_t i, unsigned char v)
+{
+	if (plan->claimed && i < FREEZE_PLAN_MAX_FS)
+		__atomic_store_n(&plan->claimed[i], v, __ATOMIC_SEQ_CST);
+}
+
+bool freeze_plan_claimed(const struct freeze_plan *plan, size_t i)
+{
+	return plan->claimed && i < FREEZE_PLAN_MAX_FS &&
+	       __atomic_load_n(&plan->claimed[i], __ATOMIC_SEQ_CST) != 0;
+}
+
+void freeze_plan_unclaim(const struct freeze_plan *plan, size_t i)
+{
+	claim_set(plan, i, 0);
+}
+
+/* Maps the claims (all clear) unless mapped; -1 with err. */
+static int claims_map(struct freeze_plan *plan, struct amis_err *err)
+{
+	void *p;
+
+	if (!plan->claimed) {
+		p = mmap(NULL, CLAIMS_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
+		         0);
+		if (p == MAP_FAILED)
+			return err_set(err, "FreezeFailed",
+			               "could not map the freeze claims shared with the "
+			               "watchdog: %s",
+			               strerror(errno));
+		plan->claimed = p;
+	}
+	for (size_t i = 0; i < FREEZE_PLAN_MAX_FS; i++)
+		claim_set(plan, i, 0);
+	return 0;
+}
+
+static void claims_unmap(struct freeze_plan *plan)
+{
+	if (plan->claimed)
+		munmap((void *)plan->claimed, CLAIMS_SIZE);
+	plan->claimed = NULL;
+}
 
 static int open_dir(const char *mount_point, struct amis_err *err)
 {
@@ -150,8 +207,9 @@ static int open_checked(struct freeze_fs *fs, struct amis_err *err)
 
 /*
  * Parallel freezing.  Each FIFREEZE writes back what was dirtied since the
- * syncfs() and (ext4) checkpoints the journal, several ms each: one after
- * another, the window pays their sum; side by side, about the slowest.
+ * preparation (prepare_one(): syncfs(), ext4 journal checkpoint) and, on
+ * ext4, checkpoints the journal again, several ms each: one after another,
+ * the window pays their sum; side by side, about the slowest.
  *
  * Children before parents still holds: the plan's entries are grouped in
  * levels (plan_levels()), level 0 frozen first, all its entries at once;
@@ -189,20 +247,33 @@ struct freeze_pool {
 	pthread_t threads[FREEZE_PLAN_MAX_FS];
 };
 
-/* Entry k of s: the ioctl and its timestamps, and nothing else. */
+/*
+ * Entry k of s: the ioctl, its claim (freeze.h, "Claims") and its
+ * timestamps, and nothing else.
+ */
 static void step_one(struct step *s, size_t k)
 {
 	struct freeze_fs *fs = &s->plan->fs[s->idx[k]];
+	long long start, end;
+	int rc, e;
+
+	/* Claimed before FIFREEZE: a SIGKILL right after it must not orphan it. */
+	if (s->op == STEP_FREEZE)
+		claim_set(s->plan, s->idx[k], 1);
 	/* Writes block from the moment FIFREEZE starts, not when it returns. */
-	long long start = mono_usec();
-	int rc = ioctl(fs->fd, s->op == STEP_FREEZE ? FIFREEZE : FITHAW, 0);
-	int e = rc == 0 ? 0 : errno;
-	long long end = mono_usec();
+	start = mono_usec();
+	rc = ioctl(fs->fd, s->op == STEP_FREEZE ? FIFREEZE : FITHAW, 0);
+	e = rc == 0 ? 0 : errno;
+	end = mono_usec();
 
 	if (s->op == STEP_FREEZE && rc == 0) {
 		fs->frozen_at_usec = start;
 		fs->freeze_returned_usec = end;
-	} else if (s->op == STEP_THAW && (rc == 0 || e == EINVAL)) { /* EINVAL: not frozen */
+	} else if (s->op == STEP_FREEZE) {
+		/* EBUSY: someone else's freeze, which the watchdog must leave alone. */
+		claim_set(s->plan, s->idx[k], 0);
+	} else if (rc == 0 || e == EINVAL) { /* EINVAL: not frozen */
+		claim_set(s->plan, s->idx[k], 0);
 		fs->thawed_at_usec = end;
 	}
 	s->err[k] = e;
@@ -371,6 +442,8 @@ void freeze_plan_close(struct freeze_plan *plan)
 			close(plan->fs[i].fd);
 		plan->fs[i].fd = -1;
 	}
+	if (!freeze_plan_any_frozen(plan))
+		claims_unmap(plan);
 }
 
 /* Records a failed thaw of fs (terr) in err; see thaw_levels(). */
@@ -442,6 +515,86 @@ static int thaw_levels(struct freeze_plan *plan, bool rollback, struct amis_err 
 	return rc;
 }
 
+/*
+ * Preparing a filesystem for its freeze, while writers still run.  FIFREEZE
+ * blocks new writes first and then does its work: it writes back what is
+ * dirty (sync_filesystem()) and, on ext4, flushes the whole journal
+ * (ext4_freeze(): jbd2_journal_flush(), which writes every committed
+ * metadata block to its place) and the superblock.  All of that happens
+ * with the database stalled.  A syncfs() and an EXT4_IOC_CHECKPOINT (the
+ * same journal flush) just before leave FIFREEZE only what was written
+ * meanwhile.  The checkpoint itself holds the journal's updates while it
+ * runs (jbd2_journal_lock_updates()): a short stall of its own, outside the
+ * freeze window and without the EC2 call in it.
+ */
+struct prep {
+	struct freeze_fs *fs;
+	int ckpt_errno; /* 0, or why EXT4_IOC_CHECKPOINT failed */
+	pthread_t thread;
+	bool started;
+};
+
+static void prepare_one(struct prep *p)
+{
+	__u32 flags = 0;
+
+	p->ckpt_errno = 0;
+	/* Errors are not fatal: FIFREEZE syncs and flushes again. */
+	(void)syncfs(p->fs->fd);
+	if (strcmp(p->fs->fstype, "ext4") == 0 && ioctl(p->fs->fd, EXT4_IOC_CHECKPOINT, &flags) < 0)
+		p->ckpt_errno = errno;
+}
+
+static void *prepare_thread(void *arg)
+{
+	prepare_one(arg);
+	return NULL;
+}
+
+/*
+ * Prepares every filesystem of the plan, in parallel (one thread each, all
+ * signals blocked, joined before returning: nothing is left running across
+ * the watchdog's fork), and warns about checkpoints that failed otherwise
+ * than "not available".
+ */
+static void prepare_all(struct freeze_plan *plan)
+{
+	struct prep p[FREEZE_PLAN_MAX_FS];
+	sigset_t all, old;
+	size_t i;
+
+	memset(p, 0, sizeof(p));
+	for (i = 0; i < plan->nfs; i++)
+		p[i].fs = &plan->fs[i];
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (i = 1; i < plan->nfs; i++)
+		p[i].started = pthread_create(&p[i].thread, NULL, prepare_thread, &p[i]) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (plan->nfs > 0)
+		prepare_one(&p[0]);
+	for (i = 1; i < plan->nfs; i++) {
+		if (p[i].started)
+			pthread_join(p[i].thread, NULL);
+		else
+			prepare_one(&p[i]);
+	}
+	for (i = 0; i < plan->nfs; i++) {
+		switch (p[i].ckpt_errno) {
+		case 0:
+		case ENOTTY:     /* not ext4 after all, or a kernel before 5.13 */
+		case EOPNOTSUPP: /* also ENOTSUP */
+		case EINVAL:     /* flags this kernel does not know */
+		case ENODEV:     /* ext4 without a journal */
+			break;
+		default:
+			log_warn("could not checkpoint the journal of %s before freezing it "
+			         "(EXT4_IOC_CHECKPOINT): %s; the freeze does it instead",
+			         plan->fs[i].mount_point, strerror(p[i].ckpt_errno));
+		}
+	}
+}
+
 int freeze_plan_open(struct freeze_plan *plan, struct amis_err *err)
 {
 	size_t i;
@@ -450,6 +603,8 @@ int freeze_plan_open(struct freeze_plan *plan, struct amis_err *err)
 		if (plan->fs[i].frozen || plan->fs[i].fd >= 0)
 			return err_set(err, "BadState", "%s is already frozen by this plan",
 			               plan->fs[i].mount_point);
+	if (claims_map(plan, err) < 0)
+		return -1;
 	for (i = 0; i < plan->nfs; i++) {
 		struct freeze_fs *fs = &plan->fs[i];
 
@@ -462,15 +617,7 @@ int freeze_plan_open(struct freeze_plan *plan, struct amis_err *err)
 			return -1;
 		}
 	}
-
-	/*
-	 * Write back dirty data while writers still run: FIFREEZE blocks new
-	 * writes first and then syncs, so whatever is dirty at that moment is
-	 * written with the database stalled.  A syncfs() just before makes that
-	 * remainder small (errors here are not fatal: the freeze syncs again).
-	 */
-	for (i = 0; i < plan->nfs; i++)
-		(void)syncfs(plan->fs[i].fd);
+	prepare_all(plan);
 	return 0;
 }
 

@@ -7,9 +7,10 @@
  * freeze_plan_freeze() must make sure freeze_plan_thaw() follows, and a
  * watchdog must thaw if this process dies.
  *
- * Nothing here logs: between freeze and thaw a write to a frozen
+ * Nothing here logs between freeze and thaw: a write to a frozen
  * filesystem would block, so reporting is the caller's job, after the
- * thaw (the timestamps in struct freeze_fs give the freeze window).
+ * thaw (the timestamps in struct freeze_fs give the freeze window).  Only
+ * freeze_plan_open(), before anything is frozen, may log a warning.
  */
 #ifndef AMIS_FREEZE_H
 #define AMIS_FREEZE_H
@@ -40,9 +41,15 @@ int fs_thaw_fd(int fd, const char *label, bool *was_not_frozen, struct amis_err 
 /*
  * The first half of freeze_plan_freeze(), for callers that must do
  * something between opening and freezing (fork the watchdog, which inherits
- * the open directories): opens and checks every mount point as described
- * below and syncs the filesystems.  Nothing is frozen; freeze_plan_close()
- * undoes it.
+ * the open directories and the claims): maps the claims (see below), opens
+ * and checks every mount point as described below and prepares the
+ * filesystems: syncfs() each, and on ext4 checkpoint its journal
+ * (EXT4_IOC_CHECKPOINT, Linux >= 5.13), so that FIFREEZE, which does both
+ * again with writes blocked, has little left to do.  The filesystems are
+ * prepared in parallel, one thread each, joined before returning.  Neither
+ * step failing is an error (FIFREEZE syncs anyway); a checkpoint failing
+ * otherwise than "not available" is logged as a warning.  Nothing is
+ * frozen; freeze_plan_close() undoes it.
  */
 int freeze_plan_open(struct freeze_plan *plan, struct amis_err *err);
 
@@ -83,12 +90,47 @@ int freeze_plan_thaw(struct freeze_plan *plan, struct amis_err *err);
 bool freeze_plan_any_frozen(const struct freeze_plan *plan);
 
 /*
+ * Claims: which entries this process may have frozen, for the watchdog.
+ * The kernel does not say who froze a filesystem: FIFREEZE on one frozen by
+ * someone else (an administrator's fsfreeze) fails with EBUSY, and a thaw
+ * by anyone undoes any freeze.  So that the watchdog (a forked process)
+ * thaws only what the helper froze, freeze_plan_open() maps one byte per
+ * entry in an anonymous MAP_SHARED page, inherited by the watchdog.  An
+ * entry's byte is
+ *   - set just BEFORE its FIFREEZE: if the helper is killed the moment
+ *     FIFREEZE returned, the watchdog still thaws it;
+ *   - cleared when that FIFREEZE fails (EBUSY: not ours; EOPNOTSUPP...: not
+ *     frozen), and after a FITHAW that succeeded or found it not frozen
+ *     (by the helper, or by the watchdog).
+ * The watchdog thaws only entries whose byte is set.  Bytes are read and
+ * written with atomic operations, lock-free: async-signal-safe.
+ *
+ * What remains (tiny windows, a few microseconds each): between setting the
+ * byte and the EBUSY FIFREEZE clearing it again, the watchdog could thaw
+ * someone else's freeze if it fires just then (its deadline, or the helper
+ * killed exactly there: the byte then stays set); and a thaw by anyone
+ * between the watchdog's read of the byte and its FITHAW could be followed
+ * by a new foreign freeze that this FITHAW undoes.  The kernel offers no
+ * freeze owner to close them.
+ *
+ * freeze_plan_claimed(): whether entry i is claimed (false without claims);
+ * freeze_plan_unclaim(): clears it (the watchdog, after its own FITHAW).
+ * Both async-signal-safe.
+ */
+bool freeze_plan_claimed(const struct freeze_plan *plan, size_t i);
+void freeze_plan_unclaim(const struct freeze_plan *plan, size_t i);
+
+/*
  * From the first freeze to the last thaw, in microseconds; -1 while
  * something is still frozen or when nothing was frozen.
  */
 long long freeze_plan_window_usec(const struct freeze_plan *plan);
 
-/* Stops the plan's threads and closes its directories (does not thaw). */
+/*
+ * Stops the plan's threads and closes its directories (does not thaw).  The
+ * claims are unmapped too unless an entry is still frozen (then they stay
+ * for a later freeze_plan_thaw(), and the watchdog keeps its own mapping).
+ */
 void freeze_plan_close(struct freeze_plan *plan);
 
 #endif

@@ -147,6 +147,12 @@ struct freeze_plan {
 	char volume_ids[FREEZE_PLAN_MAX_DISKS][32]; /* unique, non-empty */
 	/* Owned by freeze.c: threads that freeze/thaw in parallel, or NULL. */
 	struct freeze_pool *pool;
+	/*
+	 * Owned by freeze.c: one byte per entry in a MAP_SHARED page that the
+	 * watchdog shares, set while the entry may be frozen by us (freeze.h,
+	 * "Claims"), or NULL.
+	 */
+	volatile unsigned char *claimed;
 };
 
 /*

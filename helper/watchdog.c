@@ -3,12 +3,14 @@
  *
  * The child runs in a copy of the helper that may have had other threads
  * (libcurl's resolver): it calls only async-signal-safe functions (ppoll,
- * read, ioctl, write, send, fstat, close_range, unlinkat, sigaction,
- * pthread_sigmask, _exit) plus snprintf into a stack buffer, and never
- * returns into the helper's code.  SIGTERM is blocked across the fork and
+ * read, ioctl, write, send, fstat, close_range or close, unlinkat,
+ * sigaction, pthread_sigmask, _exit) plus snprintf into a stack buffer and
+ * atomic loads and stores of the plan's claims, and never returns into the
+ * helper's code.  SIGTERM is blocked across the fork and
  * in the child but while it waits in ppoll().
  */
 #include "watchdog.h"
+#include "freeze.h"
 #include "log.h"
 
 #include <errno.h>
@@ -22,6 +24,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -42,6 +45,15 @@
 
 static volatile sig_atomic_t wd_terminated;
 static bool wd_stderr_socket;
+/* The close() fallback's bound, read before the fork (getrlimit). */
+static unsigned int wd_fd_limit = 1024;
+/* Tests: behave as if close_range() did not exist (watchdog.h). */
+static bool wd_no_close_range;
+
+void watchdog_test_no_close_range(bool on)
+{
+	wd_no_close_range = on;
+}
 
 static void wd_on_term(int sig)
 {
@@ -71,9 +83,41 @@ static void wd_log(const char *fmt, ...)
 		(void)!write(STDERR_FILENO, line, (size_t)n);
 }
 
-static int wd_close_range(unsigned int first, unsigned int last)
+/*
+ * Closes first..last.  close_range() needs Linux >= 5.9 (ENOSYS before;
+ * EINVAL from a kernel or seccomp filter that rejects it): then close()
+ * each, up to the RLIMIT_NOFILE soft limit read before the fork, since
+ * reading /proc/self/fd needs opendir() (malloc), which is not safe in a
+ * forked copy of a threaded process.  A descriptor at or above that limit
+ * (opened before the limit was lowered) would stay open: harmless, the
+ * watchdog only holds on to it.
+ */
+static void wd_close_range(unsigned int first, unsigned int last)
 {
-	return (int)syscall(SYS_close_range, first, last, 0);
+#ifdef SYS_close_range
+	if (!wd_no_close_range) {
+		if (syscall(SYS_close_range, first, last, 0) == 0)
+			return;
+		if (errno != ENOSYS && errno != EINVAL)
+			return;
+	}
+#endif
+	if (last >= wd_fd_limit)
+		last = wd_fd_limit - 1;
+	for (unsigned int fd = first; fd <= last; fd++)
+		(void)close((int)fd);
+}
+
+/* RLIMIT_NOFILE's soft limit, bounded; for the fallback above. */
+static unsigned int wd_read_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < 1024)
+		return 1024;
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1U << 20)) /* fs.nr_open's maximum */
+		return 1U << 20;
+	return (unsigned int)rl.rlim_cur;
 }
 
 /* Keeps stdio, the pipe, state_dir and the plan's directories; closes the rest. */
@@ -99,11 +143,11 @@ static void wd_close_others(const struct freeze_plan *plan, int rfd, int dirfd)
 		}
 	for (i = 0; i < n; i++) {
 		if ((unsigned int)keep[i] > next)
-			(void)wd_close_range(next, (unsigned int)keep[i] - 1);
+			wd_close_range(next, (unsigned int)keep[i] - 1);
 		if ((unsigned int)keep[i] >= next)
 			next = (unsigned int)keep[i] + 1;
 	}
-	(void)wd_close_range(next, ~0U);
+	wd_close_range(next, ~0U);
 }
 
 /* ppoll() for ms milliseconds with mask (SIGTERM unblocked) while waiting. */
@@ -114,23 +158,37 @@ static int wd_wait(struct pollfd *p, int ms, const sigset_t *mask)
 	return ppoll(p, p ? 1 : 0, &ts, mask);
 }
 
-/* FITHAW on every directory, children last; counts the outcomes. */
-static void wd_thaw_all(const struct freeze_plan *plan, int *thawed, int *not_frozen, int *failed,
-                        int *first_errno)
+/* Outcomes of one wd_thaw_all(). */
+struct wd_count {
+	int thawed, not_frozen, failed, first_errno;
+	int not_ours; /* not claimed: FIFREEZE failed (someone else's freeze), or thawed */
+};
+
+/*
+ * FITHAW on every directory the helper claims (freeze.h, "Claims"), children
+ * last; counts the outcomes.  One thawed here is unclaimed: should someone
+ * else freeze it again, the repeated thaws leave that alone.  One "not
+ * frozen" stays claimed: the helper may still be inside its FIFREEZE.
+ */
+static void wd_thaw_all(const struct freeze_plan *plan, struct wd_count *c)
 {
-	*thawed = *not_frozen = *failed = 0;
-	*first_errno = 0;
+	memset(c, 0, sizeof(*c));
 	for (size_t i = plan->nfs; i-- > 0;) {
 		if (plan->fs[i].fd < 0)
 			continue;
-		if (ioctl(plan->fs[i].fd, FITHAW, 0) == 0)
-			(*thawed)++;
-		else if (errno == EINVAL) /* not frozen */
-			(*not_frozen)++;
-		else {
-			if (!*first_errno)
-				*first_errno = errno;
-			(*failed)++;
+		if (!freeze_plan_claimed(plan, i)) {
+			c->not_ours++;
+			continue;
+		}
+		if (ioctl(plan->fs[i].fd, FITHAW, 0) == 0) {
+			freeze_plan_unclaim(plan, i);
+			c->thawed++;
+		} else if (errno == EINVAL) { /* not frozen */
+			c->not_frozen++;
+		} else {
+			if (!c->first_errno)
+				c->first_errno = errno;
+			c->failed++;
 		}
 	}
 }
@@ -180,22 +238,26 @@ static void __attribute__((noreturn)) wd_main(const struct freeze_plan *plan, in
 		if (!why && now >= deadline_usec)
 			why = "the helper did not thaw within freeze_timeout";
 		if (why) {
-			int thawed, not_frozen, failed, e;
+			struct wd_count c;
 
-			wd_thaw_all(plan, &thawed, &not_frozen, &failed, &e);
-			if (!failed) {
+			wd_thaw_all(plan, &c);
+			if (!c.failed) {
 				give_up = 0;
 				if (!thawed_once) {
+					/* What it lists is thawed, or frozen by someone else. */
 					if (dirfd >= 0)
 						(void)unlinkat(dirfd, "frozen", 0);
-					wd_log("<3>error: watchdog (pid %ld): thawed %s because %s "
-					       "(%d thawed, %d already thawed)",
-					       (long)getpid(), mounts, why, thawed, not_frozen);
-				} else if (thawed) {
+					wd_log(
+					    "<3>error: watchdog (pid %ld): thawed what the helper "
+					    "froze of %s because %s (%d thawed, %d already "
+					    "thawed, %d left alone: not frozen by the helper)",
+					    (long)getpid(), mounts, why, c.thawed, c.not_frozen,
+					    c.not_ours);
+				} else if (c.thawed) {
 					wd_log(
 					    "<3>error: watchdog (pid %ld): thawed %d of %s again "
 					    "(frozen after its first thaw)",
-					    (long)getpid(), thawed, mounts);
+					    (long)getpid(), c.thawed, mounts);
 				}
 				thawed_once = true;
 				if (!parent_alive)
@@ -204,7 +266,7 @@ static void __attribute__((noreturn)) wd_main(const struct freeze_plan *plan, in
 				if (!logged_failure)
 					wd_log("<3>error: watchdog (pid %ld): could not thaw %d of "
 					       "%s (errno %d) although %s; retrying for %d s",
-					       (long)getpid(), failed, mounts, e, why,
+					       (long)getpid(), c.failed, mounts, c.first_errno, why,
 					       WD_GIVE_UP_MS / 1000);
 				logged_failure = true;
 				if (!give_up)
@@ -257,6 +319,10 @@ int watchdog_start(struct watchdog *wd, const struct freeze_plan *plan, const ch
 	pid_t pid;
 
 	*wd = WATCHDOG_NONE;
+	if (!plan->claimed)
+		return err_set(err, "WatchdogFailed",
+		               "the plan is not open (no claims to share with the watchdog)");
+	wd_fd_limit = wd_read_fd_limit();
 	mounts[0] = '\0';
 	/* Formatted here: the child does as little as it can. */
 	for (size_t i = 0; i < plan->nfs && off < sizeof(mounts); i++) {

@@ -4,9 +4,11 @@
  * The kernel never thaws by itself (DESIGN.md "Freezing facts"): if the
  * helper is killed (even by SIGKILL), stopped, or stuck while filesystems
  * are frozen, every writer on them hangs.  Just before freezing, the helper
- * forks a watchdog that inherits the plan's open directories and the read
- * end of a pipe.  The watchdog thaws every one of them (FITHAW; "not frozen"
- * is fine) when
+ * forks a watchdog that inherits the plan's open directories, its claims
+ * (freeze.h: which filesystems the helper froze, in shared memory) and the
+ * read end of a pipe.  The watchdog thaws every claimed one (FITHAW; "not
+ * frozen" is fine), never one that someone else froze (FIFREEZE: EBUSY),
+ * when
  *   - the pipe reaches end of file: the helper died, whatever killed it;
  *   - the deadline passes: freeze_timeout plus a margin, while the helper
  *     itself, alive but stopped or stuck, did not thaw;
@@ -40,10 +42,10 @@ struct watchdog {
 #define WATCHDOG_NONE ((struct watchdog){0, -1})
 
 /*
- * Forks the watchdog for plan, whose directories freeze_plan_open() has
- * opened.  state_dir (may be NULL) holds the frozen marker, which the
- * watchdog removes after a thaw of its own.  deadline_usec is on the mono_usec() clock.  -1 with
- * err
+ * Forks the watchdog for plan, whose directories and claims
+ * freeze_plan_open() has opened (else "WatchdogFailed").  state_dir (may be NULL) holds the frozen
+ * marker, which the watchdog removes after a thaw of its own.  deadline_usec is on the mono_usec()
+ * clock.  -1 with err
  * ("WatchdogFailed") if it cannot: then nothing must be frozen.
  */
 int watchdog_start(struct watchdog *wd, const struct freeze_plan *plan, const char *state_dir,
@@ -62,5 +64,12 @@ bool watchdog_stop(struct watchdog *wd);
  * for it.
  */
 void watchdog_abandon(struct watchdog *wd);
+
+/*
+ * For tests: watchdogs started from now on close their inherited
+ * descriptors as on a kernel without close_range() (before 5.9): one
+ * close() at a time.
+ */
+void watchdog_test_no_close_range(bool on);
 
 #endif

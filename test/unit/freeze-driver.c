@@ -21,14 +21,29 @@
  *   timeline PATH...    open the plan, dirty each filesystem, freeze, thaw; print the
  *                       threads of the process before, while frozen and after, and each
  *                       entry's timestamps relative to the first FIFREEZE
+ *   watchdog HOW FOREIGN PATH...
+ *                       open the plan, start a watchdog (deadline in 1 s), freeze; then
+ *                       HOW = "deadline": wait 2 s (the watchdog fires), thaw, stop the
+ *                       watchdog; HOW = "death": SIGKILL ourselves (the watchdog sees
+ *                       end of file).  FOREIGN = "foreign": the last PATH was frozen
+ *                       beforehand by someone else (FIFREEZE: EBUSY) and every FITHAW of
+ *                       ours fails (EIO, injected), so the rollback leaves the others
+ *                       frozen; "none": a plain freeze
+ *
+ * It is linked with -Wl,--wrap=ioctl: __wrap_ioctl() below makes FITHAW
+ * fail while thaw_fails is set, in this process only (a watchdog forked
+ * before that keeps its own copy of the flag, clear).
  */
 #include "freeze.h"
 #include "volumes.h"
+#include "watchdog.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +59,25 @@ static struct volume_override overrides[MAX_OVERRIDES];
 static size_t noverrides;
 static struct fs_target targets[MAX_TARGETS];
 static struct freeze_plan plan;
+static volatile int thaw_fails;
+
+int __real_ioctl(int fd, unsigned long req, ...);
+int __wrap_ioctl(int fd, unsigned long req, ...);
+
+int __wrap_ioctl(int fd, unsigned long req, ...)
+{
+	va_list ap;
+	void *arg;
+
+	va_start(ap, req);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	if (req == FITHAW && thaw_fails) {
+		errno = EIO;
+		return -1;
+	}
+	return __real_ioctl(fd, req, arg);
+}
 
 static int fail(const struct amis_err *err)
 {
@@ -389,6 +423,52 @@ static int cmd_timeline(char **paths, int n)
 	return 0;
 }
 
+static int cmd_watchdog(const char *how, const char *foreign, char **paths, int n)
+{
+	struct watchdog wd;
+	struct amis_err err;
+	bool death = strcmp(how, "death") == 0, is_foreign = strcmp(foreign, "foreign") == 0;
+	int rc = build(paths, n), frc;
+
+	if (rc)
+		return rc;
+	if ((!death && strcmp(how, "deadline") != 0) ||
+	    (!is_foreign && strcmp(foreign, "none") != 0)) {
+		printf("usage: watchdog deadline|death foreign|none PATH...\n");
+		return 2;
+	}
+	err_clear(&err);
+	if (freeze_plan_open(&plan, &err) < 0)
+		return fail(&err);
+	if (watchdog_start(&wd, &plan, NULL, mono_usec() + 1000000LL, &err) < 0) {
+		freeze_plan_close(&plan);
+		return fail(&err);
+	}
+	printf("watchdog pid %ld\n", (long)wd.pid);
+	thaw_fails = is_foreign; /* from here on: in this process, not the watchdog */
+	frc = freeze_plan_freeze(&plan, &err);
+	/* Report only now: stdout may be on a frozen filesystem (not in these tests). */
+	printf("freeze rc=%d code=%s\n", frc, frc < 0 ? err.code : "-");
+	for (size_t i = 0; i < plan.nfs; i++)
+		printf("after-freeze %s %s claimed=%d\n", plan.fs[i].mount_point,
+		       plan.fs[i].frozen ? "frozen" : "released", freeze_plan_claimed(&plan, i));
+	if (death) {
+		printf("dying\n");
+		fflush(stdout);
+		raise(SIGKILL);
+	}
+	sleep_ms(2000);
+	thaw_fails = 0;
+	err_clear(&err);
+	rc = freeze_plan_thaw(&plan, &err);
+	for (size_t i = 0; i < plan.nfs; i++)
+		printf("after-thaw %s found_thawed=%d claimed=%d\n", plan.fs[i].mount_point,
+		       plan.fs[i].thaw_found_thawed, freeze_plan_claimed(&plan, i));
+	printf("watchdog_thawed=%d\n", watchdog_stop(&wd));
+	freeze_plan_close(&plan);
+	return rc < 0 ? fail(&err) : 0;
+}
+
 int main(int argc, char **argv)
 {
 	int opt;
@@ -432,6 +512,8 @@ int main(int argc, char **argv)
 		return cmd_mount_swap(argv, argc);
 	if (strcmp(cmd, "timeline") == 0)
 		return cmd_timeline(argv, argc);
+	if (strcmp(cmd, "watchdog") == 0 && argc >= 3)
+		return cmd_watchdog(argv[0], argv[1], argv + 2, argc - 2);
 	fprintf(stderr, "freeze-driver: unknown command %s\n", cmd);
 	return 2;
 }

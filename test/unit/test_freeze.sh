@@ -86,7 +86,8 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/test_freeze.XXXXXX") || bail "mktemp failed"
 driver="$tmp/freeze-driver"
 # shellcheck disable=SC2086
 if ! "${CC:-cc}" -std=gnu11 -Wall -Wextra -D_GNU_SOURCE -pthread ${FREEZE_TEST_CFLAGS:-} -I"$helper" \
-	"$helper/util.c" "$helper/volumes.c" "$helper/freeze.c" "$here/freeze-driver.c" \
+	"$helper/util.c" "$helper/log.c" "$helper/volumes.c" "$helper/freeze.c" \
+	"$helper/watchdog.c" "$here/freeze-driver.c" -Wl,--wrap=ioctl \
 	-o "$driver" 2>"$tmp/cc.log"; then
 	diag <"$tmp/cc.log"
 	bail "could not compile freeze-driver.c"
@@ -385,6 +386,75 @@ ok $? "the other two were thawed anyway"
 ok $? "a second thaw gets the last one"
 write_completes "$mnt1/p1" && write_completes "$mnt2/p2" && write_completes "$mnt3/p3"
 ok $? "all three accept writes"
+
+# ---- the watchdog thaws only what we froze ----
+
+# Waits up to 15 s for process $1 to go away (a watchdog reparented to init).
+gone() {
+	for _ in $(seq 150); do
+		[ -e "/proc/$1" ] || return 0
+		[ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" = Z ] && return 0 # not reaped yet
+		sleep 0.1
+	done
+	return 1
+}
+
+# The normal case: a helper stuck while frozen, then one that dies.
+out=$(drv watchdog deadline none "$mnt1" "$mnt3" 2>&1)
+rc=$?
+echo "$out" | diag
+[ $rc -eq 0 ] && grep -qx "freeze rc=0 code=-" <<<"$out" &&
+	[ "$(grep -c '^after-freeze .* frozen claimed=1$' <<<"$out")" -eq 2 ]
+ok $? "watchdog, stuck helper: both frozen and claimed"
+[ "$(grep -c '^after-thaw .* found_thawed=1 claimed=0$' <<<"$out")" -eq 2 ] &&
+	grep -qx "watchdog_thawed=1" <<<"$out" && grep -q "(2 thawed, 0 already thawed, 0 left alone" <<<"$out"
+ok $? "the watchdog thawed both at its deadline"
+write_completes "$mnt1/wd1" && write_completes "$mnt3/wd3"
+ok $? "both accept writes"
+
+out=$(drv watchdog death none "$mnt1" "$mnt3" 2>&1)
+rc=$?
+echo "$out" | diag
+wdpid=$(sed -n 's/^watchdog pid \([0-9]*\)$/\1/p' <<<"$out")
+[ $rc -eq 137 ] && grep -qx dying <<<"$out" && [ -n "$wdpid" ] && gone "$wdpid" &&
+	grep -q "because the helper died while they were frozen (2 thawed" <<<"$out"
+ok $? "watchdog, helper killed while frozen: it thawed both and exited"
+write_completes "$mnt1/wd1b" && write_completes "$mnt3/wd3b"
+ok $? "both accept writes"
+
+# Someone else froze mnt3 first: our FIFREEZE gets EBUSY, and the rollback's
+# thaw of mnt1 fails (injected), so the watchdog has to step in.
+fsfreeze -f "$mnt3" || bail "fsfreeze -f $mnt3 failed"
+out=$(drv watchdog deadline foreign "$mnt1" "$mnt3" 2>&1)
+rc=$?
+echo "$out" | diag
+grep -qx "freeze rc=-1 code=AlreadyFrozen" <<<"$out" &&
+	grep -qx "after-freeze $mnt1 frozen claimed=1" <<<"$out" &&
+	grep -qx "after-freeze $mnt3 released claimed=0" <<<"$out"
+ok $? "foreign freeze: EBUSY not claimed, ours still frozen after the failed rollback"
+grep -qx "watchdog_thawed=1" <<<"$out" && grep -q "(1 thawed, 0 already thawed, 1 left alone" <<<"$out"
+ok $? "the watchdog thawed ours at its deadline and left the foreign one alone"
+write_completes "$mnt1/wd-ours"
+ok $? "ours accepts writes"
+write_blocks "$mnt3/wd-foreign"
+ok $? "the one frozen by someone else is still frozen"
+w5=${last_writer:-}
+
+out=$(drv watchdog death foreign "$mnt1" "$mnt3" 2>&1)
+rc=$?
+echo "$out" | diag
+wdpid=$(sed -n 's/^watchdog pid \([0-9]*\)$/\1/p' <<<"$out")
+[ $rc -eq 137 ] && grep -qx "after-freeze $mnt1 frozen claimed=1" <<<"$out" &&
+	grep -qx "after-freeze $mnt3 released claimed=0" <<<"$out" && [ -n "$wdpid" ] &&
+	gone "$wdpid" && grep -q "because the helper died while they were frozen (1 thawed, 0 already thawed, 1 left alone" <<<"$out"
+ok $? "foreign freeze, helper killed: the watchdog thawed ours only"
+write_completes "$mnt1/wd-ours2"
+ok $? "ours accepts writes"
+[ -n "$w5" ] && kill -0 "$w5" 2>/dev/null
+ok $? "the one frozen by someone else is still frozen (its writer still blocked)"
+fsfreeze -u "$mnt3"
+[ -n "$w5" ] && writer_finishes "$w5"
+ok $? "its writer finishes after our fsfreeze -u"
 
 # ---- a mount point that changed after resolving is refused ----
 
