@@ -27,8 +27,9 @@
 #endif
 
 /* The claims' mapping: one page, a byte per entry (freeze.h, "Claims"). */
-#define CLAIMS_SIZE 4096
-_Static_assert(FREEZE_PLAN_MAX_FS <= CLAIMS_SIZE, "one claim byte per entry");
+#define CLAIMS_SIZE FREEZE_CLAIMS_SIZE
+_Static_assert(FREEZE_PLAN_MAX_FS <= FREEZE_CLAIMS_HDR_OFF, "one claim byte per entry");
+_Static_assert(FREEZE_CLAIMS_HDR_OFF < FREEZE_CLAIMS_SIZE, "room for the header");
 _Static_assert(__atomic_always_lock_free(sizeof(unsigned char), 0),
                "claims must be lock-free: the watchdog reads them");
 
@@ -74,6 +75,63 @@ static void claims_unmap(struct freeze_plan *plan)
 	if (plan->claimed)
 		munmap((void *)plan->claimed, CLAIMS_SIZE);
 	plan->claimed = NULL;
+}
+
+int freeze_plan_claims_file(struct freeze_plan *plan, int dirfd, const char *name,
+                            const char *tmp_name, const char *header, struct amis_err *err)
+{
+	size_t hlen = strlen(header);
+	volatile unsigned char *p;
+	void *m;
+	int fd;
+
+	if (freeze_plan_any_frozen(plan))
+		return err_set(err, "BadState", "the plan is frozen: its claims stay as they are");
+	if (hlen >= CLAIMS_SIZE - FREEZE_CLAIMS_HDR_OFF)
+		return err_set(err, "StateDir", "claims header too long");
+	claims_unmap(plan);
+	/* A new inode each time: an earlier watchdog may still map the old one. */
+	(void)unlinkat(dirfd, tmp_name, 0);
+	fd = openat(dirfd, tmp_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return err_set(err, "StateDir", "could not create %s: %s", tmp_name,
+		               strerror(errno));
+	if (ftruncate(fd, CLAIMS_SIZE) != 0) {
+		err_set(err, "StateDir", "could not size %s: %s", tmp_name, strerror(errno));
+		goto fail_fd;
+	}
+	m = mmap(NULL, CLAIMS_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED) {
+		err_set(err, "StateDir", "could not map %s: %s", tmp_name, strerror(errno));
+		goto fail_fd;
+	}
+	/*
+	 * Pre-fault: a store to every byte through the mapping takes the write
+	 * fault now (page allocation, page_mkwrite), so that setting a claim
+	 * while frozen is a plain store.  mlock() (best effort) keeps the page
+	 * resident.
+	 */
+	p = m;
+	for (size_t i = 0; i < CLAIMS_SIZE; i++)
+		p[i] = i >= FREEZE_CLAIMS_HDR_OFF && i - FREEZE_CLAIMS_HDR_OFF < hlen
+		           ? (unsigned char)header[i - FREEZE_CLAIMS_HDR_OFF]
+		           : 0;
+	(void)mlock(m, CLAIMS_SIZE);
+	close(fd);
+	if (renameat(dirfd, tmp_name, dirfd, name) != 0) {
+		err_set(err, "StateDir", "could not rename %s to %s: %s", tmp_name, name,
+		        strerror(errno));
+		munmap(m, CLAIMS_SIZE);
+		(void)unlinkat(dirfd, tmp_name, 0);
+		return -1;
+	}
+	plan->claimed = m;
+	return 0;
+
+fail_fd:
+	close(fd);
+	(void)unlinkat(dirfd, tmp_name, 0);
+	return -1;
 }
 
 static int open_dir(const char *mount_point, struct amis_err *err)

@@ -95,7 +95,7 @@ bool freeze_plan_any_frozen(const struct freeze_plan *plan);
  * someone else (an administrator's fsfreeze) fails with EBUSY, and a thaw
  * by anyone undoes any freeze.  So that the watchdog (a forked process)
  * thaws only what the helper froze, freeze_plan_open() maps one byte per
- * entry in an anonymous MAP_SHARED page, inherited by the watchdog.  An
+ * entry in a MAP_SHARED page, inherited by the watchdog.  An
  * entry's byte is
  *   - set just BEFORE its FIFREEZE: if the helper is killed the moment
  *     FIFREEZE returned, the watchdog still thaws it;
@@ -113,10 +113,33 @@ bool freeze_plan_any_frozen(const struct freeze_plan *plan);
  * by a new foreign freeze that this FITHAW undoes.  The kernel offers no
  * freeze owner to close them.
  *
+ * The page is anonymous unless freeze_plan_claims_file() backed it with a
+ * file first (marker_write() does, in state_dir): then a helper started
+ * after this one and its watchdog both died can read which entries were
+ * claimed (marker_recover()).  Layout: entry i's byte at offset i, a text
+ * header (the caller's) at FREEZE_CLAIMS_HDR_OFF, zeros elsewhere.
+ *
  * freeze_plan_claimed(): whether entry i is claimed (false without claims);
  * freeze_plan_unclaim(): clears it (the watchdog, after its own FITHAW).
  * Both async-signal-safe.
  */
+#define FREEZE_CLAIMS_SIZE 4096
+#define FREEZE_CLAIMS_HDR_OFF 1024
+
+/*
+ * Backs the claims with a new file: creates tmp_name in directory dirfd
+ * (O_EXCL, 0600), sizes it to FREEZE_CLAIMS_SIZE, maps it MAP_SHARED,
+ * writes every byte through the mapping (all claims clear, header at
+ * FREEZE_CLAIMS_HDR_OFF) so that the page is faulted in for writing before
+ * anything is frozen, mlock()s it (best effort) and renames it to name.
+ * Replaces the plan's claims mapping (none may be frozen); freeze_plan_open()
+ * then uses it instead of an anonymous one.  -1 with err ("StateDir",
+ * "BadState"), the plan then without claims (freeze_plan_open() maps
+ * anonymous ones) and no temporary file left.  Not for use while frozen.
+ */
+int freeze_plan_claims_file(struct freeze_plan *plan, int dirfd, const char *name,
+                            const char *tmp_name, const char *header, struct amis_err *err);
+
 bool freeze_plan_claimed(const struct freeze_plan *plan, size_t i);
 void freeze_plan_unclaim(const struct freeze_plan *plan, size_t i);
 

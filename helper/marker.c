@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef STATX_MNT_ID
@@ -89,28 +91,99 @@ int marker_check_dir(const char *state_dir, const struct freeze_plan *plan, stru
 	return 0;
 }
 
-int marker_write(const char *state_dir, const struct freeze_plan *plan, const char *request_id,
+/*
+ * The claims file's header (freeze.h, FREEZE_CLAIMS_HDR_OFF): ties it to
+ * one marker.  boot_id "-" when unknown.
+ */
+static void claims_header(char *buf, size_t sz, const char *boot_id, const char *token, size_t nfs)
+{
+	snprintf(buf, sz, "ami-snapshot-helper claims 1\nboot_id %s\ntoken %s\nentries %zu\n",
+	         boot_id[0] ? boot_id : "-", token, nfs);
+}
+
+/* A token naming this marker and its claims file: random, else pid and time. */
+static void make_token(char *buf, size_t sz)
+{
+	unsigned char r[12];
+	struct timespec ts;
+	size_t off = 0;
+
+	if (getrandom(r, sizeof(r), GRND_NONBLOCK) == (ssize_t)sizeof(r)) {
+		for (size_t i = 0; i < sizeof(r) && off + 3 <= sz; i++)
+			off += (size_t)snprintf(buf + off, sz - off, "%02x", r[i]);
+		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	snprintf(buf, sz, "%ld-%lld-%ld-%lld", (long)getpid(), (long long)ts.tv_sec, ts.tv_nsec,
+	         mono_usec());
+}
+
+/*
+ * Backs plan's claims with state_dir/CLAIMS_FILE (freeze_plan_claims_file());
+ * 0, or -1 after a warning, with no claims file left (recovery then thaws all
+ * the marker lists) and the plan without claims (freeze_plan_open() maps
+ * anonymous ones).
+ */
+static int claims_create(const char *state_dir, struct freeze_plan *plan, const char *header)
+{
+	struct amis_err err;
+	int dirfd, rc;
+
+	err_clear(&err);
+	dirfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0) {
+		log_warn("could not open state_dir %s for the freeze claims file: %s; keeping "
+		         "the claims in memory only: should the helper and its watchdog both die "
+		         "while frozen, recovery would thaw everything the marker lists",
+		         state_dir, strerror(errno));
+		return -1;
+	}
+	rc = freeze_plan_claims_file(plan, dirfd, CLAIMS_FILE, CLAIMS_FILE ".tmp", header, &err);
+	if (rc < 0) {
+		/* A stale one must not pass for this marker's (its token would not match). */
+		(void)unlinkat(dirfd, CLAIMS_FILE, 0);
+		log_warn("could not set up the freeze claims file in %s: %s; keeping the claims "
+		         "in memory only: should the helper and its watchdog both die while "
+		         "frozen, recovery would thaw everything the marker lists",
+		         state_dir, err.msg);
+	}
+	close(dirfd);
+	return rc;
+}
+
+int marker_write(const char *state_dir, struct freeze_plan *plan, const char *request_id,
                  struct amis_err *err)
 {
-	char tmp[PATH_MAX + 16], path[PATH_MAX + 16], boot_id[64];
+	char tmp[PATH_MAX + 16], path[PATH_MAX + 16], boot_id[64], token[64];
+	char header[FREEZE_CLAIMS_SIZE - FREEZE_CLAIMS_HDR_OFF];
 	struct strbuf sb;
+	bool claims;
 	int fd, rc = -1;
 	ssize_t n;
 
 	if (ensure_dir(state_dir, err) < 0)
 		return -1;
+	for (size_t i = 0; i < plan->nfs; i++)
+		if (strchr(plan->fs[i].mount_point, '\n'))
+			return err_set(err, "StateDir",
+			               "mount point with a newline: cannot record it");
+	if (read_boot_id(boot_id, sizeof(boot_id)) != 0)
+		boot_id[0] = '\0';
+	make_token(token, sizeof(token));
+	claims_header(header, sizeof(header), boot_id, token, plan->nfs);
+	/* Before the marker: a marker naming claims always has its file. */
+	claims = claims_create(state_dir, plan, header) == 0;
 	sb_init(&sb);
 	sb_appendf(&sb, "# ami-snapshot-helper: request %s froze these (pid %ld)\n", request_id,
 	           (long)getpid());
-	if (read_boot_id(boot_id, sizeof(boot_id)) == 0)
+	if (boot_id[0])
 		sb_appendf(&sb, "boot_id %s\n", boot_id);
+	if (claims)
+		sb_appendf(&sb, "claims %s\n", token);
+	/* In plan order: line k is claim byte k. */
 	for (size_t i = 0; i < plan->nfs; i++) {
 		const struct freeze_fs *fs = &plan->fs[i];
 
-		if (strchr(fs->mount_point, '\n')) {
-			err_set(err, "StateDir", "mount point with a newline: cannot record it");
-			goto out;
-		}
 		sb_appendf(&sb, "%d %u:%u %s\n", fs->mount_id, fs->dev_major, fs->dev_minor,
 		           fs->mount_point);
 	}
@@ -145,6 +218,10 @@ int marker_write(const char *state_dir, const struct freeze_plan *plan, const ch
 	rc = 0;
 out:
 	sb_free(&sb);
+	if (rc < 0 && claims) {
+		marker_path(path, sizeof(path), state_dir, CLAIMS_FILE);
+		(void)unlink(path);
+	}
 	return rc;
 }
 
@@ -152,9 +229,13 @@ int marker_remove(const char *state_dir, struct amis_err *err)
 {
 	char path[PATH_MAX + 16];
 
+	/* The marker first: a claims file without its marker means nothing. */
 	marker_path(path, sizeof(path), state_dir, MARKER_FILE);
 	if (unlink(path) != 0 && errno != ENOENT)
 		return err_set(err, "StateDir", "could not remove %s: %s", path, strerror(errno));
+	marker_path(path, sizeof(path), state_dir, CLAIMS_FILE);
+	if (unlink(path) != 0 && errno != ENOENT)
+		log_warn("could not remove %s: %s", path, strerror(errno));
 	return 0;
 }
 
@@ -282,29 +363,101 @@ static int recover_line(const char *line)
 	return 0;
 }
 
-/* Whether the marker f was written in another boot (then it means nothing). */
-static bool from_other_boot(FILE *f, char *theirs, size_t sz)
-{
-	char line[PATH_MAX + 64], ours[64];
-	bool other = false;
+/*
+ * What the marker f says about itself: its boot id and claims token ("" if
+ * absent) and how many filesystems it lists.  Rewinds f.
+ */
+struct marker_head {
+	char boot_id[64], token[64];
+	size_t nfs;
+};
 
-	theirs[0] = '\0';
+static void read_head(FILE *f, struct marker_head *h)
+{
+	char line[PATH_MAX + 64];
+
+	memset(h, 0, sizeof(*h));
 	while (fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = '\0';
-		if (strncmp(line, "boot_id ", 8) != 0)
-			continue;
-		snprintf(theirs, sz, "%.63s", line + 8);
-		other = read_boot_id(ours, sizeof(ours)) == 0 && strcmp(ours, theirs) != 0;
-		break;
+		if (!strncmp(line, "boot_id ", 8) && !h->boot_id[0])
+			snprintf(h->boot_id, sizeof(h->boot_id), "%.63s", line + 8);
+		else if (!strncmp(line, "claims ", 7) && !h->token[0])
+			snprintf(h->token, sizeof(h->token), "%.63s", line + 7);
+		else if (line[0] && line[0] != '#')
+			h->nfs++;
 	}
 	rewind(f);
-	return other;
+}
+
+/* Whether the marker was written in another boot (then it means nothing). */
+static bool from_other_boot(const struct marker_head *h)
+{
+	char ours[64];
+
+	return h->boot_id[0] && read_boot_id(ours, sizeof(ours)) == 0 &&
+	       strcmp(ours, h->boot_id) != 0;
+}
+
+/*
+ * Reads the claims file of the marker h into claims (FREEZE_PLAN_MAX_FS
+ * bytes): 0 if it is there, of the right size and its header names the same
+ * boot, token and number of entries; else -1 and why.
+ */
+static int read_claims(const char *state_dir, const struct marker_head *h, unsigned char *claims,
+                       const char **why)
+{
+	char path[PATH_MAX + 16], want[FREEZE_CLAIMS_SIZE - FREEZE_CLAIMS_HDR_OFF];
+	static char page[FREEZE_CLAIMS_SIZE + 1];
+	struct stat st;
+	ssize_t n;
+	int fd;
+
+	if (!h->token[0]) {
+		*why = "the marker names no claims file (the helper could not create one, or is "
+		       "older)";
+		return -1;
+	}
+	if (h->nfs > FREEZE_PLAN_MAX_FS) {
+		*why = "the marker lists more filesystems than claims can name";
+		return -1;
+	}
+	marker_path(path, sizeof(path), state_dir, CLAIMS_FILE);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		*why = errno == ENOENT ? "the claims file " CLAIMS_FILE " is missing"
+		                       : "the claims file " CLAIMS_FILE " cannot be opened";
+		return -1;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size != FREEZE_CLAIMS_SIZE) {
+		close(fd);
+		*why = "the claims file " CLAIMS_FILE " is not a file of the right size";
+		return -1;
+	}
+	n = pread(fd, page, FREEZE_CLAIMS_SIZE, 0);
+	close(fd);
+	if (n != FREEZE_CLAIMS_SIZE) {
+		*why = "the claims file " CLAIMS_FILE " cannot be read";
+		return -1;
+	}
+	page[FREEZE_CLAIMS_SIZE] = '\0';
+	claims_header(want, sizeof(want), h->boot_id, h->token, h->nfs);
+	if (strcmp(page + FREEZE_CLAIMS_HDR_OFF, want) != 0) {
+		*why = "the claims file " CLAIMS_FILE " belongs to another marker";
+		return -1;
+	}
+	memcpy(claims, page, FREEZE_PLAN_MAX_FS);
+	return 0;
 }
 
 int marker_recover(const char *state_dir)
 {
-	char path[PATH_MAX + 16], line[PATH_MAX + 64], boot[64];
+	char path[PATH_MAX + 16], line[PATH_MAX + 64];
+	unsigned char claims[FREEZE_PLAN_MAX_FS];
+	struct marker_head head;
 	struct amis_err err;
+	const char *why = NULL;
+	bool use_claims;
+	size_t k = 0;
 	int rc = 0;
 	FILE *f;
 
@@ -315,11 +468,12 @@ int marker_recover(const char *state_dir)
 			log_error("could not read the frozen marker %s: %s", path, strerror(errno));
 		return errno == ENOENT ? 0 : -1;
 	}
-	if (from_other_boot(f, boot, sizeof(boot))) {
+	read_head(f, &head);
+	if (from_other_boot(&head)) {
 		fclose(f);
 		log_error("the frozen marker %s is from another boot (boot id %s): nothing it "
 		          "lists can be frozen by that helper now; removing it",
-		          path, boot);
+		          path, head.boot_id);
 		if (marker_remove(state_dir, &err) < 0) {
 			log_error("%s", err.msg);
 			return -1;
@@ -327,17 +481,31 @@ int marker_recover(const char *state_dir)
 		return 0;
 	}
 	log_error("found the frozen marker %s: a helper died while filesystems were frozen; "
-	          "thawing what it lists",
+	          "thawing what it froze",
 	          path);
+	use_claims = read_claims(state_dir, &head, claims, &why) == 0;
+	if (!use_claims)
+		log_warn("frozen marker: %s: thawing everything it lists, even a filesystem "
+		         "someone else froze",
+		         why);
 	while (fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = '\0';
 		if (line[0] == '#') {
 			log_info("frozen marker: %s", line + 1);
 			continue;
 		}
-		if (!strncmp(line, "boot_id ", 8))
+		if (!strncmp(line, "boot_id ", 8) || !strncmp(line, "claims ", 7) || !line[0])
 			continue;
-		if (line[0] && recover_line(line) < 0)
+		/* Line k is the plan's entry k, claim byte k (marker_write()). */
+		if (use_claims && !claims[k++]) {
+			log_warn(
+			    "frozen marker: leaving \"%s\" alone: the helper had not frozen it "
+			    "(its freeze failed, e.g. someone else's freeze, or it was "
+			    "thawed already)",
+			    line);
+			continue;
+		}
+		if (recover_line(line) < 0)
 			rc = -1;
 	}
 	fclose(f);

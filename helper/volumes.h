@@ -149,8 +149,9 @@ struct freeze_plan {
 	struct freeze_pool *pool;
 	/*
 	 * Owned by freeze.c: one byte per entry in a MAP_SHARED page that the
-	 * watchdog shares, set while the entry may be frozen by us (freeze.h,
-	 * "Claims"), or NULL.
+	 * watchdog shares (anonymous, or state_dir's claims file:
+	 * freeze_plan_claims_file()), set while the entry may be frozen by us
+	 * (freeze.h, "Claims"), or NULL.
 	 */
 	volatile unsigned char *claimed;
 };

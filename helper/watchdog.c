@@ -12,6 +12,7 @@
 #include "watchdog.h"
 #include "freeze.h"
 #include "log.h"
+#include "marker.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -245,8 +246,10 @@ static void __attribute__((noreturn)) wd_main(const struct freeze_plan *plan, in
 				give_up = 0;
 				if (!thawed_once) {
 					/* What it lists is thawed, or frozen by someone else. */
-					if (dirfd >= 0)
-						(void)unlinkat(dirfd, "frozen", 0);
+					if (dirfd >= 0) {
+						(void)unlinkat(dirfd, MARKER_FILE, 0);
+						(void)unlinkat(dirfd, CLAIMS_FILE, 0);
+					}
 					wd_log(
 					    "<3>error: watchdog (pid %ld): thawed what the helper "
 					    "froze of %s because %s (%d thawed, %d already "

@@ -29,12 +29,21 @@
  *                       beforehand by someone else (FIFREEZE: EBUSY) and every FITHAW of
  *                       ours fails (EIO, injected), so the rollback leaves the others
  *                       frozen; "none": a plain freeze
+ *   marker-death STATE_DIR FOREIGN PATH...
+ *                       write the frozen marker (and its claims file) in STATE_DIR, open
+ *                       the plan, start a watchdog (deadline in 60 s), freeze (FOREIGN as
+ *                       above: "foreign" leaves ours frozen after the failed rollback);
+ *                       then SIGKILL the watchdog and ourselves: nothing is left to thaw
+ *                       but a later marker_recover()
+ *   recover STATE_DIR   marker_recover(STATE_DIR), as a restarted helper does; prints
+ *                       "recover rc=N"
  *
  * It is linked with -Wl,--wrap=ioctl: __wrap_ioctl() below makes FITHAW
  * fail while thaw_fails is set, in this process only (a watchdog forked
  * before that keeps its own copy of the flag, clear).
  */
 #include "freeze.h"
+#include "marker.h"
 #include "volumes.h"
 #include "watchdog.h"
 
@@ -469,6 +478,54 @@ static int cmd_watchdog(const char *how, const char *foreign, char **paths, int 
 	return rc < 0 ? fail(&err) : 0;
 }
 
+static int cmd_marker_death(const char *state_dir, const char *foreign, char **paths, int n)
+{
+	struct watchdog wd;
+	struct amis_err err;
+	bool is_foreign = strcmp(foreign, "foreign") == 0;
+	int rc = build(paths, n), frc;
+
+	if (rc)
+		return rc;
+	if (!is_foreign && strcmp(foreign, "none") != 0) {
+		printf("usage: marker-death STATE_DIR foreign|none PATH...\n");
+		return 2;
+	}
+	err_clear(&err);
+	if (marker_check_dir(state_dir, &plan, &err) < 0 ||
+	    marker_write(state_dir, &plan, "req-death", &err) < 0)
+		return fail(&err);
+	if (freeze_plan_open(&plan, &err) < 0)
+		return fail(&err);
+	if (watchdog_start(&wd, &plan, state_dir, mono_usec() + 60000000LL, &err) < 0) {
+		freeze_plan_close(&plan);
+		return fail(&err);
+	}
+	printf("watchdog pid %ld\n", (long)wd.pid);
+	thaw_fails = is_foreign;
+	frc = freeze_plan_freeze(&plan, &err);
+	printf("freeze rc=%d code=%s\n", frc, frc < 0 ? err.code : "-");
+	for (size_t i = 0; i < plan.nfs; i++)
+		printf("after-freeze %s %s claimed=%d\n", plan.fs[i].mount_point,
+		       plan.fs[i].frozen ? "frozen" : "released", freeze_plan_claimed(&plan, i));
+	/* The watchdog first: it would thaw at once on our death. */
+	kill(wd.pid, SIGKILL);
+	while (waitpid(wd.pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	printf("watchdog killed; dying\n");
+	fflush(stdout);
+	raise(SIGKILL);
+	return 1;
+}
+
+static int cmd_recover(const char *state_dir)
+{
+	int rc = marker_recover(state_dir);
+
+	printf("recover rc=%d\n", rc);
+	return rc < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	int opt;
@@ -514,6 +571,10 @@ int main(int argc, char **argv)
 		return cmd_timeline(argv, argc);
 	if (strcmp(cmd, "watchdog") == 0 && argc >= 3)
 		return cmd_watchdog(argv[0], argv[1], argv + 2, argc - 2);
+	if (strcmp(cmd, "marker-death") == 0 && argc >= 3)
+		return cmd_marker_death(argv[0], argv[1], argv + 2, argc - 2);
+	if (strcmp(cmd, "recover") == 0 && argc == 1)
+		return cmd_recover(argv[0]);
 	fprintf(stderr, "freeze-driver: unknown command %s\n", cmd);
 	return 2;
 }

@@ -87,7 +87,7 @@ driver="$tmp/freeze-driver"
 # shellcheck disable=SC2086
 if ! "${CC:-cc}" -std=gnu11 -Wall -Wextra -D_GNU_SOURCE -pthread ${FREEZE_TEST_CFLAGS:-} -I"$helper" \
 	"$helper/util.c" "$helper/log.c" "$helper/volumes.c" "$helper/freeze.c" \
-	"$helper/watchdog.c" "$here/freeze-driver.c" -Wl,--wrap=ioctl \
+	"$helper/watchdog.c" "$helper/marker.c" "$here/freeze-driver.c" -Wl,--wrap=ioctl \
 	-o "$driver" 2>"$tmp/cc.log"; then
 	diag <"$tmp/cc.log"
 	bail "could not compile freeze-driver.c"
@@ -455,6 +455,83 @@ ok $? "the one frozen by someone else is still frozen (its writer still blocked)
 fsfreeze -u "$mnt3"
 [ -n "$w5" ] && writer_finishes "$w5"
 ok $? "its writer finishes after our fsfreeze -u"
+
+# ---- recovery from the frozen marker thaws only what we froze ----
+
+# Helper and watchdog both SIGKILLed while frozen; someone else had frozen
+# mnt3 first (our FIFREEZE: EBUSY).  state_dir on a tmpfs, as /run is.
+state="$tmp/state"
+mkdir "$state" || bail "mkdir $state failed"
+mount -t tmpfs -o size=1m,mode=0700 amis-test-state "$state" || bail "tmpfs $state failed"
+mounts+=("$state")
+fsfreeze -f "$mnt3" || bail "fsfreeze -f $mnt3 failed"
+out=$(drv marker-death "$state" foreign "$mnt1" "$mnt3" 2>&1)
+rc=$?
+echo "$out" | diag
+[ $rc -eq 137 ] && grep -qx "after-freeze $mnt1 frozen claimed=1" <<<"$out" &&
+	grep -qx "after-freeze $mnt3 released claimed=0" <<<"$out" && grep -qx "watchdog killed; dying" <<<"$out"
+ok $? "marker: helper and watchdog killed, ours frozen and claimed, the foreign one not"
+[ -f "$state/frozen" ] && [ "$(stat -c %s "$state/frozen.claims" 2>/dev/null)" = 4096 ] &&
+	grep -q "^claims " "$state/frozen" && [ ! -e "$state/frozen.tmp" ] && [ ! -e "$state/frozen.claims.tmp" ]
+ok $? "marker: the marker names its claims file, which is one page"
+sed 's/^/# marker: /' "$state/frozen"
+write_blocks "$mnt1/m-ours"
+ok $? "marker: ours stays frozen with nobody left to thaw it"
+w6=${last_writer:-}
+out=$(drv recover "$state" 2>&1)
+rc=$?
+echo "$out" | diag
+[ $rc -eq 0 ] && grep -qx "recover rc=0" <<<"$out" && grep -q "THAWED $mnt1 " <<<"$out" &&
+	grep -q "leaving \".* $mnt3\" alone" <<<"$out" && ! grep -q "THAWED $mnt3 " <<<"$out"
+ok $? "marker: recovery thawed ours and left the foreign freeze alone"
+[ -n "$w6" ] && writer_finishes "$w6" && write_completes "$mnt1/m-ours2"
+ok $? "marker: ours accepts writes again"
+write_blocks "$mnt3/m-foreign"
+ok $? "marker: the one frozen by someone else is still frozen"
+w7=${last_writer:-}
+[ ! -e "$state/frozen" ] && [ ! -e "$state/frozen.claims" ]
+ok $? "marker: marker and claims file removed"
+fsfreeze -u "$mnt3"
+[ -n "$w7" ] && writer_finishes "$w7"
+ok $? "marker: the foreign one's writer finishes after our fsfreeze -u"
+
+# The same without the claims file (state_dir on a plain directory this
+# time): recovery falls back to thawing everything the marker lists.
+state2="$tmp/state2"
+fsfreeze -f "$mnt3" || bail "fsfreeze -f $mnt3 failed"
+out=$(drv marker-death "$state2" foreign "$mnt1" "$mnt3" 2>&1)
+rc=$?
+echo "$out" | diag
+[ $rc -eq 137 ] && grep -qx "after-freeze $mnt1 frozen claimed=1" <<<"$out" && [ -f "$state2/frozen.claims" ]
+ok $? "no claims: killed while frozen, claims file written"
+rm -f "$state2/frozen.claims"
+out=$(drv recover "$state2" 2>&1)
+rc=$?
+echo "$out" | diag
+[ $rc -eq 0 ] && grep -q "frozen.claims is missing: thawing everything it lists" <<<"$out" &&
+	grep -q "THAWED $mnt1 " <<<"$out" && grep -q "THAWED $mnt3 " <<<"$out"
+ok $? "no claims: recovery thawed everything listed, the foreign one too (old behaviour)"
+write_completes "$mnt1/m-nc1" && write_completes "$mnt3/m-nc3"
+ok $? "no claims: both accept writes"
+[ ! -e "$state2/frozen" ]
+ok $? "no claims: the marker removed"
+
+# A claims file of another marker (stale token) counts as none.
+out=$(drv marker-death "$state2" none "$mnt1" "$mnt3" 2>&1)
+rc=$?
+echo "$out" | diag
+[ $rc -eq 137 ] && [ "$(grep -c '^after-freeze .* frozen claimed=1$' <<<"$out")" -eq 2 ]
+ok $? "wrong claims: killed with both frozen"
+sed -i 's/^claims .*/claims 0123456789abcdef/' "$state2/frozen"
+out=$(drv recover "$state2" 2>&1)
+rc=$?
+echo "$out" | diag
+[ $rc -eq 0 ] && grep -q "belongs to another marker: thawing everything" <<<"$out" &&
+	grep -q "THAWED $mnt1 " <<<"$out" && grep -q "THAWED $mnt3 " <<<"$out" &&
+	[ ! -e "$state2/frozen" ] && [ ! -e "$state2/frozen.claims" ]
+ok $? "wrong claims: recovery thawed both and removed marker and claims"
+write_completes "$mnt1/m-wc1" && write_completes "$mnt3/m-wc3"
+ok $? "wrong claims: both accept writes"
 
 # ---- a mount point that changed after resolving is refused ----
 

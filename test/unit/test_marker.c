@@ -1,9 +1,10 @@
 /*
- * test_marker.c - the persisted "frozen" marker.  Touches no filesystem
+ * test_marker.c - the persisted "frozen" marker and its claims file.  Touches no filesystem
  * state: the recovery cases use devices that are not mounted, except one
  * that FITHAWs the temporary directory's filesystem, which is not frozen
  * (a no-op: "not frozen", or EPERM when not root).
  */
+#include "freeze.h"
 #include "marker.h"
 #include "tap.h"
 
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -40,7 +42,7 @@ static void read_file(const char *path, char *buf, size_t sz)
 int main(void)
 {
 	char dir[] = "/tmp/amis-marker.XXXXXX", state[128], path[160], text[2048];
-	char boot[160], mountinfo[160], sub[160];
+	char boot[160], mountinfo[160], sub[160], cpath[160], tmpc[176];
 	struct freeze_plan plan;
 	struct amis_err err;
 	struct stat st;
@@ -85,6 +87,67 @@ int main(void)
 	snprintf(path, sizeof(path), "%s/" MARKER_FILE ".tmp", state);
 	ok(access(path, F_OK) != 0, "no temporary file left");
 	snprintf(path, sizeof(path), "%s/" MARKER_FILE, state);
+
+	/* The claims file, named by the marker, mapped as the plan's claims. */
+	snprintf(cpath, sizeof(cpath), "%s/" CLAIMS_FILE, state);
+	ok(stat(cpath, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == FREEZE_CLAIMS_SIZE &&
+	       (st.st_mode & 0777) == 0600,
+	   "a claims file of one page, 0600");
+	ok(plan.claimed != NULL && !freeze_plan_claimed(&plan, 0) && !freeze_plan_claimed(&plan, 1),
+	   "mapped as the plan's claims, all clear");
+	{
+		const char *c = strstr(text, "\nclaims ");
+		char want[96], page[FREEZE_CLAIMS_SIZE];
+		int fd = open(cpath, O_RDONLY);
+
+		snprintf(want, sizeof(want), "token %.*s\nentries 2\n",
+		         c ? (int)strcspn(c + 8, "\n") : 0, c ? c + 8 : "");
+		ok(c && fd >= 0 && pread(fd, page, sizeof(page), 0) == (ssize_t)sizeof(page) &&
+		       strstr(page + FREEZE_CLAIMS_HDR_OFF, want) != NULL,
+		   "the marker's claims token is in the claims file's header");
+		/* A store through the mapping is the file's content: no write(). */
+		plan.claimed[1] = 1;
+		ok(freeze_plan_claimed(&plan, 1) && pread(fd, page, 2, 0) == 2 && page[0] == 0 &&
+		       page[1] == 1,
+		   "a claim set in memory is in the file");
+		plan.claimed[1] = 0;
+		if (fd >= 0)
+			close(fd);
+	}
+	snprintf(path, sizeof(path), "%s/" CLAIMS_FILE ".tmp", state);
+	ok(access(path, F_OK) != 0, "no temporary claims file left");
+	snprintf(path, sizeof(path), "%s/" MARKER_FILE, state);
+
+	/* Nothing claimed: nothing touched (not even looked for), marker removed. */
+	ok(marker_recover(state) == 0, "recovery with nothing claimed leaves all alone");
+	ok(access(path, F_OK) != 0 && access(cpath, F_OK) != 0, "marker and claims removed");
+
+	/* Entry 1 claimed, but not found: the marker is kept. */
+	ok(marker_write(state, &plan, "req-1", &err) == 0, "marker written again: %s", err.msg);
+	plan.claimed[1] = 1;
+	ok(marker_recover(state) == -1, "recovery with an unresolved claimed entry fails");
+	ok(access(path, F_OK) == 0 && access(cpath, F_OK) == 0, "marker and claims kept");
+	plan.claimed[1] = 0;
+
+	/* Claims file missing: everything listed is thawed (looked for). */
+	ok(marker_write(state, &plan, "req-1", &err) == 0, "marker written again: %s", err.msg);
+	unlink(cpath);
+	ok(marker_recover(state) == -1, "no claims file: every entry is looked for (unresolved)");
+	/* Claims file of the wrong size: the same. */
+	ok(marker_write(state, &plan, "req-1", &err) == 0, "marker written again: %s", err.msg);
+	ok(truncate(cpath, 100) == 0 && marker_recover(state) == -1,
+	   "a claims file of the wrong size counts as none");
+
+	/* state_dir cannot host the claims file: anonymous claims, the marker without. */
+	snprintf(tmpc, sizeof(tmpc), "%s/" CLAIMS_FILE ".tmp", state);
+	unlink(cpath);
+	ok(mkdir(tmpc, 0700) == 0, "a directory in the way of the claims file");
+	ok(marker_write(state, &plan, "req-3", &err) == 0, "marker written anyway: %s", err.msg);
+	read_file(path, text, sizeof(text));
+	ok(plan.claimed == NULL && strstr(text, "\nclaims ") == NULL && access(cpath, F_OK) != 0,
+	   "no claims file: the marker names none, the plan maps its own later");
+	rmdir(tmpc);
+	ok(marker_recover(state) == -1, "recovery without claims looks for every entry");
 
 	/* Nothing listed is found: nothing touched, the marker is kept. */
 	ok(marker_recover(state) == -1, "recovery with unresolved entries fails");
@@ -148,6 +211,8 @@ int main(void)
 	snprintf(plan.fs[0].mount_point, sizeof(plan.fs[0].mount_point), "/x\ny");
 	ok(marker_write(state, &plan, "req-2", &err) == -1, "a newline in a mount point refused");
 
+	if (plan.claimed)
+		munmap((void *)plan.claimed, FREEZE_CLAIMS_SIZE);
 	marker_set_test_paths(NULL, NULL);
 	unlink(boot);
 	unlink(mountinfo);
