@@ -57,6 +57,10 @@ install-helper: helper-all
 		install -m 0640 packaging/helper.conf.example \
 			$(DESTDIR)$(sysconfdir)/ami-snapshot/helper.conf
 	install -m 0644 packaging/helper.conf.example $(DESTDIR)$(sysconfdir)/ami-snapshot/
+	# The EC2 worker's own system user (worker_user in the example config).
+	test -n "$(DESTDIR)" || getent passwd ami-snapshot >/dev/null || \
+		useradd --system --user-group --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin ami-snapshot
 
 clean: helper-clean
 helper-clean:

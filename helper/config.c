@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
+#include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,6 +297,46 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
 	return 1;
 }
 
+/*
+ * The EC2 worker parses what the network sends: its user must not be able to
+ * do what the helper guards.  Not root's group, not a user allowed to
+ * connect, not in socket_group (it could connect and freeze).
+ */
+static int check_worker_user(const struct helper_config *c, struct amis_err *err)
+{
+	struct passwd *pw = getpwnam(c->worker_user);
+	struct group *gr = c->socket_group ? getgrnam(c->socket_group) : NULL;
+	size_t i;
+
+	if (!pw)
+		return err_set(err, "HelperConfig", "worker_user: no such user \"%s\"",
+		               c->worker_user);
+	if (pw->pw_uid == 0 || pw->pw_gid == 0)
+		return err_set(err, "HelperConfig",
+		               "worker_user \"%s\" has root's uid or group: the EC2 worker parses "
+		               "what the network sends",
+		               c->worker_user);
+	for (i = 0; i < c->n_allowed_uids; i++)
+		if (c->allowed_uids[i] == pw->pw_uid)
+			return err_set(
+			    err, "HelperConfig",
+			    "worker_user \"%s\" is in allowed_users: the EC2 worker must "
+			    "not be able to ask the helper to freeze",
+			    c->worker_user);
+	if (gr && gr->gr_gid == pw->pw_gid)
+		return err_set(err, "HelperConfig",
+		               "worker_user \"%s\"'s group is socket_group: the EC2 worker must "
+		               "not be able to connect to the helper",
+		               c->worker_user);
+	for (i = 0; gr && gr->gr_mem && gr->gr_mem[i]; i++)
+		if (!strcmp(gr->gr_mem[i], c->worker_user))
+			return err_set(err, "HelperConfig",
+			               "worker_user \"%s\" is a member of socket_group: the EC2 "
+			               "worker must not be able to connect to the helper",
+			               c->worker_user);
+	return 0;
+}
+
 static int finish(struct parse_ctx *pc, int rc, const char *where)
 {
 	if (pc->failed)
@@ -305,7 +346,7 @@ static int finish(struct parse_ctx *pc, int rc, const char *where)
 		               strerror(errno));
 	if (rc > 0)
 		return err_set(pc->err, "HelperConfig", "%s line %d: syntax error", where, rc);
-	return 0;
+	return check_worker_user(pc->c, pc->err);
 }
 
 int config_load_file(struct helper_config *c, const char *path, struct amis_err *err)

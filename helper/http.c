@@ -8,6 +8,7 @@
 #include "http.h"
 
 #include <ctype.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -316,6 +317,15 @@ static CURLcode perform_multi(struct http_client *c, CURL *h, bool *aborted)
 	int running = 1, queued;
 
 	*aborted = false;
+	/* Abandoned before it was even sent: do not send it. */
+	if (c->abort_fd >= 0) {
+		struct pollfd p = {.fd = c->abort_fd, .events = POLLIN};
+
+		if (poll(&p, 1, 0) > 0) {
+			*aborted = true;
+			return CURLE_ABORTED_BY_CALLBACK;
+		}
+	}
 	if (curl_multi_add_handle(c->multi, h) != CURLM_OK)
 		return CURLE_FAILED_INIT;
 	for (;;) {

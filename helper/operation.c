@@ -68,6 +68,7 @@ struct operation {
 	struct conn *owner;
 	char request_id[65];
 	char name[257];
+	char instance_id[65]; /* a copy: the worker's is gone if it is replaced */
 	bool freeze;
 	char system_id[33];
 	char pg_version[17];
@@ -556,7 +557,7 @@ static void fill_request(struct helper *h, struct operation *op, struct ec2_crea
 	memset(r, 0, sizeof(*r));
 	snprintf(desc, descsz, "ami_snapshot %s (request %s)", op->name, op->request_id);
 	snprintf(tlbuf, tlsz, "%u", op->timeline);
-	r->instance_id = worker_instance_id(h->worker);
+	r->instance_id = op->instance_id;
 	r->description = desc;
 	r->exclude_boot_volume = op->exclude_boot;
 	r->exclude_volume_ids = (const char *const *)op->exclude_ids;
@@ -685,6 +686,7 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 	worker_set_abort_fd(h->worker, c->fd);
 	if (worker_ready(h->worker, &err) != 0)
 		goto fail;
+	snprintf(op->instance_id, sizeof(op->instance_id), "%s", worker_instance_id(h->worker));
 	if (plan_volumes(h, op, &err) != 0)
 		goto fail;
 
@@ -793,6 +795,16 @@ static bool answer_lost(const struct amis_err *err)
  * client and tagged failed instead of being left as unexplained orphans.
  * After the thaw only.  Adds what it found (or could not find out) to err.
  */
+/* Sleeps ms while the server keeps answering other clients (status, Busy). */
+static void sleep_serving(long ms)
+{
+	long long deadline = mono_usec() + ms * 1000LL;
+	long long left;
+
+	while ((left = (deadline - mono_usec()) / 1000) > 0)
+		server_poll(NULL, 0, left > 1000 ? 1000 : (int)left);
+}
+
 /*
  * The snapshots carrying op's request-id tag, looked for twice
  * (DescribeSnapshots is eventually consistent) unless found at once.
@@ -808,7 +820,7 @@ static int lookup_by_request_tag(struct helper *h, struct operation *op,
 			/* Not while a thaw is pending: its retries must not wait for this. */
 			if (freeze_plan_any_frozen(&op->plan))
 				break;
-			poll(NULL, 0, LOST_SNAPSHOTS_RECHECK_MS);
+			sleep_serving(LOST_SNAPSHOTS_RECHECK_MS);
 		}
 		rc = worker_find_snapshots(h->worker, REQUEST_ID_TAG, op->request_id,
 		                           h->cfg->ec2_timeout_ms, found, derr);
@@ -1489,6 +1501,10 @@ static int handle_thaw(struct helper *h, struct conn *c)
 
 	if (!op)
 		return send_status(h, c, "nothing is frozen");
+	/* Root, or the client whose own operation it is. */
+	if (c->uid != 0 && !(op->owner && op->owner->uid == c->uid))
+		return send_status(h, c,
+		                   "THAW refused: only root or the operation's own user may ask");
 	log_warn("pid %ld uid %u asked for a thaw of request %s's filesystems", (long)c->pid,
 	         (unsigned)c->uid, op->request_id);
 	if (op == h->stuck) {

@@ -36,8 +36,14 @@ static struct {
 
 int conn_send(struct conn *c, const unsigned char *frame, size_t len)
 {
+	/*
+	 * Answers given from the nested pump (server_poll) may run while
+	 * filesystems are frozen: never block on a client that does not read.
+	 */
+	int flags = MSG_NOSIGNAL | (c->nonblocking ? MSG_DONTWAIT : 0);
+
 	while (len > 0) {
-		ssize_t n = send(c->fd, frame, len, MSG_NOSIGNAL);
+		ssize_t n = send(c->fd, frame, len, flags);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -315,7 +321,9 @@ static void handle_readable(struct helper *h, struct conn **slot, bool busy)
 		return;
 	}
 	c->inlen = 0;
+	c->nonblocking = busy;
 	rc = busy ? op_dispatch_busy(h, c, m) : op_dispatch(h, c, m);
+	c->nonblocking = false;
 	free(m);
 	if (rc != 0) {
 		conn_close(h, slot, "conversation ended");
@@ -419,10 +427,11 @@ int server_run(struct helper *h, int lfd, volatile sig_atomic_t *stop)
 				conn_close(h, &conns[i], "client timed out (client_timeout)");
 		}
 	}
+	/* No nested accepts while the last operations are being ended. */
+	srv.running = false;
 	for (i = 0; i < SERVER_MAX_CONNS; i++)
 		if (conns[i])
 			conn_close(h, &conns[i], "helper shutting down");
-	srv.running = false;
 	return 0;
 }
 

@@ -27,6 +27,7 @@ struct conn {
 	size_t inlen;
 	long long last_activity_us;
 	struct operation *op; /* the operation this client owns, if any */
+	bool nonblocking;     /* answering from the nested pump: never block */
 };
 
 /* Sends one frame (blocking, bounded by the socket's send timeout). */

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "protocol.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -27,8 +28,10 @@
 struct worker {
 	const struct helper_config *cfg;
 	char *config_path;
-	pid_t pid; /* 0: not running */
-	int fd;    /* -1: not running */
+	pid_t pid;    /* 0: not running */
+	int fd;       /* -1: not running */
+	pid_t zombie; /* killed, not reaped yet (never waited for while frozen) */
+	bool in_call; /* a call is in flight: no other may start (nested pump) */
 	uint32_t seq;
 	int abort_fd; /* -1: none */
 	char instance_id[65];
@@ -75,11 +78,33 @@ static void describe_status(int status, char *buf, size_t sz)
 		snprintf(buf, sz, "ended");
 }
 
+static pid_t waitpid_eintr(pid_t pid, int *status, int flags)
+{
+	pid_t r;
+
+	do
+		r = waitpid(pid, status, flags);
+	while (r < 0 && errno == EINTR);
+	return r;
+}
+
+/* Reaps a worker killed earlier, if it is gone by now. */
+static void reap_zombie(struct worker *w)
+{
+	int status;
+
+	if (w->zombie && waitpid_eintr(w->zombie, &status, WNOHANG) != 0)
+		w->zombie = 0;
+}
+
 /*
- * Ends the worker: closes the socketpair, then (kill: at once, else after
- * up to a second) SIGKILL, and reaps it.  Fills how it ended into how.
+ * Ends the worker: closes the socketpair and SIGKILLs it, waiting at most
+ * STOP_WAIT_MS for it to be reapable (this may run while filesystems are
+ * frozen: a worker stuck in D state is reaped later).  Fills how it ended
+ * into how.
  */
-static void stop_worker(struct worker *w, bool kill_now, char *how, size_t howsz)
+#define STOP_WAIT_MS 20
+static void stop_worker(struct worker *w, char *how, size_t howsz)
 {
 	int status = 0, i;
 	pid_t r = 0;
@@ -91,26 +116,37 @@ static void stop_worker(struct worker *w, bool kill_now, char *how, size_t howsz
 	w->fd = -1;
 	if (!w->pid)
 		return;
-	for (i = 0; !kill_now && i < 100; i++) {
-		r = waitpid(w->pid, &status, WNOHANG);
-		if (r != 0)
-			break;
-		poll(NULL, 0, 10);
-	}
-	if (r == 0) {
-		kill(w->pid, SIGKILL);
-		r = waitpid(w->pid, &status, 0);
+	/* Gone already (it closed the socketpair)?  Then its status tells why. */
+	for (i = 0; i < STOP_WAIT_MS && (r = waitpid_eintr(w->pid, &status, WNOHANG)) == 0; i++) {
+		if (i == 0)
+			kill(w->pid, SIGKILL);
+		poll(NULL, 0, 1);
 	}
 	if (r == w->pid && how)
 		describe_status(status, how, howsz);
+	else if (r == 0)
+		w->zombie = w->pid; /* reaped later */
+	if (r == w->pid && WIFEXITED(status) && WEXITSTATUS(status) == 127 && how)
+		snprintf(how, howsz, "could not be started (exec of /proc/self/exe failed)");
 	w->pid = 0;
 }
 
 void worker_free(struct worker *w)
 {
+	int status;
+
 	if (!w)
 		return;
-	stop_worker(w, false, NULL, 0);
+	/* At exit: end of file lets it exit on its own; then SIGKILL. */
+	if (w->fd >= 0) {
+		close(w->fd);
+		w->fd = -1;
+		if (w->pid)
+			poll(NULL, 0, 50);
+	}
+	stop_worker(w, NULL, 0);
+	if (w->zombie)
+		waitpid_eintr(w->zombie, &status, 0);
 	free(w->config_path);
 	free(w);
 }
@@ -152,17 +188,35 @@ int worker_start(struct worker *w, struct amis_err *err)
 }
 
 /* The worker is gone or broken: reap it and say so in err. */
-static int worker_lost(struct worker *w, const char *what, bool kill_now, struct amis_err *err)
+static int worker_lost(struct worker *w, const char *what, struct amis_err *err)
 {
 	char how[96];
 	pid_t pid = w->pid;
 
-	stop_worker(w, kill_now, how, sizeof(how));
+	stop_worker(w, how, sizeof(how));
 	log_error("EC2 worker (pid %ld) %s: %s", (long)pid, how, what);
 	return err_set(err, "WorkerDied",
-	               "the EC2 worker (pid %ld) %s (%s); the EC2 call may have been made; a "
-	               "new worker is started for the next call",
+	               "the EC2 worker (pid %ld) %s (%s; see the helper's log); an EC2 call "
+	               "in flight may have been made; a new worker is started for the next call",
 	               (long)pid, how, what);
+}
+
+/*
+ * What the worker says is untrusted: an error code outside [A-Za-z0-9._-]
+ * becomes WorkerError, control characters in the message become spaces.
+ */
+static void sanitize_error(struct amis_err *err)
+{
+	size_t i;
+
+	for (i = 0; err->code[i]; i++)
+		if (!isalnum((unsigned char)err->code[i]) && !strchr("._-", err->code[i]))
+			break;
+	if (err->code[i] || !err->code[0])
+		snprintf(err->code, sizeof(err->code), "WorkerError");
+	for (i = 0; err->msg[i]; i++)
+		if ((unsigned char)err->msg[i] < 0x20 || err->msg[i] == 0x7f)
+			err->msg[i] = ' ';
 }
 
 /* Tells the worker to drop call seq; its late answer is skipped. */
@@ -191,7 +245,7 @@ static int do_poll(struct worker *w, struct pollfd *fds, nfds_t n, int timeout_m
  * answer, decoded into w->reply.  Returns 0 for W_OK, -1 with err for
  * W_ERROR and for every way of not getting an answer.
  */
-static int call(struct worker *w, size_t len, long wait_ms, struct amis_err *err)
+static int call_once(struct worker *w, size_t len, long wait_ms, struct amis_err *err)
 {
 	int abort_fd = w->abort_fd;
 	uint32_t seq = w->seq;
@@ -202,7 +256,7 @@ static int call(struct worker *w, size_t len, long wait_ms, struct amis_err *err
 		return err_set(err, "RequestTooLarge",
 		               "the EC2 request does not fit in one frame to the worker");
 	if (send(w->fd, w->buf, len, MSG_NOSIGNAL) != (ssize_t)len)
-		return worker_lost(w, "could not send it a request", true, err);
+		return worker_lost(w, "could not send it a request", err);
 	for (;;) {
 		struct pollfd fds[2] = {{w->fd, POLLIN, 0}, {abort_fd, POLLIN, 0}};
 		long long left = deadline - mono_usec();
@@ -211,7 +265,7 @@ static int call(struct worker *w, size_t len, long wait_ms, struct amis_err *err
 		int rc;
 
 		if (left <= 0) {
-			worker_lost(w, "it did not answer in time", true, err);
+			worker_lost(w, "it did not answer in time", err);
 			return err_set(
 			    err, "Timeout",
 			    "the EC2 worker did not answer within %ld ms and was killed; "
@@ -221,7 +275,7 @@ static int call(struct worker *w, size_t len, long wait_ms, struct amis_err *err
 		rc = do_poll(w, fds, abort_fd >= 0 ? 2 : 1,
 		             left > 1000000 ? 1000 : (int)(left / 1000) + 1);
 		if (rc < 0 && errno != EINTR)
-			return worker_lost(w, "poll failed", true, err);
+			return worker_lost(w, "poll failed", err);
 		code = w->waiter.abandon ? w->waiter.abandon(w->waiter.arg) : NULL;
 		if (code || (abort_fd >= 0 && fds[1].revents)) {
 			abandon(w, seq);
@@ -235,12 +289,15 @@ static int call(struct worker *w, size_t len, long wait_ms, struct amis_err *err
 		}
 		if (rc <= 0 || !fds[0].revents)
 			continue;
-		n = recv(w->fd, w->buf, sizeof(w->buf), MSG_DONTWAIT);
+		n = recv(w->fd, w->buf, sizeof(w->buf), MSG_DONTWAIT | MSG_TRUNC);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
+		if (n > (ssize_t)sizeof(w->buf))
+			return worker_lost(w, "it sent a frame larger than the protocol allows",
+			                   err);
 		if (n <= 0)
 			return worker_lost(w, n == 0 ? "it closed the connection" : "receive error",
-			                   false, err);
+			                   err);
 		if (amsp_decode(w->buf, (size_t)n, &w->reply, &why) != 0 ||
 		    (w->reply.type != AMSP_W_OK && w->reply.type != AMSP_W_ERROR)) {
 			char what[128];
@@ -249,7 +306,7 @@ static int call(struct worker *w, size_t len, long wait_ms, struct amis_err *err
 			         w->reply.type != AMSP_W_OK && w->reply.type != AMSP_W_ERROR
 			             ? "unexpected message type"
 			             : why);
-			return worker_lost(w, what, true, err);
+			return worker_lost(w, what, err);
 		}
 		if (amsp_u32(amsp_get(&w->reply, AMSP_T_SEQ)) != seq)
 			continue; /* the late answer of an abandoned call */
@@ -263,9 +320,21 @@ static int call(struct worker *w, size_t len, long wait_ms, struct amis_err *err
 			if (amsp_copy_str(amsp_get(&w->reply, AMSP_T_ERROR_MESSAGE), err->msg,
 			                  sizeof(err->msg)) != 0)
 				snprintf(err->msg, sizeof(err->msg), "(message too long)");
+			sanitize_error(err);
 		}
 		return -1;
 	}
+}
+
+/* One call at a time: a nested one (server_poll) is refused by begin(). */
+static int call(struct worker *w, size_t len, long wait_ms, struct amis_err *err)
+{
+	int rc;
+
+	w->in_call = true;
+	rc = call_once(w, len, wait_ms, err);
+	w->in_call = false;
+	return rc;
 }
 
 /*
@@ -278,15 +347,18 @@ static void reap_if_gone(struct worker *w)
 	char how[96];
 	pid_t pid = w->pid;
 
+	reap_zombie(w);
 	if (w->fd < 0 || poll(&p, 1, 0) <= 0 || !(p.revents & (POLLHUP | POLLERR)))
 		return;
-	stop_worker(w, false, how, sizeof(how));
+	stop_worker(w, how, sizeof(how));
 	log_error("EC2 worker (pid %ld) %s while idle; starting a new one", (long)pid, how);
 }
 
 /* Starts a request of type: starts the worker if needed, puts the next SEQ. */
 static int begin(struct worker *w, struct amsp_writer *aw, enum amsp_msg type, struct amis_err *err)
 {
+	if (w->in_call)
+		return err_set(err, "WorkerBusy", "the EC2 worker is busy with another call");
 	reap_if_gone(w);
 	if (worker_start(w, err) != 0)
 		return -1;
@@ -316,7 +388,7 @@ int worker_ready(struct worker *w, struct amis_err *err)
 	    amsp_copy_str(amsp_get(&w->reply, AMSP_T_REGION), w->region, sizeof(w->region)) != 0 ||
 	    !w->instance_id[0] || !w->region[0]) {
 		w->instance_id[0] = '\0';
-		return worker_lost(w, "its READY answer lacks the instance or region", true, err);
+		return worker_lost(w, "its READY answer lacks the instance or region", err);
 	}
 	return 0;
 }
@@ -347,11 +419,11 @@ int worker_describe_instance(struct worker *w, long timeout_ms, struct ec2_insta
 	snprintf(out->instance_id, sizeof(out->instance_id), "%.31s", w->instance_id);
 	n = amsp_count(&w->reply, AMSP_T_VOLUME_ID);
 	if (n != amsp_count(&w->reply, AMSP_T_DEVICE_NAME) || n > EC2_MAX_INSTANCE_VOLUMES)
-		return worker_lost(w, "its DescribeInstances answer is inconsistent", true, err);
+		return worker_lost(w, "its DescribeInstances answer is inconsistent", err);
 	if (amsp_get(&w->reply, AMSP_T_ROOT_DEVICE) &&
 	    amsp_copy_str(amsp_get(&w->reply, AMSP_T_ROOT_DEVICE), out->root_device_name,
 	                  sizeof(out->root_device_name)) != 0)
-		return worker_lost(w, "its root device name is too long", true, err);
+		return worker_lost(w, "its root device name is too long", err);
 	for (i = 0; i < n; i++) {
 		struct ec2_block_device *bd = &out->volumes[i];
 
@@ -359,7 +431,7 @@ int worker_describe_instance(struct worker *w, long timeout_ms, struct ec2_insta
 		                  sizeof(bd->volume_id)) != 0 ||
 		    amsp_copy_str(amsp_get_nth(&w->reply, AMSP_T_DEVICE_NAME, i), bd->device_name,
 		                  sizeof(bd->device_name)) != 0)
-			return worker_lost(w, "a volume id or device name is too long", true, err);
+			return worker_lost(w, "a volume id or device name is too long", err);
 	}
 	out->nvolumes = n;
 	return 0;
@@ -374,7 +446,7 @@ static int reply_snapshots(struct worker *w, struct ec2_snapshot_set *out, struc
 	memset(out, 0, sizeof(*out));
 	if (n != amsp_count(&w->reply, AMSP_T_SNAPSHOT_VOLUME) ||
 	    n != amsp_count(&w->reply, AMSP_T_SNAPSHOT_STATE))
-		return worker_lost(w, "its snapshot list is inconsistent", true, err);
+		return worker_lost(w, "its snapshot list is inconsistent", err);
 	if (!n)
 		return 0;
 	out->items = xcalloc(n, sizeof(*out->items));
@@ -389,7 +461,7 @@ static int reply_snapshots(struct worker *w, struct ec2_snapshot_set *out, struc
 		                  sizeof(s->state)) != 0) {
 			free(out->items);
 			out->items = NULL;
-			return worker_lost(w, "a snapshot id is too long", true, err);
+			return worker_lost(w, "a snapshot id is too long", err);
 		}
 		s->volume_size_gib = -1;
 	}
@@ -414,6 +486,17 @@ int worker_create_snapshots(struct worker *w, const struct ec2_create_snapshots_
 	struct amsp_writer aw;
 	size_t i;
 
+	/*
+	 * While frozen, never start a worker (fork, exec, IMDS...): a worker
+	 * that died since the DryRun just before fails the call at once.
+	 */
+	if (hold_log) {
+		reap_if_gone(w);
+		if (w->fd < 0)
+			return err_set(err, "WorkerDied",
+			               "the EC2 worker died just before the freeze; nothing was "
+			               "sent to EC2");
+	}
 	if (begin(w, &aw, AMSP_W_CREATE_SNAPSHOTS, err) != 0)
 		return -1;
 	amsp_put_u32(&aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
@@ -776,6 +859,7 @@ static int dispatch(struct wstate *ws)
 int worker_main(const char *config_path)
 {
 	struct wstate *ws = xcalloc(1, sizeof(*ws));
+	pid_t parent = getppid();
 	struct amis_err err;
 	const char *why;
 	int rc = 1;
@@ -803,6 +887,19 @@ int worker_main(const char *config_path)
 		log_error("%s", err.msg);
 		goto out;
 	}
+	/*
+	 * The helper's OOMScoreAdjust=-1000 is not for the process that parses
+	 * the network's input: the OOM killer may pick the worker like any other.
+	 */
+	if (geteuid() == 0) {
+		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+
+		if (fd >= 0) {
+			if (write(fd, "0", 1) != 1)
+				log_warn("could not reset oom_score_adj: %s", strerror(errno));
+			close(fd);
+		}
+	}
 	if (geteuid() == 0) {
 		if (drop_privileges(ws->cfg.worker_user, &err) != 0) {
 			log_error("%s", err.msg);
@@ -813,7 +910,7 @@ int worker_main(const char *config_path)
 	}
 	/* If the helper dies, so does the worker (also by end of file below). */
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-	if (getppid() == 1)
+	if (getppid() != parent)
 		goto out;
 	if (chdir("/") != 0)
 		goto out;

@@ -3,16 +3,17 @@
 End to end: privilege separation, and the helper serving while it waits.
 
 - The EC2 worker is a child of the helper running as `nobody` (no groups,
-  no_new_privs, not dumpable); after a snapshot the worker holds the TCP
+  no capabilities, no_new_privs, not dumpable, oom_score_adj 0, no leaked
+  descriptors); after a snapshot the worker holds the TCP
   connection to EC2 and the root helper holds none.
 - A shared credentials file only root can read works (the worker opens it
   before dropping root).
-- `--status` while frozen names the request and the frozen mounts; a second
-  ami_snapshot() during the call made while frozen gets Busy at once (it
-  returns while the first call is still frozen).
+- A second ami_snapshot() while the first waits for EC2 gets Busy at once;
+  `--status` names the request (busy, then frozen with the mounts); a
+  PREPARE while frozen gets Busy while the freeze lasts.
 - `--thaw` while frozen abandons the call: the first call fails with
-  ThawRequested, the filesystems are writable, and the snapshots EC2 made are
-  found by tag and tagged failed.
+  ThawRequested, the filesystems are writable at once, and the snapshots
+  EC2 made are found by tag and tagged failed.
 - The worker killed while idle is replaced on the next call; the worker
   killed during the call made while frozen: the call fails with WorkerDied,
   everything is thawed, the history says so, and the next call works.
@@ -35,6 +36,7 @@ from e2e import (SAME_SESSION_CHECK, check_after, last_history, log_pos,  # noqa
                  log_since, session)
 
 AKID = "AKIDPRIVSEPTEST01"
+CRED_FILE = [None]
 SECRET = "privsep-test-secret-not-logged-0123456789"
 
 
@@ -122,16 +124,24 @@ def test_identity(w):
     st = status_fields(wpid)
     nobody = 65534
     is_(st["Uid"], [str(nobody)] * 4, "worker: real, effective, saved and fs uid are nobody")
-    is_(st["Gid"][:3], [st["Gid"][0]] * 3, "worker: one gid everywhere")
-    ok(st["Gid"][0] != "0", "worker: gid is not root's")
+    is_(st["Gid"], [str(nobody)] * 4, "worker: real, effective, saved and fs gid are nobody's")
     is_(st.get("Groups", []), [], "worker: no supplementary groups")
     is_(st["NoNewPrivs"], ["1"], "worker: no_new_privs")
-    is_(st["CapEff"], ["0000000000000000"], "worker: no capabilities")
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+        is_(st[cap], ["0000000000000000"], "worker: %s empty" % cap)
     is_(status_fields(helper)["Uid"][1], "0", "the helper itself runs as root")
-    with open("/proc/%d/environ" % wpid, "rb"):
-        pass
     st_proc = os.stat("/proc/%d/environ" % wpid)
     is_(st_proc.st_uid, 0, "worker: not dumpable (its /proc files belong to root)")
+    with open("/proc/%d/oom_score_adj" % wpid) as f:
+        is_(f.read().strip(), "0", "worker: oom_score_adj reset to 0")
+    # Only stdio, the socketpair (3), the pinned credentials file and sockets.
+    leaked = []
+    for fd in os.listdir("/proc/%d/fd" % wpid):
+        target = os.readlink("/proc/%d/fd/%s" % (wpid, fd))
+        if int(fd) <= 3 or target.startswith("socket:") or target == CRED_FILE[0]:
+            continue
+        leaked.append("%s -> %s" % (fd, target))
+    is_(leaked, [], "worker: no descriptor of the root helper leaked into it")
 
     r = session(w, ["SELECT status FROM ami_snapshot('privsep-identity')"])
     ok("succeeded" in r.stdout, "a snapshot through the worker succeeds")
@@ -174,20 +184,41 @@ def slow_call_bg(w, name, latency_ms):
                    background=True)
 
 
-def test_status_busy_thaw(w):
-    pos = log_pos(w)
-    first = slow_call_bg(w, "privsep-thaw", 3000)
+def slow_frozen_call_bg(w, name, delay_ms):
+    """ami_snapshot(name) whose call made while frozen takes delay_ms (the two
+    DryRuns before it are fast)."""
+    w.emulator_control({"action": "CreateSnapshots", "fault": "slow", "delay_ms": delay_ms,
+                        "count": 1, "skip": 2})
+    return session(w, ["SELECT status FROM ami_snapshot('%s')" % name] + [SAME_SESSION_CHECK],
+                   background=True)
+
+
+def test_busy_while_waiting(w):
+    # Every EC2 call takes 4 s: the first call's PREPARE waits for EC2 while
+    # a second call comes; the helper answers it Busy then, not 4 s later.
+    first = slow_call_bg(w, "privsep-busy", 4000)
     try:
-        # The first call's PREPARE waits for its DryRun (3 s): a second call
-        # is answered Busy at once, not after the first call.
         st = wait_state(w, "busy")
-        ok(st is not None and "privsep-thaw" in st.stdout, "--status: busy, naming the request")
+        ok(st is not None and "privsep-busy" in st.stdout, "--status: busy, naming the request")
         t0 = time.time()
         second = session(w, ["SELECT status FROM ami_snapshot('privsep-second')"])
-        diag("the second call took %.2f s" % (time.time() - t0))
+        took = time.time() - t0
         ok("Busy" in second.stderr, "a second call while an EC2 call is in flight gets Busy",
            second.stderr)
-        ok(first.poll() is None, "... while the first call is still running")
+        ok(took < 3.0, "... within %.2f s, while the first call waits for a 4 s EC2 answer"
+           % took)
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    w.emulator_control({"latency_ms": 0})
+    ok("succeeded" in out, "the first call is not disturbed", err)
+
+
+def test_status_thaw(w):
+    pos = log_pos(w)
+    first = slow_frozen_call_bg(w, "privsep-thaw", 8000)
+    try:
         st = wait_state(w, "frozen")
         ok(st is not None and "state: frozen" in st.stdout, "--status reports frozen")
         is_(st.returncode if st else None, 1, "--status exits 1 while frozen")
@@ -196,11 +227,15 @@ def test_status_busy_thaw(w):
         # While frozen a second backend's own writes would wait for the thaw:
         # ask the helper directly.
         mtype, text = raw_prepare(w)
-        is_(mtype, 8, "a PREPARE while frozen gets an ERROR at once")
+        is_(mtype, 8, "a PREPARE while frozen gets an ERROR")
         ok("Busy" in text, "... Busy", text)
+        ok("state: frozen" in ask(w, "status").stdout, "... while still frozen (at once)")
+        t0 = time.time()
         t = ask(w, "thaw")
+        took = time.time() - t0
         is_(t.returncode, 0, "--thaw exits 0 once nothing is frozen")
         ok("thawed" in t.stdout, "--thaw reports thawed")
+        ok(took < 3.0, "--thaw returned after %.2f s, not at the call's end (8 s)" % took)
         diag(t.stdout.strip())
         out, err = first.communicate(timeout=60)
     finally:
@@ -215,7 +250,7 @@ def test_status_busy_thaw(w):
                    "WHERE name = 'privsep-thaw'").split("|")
     is_(h[1:3], ["failed", "ThawRequested"], "the history records ThawRequested")
     check_after(w, "after --thaw")
-    w.emulator_control({"latency_ms": 0})
+    w.emulator_reset()
     log = log_since(w, pos)
     ok("asked for a thaw" in log, "the helper logs who asked for the thaw")
     m = re.search(r"EC2 created (\d+) snapshot\(s\) despite the failure", log)
@@ -239,7 +274,7 @@ def test_worker_killed(w):
     ok(new is not None and new != wpid, "a new worker was started")
 
     pos = log_pos(w)
-    first = slow_call_bg(w, "privsep-kill", 4000)
+    first = slow_frozen_call_bg(w, "privsep-kill", 8000)
     try:
         st = wait_state(w, "frozen")
         ok(st is not None and "state: frozen" in st.stdout, "frozen before the kill")
@@ -248,8 +283,8 @@ def test_worker_killed(w):
         while w.frozen_mounts(wait=0.5) and time.time() - t0 < 10:
             pass
         thawed = time.time() - t0
-        ok(thawed < 5, "writable again %.2f s after the worker was killed while frozen "
-           "(the call took 4 s)" % thawed)
+        ok(thawed < 3, "writable again %.2f s after the worker was killed while frozen "
+           "(the call takes 8 s)" % thawed)
         out, err = first.communicate(timeout=60)
         elapsed = time.time() - t0
     finally:
@@ -263,7 +298,7 @@ def test_worker_killed(w):
                "WHERE name = 'privsep-kill'").split("|")
     is_(h, ["failed", "WorkerDied"], "the history records WorkerDied")
     ok("killed by signal 9" in log_since(w, pos), "the helper logs how the worker ended")
-    w.emulator_control({"latency_ms": 0})
+    w.emulator_reset()
     r = session(w, ["SELECT status FROM ami_snapshot('privsep-after')"])
     ok("succeeded" in r.stdout, "the next call works with a new worker", r.stderr)
 
@@ -271,6 +306,7 @@ def test_worker_killed(w):
 def main():
     cred_dir = tempfile.mkdtemp(prefix="amis-creds.", dir="/var/tmp")
     cred_file = os.path.join(cred_dir, "credentials")
+    CRED_FILE[0] = cred_file
     fd = os.open(cred_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.write(fd, ("[privsep]\naws_access_key_id = %s\naws_secret_access_key = %s\n"
                   % (AKID, SECRET)).encode())
@@ -280,7 +316,8 @@ def main():
     try:
         w = CredFileWorld(helper_conf_extra=extra)
         test_identity(w)
-        test_status_busy_thaw(w)
+        test_busy_while_waiting(w)
+        test_status_thaw(w)
         test_worker_killed(w)
     except Exception as e:
         bail(e, [w.helper_log] if w else [])

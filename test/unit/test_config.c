@@ -35,6 +35,12 @@ int main(void)
 	ok(load(&c, "[helper]\nworker_user = root\n", &err) < 0 &&
 	       strstr(err.msg, "must not be root"),
 	   "worker_user root is refused (%s)", err.msg);
+	ok(load(&c, "[helper]\nallowed_users = daemon\nworker_user = daemon\n", &err) < 0 &&
+	       strstr(err.msg, "is in allowed_users"),
+	   "worker_user in allowed_users is refused (%s)", err.msg);
+	ok(load(&c, "[helper]\nworker_user = daemon\nsocket_group = daemon\n", &err) < 0 &&
+	       strstr(err.msg, "socket_group"),
+	   "worker_user in socket_group is refused (%s)", err.msg);
 	ok(load(&c, "[helper]\nworker_user = no-such-user-here\n", &err) < 0 &&
 	       strstr(err.msg, "no such user"),
 	   "an unknown worker_user is refused (%s)", err.msg);
