@@ -68,11 +68,19 @@ helper-clean:
 	rm -rf test/results
 
 # Benchmarks (root, loop devices; see README "Performance"): the freeze
-# window against EC2 latency, and what pgbench feels during a snapshot.
+# window of ami_snapshot() against the fsfreeze + AWS CLI scripts, per EC2
+# latency and volume count, the phases of one call, the helper's memory, and
+# what pgbench feels.  Markdown on stdout; CSV files and a PNG in BENCH_OUT,
+# the PNG also in doc/.  BENCH_RUNS snapshots per cell for ami_snapshot(),
+# BENCH_BASELINE_RUNS for each script baseline (the AWS CLI is slow).
+BENCH_OUT ?= test/bench/out
+BENCH_RUNS ?= 20
+BENCH_BASELINE_RUNS ?= 5
+BENCH_PGBENCH_SECONDS ?= 60
 bench: all
-	mkdir -p bench-out
-	test/bench/freeze_window.py --latencies 0,50,200 --runs 20 --csv bench-out/freeze-window.csv
-	test/bench/pgbench_snapshot.py --seconds 30 --latency-ms 50
+	test/bench/side_by_side.py --runs $(BENCH_RUNS) --baseline-runs $(BENCH_BASELINE_RUNS) \
+		--latencies 0,50,200 --volumes 1,2,4,8 --pgbench-seconds $(BENCH_PGBENCH_SECONDS) \
+		--out $(BENCH_OUT) --doc-png doc/bench-pgbench.png
 
 # Fuzzing (clang, libFuzzer + ASan/UBSan): the helper's parsers of what it
 # reads from clients, EC2, IMDS and its files.  Builds into build/fuzz/.

@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -52,6 +53,15 @@ def run(cmd, check=True, **kw):
     return r
 
 
+def _copy_timestamped(pipe, logf):
+    """Copy the helper's output to its log, each line prefixed with the
+    time it was read ("1700000000.123456 <line>")."""
+    for line in iter(pipe.readline, b""):
+        logf.write("%.6f %s" % (time.time(), line.decode("utf-8", "replace")))
+        logf.flush()
+    pipe.close()
+
+
 class Volume:
     def __init__(self, name, vol_id, fstype, size_mb, device_name):
         self.name = name            # "data", "wal", "ts1"
@@ -68,11 +78,16 @@ class World:
     """Use as a context manager, or call close() in a finally block."""
 
     def __init__(self, layout=None, emulator_args=(), helper_conf_extra="",
-                 pg_conf_extra="", port=None, keep=False):
+                 pg_conf_extra="", port=None, keep=False, helper_log_timestamps=False):
         if os.geteuid() != 0:
             raise RuntimeError("the sandbox needs root (loop devices, mount, FIFREEZE)")
         # name, fstype: data holds PGDATA; wal holds pg_wal; ts* tablespaces.
+        # Without a "wal" entry pg_wal stays inside the data directory (one
+        # filesystem for everything, e.g. [("data", "ext4")]).
         self.layout = layout or [("data", "ext4"), ("wal", "xfs"), ("ts1", "ext4")]
+        # The helper's log lines carry no time: for the benchmarks, prefix each
+        # with the wall-clock time (time.time(), seconds) it was read at.
+        self.helper_log_timestamps = helper_log_timestamps
         self.emulator_args = list(emulator_args)
         self.helper_conf_extra = helper_conf_extra
         self.pg_conf_extra = pg_conf_extra
@@ -249,9 +264,13 @@ imds_endpoint = {self.emu_url}
         sock = self.path("run", "helper.sock")
         if os.path.exists(sock):
             os.unlink(sock)
+        out = subprocess.PIPE if self.helper_log_timestamps else logf
         self.procs["helper"] = subprocess.Popen([HELPER, "-c", self.helper_conf],
-                                                stdout=logf, stderr=subprocess.STDOUT,
+                                                stdout=out, stderr=subprocess.STDOUT,
                                                 env=env)
+        if self.helper_log_timestamps:
+            threading.Thread(target=_copy_timestamped, args=(self.procs["helper"].stdout, logf),
+                             daemon=True).start()
         deadline = time.time() + 10
         while not os.path.exists(sock):
             if self.procs["helper"].poll() is not None or time.time() > deadline:
@@ -277,11 +296,12 @@ imds_endpoint = {self.emu_url}
         os.makedirs(self.pgrun)
         os.chown(self.pgrun, self.pg_uid, self.pg_gid)
         data = self.volume("data")
-        wal = self.volume("wal")
         self.pgdata = os.path.join(data.mount, "pgdata")
+        waldir = []
+        if any(v.name == "wal" for v in self.volumes):
+            waldir = ["--waldir", os.path.join(self.volume("wal").mount, "pg_wal")]
         self.as_postgres([os.path.join(PGBIN, "initdb"), "-D", self.pgdata, "-A", "trust",
-                          "-U", "postgres", "--waldir", os.path.join(wal.mount, "pg_wal"),
-                          "--no-sync"])
+                          "-U", "postgres"] + waldir + ["--no-sync"])
         with open(os.path.join(self.pgdata, "postgresql.conf"), "a") as f:
             f.write(f"""
 port = {self.port}
