@@ -865,6 +865,8 @@ int worker_main(const char *config_path)
 	int rc = 1;
 
 	log_set_ident("ec2-worker");
+	/* exec of /proc/self/exe names it "exe": name it for ps and top. */
+	prctl(PR_SET_NAME, "amis-ec2-worker", 0, 0, 0);
 	ws->fd = WORKER_FD;
 	if (fcntl(ws->fd, F_SETFD, FD_CLOEXEC) != 0) {
 		log_error("descriptor %d is not the helper's socketpair", WORKER_FD);
