@@ -62,6 +62,13 @@ pid_t worker_pid(const struct worker *w)
 	return w->pid;
 }
 
+void worker_attach_for_test(struct worker *w, int fd, pid_t pid)
+{
+	w->fd = fd;
+	w->pid = pid;
+	w->instance_id[0] = w->region[0] = '\0';
+}
+
 void worker_set_waiter(struct worker *w, const struct worker_waiter *waiter)
 {
 	w->waiter = *waiter;

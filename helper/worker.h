@@ -67,6 +67,11 @@ void worker_set_abort_fd(struct worker *w, int fd);
 int worker_start(struct worker *w, struct amis_err *err);
 /* The worker's pid, 0 if none. */
 pid_t worker_pid(const struct worker *w);
+/*
+ * Tests only: fd is the helper's end of a socketpair whose other end the
+ * test plays the worker on (pid 0: no process to reap or kill).
+ */
+void worker_attach_for_test(struct worker *w, int fd, pid_t pid);
 
 /* Resolves instance id, region and credentials (cached by the worker). */
 int worker_ready(struct worker *w, struct amis_err *err);
