@@ -14,6 +14,8 @@ End to end: privilege separation, and the helper serving while it waits.
 - `--thaw` while frozen abandons the call: the first call fails with
   ThawRequested, the filesystems are writable at once, and the snapshots
   EC2 made are found by tag and tagged failed.
+- A worker that cannot start fails PREPARE with WorkerDied and the reason in
+  the log, without a respawn loop.
 - The worker killed while idle is replaced on the next call; the worker
   killed during the call made while frozen: the call fails with WorkerDied,
   everything is thawed, the history says so, and the next call works.
@@ -303,6 +305,40 @@ def test_worker_killed(w):
     ok("succeeded" in r.stdout, "the next call works with a new worker", r.stderr)
 
 
+def test_worker_cannot_start(w):
+    """A worker that exits at start (here: its credentials file cannot be
+    opened) fails PREPARE with a clear error, and is not respawned in a loop."""
+    loop = w.path("creds-loop")
+    os.symlink(loop, loop)  # open() fails with ELOOP: not "missing"
+    conf = open(w.helper_conf).read()
+    w.stop_helper()
+    with open(w.helper_conf, "w") as f:
+        f.write(conf.replace("credentials_file = %s" % CRED_FILE[0],
+                             "credentials_file = %s" % loop))
+    try:
+        w.start_helper()
+        time.sleep(0.5)  # the worker started with the helper has exited by now
+        pos = log_pos(w)
+        r = session(w, ["SELECT status FROM ami_snapshot('privsep-nostart')"] +
+                    [SAME_SESSION_CHECK])
+        ok("WorkerDied" in r.stderr and "exited with status 1" in r.stderr,
+           "PREPARE fails with WorkerDied, saying how the worker ended", r.stderr)
+        is_(r.stdout.split()[-2:], ["t", "t"], "no backup left running")
+        log = log_since(w, pos)
+        ok("could not open %s" % loop in log, "the helper's log has the worker's reason")
+        time.sleep(1.0)
+        starts = log_since(w, pos).count("EC2 worker started")
+        ok(starts <= 1, "no respawn loop: %d worker start(s) for one request" % starts)
+        is_(ask(w, "status").stdout.splitlines()[0], "state: idle", "the helper is idle")
+        check_after(w, "worker cannot start")
+    finally:
+        w.stop_helper()
+        with open(w.helper_conf, "w") as f:
+            f.write(conf)
+        os.unlink(loop)
+        w.start_helper()
+
+
 def main():
     cred_dir = tempfile.mkdtemp(prefix="amis-creds.", dir="/var/tmp")
     cred_file = os.path.join(cred_dir, "credentials")
@@ -319,6 +355,7 @@ def main():
         test_busy_while_waiting(w)
         test_status_thaw(w)
         test_worker_killed(w)
+        test_worker_cannot_start(w)
     except Exception as e:
         bail(e, [w.helper_log] if w else [])
     finally:
