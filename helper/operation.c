@@ -443,7 +443,10 @@ static int resolve_one(struct helper *h, struct operation *op, const struct amsp
 		ov[i].device = cfg->volume_map[i].key;
 		ov[i].volume_id = cfg->volume_map[i].value;
 	}
+	/* Grown one at a time: an entry is 25 KB, MAX_TARGETS of them 0.9 MB to zero. */
+	op->targets = xrealloc(op->targets, (op->ntargets + 1) * sizeof(*op->targets));
 	t = &op->targets[op->ntargets];
+	memset(t, 0, sizeof(*t));
 	if (volumes_resolve_path(sp, path, ov, cfg->n_volume_map, t, err) != 0)
 		return err_prefix(err, "%s \"%s\"", what, path);
 	if (!volumes_path_allowed(t->mount_point, (const char *const *)cfg->allow, cfg->n_allow,
@@ -645,7 +648,6 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 		return refuse_busy(h, c);
 
 	op = xcalloc(1, sizeof(*op));
-	op->targets = xcalloc(MAX_TARGETS, sizeof(*op->targets));
 	op->owner = c;
 	op->wd = WATCHDOG_NONE;
 	amsp_copy_str(amsp_get(m, AMSP_T_REQUEST_ID), op->request_id, sizeof(op->request_id));
