@@ -43,7 +43,9 @@ int op_dispatch(struct helper *h, struct conn *c, const struct amsp_msgview *m);
 /*
  * The same while the helper waits for its EC2 worker (server_poll): STATUS
  * and THAW are answered, PREPARE gets Busy at once, anything else closes
- * the connection.  Never calls the worker.
+ * the connection.  A THAW that makes a stuck thaw work would tag the
+ * snapshots "failed"; from inside a worker call that tag is refused
+ * (WorkerBusy, logged) instead of nesting a call.
  */
 int op_dispatch_busy(struct helper *h, struct conn *c, const struct amsp_msgview *m);
 /* The client of c vanished (or timed out) while it owned an operation. */

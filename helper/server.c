@@ -435,6 +435,15 @@ int server_run(struct helper *h, int lfd, volatile sig_atomic_t *stop)
 	return 0;
 }
 
+/* Whether a STATUS_REPLY says something is frozen. */
+static bool reply_frozen(const struct amsp_msgview *m)
+{
+	char state[33] = "";
+
+	amsp_copy_str(amsp_get(m, AMSP_T_STATE), state, sizeof(state));
+	return !strcmp(state, "frozen") || !strcmp(state, "thaw-pending");
+}
+
 /* Prints a STATUS_REPLY; returns whether something is frozen. */
 static bool print_status(const struct amsp_msgview *m)
 {
@@ -458,7 +467,7 @@ static bool print_status(const struct amsp_msgview *m)
 		amsp_copy_str(amsp_get(m, AMSP_T_REASON), reason, sizeof(reason));
 		printf("note: %s\n", reason);
 	}
-	return !strcmp(state, "frozen") || !strcmp(state, "thaw-pending");
+	return reply_frozen(m);
 }
 
 /* One STATUS or THAW exchange with the running helper; the reply into m. */
@@ -539,14 +548,9 @@ int server_ask(const struct helper_config *cfg, int type)
 		if (ask_once(cfg, AMSP_STATUS, buf, sizeof(buf), &m) != 0 ||
 		    m.type != AMSP_STATUS_REPLY)
 			return 2;
-		{
-			char state[33] = "";
-
-			amsp_copy_str(amsp_get(&m, AMSP_T_STATE), state, sizeof(state));
-			if (strcmp(state, "frozen") && strcmp(state, "thaw-pending")) {
-				printf("thawed\n");
-				return 0;
-			}
+		if (!reply_frozen(&m)) {
+			printf("thawed\n");
+			return 0;
 		}
 	}
 	print_status(&m);
