@@ -174,18 +174,6 @@ static int add_kv(struct config_kv *kv, size_t *n, const char *k, const char *v,
 	return 0;
 }
 
-static bool valid_volume_id(const char *v)
-{
-	size_t n = strlen(v), i;
-
-	if (n < 12 || n > 21 || strncmp(v, "vol-", 4) != 0)
-		return false;
-	for (i = 4; i < n; i++)
-		if (!isxdigit((unsigned char)v[i]))
-			return false;
-	return true;
-}
-
 static int handle(struct parse_ctx *pc, const char *s, const char *k, const char *v)
 {
 	struct helper_config *c = pc->c;
@@ -248,7 +236,7 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 			return err_set(err, "HelperConfig",
 			               "allow_root_filesystem must be a boolean");
 	} else if (!strcmp(s, "volumes")) {
-		if (!valid_volume_id(v))
+		if (!aws_resource_id_valid(v, "vol"))
 			return err_set(err, "HelperConfig",
 			               "[volumes] %s: \"%s\" is not an EBS volume id (vol-...)", k,
 			               v);

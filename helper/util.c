@@ -3,6 +3,7 @@
  */
 #include "util.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,6 +206,19 @@ void secure_zero(void *p, size_t n)
 
 	while (n--)
 		*v++ = 0;
+}
+
+bool aws_resource_id_valid(const char *s, const char *prefix)
+{
+	size_t n = strlen(prefix), i;
+
+	if (!s || strncmp(s, prefix, n) != 0 || s[n] != '-')
+		return false;
+	s += n + 1;
+	for (i = 0; s[i]; i++)
+		if (!isdigit((unsigned char)s[i]) && !(s[i] >= 'a' && s[i] <= 'f'))
+			return false;
+	return i == 8 || i == 17;
 }
 
 int strlcpy_checked(char *dst, const char *src, size_t dstsz)

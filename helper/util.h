@@ -65,6 +65,14 @@ void secure_zero(void *p, size_t n);
 /* Copies src into dst of size dstsz; returns -1 if it did not fit. */
 int strlcpy_checked(char *dst, const char *src, size_t dstsz);
 
+/*
+ * Whether s is an EC2 resource id with that prefix: "vol", "snap", "i",
+ * "ami", then '-' and 8 or 17 lower-case hexadecimal digits, the two forms
+ * EC2 issues.  The one rule for ids from the configuration, from device
+ * serials and from EC2's answers.
+ */
+bool aws_resource_id_valid(const char *s, const char *prefix);
+
 /* Monotonic clock in microseconds. */
 long long mono_usec(void);
 

@@ -548,18 +548,7 @@ int volumes_resolve_path(const struct sys_paths *sp, const char *path,
 
 bool volumes_valid_volume_id(const char *s)
 {
-	size_t n;
-
-	if (!s || !starts_with(s, "vol-"))
-		return false;
-	s += 4;
-	n = strlen(s);
-	if (n != 8 && n != 17)
-		return false;
-	for (; *s; s++)
-		if (!isdigit((unsigned char)*s) && !(*s >= 'a' && *s <= 'f'))
-			return false;
-	return true;
+	return aws_resource_id_valid(s, "vol");
 }
 
 bool volumes_path_allowed(const char *mount_point, const char *const *allowed_prefixes, size_t n,

@@ -91,6 +91,10 @@ int main(void)
 	ok(load(&c, "[filesystems]\nallow = relative/path\n", &err) == -1,
 	   "relative allow refused");
 	ok(load(&c, "[volumes]\n/dev/sdf = snap-123\n", &err) == -1, "bad volume id refused");
+	ok(load(&c, "[volumes]\n/dev/sdf = vol-0123456789ABCDEF0\n", &err) == -1,
+	   "upper-case volume id refused, as the volume lookup would never match it");
+	ok(load(&c, "[volumes]\n/dev/sdf = vol-0123456789ab\n", &err) == -1,
+	   "12-digit volume id refused (EC2 ids have 8 or 17 digits)");
 	{
 		char text[300];
 
