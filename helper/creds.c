@@ -274,9 +274,17 @@ int creds_parse_imds_json(const char *json, size_t len, struct aws_credentials *
 		goto out;
 	}
 
-	if (json_field(o, "Code", &m, err) < 0)
-		goto out;
-	code = json_object_get_string(m);
+	/*
+	 * Code is documented but not needed: the four members below are (as in
+	 * botocore's fetcher).  When it is there, it must say Success.
+	 */
+	if (json_object_object_get_ex(o, "Code", &m) && !json_object_is_type(m, json_type_null)) {
+		if (json_field(o, "Code", &m, err) < 0)
+			goto out;
+		code = json_object_get_string(m);
+	} else {
+		code = "Success";
+	}
 	if (strcmp(code, "Success") != 0) {
 		/* Code is a status word, not a secret; quote it only if it looks like one. */
 		bool word = strlen(code) <= 40 &&

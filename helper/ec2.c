@@ -564,7 +564,79 @@ void ec2_snapshot_set_free(struct ec2_snapshot_set *s)
 	s->n = 0;
 }
 
-int ec2_parse_snapshot_set(xmlDocPtr doc, const char *state_elem, struct ec2_snapshot_set *out,
+/*
+ * What the parsers below require of EC2's answers, and why (the table in
+ * doc/ec2-parsing.md says the same).  The API reference marks nearly every
+ * member of Snapshot, SnapshotInfo, Instance and InstanceBlockDeviceMapping
+ * "Required: No", and EC2-compatible services differ in what they send, so a
+ * member is required only when the operation cannot do without it: the ids
+ * that say which snapshot belongs to which volume, and the volume ids of the
+ * instance's mapping.  Those are also checked for shape, because they are
+ * sent back to EC2, written into tags, logs and the history.  Members we
+ * only report (sizes, times, progress) are taken when they are well formed
+ * and otherwise left empty; unknown members are ignored; order and
+ * namespaces do not matter (xml.h).
+ */
+
+/* Copies an informational member when present and fitting; else leaves "". */
+static void text_if_fits(const xmlNode *node, const char *name, char *buf, size_t bufsz)
+{
+	struct amis_err ignored;
+
+	if (xml_child_text_opt(node, name, buf, bufsz, &ignored) < 0)
+		buf[0] = '\0';
+}
+
+/* A required id member of the given prefix ("snap", "vol", "i"). */
+static int id_member(const xmlNode *node, const char *name, const char *prefix, char *buf,
+                     size_t bufsz, struct amis_err *err)
+{
+	char path[256];
+
+	if (xml_child_text(node, name, buf, bufsz, err) < 0)
+		return -1;
+	if (!aws_resource_id_valid(buf, prefix)) {
+		xml_path(xml_child(node, name), path, sizeof(path));
+		err_set(err, "MalformedResponse", "element %s is \"%.64s\", not a %s-... id", path,
+		        buf, prefix);
+		buf[0] = '\0';
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * A snapshot's state: a lower-case word.  CreateSnapshots items carry
+ * <state> and DescribeSnapshots items <status>; either is taken.
+ */
+static int state_member(const xmlNode *item, const char *absent_state, char *buf, size_t bufsz,
+                        struct amis_err *err)
+{
+	xmlNodePtr c = xml_child(item, "state");
+	char path[256];
+	size_t i;
+
+	if (!c)
+		c = xml_child(item, "status");
+	if (xml_text(c, buf, bufsz, err) < 0)
+		return -1;
+	if (!buf[0]) {
+		snprintf(buf, bufsz, "%s", absent_state);
+		return 0;
+	}
+	for (i = 0; buf[i]; i++) {
+		if (!(buf[i] >= 'a' && buf[i] <= 'z') && buf[i] != '-') {
+			xml_path(c, path, sizeof(path));
+			err_set(err, "MalformedResponse", "element %s is \"%.32s\", not a state",
+			        path, buf);
+			buf[0] = '\0';
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int ec2_parse_snapshot_set(xmlDocPtr doc, const char *absent_state, struct ec2_snapshot_set *out,
                            struct amis_err *err)
 {
 	xmlNodePtr root = xml_root(doc), it;
@@ -572,24 +644,24 @@ int ec2_parse_snapshot_set(xmlDocPtr doc, const char *state_elem, struct ec2_sna
 
 	out->n = 0;
 	out->items = NULL;
-	if (!xml_child_required(root, "snapshotSet", err))
-		return -1;
+	/* No <snapshotSet> is an empty set: the caller checks what it asked for. */
 	out->n = xml_items_count(root, "snapshotSet");
 	out->items = out->n ? xcalloc(out->n, sizeof(*out->items)) : NULL;
 	for (it = xml_items_first(root, "snapshotSet"); it; it = xml_items_next(it), i++) {
 		struct ec2_snapshot_info *s = &out->items[i];
+		struct amis_err ignored;
 
-		if (xml_child_text(it, "snapshotId", s->snapshot_id, sizeof(s->snapshot_id), err) <
-		        0 ||
-		    xml_child_text(it, "volumeId", s->volume_id, sizeof(s->volume_id), err) < 0 ||
-		    xml_child_text(it, state_elem, s->state, sizeof(s->state), err) < 0 ||
-		    xml_child_ll_opt(it, "volumeSize", -1, &s->volume_size_gib, err) < 0 ||
-		    xml_child_text_opt(it, "startTime", s->start_time, sizeof(s->start_time), err) <
-		        0 ||
-		    xml_child_text_opt(it, "progress", s->progress, sizeof(s->progress), err) < 0) {
+		if (id_member(it, "snapshotId", "snap", s->snapshot_id, sizeof(s->snapshot_id),
+		              err) < 0 ||
+		    id_member(it, "volumeId", "vol", s->volume_id, sizeof(s->volume_id), err) < 0 ||
+		    state_member(it, absent_state, s->state, sizeof(s->state), err) < 0) {
 			ec2_snapshot_set_free(out);
 			return -1;
 		}
+		if (xml_child_ll_opt(it, "volumeSize", -1, &s->volume_size_gib, &ignored) < 0)
+			s->volume_size_gib = -1;
+		text_if_fits(it, "startTime", s->start_time, sizeof(s->start_time));
+		text_if_fits(it, "progress", s->progress, sizeof(s->progress));
 	}
 	return 0;
 }
@@ -600,6 +672,7 @@ static int parse_block_devices(xmlNodePtr inst, struct ec2_instance_info *out, s
 
 	for (it = xml_items_first(inst, "blockDeviceMapping"); it; it = xml_items_next(it)) {
 		struct ec2_block_device *bd;
+		struct amis_err ignored;
 
 		ebs = xml_child(it, "ebs");
 		if (!ebs)
@@ -609,13 +682,15 @@ static int parse_block_devices(xmlNodePtr inst, struct ec2_instance_info *out, s
 			               "instance %s has more than %d EBS volumes", out->instance_id,
 			               EC2_MAX_INSTANCE_VOLUMES);
 		bd = &out->volumes[out->nvolumes];
-		if (xml_child_text(it, "deviceName", bd->device_name, sizeof(bd->device_name),
-		                   err) < 0 ||
-		    xml_child_text(ebs, "volumeId", bd->volume_id, sizeof(bd->volume_id), err) <
-		        0 ||
-		    xml_child_bool_opt(ebs, "deleteOnTermination", false,
-		                       &bd->delete_on_termination, err) < 0)
+		/* The volume id decides what is snapshotted and what is excluded. */
+		if (id_member(ebs, "volumeId", "vol", bd->volume_id, sizeof(bd->volume_id), err) <
+		    0)
 			return -1;
+		/* Device names map Xen disks and tell the root volume; "" if absent. */
+		text_if_fits(it, "deviceName", bd->device_name, sizeof(bd->device_name));
+		if (xml_child_bool_opt(ebs, "deleteOnTermination", false,
+		                       &bd->delete_on_termination, &ignored) < 0)
+			bd->delete_on_termination = false;
 		out->nvolumes++;
 	}
 	return 0;
@@ -623,24 +698,25 @@ static int parse_block_devices(xmlNodePtr inst, struct ec2_instance_info *out, s
 
 static int parse_instance_node(xmlNodePtr inst, struct ec2_instance_info *out, struct amis_err *err)
 {
+	struct amis_err ignored;
+
 	memset(out, 0, sizeof(*out));
-	if (xml_child_text(inst, "instanceId", out->instance_id, sizeof(out->instance_id), err) <
+	if (id_member(inst, "instanceId", "i", out->instance_id, sizeof(out->instance_id), err) <
 	        0 ||
-	    xml_child_text(inst, "architecture", out->architecture, sizeof(out->architecture),
-	                   err) < 0 ||
-	    xml_child_text(inst, "rootDeviceType", out->root_device_type,
-	                   sizeof(out->root_device_type), err) < 0 ||
-	    xml_child_text(inst, "virtualizationType", out->virtualization_type,
-	                   sizeof(out->virtualization_type), err) < 0 ||
-	    xml_child_text_opt(inst, "rootDeviceName", out->root_device_name,
-	                       sizeof(out->root_device_name), err) < 0 ||
-	    xml_child_text_opt(inst, "imageId", out->image_id, sizeof(out->image_id), err) < 0 ||
-	    xml_child_text_opt(inst, "bootMode", out->boot_mode, sizeof(out->boot_mode), err) < 0 ||
-	    xml_child_bool_opt(inst, "enaSupport", false, &out->ena_support, err) < 0 ||
 	    parse_block_devices(inst, out, err) < 0) {
 		memset(out, 0, sizeof(*out));
 		return -1;
 	}
+	/* Informational today (the AMI methods will need them): "" if absent or odd. */
+	text_if_fits(inst, "architecture", out->architecture, sizeof(out->architecture));
+	text_if_fits(inst, "rootDeviceType", out->root_device_type, sizeof(out->root_device_type));
+	text_if_fits(inst, "virtualizationType", out->virtualization_type,
+	             sizeof(out->virtualization_type));
+	text_if_fits(inst, "rootDeviceName", out->root_device_name, sizeof(out->root_device_name));
+	text_if_fits(inst, "imageId", out->image_id, sizeof(out->image_id));
+	text_if_fits(inst, "bootMode", out->boot_mode, sizeof(out->boot_mode));
+	if (xml_child_bool_opt(inst, "enaSupport", false, &out->ena_support, &ignored) < 0)
+		out->ena_support = false;
 	return 0;
 }
 
@@ -651,13 +727,15 @@ int ec2_parse_instance(xmlDocPtr doc, const char *instance_id, struct ec2_instan
 	char id[64];
 
 	memset(out, 0, sizeof(*out));
-	if (!xml_child_required(root, "reservationSet", err))
-		return -1;
+	/* No <reservationSet>: no instance, as with an empty one. */
 	for (res = xml_items_first(root, "reservationSet"); res; res = xml_items_next(res)) {
 		for (inst = xml_items_first(res, "instancesSet"); inst;
 		     inst = xml_items_next(inst)) {
-			if (xml_child_text(inst, "instanceId", id, sizeof(id), err) < 0)
-				return -1;
+			struct amis_err ignored;
+
+			/* An item we cannot identify is not the one we asked for. */
+			if (xml_child_text(inst, "instanceId", id, sizeof(id), &ignored) < 0)
+				continue;
 			if (!instance_id || strcmp(id, instance_id) == 0)
 				return parse_instance_node(inst, out, err);
 		}
@@ -685,8 +763,8 @@ static int parse_body(const char *action, const char *body, size_t len, xmlDocPt
 	return ec2_parse_response(action, 200, body, len, NULL, false, doc, err);
 }
 
-/* A 200 body of action whose items are snapshots with their state in state_elem. */
-static int parse_snapshot_body(const char *action, const char *state_elem, const char *body,
+/* A 200 body of action whose items are snapshots. */
+static int parse_snapshot_body(const char *action, const char *absent_state, const char *body,
                                size_t len, struct ec2_snapshot_set *out, struct amis_err *err)
 {
 	xmlDocPtr doc;
@@ -696,22 +774,26 @@ static int parse_snapshot_body(const char *action, const char *state_elem, const
 	out->items = NULL;
 	if (parse_body(action, body, len, &doc, err) < 0)
 		return -1;
-	rc = ec2_parse_snapshot_set(doc, state_elem, out, err);
+	rc = ec2_parse_snapshot_set(doc, absent_state, out, err);
 	xml_free(doc);
 	return rc;
 }
 
-/* CreateSnapshots items carry <state>, DescribeSnapshots items <status>. */
+/*
+ * A CreateSnapshots answer of 200 means the snapshots exist and their point
+ * in time is fixed: an item without a state is pending.  A DescribeSnapshots
+ * item without one is of unknown state ("").
+ */
 int ec2_parse_create_snapshots(const char *body, size_t len, struct ec2_snapshot_set *out,
                                struct amis_err *err)
 {
-	return parse_snapshot_body("CreateSnapshots", "state", body, len, out, err);
+	return parse_snapshot_body("CreateSnapshots", EC2_CREATED_STATE, body, len, out, err);
 }
 
 int ec2_parse_describe_snapshots(const char *body, size_t len, struct ec2_snapshot_set *out,
                                  struct amis_err *err)
 {
-	return parse_snapshot_body("DescribeSnapshots", "status", body, len, out, err);
+	return parse_snapshot_body("DescribeSnapshots", "", body, len, out, err);
 }
 
 int ec2_parse_describe_instance(const char *body, size_t len, const char *instance_id,
@@ -766,7 +848,7 @@ int ec2_create_snapshots(struct ec2_client *c, const struct aws_credentials *cre
 		ec2_params_add(&p, "DryRun", "true");
 
 	rc = ec2_call(c, creds, "CreateSnapshots", &p, timeout_ms, 0, &doc, err);
-	if (rc == 0 && doc && ec2_parse_snapshot_set(doc, "state", out, err) < 0)
+	if (rc == 0 && doc && ec2_parse_snapshot_set(doc, EC2_CREATED_STATE, out, err) < 0)
 		rc = err_prefix(err, "EC2 CreateSnapshots");
 	xml_free(doc);
 	ec2_params_free(&p);
@@ -792,7 +874,7 @@ int ec2_describe_snapshots(struct ec2_client *c, const struct aws_credentials *c
 	for (i = 0; i < n; i++)
 		ec2_params_addf(&p, snapshot_ids[i], "SnapshotId.%zu", i + 1);
 	rc = ec2_call(c, creds, "DescribeSnapshots", &p, timeout_ms, 0, &doc, err);
-	if (rc == 0 && ec2_parse_snapshot_set(doc, "status", out, err) < 0)
+	if (rc == 0 && ec2_parse_snapshot_set(doc, "", out, err) < 0)
 		rc = err_prefix(err, "EC2 DescribeSnapshots");
 	xml_free(doc);
 	ec2_params_free(&p);
@@ -828,7 +910,7 @@ int ec2_describe_snapshots_by_tag(struct ec2_client *c, const struct aws_credent
 	ec2_params_init(&p);
 	ec2_describe_snapshots_by_tag_params(&p, key, value);
 	rc = ec2_call(c, creds, "DescribeSnapshots", &p, timeout_ms, 0, &doc, err);
-	if (rc == 0 && ec2_parse_snapshot_set(doc, "status", out, err) < 0)
+	if (rc == 0 && ec2_parse_snapshot_set(doc, "", out, err) < 0)
 		rc = err_prefix(err, "EC2 DescribeSnapshots");
 	xml_free(doc);
 	ec2_params_free(&p);

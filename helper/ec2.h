@@ -120,10 +120,13 @@ struct ec2_create_snapshots_req {
 	bool dry_run;
 };
 
+/* The state of a snapshot that a CreateSnapshots answer lists without one. */
+#define EC2_CREATED_STATE "pending"
+
 struct ec2_snapshot_info {
 	char snapshot_id[32];
 	char volume_id[32];
-	char state[16];            /* pending | completed | error | recoverable | recovering */
+	char state[16];            /* pending | completed | error | ...; "" unknown */
 	long long volume_size_gib; /* -1 if absent */
 	char start_time[40];
 	char progress[16];
@@ -200,8 +203,12 @@ int ec2_describe_instance(struct ec2_client *c, const struct aws_credentials *cr
 int ec2_parse_response(const char *action, long status, const char *body, size_t len,
                        const char *hdr_request_id, bool dry_run, xmlDocPtr *out_doc,
                        struct amis_err *err);
-/* Items of <snapshotSet>, with the state in <state_elem> ("state" or "status"). */
-int ec2_parse_snapshot_set(xmlDocPtr doc, const char *state_elem, struct ec2_snapshot_set *out,
+/*
+ * Items of <snapshotSet> (none if it is absent).  Each needs a snapshotId
+ * and a volumeId of the right shape; its state comes from <state> or
+ * <status>, absent_state when it has neither.  See doc/ec2-parsing.md.
+ */
+int ec2_parse_snapshot_set(xmlDocPtr doc, const char *absent_state, struct ec2_snapshot_set *out,
                            struct amis_err *err);
 int ec2_parse_instance(xmlDocPtr doc, const char *instance_id, struct ec2_instance_info *out,
                        struct amis_err *err);

@@ -52,12 +52,12 @@ static void parse_response(unsigned char sel, const char *body, size_t len)
 	err_clear(&err);
 	switch ((sel >> 2) & 3) {
 	case 0:
-		rc = ec2_parse_snapshot_set(doc, "state", &set, &err);
+		rc = ec2_parse_snapshot_set(doc, EC2_CREATED_STATE, &set, &err);
 		if (rc == 0)
 			ec2_snapshot_set_free(&set);
 		break;
 	case 1:
-		rc = ec2_parse_snapshot_set(doc, "status", &set, &err);
+		rc = ec2_parse_snapshot_set(doc, "", &set, &err);
 		if (rc == 0)
 			ec2_snapshot_set_free(&set);
 		break;

@@ -197,7 +197,7 @@ class Handler(BaseHTTPRequestHandler):
         items = ""
         i = 1
         while "SnapshotId.%d" % i in form:
-            items += ("<item><snapshotId>%s</snapshotId><volumeId>vol-%d</volumeId>"
+            items += ("<item><snapshotId>%s</snapshotId><volumeId>vol-%017x</volumeId>"
                       "<status>completed</status><progress>100%%</progress>"
                       "<volumeSize>8</volumeSize></item>"
                       % (escape(form["SnapshotId.%d" % i]), i))

@@ -138,8 +138,17 @@ static void test_imds_json(void)
 	struct amis_err err;
 	char *valid_json = json_with(NULL, NULL);
 	char *j;
+	/* What signing and refreshing need; Code, LastUpdated and Type are optional. */
 	static const char *const required[] = {"AccessKeyId", "SecretAccessKey", "Token",
-	                                       "Expiration", "Code"};
+	                                       "Expiration"};
+	static const char minimal[] =
+	    "{\"Expiration\":\"2026-11-26T12:34:56Z\",\"Token\":\"" TOKEN
+	    "\",\"SecretAccessKey\":\"" SECRET "\",\"AccessKeyId\":\"" KEYID "\"}";
+	static const char extra[] =
+	    "{\"Future\":{\"x\":[1,2]},\"Code\":\"Success\",\"Type\":7,"
+	    "\"AccessKeyId\":\"" KEYID "\",\"SecretAccessKey\":\"" SECRET "\",\"Token\":\"" TOKEN
+	    "\",\"Expiration\":\"2026-11-26T12:34:56Z\","
+	    "\"LastUpdated\":null}";
 
 	err_clear(&err);
 	is_int(creds_parse_imds_json(valid_json, strlen(valid_json), &c, &err), 0,
@@ -151,6 +160,19 @@ static void test_imds_json(void)
 	is_str(c.source, "imds", "source");
 	creds_clear(&c);
 	ok(all_zero(&c, sizeof(c)), "creds_clear zeroes everything");
+
+	/* Only the required members, in another order; extra and odd optional ones. */
+	err_clear(&err);
+	is_int(creds_parse_imds_json(minimal, strlen(minimal), &c, &err), 0,
+	       "minimal credentials JSON (no Code, LastUpdated, Type) parses (%s)", err.msg);
+	is_str(c.access_key_id, KEYID, "minimal: AccessKeyId");
+	is_int(c.expiration, EXP_2026, "minimal: Expiration");
+	creds_clear(&c);
+	err_clear(&err);
+	is_int(creds_parse_imds_json(extra, strlen(extra), &c, &err), 0,
+	       "credentials JSON with unknown members parses (%s)", err.msg);
+	is_str(c.session_token, TOKEN, "extra members: Token");
+	creds_clear(&c);
 
 	/* Missing fields: the message names the field. */
 	for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
@@ -753,6 +775,29 @@ static void test_identity(void)
 		ok(imds_parse_identity(bad[i].json, strlen(bad[i].json), &id, &err) == -1 &&
 		       strcmp(err.code, "ImdsError") == 0 && id.instance_id[0] == '\0',
 		   "identity document with %s is rejected (%s)", bad[i].why, err.msg);
+	}
+
+	/* Only what the helper needs (instanceId, region); members unknown and reordered. */
+	{
+		static const char minimal[] =
+		    "{\"region\":\"eu-west-1\",\"instanceId\":\"i-1234abcd\"}";
+		static const char extra[] =
+		    "{\"marketplaceProductCodes\":null,\"devpayProductCodes\":[],"
+		    "\"billingProducts\":null,\"version\":\"2017-09-30\",\"kernelId\":null,"
+		    "\"future\":{\"nested\":[1,{\"a\":true}]},\"instanceId\":\"i-"
+		    "0123456789abcdef0\","
+		    "\"region\":\"eu-central-1\",\"pendingTime\":\"2026-11-01T00:00:00Z\"}";
+
+		err_clear(&err);
+		is_int(imds_parse_identity(minimal, strlen(minimal), &id, &err), 0,
+		       "minimal identity document (instanceId, region) parses (%s)", err.msg);
+		ok(!strcmp(id.instance_id, "i-1234abcd") && !strcmp(id.region, "eu-west-1") &&
+		       id.availability_zone[0] == '\0' && id.account_id[0] == '\0',
+		   "minimal identity document: ids, optional members empty");
+		err_clear(&err);
+		is_int(imds_parse_identity(extra, strlen(extra), &id, &err), 0,
+		       "identity document with unknown and null members parses (%s)", err.msg);
+		is_str(id.instance_id, "i-0123456789abcdef0", "extra members: instanceId");
 	}
 
 	ok(imds_valid_instance_id("i-1234abcd") && imds_valid_instance_id("i-0123456789abcdef0") &&

@@ -148,6 +148,40 @@ static const char create_snapshots_ok[] =
     "    </snapshotSet>\n"
     "</CreateSnapshotsResponse>\n";
 
+/* What moto's server (5.x) answers: no <state>, members in its own order. */
+static const char create_snapshots_moto[] =
+    "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+    "<CreateSnapshotsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15\"><snapshotSet>"
+    "<item><description/><tagSet><item><key>a</key><value>b</value></item></tagSet>"
+    "<encrypted>false</encrypted><volumeId>vol-bcfe009a8386dd7de</volumeId>"
+    "<volumeSize>1</volumeSize><startTime>2026-12-02T16:27:18.000Z</startTime>"
+    "<progress>100%</progress><ownerId>123456789012</ownerId>"
+    "<snapshotId>snap-382c0e2ca5a319375</snapshotId></item></snapshotSet>"
+    "<requestId>request-id</requestId></CreateSnapshotsResponse>";
+
+/* Only what the contract needs: ids; no state, namespace or request id. */
+static const char create_snapshots_minimal[] =
+    "<CreateSnapshotsResponse><snapshotSet>"
+    "<item><snapshotId>snap-0a1b2c3d</snapshotId><volumeId>vol-0a1b2c3d</volumeId></item>"
+    "<item><volumeId>vol-0a1b2c3d4e5f60002</volumeId>"
+    "<snapshotId>snap-0a1b2c3d4e5f60002</snapshotId></item>"
+    "</snapshotSet></CreateSnapshotsResponse>";
+
+/* Members EC2 may add one day, odd informational values, another namespace. */
+static const char create_snapshots_extra[] =
+    "<CreateSnapshotsResponse xmlns=\"http://ec2.amazonaws.com/doc/2099-01-01/\">"
+    "<futureThing><item>x</item></futureThing><snapshotSet><item>"
+    "<sseType>sse-ebs</sseType><volumeSize>lots</volumeSize>"
+    "<startTime>a start time much longer than any that EC2 sends today</startTime>"
+    "<progress>one hundred per cent</progress><outpostArn/>"
+    "<status>completed</status><volumeId> vol-0a1b2c3d4e5f60003 </volumeId>"
+    "<snapshotId>snap-0a1b2c3d4e5f60003</snapshotId><availabilityZone>z</availabilityZone>"
+    "</item></snapshotSet></CreateSnapshotsResponse>";
+
+#define EMPTY_SET "<CreateSnapshotsResponse><snapshotSet/></CreateSnapshotsResponse>"
+#define NO_SET "<CreateSnapshotsResponse><requestId>r</requestId></CreateSnapshotsResponse>"
+#define NO_RESERVATIONS "<DescribeInstancesResponse/>"
+
 static void test_create_snapshots(void)
 {
 	struct ec2_snapshot_set set;
@@ -155,33 +189,41 @@ static void test_create_snapshots(void)
 	const char *prefixed =
 	    "<ec2:CreateSnapshotsResponse xmlns:ec2=\"urn:ec2\"><ec2:snapshotSet>"
 	    "<ec2:item><ec2:state>pending</ec2:state>"
-	    "<ec2:snapshotId>snap-1</ec2:snapshotId>"
-	    "<ec2:volumeId>vol-1</ec2:volumeId></ec2:item></ec2:snapshotSet>"
+	    "<ec2:snapshotId>snap-00000001</ec2:snapshotId>"
+	    "<ec2:volumeId>vol-00000001</ec2:volumeId></ec2:item></ec2:snapshotSet>"
 	    "<ec2:requestId>r</ec2:requestId></ec2:CreateSnapshotsResponse>";
+	/* Strict where it protects us: ids and their shape, the document. */
 	const char *bodies[] = {
-	    "<CreateSnapshotsResponse><snapshotSet/></CreateSnapshotsResponse>",
-	    "<CreateSnapshotsResponse><requestId>r</requestId></CreateSnapshotsResponse>",
-	    "<CreateSnapshotsResponse><snapshotSet><item><volumeId>vol-1</volumeId>"
+	    "<CreateSnapshotsResponse><snapshotSet><item><volumeId>vol-00000001</volumeId>"
+	    "<state>pending</state></item></snapshotSet></CreateSnapshotsResponse>",
+	    "<CreateSnapshotsResponse><snapshotSet><item><snapshotId>snap-00000001</snapshotId>"
 	    "<state>pending</state></item></snapshotSet></CreateSnapshotsResponse>",
 	    "<CreateSnapshotsResponse><snapshotSet><item><snapshotId>snap-1</snapshotId>"
-	    "<volumeId>vol-1</volumeId><status>pending</status></item></snapshotSet>"
-	    "</CreateSnapshotsResponse>",
-	    "<CreateSnapshotsResponse><snapshotSet><item><snapshotId>snap-1</snapshotId>"
-	    "<volumeId>vol-1</volumeId><state>pending</state><volumeSize>big</volumeSize>"
-	    "</item></snapshotSet></CreateSnapshotsResponse>",
+	    "<volumeId>vol-00000001</volumeId></item></snapshotSet></CreateSnapshotsResponse>",
+	    "<CreateSnapshotsResponse><snapshotSet><item><snapshotId>snap-00000001</snapshotId>"
+	    "<volumeId>vol-0000000G</volumeId></item></snapshotSet></CreateSnapshotsResponse>",
+	    "<CreateSnapshotsResponse><snapshotSet><item><snapshotId>snap-0A1B2C3D</snapshotId>"
+	    "<volumeId>vol-00000001</volumeId></item></snapshotSet></CreateSnapshotsResponse>",
+	    "<CreateSnapshotsResponse><snapshotSet><item><snapshotId>vol-00000001</snapshotId>"
+	    "<volumeId>vol-00000001</volumeId></item></snapshotSet></CreateSnapshotsResponse>",
 	    "<CreateSnapshotsResponse><snapshotSet><item><snapshotId>"
-	    "snap-0123456789abcdef0123456789abcdef</snapshotId><volumeId>vol-1</volumeId>"
-	    "<state>pending</state></item></snapshotSet></CreateSnapshotsResponse>",
+	    "snap-0123456789abcdef0123456789abcdef</snapshotId><volumeId>vol-00000001</volumeId>"
+	    "</item></snapshotSet></CreateSnapshotsResponse>",
+	    "<CreateSnapshotsResponse><snapshotSet><item><snapshotId>snap-00000001</snapshotId>"
+	    "<volumeId>vol-00000001</volumeId><state>Pending!</state></item></snapshotSet>"
+	    "</CreateSnapshotsResponse>",
 	    "<DescribeSnapshotsResponse><snapshotSet/></DescribeSnapshotsResponse>",
 	    "<CreateSnapshotsResponse><snapshotSet><item><snapshotId>snap-1</snap",
 	};
 	const char *why[] = {
-	    "empty set: ok",
-	    "no snapshotSet",
 	    "item without snapshotId",
-	    "item with <status> instead of <state>",
-	    "volumeSize not a number",
+	    "item without volumeId",
+	    "snapshot id of the wrong shape (snap-1)",
+	    "volume id with a non-hex digit",
+	    "upper-case snapshot id",
+	    "a volume id as snapshot id",
 	    "snapshot id too long",
+	    "state that is not a word",
 	    "another action's response",
 	    "truncated",
 	};
@@ -207,30 +249,84 @@ static void test_create_snapshots(void)
 	ec2_snapshot_set_free(&set);
 	is_int(set.n, 0, "set freed");
 
+	/* moto's answer, which has no <state>: the snapshot exists, so it is pending. */
+	err_clear(&err);
+	is_int(ec2_parse_create_snapshots(create_snapshots_moto, strlen(create_snapshots_moto),
+	                                  &set, &err),
+	       0, "moto's answer without <state>: parses (%s)", err.msg);
+	is_int(set.n, 1, "moto's answer: one snapshot");
+	if (set.n == 1) {
+		is_str(set.items[0].snapshot_id, "snap-382c0e2ca5a319375", "moto: snapshotId last");
+		is_str(set.items[0].volume_id, "vol-bcfe009a8386dd7de", "moto: volumeId");
+		is_str(set.items[0].state, "pending", "moto: no state is pending");
+		is_str(set.items[0].progress, "100%", "moto: progress");
+	}
+	ec2_snapshot_set_free(&set);
+
+	err_clear(&err);
+	is_int(ec2_parse_create_snapshots(create_snapshots_minimal,
+	                                  strlen(create_snapshots_minimal), &set, &err),
+	       0, "minimal answer (ids only): parses (%s)", err.msg);
+	is_int(set.n, 2, "minimal answer: two snapshots");
+	if (set.n == 2) {
+		is_str(set.items[0].snapshot_id, "snap-0a1b2c3d", "minimal: 8-digit snapshot id");
+		is_str(set.items[0].volume_id, "vol-0a1b2c3d", "minimal: 8-digit volume id");
+		is_str(set.items[0].state, "pending", "minimal: pending");
+		is_int(set.items[0].volume_size_gib, -1, "minimal: no size");
+		is_str(set.items[1].snapshot_id, "snap-0a1b2c3d4e5f60002", "minimal: item 1");
+		is_str(set.items[1].state, "pending", "minimal: item 1 pending");
+	}
+	ec2_snapshot_set_free(&set);
+
+	err_clear(&err);
+	is_int(ec2_parse_create_snapshots(create_snapshots_extra, strlen(create_snapshots_extra),
+	                                  &set, &err),
+	       0, "extra members, odd informational values: parses (%s)", err.msg);
+	is_int(set.n, 1, "extra members: one snapshot");
+	if (set.n == 1) {
+		is_str(set.items[0].snapshot_id, "snap-0a1b2c3d4e5f60003", "extra: snapshotId");
+		is_str(set.items[0].volume_id, "vol-0a1b2c3d4e5f60003", "extra: id trimmed");
+		is_str(set.items[0].state, "completed", "extra: <status> taken as the state");
+		is_int(set.items[0].volume_size_gib, -1, "extra: volumeSize 'lots' ignored");
+		is_str(set.items[0].start_time, "", "extra: over-long startTime ignored");
+		is_str(set.items[0].progress, "", "extra: over-long progress ignored");
+	}
+	ec2_snapshot_set_free(&set);
+
 	is_int(ec2_parse_create_snapshots(prefixed, strlen(prefixed), &set, &err), 0,
 	       "prefixed namespace: parses");
 	is_int(set.n, 1, "prefixed namespace: one item");
-	is_str(set.n ? set.items[0].snapshot_id : "", "snap-1", "prefixed namespace: id");
+	is_str(set.n ? set.items[0].snapshot_id : "", "snap-00000001", "prefixed namespace: id");
 	ec2_snapshot_set_free(&set);
 
-	for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
-		int want = i == 0 ? 0 : -1;
+	/* No set, or an empty one: success with nothing; the caller checks the count. */
+	is_int(ec2_parse_create_snapshots(EMPTY_SET, strlen(EMPTY_SET), &set, &err), 0,
+	       "empty snapshotSet: parses");
+	is_int(set.n, 0, "empty snapshotSet: no snapshot");
+	ec2_snapshot_set_free(&set);
+	is_int(ec2_parse_create_snapshots(NO_SET, strlen(NO_SET), &set, &err), 0,
+	       "no snapshotSet: parses");
+	ok(set.n == 0 && set.items == NULL, "no snapshotSet: no snapshot");
 
+	for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
 		err_clear(&err);
-		is_int(ec2_parse_create_snapshots(bodies[i], strlen(bodies[i]), &set, &err), want,
-		       "CreateSnapshots %s", why[i]);
-		if (want)
-			is_str(err.code, "MalformedResponse", "CreateSnapshots %s: code (%s)",
-			       why[i], err.msg);
-		ok(want || (set.n == 0 && set.items == NULL), "CreateSnapshots %s: empty result",
-		   why[i]);
+		is_int(ec2_parse_create_snapshots(bodies[i], strlen(bodies[i]), &set, &err), -1,
+		       "CreateSnapshots %s: fails", why[i]);
+		is_str(err.code, "MalformedResponse", "CreateSnapshots %s: code (%s)", why[i],
+		       err.msg);
+		ok(set.n == 0 && set.items == NULL, "CreateSnapshots %s: empty result", why[i]);
 		ec2_snapshot_set_free(&set);
 	}
-	/* The missing element is named. */
-	ec2_parse_create_snapshots(bodies[2], strlen(bodies[2]), &set, &err);
+	/* The missing or odd element is named. */
+	ec2_parse_create_snapshots(bodies[0], strlen(bodies[0]), &set, &err);
 	is_str(err.msg,
 	       "response lacks element <snapshotId> in CreateSnapshotsResponse/snapshotSet/item",
 	       "missing snapshotId: message");
+	ec2_parse_create_snapshots(bodies[2], strlen(bodies[2]), &set, &err);
+	is_str(err.msg,
+	       "element CreateSnapshotsResponse/snapshotSet/item/snapshotId is \"snap-1\", not a "
+	       "snap-... id",
+	       "odd snapshot id: message");
 }
 
 static void test_describe_snapshots(void)
@@ -238,17 +334,26 @@ static void test_describe_snapshots(void)
 	static const char body[] =
 	    "<DescribeSnapshotsResponse " NS ">"
 	    "<requestId>r-1</requestId><snapshotSet>"
-	    "<item><snapshotId>snap-1</snapshotId><volumeId>vol-1</volumeId>"
+	    "<item><snapshotId>snap-00000001</snapshotId><volumeId>vol-00000001</volumeId>"
 	    "<status>completed</status><startTime>2024-05-01T10:00:00.000Z</startTime>"
 	    "<progress>100%</progress><ownerId>1</ownerId><volumeSize>8</volumeSize>"
 	    "<description>x</description><encrypted>true</encrypted></item>"
 	    "<item><progress>42%</progress><status>pending</status>"
-	    "<volumeId>vol-2</volumeId><snapshotId>snap-2</snapshotId></item>"
+	    "<volumeId>vol-00000002</volumeId><snapshotId>snap-00000002</snapshotId></item>"
 	    "</snapshotSet><nextToken/></DescribeSnapshotsResponse>";
 	static const char with_state[] =
-	    "<DescribeSnapshotsResponse><snapshotSet><item><snapshotId>snap-1</snapshotId>"
-	    "<volumeId>vol-1</volumeId><state>completed</state></item></snapshotSet>"
+	    "<DescribeSnapshotsResponse><snapshotSet><item><snapshotId>snap-00000001</snapshotId>"
+	    "<volumeId>vol-00000001</volumeId><state>completed</state></item></snapshotSet>"
 	    "</DescribeSnapshotsResponse>";
+	static const char minimal[] =
+	    "<DescribeSnapshotsResponse><snapshotSet><item><volumeId>vol-00000001</volumeId>"
+	    "<snapshotId>snap-00000001</snapshotId></item></snapshotSet>"
+	    "</DescribeSnapshotsResponse>";
+	static const char none[] = "<DescribeSnapshotsResponse><requestId>r</requestId>"
+	                           "</DescribeSnapshotsResponse>";
+	static const char no_volume[] =
+	    "<DescribeSnapshotsResponse><snapshotSet><item><snapshotId>snap-00000001</snapshotId>"
+	    "<status>completed</status></item></snapshotSet></DescribeSnapshotsResponse>";
 	struct ec2_snapshot_set set;
 	struct amis_err err;
 
@@ -263,9 +368,20 @@ static void test_describe_snapshots(void)
 		is_int(set.items[1].volume_size_gib, -1, "item 1: no volumeSize -> -1");
 	}
 	ec2_snapshot_set_free(&set);
-	is_int(ec2_parse_describe_snapshots(with_state, strlen(with_state), &set, &err), -1,
-	       "DescribeSnapshots: <state> is not <status>");
-	is_str(err.code, "MalformedResponse", "DescribeSnapshots: code");
+	is_int(ec2_parse_describe_snapshots(with_state, strlen(with_state), &set, &err), 0,
+	       "DescribeSnapshots: <state> is taken as well");
+	is_str(set.n ? set.items[0].state : "", "completed", "DescribeSnapshots: <state> value");
+	ec2_snapshot_set_free(&set);
+	is_int(ec2_parse_describe_snapshots(minimal, strlen(minimal), &set, &err), 0,
+	       "DescribeSnapshots minimal: parses");
+	is_str(set.n ? set.items[0].state : "?", "", "DescribeSnapshots minimal: state unknown");
+	ec2_snapshot_set_free(&set);
+	is_int(ec2_parse_describe_snapshots(none, strlen(none), &set, &err), 0,
+	       "DescribeSnapshots without snapshotSet: parses");
+	is_int(set.n, 0, "DescribeSnapshots without snapshotSet: none");
+	is_int(ec2_parse_describe_snapshots(no_volume, strlen(no_volume), &set, &err), -1,
+	       "DescribeSnapshots item without volumeId: fails");
+	is_str(err.code, "MalformedResponse", "DescribeSnapshots without volumeId: code");
 }
 
 static const char describe_instances_ok[] =
@@ -273,18 +389,18 @@ static const char describe_instances_ok[] =
     "<requestId>8f7724cf-496f-496e-8fe3-example</requestId>"
     "<reservationSet>"
     " <item><reservationId>r-1</reservationId><ownerId>1</ownerId><groupSet/>"
-    "  <instancesSet><item><instanceId>i-0other</instanceId><imageId>ami-0</imageId>"
+    "  <instancesSet><item><instanceId>i-0000000000000000a</instanceId><imageId>ami-0</imageId>"
     "   <architecture>x86_64</architecture><rootDeviceType>ebs</rootDeviceType>"
     "   <virtualizationType>hvm</virtualizationType></item></instancesSet></item>"
     " <item><reservationId>r-2</reservationId>"
     "  <instancesSet><item>"
     "   <blockDeviceMapping>"
-    "    <item><deviceName>/dev/xvda</deviceName><ebs><volumeId>vol-0root</volumeId>"
-    "     <status>attached</status><attachTime>2024-01-01T00:00:00.000Z</attachTime>"
-    "     <deleteOnTermination>true</deleteOnTermination></ebs></item>"
+    "    <item><deviceName>/dev/xvda</deviceName><ebs><volumeId>vol-0000000000000000a"
+    "     </volumeId><status>attached</status><attachTime>2024-01-01T00:00:00.000Z"
+    "     </attachTime><deleteOnTermination>true</deleteOnTermination></ebs></item>"
     "    <item><ebs><deleteOnTermination>false</deleteOnTermination>"
-    "     <volumeId>vol-0data</volumeId></ebs><deviceName>/dev/sdf</deviceName></item>"
-    "    <item><deviceName>/dev/sdg</deviceName><noDevice/></item>"
+    "     <volumeId>vol-0000000000000000b</volumeId></ebs><deviceName>/dev/sdf</deviceName>"
+    "    </item><item><deviceName>/dev/sdg</deviceName><noDevice/></item>"
     "   </blockDeviceMapping>"
     "   <instanceId>i-0123456789abcdef0</instanceId><imageId>ami-0abcdef1234567890</imageId>"
     "   <instanceState><code>16</code><name>running</name></instanceState>"
@@ -295,6 +411,14 @@ static const char describe_instances_ok[] =
     "   <tagSet><item><key>Name</key><value>db</value></item></tagSet>"
     "  </item></instancesSet></item>"
     "</reservationSet></DescribeInstancesResponse>";
+
+/* Only what the helper needs: the instance id and its volumes' ids. */
+static const char describe_instances_minimal[] =
+    "<DescribeInstancesResponse><reservationSet><item><instancesSet><item>"
+    "<blockDeviceMapping><item><ebs><volumeId>vol-0000000a</volumeId></ebs></item>"
+    "<item><ebs><volumeId>vol-0000000b</volumeId></ebs><deviceName>/dev/sdf</deviceName>"
+    "</item></blockDeviceMapping><instanceId>i-0000000a</instanceId>"
+    "</item></instancesSet></item></reservationSet></DescribeInstancesResponse>";
 
 static void test_describe_instance(void)
 {
@@ -317,61 +441,104 @@ static void test_describe_instance(void)
 	is_str(in->image_id, "ami-0abcdef1234567890", "imageId");
 	is_int(in->nvolumes, 2, "two EBS volumes (the no-device mapping is skipped)");
 	is_str(in->volumes[0].device_name, "/dev/xvda", "volume 0 device");
-	is_str(in->volumes[0].volume_id, "vol-0root", "volume 0 id");
+	is_str(in->volumes[0].volume_id, "vol-0000000000000000a", "volume 0 id (trimmed)");
 	ok(in->volumes[0].delete_on_termination, "volume 0 deleteOnTermination");
 	is_str(in->volumes[1].device_name, "/dev/sdf", "volume 1 device (reordered)");
-	is_str(in->volumes[1].volume_id, "vol-0data", "volume 1 id");
+	is_str(in->volumes[1].volume_id, "vol-0000000000000000b", "volume 1 id");
 	ok(!in->volumes[1].delete_on_termination, "volume 1 deleteOnTermination false");
 
 	is_int(ec2_parse_describe_instance(describe_instances_ok, strlen(describe_instances_ok),
-	                                   "i-0other", in, &err),
+	                                   "i-0000000000000000a", in, &err),
 	       0, "other instance: parses");
 	ok(!in->ena_support && in->boot_mode[0] == '\0' && in->root_device_name[0] == '\0' &&
 	       in->nvolumes == 0,
 	   "other instance: absent optional members are empty");
 
 	is_int(ec2_parse_describe_instance(describe_instances_ok, strlen(describe_instances_ok),
-	                                   "i-0missing", in, &err),
+	                                   "i-0000000000000000c", in, &err),
 	       -1, "unknown instance: fails");
 	is_str(err.code, "InvalidInstanceID.NotFound", "unknown instance: code");
 
+	err_clear(&err);
+	is_int(ec2_parse_describe_instance(describe_instances_minimal,
+	                                   strlen(describe_instances_minimal), "i-0000000a", in,
+	                                   &err),
+	       0, "minimal DescribeInstances (ids only): parses (%s)", err.msg);
+	is_int(in->nvolumes, 2, "minimal: two volumes");
+	is_str(in->volumes[0].volume_id, "vol-0000000a", "minimal: volume 0");
+	is_str(in->volumes[0].device_name, "", "minimal: volume 0 has no device name");
+	is_str(in->volumes[1].device_name, "/dev/sdf", "minimal: volume 1 device");
+	ok(in->architecture[0] == '\0' && in->root_device_name[0] == '\0' &&
+	       in->root_device_type[0] == '\0' && in->virtualization_type[0] == '\0',
+	   "minimal: no architecture, root device or virtualization type needed");
+
+	is_int(ec2_parse_describe_instance(NO_RESERVATIONS, strlen(NO_RESERVATIONS), "i-0000000a",
+	                                   in, &err),
+	       -1, "no reservationSet: the instance is not there");
+	is_str(err.code, "InvalidInstanceID.NotFound", "no reservationSet: code");
+
 	sb_init(&big);
 	sb_appends(&big, "<DescribeInstancesResponse><reservationSet><item><instancesSet><item>"
-	                 "<instanceId>i-1</instanceId><architecture>x86_64</architecture>"
-	                 "<rootDeviceType>ebs</rootDeviceType><virtualizationType>hvm"
-	                 "</virtualizationType><blockDeviceMapping>");
+	                 "<instanceId>i-00000001</instanceId><blockDeviceMapping>");
 	for (i = 0; i < 65; i++)
 		sb_appendf(&big,
-		           "<item><deviceName>/dev/sd%d</deviceName><ebs><volumeId>vol-%d"
+		           "<item><deviceName>/dev/sd%d</deviceName><ebs><volumeId>vol-%08x"
 		           "</volumeId></ebs></item>",
 		           i, i);
 	sb_appends(&big, "</blockDeviceMapping></item></instancesSet></item></reservationSet>"
 	                 "</DescribeInstancesResponse>");
-	is_int(ec2_parse_describe_instance(big.data, big.len, "i-1", in, &err), -1,
+	is_int(ec2_parse_describe_instance(big.data, big.len, "i-00000001", in, &err), -1,
 	       "65 volumes: fails");
 	is_str(err.code, "TooManyVolumes", "65 volumes: code");
 	sb_free(&big);
 
 	{
-		static const char no_arch[] =
-		    "<DescribeInstancesResponse><reservationSet><item><instancesSet><item>"
-		    "<instanceId>i-1</instanceId><rootDeviceType>ebs</rootDeviceType>"
-		    "<virtualizationType>hvm</virtualizationType></item></instancesSet></item>"
-		    "</reservationSet></DescribeInstancesResponse>";
 		static const char bad_bool[] =
 		    "<DescribeInstancesResponse><reservationSet><item><instancesSet><item>"
-		    "<instanceId>i-1</instanceId><architecture>x86_64</architecture>"
-		    "<rootDeviceType>ebs</rootDeviceType><virtualizationType>hvm"
-		    "</virtualizationType><enaSupport>maybe</enaSupport></item></instancesSet>"
+		    "<instanceId>i-00000001</instanceId><enaSupport>maybe</enaSupport>"
+		    "<architecture>a very long architecture name</architecture>"
+		    "<blockDeviceMapping><item><ebs><volumeId>vol-00000001</volumeId>"
+		    "<deleteOnTermination>perhaps</deleteOnTermination></ebs></item>"
+		    "</blockDeviceMapping></item></instancesSet>"
+		    "</item></reservationSet></DescribeInstancesResponse>";
+		static const char no_volume_id[] =
+		    "<DescribeInstancesResponse><reservationSet><item><instancesSet><item>"
+		    "<instanceId>i-00000001</instanceId><blockDeviceMapping><item>"
+		    "<deviceName>/dev/sdf</deviceName><ebs><status>attached</status></ebs></item>"
+		    "</blockDeviceMapping></item></instancesSet>"
+		    "</item></reservationSet></DescribeInstancesResponse>";
+		static const char bad_volume_id[] =
+		    "<DescribeInstancesResponse><reservationSet><item><instancesSet><item>"
+		    "<instanceId>i-00000001</instanceId><blockDeviceMapping><item>"
+		    "<ebs><volumeId>vol-1;rm</volumeId></ebs></item>"
+		    "</blockDeviceMapping></item></instancesSet>"
+		    "</item></reservationSet></DescribeInstancesResponse>";
+		static const char no_id_first[] =
+		    "<DescribeInstancesResponse><reservationSet><item><instancesSet>"
+		    "<item><architecture>x86_64</architecture></item>"
+		    "<item><instanceId>i-00000001</instanceId></item></instancesSet>"
 		    "</item></reservationSet></DescribeInstancesResponse>";
 
-		is_int(ec2_parse_describe_instance(no_arch, strlen(no_arch), "i-1", in, &err), -1,
-		       "no architecture: fails");
-		ok(strstr(err.msg, "<architecture>") != NULL, "no architecture: named (%s)",
-		   err.msg);
-		is_int(ec2_parse_describe_instance(bad_bool, strlen(bad_bool), "i-1", in, &err), -1,
-		       "enaSupport=maybe: fails");
-		is_str(err.code, "MalformedResponse", "enaSupport=maybe: code");
+		err_clear(&err);
+		is_int(
+		    ec2_parse_describe_instance(bad_bool, strlen(bad_bool), "i-00000001", in, &err),
+		    0, "odd informational members (enaSupport=maybe...): parses (%s)", err.msg);
+		ok(!in->ena_support && !in->volumes[0].delete_on_termination &&
+		       in->architecture[0] == '\0',
+		   "odd informational members: left at their defaults");
+		is_int(ec2_parse_describe_instance(no_volume_id, strlen(no_volume_id), "i-00000001",
+		                                   in, &err),
+		       -1, "EBS mapping without volumeId: fails");
+		ok(strstr(err.msg, "<volumeId>") != NULL, "no volumeId: named (%s)", err.msg);
+		is_int(ec2_parse_describe_instance(bad_volume_id, strlen(bad_volume_id),
+		                                   "i-00000001", in, &err),
+		       -1, "volume id of the wrong shape: fails");
+		is_str(err.code, "MalformedResponse", "volume id of the wrong shape: code");
+		err_clear(&err);
+		is_int(ec2_parse_describe_instance(no_id_first, strlen(no_id_first), "i-00000001",
+		                                   in, &err),
+		       0, "an instance item without id is passed over (%s)", err.msg);
+		is_str(in->instance_id, "i-00000001", "the item with our id is found");
 	}
 	free(in);
 }
