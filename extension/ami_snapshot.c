@@ -204,7 +204,7 @@ lsn_text(XLogRecPtr lsn)
 	return psprintf("%X/%X", LSN_FORMAT_ARGS(lsn));
 }
 
-/* A text[] literal from a list of C strings. */
+/* A text[] literal from a list of C strings (NULL pointers are NULLs). */
 static char *
 text_array_literal(List *items)
 {
@@ -219,6 +219,11 @@ text_array_literal(List *items)
 
 		if (foreach_current_index(lc) > 0)
 			appendStringInfoChar(&s, ',');
+		if (lfirst(lc) == NULL)
+		{
+			appendStringInfoString(&s, "NULL");
+			continue;
+		}
 		appendStringInfoChar(&s, '"');
 		for (p = lfirst(lc); *p; p++)
 		{
@@ -284,7 +289,90 @@ typedef struct SnapshotRun
 	double		frozen_ms;
 	bool		have_snapshots;
 	char		helper_error_code[65];	/* the helper's/EC2's code, if it failed */
+	/* What the helper's ERROR reported: snapshots EC2 made anyway, with volumes */
+	List	   *failed_snapshot_ids;
+	List	   *failed_snapshot_volumes;
+	bool		have_frozen_ms;
 } SnapshotRun;
+
+/*
+ * Keeps what the helper's ERROR said about the failed operation, for the
+ * history row: instance, region, volumes, the snapshots EC2 created anyway
+ * and how long writes were frozen.  In PG_CATCH: copies into cxt.
+ */
+static void
+remember_failure(SnapshotRun *run, const struct amsp_msgview *e, MemoryContext cxt)
+{
+	MemoryContext old;
+
+	if (!e)
+		return;
+	old = MemoryContextSwitchTo(cxt);
+	if (amsp_get(e, AMSP_T_INSTANCE_ID))
+	{
+		char		buf[65];
+
+		amsp_copy_str(amsp_get(e, AMSP_T_INSTANCE_ID), buf, sizeof(buf));
+		history_set(&run->row, HC_INSTANCE_ID, buf);
+		if (!run->instance_id)
+			run->instance_id = pstrdup(buf);
+		if (amsp_get(e, AMSP_T_REGION))
+		{
+			amsp_copy_str(amsp_get(e, AMSP_T_REGION), buf, sizeof(buf));
+			history_set(&run->row, HC_REGION, buf);
+		}
+	}
+	if (amsp_count(e, AMSP_T_VOLUME_ID) > 0)
+		run->volume_ids = strings_of(e, AMSP_T_VOLUME_ID);
+	if (amsp_count(e, AMSP_T_SNAPSHOT_ID) > 0 &&
+		amsp_count(e, AMSP_T_SNAPSHOT_ID) == amsp_count(e, AMSP_T_SNAPSHOT_VOLUME))
+	{
+		run->failed_snapshot_ids = strings_of(e, AMSP_T_SNAPSHOT_ID);
+		run->failed_snapshot_volumes = strings_of(e, AMSP_T_SNAPSHOT_VOLUME);
+	}
+	if (amsp_get(e, AMSP_T_FREEZE_USEC))
+	{
+		run->frozen_ms = amsp_u64(amsp_get(e, AMSP_T_FREEZE_USEC)) / 1000.0;
+		run->have_frozen_ms = true;
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * For the history of a failed attempt: volume_ids[i] is a volume of the
+ * operation and snapshot_ids[i] its snapshot, NULL if EC2 made none; a
+ * snapshot of a volume the helper did not ask for comes last with its
+ * volume.  Returns the two text[] literals.
+ */
+static void
+pair_failed_snapshots(SnapshotRun *run, char **volumes, char **snapshots)
+{
+	List	   *vols = list_copy(run->volume_ids);
+	List	   *snaps = NIL;
+	int			nvol = list_length(vols);
+	int			nsnap = list_length(run->failed_snapshot_ids);
+	int			i;
+	int			j;
+
+	for (i = 0; i < nvol; i++)
+	{
+		char	   *found = NULL;
+
+		for (j = 0; j < nsnap && !found; j++)
+			if (strcmp(list_nth(run->failed_snapshot_volumes, j), list_nth(vols, i)) == 0)
+				found = list_nth(run->failed_snapshot_ids, j);
+		snaps = lappend(snaps, found);
+	}
+	for (j = 0; j < nsnap; j++)
+	{
+		if (list_member_ptr(snaps, list_nth(run->failed_snapshot_ids, j)))
+			continue;
+		vols = lappend(vols, list_nth(run->failed_snapshot_volumes, j));
+		snaps = lappend(snaps, list_nth(run->failed_snapshot_ids, j));
+	}
+	*volumes = text_array_literal(vols);
+	*snapshots = text_array_literal(snaps);
+}
 
 static void
 run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *request_id)
@@ -438,6 +526,7 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 			MemoryContextSwitchTo(ecxt);
 			if (code)
 				strlcpy(run->helper_error_code, code, sizeof(run->helper_error_code));
+			remember_failure(run, helper_last_error(hc), mcxt);
 			helper_send_abort(hc, e->message ? e->message : "error");
 		}
 		helper_close(hc);
@@ -553,9 +642,29 @@ ami_snapshot(PG_FUNCTION_ARGS)
 					unpack_sql_state(edata->sqlerrcode));
 		history_set(&run->row, HC_ERROR_MESSAGE, msg.data);
 		if (run->have_snapshots)
+		{
+			/* Failed after PENDING: the set is complete, the stop did not happen. */
 			history_set(&run->row, HC_SNAPSHOT_IDS, text_array_literal(run->snapshot_ids));
+			history_set(&run->row, HC_VOLUME_IDS, text_array_literal(run->volume_ids));
+		}
+		else if (run->failed_snapshot_ids != NIL)
+		{
+			char	   *vols;
+			char	   *snaps;
+
+			pair_failed_snapshots(run, &vols, &snaps);
+			history_set(&run->row, HC_VOLUME_IDS, vols);
+			history_set(&run->row, HC_SNAPSHOT_IDS, snaps);
+		}
+		else if (run->volume_ids != NIL)
+			history_set(&run->row, HC_VOLUME_IDS, text_array_literal(run->volume_ids));
+		if (run->have_snapshots || run->have_frozen_ms)
+			history_set(&run->row, HC_FROZEN_MS, psprintf("%.3f", run->frozen_ms));
 		if (run->start_lsn != InvalidXLogRecPtr)
+		{
 			history_set(&run->row, HC_START_LSN, lsn_text(run->start_lsn));
+			history_set(&run->row, HC_TIMELINE, psprintf("%u", run->tli));
+		}
 		(void) history_write(&run->row, WARNING, NULL);
 		history_set_phase(HP_IDLE);
 		ReThrowError(edata);

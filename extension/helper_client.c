@@ -23,6 +23,8 @@ struct HelperConn
 	unsigned char buf[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
 	size_t		len;
 	char		error_code[65];
+	bool		have_error;		/* error below is the last ERROR received */
+	struct amsp_msgview error;	/* views into buf */
 };
 
 /* Milliseconds left until deadline (0 or less: it passed). */
@@ -208,6 +210,7 @@ helper_receive(HelperConn *hc, struct amsp_msgview *msg, uint16 expected_type,
 	long		plen;
 
 	hc->len = 0;
+	hc->have_error = false;
 	recv_exact(hc, AMSP_HEADER_LEN, deadline, what);
 	plen = amsp_header_payload_len(hc->buf, &why);
 	if (plen < 0)
@@ -228,6 +231,9 @@ helper_receive(HelperConn *hc, struct amsp_msgview *msg, uint16 expected_type,
 		StringInfoData snaps;
 		size_t		i;
 
+		/* Kept for helper_last_error(): what the helper knew of the failure. */
+		hc->error = *msg;
+		hc->have_error = true;
 		amsp_copy_str(amsp_get(msg, AMSP_T_ERROR_CODE), code, sizeof(code));
 		amsp_copy_str(amsp_get(msg, AMSP_T_ERROR_MESSAGE), message, sizeof(message));
 		amsp_copy_str(amsp_get(msg, AMSP_T_ERROR_STAGE), stage, sizeof(stage));
@@ -293,4 +299,10 @@ const char *
 helper_last_error_code(HelperConn *hc)
 {
 	return hc && hc->error_code[0] ? hc->error_code : NULL;
+}
+
+const struct amsp_msgview *
+helper_last_error(HelperConn *hc)
+{
+	return hc && hc->have_error ? &hc->error : NULL;
 }

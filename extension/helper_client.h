@@ -36,4 +36,11 @@ extern void helper_send_abort(HelperConn *hc, const char *reason);
 /* The code of the last ERROR message received from the helper, or NULL. */
 extern const char *helper_last_error_code(HelperConn *hc);
 
+/*
+ * The last message received if it was an ERROR, or NULL: the instance,
+ * region, volumes, snapshots created anyway and freeze time the helper
+ * reported with it (doc/protocol.md).  Valid until the next receive.
+ */
+extern const struct amsp_msgview *helper_last_error(HelperConn *hc);
+
 #endif

@@ -375,8 +375,14 @@ static int send_short_error(struct conn *c, const char *stage, const char *code,
 	return len ? conn_send(c, buf, len) : -1;
 }
 
-static int send_error(struct conn *c, const char *stage, const struct amis_err *err,
-                      const struct ec2_snapshot_set *snaps)
+/*
+ * An ERROR frame with everything known of the failed operation (op may be
+ * NULL): the instance and region, the volumes, the snapshots EC2 created
+ * anyway with their volumes, and how long writes were frozen, so that the
+ * history row of a failed attempt keeps every fact the helper had.
+ */
+static int send_error(struct helper *h, struct conn *c, const char *stage,
+                      const struct amis_err *err, const struct operation *op)
 {
 	unsigned char buf[8192];
 	struct amsp_writer w;
@@ -386,8 +392,19 @@ static int send_error(struct conn *c, const char *stage, const struct amis_err *
 	amsp_put_str(&w, AMSP_T_ERROR_CODE, err->code[0] ? err->code : "HelperError");
 	amsp_put_str(&w, AMSP_T_ERROR_MESSAGE, err->msg);
 	amsp_put_str(&w, AMSP_T_ERROR_STAGE, stage);
-	for (i = 0; snaps && i < snaps->n && i < ERROR_MAX_SNAPSHOT_IDS; i++)
-		amsp_put_str(&w, AMSP_T_SNAPSHOT_ID, snaps->items[i].snapshot_id);
+	if (op && op->instance_id[0]) {
+		amsp_put_str(&w, AMSP_T_INSTANCE_ID, op->instance_id);
+		if (worker_region(h->worker)[0])
+			amsp_put_str(&w, AMSP_T_REGION, worker_region(h->worker));
+	}
+	for (i = 0; op && i < op->nvolumes; i++)
+		amsp_put_str(&w, AMSP_T_VOLUME_ID, op->volume_ids[i]);
+	for (i = 0; op && i < op->snaps.n && i < ERROR_MAX_SNAPSHOT_IDS; i++) {
+		amsp_put_str(&w, AMSP_T_SNAPSHOT_ID, op->snaps.items[i].snapshot_id);
+		amsp_put_str(&w, AMSP_T_SNAPSHOT_VOLUME, op->snaps.items[i].volume_id);
+	}
+	if (op && op->freeze && freeze_plan_window_usec(&op->plan) >= 0)
+		amsp_put_u64(&w, AMSP_T_FREEZE_USEC, (uint64_t)freeze_plan_window_usec(&op->plan));
 	len = amsp_end(&w);
 	if (!len)
 		return send_short_error(
@@ -610,7 +627,7 @@ static int refuse_busy(struct helper *h, struct conn *c)
 	err_set(&err, "Busy",
 	        "another snapshot operation (request %s) is in progress; only one runs at a time",
 	        h->active ? h->active->request_id : "?");
-	send_error(c, "prepare", &err, NULL);
+	send_error(h, c, "prepare", &err, NULL);
 	log_warn("pid %ld: refused PREPARE: %s", (long)c->pid, err.msg);
 	return -1;
 }
@@ -640,7 +657,7 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 		    "retrying the thaw; no new snapshot until they are thawed: %s",
 		    h->stuck->request_id, sb_str(&mounts), h->stuck->thaw_err.msg);
 		sb_free(&mounts);
-		send_error(c, "prepare", &err, NULL);
+		send_error(h, c, "prepare", &err, NULL);
 		log_error("pid %ld: refused PREPARE: %s", (long)c->pid, err.msg);
 		return -1;
 	}
@@ -742,7 +759,7 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 fail:
 	worker_set_abort_fd(h->worker, -1);
 	log_warn("request %s: prepare failed: %s: %s", op->request_id, err.code, err.msg);
-	send_error(c, "prepare", &err, NULL);
+	send_error(h, c, "prepare", &err, op);
 	op_end(h, c);
 	return -1;
 }
@@ -791,12 +808,6 @@ static bool answer_lost(const struct amis_err *err)
 	       !strcmp(err->code, "ThawRequested") || !strcmp(err->code, "WorkerDied");
 }
 
-/*
- * Finds the snapshots a CreateSnapshots whose answer was lost created anyway,
- * by the request-id tag the call itself set, so that they are reported to the
- * client and tagged failed instead of being left as unexplained orphans.
- * After the thaw only.  Adds what it found (or could not find out) to err.
- */
 /* Sleeps ms while the server keeps answering other clients (status, Busy). */
 static void sleep_serving(long ms)
 {
@@ -832,6 +843,28 @@ static int lookup_by_request_tag(struct helper *h, struct operation *op,
 	return rc;
 }
 
+/* Appends to into the snapshots of from that it does not hold yet; frees from. */
+static void merge_snapshots(struct ec2_snapshot_set *into, struct ec2_snapshot_set *from)
+{
+	size_t i, j;
+
+	into->items = xrealloc(into->items, (into->n + from->n) * sizeof(*into->items));
+	for (i = 0; i < from->n; i++) {
+		for (j = 0; j < into->n; j++)
+			if (!strcmp(into->items[j].snapshot_id, from->items[i].snapshot_id))
+				break;
+		if (j == into->n)
+			into->items[into->n++] = from->items[i];
+	}
+	ec2_snapshot_set_free(from);
+}
+
+/*
+ * Finds the snapshots a CreateSnapshots whose answer was lost created anyway,
+ * by the request-id tag the call itself set, so that they are reported to the
+ * client and tagged failed instead of being left as unexplained orphans.
+ * After the thaw only.  Adds what it found (or could not find out) to err.
+ */
 static void find_lost_snapshots(struct helper *h, struct operation *op, struct amis_err *err)
 {
 	struct ec2_snapshot_set found = {0};
@@ -852,19 +885,19 @@ static void find_lost_snapshots(struct helper *h, struct operation *op, struct a
 		    REQUEST_ID_TAG, op->request_id, derr.code);
 		return;
 	}
-	if (!found.n) {
+	if (!found.n && !op->snaps.n) {
 		log_info("request %s: no snapshot with %s=%s: EC2 created none", op->request_id,
 		         REQUEST_ID_TAG, op->request_id);
 		return;
 	}
-	ec2_snapshot_set_free(&op->snaps);
-	op->snaps = found;
+	/* What the answer listed (if anything) and what the tag finds, once each. */
+	merge_snapshots(&op->snaps, &found);
 	sb_init(&ids);
-	for (i = 0; i < found.n; i++)
-		sb_appendf(&ids, "%s%s", i ? "," : "", found.items[i].snapshot_id);
+	for (i = 0; i < op->snaps.n; i++)
+		sb_appendf(&ids, "%s%s", i ? "," : "", op->snaps.items[i].snapshot_id);
 	log_warn("request %s: EC2 created %zu snapshot(s) despite the failure: %s", op->request_id,
-	         found.n, sb_str(&ids));
-	err_append(err, "EC2 created %zu snapshot(s) anyway (%s), tagged %s=failed", found.n,
+	         op->snaps.n, sb_str(&ids));
+	err_append(err, "EC2 created %zu snapshot(s) anyway (%s), tagged %s=failed", op->snaps.n,
 	           sb_str(&ids), "ami-snapshot:backup-state");
 	sb_free(&ids);
 }
@@ -1094,6 +1127,50 @@ static int wait_watching_client(struct helper *h, struct conn *c, long ms, const
 	}
 }
 
+/* Whether op->snaps is one pending (or completed) snapshot of each volume of op. */
+static int check_snapshot_set(const struct operation *op, struct amis_err *err)
+{
+	size_t i, j, seen;
+
+	if (op->snaps.n != op->nvolumes)
+		return err_set(err, "UnexpectedSnapshotSet",
+		               "CreateSnapshots returned %zu snapshots for %zu volumes",
+		               op->snaps.n, op->nvolumes);
+	for (i = 0; i < op->snaps.n; i++) {
+		const struct ec2_snapshot_info *s = &op->snaps.items[i];
+
+		if (!in_list(op->volume_ids, op->nvolumes, s->volume_id))
+			return err_set(
+			    err, "UnexpectedSnapshotSet",
+			    "CreateSnapshots returned a snapshot of volume %s, which holds "
+			    "no database files",
+			    s->volume_id);
+	}
+	for (i = 0; i < op->nvolumes; i++) {
+		for (j = 0, seen = 0; j < op->snaps.n; j++)
+			if (!strcmp(op->snaps.items[j].volume_id, op->volume_ids[i]))
+				seen++;
+		if (seen != 1)
+			return err_set(err, "UnexpectedSnapshotSet",
+			               "CreateSnapshots returned %zu snapshots of volume %s", seen,
+			               op->volume_ids[i]);
+	}
+	for (i = 0; i < op->snaps.n; i++) {
+		const struct ec2_snapshot_info *s = &op->snaps.items[i];
+
+		for (j = 0; j < i; j++)
+			if (!strcmp(op->snaps.items[j].snapshot_id, s->snapshot_id))
+				return err_set(err, "UnexpectedSnapshotSet",
+				               "CreateSnapshots returned snapshot %s twice",
+				               s->snapshot_id);
+		if (strcmp(s->state, "pending") && strcmp(s->state, "completed"))
+			return err_set(err, "SnapshotFailed",
+			               "snapshot %s of volume %s is in state %s", s->snapshot_id,
+			               s->volume_id, s->state);
+	}
+	return 0;
+}
+
 static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 {
 	struct operation *op = c->op;
@@ -1199,28 +1276,15 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 		         op->request_id, attempt, sb_str(&attempts));
 	err_clear(&err);
 
-	/* The snapshot set must be exactly the volumes we asked for, pending. */
-	if (op->snaps.n != op->nvolumes) {
-		err_set(&err, "UnexpectedSnapshotSet",
-		        "CreateSnapshots returned %zu snapshots for %zu volumes", op->snaps.n,
-		        op->nvolumes);
+	/*
+	 * The snapshot set must be exactly the volumes we asked for, each once,
+	 * pending.  Anything else is a broken promise of EC2's (or of something
+	 * in between): the set is not used, and since the answer cannot be
+	 * trusted to list everything the call made, EC2 is asked by tag too.
+	 */
+	if (check_snapshot_set(op, &err) != 0) {
+		lost = strcmp(err.code, "SnapshotFailed") != 0;
 		goto fail;
-	}
-	for (i = 0; i < op->snaps.n; i++) {
-		const struct ec2_snapshot_info *s = &op->snaps.items[i];
-
-		if (!in_list(op->volume_ids, op->nvolumes, s->volume_id)) {
-			err_set(&err, "UnexpectedSnapshotSet",
-			        "CreateSnapshots returned a snapshot of volume %s, which holds no "
-			        "database files",
-			        s->volume_id);
-			goto fail;
-		}
-		if (strcmp(s->state, "pending") && strcmp(s->state, "completed")) {
-			err_set(&err, "SnapshotFailed", "snapshot %s of volume %s is in state %s",
-			        s->snapshot_id, s->volume_id, s->state);
-			goto fail;
-		}
 	}
 
 	amsp_begin(&w, buf, sizeof(buf), AMSP_PENDING);
@@ -1277,7 +1341,7 @@ fail:
 	} else {
 		tag_backup_state(h, op, "failed");
 	}
-	send_error(c, "snapshot", &err, &op->snaps);
+	send_error(h, c, "snapshot", &err, op);
 	op_end(h, c);
 	return -1;
 }

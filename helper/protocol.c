@@ -72,8 +72,15 @@ static const struct field_rule error_rules[] = {
     {AMSP_T_ERROR_CODE, K_STR, 64, 1, 1},
     {AMSP_T_ERROR_MESSAGE, K_STR, 2048, 1, 1},
     {AMSP_T_ERROR_STAGE, K_STR, 32, 0, 1},
-    /* Snapshots that were created before the failure, if any. */
+    /* What the helper knew of the failed operation (doc/protocol.md). */
+    {AMSP_T_INSTANCE_ID, K_STR, IDLEN, 0, 1},
+    {AMSP_T_REGION, K_STR, IDLEN, 0, 1},
+    {AMSP_T_VOLUME_ID, K_STR, IDLEN, 0, MAXVOL},
+    /* Snapshots that EC2 created before the failure, with their volumes. */
     {AMSP_T_SNAPSHOT_ID, K_STR, IDLEN, 0, MAXVOL},
+    {AMSP_T_SNAPSHOT_VOLUME, K_STR, IDLEN, 0, MAXVOL},
+    /* How long writes were frozen, if they were. */
+    {AMSP_T_FREEZE_USEC, K_U64, 8, 0, 1},
 };
 
 static const struct field_rule status_rules[] = {

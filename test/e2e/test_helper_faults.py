@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, diag, done, is_, ok  # noqa: E402
-from world import World  # noqa: E402
+from world import INSTANCE_ID, REGION, World  # noqa: E402
 from e2e import (SAME_SESSION_CHECK, check_after, last_history, log_since,  # noqa: E402
                  real_calls, session)
 
@@ -149,6 +149,22 @@ def main():
             ["failed"] * 3, "lost answer: the helper found them and tagged them failed")
         ok(made and all(s["id"] in r.stderr for s in made),
            "lost answer: their ids reach SQL", r.stderr)
+        # The history row keeps every fact the helper knew: each volume with
+        # the snapshot EC2 made of it, how long writes were frozen, where.
+        row = w.psql("SELECT array_to_string(volume_ids, ','), "
+                     "array_to_string(snapshot_ids, ','), frozen_ms > 0, instance_id, region, "
+                     "error_code, start_lsn IS NOT NULL, timeline "
+                     "FROM ami_snapshot_history WHERE request_id = '%s'" % h[4]).split("|")
+        by_vol = {s["volume_id"]: s["id"] for s in made}
+        vols = row[0].split(",")
+        is_(sorted(vols), sorted(v.vol_id for v in w.volumes),
+            "lost answer: history lists the volumes")
+        is_(row[1].split(","), [by_vol.get(v) for v in vols],
+            "lost answer: history lists the snapshots EC2 made, paired with their volumes")
+        is_(row[2:5], ["t", INSTANCE_ID, REGION],
+            "lost answer: history has frozen_ms, the instance and the region")
+        is_(row[5:], ["ConnectionError", "t", "1"],
+            "lost answer: history has the code, the start LSN and the timeline")
         check_after(w, "lost answer")
         w.emulator_reset()
 
