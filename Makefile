@@ -1,9 +1,10 @@
 # ami_snapshot: the PostgreSQL extension (PGXS) and the helper daemon.
 #
 #   make                  build both
-#   sudo make install     install the extension, the helper, its systemd
-#                         unit and an example configuration
-#   sudo test/run-all.sh  all tests (see README: needs root, loop devices)
+#   make install          (as root) install the extension, the helper, its
+#                         systemd unit, an example configuration and the docs;
+#                         DESTDIR=dir stages everything under dir
+#   test/run-all.sh       (as root) all tests (see README: loop devices)
 #   make bench            benchmarks (see README)
 #   make fuzz             build the libFuzzer targets (clang) and run each
 #                         for FUZZ_SECONDS (default 300); see test/fuzz/
@@ -39,24 +40,62 @@ extension/protocol.bc: helper/protocol.c helper/protocol.h
 extension/ami_snapshot.o extension/helper_client.o extension/history.o: \
 	helper/protocol.h extension/helper_client.h extension/history.h
 
+# Where the helper's files go.  These are names of our own: PGXS (included
+# above) sets sysconfdir, docdir, bindir and the like from pg_config for
+# PostgreSQL's files (on Debian, sysconfdir is /etc/postgresql-common), so a
+# "sysconfdir ?= /etc" here would never apply.  The systemd unit is
+# installed with these paths written into it, and the helper is built with
+# $(helper_confdir)/helper.conf as its default configuration: unit, helper
+# and files agree (test/unit/test_install.sh checks it).
 prefix_sbin ?= /usr/sbin
-sysconfdir ?= /etc
+helper_confdir ?= /etc/ami-snapshot
+helper_docdir ?= /usr/share/doc/ami-snapshot
 systemdunitdir ?= /lib/systemd/system
+HELPER_MAKE = $(MAKE) -C helper WERROR=$(WERROR) HELPER_CONFIG=$(helper_confdir)/helper.conf
+# packaging/ names the default paths; installed files name the real ones.
+INSTALL_PATHS_SED = sed -e 's|/usr/sbin/ami-snapshot-helper|$(prefix_sbin)/ami-snapshot-helper|g' \
+	-e 's|/etc/ami-snapshot/|$(helper_confdir)/|g' -e 's|/usr/share/doc/ami-snapshot/|$(helper_docdir)/|g'
+
+# Where make install put the configuration before helper_confdir existed
+# (PGXS's sysconfdir); nothing reads it.
+old_confdir = $(sysconfdir)/ami-snapshot
 
 all: helper-all
 helper-all:
-	$(MAKE) -C helper WERROR=$(WERROR)
+	$(HELPER_MAKE)
 
 install: install-helper
 install-helper: helper-all
-	install -d $(DESTDIR)$(prefix_sbin) $(DESTDIR)$(sysconfdir)/ami-snapshot \
-		$(DESTDIR)$(systemdunitdir)
+	install -d $(DESTDIR)$(prefix_sbin) $(DESTDIR)$(helper_confdir) \
+		$(DESTDIR)$(systemdunitdir) $(DESTDIR)$(helper_docdir)/doc
 	install -m 0755 helper/ami-snapshot-helper $(DESTDIR)$(prefix_sbin)/
-	install -m 0644 packaging/ami-snapshot-helper.service $(DESTDIR)$(systemdunitdir)/
-	test -e $(DESTDIR)$(sysconfdir)/ami-snapshot/helper.conf || \
-		install -m 0640 packaging/helper.conf.example \
-			$(DESTDIR)$(sysconfdir)/ami-snapshot/helper.conf
-	install -m 0644 packaging/helper.conf.example $(DESTDIR)$(sysconfdir)/ami-snapshot/
+	$(INSTALL_PATHS_SED) packaging/ami-snapshot-helper.service \
+		>$(DESTDIR)$(systemdunitdir)/ami-snapshot-helper.service
+	chmod 0644 $(DESTDIR)$(systemdunitdir)/ami-snapshot-helper.service
+	$(INSTALL_PATHS_SED) packaging/helper.conf.example >$(DESTDIR)$(helper_confdir)/helper.conf.example
+	chmod 0644 $(DESTDIR)$(helper_confdir)/helper.conf.example
+	test -e $(DESTDIR)$(helper_confdir)/helper.conf || \
+		install -m 0640 $(DESTDIR)$(helper_confdir)/helper.conf.example \
+			$(DESTDIR)$(helper_confdir)/helper.conf
+	install -m 0644 README.md $(DESTDIR)$(helper_docdir)/
+	install -m 0644 doc/*.md doc/*.png $(DESTDIR)$(helper_docdir)/doc/
+	# What an earlier make install left in $(old_confdir): removed if it is
+	# the example unchanged, otherwise reported.
+	@d='$(DESTDIR)$(old_confdir)'; \
+	if [ '$(old_confdir)' != '$(helper_confdir)' ] && [ -d "$$d" ]; then \
+		if [ -f "$$d/helper.conf" ] && { cmp -s "$$d/helper.conf" "$$d/helper.conf.example" || \
+				cmp -s "$$d/helper.conf" packaging/helper.conf.example; }; then \
+			rm -f "$$d/helper.conf"; \
+		fi; \
+		rm -f "$$d/helper.conf.example"; \
+		if rmdir "$$d" 2>/dev/null; then \
+			echo "removed $$d, left by an earlier make install"; \
+		else \
+			echo "WARNING: $$d was left by an earlier make install and nothing reads it;" \
+				"the helper reads $(helper_confdir)/helper.conf: move your settings there" \
+				"and remove $$d" >&2; \
+		fi; \
+	fi
 	# The EC2 worker's own system user (worker_user in the example config).
 	test -n "$(DESTDIR)" || getent passwd ami-snapshot >/dev/null || \
 		useradd --system --user-group --no-create-home --home-dir /nonexistent \

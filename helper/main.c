@@ -21,7 +21,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#define DEFAULT_CONFIG "/etc/ami-snapshot/helper.conf"
+/* The Makefile sets it to $(helper_confdir)/helper.conf, as in the systemd unit. */
+#ifndef AMIS_DEFAULT_CONFIG
+#define AMIS_DEFAULT_CONFIG "/etc/ami-snapshot/helper.conf"
+#endif
+#define DEFAULT_CONFIG AMIS_DEFAULT_CONFIG
 /* How long a shutdown keeps retrying a failed thaw (systemd waits 90 s). */
 #define SHUTDOWN_THAW_MS 10000
 
