@@ -5,15 +5,16 @@
 # tests on loop filesystems.  Needs root and loop devices; fails loudly
 # without them.  Prints "N passed, N failed" at the end.
 #
-#   sudo test/run-all.sh            everything
-#   sudo test/run-all.sh unit sql   some suites (unit unit-san fuzz emulator sql e2e)
-#   FUZZ_SECONDS=300 sudo test/run-all.sh fuzz   fuzz longer (default 20 s a target)
+# As root:
+#   test/run-all.sh                 everything
+#   test/run-all.sh unit sql        some suites (unit unit-san fuzz emulator sql e2e)
+#   FUZZ_SECONDS=300 test/run-all.sh fuzz   fuzz longer (default 20 s a target)
 set -u
 cd "$(dirname "$0")/.."
 TOP=$(pwd)
 
 if [ "$(id -u)" != 0 ]; then
-	echo "FAIL: the tests need root (loop devices, mount, FIFREEZE); run: sudo $0" >&2
+	echo "FAIL: the tests need root (loop devices, mount, FIFREEZE); run $0 as root" >&2
 	exit 1
 fi
 if ! losetup -f >/dev/null 2>&1; then

@@ -12,7 +12,7 @@
 # end.  Needs root.
 set -eu
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "run as root: sudo $0" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "run $0 as root" >&2; exit 1; }
 scripts/install-deps.sh
 make WERROR=1 >/dev/null
 make install >/dev/null

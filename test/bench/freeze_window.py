@@ -10,7 +10,7 @@ service time for the CreateSnapshots call (SigV4 verification with
 botocore, reflink copies of the volumes) is read from its request log and
 reported too, since on EC2 that part is AWS's.
 
-    sudo test/bench/freeze_window.py [--latencies 0,50,200] [--runs 20] [--csv FILE]
+    test/bench/freeze_window.py [--latencies 0,50,200] [--runs 20] [--csv FILE]   (as root)
 """
 
 import argparse

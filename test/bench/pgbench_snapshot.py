@@ -8,7 +8,7 @@ false).  From pgbench's per-transaction log: transactions, failed
 transactions, max latency overall and in the second that contains the
 freeze, p99.
 
-    sudo test/bench/pgbench_snapshot.py [--seconds 30] [--latency-ms 50]
+    test/bench/pgbench_snapshot.py [--seconds 30] [--latency-ms 50]   (as root)
 """
 
 import argparse

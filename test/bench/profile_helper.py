@@ -4,7 +4,7 @@ profile_helper.py - where the helper and its EC2 worker spend CPU during
 snapshots: `perf record` (DWARF call graphs) of both processes over N calls
 of ami_snapshot() in the sandbox, then the top symbols per process.
 
-    sudo test/bench/profile_helper.py [--runs 20] [--out /var/tmp/amis-profile]
+    test/bench/profile_helper.py [--runs 20] [--out /var/tmp/amis-profile]   (as root)
 
 Needs perf (Debian: linux-perf).  A benchmark aid, not a test.
 """

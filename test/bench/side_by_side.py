@@ -24,7 +24,7 @@ helper, the EC2 emulator).  What `make bench` runs.
 Prints a Markdown report on stdout and writes it, CSV files and a PNG of
 pgbench's latency over time into --out.
 
-    sudo test/bench/side_by_side.py [--runs 20] [--latencies 0,50,200]
+    test/bench/side_by_side.py [--runs 20] [--latencies 0,50,200]   (as root)
         [--volumes 1,2,4,8] [--pgbench-seconds 60] [--out test/bench/out]
 """
 
