@@ -1,7 +1,8 @@
 /*
  * ami_snapshot.c - SELECT * FROM ami_snapshot('nightly')
  *
- * The extension side of the consistency protocol (DESIGN.md):
+ * The extension side of the consistency protocol (doc/design.md, "The
+ * consistency protocol"; the messages are in doc/protocol.md):
  *
  *  1. PREPARE: the helper resolves instance, credentials and the volumes
  *     under the data directory, pg_wal and every tablespace.

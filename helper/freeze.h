@@ -3,7 +3,7 @@
  *
  * FIFREEZE/FITHAW act on a superblock, through any open directory of it
  * (ioctl_fifreeze(2) is undocumented; see fs/ioctl.c and fsfreeze(8)).  The
- * kernel never thaws by itself (DESIGN.md "Freezing facts"): whoever calls
+ * kernel never thaws by itself (doc/design.md, "Freezing"): whoever calls
  * freeze_plan_freeze() must make sure freeze_plan_thaw() follows, and a
  * watchdog must thaw if this process dies.
  *

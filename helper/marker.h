@@ -1,5 +1,6 @@
 /*
- * marker.h - the persisted "frozen" marker (DESIGN.md "Freezing facts").
+ * marker.h - the persisted "frozen" marker (doc/design.md, "Never leaving
+ * anything frozen", rule 6).
  *
  * Before freezing, the helper writes STATE_DIR/frozen listing what it is
  * about to freeze, one filesystem a line:

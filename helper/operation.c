@@ -1,7 +1,7 @@
 /*
  * operation.c - see operation.h.
  *
- * The consistency protocol of DESIGN.md, helper side.  Between freeze and
+ * The consistency protocol (doc/design.md), helper side.  Between freeze and
  * thaw the only work is one CreateSnapshots request on an already-warm
  * connection: no logging (log_hold), no disk writes, no retries.
  *

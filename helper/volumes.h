@@ -7,7 +7,7 @@
  * point it at fixture trees.  The root-only part (FIFREEZE/FITHAW) is
  * freeze.c.
  *
- * How a volume id is found (DESIGN.md "EC2 facts"):
+ * How a volume id is found (doc/design.md, "Finding the volumes"):
  *   1. a user override from the helper configuration (VOLUMES_OVERRIDE_SECTION),
  *      matched against the kernel name of the disk ("loop3"), "/dev/loop3",
  *      or any /dev symlink resolving to it ("/dev/disk/by-id/...");

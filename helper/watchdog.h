@@ -1,9 +1,10 @@
 /*
  * watchdog.h - a second process that thaws if the freezer cannot.
  *
- * The kernel never thaws by itself (DESIGN.md "Freezing facts"): if the
- * helper is killed (even by SIGKILL), stopped, or stuck while filesystems
- * are frozen, every writer on them hangs.  Just before freezing, the helper
+ * The kernel never thaws by itself (doc/design.md, "Freezing"; the watchdog
+ * is rule 4 of "Never leaving anything frozen"): if the helper is killed
+ * (even by SIGKILL), stopped, or stuck while filesystems are frozen, every
+ * writer on them hangs.  Just before freezing, the helper
  * forks a watchdog that inherits the plan's open directories, its claims
  * (freeze.h: which filesystems the helper froze, in shared memory) and the
  * read end of a pipe.  The watchdog thaws every claimed one (FITHAW; "not

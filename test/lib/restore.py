@@ -5,7 +5,7 @@ What a restore on EC2 does (CreateVolume from each snapshot, attach, mount,
 start PostgreSQL), done with the emulator's snapshot files: each snapshot's
 bytes are attached as a new loop device, mounted, and PostgreSQL starts on
 the restored data directory by crash recovery (no backup_label: see
-DESIGN.md "Restoring").  pg_wal and tablespace symlinks are pointed at the
+doc/design.md, "Restoring").  pg_wal and tablespace symlinks are pointed at the
 restored copies, as they would be by mounting at the original paths.
 """
 
