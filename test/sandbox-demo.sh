@@ -7,9 +7,10 @@
 #
 #     SELECT * FROM ami_snapshot('nightly');
 #
-# while pgbench writes, restores the snapshot set onto new loop devices,
-# starts PostgreSQL on it and checks the data.  Everything is removed at the
-# end.  Needs root.
+# while pgbench and a marker writer commit, restores the snapshot set onto
+# new loop devices, starts PostgreSQL on it (crash recovery) and checks the
+# data.  It ends with a summary, one PASS or FAIL per check, and exits
+# non-zero if any failed.  Everything is removed at the end.  Needs root.
 set -eu
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run $0 as root" >&2; exit 1; }
