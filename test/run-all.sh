@@ -28,6 +28,8 @@ suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=(unit unit-san fuzz emulator sql e2e)
 
 LOGDIR=$(mktemp -d /var/tmp/amis-test-logs.XXXXXX)
+# Sandboxes of another run on this machine (another checkout) are not ours.
+mounts_before=$(findmnt -rn -o TARGET | grep -E '^/var/tmp/amis-' || true)
 passed=0
 failed=0
 failed_names=()
@@ -148,7 +150,8 @@ for s in "${suites[@]}"; do
 done
 
 # Nothing of ours may be left frozen or mounted.
-leftover=$(findmnt -rn -o TARGET | grep -E '^/var/tmp/amis-' || true)
+leftover=$(findmnt -rn -o TARGET | grep -E '^/var/tmp/amis-' |
+	grep -vxF -f <(printf '%s\n' "$mounts_before") || true)
 if [ -n "$leftover" ]; then
 	echo "FAIL: test mounts left behind:"
 	echo "$leftover"
