@@ -2,10 +2,11 @@
 restore.py - restore a snapshot set in the sandbox and start PostgreSQL on it.
 
 What a restore on EC2 does (CreateVolume from each snapshot, attach, mount,
-start PostgreSQL), done with the emulator's snapshot files: each snapshot's
-bytes are attached as a new loop device, mounted, and PostgreSQL starts on
-the restored data directory by crash recovery (no backup_label: see
-doc/design.md, "Restoring").  pg_wal and tablespace symlinks are pointed at the
+start PostgreSQL), done with the snapshot files of the World's EC2 side (the
+emulator's, or moto_front.py's for moto): each snapshot's bytes are attached
+as a new loop device, mounted, and PostgreSQL starts on the restored data
+directory by crash recovery (no backup_label: see doc/design.md,
+"Restoring").  pg_wal and tablespace symlinks are pointed at the
 restored copies, as they would be by mounting at the original paths.
 """
 
@@ -20,7 +21,7 @@ class Restored:
         self.port = world._free_pg_port()
         self.base = world.path(name)
         self.started = False
-        state = world.emulator_state()
+        state = world.ec2_state()
         snaps = {s["id"]: s for s in state["snapshots"]}
         by_vol = {v.vol_id: v for v in world.volumes}
         self.mounts = {}

@@ -9,7 +9,11 @@ A World is a real, disposable "EC2 instance" on this machine:
   * one loop device per volume, with ext4 or XFS on it, mounted under
     WORK/mnt/<name>;
   * the EC2/IMDS emulator (test/emulator/ec2emu.py) on 127.0.0.1, knowing
-    those volumes as attached to its one instance;
+    those volumes as attached to its one instance; or, with
+    World(ec2="moto"), moto's server with test/emulator/moto_front.py in
+    front of it (IMDS, snapshot bytes, faults), an instance and volumes made
+    in moto, and an IAM key in a root-only credentials file
+    (test/lib/moto_backend.py);
   * the real ami-snapshot-helper on its real socket, as root;
   * a real PostgreSQL cluster (run as the postgres OS user) whose data
     directory, pg_wal and tablespaces live on those filesystems.
@@ -78,9 +82,19 @@ class World:
     """Use as a context manager, or call close() in a finally block."""
 
     def __init__(self, layout=None, emulator_args=(), helper_conf_extra="",
-                 pg_conf_extra="", port=None, keep=False, helper_log_timestamps=False):
+                 pg_conf_extra="", port=None, keep=False, helper_log_timestamps=False,
+                 ec2="emulator"):
         if os.geteuid() != 0:
             raise RuntimeError("the sandbox needs root (loop devices, mount, FIFREEZE)")
+        if ec2 not in ("emulator", "moto"):
+            raise ValueError("ec2 is \"emulator\" or \"moto\"")
+        if ec2 == "moto" and emulator_args:
+            raise ValueError("emulator_args are for the emulator, not for moto")
+        # Which EC2 the helper talks to; emu_url is its EC2 and IMDS endpoint
+        # either way (for moto: moto_front.py).
+        self.ec2 = ec2
+        self.moto = None
+        self.instance_id = INSTANCE_ID
         # name, fstype: data holds PGDATA; wal holds pg_wal; ts* tablespaces.
         # Without a "wal" entry pg_wal stays inside the data directory (one
         # filesystem for everything, e.g. [("data", "ext4")]).
@@ -150,16 +164,30 @@ class World:
         self._mount(self._losetup(store_img), self.path("store"))
         self.store = self.path("store")
 
+        # The volume ids: fixed for the emulator, moto's for moto (its setup
+        # attaches one volume per device name).
+        letters = "fghijklmnop"
+        devices = ["/dev/sd" + letters[i] for i in range(len(self.layout))]
+        if self.ec2 == "moto":
+            from moto_backend import ROOT_DEVICE, MotoBackend
+            self.moto = MotoBackend(self.path("moto"), REGION, log)
+            self.moto.start(devices)
+            self.instance_id = self.moto.instance_id
+            root_id, root_dev, vol_ids = (self.moto.root_volume_id, ROOT_DEVICE,
+                                          self.moto.volume_ids)
+        else:
+            root_id, root_dev = "vol-0000000000000000a", "/dev/xvda"
+            vol_ids = ["vol-%017x" % (0x0abc00000000000 + i + 1)
+                       for i in range(len(self.layout))]
+
         # The "root volume" of the instance: never ours, never frozen.
-        root = Volume("root", "vol-0000000000000000a", None, 8, "/dev/xvda")
+        root = Volume("root", root_id, None, 8, root_dev)
         root.backing = os.path.join(self.store, root.vol_id + ".img")
         with open(root.backing, "wb") as f:
             f.truncate(8 << 20)
 
-        letters = "fghijklmnop"
         for i, (name, fstype) in enumerate(self.layout):
-            v = Volume(name, "vol-%017x" % (0x0abc00000000000 + i + 1), fstype, 512,
-                       "/dev/sd" + letters[i])
+            v = Volume(name, vol_ids[i], fstype, 512, devices[i])
             v.backing = os.path.join(self.store, v.vol_id + ".img")
             with open(v.backing, "wb") as f:
                 f.truncate(v.size_mb << 20)
@@ -176,7 +204,10 @@ class World:
         self.root_volume = root
         os.chmod(self.path("mnt"), 0o755)
 
-        self._start_emulator()
+        if self.ec2 == "moto":
+            self._start_front()
+        else:
+            self._start_emulator()
         self._start_helper()
         self._init_postgres()
 
@@ -217,8 +248,31 @@ class World:
         self.emu_port = int(open(portfile).read().strip())
         self.emu_url = "http://127.0.0.1:%d" % self.emu_port
 
+    def _start_front(self):
+        os.makedirs(self.path("front"), exist_ok=True)
+        vols = {v.vol_id: v.backing for v in [self.root_volume] + self.volumes}
+        self.emu_url = self.moto.start_front(PYTHON, self.path("front"),
+                                             self.path("store", "front-state"), vols)
+        # The helper's key, in a file only root can read.
+        os.makedirs(self.path("aws"), mode=0o700)
+        self.credentials_file = self.path("aws", "credentials")
+        self.set_aws_key("helper")
+
+    def set_aws_key(self, user, secret=None):
+        """The credentials file holds the IAM key of user ("helper",
+        "limited"), with secret instead of its own when given.  The helper
+        reads it when it starts."""
+        akid, real = self.moto.keys[user]
+        fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n"
+                    % (akid, secret or real))
+
     def helper_config_text(self):
         vols = "\n".join("%s = %s" % (v.loop, v.vol_id) for v in self.volumes)
+        creds = ""
+        if self.ec2 == "moto":
+            creds = "credentials_file = %s\n" % self.credentials_file
         return f"""[helper]
 socket = {self.path('run', 'helper.sock')}
 socket_group = postgres
@@ -243,7 +297,7 @@ allow = {self.path('mnt')}
 [aws]
 ec2_endpoint = {self.emu_url}
 imds_endpoint = {self.emu_url}
-{self.helper_conf_extra}
+{creds}{self.helper_conf_extra}
 """
 
     def _start_helper(self):
@@ -369,6 +423,13 @@ logging_collector = off
         with urllib.request.urlopen(self.emu_url + "/_emulator/state", timeout=10) as r:
             return json.loads(r.read())
 
+    def ec2_state(self):
+        """The EC2 side's state, either backend: "snapshots" is a list of
+        {"id", "volume_id", "file"} (the emulator adds more keys)."""
+        if self.ec2 == "moto":
+            return self.moto.front_state()
+        return self.emulator_state()
+
     def frozen_mounts(self, wait=2.0):
         """Mounts of ours that are frozen right now: a write there does not
         finish within `wait` seconds.  The writers run in the background: a
@@ -434,6 +495,8 @@ logging_collector = off
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+        if self.moto:
+            self.moto.close()
         # 3. Filesystems, loop devices, files.
         # Two passes: a loop device whose mount failed can keep the image
         # store busy until it is detached.
