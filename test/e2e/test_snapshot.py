@@ -13,7 +13,6 @@ attached as new loop devices, PostgreSQL starts on them by crash recovery
 is there, that pgbench's balances add up, and that amcheck finds nothing.
 """
 
-import base64
 import os
 import re
 import subprocess
@@ -25,34 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from tap import bail, diag, done, is_, ok  # noqa: E402
 from world import PGBIN, World  # noqa: E402
 from restore import Restored  # noqa: E402
-
-MARK_PROC = """
-CREATE TABLE marks (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());
-CREATE PROCEDURE write_marks(seconds float8) LANGUAGE plpgsql AS $$
-DECLARE
-    i bigint := coalesce((SELECT max(id) FROM marks), 0);
-    stop timestamptz := clock_timestamp() + make_interval(secs => seconds);
-BEGIN
-    WHILE clock_timestamp() < stop LOOP
-        i := i + 1;
-        INSERT INTO marks (id) VALUES (i);
-        COMMIT;
-    END LOOP;
-END $$;
-"""
-
-
-def pgbench_cmd(w, seconds, clients=4):
-    return ["runuser", "-u", "postgres", "--", os.path.join(PGBIN, "pgbench"),
-            "-h", w.pgrun, "-p", str(w.port), "-c", str(clients), "-j", "2",
-            "-T", str(seconds), "-P", "1", "-r", "bench"]
-
-
-def parse_pgbench(out):
-    failed = re.search(r"number of failed transactions: (\d+)", out)
-    processed = re.search(r"number of transactions actually processed: (\d+)", out)
-    return (int(failed.group(1)) if failed else None,
-            int(processed.group(1)) if processed else None)
+from e2e import MARK_PROC, check_restore, label_from_tags, parse_pgbench, pgbench_cmd  # noqa: E402
 
 
 def snapshot_tags(state, sid):
@@ -135,9 +107,7 @@ def main():
         is_(tags.get("ami-snapshot:backup-state"), "stopped", "tag ami-snapshot:backup-state")
         is_(tags.get("ami-snapshot:start-lsn"), start_lsn, "tag ami-snapshot:start-lsn")
         is_(tags.get("ami-snapshot:stop-lsn"), stop_lsn, "tag ami-snapshot:stop-lsn")
-        chunks = [tags[k] for k in sorted((k for k in tags if k.startswith("ami-snapshot:backup-label-")),
-                                          key=lambda k: int(k.rsplit("-", 1)[1]))]
-        label = b"".join(base64.b64decode(c) for c in chunks).decode() if chunks else ""
+        label = label_from_tags(tags)
         hist_label = w.psql("SELECT backup_label FROM ami_snapshot_history WHERE id = %s" % f[0])
         ok(label.strip() == hist_label.strip() and "START WAL LOCATION" in label,
            "the backup label travels in the tags", "tags: %r\nhistory: %r" % (label, hist_label))
@@ -159,32 +129,7 @@ def main():
 
         # Restore and verify.
         restored = Restored(w, snaps)
-        ok(not restored.has_backup_label(), "the snapshot has no backup_label (crash-recovery path)")
-        restored.start()
-        ok("database system was not properly shut down; automatic recovery in progress"
-           in restored.log_text() or "redo done" in restored.log_text(),
-           "the restored cluster started by crash recovery")
-        got = restored.psql("SELECT count(*) FILTER (WHERE id <= %d), max(id) FROM marks" % before,
-                            db="bench").split("|")
-        is_(int(got[0]), before,
-            "all %d marker rows committed before the call are in the restore" % before)
-        diag("restored marks: max id %s (%d committed before the call)" % (got[1], before))
-        inv = restored.psql(
-            "SELECT (SELECT sum(abalance) FROM pgbench_accounts), "
-            "(SELECT sum(tbalance) FROM pgbench_tellers), "
-            "(SELECT sum(bbalance) FROM pgbench_branches), "
-            "(SELECT coalesce(sum(delta), 0) FROM pgbench_history), "
-            "(SELECT count(*) FROM pgbench_history)", db="bench").split("|")
-        diag("restored balances: accounts %s tellers %s branches %s history %s (%s rows)" % tuple(inv))
-        ok(inv[0] == inv[1] == inv[2] == inv[3], "pgbench invariant holds in the restore")
-        ok(int(inv[4]) > 0, "the restore contains pgbench history rows")
-        am = subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(PGBIN, "pg_amcheck"),
-                             "-h", w.pgrun, "-p", str(restored.port), "--all",
-                             "--heapallindexed", "--install-missing", "--progress"],
-                            capture_output=True, text=True)
-        is_(am.returncode, 0, "amcheck (pg_amcheck --all --heapallindexed) finds no corruption")
-        if am.returncode:
-            diag(am.stdout[-2000:] + am.stderr[-2000:])
+        check_restore(w, restored, before)
         ts = restored.psql("SELECT count(*) FROM pgbench_accounts", db="bench")
         is_(ts, "400000", "the tablespace's tables are complete in the restore")
     except Exception as e:

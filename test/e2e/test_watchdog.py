@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, diag, done, is_, ok  # noqa: E402
 from world import HELPER, World  # noqa: E402
-from e2e import log_since, real_calls, wait_history  # noqa: E402
+from e2e import log_since, real_calls, restart_helper, wait_history  # noqa: E402
 
 # Writers blocked on a frozen filesystem: they finish after the thaw.
 STRAGGLERS = []
@@ -109,13 +109,6 @@ def finish(p, timeout=90):
         out, err = p.communicate()
         err += "\n(killed after %d s)" % timeout
     return p.returncode, out.strip(), err.strip()
-
-
-def restart_helper(w, extra=""):
-    w.stop_helper()
-    with open(w.helper_conf, "w") as f:
-        f.write(w.helper_config_text() + extra)
-    w.start_helper()
 
 
 def slow_call(w, ms):

@@ -1,16 +1,98 @@
 """e2e.py - helpers shared by the end-to-end tests (test/e2e/)."""
 
+import base64
 import json
 import os
+import re
 import subprocess
 import time
 
-from tap import is_, ok
+from tap import diag, is_, ok
+from world import PGBIN
 
 # Run after a failed call in the same psql session: proves the session's
 # backup was stopped or aborted (pg_backup_start refuses a second one).
 SAME_SESSION_CHECK = ["-c", "SELECT pg_backup_start('check', true) IS NOT NULL AS started",
                       "-c", "SELECT lsn IS NOT NULL AS stopped FROM pg_backup_stop(false)"]
+
+
+# A table of numbered rows committed one by one while a snapshot is taken:
+# every row committed before the call must be in the restore.
+MARK_PROC = """
+CREATE TABLE marks (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());
+CREATE PROCEDURE write_marks(seconds float8) LANGUAGE plpgsql AS $$
+DECLARE
+    i bigint := coalesce((SELECT max(id) FROM marks), 0);
+    stop timestamptz := clock_timestamp() + make_interval(secs => seconds);
+BEGIN
+    WHILE clock_timestamp() < stop LOOP
+        i := i + 1;
+        INSERT INTO marks (id) VALUES (i);
+        COMMIT;
+    END LOOP;
+END $$;
+"""
+
+
+def pgbench_cmd(w, seconds, clients=4):
+    return ["runuser", "-u", "postgres", "--", os.path.join(PGBIN, "pgbench"),
+            "-h", w.pgrun, "-p", str(w.port), "-c", str(clients), "-j", "2",
+            "-T", str(seconds), "-P", "1", "-r", "bench"]
+
+
+def parse_pgbench(out):
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    processed = re.search(r"number of transactions actually processed: (\d+)", out)
+    return (int(failed.group(1)) if failed else None,
+            int(processed.group(1)) if processed else None)
+
+
+def label_from_tags(tags):
+    """The backup label the helper split into ami-snapshot:backup-label-N tags."""
+    chunks = [tags[k] for k in sorted((k for k in tags if k.startswith("ami-snapshot:backup-label-")),
+                                      key=lambda k: int(k.rsplit("-", 1)[1]))]
+    return b"".join(base64.b64decode(c) for c in chunks).decode() if chunks else ""
+
+
+def check_restore(w, restored, before):
+    """Start PostgreSQL on a restored snapshot set of a World loaded by
+    pgbench (database bench) and the marker writer, and check it: crash
+    recovery, every marker row committed before the call (ids <= before),
+    pgbench's balances, amcheck."""
+    ok(not restored.has_backup_label(), "the snapshot has no backup_label (crash-recovery path)")
+    restored.start()
+    ok("database system was not properly shut down; automatic recovery in progress"
+       in restored.log_text() or "redo done" in restored.log_text(),
+       "the restored cluster started by crash recovery")
+    got = restored.psql("SELECT count(*) FILTER (WHERE id <= %d), max(id) FROM marks" % before,
+                        db="bench").split("|")
+    is_(int(got[0]), before,
+        "all %d marker rows committed before the call are in the restore" % before)
+    diag("restored marks: max id %s (%d committed before the call)" % (got[1], before))
+    inv = restored.psql(
+        "SELECT (SELECT sum(abalance) FROM pgbench_accounts), "
+        "(SELECT sum(tbalance) FROM pgbench_tellers), "
+        "(SELECT sum(bbalance) FROM pgbench_branches), "
+        "(SELECT coalesce(sum(delta), 0) FROM pgbench_history), "
+        "(SELECT count(*) FROM pgbench_history)", db="bench").split("|")
+    diag("restored balances: accounts %s tellers %s branches %s history %s (%s rows)" % tuple(inv))
+    ok(inv[0] == inv[1] == inv[2] == inv[3], "pgbench invariant holds in the restore")
+    ok(int(inv[4]) > 0, "the restore contains pgbench history rows")
+    am = subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(PGBIN, "pg_amcheck"),
+                         "-h", w.pgrun, "-p", str(restored.port), "--all",
+                         "--heapallindexed", "--install-missing", "--progress"],
+                        capture_output=True, text=True)
+    is_(am.returncode, 0, "amcheck (pg_amcheck --all --heapallindexed) finds no corruption")
+    if am.returncode:
+        diag(am.stdout[-2000:] + am.stderr[-2000:])
+
+
+def restart_helper(w, extra=""):
+    """The helper again, with extra appended to its configuration."""
+    w.stop_helper()
+    with open(w.helper_conf, "w") as f:
+        f.write(w.helper_config_text() + extra)
+    w.start_helper()
 
 
 def session(w, sql_cmds, background=False):
@@ -57,6 +139,22 @@ def wait_history(w, name, status, timeout=30):
 def check_after(w, what):
     ok(w.frozen_mounts() == [], "%s: no filesystem left frozen" % what)
     is_(w.psql("SELECT 1"), "1", "%s: the database serves" % what)
+
+
+def check_failed(w, r, name, code, what):
+    """After ami_snapshot(name) failed in a session r that ran
+    SAME_SESSION_CHECK next: the error names code, the session's backup was
+    aborted, the history row is failed with code, nothing is frozen, and the
+    database takes writes.  Returns the history row (last_history)."""
+    ok(code in r.stderr, "%s: the error names %s" % (what, code), r.stderr)
+    is_(r.stdout.split(), ["t", "t"], "%s: the session's backup was aborted" % what)
+    h = wait_history(w, name, "failed")
+    is_(h[:3], [name, "failed", code], "%s: history row failed, with %s" % (what, code))
+    check_after(w, what)
+    is_(w.psql("CREATE TABLE IF NOT EXISTS e2e_writes (at timestamptz); "
+               "INSERT INTO e2e_writes VALUES (now()) RETURNING true"), "t",
+        "%s: the database takes writes" % what)
+    return h
 
 
 def log_pos(w):
