@@ -55,6 +55,7 @@ import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from xml.sax.saxutils import escape
 
 FICLONE = 0x40049409
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
@@ -70,7 +71,7 @@ def log(msg):
 def error_xml(code, message):
     return ('<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>%s</Code>'
             '<Message>%s</Message></Error></Errors><RequestID>%s</RequestID></Response>'
-            % (code, message, secrets.token_hex(16))).encode()
+            % (code, escape(message), secrets.token_hex(16))).encode()
 
 
 def local(tag):
