@@ -461,12 +461,17 @@ logging_collector = off
 
     def unmount(self, mnt, dev):
         subprocess.run(["fsfreeze", "-u", mnt], capture_output=True)
-        r = subprocess.run(["umount", mnt], capture_output=True, text=True)
-        if r.returncode != 0 and os.path.ismount(mnt):
-            time.sleep(0.5)
+        # A loop device just detached may hold its backing file (in the image
+        # store) a little longer: wait for the store to be free, a while.
+        deadline = time.time() + 5
+        while True:
             r = subprocess.run(["umount", mnt], capture_output=True, text=True)
-            if r.returncode != 0 and os.path.ismount(mnt):
+            if r.returncode == 0 or not os.path.ismount(mnt):
+                break
+            if time.time() > deadline:
+                log("cannot unmount %s yet: %s" % (mnt, r.stderr.strip()))
                 return False  # retried by close()
+            time.sleep(0.25)
         subprocess.run(["losetup", "-d", dev], capture_output=True)
         self.mounted = [m for m in self.mounted if m[0] != mnt]
         self.loops = [d for d in self.loops if d != dev]
@@ -510,7 +515,9 @@ logging_collector = off
             self.loops = [d for d in self.loops if d in mounted_devs]
             if not self.mounted:
                 break
-        if not self.keep:
+        if self.mounted:
+            log("left mounted: %s; %s kept" % (", ".join(m for m, _ in self.mounted), self.work))
+        elif not self.keep:
             shutil.rmtree(self.work, ignore_errors=True)
 
     def __enter__(self):
