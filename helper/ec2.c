@@ -99,14 +99,16 @@ const char *ec2_params_get(const struct ec2_params *p, const char *name)
 	return NULL;
 }
 
-void ec2_uri_encode(struct strbuf *out, const char *s)
+static void percent_encode(struct strbuf *out, const char *s, bool space_plus)
 {
 	static const char hex[] = "0123456789ABCDEF";
 
 	for (; *s; s++) {
 		unsigned char ch = (unsigned char)*s;
 
-		if (isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+		if (ch == ' ' && space_plus) {
+			sb_append(out, "+", 1);
+		} else if (isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
 			sb_append(out, s, 1);
 		} else {
 			char enc[3] = {'%', hex[ch >> 4], hex[ch & 0xf]};
@@ -116,18 +118,29 @@ void ec2_uri_encode(struct strbuf *out, const char *s)
 	}
 }
 
+void ec2_uri_encode(struct strbuf *out, const char *s)
+{
+	percent_encode(out, s, false);
+}
+
+/*
+ * The body is application/x-www-form-urlencoded, where a space is '+': what
+ * botocore and the AWS CLI send, so what every EC2-compatible service is
+ * tested with.  (AWS takes %20 as well; moto checks the signature over a
+ * body it re-encodes with '+', and refuses a %20 body as AuthFailure.)
+ */
 void ec2_form_encode(const char *action, const struct ec2_params *p, struct strbuf *out)
 {
 	size_t i;
 
 	sb_appends(out, "Action=");
-	ec2_uri_encode(out, action);
+	percent_encode(out, action, true);
 	sb_appends(out, "&Version=" EC2_API_VERSION);
 	for (i = 0; p && i < p->n; i++) {
 		sb_append(out, "&", 1);
-		ec2_uri_encode(out, p->items[i].name);
+		percent_encode(out, p->items[i].name, true);
 		sb_append(out, "=", 1);
-		ec2_uri_encode(out, p->items[i].value);
+		percent_encode(out, p->items[i].value, true);
 	}
 }
 

@@ -53,7 +53,10 @@ const char *ec2_params_get(const struct ec2_params *p, const char *name);
 
 /* Appends s percent-encoded per RFC 3986 (all but A-Z a-z 0-9 - _ . ~). */
 void ec2_uri_encode(struct strbuf *out, const char *s);
-/* Builds the form body: "Action=<action>&Version=2016-11-15&k1=v1&...". */
+/*
+ * Builds the form body: "Action=<action>&Version=2016-11-15&k1=v1&...",
+ * encoded as ec2_uri_encode() does but with a space as '+', as the SDKs do.
+ */
 void ec2_form_encode(const char *action, const struct ec2_params *p, struct strbuf *out);
 
 /* ---- The client. ---- */

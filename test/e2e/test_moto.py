@@ -74,7 +74,7 @@ def case_auth_is_on(w):
     is_(p["unknown key"], (401, "AuthFailure"), "auth on: an unknown key gets AuthFailure")
     is_(p["body changed"], (401, "AuthFailure"),
         "auth on: a body changed after signing gets AuthFailure")
-    is_(p["signed"], (200, None), "auth on: a correctly signed request (a %20 in it) is served")
+    is_(p["signed"], (200, None), "auth on: a correctly signed request (a space as +, as the helper sends it) is served")
     body = "Action=DescribeInstances&Version=2016-11-15"
     is_(w.moto.raw_call(body, w.moto.keys["limited"]), (200, None),
         "IAM: the limited user may DescribeInstances")

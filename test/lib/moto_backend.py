@@ -1,8 +1,7 @@
 """
 moto_backend.py - moto's server as the EC2 of a World (World(ec2="moto")).
 
-moto's server (test/emulator/moto_server.py: python3 -m moto.server with
-its signature check over the body as sent) lives in some other Python than the tests
+moto's server (python3 -m moto.server, unmodified) lives in some other Python than the tests
 (/usr/bin/python3 has botocore, not moto): find_moto_python() looks for it.
 moto starts with INITIAL_NO_AUTH_ACTION_COUNT = the length of a fixed setup
 sequence, made here unauthenticated with botocore:
@@ -40,8 +39,6 @@ from botocore.credentials import Credentials
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FRONT = os.path.join(ROOT, "test", "emulator", "moto_front.py")
-# moto.server with its SigV4 check over the body as sent (see the file).
-MOTO_SERVER = os.path.join(ROOT, "test", "emulator", "moto_server.py")
 
 # The EC2 actions the helper makes, and nothing else.
 HELPER_ACTIONS = ["ec2:DescribeInstances", "ec2:CreateSnapshots", "ec2:DescribeSnapshots",
@@ -113,7 +110,7 @@ class MotoBackend:
         self.moto_log = os.path.join(self.workdir, "moto.log")
         logf = open(self.moto_log, "w")
         self.procs["moto"] = subprocess.Popen(
-            [self.python, MOTO_SERVER, "-H", "127.0.0.1", "-p", "0"],
+            [self.python, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
             stdout=logf, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 60
         port = None
@@ -200,7 +197,7 @@ class MotoBackend:
     def _auth_probe(self):
         """Right after the setup: does moto check keys and signatures now?"""
         body = "Action=DescribeSnapshots&Version=2016-11-15&Filter.1.Name=description&" \
-               "Filter.1.Value.1=ami_snapshot%20probe"
+               "Filter.1.Value.1=ami_snapshot+probe"
         key = self.keys["helper"]
         return {"unsigned": self.raw_call(body),
                 "wrong secret": self.raw_call(body, (key[0], key[1][::-1])),

@@ -34,10 +34,10 @@ static void test_form_encoding(void)
 	is_str(sb_str(&sb),
 	       "Action=CreateTags&Version=2016-11-15&ResourceId.1=snap-0123456789abcdef0"
 	       "&Tag.1.Key=ami-snapshot%3Alabel"
-	       "&Tag.1.Value=a%20b%2Ac~d%2Fe%2Bf%3Dg%26h%C3%A9-_."
+	       "&Tag.1.Value=a+b%2Ac~d%2Fe%2Bf%3Dg%26h%C3%A9-_."
 	       "&Tag.2.Value="
 	       "&Desc=100%25%0A%22x%27y%27%22",
-	       "RFC 3986 encoding of names and values, in order");
+	       "RFC 3986 encoding of names and values, a space as '+', in order");
 	is_str(ec2_params_get(&p, "Tag.1.Key"), "ami-snapshot:label", "params_get");
 	ok(ec2_params_get(&p, "Nope") == NULL, "params_get: absent");
 	is_int(p.n, 5, "five pairs");

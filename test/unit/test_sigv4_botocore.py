@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 from unittest import mock
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HELPER = os.path.normpath(os.path.join(HERE, "..", "..", "helper"))
@@ -233,9 +233,13 @@ def main():
             ("TagSpecification.1.Tag.3.Value", "line1\nline2\ttab"),
         ]
         body = form(exe, "CreateSnapshots", pairs)
-        ok(re.fullmatch(rb"[A-Za-z0-9._~%&=-]*", body) is not None,
-           "form body uses only unreserved characters, %XX, & and =", body)
-        ok(b"+" not in body and b"%20" in body, "spaces are %20, not +")
+        ok(re.fullmatch(rb"[A-Za-z0-9._~%&=+-]*", body) is not None,
+           "form body uses only unreserved characters, %XX, +, & and =", body)
+        ok(b"%20" not in body and b"+" in body and b"%2B" in body,
+           "spaces are + (as the SDKs send), a literal + is %2B")
+        is_eq(body.decode("ascii"),
+              urlencode([("Action", "CreateSnapshots"), ("Version", "2016-11-15")] + pairs),
+              "form body is byte for byte what urlencode() (botocore's encoder) makes")
         decoded = parse_qsl(body.decode("ascii"), keep_blank_values=True, strict_parsing=True)
         is_eq(decoded, [("Action", "CreateSnapshots"), ("Version", "2016-11-15")] + pairs,
               "form body decodes to the same pairs, in order")
