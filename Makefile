@@ -19,7 +19,7 @@ PGFILEDESC = "ami_snapshot - consistent EBS snapshots of a running PostgreSQL"
 REGRESS = ami_snapshot_sql
 REGRESS_OPTS = --inputdir=test --outputdir=test/results --load-extension=ami_snapshot
 
-PG_CPPFLAGS = -Ihelper
+PG_CPPFLAGS = -Ihelper/common
 # -Wextra on top of the server's warning flags, without the classes that
 # PostgreSQL's own headers trip.
 PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
@@ -32,13 +32,13 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # The protocol code is shared with the helper but built with the server's flags.
-extension/protocol.o: helper/protocol.c helper/protocol.h
+extension/protocol.o: helper/common/protocol.c helper/common/protocol.h
 	$(CC) $(CFLAGS) $(CPPFLAGS) -c -o $@ $<
-extension/protocol.bc: helper/protocol.c helper/protocol.h
+extension/protocol.bc: helper/common/protocol.c helper/common/protocol.h
 	$(COMPILE.c.bc) -o $@ $<
 
 extension/ami_snapshot.o extension/helper_client.o extension/history.o: \
-	helper/protocol.h extension/helper_client.h extension/history.h
+	helper/common/protocol.h extension/helper_client.h extension/history.h
 
 # Where the helper's files go.  These are names of our own: PGXS (included
 # above) sets sysconfdir, docdir, bindir and the like from pg_config for

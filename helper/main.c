@@ -4,7 +4,7 @@
  *	ami-snapshot-helper [-c CONFIG] [--check-config | --recover-only]
  *	ami-snapshot-helper [-c CONFIG] --status | --thaw
  *
- * (--worker is how the helper starts its unprivileged EC2 worker; see worker.h.)
+ * (--worker is how the helper starts its unprivileged EC2 worker; see root/worker_client.h.)
  * Runs in the foreground (systemd Type=simple), logs to stderr.
  */
 #include "config.h"
@@ -12,7 +12,8 @@
 #include "marker.h"
 #include "operation.h"
 #include "server.h"
-#include "worker.h"
+#include "worker_client.h"
+#include "worker_main.h"
 
 #include <getopt.h>
 #include <signal.h>

@@ -64,7 +64,7 @@ int ioctl(int fd, unsigned long req, ...)
 }
 """
 
-# A bare protocol client (helper/protocol.h), run as the postgres OS user.
+# A bare protocol client (helper/common/protocol.h), run as the postgres OS user.
 RAW_CLIENT = r"""
 import socket, struct, sys
 sock_path, what, path = sys.argv[1:4]

@@ -1,7 +1,7 @@
 /*
  * fuzz_config.c - libFuzzer target for the INI parsers: the helper's
- * configuration file (config_load_string, helper/config.h) and the AWS
- * shared credentials file (creds_parse_shared_file, helper/creds.h).
+ * configuration file (config_load_string, helper/common/config.h) and the AWS
+ * shared credentials file (creds_parse_shared_file, helper/worker/creds.h).
  * Input: the file's text (NUL-terminated here; a NUL inside ends it).
  */
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /*
  * fuzz_ec2_xml.c - libFuzzer target for the EC2 response parsers
- * (helper/ec2.h, helper/xml.h): what the helper reads from the network.
+ * (helper/ec2.h, helper/worker/xml.h): what the helper reads from the network.
  *
  * Input: one selector byte, then the HTTP body.  Selector bits 0-1 choose
  * the parser; for ec2_parse_response, bits 2-3 the action, bit 4 dry_run,

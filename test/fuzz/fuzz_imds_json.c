@@ -1,6 +1,6 @@
 /*
  * fuzz_imds_json.c - libFuzzer target for the IMDS JSON parsers
- * (helper/creds.h, helper/imds.h): role credentials and the instance
+ * (helper/worker/creds.h, helper/worker/imds.h): role credentials and the instance
  * identity document.  Input: the HTTP body, given to both.
  */
 #include <stdio.h>

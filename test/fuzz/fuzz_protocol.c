@@ -1,6 +1,6 @@
 /*
  * fuzz_protocol.c - libFuzzer target for the helper <-> extension wire
- * protocol (helper/protocol.h): the code that reads what a local, possibly
+ * protocol (helper/common/protocol.h): the code that reads what a local, possibly
  * hostile, client sends to a root daemon, and what the unprivileged EC2
  * worker (which parses the network's input) answers it.
  *

@@ -85,9 +85,10 @@ done
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/test_freeze.XXXXXX") || bail "mktemp failed"
 driver="$tmp/freeze-driver"
 # shellcheck disable=SC2086
-if ! "${CC:-cc}" -std=gnu11 -Wall -Wextra -D_GNU_SOURCE -pthread ${FREEZE_TEST_CFLAGS:-} -I"$helper" \
-	"$helper/util.c" "$helper/log.c" "$helper/volumes.c" "$helper/freeze.c" \
-	"$helper/watchdog.c" "$helper/marker.c" "$here/freeze-driver.c" -Wl,--wrap=ioctl \
+if ! "${CC:-cc}" -std=gnu11 -Wall -Wextra -D_GNU_SOURCE -pthread ${FREEZE_TEST_CFLAGS:-} -I"$helper/common" \
+	-I"$helper/root" "$helper/common/util.c" "$helper/common/log.c" "$helper/root/volumes.c" \
+	"$helper/root/freeze.c" "$helper/root/watchdog.c" "$helper/root/marker.c" \
+	"$here/freeze-driver.c" -Wl,--wrap=ioctl \
 	-o "$driver" 2>"$tmp/cc.log"; then
 	diag <"$tmp/cc.log"
 	bail "could not compile freeze-driver.c"

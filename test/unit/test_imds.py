@@ -29,7 +29,9 @@ HELPER = os.path.join(ROOT, "helper")
 # The driver links only what it exercises, so that unrelated helper
 # modules being mid-change cannot break this test.
 SOURCES = [os.path.join(HELPER, f) for f in
-           ("util.c", "log.c", "http.c", "imds.c", "creds.c")]
+           ("common/util.c", "common/log.c", "worker/http.c", "worker/imds.c",
+            "worker/creds.c")]
+INCLUDES = ["-I" + os.path.join(HELPER, d) for d in ("common", "worker")]
 PKGS = ["libcurl", "json-c", "inih"]
 
 ROLE = "ami-snapshot-test-role"
@@ -192,7 +194,7 @@ def compile_driver(tmp):
     # No -Werror: warnings are the build's business (make WERROR=1), this
     # test is about behaviour.
     cmd = (cc + ["-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                 "-D_GNU_SOURCE", "-I" + HELPER] + san
+                 "-D_GNU_SOURCE"] + INCLUDES + san
            + ["-o", exe, os.path.join(HERE, "imds-driver.c")] + SOURCES
            + shlex.split(pc.stdout))
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

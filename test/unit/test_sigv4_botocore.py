@@ -23,7 +23,8 @@ from urllib.parse import parse_qsl, urlencode
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HELPER = os.path.normpath(os.path.join(HERE, "..", "..", "helper"))
-SOURCES = ["util.c", "sigv4.c", "xml.c", "http.c", "ec2.c"]
+SOURCES = ["common/util.c", "common/channel.c", "worker/sigv4.c", "worker/xml.c",
+           "worker/http.c", "worker/ec2.c"]
 
 AKID = "AKIDEXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -109,7 +110,8 @@ def build(tmp):
         bail("pkg-config failed: %s" % e)
     exe = os.path.join(tmp, "sigv4-vector")
     # CFLAGS/LDFLAGS let a sanitizer build cover this binary too.
-    cmd = ([cc, "-std=gnu11", "-D_GNU_SOURCE", "-I", HELPER, "-o", exe]
+    cmd = ([cc, "-std=gnu11", "-D_GNU_SOURCE", "-I", os.path.join(HELPER, "common"),
+            "-I", os.path.join(HELPER, "worker"), "-o", exe]
            + shlex.split(os.environ.get("CFLAGS", ""))
            + [os.path.join(HELPER, s) for s in SOURCES]
            + [os.path.join(HERE, "sigv4-vector.c")] + pkg

@@ -1,13 +1,13 @@
 /*
  * test_worker_client.c - the helper's side of the EC2 worker channel
- * (helper/worker.c) treats what the worker says as untrusted.  The test
+ * (helper/root/worker_client.c) treats what the worker says as untrusted.  The test
  * plays the worker on a socketpair: answers are queued before each call
  * (SOCK_SEQPACKET keeps them), then the helper's call reads them.
  */
 #include "config.h"
 #include "protocol.h"
 #include "tap.h"
-#include "worker.h"
+#include "worker_client.h"
 
 #include <stdint.h>
 #include <stdio.h>

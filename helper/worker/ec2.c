@@ -286,31 +286,6 @@ const char *ec2_client_host(const struct ec2_client *c)
 
 /* ---- Errors. ---- */
 
-bool ec2_error_is_retryable(const struct amis_err *err)
-{
-	static const char *const retryable[] = {
-	    "RequestLimitExceeded",
-	    "SnapshotCreationPerVolumeRateExceeded",
-	    "ConcurrentSnapshotLimitExceeded",
-	    "InternalError",
-	    "InternalFailure",
-	    "ServiceUnavailable",
-	    "Unavailable",
-	    "Throttling",
-	    "Timeout",
-	    "ConnectionError",
-	};
-	size_t i;
-
-	if (!err)
-		return false;
-	for (i = 0; i < sizeof(retryable) / sizeof(retryable[0]); i++) {
-		if (strcmp(err->code, retryable[i]) == 0)
-			return true;
-	}
-	return strncmp(err->code, "HttpError5", 10) == 0;
-}
-
 /* Copies text into dst, control characters replaced by spaces. */
 static void printable_copy(char *dst, size_t dstsz, const char *src)
 {
@@ -567,15 +542,6 @@ out:
 }
 
 /* ---- Typed operations. ---- */
-
-void ec2_snapshot_set_free(struct ec2_snapshot_set *s)
-{
-	if (!s)
-		return;
-	free(s->items);
-	s->items = NULL;
-	s->n = 0;
-}
 
 /*
  * What the parsers below require of EC2's answers, and why (the table in

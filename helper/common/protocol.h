@@ -50,7 +50,7 @@ enum amsp_msg {
 	AMSP_STATUS_REPLY = 10,
 	/*
 	 * Internal, between the helper and its unprivileged EC2 worker over a
-	 * private socketpair (never accepted from a client; see worker.h).
+	 * private socketpair (never accepted from a client; see root/worker_client.h).
 	 * Every request carries a SEQ that its answer repeats.
 	 */
 	AMSP_W_READY = 101,             /* resolve instance, region, credentials */

@@ -13,14 +13,14 @@
  * PREPARE is accepted ("ThawPending") until everything is thawed.
  */
 #include "operation.h"
-#include "ec2.h"
+#include "channel.h"
 #include "freeze.h"
 #include "log.h"
 #include "marker.h"
 #include "server.h"
 #include "volumes.h"
 #include "watchdog.h"
-#include "worker.h"
+#include "worker_client.h"
 
 #include <ctype.h>
 #include <errno.h>

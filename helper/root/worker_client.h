@@ -1,5 +1,6 @@
 /*
- * worker.h - privilege separation: the unprivileged EC2 worker.
+ * worker_client.h - privilege separation: the root process's side of the
+ * unprivileged EC2 worker (worker/worker_main.c is the worker's side).
  *
  * Everything that talks to the network or parses what it sends - libcurl,
  * SigV4 signing, the EC2 XML (libxml2), IMDS and its JSON (json-c), the
@@ -26,18 +27,15 @@
  * skipped by its SEQ) when the client goes away or an administrator asks
  * for a thaw, and the worker is killed when it does not answer in time.
  */
-#ifndef AMIS_WORKER_H
-#define AMIS_WORKER_H
+#ifndef AMIS_WORKER_CLIENT_H
+#define AMIS_WORKER_CLIENT_H
 
+#include "channel.h"
 #include "config.h"
-#include "ec2.h"
 #include "util.h"
 
 #include <poll.h>
 #include <stdbool.h>
-
-/* The descriptor of the socketpair in the worker process. */
-#define WORKER_FD 3
 
 /*
  * How the helper waits for an answer: poll is called instead of poll(2)
@@ -92,11 +90,8 @@ int worker_create_snapshots(struct worker *w, const struct ec2_create_snapshots_
 int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
                        const struct ec2_tag *tags, size_t ntags, long timeout_ms,
                        struct amis_err *err);
-/* Our snapshots carrying tag key=value (see ec2_describe_snapshots_by_tag). */
+/* Our snapshots carrying tag key=value (the worker's DescribeSnapshots by tag). */
 int worker_find_snapshots(struct worker *w, const char *key, const char *value, long timeout_ms,
                           struct ec2_snapshot_set *out, struct amis_err *err);
-
-/* The worker process: `ami-snapshot-helper --worker -c CONFIG`.  Returns the exit status. */
-int worker_main(const char *config_path);
 
 #endif

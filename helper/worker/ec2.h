@@ -23,6 +23,7 @@
 
 #include <libxml/tree.h>
 
+#include "channel.h"
 #include "credentials.h"
 #include "util.h"
 
@@ -94,53 +95,7 @@ int ec2_call(struct ec2_client *c, const struct aws_credentials *creds, const ch
              const struct ec2_params *params, long timeout_ms, time_t now_or_0, xmlDocPtr *out_doc,
              struct amis_err *err);
 
-/*
- * True for outcomes worth retrying after a back-off: throttling
- * (RequestLimitExceeded, SnapshotCreationPerVolumeRateExceeded: wait >= 15 s,
- * ConcurrentSnapshotLimitExceeded), service-side failures (InternalError,
- * ServiceUnavailable, Unavailable, HttpError5xx) and transport failures
- * (Timeout, ConnectionError).  Beware: after a Timeout or ConnectionError on
- * a call that creates something, it may have been created.
- */
-bool ec2_error_is_retryable(const struct amis_err *err);
-
 /* ---- Typed operations. ---- */
-
-struct ec2_tag {
-	const char *key;
-	const char *value; /* NULL is sent as "" */
-};
-
-struct ec2_create_snapshots_req {
-	const char *instance_id;
-	const char *description; /* may be NULL */
-	bool exclude_boot_volume;
-	const char *const *exclude_volume_ids; /* InstanceSpecification.ExcludeDataVolumeId.N */
-	size_t n_exclude;
-	const struct ec2_tag *tags; /* TagSpecification.1 (ResourceType=snapshot).Tag.N */
-	size_t ntags;
-	bool copy_tags_from_source; /* CopyTagsFromSource=volume */
-	bool dry_run;
-};
-
-/* The state of a snapshot that a CreateSnapshots answer lists without one. */
-#define EC2_CREATED_STATE "pending"
-
-struct ec2_snapshot_info {
-	char snapshot_id[32];
-	char volume_id[32];
-	char state[16];            /* pending | completed | error | ...; "" unknown */
-	long long volume_size_gib; /* -1 if absent */
-	char start_time[40];
-	char progress[16];
-};
-
-struct ec2_snapshot_set {
-	size_t n;
-	struct ec2_snapshot_info *items;
-};
-
-void ec2_snapshot_set_free(struct ec2_snapshot_set *s);
 
 /* CreateSnapshots.  With dry_run, success leaves out empty (n = 0). */
 int ec2_create_snapshots(struct ec2_client *c, const struct aws_credentials *creds,
@@ -165,27 +120,6 @@ void ec2_describe_snapshots_by_tag_params(struct ec2_params *p, const char *key,
 int ec2_create_tags(struct ec2_client *c, const struct aws_credentials *creds,
                     const char *const *resource_ids, size_t nres, const struct ec2_tag *tags,
                     size_t ntags, long timeout_ms, struct amis_err *err);
-
-#define EC2_MAX_INSTANCE_VOLUMES 64
-
-struct ec2_block_device {
-	char device_name[64];
-	char volume_id[32];
-	bool delete_on_termination;
-};
-
-struct ec2_instance_info {
-	char instance_id[32];
-	char architecture[16];        /* i386 | x86_64 | arm64 | ... */
-	char root_device_name[64];    /* "" if absent */
-	char root_device_type[16];    /* ebs | instance-store */
-	char virtualization_type[16]; /* hvm | paravirtual */
-	bool ena_support;             /* false if absent */
-	char boot_mode[24];           /* legacy-bios | uefi | uefi-preferred; "" if absent */
-	char image_id[32];            /* "" if absent */
-	size_t nvolumes;              /* EBS mappings only */
-	struct ec2_block_device volumes[EC2_MAX_INSTANCE_VOLUMES];
-};
 
 /*
  * DescribeInstances for one instance.  Fails with "InvalidInstanceID.NotFound"

@@ -1,0 +1,422 @@
+/*
+ * worker_main.c - see worker_main.h: the EC2 worker process, the other side
+ * of root/worker_client.c's channel.  It reads the configuration, pins the
+ * credentials file, drops root for good, then answers one request at a time.
+ */
+#include "worker_main.h"
+#include "aws.h"
+#include "ec2.h"
+#include "channel.h"
+#include "log.h"
+#include "protocol.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define FRAME_MAX (AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD)
+#define MAX_TAGS 64
+
+struct wstate {
+	struct helper_config cfg;
+	struct aws_ctx *aws;
+	int fd;
+	unsigned char in[FRAME_MAX];
+	unsigned char out[FRAME_MAX];
+	struct amsp_msgview m;
+};
+
+static int drop_privileges(const char *user, struct amis_err *err)
+{
+	struct passwd *pw = getpwnam(user);
+	uid_t uid;
+	gid_t gid;
+
+	if (!pw)
+		return err_set(err, "WorkerFailed", "worker_user: no such user \"%s\"", user);
+	uid = pw->pw_uid;
+	gid = pw->pw_gid;
+	if (uid == 0)
+		return err_set(err, "WorkerFailed", "worker_user \"%s\" is root", user);
+	if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 ||
+	    setresuid(uid, uid, uid) != 0)
+		return err_set(err, "WorkerFailed", "cannot become user %s: %s", user,
+		               strerror(errno));
+	/* There is no way back. */
+	if (setuid(0) == 0 || seteuid(0) == 0)
+		return err_set(err, "WorkerFailed", "could regain root after dropping it");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		return err_set(err, "WorkerFailed", "prctl: %s", strerror(errno));
+	return 0;
+}
+
+static int send_reply(struct wstate *ws, struct amsp_writer *aw)
+{
+	size_t len = amsp_end(aw);
+
+	if (!len) {
+		log_error("an answer does not fit in one frame");
+		return -1;
+	}
+	return send(ws->fd, ws->out, len, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+}
+
+static int send_error(struct wstate *ws, uint32_t seq, const struct amis_err *err)
+{
+	struct amsp_writer aw;
+
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_ERROR);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	amsp_put_str(&aw, AMSP_T_ERROR_CODE, err->code[0] ? err->code : "WorkerError");
+	amsp_put_str(&aw, AMSP_T_ERROR_MESSAGE, err->msg);
+	return send_reply(ws, &aw);
+}
+
+static void put_snapshots(struct amsp_writer *aw, const struct ec2_snapshot_set *s)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++) {
+		amsp_put_str(aw, AMSP_T_SNAPSHOT_ID, s->items[i].snapshot_id);
+		amsp_put_str(aw, AMSP_T_SNAPSHOT_VOLUME, s->items[i].volume_id);
+		amsp_put_str(aw, AMSP_T_SNAPSHOT_STATE, s->items[i].state);
+	}
+}
+
+/* Copies string field f of ws->m into a malloc'd string (NULL if absent). */
+static char *field_dup(const struct amsp_field *f)
+{
+	char *s;
+
+	if (!f)
+		return NULL;
+	s = xmalloc((size_t)f->len + 1);
+	memcpy(s, f->value, f->len);
+	s[f->len] = '\0';
+	return s;
+}
+
+/* The repeated string field tag of ws->m as a malloc'd array of n strings. */
+static char **fields_dup(const struct amsp_msgview *m, enum amsp_tag tag, size_t *n)
+{
+	char **v;
+	size_t i;
+
+	*n = amsp_count(m, tag);
+	v = xcalloc(*n + 1, sizeof(*v));
+	for (i = 0; i < *n; i++)
+		v[i] = field_dup(amsp_get_nth(m, tag, i));
+	return v;
+}
+
+static void strv_free(char **v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* Tag pairs of ws->m; keys and values point into the strings returned. */
+static size_t get_tags(const struct amsp_msgview *m, struct ec2_tag *tags, char ***keys,
+                       char ***values)
+{
+	size_t nk, nv, i;
+
+	*keys = fields_dup(m, AMSP_T_TAG_KEY, &nk);
+	*values = fields_dup(m, AMSP_T_TAG_VALUE, &nv);
+	if (nv < nk)
+		nk = nv;
+	for (i = 0; i < nk && i < MAX_TAGS; i++) {
+		tags[i].key = (*keys)[i];
+		tags[i].value = (*values)[i];
+	}
+	return i;
+}
+
+static int w_ready(struct wstate *ws, uint32_t seq, struct amis_err *err)
+{
+	struct amsp_writer aw;
+
+	if (aws_ctx_ready(ws->aws, err) != 0)
+		return send_error(ws, seq, err);
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	amsp_put_str(&aw, AMSP_T_INSTANCE_ID, aws_ctx_instance_id(ws->aws));
+	amsp_put_str(&aw, AMSP_T_REGION, aws_ctx_region(ws->aws));
+	return send_reply(ws, &aw);
+}
+
+static int w_describe_instance(struct wstate *ws, uint32_t seq, long timeout_ms,
+                               struct amis_err *err)
+{
+	struct ec2_instance_info *inst = xcalloc(1, sizeof(*inst));
+	struct aws_credentials cr;
+	struct amsp_writer aw;
+	char id[65];
+	size_t i;
+	int rc;
+
+	amsp_copy_str(amsp_get(&ws->m, AMSP_T_INSTANCE_ID), id, sizeof(id));
+	rc = aws_ctx_credentials(ws->aws, &cr, err);
+	if (rc == 0)
+		rc = ec2_describe_instance(aws_ctx_ec2(ws->aws), &cr, id, timeout_ms, inst, err);
+	/* The first call of an operation: the place to notice stale credentials. */
+	if (rc != 0 && aws_ctx_credentials_refused(ws->aws, err)) {
+		secure_zero(&cr, sizeof(cr));
+		rc = aws_ctx_credentials(ws->aws, &cr, err);
+		if (rc == 0)
+			rc = ec2_describe_instance(aws_ctx_ec2(ws->aws), &cr, id, timeout_ms, inst,
+			                           err);
+	}
+	secure_zero(&cr, sizeof(cr));
+	if (rc != 0) {
+		free(inst);
+		return send_error(ws, seq, err);
+	}
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	if (inst->root_device_name[0])
+		amsp_put_str(&aw, AMSP_T_ROOT_DEVICE, inst->root_device_name);
+	for (i = 0; i < inst->nvolumes; i++) {
+		amsp_put_str(&aw, AMSP_T_DEVICE_NAME, inst->volumes[i].device_name);
+		amsp_put_str(&aw, AMSP_T_VOLUME_ID, inst->volumes[i].volume_id);
+	}
+	free(inst);
+	return send_reply(ws, &aw);
+}
+
+static int w_create_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms,
+                              struct amis_err *err)
+{
+	const struct amsp_msgview *m = &ws->m;
+	struct ec2_create_snapshots_req r;
+	struct ec2_snapshot_set snaps = {0};
+	struct ec2_tag tags[MAX_TAGS];
+	struct aws_credentials cr;
+	struct amsp_writer aw;
+	char **keys, **values, **excl;
+	char *instance_id = field_dup(amsp_get(m, AMSP_T_INSTANCE_ID));
+	char *desc = field_dup(amsp_get(m, AMSP_T_DESCRIPTION));
+	bool hold = amsp_u8(amsp_get(m, AMSP_T_HOLD_LOG)) != 0;
+	size_t nexcl, nkeys = amsp_count(m, AMSP_T_TAG_KEY),
+	              nvalues = amsp_count(m, AMSP_T_TAG_VALUE);
+	int rc;
+
+	memset(&r, 0, sizeof(r));
+	r.instance_id = instance_id;
+	r.description = desc;
+	r.dry_run = amsp_u8(amsp_get(m, AMSP_T_DRY_RUN)) != 0;
+	r.exclude_boot_volume = amsp_u8(amsp_get(m, AMSP_T_EXCLUDE_BOOT)) != 0;
+	excl = fields_dup(m, AMSP_T_EXCLUDE_VOLUME, &nexcl);
+	r.exclude_volume_ids = (const char *const *)excl;
+	r.n_exclude = nexcl;
+	r.tags = tags;
+	r.ntags = get_tags(m, tags, &keys, &values);
+
+	if (hold)
+		log_hold();
+	/* Credentials were refreshed by the DryRun made just before. */
+	rc = aws_ctx_credentials(ws->aws, &cr, err);
+	if (rc == 0) {
+		/* A W_ABANDON (or the helper's death) ends the call at once. */
+		ec2_client_set_abort_fd(aws_ctx_ec2(ws->aws), ws->fd);
+		rc = ec2_create_snapshots(aws_ctx_ec2(ws->aws), &cr, &r, timeout_ms, &snaps, err);
+		ec2_client_set_abort_fd(aws_ctx_ec2(ws->aws), -1);
+	}
+	secure_zero(&cr, sizeof(cr));
+	if (rc == 0) {
+		amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+		amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+		put_snapshots(&aw, &snaps);
+		rc = send_reply(ws, &aw);
+	} else {
+		rc = send_error(ws, seq, err);
+	}
+	if (hold)
+		log_release();
+	ec2_snapshot_set_free(&snaps);
+	strv_free(keys, nkeys);
+	strv_free(values, nvalues);
+	strv_free(excl, nexcl);
+	free(instance_id);
+	free(desc);
+	return rc;
+}
+
+static int w_create_tags(struct wstate *ws, uint32_t seq, long timeout_ms, struct amis_err *err)
+{
+	struct ec2_tag tags[MAX_TAGS];
+	struct aws_credentials cr;
+	struct amsp_writer aw;
+	char **ids, **keys, **values;
+	size_t nids, ntags, nkeys = amsp_count(&ws->m, AMSP_T_TAG_KEY),
+	                    nvalues = amsp_count(&ws->m, AMSP_T_TAG_VALUE);
+	int rc;
+
+	ids = fields_dup(&ws->m, AMSP_T_RESOURCE_ID, &nids);
+	ntags = get_tags(&ws->m, tags, &keys, &values);
+	rc = aws_ctx_credentials(ws->aws, &cr, err);
+	if (rc == 0)
+		rc = ec2_create_tags(aws_ctx_ec2(ws->aws), &cr, (const char *const *)ids, nids,
+		                     tags, ntags, timeout_ms, err);
+	secure_zero(&cr, sizeof(cr));
+	strv_free(ids, nids);
+	strv_free(keys, nkeys);
+	strv_free(values, nvalues);
+	if (rc != 0)
+		return send_error(ws, seq, err);
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	return send_reply(ws, &aw);
+}
+
+static int w_find_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms, struct amis_err *err)
+{
+	struct ec2_snapshot_set found = {0};
+	struct aws_credentials cr;
+	struct amsp_writer aw;
+	char *key = field_dup(amsp_get(&ws->m, AMSP_T_TAG_KEY));
+	char *value = field_dup(amsp_get(&ws->m, AMSP_T_TAG_VALUE));
+	int rc;
+
+	rc = aws_ctx_credentials(ws->aws, &cr, err);
+	if (rc == 0)
+		rc = ec2_describe_snapshots_by_tag(aws_ctx_ec2(ws->aws), &cr, key, value,
+		                                   timeout_ms, &found, err);
+	secure_zero(&cr, sizeof(cr));
+	free(key);
+	free(value);
+	if (rc != 0) {
+		ec2_snapshot_set_free(&found);
+		return send_error(ws, seq, err);
+	}
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	put_snapshots(&aw, &found);
+	ec2_snapshot_set_free(&found);
+	return send_reply(ws, &aw);
+}
+
+static int dispatch(struct wstate *ws)
+{
+	uint32_t seq = amsp_u32(amsp_get(&ws->m, AMSP_T_SEQ));
+	const struct amsp_field *t = amsp_get(&ws->m, AMSP_T_TIMEOUT_MS);
+	long timeout_ms = t ? (long)amsp_u32(t) : 0;
+	struct amis_err err;
+
+	err_clear(&err);
+	switch (ws->m.type) {
+	case AMSP_W_READY:
+		return w_ready(ws, seq, &err);
+	case AMSP_W_DESCRIBE_INSTANCE:
+		return w_describe_instance(ws, seq, timeout_ms, &err);
+	case AMSP_W_CREATE_SNAPSHOTS:
+		return w_create_snapshots(ws, seq, timeout_ms, &err);
+	case AMSP_W_CREATE_TAGS:
+		return w_create_tags(ws, seq, timeout_ms, &err);
+	case AMSP_W_FIND_SNAPSHOTS:
+		return w_find_snapshots(ws, seq, timeout_ms, &err);
+	case AMSP_W_ABANDON:
+		return 0; /* the call it names is over already */
+	default:
+		log_error("unexpected %s message from the helper", amsp_msg_name(ws->m.type));
+		return -1;
+	}
+}
+
+int worker_main(const char *config_path)
+{
+	struct wstate *ws = xcalloc(1, sizeof(*ws));
+	pid_t parent = getppid();
+	struct amis_err err;
+	const char *why;
+	int rc = 1;
+
+	log_set_ident("ec2-worker");
+	/* exec of /proc/self/exe names it "exe": name it for ps and top. */
+	prctl(PR_SET_NAME, "amis-ec2-worker", 0, 0, 0);
+	ws->fd = WORKER_FD;
+	if (fcntl(ws->fd, F_SETFD, FD_CLOEXEC) != 0) {
+		log_error("descriptor %d is not the helper's socketpair", WORKER_FD);
+		goto out;
+	}
+	config_init(&ws->cfg);
+	err_clear(&err);
+	if (config_load_file(&ws->cfg, config_path, &err) != 0) {
+		log_error("configuration: %s", err.msg);
+		goto out;
+	}
+	if (!strcmp(ws->cfg.log_level, "debug"))
+		log_set_level(LOG_LVL_DEBUG);
+	else if (!strcmp(ws->cfg.log_level, "warning"))
+		log_set_level(LOG_LVL_WARNING);
+	else if (!strcmp(ws->cfg.log_level, "error"))
+		log_set_level(LOG_LVL_ERROR);
+	ws->aws = aws_ctx_new(&ws->cfg);
+	if (aws_ctx_pin_files(ws->aws, &err) != 0) {
+		log_error("%s", err.msg);
+		goto out;
+	}
+	/*
+	 * The helper's OOMScoreAdjust=-1000 is not for the process that parses
+	 * the network's input: the OOM killer may pick the worker like any other.
+	 */
+	if (geteuid() == 0) {
+		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+
+		if (fd >= 0) {
+			if (write(fd, "0", 1) != 1)
+				log_warn("could not reset oom_score_adj: %s", strerror(errno));
+			close(fd);
+		}
+	}
+	if (geteuid() == 0) {
+		if (drop_privileges(ws->cfg.worker_user, &err) != 0) {
+			log_error("%s", err.msg);
+			goto out;
+		}
+	} else {
+		log_warn("not started as root: running as uid %u", (unsigned)geteuid());
+	}
+	/* If the helper dies, so does the worker (also by end of file below). */
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	if (getppid() != parent)
+		goto out;
+	if (chdir("/") != 0)
+		goto out;
+
+	for (;;) {
+		ssize_t n = recv(ws->fd, ws->in, sizeof(ws->in), 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n == 0 ? 0 : 1; /* end of file: the helper is done */
+			break;
+		}
+		if (amsp_decode(ws->in, (size_t)n, &ws->m, &why) != 0) {
+			log_error("malformed message from the helper: %s", why);
+			break;
+		}
+		if (dispatch(ws) != 0) {
+			log_error("cannot answer the helper: exiting");
+			break;
+		}
+	}
+out:
+	if (ws->aws)
+		aws_ctx_free(ws->aws);
+	config_free(&ws->cfg);
+	free(ws);
+	return rc;
+}

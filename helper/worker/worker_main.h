@@ -1,0 +1,11 @@
+/*
+ * worker_main.h - the EC2 worker process (see root/worker_client.h for the
+ * design of the privilege split and the channel).
+ */
+#ifndef AMIS_WORKER_MAIN_H
+#define AMIS_WORKER_MAIN_H
+
+/* The worker process: `ami-snapshot-helper --worker -c CONFIG`.  Returns the exit status. */
+int worker_main(const char *config_path);
+
+#endif
