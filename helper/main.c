@@ -62,6 +62,7 @@ int main(int argc, char **argv)
 	struct helper_config cfg;
 	struct sigaction sa;
 	struct amis_err err;
+	enum log_level level;
 	struct helper *h;
 	bool check_only = false, recover_only = false, worker = false;
 	int ask = 0; /* AMSP_STATUS or AMSP_THAW */
@@ -103,12 +104,8 @@ int main(int argc, char **argv)
 		log_error("configuration: %s", err.msg);
 		return 1;
 	}
-	if (!strcmp(cfg.log_level, "debug"))
-		log_set_level(LOG_LVL_DEBUG);
-	else if (!strcmp(cfg.log_level, "warning"))
-		log_set_level(LOG_LVL_WARNING);
-	else if (!strcmp(cfg.log_level, "error"))
-		log_set_level(LOG_LVL_ERROR);
+	if (log_level_parse(cfg.log_level, &level))
+		log_set_level(level);
 	if (cfg.n_allowed_uids == 0) {
 		log_error("configuration: [helper] allowed_users is empty; nobody could connect");
 		return 1;

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "protocol.h"
 #include "util.h"
 
 /* The descriptor of the socketpair in the worker process. */
@@ -52,7 +53,7 @@ struct ec2_snapshot_set {
 
 void ec2_snapshot_set_free(struct ec2_snapshot_set *s);
 
-#define EC2_MAX_INSTANCE_VOLUMES 64
+#define EC2_MAX_INSTANCE_VOLUMES AMSP_W_MAX_VOLUMES
 
 struct ec2_block_device {
 	char device_name[64];

@@ -2,6 +2,7 @@
  * config.c - see config.h.
  */
 #include "config.h"
+#include "log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -224,8 +225,9 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 			               "the network sends");
 		set_str(&c->worker_user, v);
 	} else if (IS("helper", "log_level")) {
-		if (strcmp(v, "debug") && strcmp(v, "info") && strcmp(v, "warning") &&
-		    strcmp(v, "error"))
+		enum log_level level;
+
+		if (!log_level_parse(v, &level))
 			return err_set(err, "HelperConfig",
 			               "log_level must be debug, info, warning or error");
 		set_str(&c->log_level, v);

@@ -79,3 +79,23 @@ void log_release(void)
 		write_all(held_buf.data, held_buf.len);
 	sb_free(&held_buf);
 }
+
+bool log_level_parse(const char *s, enum log_level *out)
+{
+	static const struct {
+		const char *name;
+		enum log_level level;
+	} levels[] = {{"debug", LOG_LVL_DEBUG},
+	              {"info", LOG_LVL_INFO},
+	              {"warning", LOG_LVL_WARNING},
+	              {"error", LOG_LVL_ERROR}};
+	size_t i;
+
+	for (i = 0; s && i < sizeof(levels) / sizeof(levels[0]); i++) {
+		if (!strcmp(s, levels[i].name)) {
+			*out = levels[i].level;
+			return true;
+		}
+	}
+	return false;
+}

@@ -9,9 +9,13 @@
 #ifndef AMIS_LOG_H
 #define AMIS_LOG_H
 
+#include <stdbool.h>
+
 enum log_level { LOG_LVL_DEBUG, LOG_LVL_INFO, LOG_LVL_WARNING, LOG_LVL_ERROR };
 
 void log_set_level(enum log_level min);
+/* "debug", "info", "warning" or "error" into *out; false for anything else. */
+bool log_level_parse(const char *s, enum log_level *out);
 /* A prefix for every line of this process ("ec2-worker"); NULL: none. */
 void log_set_ident(const char *ident);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -24,8 +24,8 @@ struct msg_rule {
 };
 
 #define PATHLEN 4095
-#define IDLEN 64
-#define MAXVOL 32
+#define IDLEN AMSP_MAX_ID_LEN
+#define MAXVOL AMSP_MAX_VOLUMES
 
 static const struct field_rule prepare_rules[] = {
     {AMSP_T_REQUEST_ID, K_STR, IDLEN, 1, 1}, {AMSP_T_NAME, K_STR, 256, 1, 1},
@@ -61,7 +61,7 @@ static const struct field_rule finish_rules[] = {
 };
 
 static const struct field_rule done_rules[] = {
-    {AMSP_T_WARNING, K_STR, 1024, 0, 8},
+    {AMSP_T_WARNING, K_STR, 1024, 0, AMSP_MAX_WARNINGS},
 };
 
 static const struct field_rule abort_rules[] = {
@@ -94,7 +94,7 @@ static const struct field_rule status_reply_rules[] = {
 };
 
 /* Internal: helper <-> EC2 worker.  EC2's own limits bound the strings. */
-#define W_MAXVOL 64 /* ec2.h EC2_MAX_INSTANCE_VOLUMES */
+#define W_MAXVOL AMSP_W_MAX_VOLUMES
 #define W_MAXTAGS 64
 #define TAG_KEY_LEN 512    /* 128 UTF-8 characters */
 #define TAG_VALUE_LEN 1024 /* 256 UTF-8 characters */

@@ -32,6 +32,12 @@
 #define AMSP_HEADER_LEN 12
 #define AMSP_MAX_PAYLOAD 65536
 #define AMSP_MAX_FIELDS 256
+/* Bounds of the public messages, which the helper's operation obeys too. */
+#define AMSP_MAX_VOLUMES 32 /* volumes, tablespaces, filesystems, snapshots a message lists */
+#define AMSP_MAX_WARNINGS 8 /* WARNING fields in DONE */
+#define AMSP_MAX_ID_LEN 64  /* a request, instance, volume or snapshot id */
+/* Between the helper and its worker: EC2's own limits. */
+#define AMSP_W_MAX_VOLUMES 64 /* channel.h EC2_MAX_INSTANCE_VOLUMES */
 
 enum amsp_msg {
 	/* extension -> helper */

@@ -178,7 +178,7 @@ static int thaw_error(int e, const char *label, struct amis_err *err)
 	}
 }
 
-int fs_freeze_fd(int fd, const char *label, struct amis_err *err)
+static int fs_freeze_fd(int fd, const char *label, struct amis_err *err)
 {
 	if (ioctl(fd, FIFREEZE, 0) == 0)
 		return 0;

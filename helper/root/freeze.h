@@ -35,7 +35,6 @@ int fs_freeze(const char *mount_point, struct amis_err *err);
 int fs_thaw(const char *mount_point, bool *was_not_frozen, struct amis_err *err);
 
 /* The same on an open directory of the filesystem; label names it in errors. */
-int fs_freeze_fd(int fd, const char *label, struct amis_err *err);
 int fs_thaw_fd(int fd, const char *label, bool *was_not_frozen, struct amis_err *err);
 
 /*

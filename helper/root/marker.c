@@ -2,6 +2,7 @@
  * marker.c - see marker.h.
  */
 #include "marker.h"
+#include "mountinfo.h"
 #include "freeze.h"
 #include "log.h"
 
@@ -239,23 +240,6 @@ int marker_remove(const char *state_dir, struct amis_err *err)
 	return 0;
 }
 
-/* Undoes mountinfo's octal escapes (\040 and the like) in place. */
-static void unescape_octal(char *s)
-{
-	char *d = s;
-
-	while (*s) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-		    s[3] >= '0' && s[3] <= '7') {
-			*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
-			s += 4;
-		} else {
-			*d++ = *s++;
-		}
-	}
-	*d = '\0';
-}
-
 /* Opens dir if it is a directory of device major:minor; the fd, or -1. */
 static int open_on_device(const char *dir, unsigned int major, unsigned int minor)
 {
@@ -282,8 +266,9 @@ static int open_on_device(const char *dir, unsigned int major, unsigned int mino
  */
 static int find_device_mount(unsigned int major, unsigned int minor, char *found, size_t sz)
 {
-	char line[PATH_MAX * 2 + 256], mnt[PATH_MAX * 2];
-	unsigned int ma, mi;
+	struct mount_entry me;
+	char *line = NULL;
+	size_t cap = 0;
 	int fd = -1;
 	FILE *f;
 
@@ -292,20 +277,17 @@ static int find_device_mount(unsigned int major, unsigned int minor, char *found
 		log_error("frozen marker: cannot read %s: %s", mountinfo_path, strerror(errno));
 		return -1;
 	}
-	while (fd < 0 && fgets(line, sizeof(line), f)) {
-		/* ID PARENT MAJOR:MINOR ROOT MOUNT_POINT ... */
-		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &ma, &mi, mnt) != 3 || ma != major ||
-		    mi != minor)
+	while (fd < 0 && getline(&line, &cap, f) >= 0) {
+		if (mountinfo_parse_line(line, &me) != 0 || me.major != major ||
+		    me.minor != minor || me.mount_point[0] != '/')
 			continue;
-		unescape_octal(mnt);
-		if (mnt[0] != '/')
-			continue;
-		fd = open_on_device(mnt, major, minor);
-		if (fd >= 0 && strlcpy_checked(found, mnt, sz) != 0) {
+		fd = open_on_device(me.mount_point, major, minor);
+		if (fd >= 0 && strlcpy_checked(found, me.mount_point, sz) != 0) {
 			close(fd);
 			fd = -1;
 		}
 	}
+	free(line);
 	fclose(f);
 	return fd;
 }

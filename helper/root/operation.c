@@ -34,17 +34,14 @@
 #include <unistd.h>
 
 #define TOOL_TAG_VALUE "ami_snapshot " AMIS_VERSION
-#define MAX_TARGETS 34 /* data, wal, up to 32 tablespaces */
-#define MAX_VOLUMES 32
+#define MAX_TARGETS (2 + AMSP_MAX_VOLUMES) /* data, wal, the tablespaces */
+#define MAX_VOLUMES AMSP_MAX_VOLUMES
 #define MAX_CREATE_TAGS 64
 #define TAG_VALUE_MAX 256
 /* Base64 chunks of the backup label and of the tablespace map, each. */
 #define TAG_CHUNKS_MAX 16
 /* "Each resource can have a maximum of 50 user created tags" (EC2 User Guide, Tag restrictions). */
 #define EC2_MAX_TAGS_PER_RESOURCE 50
-/* protocol.c allows at most 32 SNAPSHOT_ID fields in ERROR and 8 WARNINGs in DONE. */
-#define ERROR_MAX_SNAPSHOT_IDS 32
-#define DONE_MAX_WARNINGS 8
 #define REQUEST_ID_TAG "ami-snapshot:request-id"
 /* A stuck thaw: retried at most this often, and logged at most once a second. */
 #define THAW_RETRY_USEC 50000LL
@@ -399,7 +396,7 @@ static int send_error(struct helper *h, struct conn *c, const char *stage,
 	}
 	for (i = 0; op && i < op->nvolumes; i++)
 		amsp_put_str(&w, AMSP_T_VOLUME_ID, op->volume_ids[i]);
-	for (i = 0; op && i < op->snaps.n && i < ERROR_MAX_SNAPSHOT_IDS; i++) {
+	for (i = 0; op && i < op->snaps.n && i < AMSP_MAX_VOLUMES; i++) {
 		amsp_put_str(&w, AMSP_T_SNAPSHOT_ID, op->snaps.items[i].snapshot_id);
 		amsp_put_str(&w, AMSP_T_SNAPSHOT_VOLUME, op->snaps.items[i].volume_id);
 	}
@@ -1365,7 +1362,7 @@ static long b64_chunks(const char *text, char chunks[][TAG_VALUE_MAX + 1], size_
 	return (long)n;
 }
 
-/* A warning for the DONE frame (at most DONE_MAX_WARNINGS; all are logged). */
+/* A warning for the DONE frame (at most AMSP_MAX_WARNINGS; all are logged). */
 static void done_warning(struct amsp_writer *w, size_t *n, const char *request_id, const char *fmt,
                          ...) __attribute__((format(printf, 4, 5)));
 static void done_warning(struct amsp_writer *w, size_t *n, const char *request_id, const char *fmt,
@@ -1378,7 +1375,7 @@ static void done_warning(struct amsp_writer *w, size_t *n, const char *request_i
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
 	log_warn("request %s: %s", request_id, text);
-	if (*n < DONE_MAX_WARNINGS)
+	if (*n < AMSP_MAX_WARNINGS)
 		amsp_put_str(w, AMSP_T_WARNING, text);
 	(*n)++;
 }
@@ -1422,7 +1419,7 @@ static int handle_finish(struct helper *h, struct conn *c, const struct amsp_msg
 	static char label_chunks[TAG_CHUNKS_MAX][TAG_VALUE_MAX + 1];
 	static char map_chunks[TAG_CHUNKS_MAX][TAG_VALUE_MAX + 1];
 	static char label_keys[TAG_CHUNKS_MAX][48], map_keys[TAG_CHUNKS_MAX][48];
-	static unsigned char buf[AMSP_HEADER_LEN + DONE_MAX_WARNINGS * 1100];
+	static unsigned char buf[AMSP_HEADER_LEN + AMSP_MAX_WARNINGS * 1100];
 	char stop_lsn[33];
 	struct ec2_tag tags[2 + 2 * TAG_CHUNKS_MAX];
 	const char *ids[MAX_VOLUMES];

@@ -8,6 +8,7 @@
  * id without its dash; the model tells EBS from instance store).
  */
 #include "volumes.h"
+#include "mountinfo.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -115,73 +116,6 @@ static bool starts_with(const char *s, const char *prefix)
 	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-/* ---- mountinfo ---- */
-
-struct mount_entry {
-	int mount_id;
-	unsigned int major, minor;
-	char *root;
-	char *mount_point;
-	char *fstype;
-	char *source;
-};
-
-/* Decodes the octal escapes the kernel writes (\040 space, \011, \012, \134). */
-static void unescape_octal(char *s)
-{
-	char *w = s;
-
-	while (*s) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-		    s[3] >= '0' && s[3] <= '7') {
-			*w++ = (char)(((s[1] - '0') << 6) | ((s[2] - '0') << 3) | (s[3] - '0'));
-			s += 4;
-		} else {
-			*w++ = *s++;
-		}
-	}
-	*w = '\0';
-}
-
-/*
- * "36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw"
- * id parent maj:min root mount-point options [optional fields...] - fstype
- * source super-options.  Tokenizes line in place.
- */
-static int parse_mountinfo_line(char *line, struct mount_entry *me)
-{
-	char *fields[64];
-	size_t nf = 0, sep;
-	char *save = NULL, *tok, *end;
-	long id;
-	char extra;
-
-	for (tok = strtok_r(line, " \n", &save); tok && nf < 64; tok = strtok_r(NULL, " \n", &save))
-		fields[nf++] = tok;
-	if (nf < 9)
-		return -1;
-	for (sep = 6; sep < nf; sep++)
-		if (strcmp(fields[sep], "-") == 0)
-			break;
-	if (sep + 2 >= nf)
-		return -1;
-	errno = 0;
-	id = strtol(fields[0], &end, 10);
-	if (errno || *end || id < 0 || id > INT_MAX)
-		return -1;
-	me->mount_id = (int)id;
-	if (sscanf(fields[2], "%u:%u%c", &me->major, &me->minor, &extra) != 2)
-		return -1;
-	me->root = fields[3];
-	me->mount_point = fields[4];
-	me->fstype = fields[sep + 1];
-	me->source = fields[sep + 2];
-	unescape_octal(me->root);
-	unescape_octal(me->mount_point);
-	unescape_octal(me->source);
-	return 0;
-}
-
 /*
  * The mount holding real_path: the longest mount point that is a prefix of
  * it by component, the last listed winning among stacked mounts.  When the
@@ -206,7 +140,7 @@ static int find_mount(const struct sys_paths *sp, const char *real_path, bool ha
 		char *copy = xstrdup(line);
 		size_t len;
 
-		if (parse_mountinfo_line(copy, &me) < 0 || !path_under(real_path, me.mount_point)) {
+		if (mountinfo_parse_line(copy, &me) < 0 || !path_under(real_path, me.mount_point)) {
 			free(copy);
 			continue;
 		}
@@ -231,7 +165,7 @@ static int find_mount(const struct sys_paths *sp, const char *real_path, bool ha
 		        real_path);
 		goto out;
 	}
-	if (parse_mountinfo_line(best[1] ? best[1] : best[0], &me) < 0)
+	if (mountinfo_parse_line(best[1] ? best[1] : best[0], &me) < 0)
 		goto out; /* cannot happen: it parsed above */
 	if (strlcpy_checked(out->mount_point, me.mount_point, sizeof(out->mount_point)) < 0 ||
 	    strlcpy_checked(out->mount_root, me.root, sizeof(out->mount_root)) < 0 ||

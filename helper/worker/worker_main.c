@@ -339,6 +339,7 @@ int worker_main(const char *config_path)
 	struct wstate *ws = xcalloc(1, sizeof(*ws));
 	pid_t parent = getppid();
 	struct amis_err err;
+	enum log_level level;
 	const char *why;
 	int rc = 1;
 
@@ -356,12 +357,8 @@ int worker_main(const char *config_path)
 		log_error("configuration: %s", err.msg);
 		goto out;
 	}
-	if (!strcmp(ws->cfg.log_level, "debug"))
-		log_set_level(LOG_LVL_DEBUG);
-	else if (!strcmp(ws->cfg.log_level, "warning"))
-		log_set_level(LOG_LVL_WARNING);
-	else if (!strcmp(ws->cfg.log_level, "error"))
-		log_set_level(LOG_LVL_ERROR);
+	if (log_level_parse(ws->cfg.log_level, &level))
+		log_set_level(level);
 	ws->aws = aws_ctx_new(&ws->cfg);
 	if (aws_ctx_pin_files(ws->aws, &err) != 0) {
 		log_error("%s", err.msg);

@@ -88,6 +88,7 @@ driver="$tmp/freeze-driver"
 if ! "${CC:-cc}" -std=gnu11 -Wall -Wextra -D_GNU_SOURCE -pthread ${FREEZE_TEST_CFLAGS:-} -I"$helper/common" \
 	-I"$helper/root" "$helper/common/util.c" "$helper/common/log.c" "$helper/root/volumes.c" \
 	"$helper/root/freeze.c" "$helper/root/watchdog.c" "$helper/root/marker.c" \
+	"$helper/root/mountinfo.c" \
 	"$here/freeze-driver.c" -Wl,--wrap=ioctl \
 	-o "$driver" 2>"$tmp/cc.log"; then
 	diag <"$tmp/cc.log"
