@@ -75,12 +75,10 @@ struct ec2_instance_info {
 };
 
 /*
- * True for outcomes worth retrying after a back-off: throttling
- * (RequestLimitExceeded, SnapshotCreationPerVolumeRateExceeded: wait >= 15 s,
- * ConcurrentSnapshotLimitExceeded), service-side failures (InternalError,
- * ServiceUnavailable, Unavailable, HttpError5xx) and transport failures
- * (Timeout, ConnectionError).  Beware: after a Timeout or ConnectionError on
- * a call that creates something, it may have been created.
+ * True for outcomes worth retrying after a back-off (AMIS_F_RETRY in
+ * errcodes.h: throttling, service-side and transport failures).  Beware:
+ * after a Timeout or ConnectionError on a call that creates something, it
+ * may have been created (AMIS_F_MAYBE_DONE).
  */
 bool ec2_error_is_retryable(const struct amis_err *err);
 

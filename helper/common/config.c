@@ -138,7 +138,7 @@ static int add_user(struct parse_ctx *pc, const char *name)
 	unsigned long uid;
 
 	if (c->n_allowed_uids >= CONFIG_MAX_LIST)
-		return err_set(pc->err, "HelperConfig", "too many allowed_users");
+		return err_set(pc->err, AMIS_E_HELPER_CONFIG, "too many allowed_users");
 	uid = strtoul(name, &end, 10);
 	if (*name && !*end) {
 		c->allowed_uids[c->n_allowed_uids++] = (uid_t)uid;
@@ -146,7 +146,8 @@ static int add_user(struct parse_ctx *pc, const char *name)
 	}
 	pw = getpwnam(name);
 	if (!pw)
-		return err_set(pc->err, "HelperConfig", "allowed_users: no such user \"%s\"", name);
+		return err_set(pc->err, AMIS_E_HELPER_CONFIG, "allowed_users: no such user \"%s\"",
+		               name);
 	c->allowed_uids[c->n_allowed_uids++] = pw->pw_uid;
 	return 0;
 }
@@ -156,10 +157,10 @@ static int add_allow(struct parse_ctx *pc, const char *path)
 	struct helper_config *c = pc->c;
 
 	if (path[0] != '/')
-		return err_set(pc->err, "HelperConfig",
+		return err_set(pc->err, AMIS_E_HELPER_CONFIG,
 		               "filesystems.allow: \"%s\" is not an absolute path", path);
 	if (c->n_allow >= CONFIG_MAX_LIST)
-		return err_set(pc->err, "HelperConfig", "too many filesystems.allow entries");
+		return err_set(pc->err, AMIS_E_HELPER_CONFIG, "too many filesystems.allow entries");
 	c->allow[c->n_allow++] = xstrdup(path);
 	return 0;
 }
@@ -168,7 +169,7 @@ static int add_kv(struct config_kv *kv, size_t *n, const char *k, const char *v,
                   struct amis_err *err, const char *what)
 {
 	if (*n >= CONFIG_MAX_LIST)
-		return err_set(err, "HelperConfig", "too many entries in [%s]", what);
+		return err_set(err, AMIS_E_HELPER_CONFIG, "too many entries in [%s]", what);
 	kv[*n].key = xstrdup(k);
 	kv[*n].value = xstrdup(v);
 	(*n)++;
@@ -183,7 +184,8 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 #define IS(sec, key) (!strcmp(s, sec) && !strcmp(k, key))
 	if (IS("helper", "socket")) {
 		if (v[0] != '/')
-			return err_set(err, "HelperConfig", "socket must be an absolute path");
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "socket must be an absolute path");
 		set_str(&c->socket_path, v);
 	} else if (IS("helper", "socket_group")) {
 		set_str(&c->socket_group, v);
@@ -193,17 +195,20 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 	} else if (IS("helper", "freeze_timeout")) {
 		if (parse_duration_ms(v, &c->freeze_timeout_ms) || c->freeze_timeout_ms < 100 ||
 		    c->freeze_timeout_ms > 600000)
-			return err_set(err, "HelperConfig",
+			return err_set(err, AMIS_E_HELPER_CONFIG,
 			               "freeze_timeout must be between 100ms and 10min");
 	} else if (IS("helper", "client_timeout")) {
 		if (parse_duration_ms(v, &c->client_timeout_ms) || c->client_timeout_ms < 1000)
-			return err_set(err, "HelperConfig", "client_timeout must be at least 1s");
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "client_timeout must be at least 1s");
 	} else if (IS("helper", "ec2_timeout")) {
 		if (parse_duration_ms(v, &c->ec2_timeout_ms) || c->ec2_timeout_ms < 100)
-			return err_set(err, "HelperConfig", "ec2_timeout must be at least 100ms");
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "ec2_timeout must be at least 100ms");
 	} else if (IS("helper", "state_dir")) {
 		if (v[0] != '/')
-			return err_set(err, "HelperConfig", "state_dir must be an absolute path");
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "state_dir must be an absolute path");
 		set_str(&c->state_dir, v);
 	} else if (IS("helper", "retries")) {
 		char *end;
@@ -211,16 +216,18 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 		errno = 0;
 		c->retries = strtol(v, &end, 10);
 		if (errno || end == v || *end || c->retries < 0 || c->retries > 10)
-			return err_set(err, "HelperConfig", "retries must be between 0 and 10");
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "retries must be between 0 and 10");
 	} else if (IS("helper", "retry_backoff")) {
 		if (parse_duration_ms(v, &c->retry_backoff_ms) || c->retry_backoff_ms > 20000)
-			return err_set(err, "HelperConfig",
+			return err_set(err, AMIS_E_HELPER_CONFIG,
 			               "retry_backoff must be between 0 and 20s");
 	} else if (IS("helper", "worker_user")) {
 		if (!getpwnam(v))
-			return err_set(err, "HelperConfig", "worker_user: no such user \"%s\"", v);
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "worker_user: no such user \"%s\"", v);
 		if (!strcmp(v, "root") || getpwnam(v)->pw_uid == 0)
-			return err_set(err, "HelperConfig",
+			return err_set(err, AMIS_E_HELPER_CONFIG,
 			               "worker_user must not be root: the EC2 worker parses what "
 			               "the network sends");
 		set_str(&c->worker_user, v);
@@ -228,18 +235,18 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 		enum log_level level;
 
 		if (!log_level_parse(v, &level))
-			return err_set(err, "HelperConfig",
+			return err_set(err, AMIS_E_HELPER_CONFIG,
 			               "log_level must be debug, info, warning or error");
 		set_str(&c->log_level, v);
 	} else if (IS("filesystems", "allow")) {
 		return for_each_item(v, add_allow, pc);
 	} else if (IS("filesystems", "allow_root_filesystem")) {
 		if (parse_bool(v, &c->allow_root_filesystem))
-			return err_set(err, "HelperConfig",
+			return err_set(err, AMIS_E_HELPER_CONFIG,
 			               "allow_root_filesystem must be a boolean");
 	} else if (!strcmp(s, "volumes")) {
 		if (!aws_resource_id_valid(v, "vol"))
-			return err_set(err, "HelperConfig",
+			return err_set(err, AMIS_E_HELPER_CONFIG,
 			               "[volumes] %s: \"%s\" is not an EBS volume id (vol-...)", k,
 			               v);
 		return add_kv(c->volume_map, &c->n_volume_map, k, v, err, "volumes");
@@ -257,16 +264,18 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 		set_str(&c->credentials_file, v);
 	} else if (IS("aws", "preflight_dry_run")) {
 		if (parse_bool(v, &c->preflight_dry_run))
-			return err_set(err, "HelperConfig", "preflight_dry_run must be a boolean");
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "preflight_dry_run must be a boolean");
 	} else if (!strcmp(s, "tags")) {
 		if (strlen(k) > 128 || strlen(v) > 256 || !strncmp(k, "aws:", 4))
-			return err_set(err, "HelperConfig",
+			return err_set(err, AMIS_E_HELPER_CONFIG,
 			               "[tags] %s: keys are at most 128 characters and may not "
 			               "start with aws:, values at most 256",
 			               k);
 		return add_kv(c->tags, &c->n_tags, k, v, err, "tags");
 	} else {
-		return err_set(err, "HelperConfig", "unknown key \"%s\" in section [%s]", k, s);
+		return err_set(err, AMIS_E_HELPER_CONFIG, "unknown key \"%s\" in section [%s]", k,
+		               s);
 	}
 #undef IS
 	return 0;
@@ -299,28 +308,28 @@ static int check_worker_user(const struct helper_config *c, struct amis_err *err
 	size_t i;
 
 	if (!pw)
-		return err_set(err, "HelperConfig", "worker_user: no such user \"%s\"",
+		return err_set(err, AMIS_E_HELPER_CONFIG, "worker_user: no such user \"%s\"",
 		               c->worker_user);
 	if (pw->pw_uid == 0 || pw->pw_gid == 0)
-		return err_set(err, "HelperConfig",
+		return err_set(err, AMIS_E_HELPER_CONFIG,
 		               "worker_user \"%s\" has root's uid or group: the EC2 worker parses "
 		               "what the network sends",
 		               c->worker_user);
 	for (i = 0; i < c->n_allowed_uids; i++)
 		if (c->allowed_uids[i] == pw->pw_uid)
 			return err_set(
-			    err, "HelperConfig",
+			    err, AMIS_E_HELPER_CONFIG,
 			    "worker_user \"%s\" is in allowed_users: the EC2 worker must "
 			    "not be able to ask the helper to freeze",
 			    c->worker_user);
 	if (gr && gr->gr_gid == pw->pw_gid)
-		return err_set(err, "HelperConfig",
+		return err_set(err, AMIS_E_HELPER_CONFIG,
 		               "worker_user \"%s\"'s group is socket_group: the EC2 worker must "
 		               "not be able to connect to the helper",
 		               c->worker_user);
 	for (i = 0; gr && gr->gr_mem && gr->gr_mem[i]; i++)
 		if (!strcmp(gr->gr_mem[i], c->worker_user))
-			return err_set(err, "HelperConfig",
+			return err_set(err, AMIS_E_HELPER_CONFIG,
 			               "worker_user \"%s\" is a member of socket_group: the EC2 "
 			               "worker must not be able to connect to the helper",
 			               c->worker_user);
@@ -332,10 +341,11 @@ static int finish(struct parse_ctx *pc, int rc, const char *where)
 	if (pc->failed)
 		return err_prefix(pc->err, "%s line %d", where, rc);
 	if (rc < 0)
-		return err_set(pc->err, "HelperConfig", "%s: cannot open: %s", where,
+		return err_set(pc->err, AMIS_E_HELPER_CONFIG, "%s: cannot open: %s", where,
 		               strerror(errno));
 	if (rc > 0)
-		return err_set(pc->err, "HelperConfig", "%s line %d: syntax error", where, rc);
+		return err_set(pc->err, AMIS_E_HELPER_CONFIG, "%s line %d: syntax error", where,
+		               rc);
 	return check_worker_user(pc->c, pc->err);
 }
 

@@ -17,17 +17,44 @@ void err_clear(struct amis_err *err)
 	}
 }
 
-int err_set(struct amis_err *err, const char *code, const char *fmt, ...)
+static void err_vset(struct amis_err *err, const char *code, const char *fmt, va_list ap)
+{
+	snprintf(err->code, sizeof(err->code), "%s", code && code[0] ? code : "HelperError");
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+}
+
+int err_set(struct amis_err *err, enum amis_code code, const char *fmt, ...)
 {
 	va_list ap;
 
 	if (!err)
 		return -1;
-	snprintf(err->code, sizeof(err->code), "%s", code ? code : "Error");
 	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	err_vset(err, amis_code_str(code), fmt, ap);
 	va_end(ap);
 	return -1;
+}
+
+int err_set_code(struct amis_err *err, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err)
+		return -1;
+	va_start(ap, fmt);
+	err_vset(err, code, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+bool err_is(const struct amis_err *err, enum amis_code code)
+{
+	return err && code != AMIS_E_NONE && !strcmp(err->code, amis_code_str(code));
+}
+
+unsigned err_flags(const struct amis_err *err)
+{
+	return err ? amis_code_flags(err->code) : 0;
 }
 
 int err_prefix(struct amis_err *err, const char *fmt, ...)

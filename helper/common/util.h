@@ -14,10 +14,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "errcodes.h"
+
 /*
- * An error: a short machine-readable code (EC2's <Code> for API errors,
- * or one of our own such as "HelperConfig", "Timeout", "HttpError") and a
- * human-readable message.
+ * An error: a short machine-readable code (EC2's <Code> for API errors, or
+ * one of errcodes.h's such as "HelperConfig", "Timeout", "HttpError502")
+ * and a human-readable message.
  */
 struct amis_err {
 	char code[64];
@@ -25,9 +27,16 @@ struct amis_err {
 };
 
 void err_clear(struct amis_err *err);
-/* Sets code and printf-style message; always returns -1 for convenience. */
-int err_set(struct amis_err *err, const char *code, const char *fmt, ...)
+/* Sets a registered code and a printf-style message; always returns -1. */
+int err_set(struct amis_err *err, enum amis_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same with a code from elsewhere: EC2's, or one relayed by the worker. */
+int err_set_code(struct amis_err *err, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Whether err's code is code. */
+bool err_is(const struct amis_err *err, enum amis_code code);
+/* errcodes.h's AMIS_F_* for err's code (0 for codes unknown to the helper). */
+unsigned err_flags(const struct amis_err *err);
 /* Prefixes err->msg with more context ("while X: " + old message); returns -1. */
 int err_prefix(struct amis_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

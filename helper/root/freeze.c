@@ -59,7 +59,7 @@ static int claims_map(struct freeze_plan *plan, struct amis_err *err)
 		p = mmap(NULL, CLAIMS_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
 		         0);
 		if (p == MAP_FAILED)
-			return err_set(err, "FreezeFailed",
+			return err_set(err, AMIS_E_FREEZE_FAILED,
 			               "could not map the freeze claims shared with the "
 			               "watchdog: %s",
 			               strerror(errno));
@@ -86,23 +86,24 @@ int freeze_plan_claims_file(struct freeze_plan *plan, int dirfd, const char *nam
 	int fd;
 
 	if (freeze_plan_any_frozen(plan))
-		return err_set(err, "BadState", "the plan is frozen: its claims stay as they are");
+		return err_set(err, AMIS_E_BAD_STATE,
+		               "the plan is frozen: its claims stay as they are");
 	if (hlen >= CLAIMS_SIZE - FREEZE_CLAIMS_HDR_OFF)
-		return err_set(err, "StateDir", "claims header too long");
+		return err_set(err, AMIS_E_STATE_DIR, "claims header too long");
 	claims_unmap(plan);
 	/* A new inode each time: an earlier watchdog may still map the old one. */
 	(void)unlinkat(dirfd, tmp_name, 0);
 	fd = openat(dirfd, tmp_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
-		return err_set(err, "StateDir", "could not create %s: %s", tmp_name,
+		return err_set(err, AMIS_E_STATE_DIR, "could not create %s: %s", tmp_name,
 		               strerror(errno));
 	if (ftruncate(fd, CLAIMS_SIZE) != 0) {
-		err_set(err, "StateDir", "could not size %s: %s", tmp_name, strerror(errno));
+		err_set(err, AMIS_E_STATE_DIR, "could not size %s: %s", tmp_name, strerror(errno));
 		goto fail_fd;
 	}
 	m = mmap(NULL, CLAIMS_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (m == MAP_FAILED) {
-		err_set(err, "StateDir", "could not map %s: %s", tmp_name, strerror(errno));
+		err_set(err, AMIS_E_STATE_DIR, "could not map %s: %s", tmp_name, strerror(errno));
 		goto fail_fd;
 	}
 	/*
@@ -119,7 +120,7 @@ int freeze_plan_claims_file(struct freeze_plan *plan, int dirfd, const char *nam
 	(void)mlock(m, CLAIMS_SIZE);
 	close(fd);
 	if (renameat(dirfd, tmp_name, dirfd, name) != 0) {
-		err_set(err, "StateDir", "could not rename %s to %s: %s", tmp_name, name,
+		err_set(err, AMIS_E_STATE_DIR, "could not rename %s to %s: %s", tmp_name, name,
 		        strerror(errno));
 		munmap(m, CLAIMS_SIZE);
 		(void)unlinkat(dirfd, tmp_name, 0);
@@ -140,7 +141,8 @@ static int open_dir(const char *mount_point, struct amis_err *err)
 
 	if (fd < 0)
 		err_set(err,
-		        errno == EACCES || errno == EPERM ? "PermissionDenied" : "FreezeFailed",
+		        errno == EACCES || errno == EPERM ? AMIS_E_PERMISSION_DENIED
+		                                          : AMIS_E_FREEZE_FAILED,
 		        "could not open %s: %s", mount_point, strerror(errno));
 	return fd;
 }
@@ -150,17 +152,18 @@ static int freeze_error(int e, const char *label, struct amis_err *err)
 {
 	switch (e) {
 	case EBUSY:
-		return err_set(err, "AlreadyFrozen", "%s is already frozen", label);
+		return err_set(err, AMIS_E_ALREADY_FROZEN, "%s is already frozen", label);
 	case EOPNOTSUPP:
-		return err_set(err, "FreezeNotSupported",
+		return err_set(err, AMIS_E_FREEZE_NOT_SUPPORTED,
 		               "the filesystem at %s does not support freezing", label);
 	case EPERM:
 	case EACCES:
-		return err_set(err, "PermissionDenied",
+		return err_set(err, AMIS_E_PERMISSION_DENIED,
 		               "not allowed to freeze %s (needs CAP_SYS_ADMIN): %s", label,
 		               strerror(e));
 	default:
-		return err_set(err, "FreezeFailed", "could not freeze %s: %s", label, strerror(e));
+		return err_set(err, AMIS_E_FREEZE_FAILED, "could not freeze %s: %s", label,
+		               strerror(e));
 	}
 }
 
@@ -170,11 +173,12 @@ static int thaw_error(int e, const char *label, struct amis_err *err)
 	switch (e) {
 	case EPERM:
 	case EACCES:
-		return err_set(err, "PermissionDenied",
+		return err_set(err, AMIS_E_PERMISSION_DENIED,
 		               "not allowed to thaw %s (needs CAP_SYS_ADMIN): %s", label,
 		               strerror(e));
 	default:
-		return err_set(err, "ThawFailed", "could not thaw %s: %s", label, strerror(e));
+		return err_set(err, AMIS_E_THAW_FAILED, "could not thaw %s: %s", label,
+		               strerror(e));
 	}
 }
 
@@ -219,9 +223,10 @@ int fs_thaw(const char *mount_point, bool *was_not_frozen, struct amis_err *err)
 	if (was_not_frozen)
 		*was_not_frozen = false;
 	if (fd < 0)
-		return err_set(
-		    err, errno == EACCES || errno == EPERM ? "PermissionDenied" : "ThawFailed",
-		    "could not open %s: %s", mount_point, strerror(errno));
+		return err_set(err,
+		               errno == EACCES || errno == EPERM ? AMIS_E_PERMISSION_DENIED
+		                                                 : AMIS_E_THAW_FAILED,
+		               "could not open %s: %s", mount_point, strerror(errno));
 	rc = fs_thaw_fd(fd, mount_point, was_not_frozen, err);
 	close(fd);
 	return rc;
@@ -236,14 +241,14 @@ static int open_checked(struct freeze_fs *fs, struct amis_err *err)
 	if (fd < 0)
 		return -1;
 	if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &stx) < 0) {
-		err_set(err, "FreezeFailed", "could not statx %s: %s", fs->mount_point,
+		err_set(err, AMIS_E_FREEZE_FAILED, "could not statx %s: %s", fs->mount_point,
 		        strerror(errno));
 		close(fd);
 		return -1;
 	}
 	if (fs->mount_id > 0 && (stx.stx_mask & STATX_MNT_ID) &&
 	    stx.stx_mnt_id != (unsigned long long)fs->mount_id) {
-		err_set(err, "MountChanged",
+		err_set(err, AMIS_E_MOUNT_CHANGED,
 		        "%s is mount %llu now, not mount %d as resolved; refusing to touch it",
 		        fs->mount_point, (unsigned long long)stx.stx_mnt_id, fs->mount_id);
 		close(fd);
@@ -252,7 +257,7 @@ static int open_checked(struct freeze_fs *fs, struct amis_err *err)
 	/* Kernels before 5.8 have no mount id: at least the device must match. */
 	if (fs->mount_id > 0 && !(stx.stx_mask & STATX_MNT_ID) &&
 	    (stx.stx_dev_major != fs->dev_major || stx.stx_dev_minor != fs->dev_minor)) {
-		err_set(err, "MountChanged",
+		err_set(err, AMIS_E_MOUNT_CHANGED,
 		        "%s is on device %u:%u now, not %u:%u as resolved; refusing to touch it",
 		        fs->mount_point, stx.stx_dev_major, stx.stx_dev_minor, fs->dev_major,
 		        fs->dev_minor);
@@ -544,7 +549,7 @@ static int thaw_levels(struct freeze_plan *plan, bool rollback, struct amis_err 
 			/* A retry after a failed thaw: reopen, and only the mount we froze. */
 			err_clear(&terr);
 			if (fs->fd < 0 && open_checked(fs, &terr) < 0) {
-				if (strcmp(terr.code, "FreezeFailed") == 0)
+				if (err_is(&terr, AMIS_E_FREEZE_FAILED))
 					snprintf(terr.code, sizeof(terr.code), "ThawFailed");
 				err_prefix(&terr, "could not thaw %s", fs->mount_point);
 				thaw_failed(err, rollback, fs, &terr, &rc);
@@ -659,7 +664,7 @@ int freeze_plan_open(struct freeze_plan *plan, struct amis_err *err)
 
 	for (i = 0; i < plan->nfs; i++)
 		if (plan->fs[i].frozen || plan->fs[i].fd >= 0)
-			return err_set(err, "BadState", "%s is already frozen by this plan",
+			return err_set(err, AMIS_E_BAD_STATE, "%s is already frozen by this plan",
 			               plan->fs[i].mount_point);
 	if (claims_map(plan, err) < 0)
 		return -1;

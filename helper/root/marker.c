@@ -60,9 +60,9 @@ static int ensure_dir(const char *state_dir, struct amis_err *err)
 	if (mkdir(state_dir, 0700) == 0 || errno == EEXIST) {
 		if (stat(state_dir, &st) == 0 && S_ISDIR(st.st_mode))
 			return 0;
-		return err_set(err, "StateDir", "state_dir %s is not a directory", state_dir);
+		return err_set(err, AMIS_E_STATE_DIR, "state_dir %s is not a directory", state_dir);
 	}
-	return err_set(err, "StateDir", "could not create state_dir %s: %s", state_dir,
+	return err_set(err, AMIS_E_STATE_DIR, "could not create state_dir %s: %s", state_dir,
 	               strerror(errno));
 }
 
@@ -73,7 +73,7 @@ int marker_check_dir(const char *state_dir, const struct freeze_plan *plan, stru
 	if (ensure_dir(state_dir, err) < 0)
 		return -1;
 	if (statx(AT_FDCWD, state_dir, 0, STATX_MNT_ID, &stx) != 0)
-		return err_set(err, "StateDir", "could not statx state_dir %s: %s", state_dir,
+		return err_set(err, AMIS_E_STATE_DIR, "could not statx state_dir %s: %s", state_dir,
 		               strerror(errno));
 	for (size_t i = 0; i < plan->nfs; i++) {
 		const struct freeze_fs *fs = &plan->fs[i];
@@ -82,7 +82,7 @@ int marker_check_dir(const char *state_dir, const struct freeze_plan *plan, stru
 		if ((stx.stx_dev_major == fs->dev_major && stx.stx_dev_minor == fs->dev_minor) ||
 		    ((stx.stx_mask & STATX_MNT_ID) &&
 		     stx.stx_mnt_id == (unsigned long long)fs->mount_id))
-			return err_set(err, "StateDirFrozen",
+			return err_set(err, AMIS_E_STATE_DIR_FROZEN,
 			               "the helper's state_dir %s is on %s, a filesystem this "
 			               "request would freeze; the frozen marker could not be "
 			               "written or removed: set [helper] state_dir elsewhere "
@@ -166,7 +166,7 @@ int marker_write(const char *state_dir, struct freeze_plan *plan, const char *re
 		return -1;
 	for (size_t i = 0; i < plan->nfs; i++)
 		if (strchr(plan->fs[i].mount_point, '\n'))
-			return err_set(err, "StateDir",
+			return err_set(err, AMIS_E_STATE_DIR,
 			               "mount point with a newline: cannot record it");
 	if (read_boot_id(boot_id, sizeof(boot_id)) != 0)
 		boot_id[0] = '\0';
@@ -192,12 +192,12 @@ int marker_write(const char *state_dir, struct freeze_plan *plan, const char *re
 	marker_path(path, sizeof(path), state_dir, MARKER_FILE);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
-		err_set(err, "StateDir", "could not create %s: %s", tmp, strerror(errno));
+		err_set(err, AMIS_E_STATE_DIR, "could not create %s: %s", tmp, strerror(errno));
 		goto out;
 	}
 	n = write(fd, sb.data, sb.len);
 	if (n != (ssize_t)sb.len || fsync(fd) != 0) {
-		err_set(err, "StateDir", "could not write %s: %s", tmp,
+		err_set(err, AMIS_E_STATE_DIR, "could not write %s: %s", tmp,
 		        n < 0 || n == (ssize_t)sb.len ? strerror(errno) : "short write");
 		close(fd);
 		unlink(tmp);
@@ -205,7 +205,7 @@ int marker_write(const char *state_dir, struct freeze_plan *plan, const char *re
 	}
 	close(fd);
 	if (rename(tmp, path) != 0) {
-		err_set(err, "StateDir", "could not rename %s to %s: %s", tmp, path,
+		err_set(err, AMIS_E_STATE_DIR, "could not rename %s to %s: %s", tmp, path,
 		        strerror(errno));
 		unlink(tmp);
 		goto out;
@@ -233,7 +233,8 @@ int marker_remove(const char *state_dir, struct amis_err *err)
 	/* The marker first: a claims file without its marker means nothing. */
 	marker_path(path, sizeof(path), state_dir, MARKER_FILE);
 	if (unlink(path) != 0 && errno != ENOENT)
-		return err_set(err, "StateDir", "could not remove %s: %s", path, strerror(errno));
+		return err_set(err, AMIS_E_STATE_DIR, "could not remove %s: %s", path,
+		               strerror(errno));
 	marker_path(path, sizeof(path), state_dir, CLAIMS_FILE);
 	if (unlink(path) != 0 && errno != ENOENT)
 		log_warn("could not remove %s: %s", path, strerror(errno));

@@ -450,9 +450,9 @@ static int resolve_one(struct helper *h, struct operation *op, const struct amsp
 	size_t i;
 
 	if (op->ntargets >= MAX_TARGETS)
-		return err_set(err, "TooManyPaths", "too many paths in the request");
+		return err_set(err, AMIS_E_TOO_MANY_PATHS, "too many paths in the request");
 	if (amsp_copy_str(f, path, sizeof(path)) != 0 || path[0] != '/')
-		return err_set(err, "InvalidPath", "%s path is not absolute", what);
+		return err_set(err, AMIS_E_INVALID_PATH, "%s path is not absolute", what);
 	for (i = 0; i < cfg->n_volume_map; i++) {
 		ov[i].device = cfg->volume_map[i].key;
 		ov[i].volume_id = cfg->volume_map[i].value;
@@ -466,7 +466,7 @@ static int resolve_one(struct helper *h, struct operation *op, const struct amsp
 	if (!volumes_path_allowed(t->mount_point, (const char *const *)cfg->allow, cfg->n_allow,
 	                          cfg->allow_root_filesystem))
 		return err_set(
-		    err, "PathNotAllowed",
+		    err, AMIS_E_PATH_NOT_ALLOWED,
 		    "%s \"%s\" is on filesystem \"%s\", which is not allowed by the "
 		    "helper's configuration ([filesystems] allow%s)",
 		    what, path, t->mount_point,
@@ -504,7 +504,7 @@ static int plan_volumes(struct helper *h, struct operation *op, struct amis_err 
 				goto out;
 		if (freeze_plan_unresolved_disks(&op->plan) > 0) {
 			err_set(
-			    err, "VolumeNotFound",
+			    err, AMIS_E_VOLUME_NOT_FOUND,
 			    "a disk holding database files is not in instance %s's block device "
 			    "mapping; map it in the helper's [volumes] section",
 			    worker_instance_id(h->worker));
@@ -513,7 +513,8 @@ static int plan_volumes(struct helper *h, struct operation *op, struct amis_err 
 	}
 	for (i = 0; i < op->plan.nvolumes; i++) {
 		if (op->nvolumes >= MAX_VOLUMES) {
-			err_set(err, "TooManyVolumes", "more than %d EBS volumes", MAX_VOLUMES);
+			err_set(err, AMIS_E_TOO_MANY_VOLUMES, "more than %d EBS volumes",
+			        MAX_VOLUMES);
 			goto out;
 		}
 		op->volume_ids[op->nvolumes++] = xstrdup(op->plan.volume_ids[i]);
@@ -529,7 +530,7 @@ static int plan_volumes(struct helper *h, struct operation *op, struct amis_err 
 			}
 		}
 		if (!found) {
-			err_set(err, "VolumeNotAttached",
+			err_set(err, AMIS_E_VOLUME_NOT_ATTACHED,
 			        "volume %s holds database files but is not attached to instance %s",
 			        op->volume_ids[i], worker_instance_id(h->worker));
 			goto out;
@@ -621,7 +622,7 @@ static int refuse_busy(struct helper *h, struct conn *c)
 	struct amis_err err;
 
 	err_clear(&err);
-	err_set(&err, "Busy",
+	err_set(&err, AMIS_E_BUSY,
 	        "another snapshot operation (request %s) is in progress; only one runs at a time",
 	        h->active ? h->active->request_id : "?");
 	send_error(h, c, "prepare", &err, NULL);
@@ -649,7 +650,7 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 		sb_init(&mounts);
 		frozen_mounts(&h->stuck->plan, &mounts);
 		err_set(
-		    &err, "ThawPending",
+		    &err, AMIS_E_THAW_PENDING,
 		    "filesystems frozen by request %s are still frozen (%s) and the helper keeps "
 		    "retrying the thaw; no new snapshot until they are thawed: %s",
 		    h->stuck->request_id, sb_str(&mounts), h->stuck->thaw_err.msg);
@@ -673,11 +674,11 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 	h->active = op;
 
 	if (!valid_request_id(op->request_id)) {
-		err_set(&err, "InvalidRequest", "invalid request id");
+		err_set(&err, AMIS_E_INVALID_REQUEST, "invalid request id");
 		goto fail;
 	}
 	if (!valid_name(op->name)) {
-		err_set(&err, "InvalidName",
+		err_set(&err, AMIS_E_INVALID_NAME,
 		        "snapshot name must be 3 to 128 characters of letters, digits, spaces and "
 		        "( ) [ ] . / - ' @ _");
 		goto fail;
@@ -728,7 +729,7 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 		amsp_put_str(&w, AMSP_T_MOUNT_POINT, op->plan.fs[i].mount_point);
 	len = amsp_end(&w);
 	if (!len) {
-		err_set(&err, "ResponseTooLarge",
+		err_set(&err, AMIS_E_RESPONSE_TOO_LARGE,
 		        "the answer (%zu volumes, %zu filesystems to freeze) does not fit in one "
 		        "protocol frame: mount point paths too long",
 		        op->nvolumes, op->plan.nfs);
@@ -796,13 +797,12 @@ static void log_snapshot_ids(const struct operation *op, const char *what)
 
 /*
  * After a Timeout, ConnectionError, broken body or a call abandoned for a
- * vanished client, the call may have succeeded on EC2's side.
+ * vanished client, the call may have succeeded on EC2's side
+ * (AMIS_F_MAYBE_DONE in errcodes.h).
  */
 static bool answer_lost(const struct amis_err *err)
 {
-	return !strcmp(err->code, "Timeout") || !strcmp(err->code, "ConnectionError") ||
-	       !strcmp(err->code, "MalformedResponse") || !strcmp(err->code, "ClientGone") ||
-	       !strcmp(err->code, "ThawRequested") || !strcmp(err->code, "WorkerDied");
+	return (err_flags(err) & AMIS_F_MAYBE_DONE) != 0;
 }
 
 /* Sleeps ms while the server keeps answering other clients (status, Busy). */
@@ -969,7 +969,7 @@ static enum cycle_outcome freeze_cycle_inner(struct helper *h, struct operation 
 			if (freeze_plan_any_frozen(&op->plan)) {
 				/* The rollback's thaw failed too: that is the news. */
 				thaw_err = *err;
-				err_set(err, "ThawFailed",
+				err_set(err, AMIS_E_THAW_FAILED,
 				        "%s: filesystems may still be frozen; retrying",
 				        thaw_err.msg);
 				return CYCLE_THAW_FAILED;
@@ -1019,7 +1019,7 @@ static enum cycle_outcome freeze_cycle_inner(struct helper *h, struct operation 
 	if (thaw_rc != 0) {
 		log_error("request %s: THAW FAILED: %s: %s", op->request_id, thaw_err.code,
 		          thaw_err.msg);
-		err_set(err, "ThawFailed", "%s: filesystems may still be frozen; retrying",
+		err_set(err, AMIS_E_THAW_FAILED, "%s: filesystems may still be frozen; retrying",
 		        thaw_err.msg);
 		if (rc != 0)
 			err_append(err, "and the snapshot failed too: %s: %s", call_err->code,
@@ -1028,7 +1028,7 @@ static enum cycle_outcome freeze_cycle_inner(struct helper *h, struct operation 
 	}
 	if (rc == 0 && broken) {
 		/* Writes resumed before EC2 answered: not a consistent snapshot. */
-		err_set(err, "FreezeBroken",
+		err_set(err, AMIS_E_FREEZE_BROKEN,
 		        "the filesystems were thawed before EC2 answered (by the watchdog at its "
 		        "deadline, or by someone else); the snapshot cannot be trusted as "
 		        "consistent");
@@ -1077,8 +1077,7 @@ static long backoff_ms(const struct helper_config *cfg, int next, const struct a
 	/* "Equal jitter": between half and all of it. */
 	d = d / 2 + (d > 1 ? random() % (d / 2 + 1) : 0);
 	/* EC2: "wait at least 15 seconds" between snapshots of one volume. */
-	if (!strcmp(call_err->code, "SnapshotCreationPerVolumeRateExceeded") &&
-	    d < PER_VOLUME_RATE_BACKOFF_MS)
+	if (err_is(call_err, AMIS_E_SNAPSHOT_RATE_EXCEEDED) && d < PER_VOLUME_RATE_BACKOFF_MS)
 		d = PER_VOLUME_RATE_BACKOFF_MS;
 	return d;
 }
@@ -1130,7 +1129,7 @@ static int check_snapshot_set(const struct operation *op, struct amis_err *err)
 	size_t i, j, seen;
 
 	if (op->snaps.n != op->nvolumes)
-		return err_set(err, "UnexpectedSnapshotSet",
+		return err_set(err, AMIS_E_UNEXPECTED_SNAPSHOT_SET,
 		               "CreateSnapshots returned %zu snapshots for %zu volumes",
 		               op->snaps.n, op->nvolumes);
 	for (i = 0; i < op->snaps.n; i++) {
@@ -1138,7 +1137,7 @@ static int check_snapshot_set(const struct operation *op, struct amis_err *err)
 
 		if (!in_list(op->volume_ids, op->nvolumes, s->volume_id))
 			return err_set(
-			    err, "UnexpectedSnapshotSet",
+			    err, AMIS_E_UNEXPECTED_SNAPSHOT_SET,
 			    "CreateSnapshots returned a snapshot of volume %s, which holds "
 			    "no database files",
 			    s->volume_id);
@@ -1148,7 +1147,7 @@ static int check_snapshot_set(const struct operation *op, struct amis_err *err)
 			if (!strcmp(op->snaps.items[j].volume_id, op->volume_ids[i]))
 				seen++;
 		if (seen != 1)
-			return err_set(err, "UnexpectedSnapshotSet",
+			return err_set(err, AMIS_E_UNEXPECTED_SNAPSHOT_SET,
 			               "CreateSnapshots returned %zu snapshots of volume %s", seen,
 			               op->volume_ids[i]);
 	}
@@ -1157,11 +1156,11 @@ static int check_snapshot_set(const struct operation *op, struct amis_err *err)
 
 		for (j = 0; j < i; j++)
 			if (!strcmp(op->snaps.items[j].snapshot_id, s->snapshot_id))
-				return err_set(err, "UnexpectedSnapshotSet",
+				return err_set(err, AMIS_E_UNEXPECTED_SNAPSHOT_SET,
 				               "CreateSnapshots returned snapshot %s twice",
 				               s->snapshot_id);
 		if (strcmp(s->state, "pending") && strcmp(s->state, "completed"))
-			return err_set(err, "SnapshotFailed",
+			return err_set(err, AMIS_E_SNAPSHOT_FAILED,
 			               "snapshot %s of volume %s is in state %s", s->snapshot_id,
 			               s->volume_id, s->state);
 	}
@@ -1209,7 +1208,7 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 		err_clear(&call_err);
 		/* Never a freeze after a stop request. */
 		if (h->stop && *h->stop) {
-			err_set(&err, "HelperStopping",
+			err_set(&err, AMIS_E_HELPER_STOPPING,
 			        "the helper is stopping; nothing was frozen for this attempt");
 			if (attempt > 1)
 				err_prefix(&err, "%d attempts failed (%s)", attempt - 1,
@@ -1226,7 +1225,7 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 		if (out == CYCLE_CALL_FAILED) {
 			err = call_err;
 			lost = answer_lost(&call_err);
-			if (!strcmp(err.code, "Timeout"))
+			if (err_is(&err, AMIS_E_TIMEOUT))
 				err_prefix(&err, op->freeze
 				                     ? "no answer within the freeze deadline "
 				                       "(freeze_timeout); filesystems were thawed"
@@ -1256,7 +1255,7 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 		         wait / 1000.0);
 		if (wait_watching_client(h, c, wait, &why) != 0) {
 			if (h->stop && *h->stop) {
-				err_set(&err, "HelperStopping",
+				err_set(&err, AMIS_E_HELPER_STOPPING,
 				        "the helper is stopping: no retry after attempt %d (%s)",
 				        attempt, sb_str(&attempts));
 				goto fail;
@@ -1280,7 +1279,7 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 	 * trusted to list everything the call made, EC2 is asked by tag too.
 	 */
 	if (check_snapshot_set(op, &err) != 0) {
-		lost = strcmp(err.code, "SnapshotFailed") != 0;
+		lost = !err_is(&err, AMIS_E_SNAPSHOT_FAILED);
 		goto fail;
 	}
 

@@ -69,33 +69,34 @@ static int make_socket_dir(const char *dir, gid_t gid, bool have_gid, struct ami
 
 	if (mkdir(dir, 0700) == 0) {
 		if (have_gid && chown(dir, geteuid(), gid) != 0)
-			return err_set(err, "HelperSocket", "cannot chown %s: %s", dir,
+			return err_set(err, AMIS_E_HELPER_SOCKET, "cannot chown %s: %s", dir,
 			               strerror(errno));
 		if (chmod(dir, have_gid ? 0750 : 0755) != 0)
-			return err_set(err, "HelperSocket", "cannot chmod %s: %s", dir,
+			return err_set(err, AMIS_E_HELPER_SOCKET, "cannot chmod %s: %s", dir,
 			               strerror(errno));
 		return 0;
 	}
 	if (errno != EEXIST)
-		return err_set(err, "HelperSocket", "cannot create socket directory %s: %s", dir,
-		               strerror(errno));
+		return err_set(err, AMIS_E_HELPER_SOCKET, "cannot create socket directory %s: %s",
+		               dir, strerror(errno));
 	if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-		return err_set(err, "HelperSocket", "socket directory %s is not a directory", dir);
+		return err_set(err, AMIS_E_HELPER_SOCKET, "socket directory %s is not a directory",
+		               dir);
 	if (st.st_uid != geteuid())
 		return err_set(
-		    err, "HelperSocket",
+		    err, AMIS_E_HELPER_SOCKET,
 		    "socket directory %s is owned by uid %u, not by the helper (uid %u); "
 		    "refusing to use it",
 		    dir, (unsigned)st.st_uid, (unsigned)geteuid());
 	if (st.st_mode & S_IWOTH)
 		return err_set(
-		    err, "HelperSocket",
+		    err, AMIS_E_HELPER_SOCKET,
 		    "socket directory %s is writable by others (mode %04o): anyone could "
 		    "replace the socket; use a directory of its own, such as "
 		    "/run/ami-snapshot",
 		    dir, (unsigned)(st.st_mode & 07777));
 	if ((st.st_mode & S_IWGRP) && !(have_gid && st.st_gid == gid))
-		return err_set(err, "HelperSocket",
+		return err_set(err, AMIS_E_HELPER_SOCKET,
 		               "socket directory %s is writable by group %u, which is not "
 		               "socket_group (mode %04o); refusing to use it",
 		               dir, (unsigned)st.st_gid, (unsigned)(st.st_mode & 07777));
@@ -113,13 +114,14 @@ int server_listen(const struct helper_config *cfg, int *out_fd, struct amis_err 
 	int fd, rc;
 
 	if (strlen(cfg->socket_path) >= sizeof(sa.sun_path))
-		return err_set(err, "HelperSocket", "socket path too long: %s", cfg->socket_path);
+		return err_set(err, AMIS_E_HELPER_SOCKET, "socket path too long: %s",
+		               cfg->socket_path);
 	if (cfg->socket_group) {
 		struct group *gr = getgrnam(cfg->socket_group);
 
 		if (!gr)
-			return err_set(err, "HelperConfig", "socket_group: no such group \"%s\"",
-			               cfg->socket_group);
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "socket_group: no such group \"%s\"", cfg->socket_group);
 		gid = gr->gr_gid;
 		have_gid = true;
 	} else {
@@ -137,7 +139,7 @@ int server_listen(const struct helper_config *cfg, int *out_fd, struct amis_err 
 
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
-		return err_set(err, "HelperSocket", "socket: %s", strerror(errno));
+		return err_set(err, AMIS_E_HELPER_SOCKET, "socket: %s", strerror(errno));
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
 	memcpy(sa.sun_path, cfg->socket_path, strlen(cfg->socket_path) + 1);
@@ -149,7 +151,7 @@ int server_listen(const struct helper_config *cfg, int *out_fd, struct amis_err 
 			if (!S_ISSOCK(st.st_mode)) {
 				close(fd);
 				return err_set(
-				    err, "HelperSocket",
+				    err, AMIS_E_HELPER_SOCKET,
 				    "%s exists and is not a socket; refusing to remove it",
 				    cfg->socket_path);
 			}
@@ -161,7 +163,8 @@ int server_listen(const struct helper_config *cfg, int *out_fd, struct amis_err 
 	rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
 	umask(old_umask);
 	if (rc != 0) {
-		err_set(err, "HelperSocket", "bind %s: %s", cfg->socket_path, strerror(errno));
+		err_set(err, AMIS_E_HELPER_SOCKET, "bind %s: %s", cfg->socket_path,
+		        strerror(errno));
 		close(fd);
 		return -1;
 	}
@@ -172,13 +175,13 @@ int server_listen(const struct helper_config *cfg, int *out_fd, struct amis_err 
 	 */
 	if ((have_gid && chown(cfg->socket_path, geteuid(), gid) != 0) ||
 	    chmod(cfg->socket_path, have_gid ? 0660 : 0600) != 0) {
-		err_set(err, "HelperSocket", "cannot set owner/mode of %s: %s", cfg->socket_path,
-		        strerror(errno));
+		err_set(err, AMIS_E_HELPER_SOCKET, "cannot set owner/mode of %s: %s",
+		        cfg->socket_path, strerror(errno));
 		close(fd);
 		return -1;
 	}
 	if (listen(fd, 16) != 0) {
-		err_set(err, "HelperSocket", "listen: %s", strerror(errno));
+		err_set(err, AMIS_E_HELPER_SOCKET, "listen: %s", strerror(errno));
 		close(fd);
 		return -1;
 	}

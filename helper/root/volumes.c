@@ -134,7 +134,7 @@ static int find_mount(const struct sys_paths *sp, const char *real_path, bool ha
 
 	f = fopen(sp->mountinfo, "re");
 	if (!f)
-		return err_set(err, "SysfsError", "could not open %s: %s", sp->mountinfo,
+		return err_set(err, AMIS_E_SYSFS_ERROR, "could not open %s: %s", sp->mountinfo,
 		               strerror(errno));
 	while (getline(&line, &cap, f) >= 0) {
 		char *copy = xstrdup(line);
@@ -157,12 +157,12 @@ static int find_mount(const struct sys_paths *sp, const char *real_path, bool ha
 		}
 	}
 	if (ferror(f)) {
-		err_set(err, "SysfsError", "could not read %s", sp->mountinfo);
+		err_set(err, AMIS_E_SYSFS_ERROR, "could not read %s", sp->mountinfo);
 		goto out;
 	}
 	if (!best[0]) {
-		err_set(err, "MountNotFound", "no mount in %s contains \"%s\"", sp->mountinfo,
-		        real_path);
+		err_set(err, AMIS_E_MOUNT_NOT_FOUND, "no mount in %s contains \"%s\"",
+		        sp->mountinfo, real_path);
 		goto out;
 	}
 	if (mountinfo_parse_line(best[1] ? best[1] : best[0], &me) < 0)
@@ -171,8 +171,8 @@ static int find_mount(const struct sys_paths *sp, const char *real_path, bool ha
 	    strlcpy_checked(out->mount_root, me.root, sizeof(out->mount_root)) < 0 ||
 	    strlcpy_checked(out->fstype, me.fstype, sizeof(out->fstype)) < 0 ||
 	    strlcpy_checked(out->source, me.source, sizeof(out->source)) < 0) {
-		err_set(err, "SysfsError", "mount entry for \"%s\" in %s is too long", real_path,
-		        sp->mountinfo);
+		err_set(err, AMIS_E_SYSFS_ERROR, "mount entry for \"%s\" in %s is too long",
+		        real_path, sp->mountinfo);
 		goto out;
 	}
 	out->mount_id = me.mount_id;
@@ -271,7 +271,7 @@ static int volume_id_from_serial(const char *serial, char *out, size_t outsz)
 static int add_disk(struct walk *w, const struct fs_disk *d)
 {
 	if (w->out->ndisks >= FS_TARGET_MAX_DISKS)
-		return err_set(w->err, "TooManyDisks", "\"%s\" spans more than %d disks",
+		return err_set(w->err, AMIS_E_TOO_MANY_DISKS, "\"%s\" spans more than %d disks",
 		               w->out->mount_point, FS_TARGET_MAX_DISKS);
 	w->out->disks[w->out->ndisks++] = *d;
 	return 0;
@@ -290,7 +290,8 @@ static int identify_disk(struct walk *w, const char *dir, const char *partition)
 			return 0; /* md/dm over two partitions of one disk */
 	memset(&d, 0, sizeof(d));
 	if (strlcpy_checked(d.name, name, sizeof(d.name)) < 0)
-		return err_set(w->err, "SysfsError", "block device name \"%s\" is too long", name);
+		return err_set(w->err, AMIS_E_SYSFS_ERROR, "block device name \"%s\" is too long",
+		               name);
 
 	for (size_t i = 0; i < w->nov; i++) {
 		const struct volume_override *o = &w->ov[i];
@@ -301,7 +302,7 @@ static int identify_disk(struct walk *w, const char *dir, const char *partition)
 		    !(partition && override_matches(w->sp, o->device, partition)))
 			continue;
 		if (!volumes_valid_volume_id(o->volume_id))
-			return err_set(w->err, "HelperConfig",
+			return err_set(w->err, AMIS_E_HELPER_CONFIG,
 			               "%s %s: \"%s\" is not an EBS volume id "
 			               "(vol- and 8 or 17 hex digits)",
 			               VOLUMES_OVERRIDE_SECTION, o->device, o->volume_id);
@@ -316,11 +317,11 @@ static int identify_disk(struct walk *w, const char *dir, const char *partition)
 		if (strcmp(attr, EBS_NVME_MODEL) == 0) {
 			snprintf(path, sizeof(path), "%s/device/serial", dir);
 			if (read_attr(path, attr, sizeof(attr)) < 0)
-				return err_set(w->err, "SysfsError",
+				return err_set(w->err, AMIS_E_SYSFS_ERROR,
 				               "EBS NVMe device %s has no readable serial (%s): %s",
 				               name, path, strerror(errno));
 			if (volume_id_from_serial(attr, d.volume_id, sizeof(d.volume_id)) < 0)
-				return err_set(w->err, "SysfsError",
+				return err_set(w->err, AMIS_E_SYSFS_ERROR,
 				               "EBS NVMe device %s has serial \"%s\", which does "
 				               "not carry a volume id; map it in the helper "
 				               "configuration: %s /dev/%s = vol-...",
@@ -329,7 +330,7 @@ static int identify_disk(struct walk *w, const char *dir, const char *partition)
 			return add_disk(w, &d);
 		}
 		if (strcmp(attr, INSTANCE_STORE_NVME_MODEL) == 0)
-			return err_set(w->err, "VolumeNotEbs",
+			return err_set(w->err, AMIS_E_VOLUME_NOT_EBS,
 			               "device %s under %s is an instance store volume, not EBS, "
 			               "and cannot be snapshotted",
 			               name, mp);
@@ -352,7 +353,7 @@ static int identify_disk(struct walk *w, const char *dir, const char *partition)
 		}
 	}
 
-	return err_set(w->err, "VolumeUnknown",
+	return err_set(w->err, AMIS_E_VOLUME_UNKNOWN,
 	               "cannot tell which EBS volume device %s under %s is (not an EBS NVMe "
 	               "device on Nitro, nor a Xen disk); if it is an EBS volume, map it in "
 	               "the helper configuration: %s /dev/%s = vol-...",
@@ -371,7 +372,7 @@ static int walk_device(struct walk *w, const char *dir, const char *partition, i
 	int n, rc = 0;
 
 	if (depth > WALK_MAX_DEPTH)
-		return err_set(w->err, "SysfsError",
+		return err_set(w->err, AMIS_E_SYSFS_ERROR,
 		               "block devices under %s are stacked more than %d deep at %s",
 		               w->out->mount_point, WALK_MAX_DEPTH, dir);
 	if (file_exists(dir, "partition")) {
@@ -381,14 +382,14 @@ static int walk_device(struct walk *w, const char *dir, const char *partition, i
 		snprintf(parent, sizeof(parent), "%s", dir);
 		slash = strrchr(parent, '/');
 		if (!slash || slash == parent)
-			return err_set(w->err, "SysfsError", "partition %s has no parent disk",
-			               dir);
+			return err_set(w->err, AMIS_E_SYSFS_ERROR,
+			               "partition %s has no parent disk", dir);
 		*slash = '\0';
 		return walk_device(w, parent, base_name(dir), depth + 1);
 	}
 
 	if (snprintf(path, sizeof(path), "%s/slaves", dir) >= (int)sizeof(path))
-		return err_set(w->err, "SysfsError", "sysfs path too long: %s", dir);
+		return err_set(w->err, AMIS_E_SYSFS_ERROR, "sysfs path too long: %s", dir);
 	n = scandir(path, &ents, skip_dots, alphasort);
 	if (n <= 0) {
 		free(ents);
@@ -399,8 +400,8 @@ static int walk_device(struct walk *w, const char *dir, const char *partition, i
 			if (snprintf(path, sizeof(path), "%s/slaves/%s", dir, ents[i]->d_name) >=
 			        (int)sizeof(path) ||
 			    !realpath(path, real))
-				rc = err_set(w->err, "SysfsError", "could not follow %s: %s", path,
-				             strerror(errno));
+				rc = err_set(w->err, AMIS_E_SYSFS_ERROR, "could not follow %s: %s",
+				             path, strerror(errno));
 			else
 				rc = walk_device(w, real, NULL, depth + 1);
 		}
@@ -428,7 +429,7 @@ static int block_device_dir(const struct sys_paths *sp, const struct fs_target *
 		        (int)sizeof(path) ||
 		    stat(path, &st) < 0 || !S_ISBLK(st.st_mode))
 			return err_set(
-			    err, "NotBlockDevice",
+			    err, AMIS_E_NOT_BLOCK_DEVICE,
 			    "%s is a %s filesystem (source \"%s\", device %u:%u) that is "
 			    "not on a block device, so no EBS volume holds it",
 			    t->mount_point, t->fstype, t->source, t->dev_major, t->dev_minor);
@@ -437,7 +438,7 @@ static int block_device_dir(const struct sys_paths *sp, const struct fs_target *
 	}
 	snprintf(path, sizeof(path), "%s/dev/block/%u:%u", sp->sysfs, major, minor);
 	if (!realpath(path, real))
-		return err_set(err, "SysfsError",
+		return err_set(err, AMIS_E_SYSFS_ERROR,
 		               "block device %u:%u of %s (%s) is not in sysfs (%s): %s", major,
 		               minor, t->mount_point, t->source, path, strerror(errno));
 	return 0;
@@ -456,15 +457,15 @@ int volumes_resolve_path(const struct sys_paths *sp, const char *path,
 	if (!sp)
 		w.sp = sp = &volumes_sys_paths_default;
 	if (!path || !*path || strlcpy_checked(out->path, path, sizeof(out->path)) < 0)
-		return err_set(err, "InvalidArgument", "empty or overlong path");
+		return err_set(err, AMIS_E_INVALID_ARGUMENT, "empty or overlong path");
 	if (sp->literal_path) {
 		if (tidy_path(path, out->real_path, sizeof(out->real_path)) < 0)
-			return err_set(err, "InvalidArgument", "\"%s\" is not an absolute path",
-			               path);
+			return err_set(err, AMIS_E_INVALID_ARGUMENT,
+			               "\"%s\" is not an absolute path", path);
 	} else {
 		if (!realpath(path, out->real_path))
-			return err_set(err, "PathNotFound", "could not resolve \"%s\": %s", path,
-			               strerror(errno));
+			return err_set(err, AMIS_E_PATH_NOT_FOUND, "could not resolve \"%s\": %s",
+			               path, strerror(errno));
 		if (stat(out->real_path, &st) == 0)
 			have_dev = true;
 	}
@@ -476,7 +477,7 @@ int volumes_resolve_path(const struct sys_paths *sp, const char *path,
 	if (walk_device(&w, devdir, NULL, 0) < 0)
 		return -1;
 	if (out->ndisks == 0)
-		return err_set(err, "SysfsError", "found no disk under %s", out->mount_point);
+		return err_set(err, AMIS_E_SYSFS_ERROR, "found no disk under %s", out->mount_point);
 	return 0;
 }
 
@@ -542,7 +543,7 @@ static int add_volume_id(struct freeze_plan *plan, const char *id, struct amis_e
 		if (strcmp(plan->volume_ids[i], id) == 0)
 			return 0;
 	if (plan->nvolumes >= FREEZE_PLAN_MAX_DISKS)
-		return err_set(err, "TooManyDisks", "more than %d volumes to snapshot",
+		return err_set(err, AMIS_E_TOO_MANY_DISKS, "more than %d volumes to snapshot",
 		               FREEZE_PLAN_MAX_DISKS);
 	snprintf(plan->volume_ids[plan->nvolumes++], sizeof(plan->volume_ids[0]), "%s", id);
 	return 0;
@@ -554,7 +555,7 @@ static int add_plan_disk(struct freeze_plan *plan, const struct fs_disk *d, stru
 		if (strcmp(plan->disks[i].name, d->name) == 0)
 			return 0;
 	if (plan->ndisks >= FREEZE_PLAN_MAX_DISKS)
-		return err_set(err, "TooManyDisks", "more than %d disks to snapshot",
+		return err_set(err, AMIS_E_TOO_MANY_DISKS, "more than %d disks to snapshot",
 		               FREEZE_PLAN_MAX_DISKS);
 	plan->disks[plan->ndisks++] = *d;
 	return add_volume_id(plan, d->volume_id, err);
@@ -589,8 +590,8 @@ int freeze_plan_build(const struct fs_target *t, size_t n, struct freeze_plan *p
 		size_t j, rl = strlen(ti->mount_root);
 
 		if (ti->mount_point[0] != '/')
-			return err_set(err, "InvalidArgument", "target \"%s\" is not resolved",
-			               ti->path);
+			return err_set(err, AMIS_E_INVALID_ARGUMENT,
+			               "target \"%s\" is not resolved", ti->path);
 		for (j = 0; j < plan->nfs; j++)
 			if (plan->fs[j].dev_major == ti->dev_major &&
 			    plan->fs[j].dev_minor == ti->dev_minor)
@@ -609,7 +610,7 @@ int freeze_plan_build(const struct fs_target *t, size_t n, struct freeze_plan *p
 			struct freeze_fs *fs;
 
 			if (plan->nfs >= FREEZE_PLAN_MAX_FS)
-				return err_set(err, "TooManyFilesystems",
+				return err_set(err, AMIS_E_TOO_MANY_FILESYSTEMS,
 				               "more than %d filesystems to freeze",
 				               FREEZE_PLAN_MAX_FS);
 			fs = &plan->fs[plan->nfs];
@@ -634,7 +635,7 @@ int freeze_plan_set_device_volume(struct freeze_plan *plan, const char *mapping_
 	int filled = 0;
 
 	if (!volumes_valid_volume_id(volume_id))
-		return err_set(err, "InvalidArgument", "\"%s\" is not an EBS volume id",
+		return err_set(err, AMIS_E_INVALID_ARGUMENT, "\"%s\" is not an EBS volume id",
 		               volume_id ? volume_id : "");
 	for (size_t i = 0; i < plan->ndisks; i++) {
 		struct fs_disk *d = &plan->disks[i];

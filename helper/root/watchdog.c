@@ -323,7 +323,7 @@ int watchdog_start(struct watchdog *wd, const struct freeze_plan *plan, const ch
 
 	*wd = WATCHDOG_NONE;
 	if (!plan->claimed)
-		return err_set(err, "WatchdogFailed",
+		return err_set(err, AMIS_E_WATCHDOG_FAILED,
 		               "the plan is not open (no claims to share with the watchdog)");
 	wd_fd_limit = wd_read_fd_limit();
 	mounts[0] = '\0';
@@ -338,11 +338,12 @@ int watchdog_start(struct watchdog *wd, const struct freeze_plan *plan, const ch
 	if (state_dir) {
 		dirfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (dirfd < 0)
-			return err_set(err, "WatchdogFailed", "could not open state_dir %s: %s",
-			               state_dir, strerror(errno));
+			return err_set(err, AMIS_E_WATCHDOG_FAILED,
+			               "could not open state_dir %s: %s", state_dir,
+			               strerror(errno));
 	}
 	if (pipe2(p, O_CLOEXEC) != 0) {
-		err_set(err, "WatchdogFailed", "could not create the watchdog's pipe: %s",
+		err_set(err, AMIS_E_WATCHDOG_FAILED, "could not create the watchdog's pipe: %s",
 		        strerror(errno));
 		if (dirfd >= 0)
 			close(dirfd);
@@ -356,7 +357,8 @@ int watchdog_start(struct watchdog *wd, const struct freeze_plan *plan, const ch
 	if (pid != 0)
 		pthread_sigmask(SIG_SETMASK, &saved, NULL);
 	if (pid < 0) {
-		err_set(err, "WatchdogFailed", "could not fork the watchdog: %s", strerror(errno));
+		err_set(err, AMIS_E_WATCHDOG_FAILED, "could not fork the watchdog: %s",
+		        strerror(errno));
 		close(p[0]);
 		close(p[1]);
 		if (dirfd >= 0)

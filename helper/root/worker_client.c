@@ -166,12 +166,12 @@ int worker_start(struct worker *w, struct amis_err *err)
 	if (w->fd >= 0)
 		return 0;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
-		return err_set(err, "WorkerFailed", "socketpair: %s", strerror(errno));
+		return err_set(err, AMIS_E_WORKER_FAILED, "socketpair: %s", strerror(errno));
 	pid = fork();
 	if (pid < 0) {
 		close(sv[0]);
 		close(sv[1]);
-		return err_set(err, "WorkerFailed", "cannot start the EC2 worker: fork: %s",
+		return err_set(err, AMIS_E_WORKER_FAILED, "cannot start the EC2 worker: fork: %s",
 		               strerror(errno));
 	}
 	if (pid == 0) {
@@ -202,7 +202,7 @@ static int worker_lost(struct worker *w, const char *what, struct amis_err *err)
 
 	stop_worker(w, how, sizeof(how));
 	log_error("EC2 worker (pid %ld) %s: %s", (long)pid, how, what);
-	return err_set(err, "WorkerDied",
+	return err_set(err, AMIS_E_WORKER_DIED,
 	               "the EC2 worker (pid %ld) %s (%s; see the helper's log); an EC2 call "
 	               "in flight may have been made; a new worker is started for the next call",
 	               (long)pid, how, what);
@@ -260,7 +260,7 @@ static int call_once(struct worker *w, size_t len, long wait_ms, struct amis_err
 	const char *why;
 
 	if (!len)
-		return err_set(err, "RequestTooLarge",
+		return err_set(err, AMIS_E_REQUEST_TOO_LARGE,
 		               "the EC2 request does not fit in one frame to the worker");
 	if (send(w->fd, w->buf, len, MSG_NOSIGNAL) != (ssize_t)len)
 		return worker_lost(w, "could not send it a request", err);
@@ -274,7 +274,7 @@ static int call_once(struct worker *w, size_t len, long wait_ms, struct amis_err
 		if (left <= 0) {
 			worker_lost(w, "it did not answer in time", err);
 			return err_set(
-			    err, "Timeout",
+			    err, AMIS_E_TIMEOUT,
 			    "the EC2 worker did not answer within %ld ms and was killed; "
 			    "the request may have been executed",
 			    wait_ms);
@@ -287,10 +287,11 @@ static int call_once(struct worker *w, size_t len, long wait_ms, struct amis_err
 		if (code || (abort_fd >= 0 && fds[1].revents)) {
 			abandon(w, seq);
 			if (code)
-				return err_set(err, code,
-				               "the EC2 call was abandoned: an administrator asked "
-				               "for a thaw; the request may have been executed");
-			return err_set(err, "ClientGone",
+				return err_set_code(
+				    err, code,
+				    "the EC2 call was abandoned: an administrator asked "
+				    "for a thaw; the request may have been executed");
+			return err_set(err, AMIS_E_CLIENT_GONE,
 			               "the EC2 call was abandoned because the client went away; "
 			               "the request may have been executed");
 		}
@@ -323,7 +324,7 @@ static int call_once(struct worker *w, size_t len, long wait_ms, struct amis_err
 			char ecode[sizeof(err->code)];
 
 			amsp_copy_str(amsp_get(&w->reply, AMSP_T_ERROR_CODE), ecode, sizeof(ecode));
-			err_set(err, ecode[0] ? ecode : "WorkerError", "%s", "");
+			err_set_code(err, ecode[0] ? ecode : "WorkerError", "%s", "");
 			if (amsp_copy_str(amsp_get(&w->reply, AMSP_T_ERROR_MESSAGE), err->msg,
 			                  sizeof(err->msg)) != 0)
 				snprintf(err->msg, sizeof(err->msg), "(message too long)");
@@ -365,7 +366,7 @@ static void reap_if_gone(struct worker *w)
 static int begin(struct worker *w, struct amsp_writer *aw, enum amsp_msg type, struct amis_err *err)
 {
 	if (w->in_call)
-		return err_set(err, "WorkerBusy", "the EC2 worker is busy with another call");
+		return err_set(err, AMIS_E_WORKER_BUSY, "the EC2 worker is busy with another call");
 	reap_if_gone(w);
 	if (worker_start(w, err) != 0)
 		return -1;
@@ -500,7 +501,7 @@ int worker_create_snapshots(struct worker *w, const struct ec2_create_snapshots_
 	if (hold_log) {
 		reap_if_gone(w);
 		if (w->fd < 0)
-			return err_set(err, "WorkerDied",
+			return err_set(err, AMIS_E_WORKER_DIED,
 			               "the EC2 worker died just before the freeze; nothing was "
 			               "sent to EC2");
 	}

@@ -53,7 +53,7 @@ static int make_clients(struct aws_ctx *a, struct amis_err *err)
 	if (!a->imds)
 		a->imds = imds_client_new(cfg->imds_endpoint);
 	if (!a->imds)
-		return err_set(err, "ImdsUnavailable", "cannot create the IMDS client");
+		return err_set(err, AMIS_E_IMDS_UNAVAILABLE, "cannot create the IMDS client");
 	memset(&cc, 0, sizeof(cc));
 	cc.profile = cfg->profile;
 	cc.shared_credentials_file = cfg->credentials_file;
@@ -85,7 +85,7 @@ int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err)
 		return err_prefix(err, "cannot determine the AWS region");
 	if (cfg->instance_id) {
 		if (strlcpy_checked(a->instance_id, cfg->instance_id, sizeof(a->instance_id)) != 0)
-			return err_set(err, "HelperConfig", "instance_id is too long");
+			return err_set(err, AMIS_E_HELPER_CONFIG, "instance_id is too long");
 	} else {
 		struct imds_identity id;
 
@@ -106,7 +106,8 @@ int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err)
 	if (!a->ec2)
 		a->ec2 = ec2_client_new(a->endpoint, a->region);
 	if (!a->ec2)
-		return err_set(err, "HelperConfig", "invalid EC2 endpoint \"%s\"", a->endpoint);
+		return err_set(err, AMIS_E_HELPER_CONFIG, "invalid EC2 endpoint \"%s\"",
+		               a->endpoint);
 	a->ready = true;
 	return 0;
 }
@@ -120,21 +121,11 @@ int aws_ctx_credentials(struct aws_ctx *a, struct aws_credentials *out, struct a
 
 bool aws_ctx_credentials_refused(struct aws_ctx *a, const struct amis_err *err)
 {
-	static const char *const codes[] = {"ExpiredToken", "RequestExpired", "AuthFailure",
-	                                    "InvalidClientTokenId", "UnrecognizedClientException"};
-	size_t i;
-
-	if (!a->creds)
+	if (!a->creds || !(err_flags(err) & AMIS_F_CREDS))
 		return false;
-	for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
-		if (!strcmp(err->code, codes[i])) {
-			log_warn("EC2 refused the credentials (%s); fetching them again",
-			         err->code);
-			creds_invalidate(a->creds);
-			return true;
-		}
-	}
-	return false;
+	log_warn("EC2 refused the credentials (%s); fetching them again", err->code);
+	creds_invalidate(a->creds);
+	return true;
 }
 
 const char *aws_ctx_instance_id(const struct aws_ctx *a)

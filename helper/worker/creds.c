@@ -66,7 +66,7 @@ static void free_secret(char *s)
  * without blanks.  name is how the user knows the field ("AWS_SESSION_TOKEN",
  * "\"Token\""); the value never appears in the message.
  */
-static int copy_field(char *dst, size_t dstsz, const char *src, size_t len, const char *code,
+static int copy_field(char *dst, size_t dstsz, const char *src, size_t len, enum amis_code code,
                       const char *name, struct amis_err *err)
 {
 	if (len == 0)
@@ -90,12 +90,12 @@ static int fill_creds(struct aws_credentials *out, const char *key, const char *
 {
 	creds_clear(out);
 	if (copy_field(out->access_key_id, sizeof(out->access_key_id), key, strlen(key),
-	               "MalformedCredentials", key_name, err) < 0 ||
+	               AMIS_E_MALFORMED_CREDENTIALS, key_name, err) < 0 ||
 	    copy_field(out->secret_access_key, sizeof(out->secret_access_key), secret,
-	               strlen(secret), "MalformedCredentials", secret_name, err) < 0 ||
+	               strlen(secret), AMIS_E_MALFORMED_CREDENTIALS, secret_name, err) < 0 ||
 	    (token && *token &&
 	     copy_field(out->session_token, sizeof(out->session_token), token, strlen(token),
-	                "MalformedCredentials", token_name, err) < 0)) {
+	                AMIS_E_MALFORMED_CREDENTIALS, token_name, err) < 0)) {
 		creds_clear(out);
 		return -1;
 	}
@@ -201,13 +201,13 @@ static int json_field(struct json_object *o, const char *key, struct json_object
                       struct amis_err *err)
 {
 	if (!json_object_object_get_ex(o, key, m) || json_object_is_type(*m, json_type_null))
-		return err_set(err, "MalformedCredentials",
+		return err_set(err, AMIS_E_MALFORMED_CREDENTIALS,
 		               "IMDS credentials document has no \"%s\"", key);
 	if (!json_object_is_type(*m, json_type_string))
-		return err_set(err, "MalformedCredentials",
+		return err_set(err, AMIS_E_MALFORMED_CREDENTIALS,
 		               "IMDS credentials document: \"%s\" is not a string", key);
 	if ((size_t)json_object_get_string_len(*m) != strlen(json_object_get_string(*m)))
-		return err_set(err, "MalformedCredentials",
+		return err_set(err, AMIS_E_MALFORMED_CREDENTIALS,
 		               "IMDS credentials document: \"%s\" contains NUL", key);
 	return 0;
 }
@@ -222,7 +222,8 @@ static int copy_json_field(struct json_object *o, const char *key, char *dst, si
 		return -1;
 	snprintf(name, sizeof(name), "IMDS credentials document: \"%s\"", key);
 	return copy_field(dst, dstsz, json_object_get_string(m),
-	                  (size_t)json_object_get_string_len(m), "MalformedCredentials", name, err);
+	                  (size_t)json_object_get_string_len(m), AMIS_E_MALFORMED_CREDENTIALS, name,
+	                  err);
 }
 
 /*
@@ -252,24 +253,26 @@ int creds_parse_imds_json(const char *json, size_t len, struct aws_credentials *
 
 	creds_clear(out);
 	if (len > CREDS_MAX_JSON)
-		return err_set(err, "MalformedCredentials",
+		return err_set(err, AMIS_E_MALFORMED_CREDENTIALS,
 		               "IMDS credentials document is too large (%zu bytes)", len);
 	tok = json_tokener_new_ex(16);
 	if (!tok)
-		return err_set(err, "MalformedCredentials", "out of memory parsing credentials");
+		return err_set(err, AMIS_E_MALFORMED_CREDENTIALS,
+		               "out of memory parsing credentials");
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
 	o = json_tokener_parse_ex(tok, json, (int)len);
 	jerr = json_tokener_get_error(tok);
 	end = json_tokener_get_parse_end(tok);
 	json_tokener_free(tok);
 	if (!o)
-		return err_set(
-		    err, "MalformedCredentials", "IMDS credentials document is not valid JSON: %s",
-		    jerr == json_tokener_continue ? "truncated" : json_tokener_error_desc(jerr));
+		return err_set(err, AMIS_E_MALFORMED_CREDENTIALS,
+		               "IMDS credentials document is not valid JSON: %s",
+		               jerr == json_tokener_continue ? "truncated"
+		                                             : json_tokener_error_desc(jerr));
 	while (end < len && isspace((unsigned char)json[end]))
 		end++;
 	if (end < len || !json_object_is_type(o, json_type_object)) {
-		err_set(err, "MalformedCredentials",
+		err_set(err, AMIS_E_MALFORMED_CREDENTIALS,
 		        "IMDS credentials document is not a single JSON object");
 		goto out;
 	}
@@ -290,7 +293,7 @@ int creds_parse_imds_json(const char *json, size_t len, struct aws_credentials *
 		bool word = strlen(code) <= 40 &&
 		            strspn(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 		                         "abcdefghijklmnopqrstuvwxyz") == strlen(code);
-		err_set(err, "ImdsError", "IMDS did not return credentials: Code is \"%s\"",
+		err_set(err, AMIS_E_IMDS_ERROR, "IMDS did not return credentials: Code is \"%s\"",
 		        word ? code : "(not shown)");
 		goto out;
 	}
@@ -302,7 +305,7 @@ int creds_parse_imds_json(const char *json, size_t len, struct aws_credentials *
 	    json_field(o, "Expiration", &m, err))
 		goto out;
 	if (creds_parse_iso8601(json_object_get_string(m), &out->expiration) < 0) {
-		err_set(err, "MalformedCredentials",
+		err_set(err, AMIS_E_MALFORMED_CREDENTIALS,
 		        "IMDS credentials document: \"Expiration\" is not an ISO 8601 UTC time");
 		goto out;
 	}
@@ -415,33 +418,34 @@ int creds_parse_shared_file(const char *text, const char *profile, const char *o
 
 	creds_clear(out);
 	if (strlen(text) > CREDS_MAX_FILE) {
-		err_set(err, "CredentialsFile", "%s is too large", origin);
+		err_set(err, AMIS_E_CREDENTIALS_FILE, "%s is too large", origin);
 		goto out;
 	}
 	st->profile = profile;
 	line = ini_parse_long_lines(text, st);
 	if (line != 0) {
-		err_set(err, "CredentialsFile", "%s: syntax error at line %d", origin, line);
+		err_set(err, AMIS_E_CREDENTIALS_FILE, "%s: syntax error at line %d", origin, line);
 		goto out;
 	}
 	if (st->dup) {
-		err_set(err, "CredentialsFile", "%s: profile \"%s\" sets %s more than once", origin,
-		        profile, st->dup_key);
+		err_set(err, AMIS_E_CREDENTIALS_FILE, "%s: profile \"%s\" sets %s more than once",
+		        origin, profile, st->dup_key);
 		goto out;
 	}
 	if (!st->section_seen) {
-		err_set(err, "ProfileNotFound", "profile \"%s\" not found in %s", profile, origin);
+		err_set(err, AMIS_E_PROFILE_NOT_FOUND, "profile \"%s\" not found in %s", profile,
+		        origin);
 		goto out;
 	}
 	if (!st->has_key || !st->key[0]) {
-		err_set(err, "ProfileNotFound",
+		err_set(err, AMIS_E_PROFILE_NOT_FOUND,
 		        "profile \"%s\" in %s has no aws_access_key_id (role_arn, sso and "
 		        "credential_process profiles are not supported)",
 		        profile, origin);
 		goto out;
 	}
 	if (!st->has_secret || !st->secret[0]) {
-		err_set(err, "PartialCredentials",
+		err_set(err, AMIS_E_PARTIAL_CREDENTIALS,
 		        "profile \"%s\" in %s has aws_access_key_id but no aws_secret_access_key",
 		        profile, origin);
 		goto out;
@@ -466,28 +470,28 @@ static int read_secret_fd(int fd, const char *path, struct strbuf *sb, struct am
 	ssize_t n;
 
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > CREDS_MAX_FILE)
-		return err_set(err, "CredentialsFile",
+		return err_set(err, AMIS_E_CREDENTIALS_FILE,
 		               "%s is not a regular file of at most %d bytes", path,
 		               CREDS_MAX_FILE);
 	while ((n = pread(fd, buf, sizeof(buf), off)) != 0) {
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			err_set(err, "CredentialsFile", "could not read %s: %s", path,
+			err_set(err, AMIS_E_CREDENTIALS_FILE, "could not read %s: %s", path,
 			        strerror(errno));
 			secure_zero(buf, sizeof(buf));
 			return -1;
 		}
 		if (sb->len + (size_t)n > CREDS_MAX_FILE) {
 			secure_zero(buf, sizeof(buf));
-			return err_set(err, "CredentialsFile", "%s is too large", path);
+			return err_set(err, AMIS_E_CREDENTIALS_FILE, "%s is too large", path);
 		}
 		sb_append(sb, buf, (size_t)n);
 		off += n;
 	}
 	secure_zero(buf, sizeof(buf));
 	if (memchr(sb_str(sb), '\0', sb->len))
-		return err_set(err, "CredentialsFile", "%s contains NUL bytes", path);
+		return err_set(err, AMIS_E_CREDENTIALS_FILE, "%s contains NUL bytes", path);
 	return 0;
 }
 
@@ -502,9 +506,10 @@ static int open_secret_file(const char *path, bool *missing, struct amis_err *er
 		return fd;
 	if (errno == ENOENT || errno == ENOTDIR) {
 		*missing = true;
-		return err_set(err, "CredentialsFile", "%s does not exist", path);
+		return err_set(err, AMIS_E_CREDENTIALS_FILE, "%s does not exist", path);
 	}
-	return err_set(err, "CredentialsFile", "could not open %s: %s", path, strerror(errno));
+	return err_set(err, AMIS_E_CREDENTIALS_FILE, "could not open %s: %s", path,
+	               strerror(errno));
 }
 
 /*
@@ -629,7 +634,7 @@ static int from_config(struct creds_provider *p, struct aws_credentials *out, st
 		return 1;
 	}
 	if (!p->static_key || !p->static_secret)
-		return err_set(err, "PartialCredentials",
+		return err_set(err, AMIS_E_PARTIAL_CREDENTIALS,
 		               "the configuration sets only one of access_key_id and "
 		               "secret_access_key");
 	return fill_creds(out, p->static_key, "configured access_key_id", p->static_secret,
@@ -648,10 +653,10 @@ static int from_environment(struct creds_provider *p, struct aws_credentials *ou
 		return 1;
 	}
 	if (!secret)
-		return err_set(err, "PartialCredentials",
+		return err_set(err, AMIS_E_PARTIAL_CREDENTIALS,
 		               "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not");
 	if (!key)
-		return err_set(err, "PartialCredentials",
+		return err_set(err, AMIS_E_PARTIAL_CREDENTIALS,
 		               "AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not");
 	return fill_creds(out, key, "AWS_ACCESS_KEY_ID", secret, "AWS_SECRET_ACCESS_KEY",
 	                  amis_env_get(penv(p), "AWS_SESSION_TOKEN"), "AWS_SESSION_TOKEN",
@@ -677,7 +682,7 @@ static int from_profile(struct creds_provider *p, struct aws_credentials *out, s
 		rc = read_secret_file(path, &text, &missing, err);
 	} else if (p->pinned_fd < 0) {
 		missing = true;
-		rc = err_set(err, "CredentialsFile", "%s does not exist", path);
+		rc = err_set(err, AMIS_E_CREDENTIALS_FILE, "%s does not exist", path);
 	} else {
 		rc = read_secret_fd(p->pinned_fd, path, &text, err);
 	}
@@ -688,12 +693,12 @@ static int from_profile(struct creds_provider *p, struct aws_credentials *out, s
 	}
 	if (rc < 0) {
 		if (missing)
-			err_set(err, "ProfileNotFound",
+			err_set(err, AMIS_E_PROFILE_NOT_FOUND,
 			        "profile \"%s\" not found: %s does not exist", profile, path);
 		goto out;
 	}
 	rc = creds_parse_shared_file(sb_str(&text), profile, path, out, err);
-	if (rc < 0 && !requested && strcmp(err->code, "ProfileNotFound") == 0) {
+	if (rc < 0 && !requested && err_is(err, AMIS_E_PROFILE_NOT_FOUND)) {
 		sb_appendf(notes, "; profile: %s", err->msg);
 		err_clear(err);
 		rc = 1;
@@ -727,7 +732,8 @@ static int fetch_imds(struct creds_provider *p, struct aws_credentials *out, boo
 
 	*no_role = true;
 	if (!imds)
-		return err_set(err, "ImdsUnavailable", "could not create an HTTP client for IMDS");
+		return err_set(err, AMIS_E_IMDS_UNAVAILABLE,
+		               "could not create an HTTP client for IMDS");
 	if (imds_get_role_name(imds, role, sizeof(role), err) < 0)
 		return -1;
 	*no_role = false;
@@ -813,7 +819,8 @@ static int walk_chain(struct creds_provider *p, time_t now, struct aws_credentia
 			break;
 	}
 	if (rc == 1)
-		err_set(err, "NoCredentials", "no AWS credentials found (%s)", sb_str(&notes));
+		err_set(err, AMIS_E_NO_CREDENTIALS, "no AWS credentials found (%s)",
+		        sb_str(&notes));
 	sb_free(&notes);
 	creds_clear(&c);
 	return rc == 0 ? 0 : -1;
@@ -868,7 +875,7 @@ int creds_resolve_region(const struct amis_env *env, const char *configured,
 
 	if (configured) {
 		if (!imds_valid_region(configured) || strlcpy_checked(region, configured, regionsz))
-			return err_set(err, "HelperConfig",
+			return err_set(err, AMIS_E_HELPER_CONFIG,
 			               "the configured region is not a valid AWS region name");
 		return 0;
 	}
@@ -877,17 +884,17 @@ int creds_resolve_region(const struct amis_env *env, const char *configured,
 		if (!v)
 			continue;
 		if (!imds_valid_region(v) || strlcpy_checked(region, v, regionsz))
-			return err_set(err, "HelperConfig", "%s is not a valid AWS region name",
-			               vars[i]);
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "%s is not a valid AWS region name", vars[i]);
 		return 0;
 	}
 	if (!imds)
-		return err_set(err, "HelperConfig",
+		return err_set(err, AMIS_E_HELPER_CONFIG,
 		               "no region configured and AWS_REGION is not set");
 	if (imds_get_identity(imds, &id, err) < 0)
 		return err_prefix(err, "no region configured, AWS_REGION not set, and IMDS failed");
 	if (strlcpy_checked(region, id.region, regionsz))
-		return err_set(err, "HelperConfig", "region buffer too small");
+		return err_set(err, AMIS_E_HELPER_CONFIG, "region buffer too small");
 	return 0;
 }
 
@@ -904,13 +911,14 @@ static int copy_endpoint(char *url, size_t urlsz, const char *v, const char *ori
 	else if (strncmp(v, "https://", 8) == 0)
 		scheme = 8;
 	else
-		return err_set(err, "HelperConfig", "%s must start with http:// or https://",
+		return err_set(err, AMIS_E_HELPER_CONFIG, "%s must start with http:// or https://",
 		               origin);
 	if (n <= scheme || n >= urlsz)
-		return err_set(err, "HelperConfig", "%s is not a usable endpoint URL", origin);
+		return err_set(err, AMIS_E_HELPER_CONFIG, "%s is not a usable endpoint URL",
+		               origin);
 	for (size_t i = 0; i < n; i++) {
 		if (!isgraph((unsigned char)v[i]))
-			return err_set(err, "HelperConfig",
+			return err_set(err, AMIS_E_HELPER_CONFIG,
 			               "%s contains blanks or control characters", origin);
 	}
 	memcpy(url, v, n);
@@ -937,7 +945,7 @@ int creds_resolve_ec2_endpoint(const struct amis_env *env, const char *configure
 		}
 	}
 	if (!region || !imds_valid_region(region))
-		return err_set(err, "HelperConfig", "no valid region for the EC2 endpoint");
+		return err_set(err, AMIS_E_HELPER_CONFIG, "no valid region for the EC2 endpoint");
 	/* DNS suffixes of the aws-cn, aws-iso and aws-iso-b partitions (botocore endpoints.json).
 	 */
 	if (strncmp(region, "cn-", 3) == 0)
@@ -950,6 +958,6 @@ int creds_resolve_ec2_endpoint(const struct amis_env *env, const char *configure
 		suffix = "amazonaws.com";
 	n = snprintf(url, urlsz, "https://ec2.%s.%s", region, suffix);
 	if (n < 0 || (size_t)n >= urlsz)
-		return err_set(err, "HelperConfig", "EC2 endpoint URL buffer too small");
+		return err_set(err, AMIS_E_HELPER_CONFIG, "EC2 endpoint URL buffer too small");
 	return 0;
 }

@@ -162,7 +162,7 @@ int ec2_endpoint_check(const char *endpoint_url, char *host, size_t hostsz, stru
 	if (hostsz)
 		host[0] = '\0';
 	if (!endpoint_url)
-		return err_set(err, "InvalidEndpoint", "no EC2 endpoint URL");
+		return err_set(err, AMIS_E_INVALID_ENDPOINT, "no EC2 endpoint URL");
 	if (strncasecmp(endpoint_url, "https://", 8) == 0) {
 		https = true;
 		p = endpoint_url + 8;
@@ -170,21 +170,21 @@ int ec2_endpoint_check(const char *endpoint_url, char *host, size_t hostsz, stru
 		https = false;
 		p = endpoint_url + 7;
 	} else {
-		return err_set(err, "InvalidEndpoint",
+		return err_set(err, AMIS_E_INVALID_ENDPOINT,
 		               "EC2 endpoint URL \"%.200s\" must start with https:// or http://",
 		               endpoint_url);
 	}
 	auth_end = p + strcspn(p, "/");
 	if (strpbrk(p, "?#"))
-		return err_set(err, "InvalidEndpoint",
+		return err_set(err, AMIS_E_INVALID_ENDPOINT,
 		               "EC2 endpoint URL \"%.200s\" must not have a query or fragment",
 		               endpoint_url);
 	if (memchr(p, '@', (size_t)(auth_end - p)))
-		return err_set(err, "InvalidEndpoint",
+		return err_set(err, AMIS_E_INVALID_ENDPOINT,
 		               "EC2 endpoint URL must not contain user information");
 	for (i = 0; auth_end[i]; i++) {
 		if (!unreserved_or_slash(auth_end[i]))
-			return err_set(err, "InvalidEndpoint",
+			return err_set(err, AMIS_E_INVALID_ENDPOINT,
 			               "EC2 endpoint URL \"%.200s\" has an unsupported path",
 			               endpoint_url);
 	}
@@ -233,8 +233,8 @@ int ec2_endpoint_check(const char *endpoint_url, char *host, size_t hostsz, stru
 bad_host:
 	if (hostsz)
 		host[0] = '\0';
-	return err_set(err, "InvalidEndpoint", "EC2 endpoint URL \"%.200s\" has an invalid host",
-	               endpoint_url);
+	return err_set(err, AMIS_E_INVALID_ENDPOINT,
+	               "EC2 endpoint URL \"%.200s\" has an invalid host", endpoint_url);
 }
 
 struct ec2_client *ec2_client_new(const char *endpoint_url, const char *region)
@@ -361,10 +361,11 @@ static int api_error(xmlNodePtr root, const char *hdr_request_id, bool dry_run,
 	if (!e)
 		e = xml_child(root, "Error");
 	if (!e)
-		return err_set(err, "MalformedResponse", "EC2 error response without <Error>");
+		return err_set(err, AMIS_E_MALFORMED_RESPONSE,
+		               "EC2 error response without <Error>");
 	if (xml_child_text(e, "Code", code, sizeof(code), err) < 0)
 		return -1;
-	if (dry_run && strcmp(code, "DryRunOperation") == 0)
+	if (dry_run && amis_code_of(code) == AMIS_E_DRY_RUN_OPERATION)
 		return 0;
 	if (xml_child_text_opt(root, "RequestID", request_id, sizeof(request_id), err) < 0 ||
 	    (!request_id[0] &&
@@ -407,7 +408,7 @@ int ec2_parse_response(const char *action, long status, const char *body, size_t
 	}
 	snprintf(expected, sizeof(expected), "%sResponse", action);
 	if (!xml_is(root, expected)) {
-		err_set(err, "MalformedResponse", "expected <%s>, got <%.64s>", expected,
+		err_set(err, AMIS_E_MALFORMED_RESPONSE, "expected <%s>, got <%.64s>", expected,
 		        (const char *)root->name);
 		xml_free(doc);
 		return -1;
@@ -480,9 +481,9 @@ int ec2_call(struct ec2_client *c, const struct aws_credentials *creds, const ch
 
 	*out_doc = NULL;
 	if (!c)
-		return err_set(err, "InvalidRequest", "no EC2 client");
+		return err_set(err, AMIS_E_INVALID_REQUEST, "no EC2 client");
 	if (!action_ok(action))
-		return err_set(err, "InvalidRequest", "invalid EC2 action name");
+		return err_set(err, AMIS_E_INVALID_REQUEST, "invalid EC2 action name");
 	memset(&sig, 0, sizeof(sig));
 	sb_init(&body);
 	http_response_init(&resp);
@@ -576,8 +577,8 @@ static int id_member(const xmlNode *node, const char *name, const char *prefix, 
 		return -1;
 	if (!aws_resource_id_valid(buf, prefix)) {
 		xml_path(xml_child(node, name), path, sizeof(path));
-		err_set(err, "MalformedResponse", "element %s is \"%.64s\", not a %s-... id", path,
-		        buf, prefix);
+		err_set(err, AMIS_E_MALFORMED_RESPONSE, "element %s is \"%.64s\", not a %s-... id",
+		        path, buf, prefix);
 		buf[0] = '\0';
 		return -1;
 	}
@@ -606,8 +607,8 @@ static int state_member(const xmlNode *item, const char *absent_state, char *buf
 	for (i = 0; buf[i]; i++) {
 		if (!(buf[i] >= 'a' && buf[i] <= 'z') && buf[i] != '-') {
 			xml_path(c, path, sizeof(path));
-			err_set(err, "MalformedResponse", "element %s is \"%.32s\", not a state",
-			        path, buf);
+			err_set(err, AMIS_E_MALFORMED_RESPONSE,
+			        "element %s is \"%.32s\", not a state", path, buf);
 			buf[0] = '\0';
 			return -1;
 		}
@@ -657,7 +658,7 @@ static int parse_block_devices(xmlNodePtr inst, struct ec2_instance_info *out, s
 		if (!ebs)
 			continue;
 		if (out->nvolumes == EC2_MAX_INSTANCE_VOLUMES)
-			return err_set(err, "TooManyVolumes",
+			return err_set(err, AMIS_E_TOO_MANY_VOLUMES,
 			               "instance %s has more than %d EBS volumes", out->instance_id,
 			               EC2_MAX_INSTANCE_VOLUMES);
 		bd = &out->volumes[out->nvolumes];
@@ -719,7 +720,7 @@ int ec2_parse_instance(xmlDocPtr doc, const char *instance_id, struct ec2_instan
 				return parse_instance_node(inst, out, err);
 		}
 	}
-	return err_set(err, "InvalidInstanceID.NotFound",
+	return err_set(err, AMIS_E_INVALID_INSTANCE_ID_NOT_FOUND,
 	               "instance %.64s is not in the DescribeInstances response",
 	               instance_id ? instance_id : "(any)");
 }
@@ -731,7 +732,7 @@ int ec2_parse_create_tags(xmlDocPtr doc, struct amis_err *err)
 	if (xml_child_text_opt(xml_root(doc), "return", ret, sizeof(ret), err) < 0)
 		return -1;
 	if (ret[0] && strcmp(ret, "true") != 0)
-		return err_set(err, "CreateTagsFailed", "CreateTags returned \"%s\"", ret);
+		return err_set(err, AMIS_E_CREATE_TAGS_FAILED, "CreateTags returned \"%s\"", ret);
 	return 0;
 }
 
@@ -801,7 +802,7 @@ int ec2_create_snapshots(struct ec2_client *c, const struct aws_credentials *cre
 	out->n = 0;
 	out->items = NULL;
 	if (!req || !req->instance_id || !req->instance_id[0])
-		return err_set(err, "InvalidParameterValue",
+		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
 		               "CreateSnapshots needs an instance id");
 	ec2_params_init(&p);
 	ec2_params_add(&p, "InstanceSpecification.InstanceId", req->instance_id);
@@ -847,7 +848,7 @@ int ec2_describe_snapshots(struct ec2_client *c, const struct aws_credentials *c
 	out->items = NULL;
 	/* Without ids, DescribeSnapshots would list every snapshot we can see. */
 	if (n == 0)
-		return err_set(err, "InvalidParameterValue",
+		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
 		               "DescribeSnapshots needs snapshot ids");
 	ec2_params_init(&p);
 	for (i = 0; i < n; i++)
@@ -884,7 +885,7 @@ int ec2_describe_snapshots_by_tag(struct ec2_client *c, const struct aws_credent
 	out->n = 0;
 	out->items = NULL;
 	if (!key || !key[0] || !value)
-		return err_set(err, "InvalidParameterValue",
+		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
 		               "DescribeSnapshots by tag needs a tag key and a value");
 	ec2_params_init(&p);
 	ec2_describe_snapshots_by_tag_params(&p, key, value);
@@ -906,7 +907,7 @@ int ec2_create_tags(struct ec2_client *c, const struct aws_credentials *creds,
 	int rc;
 
 	if (nres == 0 || ntags == 0)
-		return err_set(err, "InvalidParameterValue",
+		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
 		               "CreateTags needs at least one resource and one tag");
 	ec2_params_init(&p);
 	for (i = 0; i < nres; i++)
@@ -934,7 +935,7 @@ int ec2_describe_instance(struct ec2_client *c, const struct aws_credentials *cr
 
 	memset(out, 0, sizeof(*out));
 	if (!instance_id || !instance_id[0])
-		return err_set(err, "InvalidParameterValue",
+		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
 		               "DescribeInstances needs an instance id");
 	ec2_params_init(&p);
 	ec2_params_add(&p, "InstanceId.1", instance_id);

@@ -240,11 +240,11 @@ static int build_headers(const struct http_request *req, bool sends_body, struct
 		const struct http_header *h = &req->headers[i];
 
 		if (!h->name || !header_name_ok(h->name)) {
-			err_set(err, "InvalidRequest", "invalid HTTP header name");
+			err_set(err, AMIS_E_INVALID_REQUEST, "invalid HTTP header name");
 			goto fail;
 		}
 		if (!h->value || !header_value_ok(h->value)) {
-			err_set(err, "InvalidRequest", "HTTP header %s has an invalid value",
+			err_set(err, AMIS_E_INVALID_REQUEST, "HTTP header %s has an invalid value",
 			        h->name);
 			goto fail;
 		}
@@ -256,7 +256,7 @@ static int build_headers(const struct http_request *req, bool sends_body, struct
 			sb_appendf(&line, "%s;", h->name);
 		l = curl_slist_append(list, line.data);
 		if (!l) {
-			err_set(err, "OutOfMemory", "cannot build HTTP headers");
+			err_set(err, AMIS_E_OUT_OF_MEMORY, "cannot build HTTP headers");
 			goto fail;
 		}
 		list = l;
@@ -283,7 +283,7 @@ static int build_headers(const struct http_request *req, bool sends_body, struct
 	*out = list;
 	return 0;
 oom:
-	err_set(err, "OutOfMemory", "cannot build HTTP headers");
+	err_set(err, AMIS_E_OUT_OF_MEMORY, "cannot build HTTP headers");
 fail:
 	sb_free(&line);
 	wipe_headers(list);
@@ -384,13 +384,14 @@ int http_perform(struct http_client *c, const struct http_request *req, struct h
 	resp->request_id[0] = '\0';
 	sb_reset(&resp->body);
 	if (!c || !req || !req->method || !req->url)
-		return err_set(err, "InvalidRequest", "incomplete HTTP request");
+		return err_set(err, AMIS_E_INVALID_REQUEST, "incomplete HTTP request");
 	if (req->body_len && !req->body)
-		return err_set(err, "InvalidRequest", "HTTP body length without a body");
+		return err_set(err, AMIS_E_INVALID_REQUEST, "HTTP body length without a body");
 	if (req->body_len > HTTP_MAX_BODY)
-		return err_set(err, "InvalidRequest", "HTTP request body is larger than 8 MiB");
+		return err_set(err, AMIS_E_INVALID_REQUEST,
+		               "HTTP request body is larger than 8 MiB");
 	if (req->no_resend && strcmp(req->method, "POST") != 0)
-		return err_set(err, "InvalidRequest", "no_resend is for POST requests");
+		return err_set(err, AMIS_E_INVALID_REQUEST, "no_resend is for POST requests");
 	h = c->curl;
 
 	timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
@@ -453,24 +454,24 @@ int http_perform(struct http_client *c, const struct http_request *req, struct h
 	if (rc == CURLE_OK)
 		return 0;
 	if (aborted)
-		return err_set(err, "ClientGone",
+		return err_set(err, AMIS_E_CLIENT_GONE,
 		               "%s %.*s: abandoned because the client went away; the request may "
 		               "have been executed",
 		               req->method, url_shown_len(req->url), req->url);
 	if (src.rewind_refused)
-		return err_set(err, "ConnectionError",
+		return err_set(err, AMIS_E_CONNECTION_ERROR,
 		               "%s %.*s: the connection closed without an answer after the request "
 		               "was sent; not sent again, as it may have been executed",
 		               req->method, url_shown_len(req->url), req->url);
 	if (sink.too_large)
-		return err_set(err, "ConnectionError",
+		return err_set(err, AMIS_E_CONNECTION_ERROR,
 		               "%s %.*s: response body is larger than 8 MiB", req->method,
 		               url_shown_len(req->url), req->url);
 	if (rc == CURLE_OPERATION_TIMEDOUT)
-		return err_set(err, "Timeout", "%s %.*s timed out after %ld ms (%s)", req->method,
-		               url_shown_len(req->url), req->url, timeout_ms,
+		return err_set(err, AMIS_E_TIMEOUT, "%s %.*s timed out after %ld ms (%s)",
+		               req->method, url_shown_len(req->url), req->url, timeout_ms,
 		               c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
-	return err_set(err, "ConnectionError", "%s %.*s failed: %s", req->method,
+	return err_set(err, AMIS_E_CONNECTION_ERROR, "%s %.*s failed: %s", req->method,
 	               url_shown_len(req->url), req->url,
 	               c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
 }

@@ -182,11 +182,12 @@ static int imds_http(struct imds_client *c, const char *method, const char *path
 	req.connect_timeout_ms = c->connect_timeout_ms < left ? c->connect_timeout_ms : left;
 	if (http_perform(c->http, &req, resp, err) == 0)
 		return 0;
-	if (strcmp(err->code, "Timeout") == 0)
-		return err_set(err, "ImdsUnavailable", "IMDS at %s timed out (%s %s, %ld ms): %s",
-		               c->endpoint, method, path, left, err->msg);
-	return err_set(err, "ImdsUnavailable", "IMDS at %s is unreachable (%s %s): %s", c->endpoint,
-	               method, path, err->msg);
+	if (err_is(err, AMIS_E_TIMEOUT))
+		return err_set(err, AMIS_E_IMDS_UNAVAILABLE,
+		               "IMDS at %s timed out (%s %s, %ld ms): %s", c->endpoint, method,
+		               path, left, err->msg);
+	return err_set(err, AMIS_E_IMDS_UNAVAILABLE, "IMDS at %s is unreachable (%s %s): %s",
+	               c->endpoint, method, path, err->msg);
 }
 
 static int fetch_token(struct imds_client *c, long long deadline_us, struct amis_err *err)
@@ -207,28 +208,28 @@ static int fetch_token(struct imds_client *c, long long deadline_us, struct amis
 		goto out;
 	}
 	if (resp.status == 403) {
-		err_set(err, "ImdsUnavailable",
+		err_set(err, AMIS_E_IMDS_UNAVAILABLE,
 		        "IMDS at %s refused a session token (HTTP 403): the instance metadata "
 		        "service is turned off for this instance",
 		        c->endpoint);
 		goto out;
 	}
 	if (resp.status != 200) {
-		err_set(err, "ImdsError", "IMDS at %s answered PUT %s with HTTP %ld", c->endpoint,
-		        IMDS_TOKEN_PATH, resp.status);
+		err_set(err, AMIS_E_IMDS_ERROR, "IMDS at %s answered PUT %s with HTTP %ld",
+		        c->endpoint, IMDS_TOKEN_PATH, resp.status);
 		goto out;
 	}
 	n = resp.body.len;
 	while (n > 0 && isspace((unsigned char)resp.body.data[n - 1]))
 		n--;
 	if (n == 0 || n >= sizeof(c->token)) {
-		err_set(err, "ImdsError", "IMDS at %s returned a session token of %zu bytes",
+		err_set(err, AMIS_E_IMDS_ERROR, "IMDS at %s returned a session token of %zu bytes",
 		        c->endpoint, n);
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (!isgraph((unsigned char)resp.body.data[i])) {
-			err_set(err, "ImdsError",
+			err_set(err, AMIS_E_IMDS_ERROR,
 			        "IMDS at %s returned a session token with invalid characters",
 			        c->endpoint);
 			goto out;
@@ -260,12 +261,12 @@ static int imds_request(struct imds_client *c, const char *path, long timeout_ms
 	struct http_header h = {"X-aws-ec2-metadata-token", c->token};
 
 	if (c->endpoint_error[0])
-		return err_set(err, "ImdsError", "%s", c->endpoint_error);
+		return err_set(err, AMIS_E_IMDS_ERROR, "%s", c->endpoint_error);
 	if (c->disabled)
-		return err_set(err, "ImdsUnavailable",
+		return err_set(err, AMIS_E_IMDS_UNAVAILABLE,
 		               "IMDS is disabled by AWS_EC2_METADATA_DISABLED=true");
 	if (!path || path[0] != '/')
-		return err_set(err, "ImdsError", "IMDS path must start with '/'");
+		return err_set(err, AMIS_E_IMDS_ERROR, "IMDS path must start with '/'");
 	deadline_us = mono_usec() + (timeout_ms > 0 ? timeout_ms : c->timeout_ms) * 1000LL;
 
 	for (int attempt = 0; attempt < 2; attempt++) {
@@ -292,7 +293,7 @@ static int imds_request(struct imds_client *c, const char *path, long timeout_ms
 		http_response_free(&resp);
 		return 0;
 	}
-	return err_set(err, "ImdsError",
+	return err_set(err, AMIS_E_IMDS_ERROR,
 	               "IMDS at %s rejected a freshly issued session token (HTTP 401 for GET %s)",
 	               c->endpoint, path);
 }
@@ -306,7 +307,7 @@ int imds_get(struct imds_client *c, const char *path, long timeout_ms, struct st
 		return -1;
 	if (status != 200) {
 		sb_reset(out);
-		return err_set(err, "ImdsError", "IMDS at %s answered GET %s with HTTP %ld",
+		return err_set(err, AMIS_E_IMDS_ERROR, "IMDS at %s answered GET %s with HTTP %ld",
 		               c->endpoint, path, status);
 	}
 	return 0;
@@ -362,17 +363,17 @@ static int parse_json_object(const char *json, size_t len, const char *what,
 
 	*obj = NULL;
 	if (len > IMDS_MAX_DOCUMENT)
-		return err_set(err, "ImdsError", "%s is too large (%zu bytes)", what, len);
+		return err_set(err, AMIS_E_IMDS_ERROR, "%s is too large (%zu bytes)", what, len);
 	tok = json_tokener_new_ex(16);
 	if (!tok)
-		return err_set(err, "ImdsError", "out of memory parsing %s", what);
+		return err_set(err, AMIS_E_IMDS_ERROR, "out of memory parsing %s", what);
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
 	*obj = json_tokener_parse_ex(tok, json, (int)len);
 	jerr = json_tokener_get_error(tok);
 	end = json_tokener_get_parse_end(tok);
 	json_tokener_free(tok);
 	if (!*obj) {
-		return err_set(err, "ImdsError", "%s is not valid JSON: %s", what,
+		return err_set(err, AMIS_E_IMDS_ERROR, "%s is not valid JSON: %s", what,
 		               jerr == json_tokener_continue ? "truncated"
 		                                             : json_tokener_error_desc(jerr));
 	}
@@ -381,7 +382,7 @@ static int parse_json_object(const char *json, size_t len, const char *what,
 	if (end < len || !json_object_is_type(*obj, json_type_object)) {
 		json_object_put(*obj);
 		*obj = NULL;
-		return err_set(err, "ImdsError", "%s is not a single JSON object", what);
+		return err_set(err, AMIS_E_IMDS_ERROR, "%s is not a single JSON object", what);
 	}
 	return 0;
 }
@@ -396,17 +397,17 @@ static int copy_member(struct json_object *o, const char *key, char *dst, size_t
 	dst[0] = '\0';
 	if (!json_object_object_get_ex(o, key, &m) || json_object_is_type(m, json_type_null)) {
 		if (required)
-			return err_set(err, "ImdsError", "instance identity document has no \"%s\"",
-			               key);
+			return err_set(err, AMIS_E_IMDS_ERROR,
+			               "instance identity document has no \"%s\"", key);
 		return 0;
 	}
 	if (!json_object_is_type(m, json_type_string))
-		return err_set(err, "ImdsError",
+		return err_set(err, AMIS_E_IMDS_ERROR,
 		               "instance identity document: \"%s\" is not a string", key);
 	s = json_object_get_string(m);
 	if ((size_t)json_object_get_string_len(m) != strlen(s) ||
 	    strlcpy_checked(dst, s, dstsz) < 0)
-		return err_set(err, "ImdsError",
+		return err_set(err, AMIS_E_IMDS_ERROR,
 		               "instance identity document: \"%s\" is too long or contains NUL",
 		               key);
 	return 0;
@@ -433,12 +434,13 @@ int imds_parse_identity(const char *json, size_t len, struct imds_identity *id,
 	                err))
 		goto out;
 	if (!imds_valid_instance_id(id->instance_id)) {
-		err_set(err, "ImdsError",
+		err_set(err, AMIS_E_IMDS_ERROR,
 		        "instance identity document: \"instanceId\" is not an instance id");
 		goto out;
 	}
 	if (!imds_valid_region(id->region)) {
-		err_set(err, "ImdsError", "instance identity document: \"region\" is not a region");
+		err_set(err, AMIS_E_IMDS_ERROR,
+		        "instance identity document: \"region\" is not a region");
 		goto out;
 	}
 	rc = 0;
@@ -468,7 +470,7 @@ static int get_line(struct imds_client *c, const char *path, char *dst, size_t d
 		e--;
 	*e = '\0';
 	if (strlcpy_checked(dst, s, dstsz) < 0) {
-		err_set(err, "ImdsError", "IMDS value of %s is too long", path);
+		err_set(err, AMIS_E_IMDS_ERROR, "IMDS value of %s is too long", path);
 		goto out;
 	}
 	rc = 0;
@@ -485,10 +487,11 @@ static int identity_fallback(struct imds_client *c, struct imds_identity *id, st
 	    get_line(c, "/latest/meta-data/placement/region", id->region, sizeof(id->region), err))
 		return -1;
 	if (!imds_valid_instance_id(id->instance_id))
-		return err_set(err, "ImdsError",
+		return err_set(err, AMIS_E_IMDS_ERROR,
 		               "IMDS meta-data/instance-id is not an instance id");
 	if (!imds_valid_region(id->region))
-		return err_set(err, "ImdsError", "IMDS meta-data/placement/region is not a region");
+		return err_set(err, AMIS_E_IMDS_ERROR,
+		               "IMDS meta-data/placement/region is not a region");
 	/* Informational only: do not fail the identity for it. */
 	if (get_line(c, "/latest/meta-data/placement/availability-zone", id->availability_zone,
 	             sizeof(id->availability_zone), err) < 0)
@@ -509,7 +512,7 @@ int imds_get_identity(struct imds_client *c, struct imds_identity *id, struct am
 	sb_free(&sb);
 	if (rc == 0)
 		return 0;
-	if (strcmp(err->code, "ImdsUnavailable") == 0)
+	if (err_is(err, AMIS_E_IMDS_UNAVAILABLE))
 		return -1;
 	log_warn("instance identity document unusable (%s), falling back to meta-data", err->msg);
 	if (identity_fallback(c, id, err) < 0)
@@ -528,14 +531,14 @@ int imds_get_role_name(struct imds_client *c, char *role, size_t rolesz, struct 
 	if (imds_request(c, IMDS_ROLE_PATH, 0, &sb, &status, err) < 0)
 		goto out;
 	if (status == 404) {
-		err_set(err, "ImdsError",
+		err_set(err, AMIS_E_IMDS_ERROR,
 		        "no IAM role is attached to this instance (IMDS %s answered 404)",
 		        IMDS_ROLE_PATH);
 		goto out;
 	}
 	if (status != 200) {
-		err_set(err, "ImdsError", "IMDS at %s answered GET %s with HTTP %ld", c->endpoint,
-		        IMDS_ROLE_PATH, status);
+		err_set(err, AMIS_E_IMDS_ERROR, "IMDS at %s answered GET %s with HTTP %ld",
+		        c->endpoint, IMDS_ROLE_PATH, status);
 		goto out;
 	}
 	/* One role per line; an instance profile holds exactly one role. */
@@ -547,11 +550,12 @@ int imds_get_role_name(struct imds_client *c, char *role, size_t rolesz, struct 
 		e--;
 	*e = '\0';
 	if (!*s) {
-		err_set(err, "ImdsError", "no IAM role is attached to this instance (empty list)");
+		err_set(err, AMIS_E_IMDS_ERROR,
+		        "no IAM role is attached to this instance (empty list)");
 		goto out;
 	}
 	if (!imds_valid_role_name(s) || strlcpy_checked(role, s, rolesz) < 0) {
-		err_set(err, "ImdsError", "IMDS returned an invalid IAM role name");
+		err_set(err, AMIS_E_IMDS_ERROR, "IMDS returned an invalid IAM role name");
 		goto out;
 	}
 	rc = 0;
@@ -566,7 +570,7 @@ int imds_get_role_credentials_json(struct imds_client *c, const char *role, stru
 	char path[160];
 
 	if (!imds_valid_role_name(role))
-		return err_set(err, "ImdsError", "invalid IAM role name");
+		return err_set(err, AMIS_E_IMDS_ERROR, "invalid IAM role name");
 	snprintf(path, sizeof(path), "%s%s", IMDS_ROLE_PATH, role);
 	if (imds_get(c, path, 0, out, err) < 0)
 		return err_prefix(err, "could not get the credentials of role %s", role);

@@ -149,32 +149,33 @@ static int check_request(const struct sigv4_request *req, const struct aws_crede
                          struct amis_err *err)
 {
 	if (!creds || !creds->access_key_id[0] || !creds->secret_access_key[0])
-		return err_set(err, "MissingCredentials", "no AWS credentials to sign with");
+		return err_set(err, AMIS_E_MISSING_CREDENTIALS, "no AWS credentials to sign with");
 	if (!printable_nospace(creds->access_key_id))
-		return err_set(err, "MissingCredentials",
+		return err_set(err, AMIS_E_MISSING_CREDENTIALS,
 		               "the access key id contains spaces or control characters");
 	if (!printable(creds->session_token))
-		return err_set(err, "MissingCredentials",
+		return err_set(err, AMIS_E_MISSING_CREDENTIALS,
 		               "the session token contains control characters");
 	if (!req->method || !method_ok(req->method))
-		return err_set(err, "InvalidRequest", "invalid HTTP method for signing");
+		return err_set(err, AMIS_E_INVALID_REQUEST, "invalid HTTP method for signing");
 	if (!req->host || !req->host[0] || !printable_nospace(req->host))
-		return err_set(err, "InvalidRequest", "invalid host for signing");
+		return err_set(err, AMIS_E_INVALID_REQUEST, "invalid host for signing");
 	if (req->path && req->path[0] && (req->path[0] != '/' || !printable_nospace(req->path)))
-		return err_set(err, "InvalidRequest",
+		return err_set(err, AMIS_E_INVALID_REQUEST,
 		               "the canonical URI must start with '/' and be URI-encoded");
 	if (req->query && !printable_nospace(req->query))
-		return err_set(err, "InvalidRequest", "the canonical query string must be encoded");
+		return err_set(err, AMIS_E_INVALID_REQUEST,
+		               "the canonical query string must be encoded");
 	if (req->content_type && !printable(req->content_type))
-		return err_set(err, "InvalidRequest", "invalid content type for signing");
+		return err_set(err, AMIS_E_INVALID_REQUEST, "invalid content type for signing");
 	if (!req->region || !scope_name_ok(req->region))
-		return err_set(err, "InvalidRequest", "invalid region name \"%.64s\"",
+		return err_set(err, AMIS_E_INVALID_REQUEST, "invalid region name \"%.64s\"",
 		               req->region ? req->region : "");
 	if (!req->service || !scope_name_ok(req->service))
-		return err_set(err, "InvalidRequest", "invalid service name \"%.64s\"",
+		return err_set(err, AMIS_E_INVALID_REQUEST, "invalid service name \"%.64s\"",
 		               req->service ? req->service : "");
 	if (!req->body && req->body_len)
-		return err_set(err, "InvalidRequest", "body length without a body");
+		return err_set(err, AMIS_E_INVALID_REQUEST, "body length without a body");
 	return 0;
 }
 
@@ -222,13 +223,13 @@ int sigv4_sign(const struct sigv4_request *req, const struct aws_credentials *cr
 	has_token = creds->session_token[0] != '\0';
 
 	if (!gmtime_r(&req->now, &tm) || tm.tm_year + 1900 < 1970 || tm.tm_year + 1900 > 9999)
-		return err_set(err, "InvalidRequest", "signing time out of range");
+		return err_set(err, AMIS_E_INVALID_REQUEST, "signing time out of range");
 	strftime(out->amz_date, sizeof(out->amz_date), "%Y%m%dT%H%M%SZ", &tm);
 	memcpy(date8, out->amz_date, 8);
 	date8[8] = '\0';
 
 	if (sigv4_sha256_hex(req->body, req->body_len, payload_hash) < 0)
-		return err_set(err, "CryptoError", "SHA-256 of the request body failed");
+		return err_set(err, AMIS_E_CRYPTO_ERROR, "SHA-256 of the request body failed");
 
 	snprintf(signed_headers, sizeof(signed_headers), "%shost;x-amz-date%s",
 	         req->content_type ? "content-type;" : "",
@@ -248,7 +249,7 @@ int sigv4_sign(const struct sigv4_request *req, const struct aws_credentials *cr
 	sb_appendf(&creq, "\n%s\n%s", signed_headers, payload_hash);
 
 	if (sigv4_sha256_hex(creq.data, creq.len, creq_hash) < 0) {
-		err_set(err, "CryptoError", "SHA-256 of the canonical request failed");
+		err_set(err, AMIS_E_CRYPTO_ERROR, "SHA-256 of the canonical request failed");
 		goto out;
 	}
 	sb_appendf(&sts, SIGV4_ALGORITHM "\n%s\n%s/%s/%s/aws4_request\n%s", out->amz_date, date8,
@@ -256,7 +257,7 @@ int sigv4_sign(const struct sigv4_request *req, const struct aws_credentials *cr
 
 	if (derive_signing_key(creds, date8, req->region, req->service, key) < 0 ||
 	    hmac_sha256(key, sizeof(key), sts.data, sts.len, sig) < 0) {
-		err_set(err, "CryptoError", "HMAC-SHA256 failed");
+		err_set(err, AMIS_E_CRYPTO_ERROR, "HMAC-SHA256 failed");
 		goto out;
 	}
 	hex_encode(sig, sizeof(sig), signature);
@@ -267,7 +268,7 @@ int sigv4_sign(const struct sigv4_request *req, const struct aws_credentials *cr
 	             creds->access_key_id, date8, req->region, req->service, signed_headers,
 	             signature);
 	if (n < 0 || (size_t)n >= sizeof(out->authorization)) {
-		err_set(err, "InvalidRequest", "the Authorization header would be too long");
+		err_set(err, AMIS_E_INVALID_REQUEST, "the Authorization header would be too long");
 		goto out;
 	}
 	out->security_token = has_token ? creds->session_token : NULL;

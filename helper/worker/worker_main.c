@@ -41,20 +41,20 @@ static int drop_privileges(const char *user, struct amis_err *err)
 	gid_t gid;
 
 	if (!pw)
-		return err_set(err, "WorkerFailed", "worker_user: no such user \"%s\"", user);
+		return err_set(err, AMIS_E_WORKER_FAILED, "worker_user: no such user \"%s\"", user);
 	uid = pw->pw_uid;
 	gid = pw->pw_gid;
 	if (uid == 0)
-		return err_set(err, "WorkerFailed", "worker_user \"%s\" is root", user);
+		return err_set(err, AMIS_E_WORKER_FAILED, "worker_user \"%s\" is root", user);
 	if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 ||
 	    setresuid(uid, uid, uid) != 0)
-		return err_set(err, "WorkerFailed", "cannot become user %s: %s", user,
+		return err_set(err, AMIS_E_WORKER_FAILED, "cannot become user %s: %s", user,
 		               strerror(errno));
 	/* There is no way back. */
 	if (setuid(0) == 0 || seteuid(0) == 0)
-		return err_set(err, "WorkerFailed", "could regain root after dropping it");
+		return err_set(err, AMIS_E_WORKER_FAILED, "could regain root after dropping it");
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
-		return err_set(err, "WorkerFailed", "prctl: %s", strerror(errno));
+		return err_set(err, AMIS_E_WORKER_FAILED, "prctl: %s", strerror(errno));
 	return 0;
 }
 

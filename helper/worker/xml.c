@@ -90,8 +90,8 @@ static int malformed(struct amis_err *err, const char *reason, const char *body,
 	char excerpt[XML_EXCERPT_MAX + 4];
 
 	xml_excerpt(body, len, excerpt, sizeof(excerpt));
-	return err_set(err, "MalformedResponse", "response is not valid XML (%s): \"%s\"", reason,
-	               excerpt);
+	return err_set(err, AMIS_E_MALFORMED_RESPONSE, "response is not valid XML (%s): \"%s\"",
+	               reason, excerpt);
 }
 
 int xml_parse(const char *body, size_t len, xmlDocPtr *out, struct amis_err *err)
@@ -105,7 +105,8 @@ int xml_parse(const char *body, size_t len, xmlDocPtr *out, struct amis_err *err
 
 	*out = NULL;
 	if (!body || len == 0)
-		return err_set(err, "MalformedResponse", "response body is empty, XML expected");
+		return err_set(err, AMIS_E_MALFORMED_RESPONSE,
+		               "response body is empty, XML expected");
 	if (len > INT_MAX)
 		return malformed(err, "too large", body, len);
 	if (memmem(body, len, "<!DOCTYPE", 9))
@@ -114,7 +115,7 @@ int xml_parse(const char *body, size_t len, xmlDocPtr *out, struct amis_err *err
 	xml_quiet();
 	ctxt = xmlNewParserCtxt();
 	if (!ctxt)
-		return err_set(err, "OutOfMemory", "cannot allocate an XML parser");
+		return err_set(err, AMIS_E_OUT_OF_MEMORY, "cannot allocate an XML parser");
 	doc = xmlCtxtReadMemory(ctxt, body, (int)len, "response.xml", NULL, options);
 	if (!doc || !ctxt->wellFormed) {
 		reason_of(ctxt, reason, sizeof(reason));
@@ -205,7 +206,7 @@ xmlNodePtr xml_child_required(const xmlNode *node, const char *name, struct amis
 
 	if (!c) {
 		xml_path(node, path, sizeof(path));
-		err_set(err, "MalformedResponse", "response lacks element <%s> in %s", name,
+		err_set(err, AMIS_E_MALFORMED_RESPONSE, "response lacks element <%s> in %s", name,
 		        path[0] ? path : "(nothing)");
 	}
 	return c;
@@ -261,7 +262,7 @@ int xml_text(const xmlNode *node, char *buf, size_t bufsz, struct amis_err *err)
 	if (n >= bufsz) {
 		xml_path(node, path, sizeof(path));
 		xmlFree(content);
-		return err_set(err, "MalformedResponse",
+		return err_set(err, AMIS_E_MALFORMED_RESPONSE,
 		               "element %s is %zu bytes long, at most %zu expected", path, n,
 		               bufsz ? bufsz - 1 : 0);
 	}
@@ -306,8 +307,8 @@ int xml_child_bool_opt(const xmlNode *node, const char *name, bool dflt, bool *o
 		*out = false;
 	} else {
 		xml_path(c, path, sizeof(path));
-		return err_set(err, "MalformedResponse", "element %s is \"%s\", not true/false",
-		               path, text);
+		return err_set(err, AMIS_E_MALFORMED_RESPONSE,
+		               "element %s is \"%s\", not true/false", path, text);
 	}
 	return 0;
 }
@@ -329,8 +330,8 @@ int xml_child_ll_opt(const xmlNode *node, const char *name, long long dflt, long
 	v = strtoll(text, &end, 10);
 	if (!text[0] || *end || errno) {
 		xml_path(c, path, sizeof(path));
-		return err_set(err, "MalformedResponse", "element %s is \"%s\", not an integer",
-		               path, text);
+		return err_set(err, AMIS_E_MALFORMED_RESPONSE,
+		               "element %s is \"%s\", not an integer", path, text);
 	}
 	*out = v;
 	return 0;

@@ -718,11 +718,11 @@ static void test_retryable(void)
 	size_t i;
 
 	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
-		err_set(&err, yes[i], "x");
+		err_set_code(&err, yes[i], "x");
 		ok(ec2_error_is_retryable(&err), "%s is retryable", yes[i]);
 	}
 	for (i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
-		err_set(&err, no[i], "x");
+		err_set_code(&err, no[i], "x");
 		ok(!ec2_error_is_retryable(&err), "'%s' is not retryable", no[i]);
 	}
 	ok(!ec2_error_is_retryable(NULL), "NULL is not retryable");

@@ -86,7 +86,8 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/test_freeze.XXXXXX") || bail "mktemp failed"
 driver="$tmp/freeze-driver"
 # shellcheck disable=SC2086
 if ! "${CC:-cc}" -std=gnu11 -Wall -Wextra -D_GNU_SOURCE -pthread ${FREEZE_TEST_CFLAGS:-} -I"$helper/common" \
-	-I"$helper/root" "$helper/common/util.c" "$helper/common/log.c" "$helper/root/volumes.c" \
+	-I"$helper/root" "$helper/common/util.c" "$helper/common/log.c" "$helper/common/errcodes.c" \
+	"$helper/root/volumes.c" \
 	"$helper/root/freeze.c" "$helper/root/watchdog.c" "$helper/root/marker.c" \
 	"$helper/root/mountinfo.c" \
 	"$here/freeze-driver.c" -Wl,--wrap=ioctl \

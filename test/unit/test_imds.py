@@ -29,7 +29,7 @@ HELPER = os.path.join(ROOT, "helper")
 # The driver links only what it exercises, so that unrelated helper
 # modules being mid-change cannot break this test.
 SOURCES = [os.path.join(HELPER, f) for f in
-           ("common/util.c", "common/log.c", "worker/http.c", "worker/imds.c",
+           ("common/util.c", "common/errcodes.c", "common/log.c", "worker/http.c", "worker/imds.c",
             "worker/creds.c")]
 INCLUDES = ["-I" + os.path.join(HELPER, d) for d in ("common", "worker")]
 PKGS = ["libcurl", "json-c", "inih"]
