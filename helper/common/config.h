@@ -1,6 +1,7 @@
 /*
  * config.h - the helper's configuration file (INI, parsed with libinih).
- * Every key is documented in packaging/ami-snapshot-helper.conf and README.
+ * Every key is documented in packaging/helper.conf.example and
+ * doc/configuration.md.
  */
 #ifndef AMIS_CONFIG_H
 #define AMIS_CONFIG_H
