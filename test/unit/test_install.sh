@@ -2,13 +2,13 @@
 # test_install.sh - what make install lays out, and the system install (TAP).
 #
 # 1. make install DESTDIR=<scratch dir> must produce exactly the layout the
-#    systemd unit and README use: the helper at the unit's ExecStart path,
-#    the configuration at the path the unit passes with -c (and the helper's
-#    compiled-in default), the example next to it, the unit, the docs at its
-#    Documentation=, the extension under pg_config's directories; nothing
-#    else, and nothing in PGXS's sysconfdir.  A second install keeps an
-#    edited configuration; what an earlier make install left in PGXS's
-#    sysconfdir is removed if unchanged, reported otherwise.
+#    systemd unit and doc/install.md use: the helper at the unit's ExecStart
+#    path, the configuration at the path the unit passes with -c (and the
+#    helper's compiled-in default), the example next to it, the unit, the
+#    docs at its Documentation=, the extension under pg_config's
+#    directories; nothing else, and nothing in PGXS's sysconfdir.  A second
+#    install keeps an edited configuration; what an earlier make install
+#    left in PGXS's sysconfdir is removed if unchanged, reported otherwise.
 # 2. The system install (test/run-all.sh runs make install first): nothing
 #    in PGXS's sysconfdir, and the unit's own ExecStartPre
 #    (ami-snapshot-helper -c CONFIG --check-config) accepts the installed
@@ -24,7 +24,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 
-# The layout README documents ("Install on EC2").
+# The layout doc/install.md documents.
 UNIT=/lib/systemd/system/ami-snapshot-helper.service
 
 n=0
@@ -165,15 +165,16 @@ for f in "$top"/doc/*.md "$top"/doc/*.png; do
 done
 ok $docs_ok "doc/*.md and doc/*.png are in $docdir/doc/ (README's relative links work)"
 
-# README documents the same paths.
-readme_ok=0
+# doc/install.md documents the same paths.
+install_doc=doc/install.md
+layout_ok=0
 for p in "$UNIT" "$conf" "$(dirname "$exe")"; do
-	grep -qF "\`$p\`" "$top/README.md" || {
-		echo "README.md does not name \`$p\`" | diag
-		readme_ok=1
+	grep -qF "\`$p\`" "$top/$install_doc" || {
+		echo "$install_doc does not name \`$p\`" | diag
+		layout_ok=1
 	}
 done
-ok $readme_ok "README names the unit, the configuration and the helper's directory as installed"
+ok $layout_ok "$install_doc names the unit, the configuration and the helper's directory as installed"
 
 # The extension, under pg_config's directories.
 ext_ok=0
