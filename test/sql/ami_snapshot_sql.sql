@@ -20,7 +20,7 @@ SELECT * FROM ami_snapshot('nightly');
 SELECT count(*) FROM ami_snapshot_history;
 RESET ROLE;
 
--- An operator role, as README shows.
+-- An operator role, as doc/sql.md shows.
 CREATE ROLE amis_operator;
 GRANT EXECUTE ON FUNCTION ami_snapshot(text, boolean) TO amis_operator;
 GRANT SELECT ON ami_snapshot_history TO amis_operator;
