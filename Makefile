@@ -5,7 +5,7 @@
 #                         systemd unit, an example configuration and the docs;
 #                         DESTDIR=dir stages everything under dir
 #   test/run-all.sh       (as root) all tests (see README: loop devices)
-#   make bench            benchmarks (see README)
+#   make bench            benchmarks (see doc/performance.md)
 #   make fuzz             build the libFuzzer targets (clang) and run each
 #                         for FUZZ_SECONDS (default 300); see test/fuzz/
 
@@ -106,7 +106,7 @@ helper-clean:
 	$(MAKE) -C helper clean
 	rm -rf test/results
 
-# Benchmarks (root, loop devices; see README "Performance"): the freeze
+# Benchmarks (root, loop devices; see doc/performance.md): the freeze
 # window of ami_snapshot() against the fsfreeze + AWS CLI scripts, per EC2
 # latency and volume count, the phases of one call, the helper's memory, and
 # what pgbench feels.  Markdown on stdout; CSV files and a PNG in BENCH_OUT,
