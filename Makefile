@@ -4,7 +4,7 @@
 #   make install          (as root) install the extension, the helper, its
 #                         systemd unit, an example configuration and the docs;
 #                         DESTDIR=dir stages everything under dir
-#   test/run-all.sh       (as root) all tests (see README: loop devices)
+#   test/run-all.sh       (as root) all tests (see doc/testing.md: loop devices)
 #   make bench            benchmarks (see doc/performance.md)
 #   make fuzz             build the libFuzzer targets (clang) and run each
 #                         for FUZZ_SECONDS (default 300); see test/fuzz/
