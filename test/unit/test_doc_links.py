@@ -11,6 +11,8 @@ For README.md, doc/*.md and every other Markdown file of the tree:
 - no link is absolute (a path from /, file://): the docs are read both in
   the repository and as installed under /usr/share/doc/ami-snapshot/, and
   refer to nothing outside the tree;
+- README and doc/ link only to README and doc/: make install puts them
+  alone under /usr/share/doc/ami-snapshot/;
 - README's documentation index links every file in doc/.
 
 And in the code (C, Python, shell, SQL, the Makefile, packaging, CI): every
@@ -165,6 +167,20 @@ for md in md_files:
         if err:
             errors.append("%s:%d: %s" % (rel(md), n, err))
     ok(not errors, "%s: %d links resolve inside the tree" % (rel(md), count), errors)
+
+# make install puts README.md and doc/ alone in /usr/share/doc/ami-snapshot:
+# their links must stay within them to work there too.
+installed = [readme] + [m for m in md_files if os.path.dirname(m) == doc]
+errors = []
+for md in installed:
+    for n, target in links(md):
+        path = target.partition("#")[0]
+        if not path or re.match(r"^[a-z][a-z0-9+.-]*:", path, re.I):
+            continue
+        dest = os.path.realpath(os.path.join(os.path.dirname(md), path))
+        if dest != readme and not dest.startswith(doc + os.sep):
+            errors.append("%s:%d: %s is neither README.md nor in doc/" % (rel(md), n, target))
+ok(not errors, "README and doc/ link only to README and doc/ (as installed)", errors)
 
 # README's documentation index: every file in doc/ is linked from README.
 linked = set()
