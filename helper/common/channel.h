@@ -82,4 +82,17 @@ struct ec2_instance_info {
  */
 bool ec2_error_is_retryable(const struct amis_err *err);
 
+/* The back-off's cap, and EC2's pause between snapshots of one volume. */
+#define RETRY_BACKOFF_CAP_MS 20000L
+#define PER_VOLUME_RATE_BACKOFF_MS 15000L
+
+/*
+ * The jittered exponential back-off before attempt number next (2, 3, ...)
+ * after err: base, doubled per attempt up to the cap, then between half and
+ * all of it ("equal jitter"); at least 15 s after
+ * SnapshotCreationPerVolumeRateExceeded, as EC2 asks.  The same rule for
+ * the root process's freeze cycles and the worker's calls.
+ */
+long retry_backoff_ms(long base_ms, int next, const struct amis_err *err);
+
 #endif

@@ -48,9 +48,6 @@
 #define THAW_LOG_USEC 1000000LL
 /* DescribeSnapshots is eventually consistent: one more look after this pause. */
 #define LOST_SNAPSHOTS_RECHECK_MS 2000
-/* Retries of the freeze cycle: the back-off's cap, and EC2's per-volume pause. */
-#define RETRY_BACKOFF_CAP_MS 20000L
-#define PER_VOLUME_RATE_BACKOFF_MS 15000L
 /* While frozen, the helper waits this much beyond the worker's own EC2 timeout. */
 #define WORKER_WAIT_SLACK_MS 200L
 
@@ -1064,24 +1061,6 @@ static bool call_retryable(struct helper *h, struct operation *op, const struct 
 	return ec2_error_is_retryable(call_err);
 }
 
-/* Jittered exponential back-off before attempt number next (2, 3, ...). */
-static long backoff_ms(const struct helper_config *cfg, int next, const struct amis_err *call_err)
-{
-	long d = cfg->retry_backoff_ms;
-	int k;
-
-	for (k = 2; k < next && d < RETRY_BACKOFF_CAP_MS; k++)
-		d *= 2;
-	if (d > RETRY_BACKOFF_CAP_MS)
-		d = RETRY_BACKOFF_CAP_MS;
-	/* "Equal jitter": between half and all of it. */
-	d = d / 2 + (d > 1 ? random() % (d / 2 + 1) : 0);
-	/* EC2: "wait at least 15 seconds" between snapshots of one volume. */
-	if (err_is(call_err, AMIS_E_SNAPSHOT_RATE_EXCEEDED) && d < PER_VOLUME_RATE_BACKOFF_MS)
-		d = PER_VOLUME_RATE_BACKOFF_MS;
-	return d;
-}
-
 /*
  * Waits ms while watching the client: 0 after the wait, -1 (with *why) as
  * soon as the client closes its end or says anything (it is waiting for
@@ -1248,7 +1227,7 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 		if (out == CYCLE_NOT_FROZEN)
 			call_err = err;
 		lost = false; /* looked: EC2 created nothing */
-		wait = backoff_ms(h->cfg, attempt + 1, &call_err);
+		wait = retry_backoff_ms(h->cfg->retry_backoff_ms, attempt + 1, &call_err);
 		log_warn("request %s: attempt %d of %ld failed: %s: %s; nothing is frozen, "
 		         "retrying in %.1f s",
 		         op->request_id, attempt, h->cfg->retries + 1, call_err.code, call_err.msg,

@@ -11,6 +11,8 @@
 #include "protocol.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -143,6 +145,91 @@ static size_t get_tags(const struct amsp_msgview *m, struct ec2_tag *tags, char 
 	return i;
 }
 
+/*
+ * The one way the worker calls EC2: every action goes through ec2_call_retrying().
+ *
+ * - The deadline: timeout_ms for the whole call, retries included; each
+ *   attempt gets what is left.
+ * - Credentials EC2 refuses (AMIS_F_CREDS: expired, rotated) are fetched
+ *   again once, and the attempt made again at once.
+ * - Throttling, 5xx and transport failures (AMIS_F_RETRY) are retried after
+ *   the jittered back-off of channel.h, up to the configuration's retries,
+ *   only when the call may be repeated: never the call made while frozen
+ *   (the root process thaws first and runs a whole new freeze cycle), and
+ *   never a call that may have created something (CreateSnapshots).  A
+ *   message from the root process (W_ABANDON) ends the back-off at once.
+ * - When more than one attempt failed, the error says what each one met.
+ */
+struct ec2_action {
+	const char *name; /* for the log */
+	bool may_repeat;
+	int (*run)(struct wstate *ws, const struct aws_credentials *cr, long timeout_ms, void *arg,
+	           struct amis_err *err);
+	void *arg;
+};
+
+/* Sleeps ms unless the root process says something first: 0, or -1 if it did. */
+static int backoff_sleep(struct wstate *ws, long ms)
+{
+	struct pollfd p = {.fd = ws->fd, .events = POLLIN};
+	long long deadline = mono_usec() + ms * 1000LL;
+	long long left;
+
+	while ((left = (deadline - mono_usec()) / 1000) > 0) {
+		int n = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+
+		if (n > 0)
+			return -1;
+		if (n < 0 && errno != EINTR)
+			return -1;
+	}
+	return 0;
+}
+
+static int ec2_call_retrying(struct wstate *ws, long timeout_ms, const struct ec2_action *a,
+                             struct amis_err *err)
+{
+	long long deadline = mono_usec() + timeout_ms * 1000LL;
+	struct aws_credentials cr;
+	struct strbuf attempts;
+	bool creds_refetched = false;
+	int attempt, rc = -1;
+
+	sb_init(&attempts);
+	for (attempt = 1;; attempt++) {
+		long left = (long)((deadline - mono_usec()) / 1000);
+		long wait;
+
+		if (left < 1)
+			left = 1;
+		rc = aws_ctx_credentials(ws->aws, &cr, err);
+		if (rc == 0)
+			rc = a->run(ws, &cr, left, a->arg, err);
+		secure_zero(&cr, sizeof(cr));
+		if (rc == 0)
+			break;
+		if (!creds_refetched && aws_ctx_credentials_refused(ws->aws, err)) {
+			creds_refetched = true;
+			attempt--;
+			continue;
+		}
+		sb_appendf(&attempts, "%s%s", attempt > 1 ? ", " : "", err->code);
+		if (!a->may_repeat || !(err_flags(err) & AMIS_F_RETRY) || attempt > ws->cfg.retries)
+			break;
+		wait = retry_backoff_ms(ws->cfg.retry_backoff_ms, attempt + 1, err);
+		if (mono_usec() + wait * 1000LL >= deadline)
+			break;
+		log_warn("EC2 %s: attempt %d of %ld failed: %s; retrying in %.1f s", a->name,
+		         attempt, ws->cfg.retries + 1, err->code, wait / 1000.0);
+		if (backoff_sleep(ws, wait) != 0)
+			break;
+	}
+	if (rc != 0 && attempt > 1)
+		err_prefix(err, "%d attempts failed (%s)", attempt, sb_str(&attempts));
+	sb_free(&attempts);
+	return rc;
+}
+
 static int w_ready(struct wstate *ws, uint32_t seq, struct amis_err *err)
 {
 	struct amsp_writer aw;
@@ -156,30 +243,25 @@ static int w_ready(struct wstate *ws, uint32_t seq, struct amis_err *err)
 	return send_reply(ws, &aw);
 }
 
+static int run_describe_instance(struct wstate *ws, const struct aws_credentials *cr,
+                                 long timeout_ms, void *arg, struct amis_err *err)
+{
+	struct ec2_instance_info *inst = arg;
+	char id[65];
+
+	amsp_copy_str(amsp_get(&ws->m, AMSP_T_INSTANCE_ID), id, sizeof(id));
+	return ec2_describe_instance(aws_ctx_ec2(ws->aws), cr, id, timeout_ms, inst, err);
+}
+
 static int w_describe_instance(struct wstate *ws, uint32_t seq, long timeout_ms,
                                struct amis_err *err)
 {
 	struct ec2_instance_info *inst = xcalloc(1, sizeof(*inst));
-	struct aws_credentials cr;
+	struct ec2_action a = {"DescribeInstances", true, run_describe_instance, inst};
 	struct amsp_writer aw;
-	char id[65];
 	size_t i;
-	int rc;
 
-	amsp_copy_str(amsp_get(&ws->m, AMSP_T_INSTANCE_ID), id, sizeof(id));
-	rc = aws_ctx_credentials(ws->aws, &cr, err);
-	if (rc == 0)
-		rc = ec2_describe_instance(aws_ctx_ec2(ws->aws), &cr, id, timeout_ms, inst, err);
-	/* The first call of an operation: the place to notice stale credentials. */
-	if (rc != 0 && aws_ctx_credentials_refused(ws->aws, err)) {
-		secure_zero(&cr, sizeof(cr));
-		rc = aws_ctx_credentials(ws->aws, &cr, err);
-		if (rc == 0)
-			rc = ec2_describe_instance(aws_ctx_ec2(ws->aws), &cr, id, timeout_ms, inst,
-			                           err);
-	}
-	secure_zero(&cr, sizeof(cr));
-	if (rc != 0) {
+	if (ec2_call_retrying(ws, timeout_ms, &a, err) != 0) {
 		free(inst);
 		return send_error(ws, seq, err);
 	}
@@ -195,6 +277,20 @@ static int w_describe_instance(struct wstate *ws, uint32_t seq, long timeout_ms,
 	return send_reply(ws, &aw);
 }
 
+struct create_snapshots_arg {
+	const struct ec2_create_snapshots_req *req;
+	struct ec2_snapshot_set *out;
+};
+
+static int run_create_snapshots(struct wstate *ws, const struct aws_credentials *cr,
+                                long timeout_ms, void *arg, struct amis_err *err)
+{
+	struct create_snapshots_arg *c = arg;
+
+	ec2_snapshot_set_free(c->out);
+	return ec2_create_snapshots(aws_ctx_ec2(ws->aws), cr, c->req, timeout_ms, c->out, err);
+}
+
 static int w_create_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms,
                               struct amis_err *err)
 {
@@ -202,7 +298,8 @@ static int w_create_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms,
 	struct ec2_create_snapshots_req r;
 	struct ec2_snapshot_set snaps = {0};
 	struct ec2_tag tags[MAX_TAGS];
-	struct aws_credentials cr;
+	struct create_snapshots_arg arg = {&r, &snaps};
+	struct ec2_action a = {"CreateSnapshots", false, run_create_snapshots, &arg};
 	struct amsp_writer aw;
 	char **keys, **values, **excl;
 	char *instance_id = field_dup(amsp_get(m, AMSP_T_INSTANCE_ID));
@@ -225,15 +322,16 @@ static int w_create_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms,
 
 	if (hold)
 		log_hold();
-	/* Credentials were refreshed by the DryRun made just before. */
-	rc = aws_ctx_credentials(ws->aws, &cr, err);
-	if (rc == 0) {
-		/* A W_ABANDON (or the helper's death) ends the call at once. */
-		ec2_client_set_abort_fd(aws_ctx_ec2(ws->aws), ws->fd);
-		rc = ec2_create_snapshots(aws_ctx_ec2(ws->aws), &cr, &r, timeout_ms, &snaps, err);
-		ec2_client_set_abort_fd(aws_ctx_ec2(ws->aws), -1);
-	}
-	secure_zero(&cr, sizeof(cr));
+	/*
+	 * Only a DryRun made while nothing is frozen may be repeated: the real
+	 * call may have created snapshots, and the one made while frozen must
+	 * end quickly (the root process thaws, then runs a new cycle).
+	 */
+	a.may_repeat = r.dry_run && !hold;
+	/* A W_ABANDON (or the helper's death) ends the call at once. */
+	ec2_client_set_abort_fd(aws_ctx_ec2(ws->aws), ws->fd);
+	rc = ec2_call_retrying(ws, timeout_ms, &a, err);
+	ec2_client_set_abort_fd(aws_ctx_ec2(ws->aws), -1);
 	if (rc == 0) {
 		amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
 		amsp_put_u32(&aw, AMSP_T_SEQ, seq);
@@ -253,23 +351,38 @@ static int w_create_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms,
 	return rc;
 }
 
+struct create_tags_arg {
+	const char *const *ids;
+	size_t nids;
+	const struct ec2_tag *tags;
+	size_t ntags;
+};
+
+static int run_create_tags(struct wstate *ws, const struct aws_credentials *cr, long timeout_ms,
+                           void *arg, struct amis_err *err)
+{
+	struct create_tags_arg *t = arg;
+
+	return ec2_create_tags(aws_ctx_ec2(ws->aws), cr, t->ids, t->nids, t->tags, t->ntags,
+	                       timeout_ms, err);
+}
+
 static int w_create_tags(struct wstate *ws, uint32_t seq, long timeout_ms, struct amis_err *err)
 {
 	struct ec2_tag tags[MAX_TAGS];
-	struct aws_credentials cr;
+	struct create_tags_arg t;
+	/* Tagging again with the same tags changes nothing: it may be repeated. */
+	struct ec2_action a = {"CreateTags", true, run_create_tags, &t};
 	struct amsp_writer aw;
 	char **ids, **keys, **values;
-	size_t nids, ntags, nkeys = amsp_count(&ws->m, AMSP_T_TAG_KEY),
-	                    nvalues = amsp_count(&ws->m, AMSP_T_TAG_VALUE);
+	size_t nids, nkeys = amsp_count(&ws->m, AMSP_T_TAG_KEY),
+	             nvalues = amsp_count(&ws->m, AMSP_T_TAG_VALUE);
 	int rc;
 
 	ids = fields_dup(&ws->m, AMSP_T_RESOURCE_ID, &nids);
-	ntags = get_tags(&ws->m, tags, &keys, &values);
-	rc = aws_ctx_credentials(ws->aws, &cr, err);
-	if (rc == 0)
-		rc = ec2_create_tags(aws_ctx_ec2(ws->aws), &cr, (const char *const *)ids, nids,
-		                     tags, ntags, timeout_ms, err);
-	secure_zero(&cr, sizeof(cr));
+	t = (struct create_tags_arg){(const char *const *)ids, nids, tags, 0};
+	t.ntags = get_tags(&ws->m, tags, &keys, &values);
+	rc = ec2_call_retrying(ws, timeout_ms, &a, err);
 	strv_free(ids, nids);
 	strv_free(keys, nkeys);
 	strv_free(values, nvalues);
@@ -280,20 +393,33 @@ static int w_create_tags(struct wstate *ws, uint32_t seq, long timeout_ms, struc
 	return send_reply(ws, &aw);
 }
 
+struct find_snapshots_arg {
+	const char *key;
+	const char *value;
+	struct ec2_snapshot_set *out;
+};
+
+static int run_find_snapshots(struct wstate *ws, const struct aws_credentials *cr, long timeout_ms,
+                              void *arg, struct amis_err *err)
+{
+	struct find_snapshots_arg *f = arg;
+
+	ec2_snapshot_set_free(f->out);
+	return ec2_describe_snapshots_by_tag(aws_ctx_ec2(ws->aws), cr, f->key, f->value, timeout_ms,
+	                                     f->out, err);
+}
+
 static int w_find_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms, struct amis_err *err)
 {
 	struct ec2_snapshot_set found = {0};
-	struct aws_credentials cr;
-	struct amsp_writer aw;
 	char *key = field_dup(amsp_get(&ws->m, AMSP_T_TAG_KEY));
 	char *value = field_dup(amsp_get(&ws->m, AMSP_T_TAG_VALUE));
+	struct find_snapshots_arg f = {key, value, &found};
+	struct ec2_action a = {"DescribeSnapshots", true, run_find_snapshots, &f};
+	struct amsp_writer aw;
 	int rc;
 
-	rc = aws_ctx_credentials(ws->aws, &cr, err);
-	if (rc == 0)
-		rc = ec2_describe_snapshots_by_tag(aws_ctx_ec2(ws->aws), &cr, key, value,
-		                                   timeout_ms, &found, err);
-	secure_zero(&cr, sizeof(cr));
+	rc = ec2_call_retrying(ws, timeout_ms, &a, err);
 	free(key);
 	free(value);
 	if (rc != 0) {

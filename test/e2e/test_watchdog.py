@@ -308,6 +308,42 @@ def case_retries(w):
     ok(probe_frozen(w) == [], "retry: nothing frozen after the failure")
 
 
+def case_worker_retries(w):
+    """Every EC2 action goes through one retrying call: a throttled
+    DescribeInstances and a throttled CreateTags are retried by the worker,
+    the call made while frozen is not (the root process retries the cycle)."""
+    restart_helper(w, "[helper]\nretries = 1\nretry_backoff = 100ms\n")
+    pos = os.path.getsize(w.helper_log)
+    calls = real_calls(w)
+    w.emulator_control({"action": "DescribeInstances", "fault": "throttle", "count": 1})
+    w.emulator_control({"action": "CreateTags", "fault": "unavailable_503", "count": 1})
+    r = w.psql("SELECT status FROM ami_snapshot('worker retry')")
+    is_(r, "succeeded", "worker retry: throttled DescribeInstances and a 503 on CreateTags")
+    log = log_since(w, pos)
+    ok("EC2 DescribeInstances: attempt 1 of 2 failed: RequestLimitExceeded" in log,
+       "worker retry: DescribeInstances retried by the worker", log[-2000:])
+    ok("EC2 CreateTags: attempt 1 of 2 failed: Unavailable" in log,
+       "worker retry: CreateTags retried by the worker", log[-2000:])
+    is_(real_calls(w) - calls, 1, "worker retry: one CreateSnapshots call, one freeze")
+    h = w.psql("SELECT snapshot_ids FROM ami_snapshot_history WHERE name = 'worker retry'")
+    made = [sn for sn in w.emulator_state()["snapshots"] if sn["id"] in h]
+    is_(sorted(sn["tags"].get("ami-snapshot:backup-state") for sn in made),
+        ["stopped"] * len(w.volumes), "worker retry: the retried tags are on every snapshot")
+
+    # Never repeated: the call made while frozen, even with retries left.
+    pos = os.path.getsize(w.helper_log)
+    w.emulator_control({"action": "CreateSnapshots", "fault": "throttle", "count": 1,
+                        "skip": 2})
+    r = w.psql("SELECT status FROM ami_snapshot('worker no repeat')")
+    is_(r, "succeeded", "no repeat: succeeds by the root's second freeze cycle")
+    log = log_since(w, pos)
+    ok("EC2 CreateSnapshots: attempt" not in log,
+       "no repeat: the worker did not repeat the call made while frozen")
+    is_(log.count("writes frozen for"), 2, "no repeat: two freeze cycles instead")
+    w.emulator_reset()
+    ok(probe_frozen(w) == [], "worker retry: nothing frozen")
+
+
 def case_stop_in_backoff(w):
     """SIGTERM during a retry back-off: no further freeze, a prompt exit."""
     restart_helper(w, "[helper]\nretries = 3\nretry_backoff = 20s\n")
@@ -343,7 +379,7 @@ def main():
     try:
         w.psql("CREATE TABLE t (x int)")
         for case in (case_sigkill, case_sigstop, case_marker, case_recover_only,
-                     case_retries, case_stop_in_backoff):
+                     case_retries, case_worker_retries, case_stop_in_backoff):
             case(w)
             if "helper" not in w.procs:
                 w.start_helper()
