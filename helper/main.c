@@ -64,6 +64,7 @@ int main(int argc, char **argv)
 	struct amis_err err;
 	enum log_level level;
 	struct helper *h;
+	struct server_handlers handlers;
 	bool check_only = false, recover_only = false, worker = false;
 	int ask = 0; /* AMSP_STATUS or AMSP_THAW */
 	int opt, lfd, rc;
@@ -159,7 +160,8 @@ int main(int argc, char **argv)
 	}
 	h = helper_new(&cfg, config_path, &stop_requested);
 	log_info("ami-snapshot-helper listening on %s", cfg.socket_path);
-	server_run(h, lfd, &stop_requested);
+	op_server_handlers(h, &handlers);
+	server_run(&handlers, lfd, &stop_requested);
 	close(lfd);
 	unlink(cfg.socket_path);
 	/* Never exit with anything frozen by us, if it can be helped. */

@@ -13,6 +13,7 @@
  * PREPARE is accepted ("ThawPending") until everything is thawed.
  */
 #include "operation.h"
+#include "opstate.h"
 #include "channel.h"
 #include "freeze.h"
 #include "log.h"
@@ -54,8 +55,6 @@
 #ifndef AMIS_VERSION
 #define AMIS_VERSION "dev"
 #endif
-
-enum op_state { OP_PREPARED, OP_PENDING };
 
 struct operation {
 	enum op_state state;
@@ -99,6 +98,28 @@ struct helper {
 	struct operation *stuck;     /* still frozen: thaw retried by op_tick() */
 	volatile sig_atomic_t *stop; /* set by SIGTERM/SIGINT: no new freeze */
 };
+
+/* Moves op to state to; a move the state machine does not allow is a bug, logged. */
+static void op_move(struct operation *op, enum op_state to)
+{
+	if (op->state == to)
+		return;
+	if (!opstate_may_move(op->state, to))
+		log_error("request %s: BUG: state %s -> %s is not allowed", op->request_id,
+		          opstate_name(op->state), opstate_name(to));
+	else
+		log_debug("request %s: %s -> %s", op->request_id, opstate_name(op->state),
+		          opstate_name(to));
+	op->state = to;
+}
+
+/* The helper's state: its active operation's, THAW_PENDING while only a stuck one exists. */
+static enum op_state helper_state(const struct helper *h)
+{
+	if (h->active)
+		return h->active->state;
+	return h->stuck ? OPS_THAW_PENDING : OPS_IDLE;
+}
 
 static int wait_poll(void *arg, struct pollfd *fds, nfds_t n, int timeout_ms)
 {
@@ -150,11 +171,6 @@ void helper_free(struct helper *h)
 	}
 	worker_free(h->worker);
 	free(h);
-}
-
-const struct helper_config *op_config(const struct helper *h)
-{
-	return h->cfg;
 }
 
 static void op_free(struct operation *op)
@@ -265,6 +281,7 @@ static void retry_stuck_thaws(struct helper *h)
 			    freeze_plan_window_usec(&op->plan) / 1e6);
 			warn_thawed_by_others(op);
 			plan_thawed(h, op);
+			op_move(op, OPS_IDLE);
 			*pp = op->next_stuck;
 			/* An EC2 call only when nothing else is frozen either. */
 			if (op->tag_failed_after_thaw && !h->stuck)
@@ -306,9 +323,11 @@ static void op_end(struct helper *h, struct conn *c)
 	c->op = NULL;
 	op->owner = NULL;
 	if (!freeze_plan_any_frozen(&op->plan)) {
+		op_move(op, OPS_IDLE);
 		op_free(op);
 		return;
 	}
+	op_move(op, OPS_THAW_PENDING);
 	op->next_stuck = h->stuck;
 	h->stuck = op;
 	retry_stuck_thaws(h);
@@ -351,7 +370,7 @@ int op_shutdown(struct helper *h, long timeout_ms)
 bool op_client_may_idle(const struct conn *c)
 {
 	/* PENDING: the backend waits in pg_backup_stop(), maybe for WAL archiving. */
-	return c->op && c->op->state == OP_PENDING;
+	return c->op && c->op->state == OPS_PENDING;
 }
 
 /* An ERROR frame small enough to always fit, when the real answer does not. */
@@ -627,6 +646,25 @@ static int refuse_busy(struct helper *h, struct conn *c)
 	return -1;
 }
 
+/* A PREPARE while a failed thaw is retried: ThawPending, at once. */
+static int refuse_thaw_pending(struct helper *h, struct conn *c)
+{
+	struct amis_err err;
+	struct strbuf mounts;
+
+	err_clear(&err);
+	sb_init(&mounts);
+	frozen_mounts(&h->stuck->plan, &mounts);
+	err_set(&err, AMIS_E_THAW_PENDING,
+	        "filesystems frozen by request %s are still frozen (%s) and the helper keeps "
+	        "retrying the thaw; no new snapshot until they are thawed: %s",
+	        h->stuck->request_id, sb_str(&mounts), h->stuck->thaw_err.msg);
+	sb_free(&mounts);
+	send_error(h, c, "prepare", &err, NULL);
+	log_error("pid %ld: refused PREPARE: %s", (long)c->pid, err.msg);
+	return -1;
+}
+
 static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 {
 	struct operation *op;
@@ -636,29 +674,6 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 	size_t i, len;
 
 	err_clear(&err);
-	if (c->op) {
-		log_warn("pid %ld: PREPARE on a connection that already has an operation",
-		         (long)c->pid);
-		return -1;
-	}
-	if (h->stuck) {
-		struct strbuf mounts;
-
-		sb_init(&mounts);
-		frozen_mounts(&h->stuck->plan, &mounts);
-		err_set(
-		    &err, AMIS_E_THAW_PENDING,
-		    "filesystems frozen by request %s are still frozen (%s) and the helper keeps "
-		    "retrying the thaw; no new snapshot until they are thawed: %s",
-		    h->stuck->request_id, sb_str(&mounts), h->stuck->thaw_err.msg);
-		sb_free(&mounts);
-		send_error(h, c, "prepare", &err, NULL);
-		log_error("pid %ld: refused PREPARE: %s", (long)c->pid, err.msg);
-		return -1;
-	}
-	if (h->active)
-		return refuse_busy(h, c);
-
 	op = xcalloc(1, sizeof(*op));
 	op->owner = c;
 	op->wd = WATCHDOG_NONE;
@@ -669,6 +684,7 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 	op->freeze = amsp_u8(amsp_get(m, AMSP_T_FREEZE)) != 0;
 	c->op = op;
 	h->active = op;
+	op_move(op, OPS_PREPARING);
 
 	if (!valid_request_id(op->request_id)) {
 		err_set(&err, AMIS_E_INVALID_REQUEST, "invalid request id");
@@ -737,7 +753,7 @@ static int handle_prepare(struct helper *h, struct conn *c, const struct amsp_ms
 		op_end(h, c);
 		return -1;
 	}
-	op->state = OP_PREPARED;
+	op_move(op, OPS_PREPARED);
 	{
 		struct strbuf vols;
 
@@ -925,6 +941,7 @@ static enum cycle_outcome freeze_cycle_inner(struct helper *h, struct operation 
 	err_clear(&thaw_err);
 	ec2_snapshot_set_free(&op->snaps);
 	memset(&op->snaps, 0, sizeof(op->snaps));
+	op_move(op, OPS_FREEZING);
 	/* Everything that may be slow happens before the freeze. */
 	if (worker_ready(h->worker, err) != 0)
 		return CYCLE_NOT_FROZEN;
@@ -974,6 +991,7 @@ static enum cycle_outcome freeze_cycle_inner(struct helper *h, struct operation 
 			plan_thawed(h, op);
 			return CYCLE_NOT_FROZEN;
 		}
+		op_move(op, OPS_FROZEN);
 		/* The deadline counts from the first freeze. */
 		timeout_ms -= (long)((mono_usec() - op->plan.fs[0].frozen_at_usec) / 1000);
 		if (timeout_ms < 1)
@@ -1164,7 +1182,7 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 	err_clear(&err);
 	err_clear(&call_err);
 	err_clear(&thaw_err);
-	if (!op || op->state != OP_PREPARED) {
+	if (!op || op->state != OPS_PREPARED) {
 		log_warn("pid %ld: SNAPSHOT out of order", (long)c->pid);
 		return -1;
 	}
@@ -1185,6 +1203,7 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 
 		err_clear(&err);
 		err_clear(&call_err);
+		op_move(op, OPS_PREPARED);
 		/* Never a freeze after a stop request. */
 		if (h->stop && *h->stop) {
 			err_set(&err, AMIS_E_HELPER_STOPPING,
@@ -1278,7 +1297,7 @@ static int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_m
 		op_end(h, c);
 		return -1;
 	}
-	op->state = OP_PENDING;
+	op_move(op, OPS_PENDING);
 	{
 		struct strbuf ids;
 
@@ -1408,10 +1427,11 @@ static int handle_finish(struct helper *h, struct conn *c, const struct amsp_msg
 	long budget;
 
 	err_clear(&err);
-	if (!op || op->state != OP_PENDING) {
+	if (!op || op->state != OPS_PENDING) {
 		log_warn("pid %ld: FINISH out of order", (long)c->pid);
 		return -1;
 	}
+	op_move(op, OPS_TAGGING);
 	amsp_copy_str(amsp_get(m, AMSP_T_STOP_LSN), stop_lsn, sizeof(stop_lsn));
 	amsp_copy_str(amsp_get(m, AMSP_T_BACKUP_LABEL), label, sizeof(label));
 	map[0] = '\0';
@@ -1557,36 +1577,47 @@ static int handle_thaw(struct helper *h, struct conn *c)
 	return send_status(h, c, "the call made while frozen is being abandoned; thawing");
 }
 
-int op_dispatch_busy(struct helper *h, struct conn *c, const struct amsp_msgview *m)
-{
-	switch (m->type) {
-	case AMSP_STATUS:
-		return send_status(h, c, NULL);
-	case AMSP_THAW:
-		return handle_thaw(h, c);
-	case AMSP_PREPARE:
-		return refuse_busy(h, c);
-	default:
-		log_warn("pid %ld: unexpected %s message from a client%s", (long)c->pid,
-		         amsp_msg_name(m->type), h->active ? " (an operation is in progress)" : "");
-		return -1;
-	}
-}
-
+/*
+ * Every request goes through the one table of opstate.c: what a request
+ * gets depends on the helper's state and on whether it comes from the
+ * operation's own client, also from the nested pump while the operation
+ * waits for EC2 (STATUS, THAW and an immediate Busy only).
+ */
 int op_dispatch(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 {
-	switch (m->type) {
-	case AMSP_PREPARE:
-		return handle_prepare(h, c, m);
-	case AMSP_SNAPSHOT:
-		return handle_snapshot(h, c, m);
-	case AMSP_FINISH:
-		return handle_finish(h, c, m);
-	case AMSP_ABORT:
-		return handle_abort(h, c, m);
-	default: /* STATUS, THAW, and what is refused */
-		return op_dispatch_busy(h, c, m);
+	bool own = c->op != NULL;
+	enum op_state st = own ? c->op->state : helper_state(h);
+
+	switch (opstate_verdict(st, own, (enum amsp_msg)m->type)) {
+	case OPV_STATUS:
+		return send_status(h, c, NULL);
+	case OPV_THAW:
+		return handle_thaw(h, c);
+	case OPV_BUSY:
+		return refuse_busy(h, c);
+	case OPV_THAW_PENDING:
+		return refuse_thaw_pending(h, c);
+	case OPV_HANDLE:
+		switch (m->type) {
+		case AMSP_PREPARE:
+			return handle_prepare(h, c, m);
+		case AMSP_SNAPSHOT:
+			return handle_snapshot(h, c, m);
+		case AMSP_FINISH:
+			return handle_finish(h, c, m);
+		case AMSP_ABORT:
+			return handle_abort(h, c, m);
+		default:
+			break;
+		}
+		break;
+	case OPV_OUT_OF_ORDER:
+		break;
 	}
+	log_warn("pid %ld: %s out of order: refused in state %s%s", (long)c->pid,
+	         amsp_msg_name(m->type), opstate_name(st),
+	         own ? "" : " (not the operation's client)");
+	return -1;
 }
 
 void op_client_gone(struct helper *h, struct conn *c, const char *why)
@@ -1596,7 +1627,40 @@ void op_client_gone(struct helper *h, struct conn *c, const char *why)
 	if (!op)
 		return;
 	log_warn("request %s: client went away (%s); operation abandoned", op->request_id, why);
-	if (op->state == OP_PENDING)
+	if (op->state == OPS_PENDING)
 		tag_backup_state(h, op, "aborted");
 	op_end(h, c);
+}
+
+static int dispatch_cb(void *ctx, struct conn *c, const struct amsp_msgview *m)
+{
+	return op_dispatch(ctx, c, m);
+}
+
+static void client_gone_cb(void *ctx, struct conn *c, const char *why)
+{
+	op_client_gone(ctx, c, why);
+}
+
+static void tick_cb(void *ctx)
+{
+	op_tick(ctx);
+}
+
+static bool thaw_pending_cb(const void *ctx)
+{
+	return op_thaw_pending(ctx);
+}
+
+void op_server_handlers(struct helper *h, struct server_handlers *out)
+{
+	*out = (struct server_handlers){
+	    .cfg = h->cfg,
+	    .ctx = h,
+	    .dispatch = dispatch_cb,
+	    .client_gone = client_gone_cb,
+	    .may_idle = op_client_may_idle,
+	    .tick = tick_cb,
+	    .thaw_pending = thaw_pending_cb,
+	};
 }

@@ -22,6 +22,7 @@
 
 #include "config.h"
 #include "protocol.h"
+#include "server.h"
 
 #include <signal.h>
 #include <stdbool.h>
@@ -36,18 +37,12 @@ struct conn;
 struct helper *helper_new(struct helper_config *cfg, const char *config_path,
                           volatile sig_atomic_t *stop);
 void helper_free(struct helper *h);
-const struct helper_config *op_config(const struct helper *h);
+
+/* The server's handlers (server.h), for h. */
+void op_server_handlers(struct helper *h, struct server_handlers *out);
 
 /* Handles one decoded message; returns 0 to keep the connection, -1 to close it. */
 int op_dispatch(struct helper *h, struct conn *c, const struct amsp_msgview *m);
-/*
- * The same while the helper waits for its EC2 worker (server_poll): STATUS
- * and THAW are answered, PREPARE gets Busy at once, anything else closes
- * the connection.  A THAW that makes a stuck thaw work would tag the
- * snapshots "failed"; from inside a worker call that tag is refused
- * (WorkerBusy, logged) instead of nesting a call.
- */
-int op_dispatch_busy(struct helper *h, struct conn *c, const struct amsp_msgview *m);
 /* The client of c vanished (or timed out) while it owned an operation. */
 void op_client_gone(struct helper *h, struct conn *c, const char *why);
 /*

@@ -7,12 +7,11 @@
  * frame closes the connection with a logged reason.
  *
  * While an operation waits for the EC2 worker, server_poll() keeps serving
- * the other clients with op_dispatch_busy(): status, thaw, and an immediate
- * Busy for a second PREPARE.
+ * the other clients: the operation's state table (opstate.h) gives them
+ * status, thaw, and an immediate Busy for a second PREPARE.
  */
 #include "server.h"
 #include "log.h"
-#include "operation.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,7 +27,7 @@
 
 /* The one server of the process (server_run), for server_poll(). */
 static struct {
-	struct helper *h;
+	const struct server_handlers *hs;
 	int lfd;
 	struct conn *conns[SERVER_MAX_CONNS];
 	bool running;
@@ -202,21 +201,21 @@ static bool uid_allowed(const struct helper_config *cfg, uid_t uid)
 	return false;
 }
 
-static void conn_close(struct helper *h, struct conn **slot, const char *why)
+static void conn_close(const struct server_handlers *hs, struct conn **slot, const char *why)
 {
 	struct conn *c = *slot;
 
 	if (c->op)
-		op_client_gone(h, c, why);
+		hs->client_gone(hs->ctx, c, why);
 	log_info("connection from pid %ld uid %u closed: %s", (long)c->pid, (unsigned)c->uid, why);
 	close(c->fd);
 	free(c);
 	*slot = NULL;
 }
 
-static void accept_one(struct helper *h, int lfd, struct conn **conns)
+static void accept_one(const struct server_handlers *hs, int lfd, struct conn **conns)
 {
-	const struct helper_config *cfg = op_config(h);
+	const struct helper_config *cfg = hs->cfg;
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 	struct timeval tv = {5, 0};
@@ -297,7 +296,7 @@ static int read_frame(struct conn *c, const char **why)
 	return c->inlen == want && want > AMSP_HEADER_LEN ? 1 : 0;
 }
 
-static void handle_readable(struct helper *h, struct conn **slot, bool busy)
+static void handle_readable(const struct server_handlers *hs, struct conn **slot, bool busy)
 {
 	struct conn *c = *slot;
 	struct amsp_msgview *m;
@@ -308,7 +307,7 @@ static void handle_readable(struct helper *h, struct conn **slot, bool busy)
 	if (rc < 0) {
 		if (c->op || c->inlen)
 			log_warn("pid %ld: %s", (long)c->pid, why);
-		conn_close(h, slot, why);
+		conn_close(hs, slot, why);
 		return;
 	}
 	if (rc == 0)
@@ -320,16 +319,16 @@ static void handle_readable(struct helper *h, struct conn **slot, bool busy)
 		snprintf(reason, sizeof(reason), "malformed request: %s", why);
 		log_warn("pid %ld: %s", (long)c->pid, reason);
 		free(m);
-		conn_close(h, slot, reason);
+		conn_close(hs, slot, reason);
 		return;
 	}
 	c->inlen = 0;
 	c->nonblocking = busy;
-	rc = busy ? op_dispatch_busy(h, c, m) : op_dispatch(h, c, m);
+	rc = hs->dispatch(hs->ctx, c, m);
 	c->nonblocking = false;
 	free(m);
 	if (rc != 0) {
-		conn_close(h, slot, "conversation ended");
+		conn_close(hs, slot, "conversation ended");
 		return;
 	}
 	/* The client's silence starts now, not when its request arrived. */
@@ -374,25 +373,25 @@ int server_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
 		if (!pfd[i].revents)
 			continue;
 		if (idx[i] < 0)
-			accept_one(srv.h, srv.lfd, srv.conns);
+			accept_one(srv.hs, srv.lfd, srv.conns);
 		else if (srv.conns[idx[i]] && !srv.conns[idx[i]]->op)
-			handle_readable(srv.h, &srv.conns[idx[i]], true);
+			handle_readable(srv.hs, &srv.conns[idx[i]], true);
 	}
 	return mine;
 }
 
-int server_run(struct helper *h, int lfd, volatile sig_atomic_t *stop)
+int server_run(const struct server_handlers *hs, int lfd, volatile sig_atomic_t *stop)
 {
 	struct conn **conns = srv.conns;
 	struct pollfd pfd[SERVER_MAX_CONNS + 1];
 	int idx[SERVER_MAX_CONNS + 1];
 	int i;
 
-	srv.h = h;
+	srv.hs = hs;
 	srv.lfd = lfd;
 	srv.running = true;
 	while (!*stop) {
-		long client_timeout_us = op_config(h)->client_timeout_ms * 1000L;
+		long client_timeout_us = hs->cfg->client_timeout_ms * 1000L;
 		long long now;
 		int n = 0, rc;
 
@@ -407,7 +406,7 @@ int server_run(struct helper *h, int lfd, volatile sig_atomic_t *stop)
 			idx[n++] = i;
 		}
 		/* A failed thaw is retried on every tick: tick faster meanwhile. */
-		rc = poll(pfd, (nfds_t)n, op_thaw_pending(h) ? 100 : 1000);
+		rc = poll(pfd, (nfds_t)n, hs->thaw_pending(hs->ctx) ? 100 : 1000);
 		if (rc < 0 && errno != EINTR) {
 			log_error("poll: %s", strerror(errno));
 			break;
@@ -417,24 +416,24 @@ int server_run(struct helper *h, int lfd, volatile sig_atomic_t *stop)
 				if (!pfd[i].revents)
 					continue;
 				if (idx[i] < 0)
-					accept_one(h, lfd, conns);
+					accept_one(hs, lfd, conns);
 				else if (conns[idx[i]])
-					handle_readable(h, &conns[idx[i]], false);
+					handle_readable(hs, &conns[idx[i]], false);
 			}
 		}
-		op_tick(h);
+		hs->tick(hs->ctx);
 		now = mono_usec();
 		for (i = 0; i < SERVER_MAX_CONNS; i++) {
-			if (conns[i] && !op_client_may_idle(conns[i]) &&
+			if (conns[i] && !hs->may_idle(conns[i]) &&
 			    now - conns[i]->last_activity_us > client_timeout_us)
-				conn_close(h, &conns[i], "client timed out (client_timeout)");
+				conn_close(hs, &conns[i], "client timed out (client_timeout)");
 		}
 	}
 	/* No nested accepts while the last operations are being ended. */
 	srv.running = false;
 	for (i = 0; i < SERVER_MAX_CONNS; i++)
 		if (conns[i])
-			conn_close(h, &conns[i], "helper shutting down");
+			conn_close(hs, &conns[i], "helper shutting down");
 	return 0;
 }
 

@@ -17,7 +17,6 @@
 #define SERVER_MAX_CONNS 8
 
 struct operation;
-struct helper;
 
 struct conn {
 	int fd;
@@ -31,6 +30,25 @@ struct conn {
 };
 
 /* Sends one frame (blocking, bounded by the socket's send timeout). */
+/*
+ * What the server calls: the operation layer (operation.c fills it in with
+ * op_server_handlers()).  The server knows nothing else of operations, so
+ * the two do not depend on each other both ways.
+ */
+struct server_handlers {
+	const struct helper_config *cfg;
+	void *ctx;
+	/* One decoded message; 0 keeps the connection, -1 closes it. */
+	int (*dispatch)(void *ctx, struct conn *c, const struct amsp_msgview *m);
+	/* c's client vanished or timed out while it owned an operation. */
+	void (*client_gone)(void *ctx, struct conn *c, const char *why);
+	/* Whether c may stay silent beyond client_timeout. */
+	bool (*may_idle)(const struct conn *c);
+	/* Every turn of the loop; and whether it should turn faster. */
+	void (*tick)(void *ctx);
+	bool (*thaw_pending)(const void *ctx);
+};
+
 int conn_send(struct conn *c, const unsigned char *frame, size_t len);
 
 /*
@@ -44,11 +62,11 @@ int server_listen(const struct helper_config *cfg, int *out_fd, struct amis_err 
  * Runs until *stop is set (by a signal handler).  The caller then calls
  * op_shutdown() so that nothing is left frozen.
  */
-int server_run(struct helper *h, int listen_fd, volatile sig_atomic_t *stop);
+int server_run(const struct server_handlers *hs, int listen_fd, volatile sig_atomic_t *stop);
 
 /*
  * poll(2) on the caller's fds (at most 7) that meanwhile serves the other
- * clients of the running server (op_dispatch_busy): used while an operation
+ * clients of the running server (hs->dispatch): used while an operation
  * waits for the EC2 worker.  Returns how many of the caller's fds have
  * events, 0 on timeout, -1 on error.  Outside server_run(): plain poll().
  */
