@@ -11,6 +11,8 @@ CreateSnapshot(s) copies the volume backing files at call time (FICLONE
 reflink, else a sparse SEEK_DATA/SEEK_HOLE copy) into --state-dir, so a test
 can restore the snapshot and check its bytes.
 
+The helpers (query parsing, XML, SigV4, volume copies, config) are in the
+package ec2emu/ next to this file.
 Run with Debian's interpreter (/usr/bin/python3): it has python3-botocore.
 See README.md next to this file for usage, the config schema and the
 control API.  Sub-commands:
@@ -25,7 +27,6 @@ import argparse
 import base64
 import datetime
 import errno
-import fcntl
 import hashlib
 import hmac
 import http.server
@@ -47,22 +48,27 @@ import urllib.parse
 import urllib.request
 import uuid
 from email.utils import parsedate_to_datetime
-from xml.sax.saxutils import escape as _xml_escape
 
-try:
-    import botocore.auth
-    import botocore.awsrequest
-    import botocore.credentials
-except ImportError:  # pragma: no cover
-    sys.stderr.write("ec2emu: python3-botocore is required; run it with "
-                     "/usr/bin/python3 (Debian's interpreter)\n")
-    raise
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-API_VERSION = "2016-11-15"
-EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
-FICLONE = 0x40049409          # _IOW(0x94, 9, int)
+# The parts that have moved to the package ec2emu/ next to this file
+# (`import ec2emu` finds the package before this file).
+from ec2emu.sigv4 import SIGV4_TIMESTAMP, parse_authorization, sigv4_signature  # noqa: E402
+from ec2emu.config import (DEFAULT_SETTINGS, NUMERIC_SETTINGS, ConfigError,  # noqa: E402
+                           load_config, non_negative)
+from ec2emu.errors import ERRORS, EC2Error, check_id, not_found  # noqa: E402
+from ec2emu.query import (SPECS, apply_filters, paginate, parse_query_pairs,  # noqa: E402
+                          tags_from_spec, unflatten, validate, validate_tags)
+from ec2emu.render import error_xml, response_xml, tag_set  # noqa: E402
+from ec2emu.util import (API_VERSION, atomic_write, iso_ms, iso_s, new_id,  # noqa: E402
+                         parse_iso, rand_alnum)
+from ec2emu.volumes import copy_volume  # noqa: E402
+
+import botocore.auth  # noqa: E402
+import botocore.awsrequest  # noqa: E402
+import botocore.credentials  # noqa: E402
+
 MAX_BODY = 1 << 20            # EC2 rejects larger query bodies too
-SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"
 AMAZON_OWNER = "137112412989"
 IMDS_MAX_TTL = 21600
 
@@ -70,734 +76,8 @@ log = logging.getLogger("ec2emu")
 
 
 # --------------------------------------------------------------------------
-# small helpers
+# faults
 # --------------------------------------------------------------------------
-
-def iso_ms(ts):
-    """EC2 timestamp format: 2024-01-02T03:04:05.678Z"""
-    ts = float(ts)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + \
-        ".%03dZ" % int(round((ts % 1) * 1000) % 1000)
-
-
-def iso_s(ts):
-    """IMDS timestamp format: 2024-01-02T03:04:05Z"""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(ts)))
-
-
-def parse_iso(text):
-    """Parse 2024-01-02T03:04:05(.123)Z / +00:00 into epoch seconds."""
-    t = text.strip()
-    if t.endswith("Z"):
-        t = t[:-1] + "+00:00"
-    dt = datetime.datetime.fromisoformat(t)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=datetime.timezone.utc)
-    return dt.timestamp()
-
-
-def new_id(prefix, nhex=17):
-    return "%s-%s" % (prefix, secrets.token_hex(10)[:nhex])
-
-
-def rand_alnum(n, alphabet=string.ascii_uppercase + string.digits):
-    return "".join(secrets.choice(alphabet) for _ in range(n))
-
-
-def atomic_write(path, data):
-    if isinstance(data, str):
-        data = data.encode()
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, ".%s.tmp.%d" % (os.path.basename(path), os.getpid()))
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-# --------------------------------------------------------------------------
-# errors and XML
-# --------------------------------------------------------------------------
-
-ERRORS = {
-    # code: (HTTP status, default message)
-    "AuthFailure": (401, "AWS was not able to validate the provided access credentials"),
-    "SignatureDoesNotMatch": (403, "The request signature we calculated does not match the "
-                              "signature you provided. Check your AWS Secret Access Key and "
-                              "signing method. Consult the service documentation for details."),
-    "IncompleteSignature": (400, "The request signature does not conform to AWS standards."),
-    "MissingAuthenticationToken": (403, "The request must contain either a valid (registered) "
-                                   "AWS access key ID or X.509 certificate."),
-    "RequestExpired": (400, "Request has expired."),
-    "ExpiredToken": (400, "The security token included in the request is expired"),
-    "UnauthorizedOperation": (403, "You are not authorized to perform this operation."),
-    "RequestLimitExceeded": (503, "Request limit exceeded."),
-    "SnapshotCreationPerVolumeRateExceeded": (
-        400, "The maximum per volume CreateSnapshot request rate has been exceeded. "
-             "Use an increasing or variable sleep interval between requests."),
-    "ConcurrentSnapshotLimitExceeded": (400, "You have exceeded the maximum number of "
-                                        "concurrent snapshots."),
-    "InternalError": (500, "An internal error has occurred."),
-    "Unavailable": (503, "The server is overloaded and can't handle the request."),
-    "DryRunOperation": (412, "Request would have succeeded, but DryRun flag is set."),
-    "InvalidAction": (400, "The action is not valid for this web service."),
-    "MissingParameter": (400, "A required parameter is missing."),
-    "UnknownParameter": (400, "An unknown parameter was supplied."),
-    "InvalidParameterValue": (400, "An invalid parameter value was supplied."),
-    "InvalidParameterCombination": (400, "Invalid parameter combination."),
-    "MalformedQueryString": (400, "The query string is malformed."),
-    "MissingContentLength": (411, "The request must contain a Content-Length header."),
-    "TagLimitExceeded": (400, "The maximum number of tags per resource has been exceeded."),
-}
-
-
-class EC2Error(Exception):
-    def __init__(self, code, message=None, status=None):
-        default_status, default_msg = ERRORS.get(code, (400, code))
-        self.code = code
-        self.message = message if message is not None else default_msg
-        self.status = status if status is not None else default_status
-        super().__init__("%s: %s" % (code, self.message))
-
-
-def error_xml(code, message, request_id):
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            "<Response><Errors><Error><Code>%s</Code><Message>%s</Message></Error></Errors>"
-            "<RequestID>%s</RequestID></Response>"
-            % (_xml_escape(code), _xml_escape(message), _xml_escape(request_id)))
-
-
-def _scalar(v):
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return _xml_escape(str(v))
-
-
-def _render(name, value, depth, out):
-    """Render one member; dict -> structure, list -> <name><item>..</item></name>."""
-    if value is None:
-        return
-    pad = "    " * depth
-    if isinstance(value, dict):
-        if not value:
-            out.append("%s<%s/>" % (pad, name))
-            return
-        out.append("%s<%s>" % (pad, name))
-        for k, v in value.items():
-            _render(k, v, depth + 1, out)
-        out.append("%s</%s>" % (pad, name))
-    elif isinstance(value, (list, tuple)):
-        if not value:
-            out.append("%s<%s/>" % (pad, name))
-            return
-        out.append("%s<%s>" % (pad, name))
-        for item in value:
-            if isinstance(item, dict):
-                _render("item", item, depth + 1, out)
-            else:
-                out.append("%s    <item>%s</item>" % (pad, _scalar(item)))
-        out.append("%s</%s>" % (pad, name))
-    else:
-        out.append("%s<%s>%s</%s>" % (pad, name, _scalar(value), name))
-
-
-def response_xml(action, members, request_id):
-    out = ['<?xml version="1.0" encoding="UTF-8"?>',
-           '<%sResponse xmlns="%s">' % (action, EC2_NS),
-           "    <requestId>%s</requestId>" % request_id]
-    for k, v in members.items():
-        _render(k, v, 1, out)
-    out.append("</%sResponse>" % action)
-    return "\n".join(out) + "\n"
-
-
-def tag_set(tags):
-    return [{"key": k, "value": v} for k, v in tags.items()]
-
-
-# --------------------------------------------------------------------------
-# Query parameter parsing and validation
-# --------------------------------------------------------------------------
-
-def parse_query_pairs(text):
-    """Strict application/x-www-form-urlencoded parsing -> list of pairs."""
-    if not text:
-        return []
-    try:
-        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=True,
-                                       encoding="utf-8", errors="strict")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise EC2Error("MalformedQueryString", "The query string is malformed: %s" % e)
-    return pairs
-
-
-def unflatten(pairs):
-    """{'A.1.B': v} -> {'A': {'1': {'B': v}}}.  Rejects duplicates/conflicts."""
-    root = {}
-    for key, value in pairs:
-        if not key or any(p == "" for p in key.split(".")):
-            raise EC2Error("MalformedQueryString", "Invalid parameter name '%s'" % key)
-        parts = key.split(".")
-        node = root
-        for i, p in enumerate(parts):
-            last = i == len(parts) - 1
-            if last:
-                if p in node:
-                    raise EC2Error("InvalidParameterValue",
-                                   "Parameter %s appears more than once or conflicts "
-                                   "with another parameter" % key)
-                node[p] = value
-            else:
-                nxt = node.setdefault(p, {})
-                if not isinstance(nxt, dict):
-                    raise EC2Error("InvalidParameterValue",
-                                   "Parameter %s conflicts with %s"
-                                   % (key, ".".join(parts[:i + 1])))
-                node = nxt
-    return root
-
-
-def _validate(node, spec, path):
-    """Check the unflattened tree against an action spec and convert types.
-
-    spec: str/bool/int markers, [spec] for a list (Name.N), {..} for a struct.
-    """
-    name = ".".join(path)
-    if isinstance(spec, dict):
-        if not isinstance(node, dict):
-            raise EC2Error("InvalidParameterValue",
-                           "Parameter %s must be a structure, not a value" % name)
-        out = {}
-        for k, v in node.items():
-            if k not in spec:
-                raise EC2Error("UnknownParameter",
-                               "The parameter %s is not recognized" % ".".join(path + [k]))
-            out[k] = _validate(v, spec[k], path + [k])
-        return out
-    if isinstance(spec, list):
-        if not isinstance(node, dict):
-            raise EC2Error("InvalidParameterValue",
-                           "Parameter %s is a list: use %s.1, %s.2, ..." % (name, name, name))
-        items = []
-        for k, v in node.items():
-            if not k.isdigit() or int(k) < 1:
-                raise EC2Error("UnknownParameter",
-                               "The parameter %s is not recognized" % ".".join(path + [k]))
-            items.append((int(k), _validate(v, spec[0], path + [k])))
-        return [v for _, v in sorted(items, key=lambda x: x[0])]
-    if isinstance(node, dict):
-        first = next(iter(node))
-        raise EC2Error("UnknownParameter",
-                       "The parameter %s is not recognized" % ".".join(path + [first]))
-    if spec is bool:
-        low = node.lower()
-        if low not in ("true", "false"):
-            raise EC2Error("InvalidParameterValue",
-                           "Value (%s) for parameter %s is invalid. Expected: 'true' or 'false'."
-                           % (node, name))
-        return low == "true"
-    if spec is int:
-        try:
-            return int(node)
-        except ValueError:
-            raise EC2Error("InvalidParameterValue",
-                           "Value (%s) for parameter %s is invalid. Expected an integer."
-                           % (node, name))
-    return node
-
-
-TAGS = [{"Key": str, "Value": str}]
-TAGSPEC = [{"ResourceType": str, "Tag": TAGS}]
-FILTERS = [{"Name": str, "Value": [str]}]
-BDM = [{"DeviceName": str, "VirtualName": str, "NoDevice": str,
-        "Ebs": {"SnapshotId": str, "VolumeSize": int, "VolumeType": str,
-                "DeleteOnTermination": bool, "Iops": int, "Throughput": int,
-                "Encrypted": bool, "KmsKeyId": str, "OutpostArn": str}}]
-
-SPECS = {
-    "CreateSnapshots": {
-        "Description": str, "OutpostArn": str, "TagSpecification": TAGSPEC, "DryRun": bool,
-        "CopyTagsFromSource": str,
-        "InstanceSpecification": {"InstanceId": str, "ExcludeBootVolume": bool,
-                                  "ExcludeDataVolumeId": [str]}},
-    "CreateSnapshot": {"Description": str, "OutpostArn": str, "VolumeId": str,
-                       "TagSpecification": TAGSPEC, "DryRun": bool},
-    "DescribeSnapshots": {"Filter": FILTERS, "MaxResults": int, "NextToken": str,
-                          "Owner": [str], "RestorableBy": [str], "SnapshotId": [str],
-                          "DryRun": bool},
-    "DeleteSnapshot": {"SnapshotId": str, "DryRun": bool},
-    "CreateTags": {"ResourceId": [str], "Tag": TAGS, "DryRun": bool},
-    "DeleteTags": {"ResourceId": [str], "Tag": TAGS, "DryRun": bool},
-    "DescribeTags": {"Filter": FILTERS, "MaxResults": int, "NextToken": str, "DryRun": bool},
-    "DescribeInstances": {"Filter": FILTERS, "InstanceId": [str], "MaxResults": int,
-                          "NextToken": str, "DryRun": bool},
-    "DescribeVolumes": {"Filter": FILTERS, "VolumeId": [str], "MaxResults": int,
-                        "NextToken": str, "DryRun": bool},
-    "RegisterImage": {"ImageLocation": str, "Architecture": str, "BlockDeviceMapping": BDM,
-                      "Description": str, "DryRun": bool, "EnaSupport": bool, "KernelId": str,
-                      "Name": str, "BillingProduct": [str], "RamdiskId": str,
-                      "RootDeviceName": str, "SriovNetSupport": str,
-                      "VirtualizationType": str, "BootMode": str, "TpmSupport": str,
-                      "UefiData": str, "ImdsSupport": str, "TagSpecification": TAGSPEC},
-    "CreateImage": {"BlockDeviceMapping": BDM, "Description": str, "DryRun": bool,
-                    "InstanceId": str, "Name": str, "NoReboot": bool,
-                    "TagSpecification": TAGSPEC},
-    "DescribeImages": {"ExecutableBy": [str], "Filter": FILTERS, "ImageId": [str],
-                       "Owner": [str], "IncludeDeprecated": bool, "DryRun": bool,
-                       "MaxResults": int, "NextToken": str},
-    "DeregisterImage": {"ImageId": str, "DryRun": bool},
-}
-
-ID_PATTERNS = {
-    "snap": re.compile(r"^snap-([0-9a-f]{8}|[0-9a-f]{17})$"),
-    "vol": re.compile(r"^vol-([0-9a-f]{8}|[0-9a-f]{17})$"),
-    "i": re.compile(r"^i-([0-9a-f]{8}|[0-9a-f]{17})$"),
-    "ami": re.compile(r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$"),
-}
-MALFORMED_CODE = {"snap": "InvalidSnapshotID.Malformed", "vol": "InvalidVolumeID.Malformed",
-                  "i": "InvalidInstanceID.Malformed", "ami": "InvalidAMIID.Malformed"}
-NOTFOUND_CODE = {"snap": "InvalidSnapshot.NotFound", "vol": "InvalidVolume.NotFound",
-                 "i": "InvalidInstanceID.NotFound", "ami": "InvalidAMIID.NotFound"}
-NOTFOUND_MSG = {"snap": "The snapshot '%s' does not exist.",
-                "vol": "The volume '%s' does not exist.",
-                "i": "The instance ID '%s' does not exist",
-                "ami": "The image id '[%s]' does not exist"}
-
-
-def check_id(kind, value):
-    if not ID_PATTERNS[kind].match(value or ""):
-        raise EC2Error(MALFORMED_CODE[kind], "Invalid id: \"%s\"" % value)
-
-
-def not_found(kind, value):
-    return EC2Error(NOTFOUND_CODE[kind], NOTFOUND_MSG[kind] % value)
-
-
-def _wildcard(pattern):
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append(".*" if c == "*" else "." if c == "?" else re.escape(c))
-        i += 1
-    return re.compile("^" + "".join(out) + "$", re.S)
-
-
-def _fval(v):
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
-
-
-def apply_filters(items, filters, table, tags_of):
-    """EC2 filters: AND across filters, OR across values, * and ? wildcards."""
-    for f in filters or []:
-        name = f.get("Name")
-        values = f.get("Value") or []
-        if not name:
-            raise EC2Error("InvalidParameterValue", "The filter name must not be empty")
-        if name.startswith("tag:"):
-            key = name[4:]
-            getter = (lambda it, key=key: [tags_of(it)[key]] if key in tags_of(it) else [])
-        elif name == "tag-key":
-            getter = lambda it: list(tags_of(it).keys())
-        elif name == "tag-value":
-            getter = lambda it: list(tags_of(it).values())
-        elif name in table:
-            getter = table[name]
-        else:
-            raise EC2Error("InvalidParameterValue", "The filter '%s' is invalid" % name)
-        pats = [_wildcard(v) for v in values]
-        items = [it for it in items
-                 if any(p.match(_fval(v)) for v in getter(it) for p in pats)]
-    return items
-
-
-def paginate(items, params, lo=5, hi=1000):
-    max_results = params.get("MaxResults")
-    token = params.get("NextToken")
-    start = 0
-    if token:
-        try:
-            start = int(base64.urlsafe_b64decode(token.encode()).decode())
-            if start < 0:
-                raise ValueError
-        except Exception:
-            raise EC2Error("InvalidParameterValue", "Invalid value for NextToken")
-    if max_results is None:
-        return items[start:], None
-    if not lo <= max_results <= hi:
-        raise EC2Error("InvalidParameterValue",
-                       "Value ( %d ) for parameter maxResults is invalid. Expect a number "
-                       "between %d and %d." % (max_results, lo, hi))
-    page = items[start:start + max_results]
-    nxt = None
-    if start + max_results < len(items):
-        nxt = base64.urlsafe_b64encode(str(start + max_results).encode()).decode()
-    return page, nxt
-
-
-def validate_tags(tags, what="resource"):
-    out = {}
-    for t in tags:
-        key = t.get("Key")
-        if key is None or key == "":
-            raise EC2Error("InvalidParameterValue", "Tag key must not be empty")
-        if len(key) > 128:
-            raise EC2Error("InvalidParameterValue",
-                           "Tag key exceeds the maximum length of 128 characters")
-        if key.lower().startswith("aws:"):
-            raise EC2Error("InvalidParameterValue",
-                           "Tag keys starting with 'aws:' are reserved for internal use")
-        value = t.get("Value", "")
-        if len(value) > 256:
-            raise EC2Error("InvalidParameterValue",
-                           "Tag value exceeds the maximum length of 256 characters")
-        out[key] = value
-    if len(out) > 50:
-        raise EC2Error("TagLimitExceeded",
-                       "The maximum number of tags per %s is 50" % what)
-    return out
-
-
-def tags_from_spec(tag_specs, allowed):
-    """TagSpecification.N -> {resource_type: {k: v}}."""
-    result = {}
-    for spec in tag_specs or []:
-        rtype = spec.get("ResourceType")
-        if rtype is None:
-            raise EC2Error("InvalidParameterValue",
-                           "TagSpecification.ResourceType is required")
-        if rtype not in allowed:
-            raise EC2Error("InvalidParameterValue",
-                           "'%s' is not a valid taggable resource type for this operation."
-                           % rtype)
-        tags = validate_tags(spec.get("Tag") or [])
-        result.setdefault(rtype, {}).update(tags)
-    return result
-
-
-# --------------------------------------------------------------------------
-# SigV4 verification (botocore does the canonicalisation)
-# --------------------------------------------------------------------------
-
-class _ExactHeadersSigV4(botocore.auth.SigV4Auth):
-    """SigV4Auth that signs exactly the headers the client said it signed.
-
-    botocore's headers_to_sign() drops user-agent/expect and adds host; a
-    verifier must use the client's SignedHeaders list instead.
-    """
-
-    def __init__(self, credentials, service_name, region_name, signed):
-        super().__init__(credentials, service_name, region_name)
-        self._signed = set(signed)
-
-    def headers_to_sign(self, request):
-        header_map = botocore.awsrequest.HTTPHeaders()
-        for name, value in request.headers.items():
-            if name.lower() in self._signed:
-                header_map[name.lower()] = value
-        return header_map
-
-
-def sigv4_signature(method, url, headers, signed_headers, body, secret, region, service,
-                    timestamp, access_key="AKID", token=None):
-    """Recompute a SigV4 signature with botocore.
-
-    headers: list of (name, value) as received; only the signed ones are used.
-    timestamp: the request's x-amz-date (YYYYMMDDTHHMMSSZ); it is fixed in
-    request.context['timestamp'] instead of calling add_auth(), which would
-    stamp "now".  Returns (signature, canonical_request, string_to_sign).
-    """
-    signed = [h.lower() for h in signed_headers]
-    split = urllib.parse.urlsplit(url)
-    req = botocore.awsrequest.AWSRequest(
-        method=method, url=urllib.parse.urlunsplit((split.scheme, split.netloc, split.path, "", "")),
-        data=body)
-    if split.query:
-        req.params = urllib.parse.parse_qsl(split.query, keep_blank_values=True)
-    hh = botocore.awsrequest.HTTPHeaders()
-    for name, value in headers:
-        if name.lower() in signed:
-            hh[name] = value
-    req.headers = hh
-    req.context["timestamp"] = timestamp
-    auth = _ExactHeadersSigV4(botocore.credentials.Credentials(access_key, secret, token),
-                              service, region, signed)
-    canonical = auth.canonical_request(req)
-    sts = auth.string_to_sign(req, canonical)
-    return auth.signature(sts, req), canonical, sts
-
-
-def parse_authorization(value):
-    if not value:
-        raise EC2Error("MissingAuthenticationToken")
-    algo, _, rest = value.strip().partition(" ")
-    if algo != "AWS4-HMAC-SHA256":
-        raise EC2Error("IncompleteSignature",
-                       "Unsupported authorization type '%s'; use AWS4-HMAC-SHA256" % algo[:40])
-    fields = {}
-    for part in rest.split(","):
-        k, sep, v = part.strip().partition("=")
-        if sep:
-            fields[k.strip()] = v.strip()
-    missing = [k for k in ("Credential", "SignedHeaders", "Signature") if not fields.get(k)]
-    if missing:
-        raise EC2Error("IncompleteSignature",
-                       "Authorization header requires '%s' parameter." % missing[0])
-    scope = fields["Credential"].split("/")
-    if len(scope) != 5 or scope[4] != "aws4_request":
-        raise EC2Error("IncompleteSignature",
-                       "Credential must have exactly 5 slash-delimited elements, e.g. "
-                       "keyID/date/region/service/aws4_request")
-    if not re.match(r"^[0-9a-f]{64}$", fields["Signature"]):
-        raise EC2Error("IncompleteSignature", "Signature must be 64 lowercase hex digits")
-    return {"akid": scope[0], "date": scope[1], "region": scope[2], "service": scope[3],
-            "signed": [h.strip().lower() for h in fields["SignedHeaders"].split(";") if h.strip()],
-            "signature": fields["Signature"]}
-
-
-# --------------------------------------------------------------------------
-# copying volume bytes at the point in time
-# --------------------------------------------------------------------------
-
-def copy_volume(src, dst):
-    """Copy src to dst: FICLONE reflink if possible, else sparse copy.
-
-    Returns {"method", "ms", "bytes", "size"}.  Works for regular files and
-    block devices (no SEEK_DATA there: full copy).
-    """
-    t0 = time.monotonic()
-    tmp = dst + ".part"
-    try:
-        method, copied, size = _copy_into(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return {"method": method, "ms": round((time.monotonic() - t0) * 1000, 3),
-            "bytes": copied, "size": size}
-
-
-def _copy_into(src, tmp):
-    copied = 0
-    with open(src, "rb") as fs, open(tmp, "wb") as fd:
-        sfd, dfd = fs.fileno(), fd.fileno()
-        size = os.lseek(sfd, 0, os.SEEK_END)
-        method = None
-        try:
-            fcntl.ioctl(dfd, FICLONE, sfd)
-            method = "reflink"
-            copied = size
-        except OSError:
-            pass
-        if method is None:
-            method = "sparse"
-            use_cfr = hasattr(os, "copy_file_range")
-            for start, end in _data_extents(sfd, size):
-                pos = start
-                while pos < end:
-                    n = min(end - pos, 64 << 20)
-                    done = 0
-                    if use_cfr:
-                        try:
-                            done = os.copy_file_range(sfd, dfd, n, pos, pos)
-                        except OSError:
-                            use_cfr = False
-                    if not use_cfr or done == 0:
-                        buf = os.pread(sfd, min(n, 4 << 20), pos)
-                        if not buf:
-                            end = pos
-                            break
-                        os.pwrite(dfd, buf, pos)
-                        done = len(buf)
-                    pos += done
-                    copied += done
-            if use_cfr:
-                method = "sparse+copy_file_range"
-            os.ftruncate(dfd, size)
-    return method, copied, size
-
-
-def _data_extents(fd, size):
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as e:
-            if e.errno == errno.ENXIO:       # only a hole left
-                return
-            yield (pos, size)                # SEEK_DATA unsupported: copy all
-            return
-        try:
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-        except OSError:
-            end = size
-        yield (start, min(end, size))
-        pos = end
-
-
-# --------------------------------------------------------------------------
-# configuration
-# --------------------------------------------------------------------------
-
-DEFAULT_CONFIG = {
-    "instance_id": "i-0123456789abcdef0",
-    "region": "us-east-1",
-    "availability_zone": None,              # default: region + "a"
-    "availability_zone_id": None,
-    "account_id": "123456789012",
-    "architecture": "x86_64",
-    "image_id": "ami-0123456789abcdef0",
-    "instance_type": "m6i.large",
-    "root_device_name": None,               # default: device of the root volume or /dev/xvda
-    "virtualization_type": "hvm",
-    "ena_support": True,
-    "boot_mode": "uefi",
-    "hypervisor": "xen",
-    "platform_details": "Linux/UNIX",
-    "usage_operation": "RunInstances",
-    "launch_time": None,                    # ISO 8601; default: emulator start
-    "private_ip": "10.0.0.10",
-    "mac": "0e:00:00:00:00:01",
-    "product_codes": [],                    # [{"id": "...", "type": "marketplace"}]
-    "billing_products": [],
-    "tags": {},                             # instance tags
-    "imds": {},
-    "credentials": {},
-    "volumes": {},
-    "complete_after": None,                 # overrides --complete-after when set
-}
-IMDS_DEFAULTS = {
-    "role_name": "ami-snapshot-test-role",  # null: no instance profile
-    "access_key_id": None,                  # generated when null
-    "secret_access_key": None,
-    "token": None,
-    "expiration": None,                     # ISO 8601; null: issue time + ttl (or 6 h)
-    "credential_ttl": None,                 # seconds; enables rotation (= --imds-credential-ttl)
-    "token_length": 900,                    # length of generated session tokens
-    "v1_allowed": False,                    # allow GET without an IMDSv2 token
-}
-VOLUME_KEYS = {"device_name", "backing_file", "size_gib", "root", "volume_type", "iops",
-               "throughput", "delete_on_termination", "tags", "encrypted"}
-
-
-class ConfigError(Exception):
-    pass
-
-
-def load_config(path, start_time):
-    raw = {}
-    if path:
-        with open(path) as f:
-            raw = json.load(f)
-        if not isinstance(raw, dict):
-            raise ConfigError("config must be a JSON object")
-    unknown = set(raw) - set(DEFAULT_CONFIG)
-    if unknown:
-        raise ConfigError("unknown config keys: %s" % ", ".join(sorted(unknown)))
-    cfg = dict(DEFAULT_CONFIG)
-    cfg.update(raw)
-    def check_id_cfg(kind, v, what):
-        if not ID_PATTERNS[kind].match(v or ""):
-            raise ConfigError("%s: malformed id %r" % (what, v))
-    check_id_cfg("i", cfg["instance_id"], "instance_id")
-    check_id_cfg("ami", cfg["image_id"], "image_id")
-    if not re.match(r"^\d{12}$", str(cfg["account_id"])):
-        raise ConfigError("account_id must be 12 digits")
-    cfg["account_id"] = str(cfg["account_id"])
-    if not cfg["availability_zone"]:
-        cfg["availability_zone"] = cfg["region"] + "a"
-    if not cfg["availability_zone_id"]:
-        cfg["availability_zone_id"] = "use1-az1"
-    cfg["launch_time"] = parse_iso(cfg["launch_time"]) if cfg["launch_time"] else start_time
-
-    imds = dict(IMDS_DEFAULTS)
-    unknown = set(cfg["imds"] or {}) - set(IMDS_DEFAULTS)
-    if unknown:
-        raise ConfigError("unknown imds keys: %s" % ", ".join(sorted(unknown)))
-    imds.update(cfg["imds"] or {})
-    cfg["imds"] = imds
-
-    creds = {}
-    for akid, v in (cfg["credentials"] or {}).items():
-        if isinstance(v, str):
-            v = {"secret_access_key": v}
-        if not isinstance(v, dict) or not v.get("secret_access_key"):
-            raise ConfigError("credentials[%s]: need a secret" % akid)
-        bad = set(v) - {"secret_access_key", "session_token", "expiration"}
-        if bad:
-            raise ConfigError("credentials[%s]: unknown keys %s" % (akid, sorted(bad)))
-        creds[akid] = {"secret": v["secret_access_key"], "token": v.get("session_token"),
-                       "expiration": parse_iso(v["expiration"]) if v.get("expiration") else None,
-                       "source": "static"}
-    cfg["credentials"] = creds
-
-    vols = {}
-    devices = set()
-    for vid, v in (cfg["volumes"] or {}).items():
-        check_id_cfg("vol", vid, "volume")
-        bad = set(v) - VOLUME_KEYS
-        if bad:
-            raise ConfigError("volume %s: unknown keys %s" % (vid, sorted(bad)))
-        if not v.get("device_name"):
-            raise ConfigError("volume %s: device_name is required" % vid)
-        if v["device_name"] in devices:
-            raise ConfigError("volume %s: duplicate device_name %s" % (vid, v["device_name"]))
-        devices.add(v["device_name"])
-        bf = v.get("backing_file")
-        size = v.get("size_gib")
-        if size is None:
-            size = 1
-            if bf and os.path.exists(bf):
-                size = max(1, -(-os.stat(bf).st_size // (1 << 30)))
-        root = bool(v.get("root", False))
-        vols[vid] = {
-            "id": vid, "device_name": v["device_name"], "backing_file": bf,
-            "size_gib": int(size), "root": root,
-            "volume_type": v.get("volume_type", "gp3"), "iops": v.get("iops", 3000),
-            "throughput": v.get("throughput", 125),
-            "delete_on_termination": bool(v.get("delete_on_termination", root)),
-            "encrypted": bool(v.get("encrypted", False)),
-            "tags": dict(v.get("tags") or {}),
-        }
-    roots = [v for v in vols.values() if v["root"]]
-    if len(roots) > 1:
-        raise ConfigError("more than one root volume")
-    if not cfg["root_device_name"]:
-        cfg["root_device_name"] = roots[0]["device_name"] if roots else "/dev/xvda"
-    elif roots and roots[0]["device_name"] != cfg["root_device_name"]:
-        raise ConfigError("root volume device %s != root_device_name %s"
-                          % (roots[0]["device_name"], cfg["root_device_name"]))
-    cfg["volumes"] = vols
-    return cfg
-
-
-# --------------------------------------------------------------------------
-# faults and settings
-# --------------------------------------------------------------------------
-
-DEFAULT_SETTINGS = {
-    "latency_ms": 0,                  # sleep after the action ran, before the response
-    "latency_before_ms": 0,           # sleep before the action (before the point in time)
-    "complete_after": 2.0,            # seconds a new snapshot stays pending
-    "clock_skew_s": 0,                # emulator clock offset for the x-amz-date check
-    "max_clock_skew_s": 900,          # AWS: 15 minutes
-    "per_volume_min_interval_s": 0,   # >0: SnapshotCreationPerVolumeRateExceeded if faster
-    "max_pending_per_volume": 0,      # >0: ConcurrentSnapshotLimitExceeded beyond this
-    "create_image_snapshot_delay_ms": 200,  # CreateImage copies volumes this long after the call
-    "imds_credential_ttl": None,      # seconds; rotate IMDS role credentials
-    "expired_credentials_code": "RequestExpired",  # or ExpiredToken
-    "imds_v1_allowed": False,
-}
-_NUM_SETTINGS = {"latency_ms", "latency_before_ms", "complete_after", "clock_skew_s",
-                 "max_clock_skew_s", "per_volume_min_interval_s", "max_pending_per_volume",
-                 "create_image_snapshot_delay_ms", "imds_credential_ttl"}
 
 EC2_FAULTS = {
     "throttle": "RequestLimitExceeded",
@@ -819,19 +99,6 @@ IMDS_FAULTS = ("down", "slow", "no_role", "error")
 IMDS_DOWN_MODES = ("close", "reset", "500", "refuse")
 RULE_KEYS = {"action", "fault", "count", "skip", "delay_ms", "execute", "variant", "code",
              "status", "message", "phase", "imds", "mode", "path", "persistent"}
-
-
-def _num(v, name):
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        try:
-            v = float(v)
-        except (TypeError, ValueError):
-            raise ValueError("%s must be a number" % name)
-    if v < 0:
-        raise ValueError("%s must be >= 0" % name)
-    return v
 
 
 def normalize_rule(rule, imds_separate):
@@ -885,7 +152,7 @@ def normalize_rule(rule, imds_separate):
     if r["count"] == 0 or r["count"] < -1:
         raise ValueError("count must be >= 1, or -1 for persistent")
     if "delay_ms" in r:
-        r["delay_ms"] = _num(r["delay_ms"], "delay_ms")
+        r["delay_ms"] = non_negative(r["delay_ms"], "delay_ms")
     r["hits"] = 0
     return r
 
@@ -1164,8 +431,8 @@ class Emulator:
         for k, v in updates.items():
             if k not in DEFAULT_SETTINGS:
                 raise ValueError("unknown setting '%s'" % k)
-            if k in _NUM_SETTINGS:
-                v = _num(v, k)
+            if k in NUMERIC_SETTINGS:
+                v = non_negative(v, k)
                 if k == "imds_credential_ttl" and v == 0:
                     v = None
             elif k == "imds_v1_allowed":
@@ -1372,7 +639,7 @@ class Emulator:
         if fn is None or spec is None:
             raise EC2Error("InvalidAction",
                            "The action %s is not valid for this web service." % action)
-        p = _validate(unflatten(params), spec, [])
+        p = validate(unflatten(params), spec, [])
         return fn(p, rec)
 
     def _dry_run(self, p):

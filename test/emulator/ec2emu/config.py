@@ -1,0 +1,171 @@
+"""The config file (--config) and the settings the control API changes."""
+
+import json
+import os
+import re
+
+from .errors import ID_PATTERNS
+from .util import parse_iso
+
+
+DEFAULT_CONFIG = {
+    "instance_id": "i-0123456789abcdef0",
+    "region": "us-east-1",
+    "availability_zone": None,              # default: region + "a"
+    "availability_zone_id": None,
+    "account_id": "123456789012",
+    "architecture": "x86_64",
+    "image_id": "ami-0123456789abcdef0",
+    "instance_type": "m6i.large",
+    "root_device_name": None,               # default: device of the root volume or /dev/xvda
+    "virtualization_type": "hvm",
+    "ena_support": True,
+    "boot_mode": "uefi",
+    "hypervisor": "xen",
+    "platform_details": "Linux/UNIX",
+    "usage_operation": "RunInstances",
+    "launch_time": None,                    # ISO 8601; default: emulator start
+    "private_ip": "10.0.0.10",
+    "mac": "0e:00:00:00:00:01",
+    "product_codes": [],                    # [{"id": "...", "type": "marketplace"}]
+    "billing_products": [],
+    "tags": {},                             # instance tags
+    "imds": {},
+    "credentials": {},
+    "volumes": {},
+    "complete_after": None,                 # overrides --complete-after when set
+}
+IMDS_DEFAULTS = {
+    "role_name": "ami-snapshot-test-role",  # null: no instance profile
+    "access_key_id": None,                  # generated when null
+    "secret_access_key": None,
+    "token": None,
+    "expiration": None,                     # ISO 8601; null: issue time + ttl (or 6 h)
+    "credential_ttl": None,                 # seconds; enables rotation (= --imds-credential-ttl)
+    "token_length": 900,                    # length of generated session tokens
+    "v1_allowed": False,                    # allow GET without an IMDSv2 token
+}
+VOLUME_KEYS = {"device_name", "backing_file", "size_gib", "root", "volume_type", "iops",
+               "throughput", "delete_on_termination", "tags", "encrypted"}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load_config(path, start_time):
+    raw = {}
+    if path:
+        with open(path) as f:
+            raw = json.load(f)
+        if not isinstance(raw, dict):
+            raise ConfigError("config must be a JSON object")
+    unknown = set(raw) - set(DEFAULT_CONFIG)
+    if unknown:
+        raise ConfigError("unknown config keys: %s" % ", ".join(sorted(unknown)))
+    cfg = dict(DEFAULT_CONFIG)
+    cfg.update(raw)
+    def check_id_cfg(kind, v, what):
+        if not ID_PATTERNS[kind].match(v or ""):
+            raise ConfigError("%s: malformed id %r" % (what, v))
+    check_id_cfg("i", cfg["instance_id"], "instance_id")
+    check_id_cfg("ami", cfg["image_id"], "image_id")
+    if not re.match(r"^\d{12}$", str(cfg["account_id"])):
+        raise ConfigError("account_id must be 12 digits")
+    cfg["account_id"] = str(cfg["account_id"])
+    if not cfg["availability_zone"]:
+        cfg["availability_zone"] = cfg["region"] + "a"
+    if not cfg["availability_zone_id"]:
+        cfg["availability_zone_id"] = "use1-az1"
+    cfg["launch_time"] = parse_iso(cfg["launch_time"]) if cfg["launch_time"] else start_time
+
+    imds = dict(IMDS_DEFAULTS)
+    unknown = set(cfg["imds"] or {}) - set(IMDS_DEFAULTS)
+    if unknown:
+        raise ConfigError("unknown imds keys: %s" % ", ".join(sorted(unknown)))
+    imds.update(cfg["imds"] or {})
+    cfg["imds"] = imds
+
+    creds = {}
+    for akid, v in (cfg["credentials"] or {}).items():
+        if isinstance(v, str):
+            v = {"secret_access_key": v}
+        if not isinstance(v, dict) or not v.get("secret_access_key"):
+            raise ConfigError("credentials[%s]: need a secret" % akid)
+        bad = set(v) - {"secret_access_key", "session_token", "expiration"}
+        if bad:
+            raise ConfigError("credentials[%s]: unknown keys %s" % (akid, sorted(bad)))
+        creds[akid] = {"secret": v["secret_access_key"], "token": v.get("session_token"),
+                       "expiration": parse_iso(v["expiration"]) if v.get("expiration") else None,
+                       "source": "static"}
+    cfg["credentials"] = creds
+
+    vols = {}
+    devices = set()
+    for vid, v in (cfg["volumes"] or {}).items():
+        check_id_cfg("vol", vid, "volume")
+        bad = set(v) - VOLUME_KEYS
+        if bad:
+            raise ConfigError("volume %s: unknown keys %s" % (vid, sorted(bad)))
+        if not v.get("device_name"):
+            raise ConfigError("volume %s: device_name is required" % vid)
+        if v["device_name"] in devices:
+            raise ConfigError("volume %s: duplicate device_name %s" % (vid, v["device_name"]))
+        devices.add(v["device_name"])
+        bf = v.get("backing_file")
+        size = v.get("size_gib")
+        if size is None:
+            size = 1
+            if bf and os.path.exists(bf):
+                size = max(1, -(-os.stat(bf).st_size // (1 << 30)))
+        root = bool(v.get("root", False))
+        vols[vid] = {
+            "id": vid, "device_name": v["device_name"], "backing_file": bf,
+            "size_gib": int(size), "root": root,
+            "volume_type": v.get("volume_type", "gp3"), "iops": v.get("iops", 3000),
+            "throughput": v.get("throughput", 125),
+            "delete_on_termination": bool(v.get("delete_on_termination", root)),
+            "encrypted": bool(v.get("encrypted", False)),
+            "tags": dict(v.get("tags") or {}),
+        }
+    roots = [v for v in vols.values() if v["root"]]
+    if len(roots) > 1:
+        raise ConfigError("more than one root volume")
+    if not cfg["root_device_name"]:
+        cfg["root_device_name"] = roots[0]["device_name"] if roots else "/dev/xvda"
+    elif roots and roots[0]["device_name"] != cfg["root_device_name"]:
+        raise ConfigError("root volume device %s != root_device_name %s"
+                          % (roots[0]["device_name"], cfg["root_device_name"]))
+    cfg["volumes"] = vols
+    return cfg
+
+
+DEFAULT_SETTINGS = {
+    "latency_ms": 0,                  # sleep after the action ran, before the response
+    "latency_before_ms": 0,           # sleep before the action (before the point in time)
+    "complete_after": 2.0,            # seconds a new snapshot stays pending
+    "clock_skew_s": 0,                # emulator clock offset for the x-amz-date check
+    "max_clock_skew_s": 900,          # AWS: 15 minutes
+    "per_volume_min_interval_s": 0,   # >0: SnapshotCreationPerVolumeRateExceeded if faster
+    "max_pending_per_volume": 0,      # >0: ConcurrentSnapshotLimitExceeded beyond this
+    "create_image_snapshot_delay_ms": 200,  # CreateImage copies volumes this long after the call
+    "imds_credential_ttl": None,      # seconds; rotate IMDS role credentials
+    "expired_credentials_code": "RequestExpired",  # or ExpiredToken
+    "imds_v1_allowed": False,
+}
+NUMERIC_SETTINGS = {"latency_ms", "latency_before_ms", "complete_after", "clock_skew_s",
+                 "max_clock_skew_s", "per_volume_min_interval_s", "max_pending_per_volume",
+                 "create_image_snapshot_delay_ms", "imds_credential_ttl"}
+
+
+def non_negative(v, name):
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            raise ValueError("%s must be a number" % name)
+    if v < 0:
+        raise ValueError("%s must be >= 0" % name)
+    return v
