@@ -8,9 +8,23 @@ usage, config and control API.  The modules, from the bottom up:
   query              a Query request: form pairs, their tree, the actions'
                      parameter specs, filters, pages, tags
   render             the XML of responses and errors
-  sigv4              SigV4 signatures recomputed with botocore
+  sigv4              SigV4 signatures recomputed with botocore (also used by
+                     test/unit/ec2_fake_server.py)
   volumes            point-in-time copies of backing files (reflink, sparse)
   config             the config file and the run-time settings
+  faults             fault rules: validation and matching
+  credentials        access keys, IMDS role credentials, authentication
+  imds               the IMDSv2 tree and tokens, and its HTTP side
+  actions_snapshots  CreateSnapshots, CreateSnapshot, DescribeSnapshots,
+                     DeleteSnapshot
+  actions_images     RegisterImage, CreateImage, DescribeImages,
+                     DeregisterImage
+  actions_instances  DescribeInstances, DescribeVolumes
+  actions_tags       CreateTags, DeleteTags, DescribeTags
+  model              Emulator: the state, its persistence, action dispatch
+  control            the /_emulator/ control API
+  server             the HTTP handler and servers; serve
+  cli                ctl, call and main
 """
 
 from .sigv4 import parse_authorization, sigv4_signature
@@ -19,8 +33,11 @@ from .errors import EC2Error
 from .query import SPECS, unflatten, validate
 from .volumes import copy_volume
 from .config import ConfigError, load_config
+from .model import Emulator
+from .cli import main
 
 _validate = validate          # its name when the emulator was one file (the tests use it)
 
-__all__ = ["API_VERSION", "SPECS", "ConfigError", "EC2Error", "copy_volume", "load_config",
-           "parse_authorization", "parse_iso", "sigv4_signature", "unflatten", "validate"]
+__all__ = ["API_VERSION", "SPECS", "ConfigError", "EC2Error", "Emulator", "copy_volume",
+           "load_config", "main", "parse_authorization", "parse_iso", "sigv4_signature",
+           "unflatten", "validate"]

@@ -1,0 +1,237 @@
+"""CreateSnapshots, CreateSnapshot, DescribeSnapshots, DeleteSnapshot, and
+taking a snapshot: copying the volumes' bytes at the point in time."""
+
+import logging
+import os
+
+from .errors import EC2Error, check_id, not_found
+from .query import apply_filters, paginate, tags_from_spec
+from .render import tag_set
+from .util import iso_ms, new_id
+from .volumes import copy_volume
+
+log = logging.getLogger("ec2emu")
+
+
+class SnapshotActions:
+    """The snapshot actions of the Emulator (self.snapshots, under self.lock)."""
+
+    def snap_state(self, s, now=None):
+        now = self.now() if now is None else now
+        el = now - s["start_time"]
+        ca = s.get("complete_after", 0) or 0
+        if el >= ca:
+            if s.get("fail"):
+                return "error", "0%"
+            return "completed", "100%"
+        return "pending", "%d%%" % min(99, int(100 * el / ca))
+
+    def _precheck_snapshot(self, vols):
+        now = self.now()
+        iv = float(self.settings.get("per_volume_min_interval_s") or 0)
+        mp = int(self.settings.get("max_pending_per_volume") or 0)
+        for v in vols:
+            last = self.last_snapshot_at.get(v["id"])
+            if iv and last is not None and now - last < iv:
+                raise EC2Error("SnapshotCreationPerVolumeRateExceeded")
+            if mp:
+                pending = sum(1 for s in self.snapshots.values()
+                              if s["volume_id"] == v["id"] and self.snap_state(s, now)[0] == "pending")
+                if pending >= mp:
+                    raise EC2Error("ConcurrentSnapshotLimitExceeded")
+
+    def take_snapshots(self, vols, description, tags_by_vol, source, rec, fail=False,
+                       limits=True):
+        """Copy the volumes' bytes now and register pending snapshots.
+
+        tags_by_vol: {volume id: {key: value}}.  The point in time is when
+        this runs (the copies are sequential; reflinks make that instant).
+        """
+        with self.lock:
+            if limits:
+                self._precheck_snapshot(vols)
+            now = self.now()
+            for v in vols:
+                self.last_snapshot_at[v["id"]] = now
+        pit = self.now()
+        rec["point_in_time"] = pit
+        created, copies = [], []
+        try:
+            for v in vols:
+                sid = new_id("snap")
+                info = {"method": None, "ms": 0.0, "bytes": 0, "size": 0}
+                path = None
+                if v["backing_file"]:
+                    path = os.path.join(self.snap_dir, sid + ".img")
+                    try:
+                        info = copy_volume(v["backing_file"], path)
+                    except OSError as e:
+                        log.error("copy of %s (%s) failed: %s", v["id"], v["backing_file"], e)
+                        raise EC2Error("InternalError",
+                                       "emulator could not copy the backing file of %s: %s"
+                                       % (v["id"], e.strerror))
+                s = {"id": sid, "volume_id": v["id"], "volume_size": v["size_gib"],
+                     "description": description or "", "start_time": pit,
+                     "tags": dict(tags_by_vol.get(v["id"], {})), "file": path,
+                     "copy_ms": info["ms"], "copy_method": info["method"],
+                     "copied_bytes": info["bytes"], "source": source,
+                     "complete_after": float(self.settings.get("complete_after") or 0),
+                     "fail": bool(fail), "owner": self.cfg["account_id"]}
+                created.append(s)
+                copies.append({"volume_id": v["id"], "snapshot_id": sid, "ms": info["ms"],
+                               "method": info["method"], "bytes": info["bytes"]})
+        except Exception:
+            for s in created:
+                if s["file"]:
+                    try:
+                        os.unlink(s["file"])
+                    except OSError:
+                        pass
+            raise
+        rec.setdefault("copies", []).extend(copies)
+        rec["copy_ms"] = round(rec.get("copy_ms", 0) + sum(c["ms"] for c in copies), 3)
+        with self.lock:
+            for s in created:
+                self.snapshots[s["id"]] = s
+            self.save()
+        return created
+
+    def snapshot_item(self, s, create_style):
+        state, progress = self.snap_state(s)
+        d = {"snapshotId": s["id"], "volumeId": s["volume_id"]}
+        if create_style:           # CreateSnapshots SnapshotInfo: <state>
+            d.update({"state": state})
+        else:                      # Snapshot: <status>
+            d.update({"status": state})
+            if state == "error":
+                d["statusMessage"] = "Snapshot failed (emulated)"
+        d.update({"startTime": iso_ms(s["start_time"]), "progress": progress,
+                  "ownerId": s["owner"], "volumeSize": s["volume_size"],
+                  "description": s["description"], "encrypted": False})
+        if not create_style:
+            d["storageTier"] = "standard"
+        d["tagSet"] = tag_set(s["tags"])
+        return d
+
+    def get_snapshot(self, sid):
+        check_id("snap", sid)
+        s = self.snapshots.get(sid)
+        if s is None:
+            raise not_found("snap", sid)
+        return s
+
+    # ---- actions -------------------------------------------------------------
+    def op_CreateSnapshots(self, p, rec):
+        spec = p.get("InstanceSpecification") or {}
+        iid = spec.get("InstanceId")
+        if not iid:
+            raise EC2Error("MissingParameter",
+                           "The request must contain the parameter InstanceSpecification.InstanceId")
+        check_id("i", iid)
+        if iid != self.cfg["instance_id"]:
+            raise not_found("i", iid)
+        excluded = spec.get("ExcludeDataVolumeId") or []
+        vols = self._instance_volumes()
+        by_id = {v["id"]: v for v in vols}
+        for vid in excluded:
+            check_id("vol", vid)
+            if vid not in by_id:
+                raise not_found("vol", vid)
+            if by_id[vid]["root"]:
+                raise EC2Error("InvalidParameterValue",
+                               "The root volume %s cannot be excluded with ExcludeDataVolumeId; "
+                               "use ExcludeBootVolume" % vid)
+        cts = p.get("CopyTagsFromSource")
+        if cts is not None and cts != "volume":
+            raise EC2Error("InvalidParameterValue",
+                           "Value (%s) for parameter CopyTagsFromSource is invalid. "
+                           "Expected: 'volume'." % cts)
+        tags = tags_from_spec(p.get("TagSpecification"), ("snapshot",)).get("snapshot", {})
+        chosen = [v for v in vols if v["id"] not in excluded
+                  and not (spec.get("ExcludeBootVolume") and v["root"])]
+        if not chosen:
+            raise EC2Error("InvalidParameterCombination",
+                           "No volumes left to snapshot after the exclusions")
+        tags_by_vol = {}
+        for v in chosen:
+            t = dict(v["tags"]) if cts == "volume" else {}
+            t.update(tags)
+            if len(t) > 50:
+                raise EC2Error("TagLimitExceeded")
+            tags_by_vol[v["id"]] = t
+        self._dry_run(p)
+        snaps = self.take_snapshots(chosen, p.get("Description"), tags_by_vol, "CreateSnapshots",
+                                    rec, fail=rec.get("snapshot_error", False))
+        rec["snapshot_ids"] = [s["id"] for s in snaps]
+        return {"snapshotSet": [self.snapshot_item(s, True) for s in snaps]}
+
+    def op_CreateSnapshot(self, p, rec):
+        vid = p.get("VolumeId")
+        if not vid:
+            raise EC2Error("MissingParameter", "The request must contain the parameter VolumeId")
+        check_id("vol", vid)
+        v = self.cfg["volumes"].get(vid)
+        if v is None:
+            raise not_found("vol", vid)
+        tags = tags_from_spec(p.get("TagSpecification"), ("snapshot",)).get("snapshot", {})
+        self._dry_run(p)
+        snaps = self.take_snapshots([v], p.get("Description"), {vid: tags},
+                                    "CreateSnapshot", rec, fail=rec.get("snapshot_error", False))
+        rec["snapshot_ids"] = [snaps[0]["id"]]
+        return self.snapshot_item(snaps[0], False)
+
+    def op_DescribeSnapshots(self, p, rec):
+        ids = p.get("SnapshotId") or []
+        for sid in ids:
+            self.get_snapshot(sid)
+        with self.lock:
+            items = list(self.snapshots.values())
+        if ids:
+            items = [s for s in items if s["id"] in ids]
+        owners = p.get("Owner") or []
+        if owners:
+            items = [s for s in items if "self" in owners or s["owner"] in owners]
+        if p.get("RestorableBy"):
+            items = [s for s in items if any(r in ("self", "all", self.cfg["account_id"])
+                                             for r in p["RestorableBy"])]
+        now = self.now()
+        table = {
+            "snapshot-id": lambda s: [s["id"]],
+            "volume-id": lambda s: [s["volume_id"]],
+            "status": lambda s: [self.snap_state(s, now)[0]],
+            "owner-id": lambda s: [s["owner"]],
+            "description": lambda s: [s["description"]],
+            "progress": lambda s: [self.snap_state(s, now)[1]],
+            "volume-size": lambda s: [s["volume_size"]],
+            "encrypted": lambda s: [False],
+            "start-time": lambda s: [iso_ms(s["start_time"])],
+            "storage-tier": lambda s: ["standard"],
+        }
+        items = apply_filters(items, p.get("Filter"), table, lambda s: s["tags"])
+        self._dry_run(p)
+        items.sort(key=lambda s: (s["start_time"], s["id"]))
+        if ids and p.get("MaxResults") is not None:
+            raise EC2Error("InvalidParameterCombination",
+                           "The parameter SnapshotId cannot be used with the parameter maxResults")
+        page, nxt = paginate(items, p)
+        return {"snapshotSet": [self.snapshot_item(s, False) for s in page], "nextToken": nxt}
+
+    def op_DeleteSnapshot(self, p, rec):
+        sid = p.get("SnapshotId")
+        if not sid:
+            raise EC2Error("MissingParameter", "The request must contain the parameter SnapshotId")
+        with self.lock:
+            s = self.get_snapshot(sid)
+            for img in self.images.values():
+                if any((m.get("ebs") or {}).get("snapshotId") == sid for m in img["bdm"]):
+                    raise EC2Error("InvalidSnapshot.InUse",
+                                   "The snapshot %s is currently in use by %s" % (sid, img["id"]))
+            self._dry_run(p)
+            del self.snapshots[sid]
+            self.save()
+        if s.get("file"):
+            try:
+                os.unlink(s["file"])
+            except FileNotFoundError:
+                pass
+        return {"return": True}

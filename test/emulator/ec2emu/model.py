@@ -1,0 +1,201 @@
+"""The emulated world: Emulator holds the state (snapshots, images, tags,
+settings, fault rules, credentials), keeps it in STATE/state.json and the
+request log, and dispatches the EC2 actions.  The actions, the credentials,
+IMDS and the fault rules are its parts, each in a module of its own."""
+
+import json
+import logging
+import os
+import threading
+import time
+
+from .actions_images import ImageActions
+from .actions_instances import InstanceActions
+from .actions_snapshots import SnapshotActions
+from .actions_tags import TagActions
+from .config import DEFAULT_SETTINGS, NUMERIC_SETTINGS, non_negative
+from .credentials import CredentialStore
+from .errors import EC2Error
+from .faults import FaultRules
+from .imds import ImdsService
+from .query import SPECS, unflatten, validate
+from .util import atomic_write, iso_ms, iso_s
+
+log = logging.getLogger("ec2emu")
+
+
+class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageActions,
+               InstanceActions, TagActions):
+    """One instance, its volumes, and what EC2 made of them."""
+
+    def __init__(self, cfg, state_dir, settings, faults=()):
+        self.cfg = cfg
+        self.state_dir = state_dir
+        self.snap_dir = os.path.join(state_dir, "snapshots")
+        os.makedirs(self.snap_dir, exist_ok=True)
+        self.lock = threading.RLock()
+        self.log_lock = threading.Lock()
+        self.start_time = time.time()
+        self.default_settings = dict(settings)
+        self.settings = dict(settings)
+        self.imds_separate = False
+        self.imds_listener = None
+        self.rules = []
+        self.rule_seq = 0
+        self.snapshots = {}
+        self.images = {}
+        self.instance_tags = dict(cfg["tags"])
+        self.counts = {}
+        self.codes = {}
+        self.reboots = 0
+        self.last_snapshot_at = {}
+        self.imds_tokens = {}
+        self.creds = dict(cfg["credentials"])
+        self.imds_creds = []          # issued role credentials, newest last
+        self._load_state()
+        self._init_imds_credentials()
+        self.req_log = open(os.path.join(state_dir, "requests.jsonl"), "a", buffering=1)
+        for f in faults:
+            self.add_rule(f)
+
+    # ---- persistence -------------------------------------------------------
+    def _state_path(self):
+        return os.path.join(self.state_dir, "state.json")
+
+    def _load_state(self):
+        try:
+            with open(self._state_path()) as f:
+                st = json.load(f)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            log.warning("ignoring unreadable %s: %s", self._state_path(), e)
+            return
+        self.snapshots = st.get("snapshots", {})
+        self.images = st.get("images", {})
+        for img in self.images.values():
+            if img.pop("pending_snapshots", None):      # CreateImage interrupted by a restart
+                img["state"] = "failed"
+        for vid, tags in st.get("volume_tags", {}).items():
+            if vid in self.cfg["volumes"]:
+                self.cfg["volumes"][vid]["tags"] = tags
+        if "instance_tags" in st:
+            self.instance_tags = st["instance_tags"]
+
+    def save(self):
+        with self.lock:
+            st = {"snapshots": self.snapshots, "images": self.images,
+                  "instance_tags": self.instance_tags,
+                  "volume_tags": {v: d["tags"] for v, d in self.cfg["volumes"].items()}}
+            atomic_write(self._state_path(), json.dumps(st, indent=1, sort_keys=True))
+
+    # ---- request log --------------------------------------------------------
+    def log_request(self, rec):
+        line = json.dumps(rec, sort_keys=True, default=str)
+        with self.log_lock:
+            try:
+                self.req_log.write(line + "\n")
+            except (OSError, ValueError):
+                pass
+
+    def count(self, action, code):
+        with self.lock:
+            self.counts[action] = self.counts.get(action, 0) + 1
+            key = "%s:%s" % (action, code)
+            self.codes[key] = self.codes.get(key, 0) + 1
+
+    # ---- time --------------------------------------------------------------
+    def now(self):
+        return time.time()
+
+    # ---- settings ------------------------------------------------------------
+    def update_settings(self, updates):
+        new = dict(self.settings)
+        for k, v in updates.items():
+            if k not in DEFAULT_SETTINGS:
+                raise ValueError("unknown setting '%s'" % k)
+            if k in NUMERIC_SETTINGS:
+                v = non_negative(v, k)
+                if k == "imds_credential_ttl" and v == 0:
+                    v = None
+            elif k == "imds_v1_allowed":
+                v = bool(v)
+            elif k == "expired_credentials_code" and v not in ("RequestExpired", "ExpiredToken",
+                                                                "AuthFailure"):
+                raise ValueError("expired_credentials_code: RequestExpired|ExpiredToken|AuthFailure")
+            new[k] = v
+        with self.lock:
+            self.settings = new
+
+    def reset(self, everything=False):
+        with self.lock:
+            self.clear_rules()
+            self.settings = dict(self.default_settings)
+            if everything:
+                for s in list(self.snapshots.values()):
+                    if s.get("file"):
+                        try:
+                            os.unlink(s["file"])
+                        except OSError:
+                            pass
+                self.snapshots.clear()
+                self.images.clear()
+                self.counts.clear()
+                self.codes.clear()
+                self.last_snapshot_at.clear()
+                self.reboots = 0
+                self.save()
+
+    # ---- action dispatch ---------------------------------------------------
+    def dispatch(self, action, params, rec):
+        fn = getattr(self, "op_" + action, None)
+        spec = SPECS.get(action)
+        if fn is None or spec is None:
+            raise EC2Error("InvalidAction",
+                           "The action %s is not valid for this web service." % action)
+        p = validate(unflatten(params), spec, [])
+        return fn(p, rec)
+
+    def _dry_run(self, p):
+        if p.get("DryRun"):
+            raise EC2Error("DryRunOperation")
+
+    def _instance_volumes(self):
+        return list(self.cfg["volumes"].values())
+
+    # ---- state -------------------------------------------------------------
+    def state_json(self):
+        with self.lock:
+            now = self.now()
+            snaps = []
+            for s in sorted(self.snapshots.values(), key=lambda s: (s["start_time"], s["id"])):
+                st, prog = self.snap_state(s, now)
+                snaps.append({"id": s["id"], "volume_id": s["volume_id"], "file": s["file"],
+                              "state": st, "progress": prog, "tags": s["tags"],
+                              "description": s["description"],
+                              "created": iso_ms(s["start_time"]), "created_epoch": s["start_time"],
+                              "copy_ms": s["copy_ms"], "copy_method": s["copy_method"],
+                              "copied_bytes": s["copied_bytes"], "source": s["source"]})
+            imgs = []
+            for i in sorted(self.images.values(), key=lambda i: (i["creation_time"], i["id"])):
+                imgs.append({"id": i["id"], "name": i["name"], "state": i.get("state") or self.image_state(i),
+                             "source": i.get("source"), "no_reboot": i.get("no_reboot"),
+                             "architecture": i["architecture"],
+                             "virtualization_type": i["virtualization_type"],
+                             "root_device_name": i["root_device_name"],
+                             "block_device_mappings": i["bdm"], "tags": i["tags"]})
+            return {
+                "snapshots": snaps, "images": imgs,
+                "request_counts": dict(self.counts), "response_codes": dict(self.codes),
+                "faults": [{k: v for k, v in r.items()} for r in self.rules],
+                "settings": dict(self.settings), "reboots": self.reboots,
+                "imds": {"role": self.cfg["imds"].get("role_name"),
+                         "credentials": [{"access_key_id": c["akid"],
+                                          "issued": iso_s(c["issued"]),
+                                          "expiration": iso_s(c["expiration"]),
+                                          "expired": c["expiration"] <= now}
+                                         for c in self.imds_creds],
+                         "tokens": len(self.imds_tokens)},
+                "instance_id": self.cfg["instance_id"], "region": self.cfg["region"],
+                "state_dir": self.state_dir,
+            }
