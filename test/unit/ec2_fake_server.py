@@ -2,9 +2,12 @@
 
 Listens on 127.0.0.1 on an ephemeral port, prints "PORT <n>" on stdout, and
 exits when its stdin closes (the test died or finished) or after 120 s.
-Every request's SigV4 signature is checked with botocore's SigV4Auth
-(region us-east-1, service ec2, the example key); a bad one gets the
-SignatureDoesNotMatch error EC2 would send.  The form's Action picks the
+Every request's SigV4 signature is checked with the emulator's sigv4 module
+(test/emulator/ec2emu/sigv4.py, botocore underneath; region us-east-1,
+service ec2, the example key): the Authorization header must be the one
+botocore would write, signing host, content-type, x-amz-date and any
+x-amz-security-token.  A bad one gets the SignatureDoesNotMatch error EC2
+would send.  The form's Action picks the
 behaviour; "LastRequest" returns the previous request as XML so the test can
 check what the typed operations sent, and Echo's "seen" member counts the
 requests received for the action named by its Value.
@@ -18,14 +21,12 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from unittest import mock
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
-import botocore.auth
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                                "emulator"))
+from ec2emu import sigv4  # noqa: E402
 
 AKID = "AKIDEXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -37,26 +38,21 @@ seen = {}  # requests received per action (Echo's "seen" member reports them)
 lock = threading.Lock()
 
 
-def frozen_clock(when):
-    if hasattr(botocore.auth, "get_current_datetime"):
-        return mock.patch("botocore.auth.get_current_datetime", return_value=when)
-    fake = mock.MagicMock()
-    fake.datetime.utcnow.return_value = when
-    return mock.patch("botocore.auth.datetime", fake)
-
-
 def expected_authorization(method, path, headers, body):
+    """The Authorization header botocore's SigV4Auth would send for this
+    request at its x-amz-date."""
     amz_date = headers.get("X-Amz-Date", "")
-    when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ")
-    signed = {"Host": headers.get("Host", "")}
+    datetime.datetime.strptime(amz_date, sigv4.SIGV4_TIMESTAMP)  # ValueError: a bad request
+    token = headers.get("X-Amz-Security-Token")
+    signed = ["host", "x-amz-date"]
     if headers.get("Content-Type") is not None:
-        signed["Content-Type"] = headers["Content-Type"]
-    req = AWSRequest(method=method, url="http://%s%s" % (headers.get("Host"), path),
-                     data=body, headers=signed)
-    creds = Credentials(AKID, SECRET, headers.get("X-Amz-Security-Token"))
-    with lock, frozen_clock(when):
-        SigV4Auth(creds, "ec2", REGION).add_auth(req)
-    return req.headers["Authorization"]
+        signed.append("content-type")
+    if token:
+        signed.append("x-amz-security-token")
+    signature, _, _ = sigv4.sigv4_signature(
+        method, "http://%s%s" % (headers.get("Host"), path), list(headers.items()), signed,
+        body, SECRET, REGION, "ec2", amz_date, AKID, token or None)
+    return sigv4.authorization_header(AKID, amz_date, REGION, "ec2", signed, signature)
 
 
 def error_xml(code, message, request_id):

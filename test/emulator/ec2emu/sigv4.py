@@ -96,3 +96,11 @@ def parse_authorization(value):
     return {"akid": scope[0], "date": scope[1], "region": scope[2], "service": scope[3],
             "signed": [h.strip().lower() for h in fields["SignedHeaders"].split(";") if h.strip()],
             "signature": fields["Signature"]}
+
+
+def authorization_header(access_key, timestamp, region, service, signed_headers, signature):
+    """The Authorization header, as botocore writes it, for a signature of
+    sigv4_signature(): the reverse of parse_authorization()."""
+    return "AWS4-HMAC-SHA256 Credential=%s/%s/%s/%s/aws4_request, SignedHeaders=%s, Signature=%s" % (
+        access_key, timestamp[:8], region, service,
+        ";".join(sorted({h.lower().strip() for h in signed_headers})), signature)
