@@ -1,0 +1,128 @@
+/*
+ * op_internal.h - what the files of the snapshot operation share: the
+ * operation and helper structures, the limits, and the steps one file
+ * hands to another.  Not for use outside root/operation*.c, prepare.c,
+ * freeze_cycle.c and tagging.c.
+ *
+ *   operation.c     the helper's lifetime, the one dispatcher (opstate.h's
+ *                   table), errors and refusals, STATUS and THAW, ABORT,
+ *                   the end of an operation and the retried thaws
+ *   prepare.c       PREPARE: paths -> volumes, the instance's mapping, the
+ *                   CreateSnapshots request and its preflight DryRun
+ *   freeze_cycle.c  SNAPSHOT: the freeze cycle (marker, watchdog, FIFREEZE,
+ *                   the call made while frozen, FITHAW) and its retries
+ *   tagging.c       FINISH: the backup's metadata as tags; the backup-state
+ *                   tag of failed sets; snapshots of lost answers found
+ */
+#ifndef AMIS_OP_INTERNAL_H
+#define AMIS_OP_INTERNAL_H
+
+#include "operation.h"
+#include "channel.h"
+#include "freeze.h"
+#include "log.h"
+#include "marker.h"
+#include "opstate.h"
+#include "server.h"
+#include "volumes.h"
+#include "watchdog.h"
+#include "worker_client.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TOOL_TAG_VALUE "ami_snapshot " AMIS_VERSION
+#define MAX_TARGETS (2 + AMSP_MAX_VOLUMES) /* data, wal, the tablespaces */
+#define MAX_VOLUMES AMSP_MAX_VOLUMES
+#define MAX_CREATE_TAGS 64
+#define TAG_VALUE_MAX 256
+/* Base64 chunks of the backup label and of the tablespace map, each. */
+#define TAG_CHUNKS_MAX 16
+/* "Each resource can have a maximum of 50 user created tags" (EC2 User Guide, Tag restrictions). */
+#define EC2_MAX_TAGS_PER_RESOURCE 50
+#define REQUEST_ID_TAG "ami-snapshot:request-id"
+/* A stuck thaw: retried at most this often, and logged at most once a second. */
+#define THAW_RETRY_USEC 50000LL
+#define THAW_LOG_USEC 1000000LL
+/* DescribeSnapshots is eventually consistent: one more look after this pause. */
+#define LOST_SNAPSHOTS_RECHECK_MS 2000
+/* While frozen, the helper waits this much beyond the worker's own EC2 timeout. */
+#define WORKER_WAIT_SLACK_MS 200L
+
+#ifndef AMIS_VERSION
+#define AMIS_VERSION "dev"
+#endif
+
+struct operation {
+	enum op_state state;
+	struct conn *owner;
+	char request_id[65];
+	char name[257];
+	char instance_id[65]; /* a copy: the worker's is gone if it is replaced */
+	bool freeze;
+	char system_id[33];
+	char pg_version[17];
+	char start_lsn[33];
+	uint32_t timeline;
+	struct fs_target *targets;
+	size_t ntargets;
+	struct freeze_plan plan;
+	char *volume_ids[MAX_VOLUMES];
+	size_t nvolumes;
+	char *exclude_ids[64];
+	size_t nexclude;
+	bool exclude_boot;
+	char device_names[MAX_VOLUMES][64]; /* EC2 device name per volume_ids[i] */
+	size_t ncreate_tags;                /* tags set by CreateSnapshots: count toward 50 */
+	struct ec2_snapshot_set snaps;
+	struct watchdog wd; /* while frozen (and until reaped) */
+	bool marker;        /* the frozen marker was written and not removed yet */
+
+	/* Only on h->stuck: a plan whose thaw failed. */
+	struct operation *next_stuck;
+	struct amis_err thaw_err; /* the last failure */
+	unsigned int thaw_retries;
+	bool tag_failed_after_thaw; /* failed while frozen: tag its snapshots once thawed */
+	long long thaw_next_try_usec;
+	long long thaw_logged_usec;
+};
+
+struct helper {
+	struct helper_config *cfg;
+	struct worker *worker; /* the unprivileged EC2 worker */
+	struct operation *active;
+	bool thaw_requested;         /* THAW while frozen: abandon the call made while frozen */
+	struct operation *stuck;     /* still frozen: thaw retried by op_tick() */
+	volatile sig_atomic_t *stop; /* set by SIGTERM/SIGINT: no new freeze */
+};
+
+/* operation.c */
+void op_end(struct helper *h, struct conn *c);
+void op_move(struct operation *op, enum op_state to);
+bool plan_thawed(struct helper *h, struct operation *op);
+int send_error(struct helper *h, struct conn *c, const char *stage, const struct amis_err *err,
+               const struct operation *op);
+void warn_thawed_by_others(const struct operation *op);
+
+/* prepare.c */
+int dry_run_create(struct helper *h, struct ec2_create_snapshots_req *r, struct amis_err *err);
+void fill_request(struct helper *h, struct operation *op, struct ec2_create_snapshots_req *r,
+                  struct ec2_tag *tags, size_t maxtags, char *desc, size_t descsz, char *tlbuf,
+                  size_t tlsz);
+int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *m);
+bool in_list(char *const *list, size_t n, const char *s);
+
+/* freeze_cycle.c */
+int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_msgview *m);
+
+/* tagging.c */
+bool answer_lost(const struct amis_err *err);
+void find_lost_snapshots(struct helper *h, struct operation *op, struct amis_err *err);
+int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m);
+void log_snapshot_ids(const struct operation *op, const char *what);
+void tag_backup_state(struct helper *h, struct operation *op, const char *state);
+
+#endif

@@ -1,0 +1,332 @@
+/*
+ * prepare.c - PREPARE (see op_internal.h): the database's paths resolved to
+ * filesystems and EBS volumes, checked against the allow-list and the
+ * instance's block device mapping; the CreateSnapshots request built, and
+ * its permission checked by a DryRun before any backup starts.
+ */
+#include "op_internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* The same rules as the extension: EC2 AMI names, a subset of tag values. */
+static bool valid_name(const char *s)
+{
+	size_t n = strlen(s), i;
+
+	if (n < 3 || n > 128)
+		return false;
+	for (i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (!isalnum(ch) && !strchr("()[] ./-'@_", ch))
+			return false;
+	}
+	return true;
+}
+
+static bool valid_request_id(const char *s)
+{
+	size_t n = strlen(s), i;
+
+	if (n < 1 || n > 64)
+		return false;
+	for (i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '-')
+			return false;
+	return true;
+}
+
+static int resolve_one(struct helper *h, struct operation *op, const struct amsp_field *f,
+                       const char *what, struct amis_err *err)
+{
+	const struct helper_config *cfg = h->cfg;
+	struct volume_override ov[CONFIG_MAX_LIST];
+	const struct sys_paths *sp = &volumes_sys_paths_default;
+	char path[4096];
+	struct fs_target *t;
+	size_t i;
+
+	if (op->ntargets >= MAX_TARGETS)
+		return err_set(err, AMIS_E_TOO_MANY_PATHS, "too many paths in the request");
+	if (amsp_copy_str(f, path, sizeof(path)) != 0 || path[0] != '/')
+		return err_set(err, AMIS_E_INVALID_PATH, "%s path is not absolute", what);
+	for (i = 0; i < cfg->n_volume_map; i++) {
+		ov[i].device = cfg->volume_map[i].key;
+		ov[i].volume_id = cfg->volume_map[i].value;
+	}
+	/* Grown one at a time: an entry is 25 KB, MAX_TARGETS of them 0.9 MB to zero. */
+	op->targets = xrealloc(op->targets, (op->ntargets + 1) * sizeof(*op->targets));
+	t = &op->targets[op->ntargets];
+	memset(t, 0, sizeof(*t));
+	if (volumes_resolve_path(sp, path, ov, cfg->n_volume_map, t, err) != 0)
+		return err_prefix(err, "%s \"%s\"", what, path);
+	if (!volumes_path_allowed(t->mount_point, (const char *const *)cfg->allow, cfg->n_allow,
+	                          cfg->allow_root_filesystem))
+		return err_set(
+		    err, AMIS_E_PATH_NOT_ALLOWED,
+		    "%s \"%s\" is on filesystem \"%s\", which is not allowed by the "
+		    "helper's configuration ([filesystems] allow%s)",
+		    what, path, t->mount_point,
+		    (!strcmp(t->mount_point, "/") || !strncmp(t->mount_point, "/boot", 5))
+		        ? ", allow_root_filesystem"
+		        : "");
+	op->ntargets++;
+	return 0;
+}
+
+bool in_list(char *const *list, size_t n, const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!strcmp(list[i], s))
+			return true;
+	return false;
+}
+
+/* Which volumes to snapshot, which to exclude, from the instance's mapping. */
+static int plan_volumes(struct helper *h, struct operation *op, struct amis_err *err)
+{
+	struct ec2_instance_info *inst = xcalloc(1, sizeof(*inst));
+	size_t i, j;
+	int rc = -1;
+
+	if (worker_describe_instance(h->worker, h->cfg->ec2_timeout_ms, inst, err) != 0)
+		goto out; /* "EC2 DescribeInstances: ..." */
+	/* Xen: disks known by device name only; the mapping gives the volume. */
+	if (freeze_plan_unresolved_disks(&op->plan) > 0) {
+		for (j = 0; j < inst->nvolumes; j++)
+			if (freeze_plan_set_device_volume(&op->plan, inst->volumes[j].device_name,
+			                                  inst->volumes[j].volume_id, err) < 0)
+				goto out;
+		if (freeze_plan_unresolved_disks(&op->plan) > 0) {
+			err_set(
+			    err, AMIS_E_VOLUME_NOT_FOUND,
+			    "a disk holding database files is not in instance %s's block device "
+			    "mapping; map it in the helper's [volumes] section",
+			    worker_instance_id(h->worker));
+			goto out;
+		}
+	}
+	for (i = 0; i < op->plan.nvolumes; i++) {
+		if (op->nvolumes >= MAX_VOLUMES) {
+			err_set(err, AMIS_E_TOO_MANY_VOLUMES, "more than %d EBS volumes",
+			        MAX_VOLUMES);
+			goto out;
+		}
+		op->volume_ids[op->nvolumes++] = xstrdup(op->plan.volume_ids[i]);
+	}
+	for (i = 0; i < op->nvolumes; i++) {
+		bool found = false;
+
+		for (j = 0; j < inst->nvolumes; j++) {
+			if (!strcmp(inst->volumes[j].volume_id, op->volume_ids[i])) {
+				found = true;
+				snprintf(op->device_names[i], sizeof(op->device_names[i]), "%s",
+				         inst->volumes[j].device_name);
+			}
+		}
+		if (!found) {
+			err_set(err, AMIS_E_VOLUME_NOT_ATTACHED,
+			        "volume %s holds database files but is not attached to instance %s",
+			        op->volume_ids[i], worker_instance_id(h->worker));
+			goto out;
+		}
+	}
+	op->exclude_boot = true;
+	for (j = 0; j < inst->nvolumes; j++) {
+		const struct ec2_block_device *bd = &inst->volumes[j];
+		bool is_root = !strcmp(bd->device_name, inst->root_device_name);
+
+		if (in_list(op->volume_ids, op->nvolumes, bd->volume_id)) {
+			if (is_root)
+				op->exclude_boot = false;
+			continue;
+		}
+		if (is_root)
+			continue; /* ExcludeBootVolume, not ExcludeDataVolumeId */
+		if (op->nexclude < sizeof(op->exclude_ids) / sizeof(op->exclude_ids[0]))
+			op->exclude_ids[op->nexclude++] = xstrdup(bd->volume_id);
+	}
+	rc = 0;
+out:
+	free(inst);
+	return rc;
+}
+
+static void add_tag(struct ec2_tag *tags, size_t *n, size_t max, const char *k, const char *v)
+{
+	if (*n < max) {
+		tags[*n].key = k;
+		tags[*n].value = v;
+		(*n)++;
+	}
+}
+
+void fill_request(struct helper *h, struct operation *op, struct ec2_create_snapshots_req *r,
+                  struct ec2_tag *tags, size_t maxtags, char *desc, size_t descsz, char *tlbuf,
+                  size_t tlsz)
+{
+	size_t i;
+
+	memset(r, 0, sizeof(*r));
+	snprintf(desc, descsz, "ami_snapshot %s (request %s)", op->name, op->request_id);
+	snprintf(tlbuf, tlsz, "%u", op->timeline);
+	r->instance_id = op->instance_id;
+	r->description = desc;
+	r->exclude_boot_volume = op->exclude_boot;
+	r->exclude_volume_ids = (const char *const *)op->exclude_ids;
+	r->n_exclude = op->nexclude;
+	r->tags = tags;
+	add_tag(tags, &r->ntags, maxtags, "Name", op->name);
+	add_tag(tags, &r->ntags, maxtags, "ami-snapshot:name", op->name);
+	add_tag(tags, &r->ntags, maxtags, "ami-snapshot:tool", TOOL_TAG_VALUE);
+	add_tag(tags, &r->ntags, maxtags, "ami-snapshot:request-id", op->request_id);
+	add_tag(tags, &r->ntags, maxtags, "ami-snapshot:backup-state", "started");
+	if (op->start_lsn[0])
+		add_tag(tags, &r->ntags, maxtags, "ami-snapshot:start-lsn", op->start_lsn);
+	if (op->timeline)
+		add_tag(tags, &r->ntags, maxtags, "ami-snapshot:timeline", tlbuf);
+	if (op->system_id[0])
+		add_tag(tags, &r->ntags, maxtags, "ami-snapshot:system-identifier", op->system_id);
+	if (op->pg_version[0])
+		add_tag(tags, &r->ntags, maxtags, "ami-snapshot:pg-version", op->pg_version);
+	for (i = 0; i < h->cfg->n_tags; i++)
+		add_tag(tags, &r->ntags, maxtags, h->cfg->tags[i].key, h->cfg->tags[i].value);
+}
+
+/*
+ * A DryRun CreateSnapshots: checks the IAM permission and the request, and
+ * leaves a warm connection (DNS, TCP, TLS) for the call made while frozen.
+ */
+int dry_run_create(struct helper *h, struct ec2_create_snapshots_req *r, struct amis_err *err)
+{
+	struct ec2_snapshot_set none = {0};
+	int rc;
+
+	r->dry_run = true;
+	rc = worker_create_snapshots(h->worker, r, h->cfg->ec2_timeout_ms,
+	                             h->cfg->ec2_timeout_ms + 15000L, false, &none, err);
+	r->dry_run = false;
+	ec2_snapshot_set_free(&none);
+	return rc;
+}
+
+int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *m)
+{
+	struct operation *op;
+	struct amis_err err;
+	unsigned char buf[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
+	struct amsp_writer w;
+	size_t i, len;
+
+	err_clear(&err);
+	op = xcalloc(1, sizeof(*op));
+	op->owner = c;
+	op->wd = WATCHDOG_NONE;
+	amsp_copy_str(amsp_get(m, AMSP_T_REQUEST_ID), op->request_id, sizeof(op->request_id));
+	amsp_copy_str(amsp_get(m, AMSP_T_NAME), op->name, sizeof(op->name));
+	amsp_copy_str(amsp_get(m, AMSP_T_SYSTEM_ID), op->system_id, sizeof(op->system_id));
+	amsp_copy_str(amsp_get(m, AMSP_T_PG_VERSION), op->pg_version, sizeof(op->pg_version));
+	op->freeze = amsp_u8(amsp_get(m, AMSP_T_FREEZE)) != 0;
+	c->op = op;
+	h->active = op;
+	op_move(op, OPS_PREPARING);
+
+	if (!valid_request_id(op->request_id)) {
+		err_set(&err, AMIS_E_INVALID_REQUEST, "invalid request id");
+		goto fail;
+	}
+	if (!valid_name(op->name)) {
+		err_set(&err, AMIS_E_INVALID_NAME,
+		        "snapshot name must be 3 to 128 characters of letters, digits, spaces and "
+		        "( ) [ ] . / - ' @ _");
+		goto fail;
+	}
+	log_info("request %s from pid %ld: prepare \"%s\" (freeze=%s)", op->request_id,
+	         (long)c->pid, op->name, op->freeze ? "on" : "off");
+
+	if (resolve_one(h, op, amsp_get(m, AMSP_T_PATH_DATA), "data directory", &err) != 0)
+		goto fail;
+	if (amsp_get(m, AMSP_T_PATH_WAL) &&
+	    resolve_one(h, op, amsp_get(m, AMSP_T_PATH_WAL), "WAL directory", &err) != 0)
+		goto fail;
+	for (i = 0; i < amsp_count(m, AMSP_T_PATH_TABLESPACE); i++)
+		if (resolve_one(h, op, amsp_get_nth(m, AMSP_T_PATH_TABLESPACE, i), "tablespace",
+		                &err) != 0)
+			goto fail;
+	if (freeze_plan_build(op->targets, op->ntargets, &op->plan, &err) != 0)
+		goto fail;
+	if (op->freeze && marker_check_dir(h->cfg->state_dir, &op->plan, &err) != 0)
+		goto fail;
+	/* A client that goes away ends the wait for EC2 at once. */
+	worker_set_abort_fd(h->worker, c->fd);
+	if (worker_ready(h->worker, &err) != 0)
+		goto fail;
+	snprintf(op->instance_id, sizeof(op->instance_id), "%s", worker_instance_id(h->worker));
+	if (plan_volumes(h, op, &err) != 0)
+		goto fail;
+
+	if (h->cfg->preflight_dry_run) {
+		struct ec2_create_snapshots_req r;
+		struct ec2_tag tags[MAX_CREATE_TAGS];
+		char desc[512], tl[16];
+
+		fill_request(h, op, &r, tags, MAX_CREATE_TAGS, desc, sizeof(desc), tl, sizeof(tl));
+		if (dry_run_create(h, &r, &err) != 0) {
+			err_prefix(&err, "preflight (DryRun)");
+			goto fail;
+		}
+	}
+
+	worker_set_abort_fd(h->worker, -1);
+	amsp_begin(&w, buf, sizeof(buf), AMSP_PREPARED);
+	amsp_put_str(&w, AMSP_T_INSTANCE_ID, worker_instance_id(h->worker));
+	amsp_put_str(&w, AMSP_T_REGION, worker_region(h->worker));
+	for (i = 0; i < op->nvolumes; i++)
+		amsp_put_str(&w, AMSP_T_VOLUME_ID, op->volume_ids[i]);
+	for (i = 0; i < op->plan.nfs; i++)
+		amsp_put_str(&w, AMSP_T_MOUNT_POINT, op->plan.fs[i].mount_point);
+	len = amsp_end(&w);
+	if (!len) {
+		err_set(&err, AMIS_E_RESPONSE_TOO_LARGE,
+		        "the answer (%zu volumes, %zu filesystems to freeze) does not fit in one "
+		        "protocol frame: mount point paths too long",
+		        op->nvolumes, op->plan.nfs);
+		goto fail;
+	}
+	if (conn_send(c, buf, len) != 0) {
+		log_warn("request %s: could not send PREPARED", op->request_id);
+		op_end(h, c);
+		return -1;
+	}
+	op_move(op, OPS_PREPARED);
+	{
+		struct strbuf vols;
+
+		sb_init(&vols);
+		for (i = 0; i < op->nvolumes; i++)
+			sb_appendf(&vols, "%s%s", i ? "," : "", op->volume_ids[i]);
+		log_info("request %s: prepared: instance %s, volumes %s, %zu filesystem(s)",
+		         op->request_id, worker_instance_id(h->worker), sb_str(&vols),
+		         op->plan.nfs);
+		sb_free(&vols);
+	}
+	return 0;
+
+fail:
+	worker_set_abort_fd(h->worker, -1);
+	log_warn("request %s: prepare failed: %s: %s", op->request_id, err.code, err.msg);
+	send_error(h, c, "prepare", &err, op);
+	op_end(h, c);
+	return -1;
+}

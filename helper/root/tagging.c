@@ -1,0 +1,313 @@
+/*
+ * tagging.c - FINISH and the snapshots' tags (see op_internal.h): the
+ * backup's metadata once the backup stopped, the backup-state of sets that
+ * failed, and the snapshots a lost or broken answer made, found by the
+ * request-id tag their own CreateSnapshots set.
+ */
+#include "op_internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Marks snapshots of an operation that did not complete; after the thaw only. */
+void tag_backup_state(struct helper *h, struct operation *op, const char *state)
+{
+	struct ec2_tag tag = {"ami-snapshot:backup-state", state};
+	const char *ids[MAX_VOLUMES];
+	struct amis_err err;
+	size_t i;
+
+	if (!op->snaps.n)
+		return;
+	for (i = 0; i < op->snaps.n && i < MAX_VOLUMES; i++)
+		ids[i] = op->snaps.items[i].snapshot_id;
+	err_clear(&err);
+	if (worker_create_tags(h->worker, ids, i, &tag, 1, h->cfg->ec2_timeout_ms, &err) != 0)
+		log_warn("request %s: could not tag snapshots as %s: %s: %s", op->request_id, state,
+		         err.code, err.msg);
+}
+
+/* Logs op's snapshot ids (what a later tag is about). */
+void log_snapshot_ids(const struct operation *op, const char *what)
+{
+	struct strbuf ids;
+	size_t i;
+
+	if (!op->snaps.n)
+		return;
+	sb_init(&ids);
+	for (i = 0; i < op->snaps.n; i++)
+		sb_appendf(&ids, "%s%s", i ? "," : "", op->snaps.items[i].snapshot_id);
+	log_warn("request %s: snapshots %s: %s", op->request_id, what, sb_str(&ids));
+	sb_free(&ids);
+}
+
+/*
+ * After a Timeout, ConnectionError, broken body or a call abandoned for a
+ * vanished client, the call may have succeeded on EC2's side
+ * (AMIS_F_MAYBE_DONE in errcodes.h).
+ */
+bool answer_lost(const struct amis_err *err)
+{
+	return (err_flags(err) & AMIS_F_MAYBE_DONE) != 0;
+}
+
+/* Sleeps ms while the server keeps answering other clients (status, Busy). */
+static void sleep_serving(long ms)
+{
+	long long deadline = mono_usec() + ms * 1000LL;
+	long long left;
+
+	while ((left = (deadline - mono_usec()) / 1000) > 0)
+		server_poll(NULL, 0, left > 1000 ? 1000 : (int)left);
+}
+
+/*
+ * The snapshots carrying op's request-id tag, looked for twice
+ * (DescribeSnapshots is eventually consistent) unless found at once.
+ */
+static int lookup_by_request_tag(struct helper *h, struct operation *op,
+                                 struct ec2_snapshot_set *found, struct amis_err *derr)
+{
+	int attempt, rc = -1;
+
+	err_clear(derr);
+	for (attempt = 0; attempt < 2; attempt++) {
+		if (attempt) {
+			/* Not while a thaw is pending: its retries must not wait for this. */
+			if (freeze_plan_any_frozen(&op->plan))
+				break;
+			sleep_serving(LOST_SNAPSHOTS_RECHECK_MS);
+		}
+		rc = worker_find_snapshots(h->worker, REQUEST_ID_TAG, op->request_id,
+		                           h->cfg->ec2_timeout_ms, found, derr);
+		if (rc != 0 || found->n > 0)
+			break;
+	}
+	return rc;
+}
+
+/* Appends to into the snapshots of from that it does not hold yet; frees from. */
+static void merge_snapshots(struct ec2_snapshot_set *into, struct ec2_snapshot_set *from)
+{
+	size_t i, j;
+
+	into->items = xrealloc(into->items, (into->n + from->n) * sizeof(*into->items));
+	for (i = 0; i < from->n; i++) {
+		for (j = 0; j < into->n; j++)
+			if (!strcmp(into->items[j].snapshot_id, from->items[i].snapshot_id))
+				break;
+		if (j == into->n)
+			into->items[into->n++] = from->items[i];
+	}
+	ec2_snapshot_set_free(from);
+}
+
+/*
+ * Finds the snapshots a CreateSnapshots whose answer was lost created anyway,
+ * by the request-id tag the call itself set, so that they are reported to the
+ * client and tagged failed instead of being left as unexplained orphans.
+ * After the thaw only.  Adds what it found (or could not find out) to err.
+ */
+void find_lost_snapshots(struct helper *h, struct operation *op, struct amis_err *err)
+{
+	struct ec2_snapshot_set found = {0};
+	struct amis_err derr;
+	struct strbuf ids;
+	size_t i;
+	int rc;
+
+	rc = lookup_by_request_tag(h, op, &found, &derr);
+	if (rc != 0) {
+		log_warn("request %s: could not look for snapshots created despite the failure: "
+		         "%s: %s",
+		         op->request_id, derr.code, derr.msg);
+		err_append(
+		    err,
+		    "EC2 may have created snapshots anyway; they carry the tag %s=%s (looking "
+		    "for them failed: %s)",
+		    REQUEST_ID_TAG, op->request_id, derr.code);
+		return;
+	}
+	if (!found.n && !op->snaps.n) {
+		log_info("request %s: no snapshot with %s=%s: EC2 created none", op->request_id,
+		         REQUEST_ID_TAG, op->request_id);
+		return;
+	}
+	/* What the answer listed (if anything) and what the tag finds, once each. */
+	merge_snapshots(&op->snaps, &found);
+	sb_init(&ids);
+	for (i = 0; i < op->snaps.n; i++)
+		sb_appendf(&ids, "%s%s", i ? "," : "", op->snaps.items[i].snapshot_id);
+	log_warn("request %s: EC2 created %zu snapshot(s) despite the failure: %s", op->request_id,
+	         op->snaps.n, sb_str(&ids));
+	err_append(err, "EC2 created %zu snapshot(s) anyway (%s), tagged %s=failed", op->snaps.n,
+	           sb_str(&ids), "ami-snapshot:backup-state");
+	sb_free(&ids);
+}
+
+/*
+ * Splits text into base64 chunks of at most TAG_VALUE_MAX characters.
+ * Returns how many (0 for an empty text), or -1 if more than max are needed.
+ */
+static long b64_chunks(const char *text, char chunks[][TAG_VALUE_MAX + 1], size_t max)
+{
+	size_t len = strlen(text), raw = TAG_VALUE_MAX / 4 * 3, n = 0, off;
+
+	if ((len + raw - 1) / raw > max)
+		return -1;
+	for (off = 0; off < len; off += raw, n++) {
+		size_t take = len - off < raw ? len - off : raw;
+
+		EVP_EncodeBlock((unsigned char *)chunks[n], (const unsigned char *)text + off,
+		                (int)take);
+	}
+	return (long)n;
+}
+
+/* A warning for the DONE frame (at most AMSP_MAX_WARNINGS; all are logged). */
+static void done_warning(struct amsp_writer *w, size_t *n, const char *request_id, const char *fmt,
+                         ...) __attribute__((format(printf, 4, 5)));
+static void done_warning(struct amsp_writer *w, size_t *n, const char *request_id, const char *fmt,
+                         ...)
+{
+	char text[1024]; /* protocol.c: WARNING is at most 1024 bytes */
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	log_warn("request %s: %s", request_id, text);
+	if (*n < AMSP_MAX_WARNINGS)
+		amsp_put_str(w, AMSP_T_WARNING, text);
+	(*n)++;
+}
+
+/*
+ * Adds "<key_prefix>1..N" tags carrying text in base64 if they fit in *budget
+ * tags; otherwise warns.  what: "backup label", "tablespace map".
+ */
+static void add_chunk_tags(struct operation *op, const char *text, const char *what,
+                           const char *key_prefix, char chunks[][TAG_VALUE_MAX + 1],
+                           char keys[][48], struct ec2_tag *tags, size_t *ntags, long *budget,
+                           struct amsp_writer *w, size_t *nwarn)
+{
+	long n = b64_chunks(text, chunks, TAG_CHUNKS_MAX), i;
+
+	if (n < 0) {
+		done_warning(w, nwarn, op->request_id,
+		             "%s too long for tags; it is in ami_snapshot_history", what);
+		return;
+	}
+	if (n > *budget) {
+		done_warning(
+		    w, nwarn, op->request_id,
+		    "%s needs %ld tags but only %ld remain under EC2's limit of %d tags per "
+		    "snapshot; it is in ami_snapshot_history",
+		    what, n, *budget > 0 ? *budget : 0, EC2_MAX_TAGS_PER_RESOURCE);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "%s%ld", key_prefix, i + 1);
+		tags[(*ntags)++] = (struct ec2_tag){keys[i], chunks[i]};
+	}
+	*budget -= n;
+}
+
+int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m)
+{
+	struct operation *op = c->op;
+	/* Static: large, and the helper handles one message at a time. */
+	static char label[8193], map[32769];
+	static char label_chunks[TAG_CHUNKS_MAX][TAG_VALUE_MAX + 1];
+	static char map_chunks[TAG_CHUNKS_MAX][TAG_VALUE_MAX + 1];
+	static char label_keys[TAG_CHUNKS_MAX][48], map_keys[TAG_CHUNKS_MAX][48];
+	static unsigned char buf[AMSP_HEADER_LEN + AMSP_MAX_WARNINGS * 1100];
+	char stop_lsn[33];
+	struct ec2_tag tags[2 + 2 * TAG_CHUNKS_MAX];
+	const char *ids[MAX_VOLUMES];
+	struct amis_err err;
+	struct amsp_writer w;
+	size_t ntags = 0, nwarn = 0, i, len;
+	bool have_device = false, tag_failed = false;
+	long budget;
+
+	err_clear(&err);
+	if (!op || op->state != OPS_PENDING) {
+		log_warn("pid %ld: FINISH out of order", (long)c->pid);
+		return -1;
+	}
+	op_move(op, OPS_TAGGING);
+	amsp_copy_str(amsp_get(m, AMSP_T_STOP_LSN), stop_lsn, sizeof(stop_lsn));
+	amsp_copy_str(amsp_get(m, AMSP_T_BACKUP_LABEL), label, sizeof(label));
+	map[0] = '\0';
+	if (amsp_get(m, AMSP_T_TABLESPACE_MAP))
+		amsp_copy_str(amsp_get(m, AMSP_T_TABLESPACE_MAP), map, sizeof(map));
+	for (i = 0; i < op->nvolumes; i++)
+		if (op->device_names[i][0])
+			have_device = true;
+
+	amsp_begin(&w, buf, sizeof(buf), AMSP_DONE);
+	/*
+	 * The backup label (and tablespace map) travel with the snapshots (the
+	 * database may be gone at restore time): base64 in tags of at most 256
+	 * characters each.  EC2 allows 50 tags per snapshot, counting those set
+	 * by CreateSnapshots; backup-state replaces one of those.
+	 */
+	tags[ntags++] = (struct ec2_tag){"ami-snapshot:backup-state", "stopped"};
+	tags[ntags++] = (struct ec2_tag){"ami-snapshot:stop-lsn", stop_lsn};
+	budget = EC2_MAX_TAGS_PER_RESOURCE - (long)op->ncreate_tags - 1 - (have_device ? 1 : 0);
+	add_chunk_tags(op, label, "backup label", "ami-snapshot:backup-label-", label_chunks,
+	               label_keys, tags, &ntags, &budget, &w, &nwarn);
+	if (map[0])
+		add_chunk_tags(op, map, "tablespace map", "ami-snapshot:tablespace-map-",
+		               map_chunks, map_keys, tags, &ntags, &budget, &w, &nwarn);
+	for (i = 0; i < op->snaps.n && i < MAX_VOLUMES; i++)
+		ids[i] = op->snaps.items[i].snapshot_id;
+
+	if (worker_create_tags(h->worker, ids, i, tags, ntags, h->cfg->ec2_timeout_ms, &err) != 0) {
+		done_warning(&w, &nwarn, op->request_id,
+		             "could not tag the snapshots with the backup metadata: %s: %s",
+		             err.code, err.msg);
+		tag_failed = true;
+	}
+	/* Per volume: which EC2 device it was, for the restore tooling. */
+	for (i = 0; !tag_failed && i < op->snaps.n && i < MAX_VOLUMES; i++) {
+		struct ec2_tag dtag = {"ami-snapshot:device", ""};
+		size_t k;
+
+		for (k = 0; k < op->nvolumes; k++)
+			if (!strcmp(op->volume_ids[k], op->snaps.items[i].volume_id))
+				dtag.value = op->device_names[k];
+		if (!dtag.value[0])
+			continue;
+		if (worker_create_tags(h->worker, &ids[i], 1, &dtag, 1, h->cfg->ec2_timeout_ms,
+		                       &err) != 0) {
+			done_warning(&w, &nwarn, op->request_id,
+			             "could not tag snapshot %s: %s: %s", ids[i], err.code,
+			             err.msg);
+			tag_failed = true;
+		}
+	}
+	len = amsp_end(&w);
+	if (!len) {
+		/* Cannot happen with the bounds above; still, never answer nothing. */
+		amsp_begin(&w, buf, sizeof(buf), AMSP_DONE);
+		amsp_put_str(&w, AMSP_T_WARNING, "warnings too long to send; see the helper's log");
+		len = amsp_end(&w);
+	}
+	if (len)
+		conn_send(c, buf, len);
+	log_info("request %s: done (stop lsn %s)%s", op->request_id, stop_lsn,
+	         nwarn ? " with warnings" : "");
+	op_end(h, c);
+	return -1; /* the conversation is complete */
+}

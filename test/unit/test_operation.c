@@ -1,0 +1,695 @@
+/*
+ * test_operation.c - the snapshot operation (helper/root/operation.c,
+ * prepare.c, freeze_cycle.c, tagging.c) without root: the freeze, the
+ * marker, the watchdog, the path -> volume mapping and the EC2 worker are
+ * replaced by the fakes below (link seams: these definitions come before
+ * libamis.a, so the real freeze.o, marker.o, watchdog.o, volumes.o and
+ * worker_client.o are never linked in).  Requests go through op_dispatch()
+ * on real sockets, as the server hands them over.
+ *
+ * Checked: the whole protocol; every request refused where the state
+ * machine says so; and on every failure path (EC2 error, lost answer,
+ * failing freeze, failing thaw, a wrong snapshot set, a failing DryRun,
+ * the client gone) that nothing is left frozen, the answer says why, and
+ * the helper takes the next request.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "freeze.h"
+#include "marker.h"
+#include "operation.h"
+#include "protocol.h"
+#include "server.h"
+#include "tap.h"
+#include "volumes.h"
+#include "watchdog.h"
+#include "worker_client.h"
+
+#define NVOL 3
+
+/* ---- The fakes' script and what they saw. ---- */
+
+static struct {
+	enum amis_code freeze_err;  /* freeze_plan_freeze fails with it */
+	int thaw_failures;          /* so many thaws fail before one works */
+	enum amis_code call_err;    /* the real CreateSnapshots fails with it */
+	int call_err_count;         /* ... so many times (then succeeds) */
+	enum amis_code dry_run_err; /* a DryRun fails with it */
+	int dry_run_skip;           /* ... after so many DryRuns worked */
+	bool foreign_volume;        /* the answer lists a volume not asked for */
+	bool call_makes_snapshots;  /* EC2 made them although the call failed */
+	int frozen;                 /* filesystems frozen now */
+	int frozen_during_call;     /* frozen when the real call was made */
+	int creates, dry_runs, tag_calls, finds, freezes;
+	char last_tag_state[32];
+} fx;
+
+static void fx_reset(void)
+{
+	memset(&fx, 0, sizeof(fx));
+	fx.frozen_during_call = -1;
+}
+
+const struct sys_paths volumes_sys_paths_default;
+
+int volumes_resolve_path(const struct sys_paths *sp, const char *path,
+                         const struct volume_override *ov, size_t nov, struct fs_target *out,
+                         struct amis_err *err)
+{
+	static int next;
+
+	snprintf(out->path, sizeof(out->path), "%s", path);
+	snprintf(out->real_path, sizeof(out->real_path), "%s", path);
+	snprintf(out->mount_point, sizeof(out->mount_point), "%s", path);
+	snprintf(out->fstype, sizeof(out->fstype), "ext4");
+	out->dev_major = 7;
+	out->dev_minor = (unsigned)(next++ % NVOL);
+	out->ndisks = 1;
+	return 0;
+}
+
+bool volumes_path_allowed(const char *mount_point, const char *const *allowed_prefixes, size_t n,
+                          bool allow_root_fs)
+{
+	return strncmp(mount_point, "/forbidden", 10) != 0;
+}
+
+int freeze_plan_build(const struct fs_target *t, size_t n, struct freeze_plan *plan,
+                      struct amis_err *err)
+{
+	size_t i;
+
+	memset(plan, 0, sizeof(*plan));
+	for (i = 0; i < n; i++) {
+		snprintf(plan->fs[i].mount_point, sizeof(plan->fs[i].mount_point), "%s",
+		         t[i].mount_point);
+		plan->fs[i].fd = -1;
+		snprintf(plan->volume_ids[i], sizeof(plan->volume_ids[i]), "vol-%08zx", i + 1);
+	}
+	plan->nfs = n;
+	plan->nvolumes = n;
+	return 0;
+}
+
+int freeze_plan_set_device_volume(struct freeze_plan *plan, const char *mapping_name,
+                                  const char *volume_id, struct amis_err *err)
+{
+	return 0;
+}
+
+size_t freeze_plan_unresolved_disks(const struct freeze_plan *plan)
+{
+	return 0;
+}
+
+int freeze_plan_open(struct freeze_plan *plan, struct amis_err *err)
+{
+	return 0;
+}
+
+int freeze_plan_freeze(struct freeze_plan *plan, struct amis_err *err)
+{
+	size_t i;
+
+	fx.freezes++;
+	if (fx.freeze_err)
+		return err_set(err, fx.freeze_err, "fake: FIFREEZE failed; rolled back");
+	for (i = 0; i < plan->nfs; i++) {
+		plan->fs[i].frozen = true;
+		plan->fs[i].frozen_at_usec = mono_usec();
+		plan->fs[i].freeze_returned_usec = plan->fs[i].frozen_at_usec;
+		fx.frozen++;
+	}
+	return 0;
+}
+
+int freeze_plan_thaw(struct freeze_plan *plan, struct amis_err *err)
+{
+	size_t i;
+
+	if (!freeze_plan_any_frozen(plan))
+		return 0;
+	if (fx.thaw_failures > 0) {
+		fx.thaw_failures--;
+		return err_set(err, AMIS_E_THAW_FAILED, "fake: FITHAW failed");
+	}
+	for (i = 0; i < plan->nfs; i++) {
+		if (plan->fs[i].frozen) {
+			plan->fs[i].frozen = false;
+			plan->fs[i].thawed_at_usec = mono_usec();
+			fx.frozen--;
+		}
+	}
+	return 0;
+}
+
+bool freeze_plan_any_frozen(const struct freeze_plan *plan)
+{
+	size_t i;
+
+	for (i = 0; i < plan->nfs; i++)
+		if (plan->fs[i].frozen)
+			return true;
+	return false;
+}
+
+long long freeze_plan_window_usec(const struct freeze_plan *plan)
+{
+	long long first = 0, last = 0;
+	size_t i;
+
+	for (i = 0; i < plan->nfs; i++) {
+		if (plan->fs[i].frozen)
+			return -1;
+		if (!plan->fs[i].frozen_at_usec)
+			continue;
+		if (!first || plan->fs[i].frozen_at_usec < first)
+			first = plan->fs[i].frozen_at_usec;
+		if (plan->fs[i].thawed_at_usec > last)
+			last = plan->fs[i].thawed_at_usec;
+	}
+	return first ? last - first : -1;
+}
+
+void freeze_plan_close(struct freeze_plan *plan)
+{
+}
+
+int marker_check_dir(const char *state_dir, const struct freeze_plan *plan, struct amis_err *err)
+{
+	return 0;
+}
+
+int marker_write(const char *state_dir, struct freeze_plan *plan, const char *request_id,
+                 struct amis_err *err)
+{
+	return 0;
+}
+
+int marker_remove(const char *state_dir, struct amis_err *err)
+{
+	return 0;
+}
+
+int watchdog_start(struct watchdog *wd, const struct freeze_plan *plan, const char *state_dir,
+                   long long deadline_usec, struct amis_err *err)
+{
+	return 0;
+}
+
+bool watchdog_stop(struct watchdog *wd)
+{
+	return false;
+}
+
+void watchdog_abandon(struct watchdog *wd)
+{
+}
+
+/* The worker: one instance with a root volume and NVOL data volumes. */
+static int fake_worker;
+
+struct worker *worker_new(const struct helper_config *cfg, const char *config_path)
+{
+	return (struct worker *)&fake_worker;
+}
+
+void worker_free(struct worker *w)
+{
+}
+
+void worker_set_waiter(struct worker *w, const struct worker_waiter *waiter)
+{
+}
+
+void worker_set_abort_fd(struct worker *w, int fd)
+{
+}
+
+int worker_start(struct worker *w, struct amis_err *err)
+{
+	return 0;
+}
+
+int worker_ready(struct worker *w, struct amis_err *err)
+{
+	return 0;
+}
+
+const char *worker_instance_id(const struct worker *w)
+{
+	return "i-0123456789abcdef0";
+}
+
+const char *worker_region(const struct worker *w)
+{
+	return "eu-west-1";
+}
+
+int worker_describe_instance(struct worker *w, long timeout_ms, struct ec2_instance_info *out,
+                             struct amis_err *err)
+{
+	size_t i;
+
+	memset(out, 0, sizeof(*out));
+	snprintf(out->root_device_name, sizeof(out->root_device_name), "/dev/xvda");
+	snprintf(out->volumes[0].device_name, sizeof(out->volumes[0].device_name), "/dev/xvda");
+	snprintf(out->volumes[0].volume_id, sizeof(out->volumes[0].volume_id), "vol-000000ff");
+	for (i = 1; i <= NVOL; i++) {
+		snprintf(out->volumes[i].device_name, sizeof(out->volumes[i].device_name),
+		         "/dev/sd%c", (char)('e' + i));
+		snprintf(out->volumes[i].volume_id, sizeof(out->volumes[i].volume_id), "vol-%08zx",
+		         i);
+	}
+	out->nvolumes = NVOL + 1;
+	return 0;
+}
+
+static void make_set(struct ec2_snapshot_set *out)
+{
+	size_t i;
+
+	out->n = NVOL;
+	out->items = calloc(NVOL, sizeof(*out->items));
+	for (i = 0; i < NVOL; i++) {
+		snprintf(out->items[i].snapshot_id, sizeof(out->items[i].snapshot_id), "snap-%08zx",
+		         i + 1);
+		snprintf(out->items[i].volume_id, sizeof(out->items[i].volume_id), "vol-%08zx",
+		         fx.foreign_volume && i == 0 ? (size_t)0xee : i + 1);
+		snprintf(out->items[i].state, sizeof(out->items[i].state), "pending");
+	}
+}
+
+int worker_create_snapshots(struct worker *w, const struct ec2_create_snapshots_req *r,
+                            long timeout_ms, long wait_ms, bool hold_log,
+                            struct ec2_snapshot_set *out, struct amis_err *err)
+{
+	out->n = 0;
+	out->items = NULL;
+	if (r->dry_run) {
+		if (fx.dry_run_err && fx.dry_runs++ >= fx.dry_run_skip)
+			return err_set(err, fx.dry_run_err, "fake: the DryRun failed");
+		return 0;
+	}
+	fx.creates++;
+	fx.frozen_during_call = fx.frozen;
+	if (fx.call_err && fx.call_err_count > 0) {
+		fx.call_err_count--;
+		return err_set(err, fx.call_err, "fake: CreateSnapshots failed");
+	}
+	make_set(out);
+	return 0;
+}
+
+int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
+                       const struct ec2_tag *tags, size_t ntags, long timeout_ms,
+                       struct amis_err *err)
+{
+	size_t i;
+
+	fx.tag_calls++;
+	for (i = 0; i < ntags; i++)
+		if (!strcmp(tags[i].key, "ami-snapshot:backup-state"))
+			snprintf(fx.last_tag_state, sizeof(fx.last_tag_state), "%s", tags[i].value);
+	return 0;
+}
+
+int worker_find_snapshots(struct worker *w, const char *key, const char *value, long timeout_ms,
+                          struct ec2_snapshot_set *out, struct amis_err *err)
+{
+	fx.finds++;
+	out->n = 0;
+	out->items = NULL;
+	if (fx.call_makes_snapshots)
+		make_set(out);
+	return 0;
+}
+
+/* ---- A client: a socketpair, frames in, answers out. ---- */
+
+struct client {
+	struct conn c; /* the helper's end */
+	int fd;        /* ours */
+	unsigned char buf[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
+	struct amsp_msgview m;
+};
+
+static struct client *client_new(uid_t uid)
+{
+	struct client *cl = calloc(1, sizeof(*cl));
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+		abort();
+	cl->c.fd = sv[0];
+	cl->c.uid = uid;
+	cl->c.pid = 4242;
+	cl->fd = sv[1];
+	return cl;
+}
+
+static void client_free(struct client *cl)
+{
+	close(cl->c.fd);
+	close(cl->fd);
+	free(cl);
+}
+
+/* Sends one request through op_dispatch(); its return value. */
+static int ask(struct helper *h, struct client *cl, struct amsp_writer *w)
+{
+	static struct amsp_msgview req;
+	size_t len = amsp_end(w);
+	const char *why = NULL;
+	int rc;
+
+	if (!len || amsp_decode(w->buf, len, &req, &why) != 0) {
+		printf("# bad request: %s\n", why ? why : "too large");
+		return -99;
+	}
+	rc = op_dispatch(h, &cl->c, &req);
+	/* As the server does: -1 closes the connection, which ends its operation. */
+	if (rc != 0 && cl->c.op)
+		op_client_gone(h, &cl->c, "conversation ended");
+	return rc;
+}
+
+/* The answer waiting on the client's socket: its type, or -1 if none. */
+static int answer(struct client *cl)
+{
+	ssize_t n = recv(cl->fd, cl->buf, sizeof(cl->buf), MSG_DONTWAIT);
+	const char *why;
+
+	if (n <= 0 || amsp_decode(cl->buf, (size_t)n, &cl->m, &why) != 0)
+		return -1;
+	return cl->m.type;
+}
+
+static const char *answer_str(struct client *cl, enum amsp_tag tag)
+{
+	static char s[2048];
+
+	s[0] = '\0';
+	amsp_copy_str(amsp_get(&cl->m, tag), s, sizeof(s));
+	return s;
+}
+
+static unsigned char frame[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
+static int reqno;
+
+static int prepare(struct helper *h, struct client *cl, const char *name, bool freeze)
+{
+	struct amsp_writer w;
+	char id[64];
+
+	snprintf(id, sizeof(id), "0b5e0000-0000-4000-8000-%012d", ++reqno);
+	amsp_begin(&w, frame, sizeof(frame), AMSP_PREPARE);
+	amsp_put_str(&w, AMSP_T_REQUEST_ID, id);
+	amsp_put_str(&w, AMSP_T_NAME, name);
+	amsp_put_u8(&w, AMSP_T_FREEZE, freeze ? 1 : 0);
+	amsp_put_str(&w, AMSP_T_PATH_DATA, "/mnt/data");
+	amsp_put_str(&w, AMSP_T_PATH_WAL, "/mnt/wal");
+	amsp_put_str(&w, AMSP_T_PATH_TABLESPACE, "/mnt/ts1");
+	amsp_put_str(&w, AMSP_T_SYSTEM_ID, "7300000000000000001");
+	amsp_put_str(&w, AMSP_T_PG_VERSION, "150000");
+	return ask(h, cl, &w);
+}
+
+static int snapshot(struct helper *h, struct client *cl)
+{
+	struct amsp_writer w;
+
+	amsp_begin(&w, frame, sizeof(frame), AMSP_SNAPSHOT);
+	amsp_put_str(&w, AMSP_T_START_LSN, "0/5000028");
+	amsp_put_u32(&w, AMSP_T_TIMELINE, 1);
+	return ask(h, cl, &w);
+}
+
+static int finish(struct helper *h, struct client *cl)
+{
+	struct amsp_writer w;
+
+	amsp_begin(&w, frame, sizeof(frame), AMSP_FINISH);
+	amsp_put_str(&w, AMSP_T_STOP_LSN, "0/5000100");
+	amsp_put_u32(&w, AMSP_T_TIMELINE, 1);
+	amsp_put_str(&w, AMSP_T_BACKUP_LABEL, "START WAL LOCATION: 0/5000028\nLABEL: t\n");
+	return ask(h, cl, &w);
+}
+
+static int simple(struct helper *h, struct client *cl, enum amsp_msg type)
+{
+	struct amsp_writer w;
+
+	amsp_begin(&w, frame, sizeof(frame), type);
+	return ask(h, cl, &w);
+}
+
+/* STATUS from another client: the state word. */
+static const char *status_of(struct helper *h)
+{
+	static char state[64];
+	struct client *o = client_new(0);
+
+	state[0] = '\0';
+	if (simple(h, o, AMSP_STATUS) == 0 && answer(o) == AMSP_STATUS_REPLY)
+		snprintf(state, sizeof(state), "%s", answer_str(o, AMSP_T_STATE));
+	client_free(o);
+	return state;
+}
+
+/* A failure's checks: the ERROR's code, nothing frozen, the helper idle. */
+static void check_failed(struct helper *h, struct client *cl, int rc, const char *code,
+                         const char *what)
+{
+	int type = answer(cl);
+
+	is_int(rc, -1, "%s: the request fails (the connection is closed)", what);
+	is_int(type, AMSP_ERROR, "%s: an ERROR answers it", what);
+	if (type == AMSP_ERROR)
+		is_str(answer_str(cl, AMSP_T_ERROR_CODE), code, "%s: code (%s)", what,
+		       answer_str(cl, AMSP_T_ERROR_MESSAGE));
+	is_int(fx.frozen, 0, "%s: nothing is left frozen", what);
+	is_str(status_of(h), "idle", "%s: the helper is idle again", what);
+}
+
+static struct helper_config cfg;
+
+static void free_helper(struct helper *h)
+{
+	helper_free(h);
+	config_free(&cfg);
+}
+
+static struct helper *new_helper(int retries)
+{
+	static volatile sig_atomic_t stop;
+	struct amis_err err;
+	char text[1024];
+
+	config_init(&cfg);
+	snprintf(text, sizeof(text),
+	         "[helper]\nallowed_users = root\nstate_dir = /nonexistent\n"
+	         "retries = %d\nretry_backoff = 10ms\n[filesystems]\nallow = /mnt\n",
+	         retries);
+	if (config_load_string(&cfg, text, &err) != 0) {
+		printf("# config: %s\n", err.msg);
+		exit(1);
+	}
+	return helper_new(&cfg, "/nonexistent", &stop);
+}
+
+static void test_whole_call(struct helper *h)
+{
+	struct client *cl = client_new(0), *other = client_new(0);
+
+	fx_reset();
+	is_str(status_of(h), "idle", "a new helper is idle");
+	is_int(snapshot(h, cl), -1, "SNAPSHOT before PREPARE is refused");
+
+	cl = (client_free(cl), client_new(0));
+	is_int(prepare(h, cl, "nightly", true), 0, "PREPARE");
+	is_int(answer(cl), AMSP_PREPARED, "PREPARED");
+	is_int(amsp_count(&cl->m, AMSP_T_VOLUME_ID), NVOL, "PREPARED lists the three volumes");
+	is_str(status_of(h), "busy", "after PREPARE: busy");
+	is_int(prepare(h, other, "second", true), -1, "a second PREPARE meanwhile is refused");
+	is_int(answer(other), AMSP_ERROR, "... with an ERROR");
+	is_str(answer_str(other, AMSP_T_ERROR_CODE), "Busy", "... Busy");
+	is_int(finish(h, cl), -1, "FINISH in PREPARED is out of order");
+
+	cl = (client_free(cl), client_new(0));
+	is_int(prepare(h, cl, "nightly", true), 0, "PREPARE again");
+	answer(cl);
+	is_int(snapshot(h, cl), 0, "SNAPSHOT");
+	is_int(answer(cl), AMSP_PENDING, "PENDING");
+	is_int(fx.frozen_during_call, NVOL, "all three filesystems frozen during the call");
+	is_int(fx.frozen, 0, "thawed once the snapshots are pending");
+	is_int(fx.creates, 1, "exactly one CreateSnapshots");
+	is_int(amsp_count(&cl->m, AMSP_T_SNAPSHOT_ID), NVOL, "three snapshots pending");
+	is_int(snapshot(h, cl), -1, "a second SNAPSHOT is out of order");
+
+	cl = (client_free(cl), client_new(0));
+	prepare(h, cl, "nightly", true);
+	answer(cl);
+	snapshot(h, cl);
+	answer(cl);
+	is_int(finish(h, cl), -1, "FINISH: the conversation ends");
+	is_int(answer(cl), AMSP_DONE, "with DONE");
+	is_str(fx.last_tag_state, "stopped", "tagged backup-state=stopped");
+	is_str(status_of(h), "idle", "idle after DONE");
+	client_free(cl);
+	client_free(other);
+
+	/* freeze => false: nothing frozen, the same protocol. */
+	fx_reset();
+	cl = client_new(0);
+	prepare(h, cl, "no freeze", false);
+	answer(cl);
+	is_int(snapshot(h, cl), 0, "freeze => false: SNAPSHOT");
+	is_int(answer(cl), AMSP_PENDING, "freeze => false: PENDING");
+	is_int(fx.freezes, 0, "freeze => false: nothing frozen");
+	is_int(simple(h, cl, AMSP_ABORT), -1, "ABORT in PENDING ends the operation");
+	is_str(fx.last_tag_state, "aborted", "ABORT: snapshots tagged aborted");
+	is_str(status_of(h), "idle", "ABORT: idle");
+	client_free(cl);
+}
+
+static void test_failures(struct helper *h)
+{
+	struct client *cl;
+
+	fx_reset();
+	fx.call_err = AMIS_E_INTERNAL_ERROR;
+	fx.call_err_count = 1;
+	cl = client_new(0);
+	prepare(h, cl, "ec2 error", true);
+	answer(cl);
+	check_failed(h, cl, snapshot(h, cl), "InternalError", "EC2 error while frozen");
+	is_int(fx.frozen_during_call, NVOL, "EC2 error: the call was made while frozen");
+	client_free(cl);
+
+	fx_reset();
+	fx.call_err = AMIS_E_TIMEOUT;
+	fx.call_err_count = 1;
+	fx.call_makes_snapshots = true;
+	cl = client_new(0);
+	prepare(h, cl, "lost answer", true);
+	answer(cl);
+	check_failed(h, cl, snapshot(h, cl), "Timeout", "lost answer");
+	is_int(fx.finds, 1, "lost answer: EC2 asked for the snapshots by tag");
+	is_int(amsp_count(&cl->m, AMSP_T_SNAPSHOT_ID), NVOL, "lost answer: they are reported");
+	is_str(fx.last_tag_state, "failed", "lost answer: and tagged failed");
+	is_int(fx.creates, 1, "lost answer: never sent again");
+	client_free(cl);
+
+	fx_reset();
+	fx.freeze_err = AMIS_E_FREEZE_FAILED;
+	cl = client_new(0);
+	prepare(h, cl, "freeze fails", true);
+	answer(cl);
+	check_failed(h, cl, snapshot(h, cl), "FreezeFailed", "a failing freeze");
+	is_int(fx.creates, 0, "a failing freeze: no snapshot asked for");
+	client_free(cl);
+
+	fx_reset();
+	fx.foreign_volume = true;
+	fx.call_makes_snapshots = true;
+	cl = client_new(0);
+	prepare(h, cl, "wrong set", true);
+	answer(cl);
+	check_failed(h, cl, snapshot(h, cl), "UnexpectedSnapshotSet", "a wrong snapshot set");
+	is_int(fx.finds, 1, "a wrong set: EC2 asked by tag what it made");
+	is_int(amsp_count(&cl->m, AMSP_T_SNAPSHOT_ID), NVOL,
+	       "a wrong set: the answer's and the tag's snapshots, each once");
+	is_str(fx.last_tag_state, "failed", "a wrong set: tagged failed");
+	client_free(cl);
+
+	fx_reset();
+	fx.dry_run_err = AMIS_E_UNAUTHORIZED_OPERATION;
+	fx.dry_run_skip = 1; /* the preflight works, the re-warm before the freeze fails */
+	cl = client_new(0);
+	prepare(h, cl, "rewarm fails", true);
+	answer(cl);
+	check_failed(h, cl, snapshot(h, cl), "UnauthorizedOperation", "a failing re-warm");
+	is_int(fx.freezes, 0, "a failing re-warm: nothing was frozen");
+	client_free(cl);
+
+	fx_reset();
+	fx.dry_run_err = AMIS_E_UNAUTHORIZED_OPERATION;
+	cl = client_new(0);
+	check_failed(h, cl, prepare(h, cl, "no permission", true), "UnauthorizedOperation",
+	             "a failing preflight");
+	client_free(cl);
+
+	fx_reset();
+	cl = client_new(0);
+	prepare(h, cl, "client gone", true);
+	answer(cl);
+	op_client_gone(h, &cl->c, "test: the client went away");
+	is_str(status_of(h), "idle", "client gone in PREPARED: idle again");
+	client_free(cl);
+}
+
+static void test_stuck_thaw(struct helper *h)
+{
+	struct client *cl = client_new(0), *other = client_new(0);
+	int i;
+
+	fx_reset();
+	fx.thaw_failures = 3;
+	prepare(h, cl, "thaw fails", true);
+	answer(cl);
+	is_int(snapshot(h, cl), -1, "a failing thaw: the request fails");
+	is_int(answer(cl), AMSP_ERROR, "a failing thaw: ERROR");
+	is_str(answer_str(cl, AMSP_T_ERROR_CODE), "ThawFailed", "a failing thaw: ThawFailed");
+	is_str(status_of(h), "thaw-pending", "a failing thaw: thaw-pending");
+	is_int(prepare(h, other, "meanwhile", true), -1, "thaw pending: PREPARE refused");
+	answer(other);
+	is_str(answer_str(other, AMSP_T_ERROR_CODE), "ThawPending", "... with ThawPending");
+	for (i = 0; i < 100 && fx.frozen; i++) {
+		usleep(60000);
+		op_tick(h);
+	}
+	is_int(fx.frozen, 0, "the retried thaw worked");
+	is_str(fx.last_tag_state, "failed", "once thawed, the snapshots are tagged failed");
+	is_str(status_of(h), "idle", "idle once thawed");
+	client_free(cl);
+	client_free(other);
+}
+
+static void test_retry(void)
+{
+	struct helper *h = new_helper(1);
+	struct client *cl = client_new(0);
+
+	fx_reset();
+	fx.call_err = AMIS_E_REQUEST_LIMIT_EXCEEDED;
+	fx.call_err_count = 1;
+	prepare(h, cl, "retried", true);
+	answer(cl);
+	is_int(snapshot(h, cl), 0, "throttled once, retries = 1: succeeds");
+	is_int(answer(cl), AMSP_PENDING, "retry: PENDING");
+	is_int(fx.freezes, 2, "retry: a second freeze cycle, after a thaw");
+	is_int(fx.creates, 2, "retry: two calls");
+	is_int(fx.frozen, 0, "retry: nothing frozen");
+	is_int(simple(h, cl, AMSP_ABORT), -1, "retry: ABORT ends it");
+	client_free(cl);
+	free_helper(h);
+}
+
+int main(void)
+{
+	struct helper *h = new_helper(0);
+
+	test_whole_call(h);
+	test_failures(h);
+	test_stuck_thaw(h);
+	free_helper(h);
+	test_retry();
+	return done_testing();
+}
