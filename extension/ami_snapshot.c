@@ -375,10 +375,91 @@ pair_failed_snapshots(SnapshotRun *run, char **volumes, char **snapshots)
 	*snapshots = text_array_literal(snaps);
 }
 
+/* The requests to the helper are built here, one at a time. */
+static unsigned char frame[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
+
+/*
+ * Steps 2 to 4: the backup starts (fast checkpoint), the helper freezes,
+ * snapshots and thaws, the backup stops.  Returns the backup label; the
+ * tablespace map goes to tblspcmap.  A function of its own so that
+ * PG_ENSURE_ERROR_CLEANUP's PG_TRY is not nested in run_snapshot()'s, whose
+ * variables it would shadow (-Wshadow=compatible-local, PostgreSQL 16 on).
+ */
+static char *
+backup_and_snapshot(SnapshotRun *run, HelperConn *hc, struct amsp_msgview *msg,
+					const char *name, List *tblspcs, StringInfo tblspcmap)
+{
+	struct amsp_writer w;
+	List	   *backup_tblspcs = NIL;
+	TimeLineID	starttli;
+	TimeLineID	stoptli;
+	char	   *label_text;
+	bool		waitforarchive;
+#if PG_VERSION_NUM >= 160000
+	BackupState *state = (BackupState *) palloc0(sizeof(BackupState));
+#else
+	StringInfo	labelfile = makeStringInfo();
+#endif
+
+	/* 2. Start the backup (fast checkpoint). */
+#if PG_VERSION_NUM >= 160000
+	do_pg_backup_start(name, true, &backup_tblspcs, state, tblspcmap);
+	run->start_lsn = state->startpoint;
+	starttli = state->starttli;
+#else
+	run->start_lsn = do_pg_backup_start(name, true, &starttli, labelfile,
+										&backup_tblspcs, tblspcmap);
+#endif
+	/*
+	 * Once the backup has started, any failure must abort it, including
+	 * backend exit: see perform_base_backup() in basebackup.c.
+	 */
+	PG_ENSURE_ERROR_CLEANUP(do_pg_abort_backup, BoolGetDatum(false));
+	{
+		history_set_phase(HP_BACKUP_RUNNING);
+		run->tli = starttli;
+		if (list_length(backup_tblspcs) != list_length(tblspcs))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the set of tablespaces changed while the snapshot was being prepared"),
+					 errhint("Run ami_snapshot() again.")));
+
+		/* 3. SNAPSHOT: freeze, CreateSnapshots, thaw; pending. */
+		amsp_begin(&w, frame, sizeof(frame), AMSP_SNAPSHOT);
+		amsp_put_str(&w, AMSP_T_START_LSN, lsn_text(run->start_lsn));
+		amsp_put_u32(&w, AMSP_T_TIMELINE, starttli);
+		send_or_error(hc, &w);
+		helper_receive(hc, msg, AMSP_PENDING, "snapshot", request_timeout_ms);
+		run->snapshot_ids = strings_of(msg, AMSP_T_SNAPSHOT_ID);
+		run->have_snapshots = true;
+		run->frozen_ms = amsp_u64(amsp_get(msg, AMSP_T_FREEZE_USEC)) / 1000.0;
+		if (amsp_count(msg, AMSP_T_SNAPSHOT_VOLUME) != list_length(run->snapshot_ids))
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("invalid response from ami_snapshot helper: snapshot and volume counts differ")));
+		run->volume_ids = strings_of(msg, AMSP_T_SNAPSHOT_VOLUME);
+
+		/* 4. Stop the backup. */
+		waitforarchive = wait_for_archive && XLogArchivingActive();
+#if PG_VERSION_NUM >= 160000
+		do_pg_backup_stop(state, waitforarchive);
+		run->stop_lsn = state->stoppoint;
+		stoptli = state->stoptli;
+		label_text = build_backup_content(state, false);
+#else
+		run->stop_lsn = do_pg_backup_stop(labelfile->data, waitforarchive, &stoptli);
+		label_text = labelfile->data;
+#endif
+	}
+	PG_END_ENSURE_ERROR_CLEANUP(do_pg_abort_backup, BoolGetDatum(false));
+	history_set_phase(HP_BACKUP_STOPPED);
+	(void) stoptli;
+	return label_text;
+}
+
 static void
 run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *request_id)
 {
-	static unsigned char frame[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
 	struct amsp_msgview *msg = palloc(sizeof(struct amsp_msgview));
 	struct amsp_writer w;
 	HelperConn *volatile hc = NULL;
@@ -393,16 +474,7 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 	PG_TRY();
 	{
 		StringInfo	tblspcmap = makeStringInfo();
-		List	   *backup_tblspcs = NIL;
-		TimeLineID	starttli;
-		TimeLineID	stoptli;
 		char	   *label_text;
-		bool		waitforarchive;
-#if PG_VERSION_NUM >= 160000
-		BackupState *state = (BackupState *) palloc0(sizeof(BackupState));
-#else
-		StringInfo	labelfile = makeStringInfo();
-#endif
 
 		hc = helper_connect(helper_socket, request_timeout_ms);
 
@@ -431,59 +503,7 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 			history_set(&run->row, HC_REGION, inst);
 		}
 
-		/* 2. Start the backup (fast checkpoint). */
-#if PG_VERSION_NUM >= 160000
-		do_pg_backup_start(name, true, &backup_tblspcs, state, tblspcmap);
-		run->start_lsn = state->startpoint;
-		starttli = state->starttli;
-#else
-		run->start_lsn = do_pg_backup_start(name, true, &starttli, labelfile,
-											&backup_tblspcs, tblspcmap);
-#endif
-		/*
-		 * Once the backup has started, any failure must abort it, including
-		 * backend exit: see perform_base_backup() in basebackup.c.
-		 */
-		PG_ENSURE_ERROR_CLEANUP(do_pg_abort_backup, BoolGetDatum(false));
-		{
-			history_set_phase(HP_BACKUP_RUNNING);
-			run->tli = starttli;
-			if (list_length(backup_tblspcs) != list_length(tblspcs))
-				ereport(ERROR,
-						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("the set of tablespaces changed while the snapshot was being prepared"),
-						 errhint("Run ami_snapshot() again.")));
-
-			/* 3. SNAPSHOT: freeze, CreateSnapshots, thaw; pending. */
-			amsp_begin(&w, frame, sizeof(frame), AMSP_SNAPSHOT);
-			amsp_put_str(&w, AMSP_T_START_LSN, lsn_text(run->start_lsn));
-			amsp_put_u32(&w, AMSP_T_TIMELINE, starttli);
-			send_or_error(hc, &w);
-			helper_receive(hc, msg, AMSP_PENDING, "snapshot", request_timeout_ms);
-			run->snapshot_ids = strings_of(msg, AMSP_T_SNAPSHOT_ID);
-			run->have_snapshots = true;
-			run->frozen_ms = amsp_u64(amsp_get(msg, AMSP_T_FREEZE_USEC)) / 1000.0;
-			if (amsp_count(msg, AMSP_T_SNAPSHOT_VOLUME) != list_length(run->snapshot_ids))
-				ereport(ERROR,
-						(errcode(ERRCODE_PROTOCOL_VIOLATION),
-						 errmsg("invalid response from ami_snapshot helper: snapshot and volume counts differ")));
-			run->volume_ids = strings_of(msg, AMSP_T_SNAPSHOT_VOLUME);
-
-			/* 4. Stop the backup. */
-			waitforarchive = wait_for_archive && XLogArchivingActive();
-#if PG_VERSION_NUM >= 160000
-			do_pg_backup_stop(state, waitforarchive);
-			run->stop_lsn = state->stoppoint;
-			stoptli = state->stoptli;
-			label_text = build_backup_content(state, false);
-#else
-			run->stop_lsn = do_pg_backup_stop(labelfile->data, waitforarchive, &stoptli);
-			label_text = labelfile->data;
-#endif
-		}
-		PG_END_ENSURE_ERROR_CLEANUP(do_pg_abort_backup, BoolGetDatum(false));
-		history_set_phase(HP_BACKUP_STOPPED);
-		(void) stoptli;
+		label_text = backup_and_snapshot(run, hc, msg, name, tblspcs, tblspcmap);
 
 		history_set(&run->row, HC_BACKUP_LABEL, label_text);
 		if (tblspcmap->len > 0)
