@@ -39,7 +39,16 @@ SELECT * FROM ami_snapshot('ünïcode');
 SHOW ami_snapshot.helper_socket;
 SHOW ami_snapshot.request_timeout;
 SHOW ami_snapshot.wait_for_archive;
-SET ami_snapshot.request_timeout = 10;
+-- Below the minimum is refused (the message's wording differs between
+-- PostgreSQL majors: the bounds come from pg_settings).
+DO $$
+BEGIN
+	SET ami_snapshot.request_timeout = 10;
+	RAISE EXCEPTION 'a 10 ms request timeout was accepted';
+EXCEPTION WHEN invalid_parameter_value THEN
+	RAISE NOTICE 'refused: %', sqlstate;
+END $$;
+SELECT min_val, max_val, unit FROM pg_settings WHERE name = 'ami_snapshot.request_timeout';
 SET ami_snapshot.request_timeout = '5s';
 SHOW ami_snapshot.request_timeout;
 SET ami_snapshot.no_such_setting = 1;
