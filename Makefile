@@ -1,6 +1,8 @@
 # ami_snapshot: the PostgreSQL extension (PGXS) and the helper daemon.
 #
 #   make                  build both
+#   make WITH_HELPER=0    the extension only (e.g. for another PostgreSQL
+#                         major with PG_CONFIG=...; see doc/platforms.md)
 #   make install          (as root) install the extension, the helper, its
 #                         systemd unit, an example configuration and the docs;
 #                         DESTDIR=dir stages everything under dir
@@ -60,11 +62,16 @@ INSTALL_PATHS_SED = sed -e 's|/usr/sbin/ami-snapshot-helper|$(prefix_sbin)/ami-s
 # (PGXS's sysconfdir); nothing reads it.
 old_confdir = $(sysconfdir)/ami-snapshot
 
+WITH_HELPER ?= 1
+ifeq ($(WITH_HELPER),1)
 all: helper-all
+install: install-helper
+clean: helper-clean
+endif
+
 helper-all:
 	$(HELPER_MAKE)
 
-install: install-helper
 install-helper: helper-all
 	install -d $(DESTDIR)$(prefix_sbin) $(DESTDIR)$(helper_confdir) \
 		$(DESTDIR)$(systemdunitdir) $(DESTDIR)$(helper_docdir)/doc
@@ -101,9 +108,10 @@ install-helper: helper-all
 		useradd --system --user-group --no-create-home --home-dir /nonexistent \
 			--shell /usr/sbin/nologin ami-snapshot
 
-clean: helper-clean
 helper-clean:
 	$(MAKE) -C helper clean
+clean: clean-test-results
+clean-test-results:
 	rm -rf test/results
 
 # Benchmarks (root, loop devices; see doc/performance.md): the freeze
@@ -128,4 +136,4 @@ fuzz:
 	$(MAKE) -C test/fuzz
 	test/fuzz/run.sh $(FUZZ_SECONDS)
 
-.PHONY: helper-all helper-clean install-helper bench fuzz
+.PHONY: helper-all helper-clean install-helper clean-test-results bench fuzz
