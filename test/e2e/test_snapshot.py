@@ -3,9 +3,10 @@
 End to end: one SQL call makes a consistent EBS snapshot set, proven by a
 restore.
 
-PostgreSQL 15 with its data directory on ext4, pg_wal on XFS and a
-tablespace on ext4 (three loop devices, three "EBS volumes"), the real
-helper on its socket, the EC2/IMDS emulator.  pgbench writes (tables in the
+PostgreSQL (the host's 15, or 17 or 18 from a chroot: test/pgversions/)
+with its data directory on ext4, pg_wal on XFS and a tablespace on ext4
+(three loop devices, three "EBS volumes"), the real helper on its socket,
+the EC2/IMDS emulator.  pgbench writes (tables in the
 tablespace, indexes in the data directory) and a marker writer commits
 numbered rows while ami_snapshot() runs.  Then the snapshot's bytes are
 attached as new loop devices, PostgreSQL starts on them by crash recovery
@@ -22,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, diag, done, is_, ok  # noqa: E402
-from world import PGBIN, World  # noqa: E402
+from world import PG_CHROOT, PGBIN, World  # noqa: E402
 from restore import Restored  # noqa: E402
 from e2e import MARK_PROC, check_restore, label_from_tags, parse_pgbench, pgbench_cmd  # noqa: E402
 
@@ -38,6 +39,8 @@ def main():
     w = World(layout=[("data", "ext4"), ("wal", "xfs"), ("ts1", "ext4")])
     restored = None
     try:
+        diag("PostgreSQL %s (%s)" % (w.psql("SHOW server_version"),
+                                     "chroot " + PG_CHROOT if PG_CHROOT else "host"))
         w.psql("CREATE DATABASE bench")
         w.as_postgres([os.path.join(PGBIN, "pgbench"), "-h", w.pgrun, "-p", str(w.port),
                        "-i", "-s", "4", "--tablespace=ts1", "-q", "bench"])

@@ -35,9 +35,9 @@ END $$;
 
 
 def pgbench_cmd(w, seconds, clients=4):
-    return ["runuser", "-u", "postgres", "--", os.path.join(PGBIN, "pgbench"),
-            "-h", w.pgrun, "-p", str(w.port), "-c", str(clients), "-j", "2",
-            "-T", str(seconds), "-P", "1", "-r", "bench"]
+    return w.pg_cmd([os.path.join(PGBIN, "pgbench"),
+                     "-h", w.pgrun, "-p", str(w.port), "-c", str(clients), "-j", "2",
+                     "-T", str(seconds), "-P", "1", "-r", "bench"])
 
 
 def parse_pgbench(out):
@@ -78,9 +78,9 @@ def check_restore(w, restored, before):
     diag("restored balances: accounts %s tellers %s branches %s history %s (%s rows)" % tuple(inv))
     ok(inv[0] == inv[1] == inv[2] == inv[3], "pgbench invariant holds in the restore")
     ok(int(inv[4]) > 0, "the restore contains pgbench history rows")
-    am = subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(PGBIN, "pg_amcheck"),
-                         "-h", w.pgrun, "-p", str(restored.port), "--all",
-                         "--heapallindexed", "--install-missing", "--progress"],
+    am = subprocess.run(w.pg_cmd([os.path.join(PGBIN, "pg_amcheck"),
+                                  "-h", w.pgrun, "-p", str(restored.port), "--all",
+                                  "--heapallindexed", "--install-missing", "--progress"]),
                         capture_output=True, text=True)
     is_(am.returncode, 0, "amcheck (pg_amcheck --all --heapallindexed) finds no corruption")
     if am.returncode:
@@ -97,8 +97,7 @@ def restart_helper(w, extra=""):
 
 def session(w, sql_cmds, background=False):
     """psql running several commands in one session, continuing after errors."""
-    cmd = ["runuser", "-u", "postgres", "--"] + [
-        x for x in w.psql_cmd() if x not in ("-v", "ON_ERROR_STOP=1")]
+    cmd = w.pg_cmd([x for x in w.psql_cmd() if x not in ("-v", "ON_ERROR_STOP=1")])
     for c in sql_cmds:
         cmd += c if isinstance(c, list) else ["-c", c]
     if background:

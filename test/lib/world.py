@@ -38,8 +38,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 EMULATOR = os.path.join(ROOT, "test", "emulator", "ec2emu.py")
 HELPER = os.path.join(ROOT, "helper", "ami-snapshot-helper")
 PYTHON = "/usr/bin/python3"
-PGBIN = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
-                       check=True).stdout.strip()
+IN_CHROOT = os.path.join(ROOT, "test", "pgversions", "in-chroot.sh")
+
+# PostgreSQL from a chroot made by test/pgversions/chroot.sh instead of the
+# host's: AMIS_PG_CHROOT is its path, AMIS_PG_MAJOR the PostgreSQL major in
+# it.  Every PostgreSQL program (initdb, pg_ctl, psql, pgbench, ...) then
+# runs inside it through test/pgversions/in-chroot.sh, which shows it the
+# World's directory (data, sockets, logs) at the same path; loop devices,
+# mounts, FIFREEZE, the helper and the emulator stay on the host.
+PG_CHROOT = os.environ.get("AMIS_PG_CHROOT") or None
+if PG_CHROOT:
+    PG_MAJOR = os.environ.get("AMIS_PG_MAJOR", "")
+    if not PG_MAJOR.isdigit():
+        raise RuntimeError("AMIS_PG_CHROOT needs AMIS_PG_MAJOR (the PostgreSQL major in it)")
+    PGBIN = "/usr/lib/postgresql/%s/bin" % PG_MAJOR
+    if not os.access(PG_CHROOT + PGBIN + "/postgres", os.X_OK):
+        raise RuntimeError("no PostgreSQL %s in the chroot %s" % (PG_MAJOR, PG_CHROOT))
+    if not os.path.exists("%s/usr/share/postgresql/%s/extension/ami_snapshot.control"
+                          % (PG_CHROOT, PG_MAJOR)):
+        raise RuntimeError("ami_snapshot is not installed in the chroot %s "
+                           "(test/pgversions/run.sh builds and installs it)" % PG_CHROOT)
+else:
+    PGBIN = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
+                           check=True).stdout.strip()
 
 INSTANCE_ID = "i-0a1b2c3d4e5f60718"
 REGION = "eu-west-1"
@@ -341,8 +362,16 @@ imds_endpoint = {self.emu_url}
                 p.kill()
                 p.wait()
 
+    def pg_cmd(self, cmd):
+        """cmd (a PostgreSQL program under PGBIN and its arguments) run as the
+        postgres user: on the host, or in PG_CHROOT seeing the World's
+        directory."""
+        if PG_CHROOT:
+            return [IN_CHROOT, PG_CHROOT, self.work, "runuser", "-u", "postgres", "--"] + cmd
+        return ["runuser", "-u", "postgres", "--"] + cmd
+
     def as_postgres(self, cmd, check=True, **kw):
-        return run(["runuser", "-u", "postgres", "--"] + cmd, check=check, **kw)
+        return run(self.pg_cmd(cmd), check=check, **kw)
 
     def _init_postgres(self):
         # The server's own socket and log directory (the helper's is run/).
