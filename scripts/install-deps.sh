@@ -10,6 +10,8 @@ PACKAGES=(
 	libcurl4-openssl-dev libssl-dev libxml2-dev libjson-c-dev libinih-dev
 	# tests: loop filesystems, the emulator (botocore verifies SigV4)
 	util-linux e2fsprogs xfsprogs python3 python3-botocore perl
+	# tests on other PostgreSQL majors: Debian chroots (test/pgversions/)
+	mmdebstrap
 	# fuzzing and sanitizers; the helper's style check
 	clang libclang-rt-14-dev clang-format
 	# benchmarks: the AWS CLI as a baseline, plots

@@ -1,13 +1,15 @@
 #!/bin/bash
 # test/run-all.sh - builds (warnings are errors), installs, and runs every
 # test: C unit tests (also built with ASan+UBSan), the fuzzers for a short
-# while, the emulator's tests, the SQL regression tests and the end-to-end
-# tests on loop filesystems.  Needs root and loop devices; fails loudly
-# without them.  Prints "N passed, N failed" at the end.
+# while, the emulator's tests, the SQL regression tests, the end-to-end
+# tests on loop filesystems, and the extension on PostgreSQL 17 and 18 from
+# Debian chroots (doc/platforms.md).  Needs root and loop devices; fails
+# loudly without them.  Prints "N passed, N failed" at the end.
 #
 # As root:
 #   test/run-all.sh                 everything
-#   test/run-all.sh unit sql        some suites (unit unit-san fuzz emulator sql e2e)
+#   test/run-all.sh unit sql        some suites (unit unit-san fuzz emulator sql e2e
+#                                   pgversions)
 #   FUZZ_SECONDS=300 test/run-all.sh fuzz   fuzz longer (default 20 s a target)
 set -u
 cd "$(dirname "$0")/.."
@@ -25,7 +27,7 @@ fi
 scripts/install-deps.sh || { echo "FAIL: installing dependencies" >&2; exit 1; }
 
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(unit unit-san fuzz emulator sql e2e)
+[ ${#suites[@]} -gt 0 ] || suites=(unit unit-san fuzz emulator sql e2e pgversions)
 
 LOGDIR=$(mktemp -d /var/tmp/amis-test-logs.XXXXXX)
 # Sandboxes of another run on this machine (another checkout) are not ours.
@@ -141,6 +143,16 @@ for s in "${suites[@]}"; do
 		rc=$?
 		grep -E '^(not ok|#   |Failed|Result|Files=)' "$LOGDIR/e2e.log" | head -60
 		count_tap e2e "$LOGDIR/e2e.log" $rc
+		;;
+	pgversions)
+		# Build, SQL regression tests and the main end-to-end test on the
+		# PostgreSQL majors the host does not have, each in a cached Debian
+		# chroot (test/pgversions/; a few minutes the first time).
+		echo "== PostgreSQL 17 and 18 (Debian chroots)"
+		AMIS_LOGDIR="$LOGDIR/pgversions" test/pgversions/run.sh >"$LOGDIR/pgversions.log" 2>&1
+		rc=$?
+		grep -E '^(ok|not ok|#   )' "$LOGDIR/pgversions.log" | head -60
+		count_tap pgversions "$LOGDIR/pgversions.log" $rc
 		;;
 	*)
 		echo "unknown suite $s" >&2
