@@ -13,6 +13,7 @@
 #include "storage/fd.h"
 #include "storage/latch.h"
 #include "utils/timestamp.h"
+#include "utils/wait_event.h"
 
 #include "helper_client.h"
 
@@ -36,6 +37,25 @@ ms_left(TimestampTz deadline)
 	return ms;
 }
 
+/*
+ * What a backend waiting for the helper shows in pg_stat_activity:
+ * wait_event "AmiSnapshotHelper" (a custom wait event, PostgreSQL 17 on),
+ * before 17 the generic "Extension".
+ */
+static uint32
+helper_wait_event(void)
+{
+#if PG_VERSION_NUM >= 170000
+	static uint32 wait_event = 0;
+
+	if (wait_event == 0)
+		wait_event = WaitEventExtensionNew("AmiSnapshotHelper");
+	return wait_event;
+#else
+	return PG_WAIT_EXTENSION;
+#endif
+}
+
 /* Waits for the socket; ERROR on timeout. */
 static void
 wait_socket(HelperConn *hc, int event, TimestampTz deadline, const char *what)
@@ -53,7 +73,7 @@ wait_socket(HelperConn *hc, int event, TimestampTz deadline, const char *what)
 					 errhint("The limit is ami_snapshot.request_timeout.")));
 		rc = WaitLatchOrSocket(MyLatch,
 							   WL_LATCH_SET | event | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							   hc->sock, timeout, PG_WAIT_EXTENSION);
+							   hc->sock, timeout, helper_wait_event());
 		if (rc & WL_LATCH_SET)
 			ResetLatch(MyLatch);
 		if (rc & event)
@@ -102,7 +122,7 @@ helper_connect(const char *path, int timeout_ms)
 		if (save_errno == EAGAIN && ms_left(deadline) > 0)
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 10, PG_WAIT_EXTENSION);
+							 10, helper_wait_event());
 			ResetLatch(MyLatch);
 			PG_TRY();
 			{

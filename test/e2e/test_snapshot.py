@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from tap import bail, diag, done, is_, ok  # noqa: E402
 from world import PG_CHROOT, PGBIN, World  # noqa: E402
 from restore import Restored  # noqa: E402
-from e2e import MARK_PROC, check_restore, label_from_tags, parse_pgbench, pgbench_cmd  # noqa: E402
+from e2e import (MARK_PROC, check_restore, label_from_tags, parse_pgbench,  # noqa: E402
+                 pgbench_cmd, session, wait_for_call)
 
 
 def snapshot_tags(state, sid):
@@ -135,6 +136,25 @@ def main():
         check_restore(w, restored, before)
         ts = restored.psql("SELECT count(*) FROM pgbench_accounts", db="bench")
         is_(ts, "400000", "the tablespace's tables are complete in the restore")
+
+        # A backend waiting for the helper says so in pg_stat_activity: with
+        # a wait event of its own from PostgreSQL 17 on.  EC2 answers the
+        # first CreateTags late, so that the call waits long enough to see.
+        want = ("Extension/AmiSnapshotHelper" if int(w.psql("SHOW server_version_num")) >= 170000
+                else "Extension/Extension")
+        w.emulator_control({"action": "CreateTags", "fault": "slow", "delay_ms": 2000, "count": 1})
+        call = session(w, ["SELECT status FROM ami_snapshot('wait event')"], background=True)
+        pid = wait_for_call(w)
+        seen = set()
+        deadline = time.time() + 10
+        while time.time() < deadline and want not in seen and call.poll() is None:
+            seen.add(w.psql("SELECT coalesce(wait_event_type, '') || '/' || coalesce(wait_event, '') "
+                            "FROM pg_stat_activity WHERE pid = %d" % pid))
+            time.sleep(0.05)
+        out, err = call.communicate(timeout=60)
+        ok(want in seen, "while it waits for the helper the backend shows wait event %s" % want,
+           "seen: %s" % sorted(seen))
+        is_(out.strip(), "succeeded", "the call with a slow CreateTags succeeded")
     except Exception as e:
         bail(e, [w.helper_log])
     finally:
