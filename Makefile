@@ -21,7 +21,10 @@ PGFILEDESC = "ami_snapshot - consistent EBS snapshots of a running PostgreSQL"
 REGRESS = ami_snapshot_sql
 REGRESS_OPTS = --inputdir=test --outputdir=test/results --load-extension=ami_snapshot
 
-PG_CPPFLAGS = -Ihelper/common
+# The extension's version (ami_snapshot.control) for the library's magic
+# block (PostgreSQL 18: pg_get_loaded_modules()).
+EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'$$/\1/p" ami_snapshot.control)
+PG_CPPFLAGS = -Ihelper/common -DAMIS_EXTVERSION='"$(EXTVERSION)"'
 # -Wextra on top of the server's warning flags, without the classes that
 # PostgreSQL's own headers trip.
 PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers

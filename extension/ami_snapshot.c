@@ -47,7 +47,12 @@
 #include "helper_client.h"
 #include "history.h"
 
+#ifdef PG_MODULE_MAGIC_EXT
+/* PostgreSQL 18 on: name and version in pg_get_loaded_modules(). */
+PG_MODULE_MAGIC_EXT(.name = "ami_snapshot", .version = AMIS_EXTVERSION);
+#else
 PG_MODULE_MAGIC;
+#endif
 
 #define DEFAULT_SOCKET "/run/ami-snapshot/helper.sock"
 #define MAX_TABLESPACES 32

@@ -137,6 +137,14 @@ def main():
         ts = restored.psql("SELECT count(*) FROM pgbench_accounts", db="bench")
         is_(ts, "400000", "the tablespace's tables are complete in the restore")
 
+        # PostgreSQL 18 on: the library names itself and its version.
+        if int(w.psql("SHOW server_version_num")) >= 180000:
+            is_(w.psql("LOAD 'ami_snapshot'; SELECT module_name, version "
+                       "FROM pg_get_loaded_modules() WHERE file_name = 'ami_snapshot.so'"),
+                "ami_snapshot|" + w.psql("SELECT default_version FROM pg_available_extensions "
+                                         "WHERE name = 'ami_snapshot'"),
+                "pg_get_loaded_modules() names ami_snapshot and its version")
+
         # A backend waiting for the helper says so in pg_stat_activity: with
         # a wait event of its own from PostgreSQL 17 on.  EC2 answers the
         # first CreateTags late, so that the call waits long enough to see.
