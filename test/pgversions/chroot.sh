@@ -64,6 +64,18 @@ mirror=$mirror
 postgres=$pg_uid:$pg_gid
 packages=${packages[*]}"
 
+# Removes a chroot tree, unless something is mounted in it (a run that
+# died inside mmdebstrap): then it says so and fails.
+remove_tree() {
+	local m
+	m=$(findmnt -rn -o TARGET | grep -F "$1/" || true)
+	if [ -n "$m" ]; then
+		echo "FAIL: not removing $1: mounted in it: $m" >&2
+		exit 1
+	fi
+	rm -rf --one-file-system "$1"
+}
+
 mkdir -p "$cache"
 exec 9>"$cache/$name.lock"
 flock 9
@@ -85,7 +97,7 @@ fi
 
 echo "making the $suite chroot for PostgreSQL $major in $root (a few minutes)" >&2
 rm -f "$stamp"
-rm -rf "$root.new"
+remove_tree "$root.new"
 
 # Runs after the Essential packages are in, before the rest: the postgres
 # user with the host's ids, no cluster, no services.
@@ -113,7 +125,7 @@ if ! mmdebstrap --mode=root --variant=apt --format=directory \
 	"$suite" "$root.new" "$mirror" >"$log" 2>&1; then
 	tail -40 "$log" >&2
 	echo "FAIL: mmdebstrap $suite with ${packages[*]} from $mirror (log: $log)" >&2
-	rm -rf "$root.new"
+	remove_tree "$root.new"
 	exit 1
 fi
 rm -f "$log"
@@ -122,16 +134,16 @@ rm -f "$log"
 got=$(chroot "$root.new" id -u postgres):$(chroot "$root.new" id -g postgres)
 if [ "$got" != "$pg_uid:$pg_gid" ]; then
 	echo "FAIL: postgres is $got in the chroot, $pg_uid:$pg_gid on the host" >&2
-	rm -rf "$root.new"
+	remove_tree "$root.new"
 	exit 1
 fi
 if [ ! -x "$root.new/usr/lib/postgresql/$major/bin/pg_config" ]; then
 	echo "FAIL: no pg_config for PostgreSQL $major in the $suite chroot" >&2
-	rm -rf "$root.new"
+	remove_tree "$root.new"
 	exit 1
 fi
 
-rm -rf "$root"
+remove_tree "$root"
 mv "$root.new" "$root"
 # shellcheck disable=SC2016 # dpkg-query's own ${Version}
 {
