@@ -31,8 +31,8 @@ def main():
         w.as_postgres([os.path.join(PGBIN, "pgbench"), "-h", w.pgrun, "-p", str(w.port), "-i",
                        "-s", "4", "--tablespace=ts1", "-q", "bench"])
         bench = subprocess.Popen(
-            ["runuser", "-u", "postgres", "--", os.path.join(PGBIN, "pgbench"), "-h", w.pgrun,
-             "-p", str(w.port), "-c", "8", "-j", "2", "-T", str(LOAD_SECONDS), "bench"],
+            w.pg_cmd([os.path.join(PGBIN, "pgbench"), "-h", w.pgrun,
+                      "-p", str(w.port), "-c", "8", "-j", "2", "-T", str(LOAD_SECONDS), "bench"]),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         results = []
         t0 = time.time()
@@ -77,10 +77,9 @@ def main():
             "(SELECT sum(tbalance) FROM pgbench_tellers) = "
             "(SELECT sum(bbalance) FROM pgbench_branches)", db="bench")
         is_(inv, "t", "restored sample (run %d): pgbench's invariant holds" % (RUNS // 2))
-        am = subprocess.run(["runuser", "-u", "postgres", "--",
-                             os.path.join(PGBIN, "pg_amcheck"), "-h", w.pgrun,
-                             "-p", str(restored.port), "--all", "--heapallindexed",
-                             "--install-missing"], capture_output=True, text=True)
+        am = subprocess.run(w.pg_cmd([os.path.join(PGBIN, "pg_amcheck"), "-h", w.pgrun,
+                                      "-p", str(restored.port), "--all", "--heapallindexed",
+                                      "--install-missing"]), capture_output=True, text=True)
         is_(am.returncode, 0, "restored sample: amcheck finds no corruption")
     except Exception as e:
         bail(e, [w.helper_log])

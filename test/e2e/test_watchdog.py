@@ -96,8 +96,7 @@ def proc_state(pid):
 
 
 def snapshot_bg(w, name):
-    cmd = ["runuser", "-u", "postgres", "--"] + w.psql_cmd() + [
-        "-c", "SELECT status FROM ami_snapshot('%s')" % name]
+    cmd = w.pg_cmd(w.psql_cmd() + ["-c", "SELECT status FROM ami_snapshot('%s')" % name])
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

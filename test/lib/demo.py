@@ -82,9 +82,9 @@ def snapshot_and_restore(w, checks):
     w.psql(MARK_PROC, db="bench")
     say("pgbench writes for 8 s and a marker writer commits numbered rows; after 3 s:  "
         "SELECT * FROM ami_snapshot('nightly');")
-    bench = subprocess.Popen(["runuser", "-u", "postgres", "--",
-                              os.path.join(PGBIN, "pgbench"), "-h", w.pgrun,
-                              "-p", str(w.port), "-c", "4", "-j", "2", "-T", "8", "bench"],
+    bench = subprocess.Popen(w.pg_cmd([os.path.join(PGBIN, "pgbench"), "-h", w.pgrun,
+                                       "-p", str(w.port), "-c", "4", "-j", "2", "-T", "8",
+                                       "bench"]),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     marker = threading.Thread(target=w.psql, args=("CALL write_marks(8)",),
                               kwargs={"db": "bench", "check": False})
@@ -143,10 +143,9 @@ def snapshot_and_restore(w, checks):
                    "pgbench invariant holds in the restore: accounts = tellers = branches = "
                    "history deltas (%s / %s / %s / %s; %s transactions)" % tuple(inv))
 
-        am = subprocess.run(["runuser", "-u", "postgres", "--",
-                             os.path.join(PGBIN, "pg_amcheck"), "-h", w.pgrun,
-                             "-p", str(restored.port), "--all", "--heapallindexed",
-                             "--install-missing"], capture_output=True, text=True)
+        am = subprocess.run(w.pg_cmd([os.path.join(PGBIN, "pg_amcheck"), "-h", w.pgrun,
+                                      "-p", str(restored.port), "--all", "--heapallindexed",
+                                      "--install-missing"]), capture_output=True, text=True)
         checks.add(am.returncode == 0,
                    "pg_amcheck --all --heapallindexed on the restore: %s"
                    % ("no corruption" if am.returncode == 0 else "exit %d" % am.returncode),
