@@ -51,10 +51,11 @@ pg_gid=$(id -g postgres)
 
 # What the build and the tests need inside: PostgreSQL and its server
 # headers (PGXS; they pull in clang and llvm for the JIT bitcode), a C
-# compiler and make.  The helper is built on the host only.
+# compiler and make; pg_cron for test_pg_cron.py.  The helper is built on
+# the host only.
 packages=(
 	"postgresql-$major" "postgresql-client-$major" "postgresql-server-dev-$major"
-	gcc make libc6-dev
+	"postgresql-$major-cron" gcc make libc6-dev
 )
 
 # Everything that decides the chroot's contents; a change remakes it.

@@ -10,7 +10,12 @@
 #   4. the main end-to-end test (test/e2e/test_snapshot.py): the host's
 #      helper, loop filesystems and emulator, PostgreSQL from the chroot,
 #      a snapshot under pgbench load, then crash recovery on the restored
-#      bytes, the committed rows, pgbench's invariant and pg_amcheck.
+#      bytes, the committed rows, pgbench's invariant and pg_amcheck;
+#   5. the end-to-end tests of the failure paths (test/e2e/test_failures.py:
+#      cancel, statement_timeout, pg_terminate_backend, a client gone, EC2
+#      errors: the backup is aborted and the history written on each
+#      major); with AMIS_PGVERSIONS_E2E=all every other end-to-end test
+#      too, about three minutes more per major.
 #
 # Prints TAP, one test per step.  A chroot that cannot be made fails its
 # steps.  Needs root, loop devices and the helper built on the host (made
@@ -23,6 +28,20 @@ TOP=$(pwd)
 
 majors=("$@")
 [ ${#majors[@]} -gt 0 ] || majors=(17 18)
+more_e2e=()
+case "${AMIS_PGVERSIONS_E2E:-default}" in
+default) more_e2e=(test/e2e/test_failures.py) ;;
+all)
+	for t in test/e2e/test_*.py; do
+		[ "$t" = test/e2e/test_snapshot.py ] || more_e2e+=("$t")
+	done
+	;;
+*)
+	echo "AMIS_PGVERSIONS_E2E is default or all, not ${AMIS_PGVERSIONS_E2E}" >&2
+	exit 2
+	;;
+esac
+e2e_steps=("end-to-end snapshot and restore" "end-to-end: ${more_e2e[*]##*/}")
 logdir=${AMIS_LOGDIR:-$(mktemp -d /var/tmp/amis-pgversions-logs.XXXXXX)}
 mkdir -p "$logdir"
 
@@ -69,7 +88,7 @@ for m in "${majors[@]}"; do
 	if ! root=$(test/pgversions/chroot.sh "$m" 2>"$logdir/chroot-$m.log"); then
 		result not-ok "PostgreSQL $m: the chroot could not be made (log: $logdir/chroot-$m.log)" \
 			"$logdir/chroot-$m.log"
-		skip_rest "$m" build install "SQL regression tests" "end-to-end snapshot and restore"
+		skip_rest "$m" build install "SQL regression tests" "${e2e_steps[@]}"
 		continue
 	fi
 	result ok "PostgreSQL $m: chroot $root ($(($(date +%s) - t0)) s)"
@@ -78,7 +97,7 @@ for m in "${majors[@]}"; do
 	exec 8>"$root.lock"
 	if ! flock -w 1800 8; then
 		result not-ok "PostgreSQL $m: another run kept $root.lock for 30 minutes"
-		skip_rest "$m" build install "SQL regression tests" "end-to-end snapshot and restore"
+		skip_rest "$m" build install "SQL regression tests" "${e2e_steps[@]}"
 		continue
 	fi
 	pgconfig=/usr/lib/postgresql/$m/bin/pg_config
@@ -95,7 +114,7 @@ for m in "${majors[@]}"; do
 	else
 		result not-ok "PostgreSQL $m: build with WERROR=1 (log: $logdir/build-$m.log)" \
 			"$logdir/build-$m.log"
-		skip_rest "$m" install "SQL regression tests" "end-to-end snapshot and restore"
+		skip_rest "$m" install "SQL regression tests" "${e2e_steps[@]}"
 		flock -u 8
 		continue
 	fi
@@ -106,7 +125,7 @@ for m in "${majors[@]}"; do
 	else
 		result not-ok "PostgreSQL $m: install into the chroot (log: $logdir/install-$m.log)" \
 			"$logdir/install-$m.log"
-		skip_rest "$m" "SQL regression tests" "end-to-end snapshot and restore"
+		skip_rest "$m" "SQL regression tests" "${e2e_steps[@]}"
 		flock -u 8
 		continue
 	fi
@@ -133,6 +152,21 @@ for m in "${majors[@]}"; do
 	else
 		result not-ok "PostgreSQL $m: end-to-end snapshot and restore: $p passed, $f failed, exit $rc (log: $logdir/e2e-$m.log)" \
 			"$logdir/e2e-$m.log"
+	fi
+
+	t0=$(date +%s)
+	AMIS_PG_CHROOT=$root AMIS_PG_MAJOR=$m prove -v "${more_e2e[@]}" \
+		>"$logdir/e2e-more-$m.log" 2>&1
+	rc=$?
+	p=$(grep -cE '^ok [0-9]+' "$logdir/e2e-more-$m.log")
+	f=$(grep -cE '^not ok [0-9]+' "$logdir/e2e-more-$m.log")
+	if [ "$rc" = 0 ] && [ "$f" = 0 ] && [ "$p" -gt 0 ]; then
+		result ok "PostgreSQL $m: ${e2e_steps[1]}, $p checks ($(($(date +%s) - t0)) s)"
+	else
+		grep -E '^(not ok|#   |Failed|Result)' "$logdir/e2e-more-$m.log" \
+			>"$logdir/e2e-more-$m.failures"
+		result not-ok "PostgreSQL $m: ${e2e_steps[1]}: $p passed, $f failed, exit $rc (log: $logdir/e2e-more-$m.log)" \
+			"$logdir/e2e-more-$m.failures"
 	fi
 	flock -u 8
 done
