@@ -59,6 +59,7 @@ packages=(
 )
 
 # Everything that decides the chroot's contents; a change remakes it.
+# Bump format when the way it is made (the hook below) changes.
 want="format=1
 suite=$suite
 mirror=$mirror

@@ -15,7 +15,7 @@
 #      cancel, statement_timeout, pg_terminate_backend, a client gone, EC2
 #      errors: the backup is aborted and the history written on each
 #      major); with AMIS_PGVERSIONS_E2E=all every other end-to-end test
-#      too, about three minutes more per major.
+#      too, about four minutes per major.
 #
 # Prints TAP, one test per step.  A chroot that cannot be made fails its
 # steps.  Needs root, loop devices and the helper built on the host (made
