@@ -12,6 +12,7 @@
 #include "marker.h"
 #include "operation.h"
 #include "server.h"
+#include "volumes.h"
 #include "worker_client.h"
 #include "worker_main.h"
 
@@ -127,7 +128,7 @@ int main(int argc, char **argv)
 	}
 	if (recover_only) {
 		/* ExecStopPost: whatever a killed helper left frozen. */
-		rc = marker_recover(cfg.state_dir);
+		rc = marker_recover(&volumes_sys_paths_default, cfg.state_dir);
 		config_free(&cfg);
 		return rc ? 1 : 0;
 	}
@@ -147,7 +148,7 @@ int main(int argc, char **argv)
 	 * If that fails the marker is kept and nothing is served (systemd
 	 * restarts the helper, and recovery runs again).
 	 */
-	if (marker_recover(cfg.state_dir) != 0) {
+	if (marker_recover(&volumes_sys_paths_default, cfg.state_dir) != 0) {
 		log_error("the frozen marker in %s could not be fully recovered: not serving",
 		          cfg.state_dir);
 		config_free(&cfg);

@@ -6,7 +6,7 @@
  * error, ami_snapshot_history.error_code), because EC2's own codes are an
  * open set.  In the code it is set and compared as an enum: err_set() takes
  * an AMIS_E_* value, err_is() and err_flags() look a text up here.  The
- * table in doc/errors.md lists the same codes; test/unit/test_errcodes.sh
+ * table in doc/errors.md lists the same codes; test/unit/test_errcodes.py
  * checks that the two agree and that no source sets a code missing here.
  *
  * X(ID, "Code", flags, "what it means")

@@ -62,7 +62,7 @@ static enum cycle_outcome freeze_cycle_inner(struct helper *h, struct operation 
 	}
 	timeout_ms = op->freeze ? h->cfg->freeze_timeout_ms : h->cfg->ec2_timeout_ms;
 	if (op->freeze) {
-		if (marker_write(h->cfg->state_dir, &op->plan, op->request_id, err) != 0)
+		if (marker_write(h->sys, h->cfg->state_dir, &op->plan, op->request_id, err) != 0)
 			return CYCLE_NOT_FROZEN;
 		op->marker = true;
 		/*

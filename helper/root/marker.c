@@ -20,22 +20,13 @@
 #define STATX_MNT_ID 0x00001000U
 #endif
 
-static const char *mountinfo_path = "/proc/self/mountinfo";
-static const char *boot_id_path = "/proc/sys/kernel/random/boot_id";
-
-void marker_set_test_paths(const char *mountinfo, const char *boot_id)
-{
-	mountinfo_path = mountinfo ? mountinfo : "/proc/self/mountinfo";
-	boot_id_path = boot_id ? boot_id : "/proc/sys/kernel/random/boot_id";
-}
-
 /* This boot's id (one line, no spaces); 0, or -1 if it cannot be read. */
-static int read_boot_id(char *buf, size_t sz)
+static int read_boot_id(const struct sys_paths *sp, char *buf, size_t sz)
 {
 	ssize_t n;
 	int fd;
 
-	fd = open(boot_id_path, O_RDONLY | O_CLOEXEC);
+	fd = open(sp->boot_id, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
 	n = read(fd, buf, sz - 1);
@@ -152,8 +143,8 @@ static int claims_create(const char *state_dir, struct freeze_plan *plan, const 
 	return rc;
 }
 
-int marker_write(const char *state_dir, struct freeze_plan *plan, const char *request_id,
-                 struct amis_err *err)
+int marker_write(const struct sys_paths *sp, const char *state_dir, struct freeze_plan *plan,
+                 const char *request_id, struct amis_err *err)
 {
 	char tmp[PATH_MAX + 16], path[PATH_MAX + 16], boot_id[64], token[64];
 	char header[FREEZE_CLAIMS_SIZE - FREEZE_CLAIMS_HDR_OFF];
@@ -168,7 +159,7 @@ int marker_write(const char *state_dir, struct freeze_plan *plan, const char *re
 		if (strchr(plan->fs[i].mount_point, '\n'))
 			return err_set(err, AMIS_E_STATE_DIR,
 			               "mount point with a newline: cannot record it");
-	if (read_boot_id(boot_id, sizeof(boot_id)) != 0)
+	if (read_boot_id(sp, boot_id, sizeof(boot_id)) != 0)
 		boot_id[0] = '\0';
 	make_token(token, sizeof(token));
 	claims_header(header, sizeof(header), boot_id, token, plan->nfs);
@@ -265,7 +256,8 @@ static int open_on_device(const char *dir, unsigned int major, unsigned int mino
  * superblock, not to a mount); an open directory of it and its mount point
  * in found, or -1.
  */
-static int find_device_mount(unsigned int major, unsigned int minor, char *found, size_t sz)
+static int find_device_mount(const struct sys_paths *sp, unsigned int major, unsigned int minor,
+                             char *found, size_t sz)
 {
 	struct mount_entry me;
 	char *line = NULL;
@@ -273,9 +265,9 @@ static int find_device_mount(unsigned int major, unsigned int minor, char *found
 	int fd = -1;
 	FILE *f;
 
-	f = fopen(mountinfo_path, "re");
+	f = fopen(sp->mountinfo, "re");
 	if (!f) {
-		log_error("frozen marker: cannot read %s: %s", mountinfo_path, strerror(errno));
+		log_error("frozen marker: cannot read %s: %s", sp->mountinfo, strerror(errno));
 		return -1;
 	}
 	while (fd < 0 && getline(&line, &cap, f) >= 0) {
@@ -299,7 +291,7 @@ static int find_device_mount(unsigned int major, unsigned int minor, char *found
  * 0 once it is thawed (or was not frozen), -1 if it could not be found or
  * thawed.
  */
-static int recover_line(const char *line)
+static int recover_line(const struct sys_paths *sp, const char *line)
 {
 	char mount_point[PATH_MAX], where[PATH_MAX];
 	unsigned int major, minor;
@@ -320,7 +312,7 @@ static int recover_line(const char *line)
 		log_warn("frozen marker: %s is not device %u:%u here (%s); looking for another "
 		         "mount of it",
 		         mount_point, major, minor, strerror(errno));
-		fd = find_device_mount(major, minor, where, sizeof(where));
+		fd = find_device_mount(sp, major, minor, where, sizeof(where));
 	}
 	if (fd < 0) {
 		log_error("frozen marker: no mount of device %u:%u (listed as %s) found; it may "
@@ -373,11 +365,11 @@ static void read_head(FILE *f, struct marker_head *h)
 }
 
 /* Whether the marker was written in another boot (then it means nothing). */
-static bool from_other_boot(const struct marker_head *h)
+static bool from_other_boot(const struct sys_paths *sp, const struct marker_head *h)
 {
 	char ours[64];
 
-	return h->boot_id[0] && read_boot_id(ours, sizeof(ours)) == 0 &&
+	return h->boot_id[0] && read_boot_id(sp, ours, sizeof(ours)) == 0 &&
 	       strcmp(ours, h->boot_id) != 0;
 }
 
@@ -432,7 +424,7 @@ static int read_claims(const char *state_dir, const struct marker_head *h, unsig
 	return 0;
 }
 
-int marker_recover(const char *state_dir)
+int marker_recover(const struct sys_paths *sp, const char *state_dir)
 {
 	char path[PATH_MAX + 16], line[PATH_MAX + 64];
 	unsigned char claims[FREEZE_PLAN_MAX_FS];
@@ -452,7 +444,7 @@ int marker_recover(const char *state_dir)
 		return errno == ENOENT ? 0 : -1;
 	}
 	read_head(f, &head);
-	if (from_other_boot(&head)) {
+	if (from_other_boot(sp, &head)) {
 		fclose(f);
 		log_error("the frozen marker %s is from another boot (boot id %s): nothing it "
 		          "lists can be frozen by that helper now; removing it",
@@ -488,7 +480,7 @@ int marker_recover(const char *state_dir)
 			    line);
 			continue;
 		}
-		if (recover_line(line) < 0)
+		if (recover_line(sp, line) < 0)
 			rc = -1;
 	}
 	fclose(f);

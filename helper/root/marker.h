@@ -71,8 +71,8 @@ int marker_check_dir(const char *state_dir, const struct freeze_plan *plan, stru
  * -1 with err ("StateDir"), and then no claims file is left (the plan may
  * keep its mapping: freeze_plan_close() unmaps it).
  */
-int marker_write(const char *state_dir, struct freeze_plan *plan, const char *request_id,
-                 struct amis_err *err);
+int marker_write(const struct sys_paths *sp, const char *state_dir, struct freeze_plan *plan,
+                 const char *request_id, struct amis_err *err);
 
 /*
  * Removes it, then its claims file; -1 with err ("StateDir") if the marker
@@ -91,9 +91,6 @@ int marker_remove(const char *state_dir, struct amis_err *err);
  * then kept, for the next start or the administrator.  A marker from
  * another boot is removed (logged) without touching anything.
  */
-int marker_recover(const char *state_dir);
-
-/* For tests: read these instead of /proc's files (NULL: the real one). */
-void marker_set_test_paths(const char *mountinfo, const char *boot_id);
+int marker_recover(const struct sys_paths *sp, const char *state_dir);
 
 #endif

@@ -92,7 +92,8 @@ struct operation {
 
 struct helper {
 	struct helper_config *cfg;
-	struct worker *worker; /* the unprivileged EC2 worker */
+	struct worker *worker;       /* the unprivileged EC2 worker */
+	const struct sys_paths *sys; /* where /sys, /proc and /dev are (tests: fixtures) */
 	struct operation *active;
 	bool thaw_requested;         /* THAW while frozen: abandon the call made while frozen */
 	struct operation *stuck;     /* still frozen: thaw retried by op_tick() */

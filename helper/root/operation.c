@@ -72,6 +72,7 @@ struct helper *helper_new(struct helper_config *cfg, const char *config_path,
 	struct amis_err err;
 
 	h->cfg = cfg;
+	h->sys = &volumes_sys_paths_default;
 	h->stop = stop;
 	h->worker = worker_new(cfg, config_path);
 	worker_set_waiter(h->worker, &waiter);

@@ -50,7 +50,7 @@ static int resolve_one(struct helper *h, struct operation *op, const struct amsp
 {
 	const struct helper_config *cfg = h->cfg;
 	struct volume_override ov[CONFIG_MAX_LIST];
-	const struct sys_paths *sp = &volumes_sys_paths_default;
+	const struct sys_paths *sp = h->sys;
 	char path[4096];
 	struct fs_target *t;
 	size_t i;

@@ -25,6 +25,7 @@ const struct sys_paths volumes_sys_paths_default = {
     .sysfs = "/sys",
     .mountinfo = "/proc/self/mountinfo",
     .devroot = "/dev",
+    .boot_id = "/proc/sys/kernel/random/boot_id",
     .literal_path = false,
 };
 

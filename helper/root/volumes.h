@@ -38,11 +38,17 @@
 #define FREEZE_PLAN_MAX_FS 32
 #define FREEZE_PLAN_MAX_DISKS 64
 
-/* Where the system views live; tests point these into fixture trees. */
+/*
+ * Where the system views live; tests point these into fixture trees.  The
+ * one style of the helper's test hooks for the system it reads: a struct
+ * sys_paths parameter (volumes.c, marker.c), the real one being
+ * volumes_sys_paths_default.
+ */
 struct sys_paths {
 	const char *sysfs;     /* "/sys" */
 	const char *mountinfo; /* "/proc/self/mountinfo" */
 	const char *devroot;   /* "/dev" */
+	const char *boot_id;   /* "/proc/sys/kernel/random/boot_id" (the frozen marker) */
 	/*
 	 * Fixture mode: take the path literally (it must be absolute; "//" and
 	 * a trailing "/" are tidied) instead of realpath() and stat() on the

@@ -493,7 +493,7 @@ static int cmd_marker_death(const char *state_dir, const char *foreign, char **p
 	}
 	err_clear(&err);
 	if (marker_check_dir(state_dir, &plan, &err) < 0 ||
-	    marker_write(state_dir, &plan, "req-death", &err) < 0)
+	    marker_write(&volumes_sys_paths_default, state_dir, &plan, "req-death", &err) < 0)
 		return fail(&err);
 	if (freeze_plan_open(&plan, &err) < 0)
 		return fail(&err);
@@ -520,7 +520,7 @@ static int cmd_marker_death(const char *state_dir, const char *foreign, char **p
 
 static int cmd_recover(const char *state_dir)
 {
-	int rc = marker_recover(state_dir);
+	int rc = marker_recover(&volumes_sys_paths_default, state_dir);
 
 	printf("recover rc=%d\n", rc);
 	return rc < 0 ? 1 : 0;

@@ -39,6 +39,10 @@ static void read_file(const char *path, char *buf, size_t sz)
 	buf[n] = '\0';
 }
 
+/* The fixtures marker.c reads instead of /proc's files. */
+static struct sys_paths sys_fixture;
+static const struct sys_paths *sp = &sys_fixture;
+
 int main(void)
 {
 	char dir[] = "/tmp/amis-marker.XXXXXX", state[128], path[160], text[2048];
@@ -58,7 +62,9 @@ int main(void)
 	snprintf(sub, sizeof(sub), "%s/mnt dir", dir);
 	write_file(boot, "11111111-2222-3333-4444-555555555555\n");
 	write_file(mountinfo, "");
-	marker_set_test_paths(mountinfo, boot);
+	sys_fixture = volumes_sys_paths_default;
+	sys_fixture.mountinfo = mountinfo;
+	sys_fixture.boot_id = boot;
 	memset(&plan, 0, sizeof(plan));
 	plan.nfs = 2;
 	snprintf(plan.fs[0].mount_point, sizeof(plan.fs[0].mount_point), "/nonexistent/a b");
@@ -76,7 +82,7 @@ int main(void)
 	ok(stat(state, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700,
 	   "state_dir created 0700");
 
-	ok(marker_write(state, &plan, "req-1", &err) == 0, "marker written: %s", err.msg);
+	ok(marker_write(sp, state, &plan, "req-1", &err) == 0, "marker written: %s", err.msg);
 	read_file(path, text, sizeof(text));
 	ok(strstr(text, "# ami-snapshot-helper: request req-1") == text,
 	   "a comment names the request");
@@ -119,46 +125,48 @@ int main(void)
 	snprintf(path, sizeof(path), "%s/" MARKER_FILE, state);
 
 	/* Nothing claimed: nothing touched (not even looked for), marker removed. */
-	ok(marker_recover(state) == 0, "recovery with nothing claimed leaves all alone");
+	ok(marker_recover(sp, state) == 0, "recovery with nothing claimed leaves all alone");
 	ok(access(path, F_OK) != 0 && access(cpath, F_OK) != 0, "marker and claims removed");
 
 	/* Entry 1 claimed, but not found: the marker is kept. */
-	ok(marker_write(state, &plan, "req-1", &err) == 0, "marker written again: %s", err.msg);
+	ok(marker_write(sp, state, &plan, "req-1", &err) == 0, "marker written again: %s", err.msg);
 	plan.claimed[1] = 1;
-	ok(marker_recover(state) == -1, "recovery with an unresolved claimed entry fails");
+	ok(marker_recover(sp, state) == -1, "recovery with an unresolved claimed entry fails");
 	ok(access(path, F_OK) == 0 && access(cpath, F_OK) == 0, "marker and claims kept");
 	plan.claimed[1] = 0;
 
 	/* Claims file missing: everything listed is thawed (looked for). */
-	ok(marker_write(state, &plan, "req-1", &err) == 0, "marker written again: %s", err.msg);
+	ok(marker_write(sp, state, &plan, "req-1", &err) == 0, "marker written again: %s", err.msg);
 	unlink(cpath);
-	ok(marker_recover(state) == -1, "no claims file: every entry is looked for (unresolved)");
+	ok(marker_recover(sp, state) == -1,
+	   "no claims file: every entry is looked for (unresolved)");
 	/* Claims file of the wrong size: the same. */
-	ok(marker_write(state, &plan, "req-1", &err) == 0, "marker written again: %s", err.msg);
-	ok(truncate(cpath, 100) == 0 && marker_recover(state) == -1,
+	ok(marker_write(sp, state, &plan, "req-1", &err) == 0, "marker written again: %s", err.msg);
+	ok(truncate(cpath, 100) == 0 && marker_recover(sp, state) == -1,
 	   "a claims file of the wrong size counts as none");
 
 	/* state_dir cannot host the claims file: anonymous claims, the marker without. */
 	snprintf(tmpc, sizeof(tmpc), "%s/" CLAIMS_FILE ".tmp", state);
 	unlink(cpath);
 	ok(mkdir(tmpc, 0700) == 0, "a directory in the way of the claims file");
-	ok(marker_write(state, &plan, "req-3", &err) == 0, "marker written anyway: %s", err.msg);
+	ok(marker_write(sp, state, &plan, "req-3", &err) == 0, "marker written anyway: %s",
+	   err.msg);
 	read_file(path, text, sizeof(text));
 	ok(plan.claimed == NULL && strstr(text, "\nclaims ") == NULL && access(cpath, F_OK) != 0,
 	   "no claims file: the marker names none, the plan maps its own later");
 	rmdir(tmpc);
-	ok(marker_recover(state) == -1, "recovery without claims looks for every entry");
+	ok(marker_recover(sp, state) == -1, "recovery without claims looks for every entry");
 
 	/* Nothing listed is found: nothing touched, the marker is kept. */
-	ok(marker_recover(state) == -1, "recovery with unresolved entries fails");
+	ok(marker_recover(sp, state) == -1, "recovery with unresolved entries fails");
 	ok(access(path, F_OK) == 0, "an unresolved marker is kept");
-	ok(marker_recover(state) == -1, "and stays so at the next start");
+	ok(marker_recover(sp, state) == -1, "and stays so at the next start");
 
 	/* Written in another boot: removed without touching anything. */
 	write_file(boot, "99999999-2222-3333-4444-555555555555\n");
-	ok(marker_recover(state) == 0, "a marker from another boot is ignored");
+	ok(marker_recover(sp, state) == 0, "a marker from another boot is ignored");
 	ok(access(path, F_OK) != 0, "and removed");
-	ok(marker_recover(state) == 0, "no marker: nothing to do");
+	ok(marker_recover(sp, state) == 0, "no marker: nothing to do");
 
 	/*
 	 * Device-based resolution: the listed path is gone, but mountinfo
@@ -183,18 +191,18 @@ int main(void)
 		}
 	}
 	if (geteuid() == 0) {
-		ok(marker_recover(state) == 0, "a path gone but the device mounted elsewhere: "
-		                               "thawed there (it was not frozen)");
+		ok(marker_recover(sp, state) == 0, "a path gone but the device mounted elsewhere: "
+		                                   "thawed there (it was not frozen)");
 		ok(access(path, F_OK) != 0, "and the marker removed");
 	} else {
-		ok(marker_recover(state) == -1, "found through mountinfo; FITHAW refused (not "
-		                                "root)");
+		ok(marker_recover(sp, state) == -1, "found through mountinfo; FITHAW refused (not "
+		                                    "root)");
 		ok(access(path, F_OK) == 0, "and the marker kept");
 	}
 	/* The same device no longer mounted anywhere: kept. */
 	write_file(mountinfo, "20 1 4095:7 / /elsewhere rw - ext4 /dev/x rw\n");
 	write_file(path, "# test\n1 4095:9 /nonexistent/gone\n");
-	ok(marker_recover(state) == -1, "a device mounted nowhere: recovery fails");
+	ok(marker_recover(sp, state) == -1, "a device mounted nowhere: recovery fails");
 	ok(access(path, F_OK) == 0, "and the marker is kept");
 	unlink(path);
 	rmdir(sub);
@@ -209,11 +217,11 @@ int main(void)
 	   "state_dir on a filesystem to freeze is refused: %s", err.msg);
 
 	snprintf(plan.fs[0].mount_point, sizeof(plan.fs[0].mount_point), "/x\ny");
-	ok(marker_write(state, &plan, "req-2", &err) == -1, "a newline in a mount point refused");
+	ok(marker_write(sp, state, &plan, "req-2", &err) == -1,
+	   "a newline in a mount point refused");
 
 	if (plan.claimed)
 		munmap((void *)plan.claimed, FREEZE_CLAIMS_SIZE);
-	marker_set_test_paths(NULL, NULL);
 	unlink(boot);
 	unlink(mountinfo);
 	rmdir(state);

@@ -186,8 +186,8 @@ int marker_check_dir(const char *state_dir, const struct freeze_plan *plan, stru
 	return 0;
 }
 
-int marker_write(const char *state_dir, struct freeze_plan *plan, const char *request_id,
-                 struct amis_err *err)
+int marker_write(const struct sys_paths *sp, const char *state_dir, struct freeze_plan *plan,
+                 const char *request_id, struct amis_err *err)
 {
 	return 0;
 }
