@@ -21,22 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from world import PGBIN, World  # noqa: E402
 from restore import Restored  # noqa: E402
-
-# Numbered rows, each committed on its own, for the duration given.
-MARK_PROC = """
-CREATE TABLE marks (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());
-CREATE PROCEDURE write_marks(seconds float8) LANGUAGE plpgsql AS $$
-DECLARE
-    i bigint := coalesce((SELECT max(id) FROM marks), 0);
-    stop timestamptz := clock_timestamp() + make_interval(secs => seconds);
-BEGIN
-    WHILE clock_timestamp() < stop LOOP
-        i := i + 1;
-        INSERT INTO marks (id) VALUES (i);
-        COMMIT;
-    END LOOP;
-END $$;
-"""
+from e2e import MARK_PROC  # noqa: E402  (numbered rows, each committed on its own)
 
 # What the restored server logs when it starts by crash recovery.
 RECOVERY_LINES = ("database system was not properly shut down; automatic recovery in progress",
