@@ -138,6 +138,9 @@ def wait_history(w, name, status, timeout=30):
 def check_after(w, what):
     ok(w.frozen_mounts() == [], "%s: no filesystem left frozen" % what)
     is_(w.psql("SELECT 1"), "1", "%s: the database serves" % what)
+    bugs = [line for line in open(w.helper_log, errors="replace") if "BUG: state" in line]
+    ok(not bugs, "%s: every change of the operation's state was one the machine allows" % what,
+       "".join(bugs[-5:]))
 
 
 def check_failed(w, r, name, code, what):

@@ -682,14 +682,44 @@ static void test_retry(void)
 	free_helper(h);
 }
 
+/* The helper's log, to look for moves the state machine refuses. */
+static char logpath[] = "/tmp/test_operation.log.XXXXXX";
+
+static void check_log(void)
+{
+	char line[2048];
+	int bugs = 0;
+	FILE *f;
+
+	fflush(stderr);
+	f = fopen(logpath, "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (strstr(line, "BUG: state")) {
+			printf("# %s", line);
+			bugs++;
+		}
+	if (f)
+		fclose(f);
+	ok(f != NULL, "the helper's log was captured");
+	is_int(bugs, 0, "every change of state was one the state machine allows");
+	unlink(logpath);
+}
+
 int main(void)
 {
-	struct helper *h = new_helper(0);
+	struct helper *h;
+	int fd = mkstemp(logpath);
+
+	if (fd < 0 || dup2(fd, STDERR_FILENO) < 0)
+		return 1;
+	close(fd);
+	h = new_helper(0);
 
 	test_whole_call(h);
 	test_failures(h);
 	test_stuck_thaw(h);
 	free_helper(h);
 	test_retry();
+	check_log();
 	return done_testing();
 }
