@@ -3,8 +3,13 @@
 # PostgreSQL MAJOR from Debian's own packages, for building and testing
 # ami_snapshot against it; prints the chroot's path on stdout.
 #
+#   15  Debian 12 "bookworm" (the host's own; for test/packages/run.sh)
 #   17  Debian 13 "trixie"
 #   18  Debian "forky" (testing)
+#
+# AMIS_CHROOT_FLAVOUR=runtime makes one with PostgreSQL's server and client
+# only (no compiler, no headers), cached as <suite>-pg<MAJOR>-runtime: a
+# clean system to install the Debian packages on (test/packages/run.sh).
 #
 # The chroot is cached in $AMIS_CHROOT_CACHE (default
 # /var/cache/ami-snapshot/chroots) as <suite>-pg<MAJOR>/, with a stamp file
@@ -19,22 +24,41 @@
 # in the chroot (policy-rc.d, createcluster.d).
 #
 #   AMIS_MIRROR   Debian archive (default http://deb.debian.org/debian)
+#   AMIS_SECURITY_MIRROR  its security archive, for bookworm (default
+#                 http://deb.debian.org/debian-security)
 #   AMIS_SUITE    override the suite for MAJOR
 set -eu
 
 major=${1:-}
 case "$major" in
+15) suite=bookworm ;;
 17) suite=trixie ;;
 18) suite=forky ;;
 *)
-	echo "usage: $0 17|18" >&2
+	echo "usage: $0 15|17|18" >&2
 	exit 2
 	;;
 esac
 suite=${AMIS_SUITE:-$suite}
 mirror=${AMIS_MIRROR:-http://deb.debian.org/debian}
+# A stable release comes with its updates and security suites, as on an
+# installed system (Debian's extension packages built on such a system
+# depend on its PostgreSQL minor version).
+sources=("$mirror")
+if [ "$suite" = bookworm ]; then
+	security=${AMIS_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+	sources+=("deb $mirror $suite-updates main" "deb $security $suite-security main")
+fi
 cache=${AMIS_CHROOT_CACHE:-/var/cache/ami-snapshot/chroots}
-name=$suite-pg$major
+flavour=${AMIS_CHROOT_FLAVOUR:-build}
+case "$flavour" in
+build) name=$suite-pg$major ;;
+runtime) name=$suite-pg$major-runtime ;;
+*)
+	echo "AMIS_CHROOT_FLAVOUR is build or runtime, not $flavour" >&2
+	exit 2
+	;;
+esac
 root=$cache/$name
 stamp=$cache/$name.stamp
 
@@ -57,12 +81,13 @@ packages=(
 	"postgresql-$major" "postgresql-client-$major" "postgresql-server-dev-$major"
 	"postgresql-$major-cron" gcc make libc6-dev
 )
+[ "$flavour" = build ] || packages=("postgresql-$major" "postgresql-client-$major")
 
 # Everything that decides the chroot's contents; a change remakes it.
 # Bump format when the way it is made (the hook below) changes.
 want="format=1
 suite=$suite
-mirror=$mirror
+mirror=${sources[*]}
 postgres=$pg_uid:$pg_gid
 packages=${packages[*]}"
 
@@ -82,7 +107,7 @@ mkdir -p "$cache"
 exec 9>"$cache/$name.lock"
 flock 9
 
-if [ -f "$stamp" ] && [ -x "$root/usr/lib/postgresql/$major/bin/pg_config" ] &&
+if [ -f "$stamp" ] && [ -x "$root/usr/lib/postgresql/$major/bin/postgres" ] &&
 	[ "$(sed -n '/^installed=/q;p' "$stamp")" = "$want" ]; then
 	echo "$root"
 	exit 0
@@ -124,9 +149,9 @@ if ! mmdebstrap --mode=root --variant=apt --format=directory \
 		IFS=,
 		echo "${packages[*]}"
 	)" \
-	"$suite" "$root.new" "$mirror" >"$log" 2>&1; then
+	"$suite" "$root.new" "${sources[@]}" >"$log" 2>&1; then
 	tail -40 "$log" >&2
-	echo "FAIL: mmdebstrap $suite with ${packages[*]} from $mirror (log: $log)" >&2
+	echo "FAIL: mmdebstrap $suite with ${packages[*]} from ${sources[*]} (log: $log)" >&2
 	remove_tree "$root.new"
 	exit 1
 fi
@@ -139,8 +164,8 @@ if [ "$got" != "$pg_uid:$pg_gid" ]; then
 	remove_tree "$root.new"
 	exit 1
 fi
-if [ ! -x "$root.new/usr/lib/postgresql/$major/bin/pg_config" ]; then
-	echo "FAIL: no pg_config for PostgreSQL $major in the $suite chroot" >&2
+if [ ! -x "$root.new/usr/lib/postgresql/$major/bin/postgres" ]; then
+	echo "FAIL: no postgres for PostgreSQL $major in the $suite chroot" >&2
 	remove_tree "$root.new"
 	exit 1
 fi
