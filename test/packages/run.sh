@@ -93,7 +93,7 @@ rc=$?
 ok $rc "dpkg-buildpackage -us -uc -b builds (WERROR=1; log tail on failure)"
 [ $rc -eq 0 ] || bail "the packages do not build" "$S/build.log"
 mv "$S"/*.deb "$S"/*.changes "$S"/*.buildinfo "$S/debs/"
-ls "$S/debs" | diag
+find "$S/debs" -type f -printf "%f\n" | sort | diag
 [ -f "$S/debs/${HELPER}_1.0-1_amd64.deb" ] && [ -f "$S/debs/${EXT}_1.0-1_amd64.deb" ]
 ok $? "$HELPER and $EXT were built"
 [ "$(git status --porcelain --ignored 2>&1)" = "$before" ]
@@ -156,8 +156,9 @@ done
 [ -n "$docs" ] && [ $docs_ok -eq 0 ]
 ok $? "every Documentation= of the unit is a file in $DOCDIR"
 docs_ok=0
-for f in README.md "$(cd "$TOP" && ls doc/*.md doc/*.png)"; do
-	for g in $f; do cmp -s "$TOP/$g" "$R$DOCDIR/$g" || { echo "missing $DOCDIR/$g" | diag; docs_ok=1; }; done
+for f in "$TOP"/doc/*.md "$TOP"/doc/*.png "$TOP"/README.md; do
+	g=${f#"$TOP"/}
+	cmp -s "$f" "$R$DOCDIR/$g" || { echo "missing $DOCDIR/$g" | diag; docs_ok=1; }
 done
 ok $docs_ok "README.md and doc/ are in $DOCDIR, uncompressed"
 [ -f "$R$DOCDIR/examples/helper.conf.example" ] && [ ! -e "$R/etc/ami-snapshot/helper.conf.example" ]
