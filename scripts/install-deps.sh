@@ -12,6 +12,8 @@ PACKAGES=(
 	util-linux e2fsprogs xfsprogs python3 python3-botocore perl
 	# tests on other PostgreSQL majors: Debian chroots (test/pgversions/)
 	mmdebstrap
+	# the Debian packages (debian/, test/packages/)
+	dpkg-dev debhelper postgresql-server-dev-all lintian
 	# fuzzing and sanitizers; the helper's style check
 	clang libclang-rt-14-dev clang-format
 	# benchmarks: the AWS CLI as a baseline, plots

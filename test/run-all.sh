@@ -3,13 +3,14 @@
 # test: C unit tests (also built with ASan+UBSan), the fuzzers for a short
 # while, the emulator's tests, the SQL regression tests, the end-to-end
 # tests on loop filesystems, and the extension on PostgreSQL 17 and 18 from
-# Debian chroots (doc/platforms.md).  Needs root and loop devices; fails
+# Debian chroots (doc/platforms.md), and the Debian packages built, installed
+# on a clean Debian 12 chroot and purged.  Needs root and loop devices; fails
 # loudly without them.  Prints "N passed, N failed" at the end.
 #
 # As root:
 #   test/run-all.sh                 everything
 #   test/run-all.sh unit sql        some suites (unit unit-san fuzz emulator sql e2e
-#                                   pgversions)
+#                                   pgversions packages)
 #   FUZZ_SECONDS=300 test/run-all.sh fuzz   fuzz longer (default 20 s a target)
 set -u
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ fi
 scripts/install-deps.sh || { echo "FAIL: installing dependencies" >&2; exit 1; }
 
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(unit unit-san fuzz emulator sql e2e pgversions)
+[ ${#suites[@]} -gt 0 ] || suites=(unit unit-san fuzz emulator sql e2e pgversions packages)
 
 LOGDIR=$(mktemp -d /var/tmp/amis-test-logs.XXXXXX)
 # Sandboxes of another run on this machine (another checkout) are not ours.
@@ -153,6 +154,16 @@ for s in "${suites[@]}"; do
 		rc=$?
 		grep -E '^(ok|not ok|#   )' "$LOGDIR/pgversions.log" | head -60
 		count_tap pgversions "$LOGDIR/pgversions.log" $rc
+		;;
+	packages)
+		# dpkg-buildpackage on a copy of the tree, lintian, apt install on a
+		# cached Debian 12 chroot with PostgreSQL 15 only, apt-get purge
+		# (test/packages/; about 30 s, a minute the first time).
+		echo "== Debian packages (build, lintian, install, purge)"
+		test/packages/run.sh >"$LOGDIR/packages.log" 2>&1
+		rc=$?
+		grep -E '^(ok|not ok|#)' "$LOGDIR/packages.log" | grep -vE '^# (Documentation=|  )' | head -60
+		count_tap packages "$LOGDIR/packages.log" $rc
 		;;
 	*)
 		echo "unknown suite $s" >&2
