@@ -157,8 +157,9 @@ for s in "${suites[@]}"; do
 		;;
 	packages)
 		# dpkg-buildpackage on a copy of the tree, lintian, apt install on a
-		# cached Debian 12 chroot with PostgreSQL 15 only, apt-get purge
-		# (test/packages/; about 30 s, a minute the first time).
+		# cached Debian 12 chroot with PostgreSQL 15 only, the main
+		# end-to-end test through them, apt-get purge (test/packages/;
+		# about a minute, half a minute more the first time).
 		echo "== Debian packages (build, lintian, install, purge)"
 		test/packages/run.sh >"$LOGDIR/packages.log" 2>&1
 		rc=$?

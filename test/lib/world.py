@@ -36,7 +36,11 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EMULATOR = os.path.join(ROOT, "test", "emulator", "ec2emu.py")
-HELPER = os.path.join(ROOT, "helper", "ami-snapshot-helper")
+# The helper built in this tree, or another binary of it: AMIS_HELPER (the
+# packaged one, test/packages/run.sh).
+HELPER = os.environ.get("AMIS_HELPER") or os.path.join(ROOT, "helper", "ami-snapshot-helper")
+if os.environ.get("AMIS_HELPER") and not os.access(HELPER, os.X_OK):
+    raise RuntimeError("AMIS_HELPER: %s is not an executable" % HELPER)
 PYTHON = "/usr/bin/python3"
 IN_CHROOT = os.path.join(ROOT, "test", "pgversions", "in-chroot.sh")
 

@@ -15,11 +15,14 @@
 #      conffile, the unit neither enabled nor started, --help and
 #      --check-config of the packaged configuration, CREATE EXTENSION in a
 #      throw-away cluster (initdb and pg_ctl as postgres: no service manager);
-#      an edited configuration kept when the package is installed again;
+#      the main end-to-end test (test/e2e/test_snapshot.py: a snapshot under
+#      load, restored and checked) with the packaged helper and extension
+#      (AMIS_PACKAGES_E2E=0 leaves it out); an edited configuration kept
+#      when the package is installed again;
 #   5. apt-get purge of both: none of their files left, /etc/ami-snapshot
 #      gone, the system user kept (Debian's practice).
 #
-# Needs root, dpkg-dev, debhelper, postgresql-server-dev-all, lintian (the
+# Needs root, loop devices (the end-to-end test), dpkg-dev, debhelper, postgresql-server-dev-all, lintian (the
 # build dependencies: scripts/install-deps.sh does not install them) and
 # mmdebstrap; fails, does not skip, when one is missing or the archive cannot
 # be reached.  Everything happens under one scratch directory in /var/tmp,
@@ -223,6 +226,24 @@ rc=$?
 diag <"$S/sql.out"
 [ $rc -eq 0 ] && grep -qx "ami_snapshot 1.0" "$S/sql.out" && grep -qx 1 "$S/sql.out"
 ok $? "CREATE EXTENSION ami_snapshot in a PostgreSQL $MAJOR cluster: version 1.0, ami_snapshot()"
+
+# The main end-to-end test through the packages: the packaged helper (run
+# on the host, like the tree's in the other suites: the chroot is the same
+# Debian 12), PostgreSQL 15 and the packaged extension in the chroot, loop
+# filesystems and the emulator on the host (test/lib/world.py).
+if [ "${AMIS_PACKAGES_E2E:-1}" = 1 ]; then
+	t1=$(date +%s)
+	AMIS_PG_CHROOT=$R AMIS_PG_MAJOR=$MAJOR AMIS_HELPER=$R/usr/sbin/ami-snapshot-helper \
+		/usr/bin/python3 test/e2e/test_snapshot.py >"$S/e2e.log" 2>&1
+	rc=$?
+	p=$(grep -cE '^ok [0-9]+' "$S/e2e.log")
+	f=$(grep -cE '^not ok [0-9]+' "$S/e2e.log")
+	[ $rc -ne 0 ] && grep -E '^(not ok|#)' "$S/e2e.log" | tail -30 | diag
+	[ $rc -eq 0 ] && [ "$f" = 0 ] && [ "$p" -gt 0 ] && grep -q "^1\.\.$p\$" "$S/e2e.log"
+	ok $? "end-to-end snapshot and restore with the packaged helper and extension: $p checks, $f failed ($(($(date +%s) - t1)) s)"
+else
+	echo "# AMIS_PACKAGES_E2E=0: the end-to-end test through the packages is not run"
+fi
 
 # An edited configuration survives installing the package again.
 echo "# edited by test/packages/run.sh" >>"$R$CONF"
