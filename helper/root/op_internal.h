@@ -20,6 +20,7 @@
 #include "operation.h"
 #include "channel.h"
 #include "freeze.h"
+#include "layout.h"
 #include "log.h"
 #include "marker.h"
 #include "opstate.h"
@@ -77,6 +78,7 @@ struct operation {
 	bool exclude_boot;
 	char device_names[MAX_VOLUMES][64]; /* EC2 device name per volume_ids[i] */
 	size_t ncreate_tags;                /* tags set by CreateSnapshots: count toward 50 */
+	char volume_count[16];              /* the ami-snapshot:volume-count tag */
 	struct ec2_snapshot_set snaps;
 	struct watchdog wd; /* while frozen (and until reaped) */
 	bool marker;        /* the frozen marker was written and not removed yet */

@@ -200,6 +200,12 @@ void fill_request(struct helper *h, struct operation *op, struct ec2_create_snap
 		add_tag(tags, &r->ntags, maxtags, "ami-snapshot:system-identifier", op->system_id);
 	if (op->pg_version[0])
 		add_tag(tags, &r->ntags, maxtags, "ami-snapshot:pg-version", op->pg_version);
+	/* For the restore: where the data directory was, and whether a set is whole. */
+	if (op->ntargets && strlen(op->targets[0].path) <= TAG_VALUE_MAX)
+		add_tag(tags, &r->ntags, maxtags, "ami-snapshot:data-directory",
+		        op->targets[0].path);
+	snprintf(op->volume_count, sizeof(op->volume_count), "%zu", op->nvolumes);
+	add_tag(tags, &r->ntags, maxtags, "ami-snapshot:volume-count", op->volume_count);
 	for (i = 0; i < h->cfg->n_tags; i++)
 		add_tag(tags, &r->ntags, maxtags, h->cfg->tags[i].key, h->cfg->tags[i].value);
 }

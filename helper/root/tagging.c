@@ -238,6 +238,7 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 	struct amsp_writer w;
 	size_t ntags = 0, nwarn = 0, i, len;
 	bool have_device = false, tag_failed = false;
+	size_t max_layout = 0;
 	long budget;
 
 	err_clear(&err);
@@ -251,9 +252,15 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 	map[0] = '\0';
 	if (amsp_get(m, AMSP_T_TABLESPACE_MAP))
 		amsp_copy_str(amsp_get(m, AMSP_T_TABLESPACE_MAP), map, sizeof(map));
-	for (i = 0; i < op->nvolumes; i++)
+	for (i = 0; i < op->nvolumes; i++) {
+		struct layout_tags lt;
+
 		if (op->device_names[i][0])
 			have_device = true;
+		layout_volume_tags(op->targets, op->ntargets, &op->plan, op->volume_ids[i], &lt);
+		if (lt.n > max_layout)
+			max_layout = lt.n;
+	}
 
 	amsp_begin(&w, buf, sizeof(buf), AMSP_DONE);
 	/*
@@ -264,7 +271,8 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 	 */
 	tags[ntags++] = (struct ec2_tag){"ami-snapshot:backup-state", "stopped"};
 	tags[ntags++] = (struct ec2_tag){"ami-snapshot:stop-lsn", stop_lsn};
-	budget = EC2_MAX_TAGS_PER_RESOURCE - (long)op->ncreate_tags - 1 - (have_device ? 1 : 0);
+	budget = EC2_MAX_TAGS_PER_RESOURCE - (long)op->ncreate_tags - 1 - (have_device ? 1 : 0) -
+	         (long)max_layout;
 	add_chunk_tags(op, label, "backup label", "ami-snapshot:backup-label-", label_chunks,
 	               label_keys, tags, &ntags, &budget, &w, &nwarn);
 	if (map[0])
@@ -279,17 +287,27 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 		             err.code, err.msg);
 		tag_failed = true;
 	}
-	/* Per volume: which EC2 device it was, for the restore tooling. */
+	/*
+	 * Per volume, for the restore: which EC2 device it was, and where its
+	 * filesystem was mounted (layout.h).
+	 */
 	for (i = 0; !tag_failed && i < op->snaps.n && i < MAX_VOLUMES; i++) {
-		struct ec2_tag dtag = {"ami-snapshot:device", ""};
-		size_t k;
+		struct ec2_tag vtags[1 + LAYOUT_MAX_VOLUME_TAGS];
+		struct layout_tags lt;
+		size_t k, nv = 0;
 
 		for (k = 0; k < op->nvolumes; k++)
-			if (!strcmp(op->volume_ids[k], op->snaps.items[i].volume_id))
-				dtag.value = op->device_names[k];
-		if (!dtag.value[0])
+			if (!strcmp(op->volume_ids[k], op->snaps.items[i].volume_id) &&
+			    op->device_names[k][0])
+				vtags[nv++] =
+				    (struct ec2_tag){"ami-snapshot:device", op->device_names[k]};
+		layout_volume_tags(op->targets, op->ntargets, &op->plan,
+		                   op->snaps.items[i].volume_id, &lt);
+		for (k = 0; k < lt.n; k++)
+			vtags[nv++] = lt.tags[k];
+		if (!nv)
 			continue;
-		if (worker_create_tags(h->worker, &ids[i], 1, &dtag, 1, h->cfg->ec2_timeout_ms,
+		if (worker_create_tags(h->worker, &ids[i], 1, vtags, nv, h->cfg->ec2_timeout_ms,
 		                       &err) != 0) {
 			done_warning(&w, &nwarn, op->request_id,
 			             "could not tag snapshot %s: %s: %s", ids[i], err.code,
