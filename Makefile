@@ -12,8 +12,8 @@
 #                         for FUZZ_SECONDS (default 300); see test/fuzz/
 
 MODULE_big = ami_snapshot
-OBJS = extension/ami_snapshot.o extension/helper_client.o extension/history.o \
-       extension/protocol.o
+OBJS = extension/ami_snapshot.o extension/config_capture.o extension/helper_client.o \
+       extension/history.o extension/protocol.o
 EXTENSION = ami_snapshot
 DATA = sql/ami_snapshot--1.0.sql
 PGFILEDESC = "ami_snapshot - consistent EBS snapshots of a running PostgreSQL"
@@ -42,8 +42,8 @@ extension/protocol.o: helper/common/protocol.c helper/common/protocol.h
 extension/protocol.bc: helper/common/protocol.c helper/common/protocol.h
 	$(COMPILE.c.bc) -o $@ $<
 
-extension/ami_snapshot.o extension/helper_client.o extension/history.o: \
-	helper/common/protocol.h extension/helper_client.h extension/history.h
+extension/ami_snapshot.o extension/config_capture.o extension/helper_client.o extension/history.o: \
+	helper/common/protocol.h extension/config_capture.h extension/helper_client.h extension/history.h
 
 # Where the helper's files go.  These are names of our own: PGXS (included
 # above) sets sysconfdir, docdir, bindir and the like from pg_config for

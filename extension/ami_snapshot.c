@@ -44,6 +44,7 @@
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
+#include "config_capture.h"
 #include "helper_client.h"
 #include "history.h"
 
@@ -92,6 +93,14 @@ _PG_init(void)
 							 &wait_for_archive,
 							 true,
 							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("ami_snapshot.capture_config",
+							 "Copy the configuration files outside the data directory into it before each backup.",
+							 "They travel with the snapshot set, and the restore command puts them back.",
+							 &capture_config,
+							 true,
+							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
 #if PG_VERSION_NUM >= 150000
@@ -507,6 +516,12 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 			amsp_copy_str(amsp_get(msg, AMSP_T_REGION), inst, sizeof(inst));
 			history_set(&run->row, HC_REGION, inst);
 		}
+
+		/*
+		 * The configuration outside the data directory, into it: before the
+		 * backup starts, so that it is in the snapshot.
+		 */
+		(void) capture_config_files();
 
 		label_text = backup_and_snapshot(run, hc, msg, name, tblspcs, tblspcmap);
 

@@ -16,6 +16,7 @@ is there, that pgbench's balances add up, and that amcheck finds nothing.
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -37,9 +38,20 @@ def snapshot_tags(state, sid):
 
 
 def main():
-    w = World(layout=[("data", "ext4"), ("wal", "xfs"), ("ts1", "ext4")])
+    # A configuration file outside the data directory, as Debian keeps them:
+    # the snapshot must carry a copy (extension/config_capture.c).
+    etc = "/var/tmp/amis-e2e-etc.%d" % os.getpid()
+    extra_conf = os.path.join(etc, "extra settings.conf")
+    w = World(layout=[("data", "ext4"), ("wal", "xfs"), ("ts1", "ext4")],
+              pg_conf_extra="include_if_exists = '%s'\n" % extra_conf)
     restored = None
     try:
+        os.makedirs(etc)
+        with open(extra_conf, "w") as f:
+            f.write("work_mem = '5MB'  # e2e: outside the data directory\n")
+        os.chown(extra_conf, w.pg_uid, w.pg_gid)
+        os.chmod(extra_conf, 0o640)
+        w.psql("SELECT pg_reload_conf()")
         diag("PostgreSQL %s (%s)" % (w.psql("SHOW server_version"),
                                      "chroot " + PG_CHROOT if PG_CHROOT else "host"))
         w.psql("CREATE DATABASE bench")
@@ -115,6 +127,21 @@ def main():
         hist_label = w.psql("SELECT backup_label FROM ami_snapshot_history WHERE id = %s" % f[0])
         ok(label.strip() == hist_label.strip() and "START WAL LOCATION" in label,
            "the backup label travels in the tags", "tags: %r\nhistory: %r" % (label, hist_label))
+        # Where each volume belonged, for the restore command (doc/restore.md).
+        by_vol = {v.vol_id: v for v in w.volumes}
+        layout_ok = []
+        for sid in snaps:
+            st = [s for s in state["snapshots"] if s["id"] == sid][0]
+            t, v = st.get("tags", {}), by_vol.get(st["volume_id"])
+            layout_ok.append(v is not None
+                             and t.get("ami-snapshot:mount-point") == v.mount
+                             and t.get("ami-snapshot:fstype") == v.fstype
+                             and "ami-snapshot:partition" not in t
+                             and t.get("ami-snapshot:device") == v.device_name
+                             and t.get("ami-snapshot:data-directory") == w.pgdata
+                             and t.get("ami-snapshot:volume-count") == "3")
+        ok(all(layout_ok), "each snapshot names its mount point, filesystem type, device, "
+           "the data directory and the set's size", repr(state["snapshots"]))
         all_snap_vols = sorted(s["volume_id"] for s in state["snapshots"])
         ok(w.root_volume.vol_id not in all_snap_vols, "the boot volume was excluded")
 
@@ -136,6 +163,14 @@ def main():
         check_restore(w, restored, before)
         ts = restored.psql("SELECT count(*) FROM pgbench_accounts", db="bench")
         is_(ts, "400000", "the tablespace's tables are complete in the restore")
+
+        # The configuration outside the data directory came along.
+        cap = os.path.join(restored.pgdata, "ami_snapshot", "config")
+        manifest = open(os.path.join(cap, "manifest")).read().splitlines()
+        is_(manifest, ["0640\tpostgres\tpostgres\t" + extra_conf],
+            "the snapshot's manifest lists the one configuration file outside the data directory")
+        is_(open(os.path.join(cap, "files", extra_conf.lstrip("/"))).read(),
+            open(extra_conf).read(), "and carries its bytes")
 
         # PostgreSQL 18 on: the library names itself and its version.
         if int(w.psql("SHOW server_version_num")) >= 180000:
@@ -169,6 +204,7 @@ def main():
         if restored:
             restored.close()
         w.close()
+        shutil.rmtree(etc, ignore_errors=True)
     done()
 
 
