@@ -16,7 +16,6 @@ is there, that pgbench's balances add up, and that amcheck finds nothing.
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -38,20 +37,25 @@ def snapshot_tags(state, sid):
 
 
 def main():
-    # A configuration file outside the data directory, as Debian keeps them:
-    # the snapshot must carry a copy (extension/config_capture.c).
-    etc = "/var/tmp/amis-e2e-etc.%d" % os.getpid()
-    extra_conf = os.path.join(etc, "extra settings.conf")
-    w = World(layout=[("data", "ext4"), ("wal", "xfs"), ("ts1", "ext4")],
-              pg_conf_extra="include_if_exists = '%s'\n" % extra_conf)
+    w = World(layout=[("data", "ext4"), ("wal", "xfs"), ("ts1", "ext4")])
     restored = None
     try:
-        os.makedirs(etc)
+        # A configuration file outside the data directory, as Debian keeps
+        # them: the snapshot must carry a copy (extension/config_capture.c).
+        # In the World's directory, which a PostgreSQL in a chroot sees too.
+        extra_conf = w.path("etc", "extra settings.conf")
+        os.makedirs(os.path.dirname(extra_conf))
+        os.chmod(os.path.dirname(extra_conf), 0o755)
         with open(extra_conf, "w") as f:
             f.write("work_mem = '5MB'  # e2e: outside the data directory\n")
         os.chown(extra_conf, w.pg_uid, w.pg_gid)
         os.chmod(extra_conf, 0o640)
+        with open(os.path.join(w.pgdata, "postgresql.conf"), "a") as f:
+            f.write("include '%s'\n" % extra_conf)
         w.psql("SELECT pg_reload_conf()")
+        is_(w.psql("SELECT setting FROM pg_file_settings WHERE name = 'work_mem' "
+                   "AND sourcefile = '%s'" % extra_conf), "5MB",
+            "the server reads a configuration file outside the data directory")
         diag("PostgreSQL %s (%s)" % (w.psql("SHOW server_version"),
                                      "chroot " + PG_CHROOT if PG_CHROOT else "host"))
         w.psql("CREATE DATABASE bench")
@@ -204,7 +208,6 @@ def main():
         if restored:
             restored.close()
         w.close()
-        shutil.rmtree(etc, ignore_errors=True)
     done()
 
 
