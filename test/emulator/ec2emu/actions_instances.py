@@ -43,11 +43,24 @@ class InstanceActions:
                                     % (c["account_id"], c["imds"]["role_name"]),
                                     "id": "AIPA" + c["instance_id"][2:18].upper()}
                                    if c["imds"].get("role_name") else None),
-            "bootMode": c["boot_mode"], "platformDetails": c["platform_details"],
+            "sriovNetSupport": c["sriov_net_support"], "tpmSupport": c["tpm_support"],
+            "bootMode": c["boot_mode"],
+            "currentInstanceBootMode": self.current_boot_mode(),
+            "platformDetails": c["platform_details"],
             "usageOperation": c["usage_operation"],
             "metadataOptions": {"state": "applied", "httpTokens": "required",
                                 "httpPutResponseHopLimit": 2, "httpEndpoint": "enabled"},
         }
+
+    def current_boot_mode(self):
+        """How the instance booted: its image's boot mode, uefi for
+        uefi-preferred, and without one legacy-bios (x86) or uefi (arm64)."""
+        mode = self.cfg["boot_mode"]
+        if mode == "uefi-preferred":
+            return "uefi"
+        if mode is None:
+            return "uefi" if self.cfg["architecture"].startswith("arm64") else "legacy-bios"
+        return mode
 
     def op_DescribeInstances(self, p, rec):
         ids = p.get("InstanceId") or []

@@ -213,6 +213,7 @@ DEFAULT_SETTINGS = {
     "imds_credential_ttl": None,      # seconds; rotate IMDS role credentials
     "expired_credentials_code": "RequestExpired",  # or ExpiredToken
     "imds_v1_allowed": False,
+    "register_pending_snapshots": True,  # RegisterImage takes pending snapshots (else IncorrectState)
     "volume_create_delay_s": 0.5,     # CreateVolume: creating -> available
     "volume_attach_delay_s": 0.5,     # AttachVolume: attaching -> attached
     "volume_detach_delay_s": 0.5,     # DetachVolume: detaching -> detached (available)

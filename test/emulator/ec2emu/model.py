@@ -133,7 +133,7 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                 v = non_negative(v, k)
                 if k == "imds_credential_ttl" and v == 0:
                     v = None
-            elif k == "imds_v1_allowed":
+            elif k in ("imds_v1_allowed", "register_pending_snapshots"):
                 v = bool(v)
             elif k == "expired_credentials_code" and v not in ("RequestExpired", "ExpiredToken",
                                                                 "AuthFailure"):
