@@ -48,9 +48,7 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
         self.images = {}
         self.volumes = {}             # created volumes (the instance's own are cfg["volumes"])
         self.loop_devices = {}        # loop device -> {volume_id, file, link}: made by us
-        for v in cfg["volumes"].values():
-            v["attachment"] = {"instance_id": cfg["instance_id"], "device": v["device_name"],
-                               "attach_time": cfg["launch_time"], "state": "attached"}
+        self._attach_config_volumes()
         self.instance_tags = dict(cfg["tags"])
         self.counts = {}
         self.codes = {}
@@ -64,6 +62,12 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
         self.req_log = open(os.path.join(state_dir, "requests.jsonl"), "a", buffering=1)
         for f in faults:
             self.add_rule(f)
+
+    def _attach_config_volumes(self):
+        c = self.cfg
+        for v in c["volumes"].values():
+            v["attachment"] = {"instance_id": c["instance_id"], "device": v["device_name"],
+                               "attach_time": c["launch_time"], "state": "attached"}
 
     # ---- persistence -------------------------------------------------------
     def _state_path(self):
@@ -162,6 +166,7 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                         except OSError:
                             pass
                 self.volumes.clear()
+                self._attach_config_volumes()
                 self.snapshots.clear()
                 self.images.clear()
                 self.counts.clear()

@@ -242,6 +242,16 @@ class TestAttachDetach(VolumeBase):
         self.assertClientError(c.detach_volume, "OperationNotPermitted", VolumeId=WAL_VOL)
         self.assertClientError(c.delete_volume, "VolumeInUse", VolumeId=WAL_VOL)
         self.assertEqual(self.volume(WAL_VOL)["State"], "in-use")
+        # with Force, a model detachment: no longer part of the instance
+        c.detach_volume(VolumeId=WAL_VOL, Force=True)
+        try:
+            self.wait_state(WAL_VOL, "available")
+            r = c.create_snapshots(InstanceSpecification={"InstanceId": INSTANCE})
+            self.assertNotIn(WAL_VOL, [s["VolumeId"] for s in r["Snapshots"]])
+            self.assertClientError(c.delete_volume, "OperationNotPermitted", VolumeId=WAL_VOL)
+        finally:
+            c.attach_volume(VolumeId=WAL_VOL, InstanceId=INSTANCE, Device="/dev/sdg")
+            self.wait_attachment(WAL_VOL, "attached")
 
     def test_created_volume_is_snapshotted_with_the_instance(self):
         c = self.c
