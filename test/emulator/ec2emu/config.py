@@ -90,6 +90,12 @@ def load_config(path, start_time):
             raise ConfigError("%s must be %r or null" % (k, allowed))
     if cfg["boot_mode"] not in (None, "legacy-bios", "uefi", "uefi-preferred"):
         raise ConfigError("boot_mode must be legacy-bios, uefi, uefi-preferred or null")
+    for k in ("complete_after", "volume_create_delay_s", "volume_attach_delay_s",
+              "volume_detach_delay_s"):
+        try:
+            cfg[k] = non_negative(cfg[k], k)
+        except ValueError as e:
+            raise ConfigError(str(e))
     if cfg["device_link_dir"] is not None and not os.path.isabs(str(cfg["device_link_dir"])):
         raise ConfigError("device_link_dir must be an absolute path")
     cfg["launch_time"] = parse_iso(cfg["launch_time"]) if cfg["launch_time"] else start_time

@@ -186,7 +186,8 @@ class TestConfigKeys(Base):
         self.assertEqual((w["iops"], w["throughput"]), (8000, None))
         for bad in ({"tpm_support": "v1"}, {"imds_support": "v1"},
                     {"sriov_net_support": "yes"}, {"boot_mode": "bios"},
-                    {"device_link_dir": "relative/dir"}):
+                    {"device_link_dir": "relative/dir"}, {"volume_attach_delay_s": "x"},
+                    {"volume_create_delay_s": -1}):
             with self.assertRaises(ec2emu.ConfigError, msg=bad):
                 self.load(**bad)
         vols[WAL_VOL].pop("iops")                 # io2 needs its iops
