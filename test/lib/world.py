@@ -9,7 +9,10 @@ A World is a real, disposable "EC2 instance" on this machine:
   * one loop device per volume, with ext4 or XFS on it, mounted under
     WORK/mnt/<name>;
   * the EC2/IMDS emulator (test/emulator/ec2emu.py) on 127.0.0.1, knowing
-    those volumes as attached to its one instance; or, with
+    those volumes as attached to its one instance; a volume attached with
+    AttachVolume becomes a loop device linked as
+    WORK/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol<hex>, the name
+    udev gives an EBS volume on a Nitro instance (volume_device()); or, with
     World(ec2="moto"), moto's server with test/emulator/moto_front.py in
     front of it (IMDS, snapshot bytes, faults), an instance and volumes made
     in moto, and an IAM key in a root-only credentials file
@@ -139,6 +142,8 @@ class World:
         self.pg_started = False
         self.port = port or self._free_pg_port()
         self.work = tempfile.mkdtemp(prefix="amis-world.", dir="/var/tmp")
+        self.device_link_dir = self.path("dev", "disk", "by-id")
+        self.emu_state_dir = self.path("store", "emu-state")
         os.chmod(self.work, 0o755)
         self.pg_uid = pwd.getpwnam("postgres").pw_uid
         self.pg_gid = pwd.getpwnam("postgres").pw_gid
@@ -252,6 +257,9 @@ class World:
             "root_device_name": "/dev/xvda",
             "imds": {"role_name": "ami-snapshot-test-role"},
             "volumes": vols,
+            # Attached volumes become loop devices linked here, as udev would
+            # link them under /dev/disk/by-id.
+            "device_link_dir": self.device_link_dir,
         }
 
     def _start_emulator(self):
@@ -263,7 +271,7 @@ class World:
         logf = open(self.path("emu", "emulator.log"), "w")
         self.procs["emulator"] = subprocess.Popen(
             [PYTHON, EMULATOR, "--port", "0", "--port-file", portfile, "--config", cfg,
-             "--state-dir", self.path("store", "emu-state")] + self.emulator_args,
+             "--state-dir", self.emu_state_dir] + self.emulator_args,
             stdout=logf, stderr=subprocess.STDOUT)
         deadline = time.time() + 20
         while not os.path.exists(portfile):
@@ -463,6 +471,60 @@ logging_collector = off
             return self.moto.front_state()
         return self.emulator_state()
 
+    def ec2_call(self, action, **params):
+        """One EC2 request to the emulator, signed with the instance role's
+        IMDS credentials (as the helper signs): the response's XML as an
+        ElementTree root with the namespace stripped from the tags.  An EC2
+        error raises RuntimeError with its code and message."""
+        import xml.etree.ElementTree as ET
+        def imds(method, path, headers):
+            req = urllib.request.Request(self.emu_url + path, method=method, headers=headers)
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.read().decode()
+        tok = imds("PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+        h = {"X-aws-ec2-metadata-token": tok}
+        base = "/latest/meta-data/iam/security-credentials/"
+        creds = json.loads(imds("GET", base + imds("GET", base, h).strip(), h))
+        r = run([PYTHON, EMULATOR, "call", "--port", str(self.emu_port), "--region", REGION,
+                 "--access-key", creds["AccessKeyId"], "--secret-key", creds["SecretAccessKey"],
+                 "--session-token", creds["Token"], action]
+                + ["%s=%s" % kv for kv in params.items()], check=False)
+        root = ET.fromstring(r.stdout)
+        for el in root.iter():
+            el.tag = el.tag.split("}", 1)[-1]
+        if r.returncode != 0:
+            raise RuntimeError("%s: %s: %s" % (action, root.findtext(".//Code"),
+                                               root.findtext(".//Message")))
+        return root
+
+    def volume_device(self, vol_id, timeout=0):
+        """The block device (/dev/loopN) of an EBS volume the emulator has
+        attached: its by-id link resolved.  None if there is none (after
+        waiting up to timeout seconds for it to appear)."""
+        link = os.path.join(self.device_link_dir,
+                            "nvme-Amazon_Elastic_Block_Store_" + vol_id.replace("-", ""))
+        deadline = time.time() + timeout
+        while True:
+            if os.path.islink(link):
+                return os.path.realpath(link)
+            if time.time() >= deadline:
+                return None
+            time.sleep(0.05)
+
+    def release_emulator_devices(self):
+        """The loop devices the emulator made for attached volumes (its
+        state.json records them, also when it was killed): unmount what is
+        mounted from them, detach them, remove their links."""
+        if self.ec2 != "emulator" or not os.path.exists(
+                os.path.join(self.emu_state_dir, "state.json")):
+            return
+        r = run([PYTHON, EMULATOR, "release-devices", "--state-dir", self.emu_state_dir],
+                check=False)
+        for line in r.stdout.splitlines():
+            log("emulator devices: " + line)
+        if r.returncode != 0:
+            log("release-devices failed: " + r.stderr.strip())
+
     def frozen_mounts(self, wait=2.0):
         """Mounts of ours that are frozen right now: a write there does not
         finish within `wait` seconds.  The writers run in the background: a
@@ -535,7 +597,12 @@ logging_collector = off
                     p.wait()
         if self.moto:
             self.moto.close()
-        # 3. Filesystems, loop devices, files.
+        # 3. The emulator's devices (in the image store), then filesystems,
+        # loop devices, files.
+        try:
+            self.release_emulator_devices()
+        except Exception as e:  # pragma: no cover
+            log("releasing the emulator's devices: %s" % e)
         # Two passes: a loop device whose mount failed can keep the image
         # store busy until it is detached.
         for _ in range(2):
@@ -548,8 +615,14 @@ logging_collector = off
             self.loops = [d for d in self.loops if d in mounted_devs]
             if not self.mounted:
                 break
-        if self.mounted:
-            log("left mounted: %s; %s kept" % (", ".join(m for m, _ in self.mounted), self.work))
+        # Mounts under the world that are not its own (a test's mount of an
+        # attached volume): never remove a directory with a mount in it.
+        with open("/proc/self/mountinfo") as f:
+            foreign = [line.split()[4] for line in f
+                       if line.split()[4].startswith(self.work + "/")]
+        if self.mounted or foreign:
+            log("left mounted: %s; %s kept" % (", ".join([m for m, _ in self.mounted] + foreign),
+                                               self.work))
         elif not self.keep:
             shutil.rmtree(self.work, ignore_errors=True)
 

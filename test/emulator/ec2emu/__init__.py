@@ -19,6 +19,8 @@ usage, config and control API.  The modules, from the bottom up:
                      DeleteSnapshot
   actions_images     RegisterImage, CreateImage, DescribeImages,
                      DeregisterImage
+  actions_volumes    CreateVolume, AttachVolume, DetachVolume, DeleteVolume;
+                     the volumes' states and their loop devices
   actions_instances  DescribeInstances, DescribeVolumes
   actions_tags       CreateTags, DeleteTags, DescribeTags
   model              Emulator: the state, its persistence, action dispatch

@@ -1,17 +1,21 @@
 """RegisterImage, CreateImage (its snapshots taken a little after the call),
 DescribeImages and DeregisterImage."""
 
+import hashlib
 import logging
 import re
 import threading
 import time
 
+from .config import VOLUME_TYPES, volume_performance
 from .errors import EC2Error, check_id, not_found
 from .query import apply_filters, paginate, tags_from_spec
 from .render import tag_set
 from .util import iso_ms, new_id
 
 AMAZON_OWNER = "137112412989"
+ARCHITECTURES = ("i386", "x86_64", "arm64", "x86_64_mac", "arm64_mac")
+BOOT_MODES = ("legacy-bios", "uefi", "uefi-preferred")
 
 log = logging.getLogger("ec2emu")
 
@@ -42,8 +46,36 @@ class ImageActions:
                 "virtualization_type": c["virtualization_type"],
                 "ena_support": c["ena_support"], "boot_mode": c["boot_mode"],
                 "creation_time": c["launch_time"], "tags": {},
-                "product_codes": c["product_codes"], "bdm": [], "public": True,
-                "sriov": "simple", "tpm": None, "imds_support": None, "state": "available"}
+                "product_codes": c["product_codes"], "bdm": self._launch_bdm(), "public": True,
+                "sriov": c["sriov_net_support"], "tpm": c["tpm_support"],
+                "imds_support": c["imds_support"], "state": "available"}
+
+    def _launch_bdm(self):
+        """The launch image's mapping: its root snapshot (Amazon's, not
+        ours: an id derived from the image id) as big and of the type of the
+        configured root volume."""
+        c = self.cfg
+        roots = [v for v in c["volumes"].values() if v["root"]]
+        root = roots[0] if roots else {"size_gib": 8, "volume_type": "gp3", "iops": 3000,
+                                       "throughput": 125, "encrypted": False}
+        sid = "snap-" + hashlib.sha256(c["image_id"].encode()).hexdigest()[:17]
+        ebs = {"snapshotId": sid, "volumeSize": root["size_gib"],
+               "deleteOnTermination": True, "volumeType": root["volume_type"],
+               "encrypted": root["encrypted"]}
+        ebs.update(self._bdm_performance(root["volume_type"], root["iops"], root["throughput"]))
+        return [{"deviceName": c["root_device_name"], "ebs": ebs}]
+
+    @staticmethod
+    def _bdm_performance(vtype, iops, throughput):
+        """Iops and Throughput as an image's mapping shows them: only for the
+        types that take them."""
+        _, _, iops_rule, takes_throughput = VOLUME_TYPES[vtype]
+        out = {}
+        if iops_rule is not None and iops is not None:
+            out["iops"] = iops
+        if takes_throughput and throughput is not None:
+            out["throughput"] = throughput
+        return out
 
     def image_item(self, img):
         state = img.get("state") or self.image_state(img)
@@ -99,6 +131,11 @@ class ImageActions:
                 eb = {}
                 if sid:
                     s = self.get_snapshot(sid)
+                    state = self.snap_state(s)[0]
+                    if state == "error" or (state == "pending" and not
+                                            self.settings.get("register_pending_snapshots")):
+                        raise EC2Error("IncorrectState",
+                                       "Snapshot %s is in invalid state - %s" % (sid, state))
                     size = ebs.get("VolumeSize", s["volume_size"])
                     if size < s["volume_size"]:
                         raise EC2Error("InvalidBlockDeviceMapping",
@@ -111,14 +148,20 @@ class ImageActions:
                                        "%s: either a snapshot id or a volume size is required"
                                        % dev)
                     size = ebs["VolumeSize"]
+                vtype = ebs.get("VolumeType", "gp2")
+                if vtype not in VOLUME_TYPES:
+                    raise EC2Error("InvalidParameterValue",
+                                   "Value (%s) for parameter volumeType is invalid. Expected: "
+                                   "'%s'." % (vtype, ", ".join(VOLUME_TYPES)))
+                try:
+                    iops, throughput = volume_performance(vtype, size, ebs.get("Iops"),
+                                                          ebs.get("Throughput"))
+                except ValueError as e:
+                    raise EC2Error("InvalidBlockDeviceMapping", "%s: %s" % (dev, e))
                 eb.update({"volumeSize": size,
                            "deleteOnTermination": ebs.get("DeleteOnTermination", True),
-                           "volumeType": ebs.get("VolumeType", "gp2"),
-                           "encrypted": ebs.get("Encrypted", False)})
-                if "Iops" in ebs:
-                    eb["iops"] = ebs["Iops"]
-                if "Throughput" in ebs:
-                    eb["throughput"] = ebs["Throughput"]
+                           "volumeType": vtype, "encrypted": ebs.get("Encrypted", False)})
+                eb.update(self._bdm_performance(vtype, iops, throughput))
                 item["ebs"] = eb
             else:
                 raise EC2Error("InvalidBlockDeviceMapping",
@@ -134,14 +177,27 @@ class ImageActions:
             raise EC2Error("InvalidParameterValue",
                            "The emulator only registers EBS-backed images (no ImageLocation)")
         arch = p.get("Architecture", "i386")          # AWS default for EBS-backed: i386
-        if arch not in ("i386", "x86_64", "arm64", "x86_64_mac", "arm64_mac"):
-            raise EC2Error("InvalidParameterValue", "Invalid architecture '%s'" % arch)
         virt = p.get("VirtualizationType", "paravirtual")   # AWS default: paravirtual
-        if virt not in ("hvm", "paravirtual"):
-            raise EC2Error("InvalidParameterValue", "Invalid virtualization type '%s'" % virt)
         boot = p.get("BootMode")
-        if boot is not None and boot not in ("legacy-bios", "uefi", "uefi-preferred"):
-            raise EC2Error("InvalidParameterValue", "Invalid boot mode '%s'" % boot)
+        for name, value, allowed in (("architecture", arch, ARCHITECTURES),
+                                     ("virtualizationType", virt, ("hvm", "paravirtual")),
+                                     ("bootMode", boot, BOOT_MODES),
+                                     ("tpmSupport", p.get("TpmSupport"), ("v2.0",)),
+                                     ("imdsSupport", p.get("ImdsSupport"), ("v2.0",)),
+                                     ("sriovNetSupport", p.get("SriovNetSupport"), ("simple",))):
+            if value is not None and value not in allowed:
+                raise EC2Error("InvalidParameterValue",
+                               "Value (%s) for parameter %s is invalid. Expected: '%s'."
+                               % (value, name, ", ".join(allowed)))
+        if p.get("TpmSupport") and boot != "uefi":
+            raise EC2Error("InvalidParameterCombination",
+                           "TpmSupport v2.0 requires BootMode uefi")
+        if arch.startswith("arm64") and boot == "legacy-bios":
+            raise EC2Error("InvalidParameterCombination",
+                           "The arm64 architecture supports the uefi boot mode only")
+        if p.get("EnaSupport") and virt != "hvm":
+            raise EC2Error("InvalidParameterCombination",
+                           "ENA support requires the hvm virtualization type")
         with self.lock:
             self.check_image_name(p.get("Name"))
             bdm = self._bdm_from_request(p.get("BlockDeviceMapping") or [])
@@ -150,7 +206,11 @@ class ImageActions:
                 raise EC2Error("MissingParameter",
                                "The request must contain the parameter rootDeviceName")
             rm = [m for m in bdm if m["deviceName"] == root]
-            if not rm or not (rm[0].get("ebs") or {}).get("snapshotId"):
+            if not rm:
+                raise EC2Error("InvalidBlockDeviceMapping",
+                               "The root device name %s is not in the block device mapping"
+                               % root)
+            if not (rm[0].get("ebs") or {}).get("snapshotId"):
                 raise EC2Error("InvalidBlockDeviceMapping",
                                "The root device %s must be mapped to an EBS snapshot" % root)
             tags = tags_from_spec(p.get("TagSpecification"), ("image",)).get("image", {})
@@ -195,9 +255,11 @@ class ImageActions:
             ami = new_id("ami")
             c = self.cfg
             bdm = [{"deviceName": v["device_name"],
-                    "ebs": {"volumeSize": v["size_gib"],
-                            "deleteOnTermination": v["delete_on_termination"],
-                            "volumeType": v["volume_type"], "encrypted": v["encrypted"]}}
+                    "ebs": dict({"volumeSize": v["size_gib"],
+                                 "deleteOnTermination": v["delete_on_termination"],
+                                 "volumeType": v["volume_type"], "encrypted": v["encrypted"]},
+                                **self._bdm_performance(v["volume_type"], v["iops"],
+                                                        v["throughput"]))}
                    for v in sorted(vols, key=lambda v: (not v["root"], v["device_name"]))]
             self.images[ami] = {
                 "id": ami, "name": p["Name"], "description": p.get("Description"),
@@ -205,7 +267,8 @@ class ImageActions:
                 "root_device_name": c["root_device_name"],
                 "virtualization_type": c["virtualization_type"],
                 "ena_support": c["ena_support"], "boot_mode": c["boot_mode"],
-                "tpm": None, "imds_support": None, "sriov": "simple",
+                "tpm": c["tpm_support"], "imds_support": c["imds_support"],
+                "sriov": c["sriov_net_support"],
                 "creation_time": self.now(), "tags": tags.get("image", {}), "bdm": bdm,
                 "product_codes": list(c["product_codes"]), "source": "CreateImage",
                 "pending_snapshots": True, "no_reboot": bool(p.get("NoReboot"))}

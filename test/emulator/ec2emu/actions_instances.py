@@ -16,9 +16,11 @@ class InstanceActions:
         c = self.cfg
         bdm = []
         for v in sorted(self._instance_volumes(), key=lambda v: (not v["root"], v["device_name"])):
-            bdm.append({"deviceName": v["device_name"],
-                        "ebs": {"volumeId": v["id"], "status": "attached",
-                                "attachTime": iso_ms(c["launch_time"]),
+            a = v["attachment"]
+            bdm.append({"deviceName": a["device"],
+                        "ebs": {"volumeId": v["id"],
+                                "status": "detaching" if a["state"] == "busy" else a["state"],
+                                "attachTime": iso_ms(a["attach_time"]),
                                 "deleteOnTermination": v["delete_on_termination"]}})
         ip = c["private_ip"]
         dns = "ip-%s.ec2.internal" % ip.replace(".", "-")
@@ -41,11 +43,24 @@ class InstanceActions:
                                     % (c["account_id"], c["imds"]["role_name"]),
                                     "id": "AIPA" + c["instance_id"][2:18].upper()}
                                    if c["imds"].get("role_name") else None),
-            "bootMode": c["boot_mode"], "platformDetails": c["platform_details"],
+            "sriovNetSupport": c["sriov_net_support"], "tpmSupport": c["tpm_support"],
+            "bootMode": c["boot_mode"],
+            "currentInstanceBootMode": self.current_boot_mode(),
+            "platformDetails": c["platform_details"],
             "usageOperation": c["usage_operation"],
             "metadataOptions": {"state": "applied", "httpTokens": "required",
                                 "httpPutResponseHopLimit": 2, "httpEndpoint": "enabled"},
         }
+
+    def current_boot_mode(self):
+        """How the instance booted: its image's boot mode, uefi for
+        uefi-preferred, and without one legacy-bios (x86) or uefi (arm64)."""
+        mode = self.cfg["boot_mode"]
+        if mode == "uefi-preferred":
+            return "uefi"
+        if mode is None:
+            return "uefi" if self.cfg["architecture"].startswith("arm64") else "legacy-bios"
+        return mode
 
     def op_DescribeInstances(self, p, rec):
         ids = p.get("InstanceId") or []
@@ -62,8 +77,9 @@ class InstanceActions:
             "image-id": lambda i: [c["image_id"]],
             "availability-zone": lambda i: [c["availability_zone"]],
             "architecture": lambda i: [c["architecture"]],
-            "block-device-mapping.volume-id": lambda i: list(c["volumes"]),
-            "block-device-mapping.device-name": lambda i: [v["device_name"] for v in c["volumes"].values()],
+            "block-device-mapping.volume-id": lambda i: [v["id"] for v in self._instance_volumes()],
+            "block-device-mapping.device-name":
+                lambda i: [v["device_name"] for v in self._instance_volumes()],
             "private-ip-address": lambda i: [c["private_ip"]],
         }
         inst = apply_filters(inst, p.get("Filter"), table, lambda i: self.instance_tags)
@@ -75,39 +91,32 @@ class InstanceActions:
                         "instancesSet": [self.instance_item()]})
         return {"reservationSet": res}
 
-    def volume_item(self, v):
-        c = self.cfg
-        return {"volumeId": v["id"], "size": v["size_gib"], "snapshotId": "",
-                "availabilityZone": c["availability_zone"], "status": "in-use",
-                "createTime": iso_ms(c["launch_time"]),
-                "attachmentSet": [{"volumeId": v["id"], "instanceId": c["instance_id"],
-                                   "device": v["device_name"], "status": "attached",
-                                   "attachTime": iso_ms(c["launch_time"]),
-                                   "deleteOnTermination": v["delete_on_termination"]}],
-                "tagSet": tag_set(v["tags"]), "volumeType": v["volume_type"],
-                "iops": v["iops"], "throughput": v["throughput"] if v["volume_type"] == "gp3" else None,
-                "encrypted": v["encrypted"], "multiAttachEnabled": False}
-
     def op_DescribeVolumes(self, p, rec):
         ids = p.get("VolumeId") or []
-        for vid in ids:
-            check_id("vol", vid)
-            if vid not in self.cfg["volumes"]:
-                raise not_found("vol", vid)
-        vols = [v for v in self._instance_volumes() if not ids or v["id"] in ids]
+        with self.lock:
+            for vid in ids:
+                self.get_volume(vid)
+            vols = [v for v in self.all_volumes() if not ids or v["id"] in ids]
         c = self.cfg
+        att = lambda v, k: [v["attachment"][k]] if v.get("attachment") else []
         table = {
             "volume-id": lambda v: [v["id"]], "size": lambda v: [v["size_gib"]],
-            "status": lambda v: ["in-use"], "volume-type": lambda v: [v["volume_type"]],
-            "availability-zone": lambda v: [c["availability_zone"]],
-            "attachment.instance-id": lambda v: [c["instance_id"]],
-            "attachment.device": lambda v: [v["device_name"]],
-            "attachment.status": lambda v: ["attached"],
-            "attachment.delete-on-termination": lambda v: [v["delete_on_termination"]],
+            "status": lambda v: [self.volume_status(v)],
+            "volume-type": lambda v: [v["volume_type"]],
+            "availability-zone": lambda v: [v.get("availability_zone") or c["availability_zone"]],
+            "snapshot-id": lambda v: [v.get("snapshot_id", "")],
+            "create-time": lambda v: [iso_ms(v.get("create_time", c["launch_time"]))],
+            "attachment.instance-id": lambda v: att(v, "instance_id"),
+            "attachment.device": lambda v: att(v, "device"),
+            "attachment.status": lambda v: att(v, "state"),
+            "attachment.attach-time": lambda v: [iso_ms(t) for t in att(v, "attach_time")],
+            "attachment.delete-on-termination":
+                lambda v: [v["delete_on_termination"]] if v.get("attachment") else [],
             "encrypted": lambda v: [v["encrypted"]],
+            "multi-attach-enabled": lambda v: [False],
         }
         vols = apply_filters(vols, p.get("Filter"), table, lambda v: v["tags"])
         self._dry_run(p)
-        vols.sort(key=lambda v: v["id"])
+        vols.sort(key=lambda v: (v.get("create_time", 0), v["id"]))
         page, nxt = paginate(vols, p)
         return {"volumeSet": [self.volume_item(v) for v in page], "nextToken": nxt}

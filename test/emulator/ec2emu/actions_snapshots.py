@@ -7,7 +7,7 @@ import os
 from .errors import EC2Error, check_id, not_found
 from .query import apply_filters, paginate, tags_from_spec
 from .render import tag_set
-from .util import iso_ms, new_id
+from .util import iso_ms, new_id, unlink_quiet
 from .volumes import copy_volume
 
 log = logging.getLogger("ec2emu")
@@ -169,10 +169,9 @@ class SnapshotActions:
         vid = p.get("VolumeId")
         if not vid:
             raise EC2Error("MissingParameter", "The request must contain the parameter VolumeId")
-        check_id("vol", vid)
-        v = self.cfg["volumes"].get(vid)
-        if v is None:
-            raise not_found("vol", vid)
+        v = self.get_volume(vid)
+        if self.volume_status(v) == "creating":
+            raise EC2Error("IncorrectState", "Volume '%s' is in the 'creating' state." % vid)
         tags = tags_from_spec(p.get("TagSpecification"), ("snapshot",)).get("snapshot", {})
         self._dry_run(p)
         snaps = self.take_snapshots([v], p.get("Description"), {vid: tags},
@@ -229,9 +228,5 @@ class SnapshotActions:
             self._dry_run(p)
             del self.snapshots[sid]
             self.save()
-        if s.get("file"):
-            try:
-                os.unlink(s["file"])
-            except FileNotFoundError:
-                pass
+        unlink_quiet(s.get("file"))
         return {"return": True}

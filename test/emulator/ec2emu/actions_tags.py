@@ -14,11 +14,7 @@ class TagActions:
         if prefix == "snap":
             return "snapshot", self.get_snapshot(rid)["tags"]
         if prefix == "vol":
-            check_id("vol", rid)
-            v = self.cfg["volumes"].get(rid)
-            if v is None:
-                raise not_found("vol", rid)
-            return "volume", v["tags"]
+            return "volume", self.get_volume(rid)["tags"]
         if prefix == "i":
             check_id("i", rid)
             if rid != self.cfg["instance_id"]:
@@ -72,8 +68,8 @@ class TagActions:
             rows = []
             rows += [(self.cfg["instance_id"], "instance", k, v)
                      for k, v in self.instance_tags.items()]
-            for vid, v in self.cfg["volumes"].items():
-                rows += [(vid, "volume", k, val) for k, val in v["tags"].items()]
+            for v in self.all_volumes():
+                rows += [(v["id"], "volume", k, val) for k, val in v["tags"].items()]
             for sid, s in self.snapshots.items():
                 rows += [(sid, "snapshot", k, val) for k, val in s["tags"].items()]
             for iid, img in self.images.items():

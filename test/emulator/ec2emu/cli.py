@@ -14,6 +14,7 @@ import botocore.auth
 import botocore.awsrequest
 import botocore.credentials
 
+from .actions_volumes import release_state_devices
 from .config import load_config
 from .server import serve
 from .util import API_VERSION
@@ -152,7 +153,20 @@ def call(argv):
         return 1
 
 
+def release_devices(argv):
+    ap = argparse.ArgumentParser(prog="ec2emu.py release-devices",
+                                 description="after the emulator stopped (even killed): "
+                                 "unmount and detach the loop devices its state dir records")
+    ap.add_argument("--state-dir", required=True)
+    a = ap.parse_args(argv)
+    for line in release_state_devices(a.state_dir):
+        sys.stdout.write(line + "\n")
+    return 0
+
+
 def main(argv):
+    if argv and argv[0] == "release-devices":
+        return release_devices(argv[1:])
     if argv and argv[0] == "ctl":
         return ctl(argv[1:])
     if argv and argv[0] == "call":

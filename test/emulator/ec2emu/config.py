@@ -34,6 +34,13 @@ DEFAULT_CONFIG = {
     "credentials": {},
     "volumes": {},
     "complete_after": None,                 # overrides --complete-after when set
+    "device_link_dir": None,                # attached volumes become loop devices linked here
+    "volume_create_delay_s": None,          # overrides the setting of the same name
+    "volume_attach_delay_s": None,
+    "volume_detach_delay_s": None,
+    "sriov_net_support": "simple",          # instance and launch image; null: not reported
+    "tpm_support": None,                    # launch image TpmSupport ("v2.0") or null
+    "imds_support": None,                   # launch image ImdsSupport ("v2.0") or null
 }
 IMDS_DEFAULTS = {
     "role_name": "ami-snapshot-test-role",  # null: no instance profile
@@ -77,6 +84,20 @@ def load_config(path, start_time):
         cfg["availability_zone"] = cfg["region"] + "a"
     if not cfg["availability_zone_id"]:
         cfg["availability_zone_id"] = "use1-az1"
+    for k in ("sriov_net_support", "tpm_support", "imds_support"):
+        allowed = {"sriov_net_support": "simple"}.get(k, "v2.0")
+        if cfg[k] not in (None, allowed):
+            raise ConfigError("%s must be %r or null" % (k, allowed))
+    if cfg["boot_mode"] not in (None, "legacy-bios", "uefi", "uefi-preferred"):
+        raise ConfigError("boot_mode must be legacy-bios, uefi, uefi-preferred or null")
+    for k in ("complete_after", "volume_create_delay_s", "volume_attach_delay_s",
+              "volume_detach_delay_s"):
+        try:
+            cfg[k] = non_negative(cfg[k], k)
+        except ValueError as e:
+            raise ConfigError(str(e))
+    if cfg["device_link_dir"] is not None and not os.path.isabs(str(cfg["device_link_dir"])):
+        raise ConfigError("device_link_dir must be an absolute path")
     cfg["launch_time"] = parse_iso(cfg["launch_time"]) if cfg["launch_time"] else start_time
 
     imds = dict(IMDS_DEFAULTS)
@@ -119,14 +140,20 @@ def load_config(path, start_time):
             if bf and os.path.exists(bf):
                 size = max(1, -(-os.stat(bf).st_size // (1 << 30)))
         root = bool(v.get("root", False))
+        vtype = v.get("volume_type", "gp3")
+        try:
+            iops, throughput = volume_performance(vtype, int(size), v.get("iops"),
+                                                  v.get("throughput"))
+        except ValueError as e:
+            raise ConfigError("volume %s: %s" % (vid, e))
         vols[vid] = {
             "id": vid, "device_name": v["device_name"], "backing_file": bf,
             "size_gib": int(size), "root": root,
-            "volume_type": v.get("volume_type", "gp3"), "iops": v.get("iops", 3000),
-            "throughput": v.get("throughput", 125),
+            "volume_type": vtype, "iops": iops, "throughput": throughput,
             "delete_on_termination": bool(v.get("delete_on_termination", root)),
             "encrypted": bool(v.get("encrypted", False)),
             "tags": dict(v.get("tags") or {}),
+            "config": True, "snapshot_id": "",
         }
     roots = [v for v in vols.values() if v["root"]]
     if len(roots) > 1:
@@ -138,6 +165,46 @@ def load_config(path, start_time):
                           % (roots[0]["device_name"], cfg["root_device_name"]))
     cfg["volumes"] = vols
     return cfg
+
+
+# EBS volume types: (min GiB, max GiB, iops (min, max, default) or None when the
+# type takes no Iops, whether it takes Throughput).
+VOLUME_TYPES = {
+    "gp2": (1, 16384, None, False),
+    "gp3": (1, 16384, (3000, 16000, 3000), True),
+    "io1": (4, 16384, (100, 64000, None), False),
+    "io2": (4, 65536, (100, 256000, None), False),
+    "st1": (125, 16384, None, False),
+    "sc1": (125, 16384, None, False),
+    "standard": (1, 1024, None, False),
+}
+
+
+def volume_performance(vtype, size, iops=None, throughput=None):
+    """(iops, throughput) as EC2 reports them for a volume; ValueError with
+    the reason when the combination is one EC2 refuses."""
+    if vtype not in VOLUME_TYPES:
+        raise ValueError("unknown volume type %r (%s)" % (vtype, ", ".join(VOLUME_TYPES)))
+    _, _, iops_rule, takes_throughput = VOLUME_TYPES[vtype]
+    if iops is not None and iops_rule is None:
+        raise ValueError("the parameter iops is not supported for %s volumes" % vtype)
+    if throughput is not None and not takes_throughput:
+        raise ValueError("the parameter throughput is not supported for %s volumes" % vtype)
+    if iops_rule is not None:
+        lo, hi, default = iops_rule
+        if iops is None:
+            iops = default
+        if iops is None:
+            raise ValueError("the parameter iops is required for %s volumes" % vtype)
+        if not lo <= iops <= hi:
+            raise ValueError("iops must be between %d and %d for %s volumes" % (lo, hi, vtype))
+    elif vtype == "gp2":
+        iops = max(100, min(16000, 3 * size))      # the gp2 baseline EC2 reports
+    if takes_throughput:
+        throughput = 125 if throughput is None else throughput
+        if not 125 <= throughput <= 1000:
+            raise ValueError("throughput must be between 125 and 1000 MiB/s")
+    return iops, throughput
 
 
 DEFAULT_SETTINGS = {
@@ -152,10 +219,15 @@ DEFAULT_SETTINGS = {
     "imds_credential_ttl": None,      # seconds; rotate IMDS role credentials
     "expired_credentials_code": "RequestExpired",  # or ExpiredToken
     "imds_v1_allowed": False,
+    "register_pending_snapshots": True,  # RegisterImage takes pending snapshots (else IncorrectState)
+    "volume_create_delay_s": 0.5,     # CreateVolume: creating -> available
+    "volume_attach_delay_s": 0.5,     # AttachVolume: attaching -> attached
+    "volume_detach_delay_s": 0.5,     # DetachVolume: detaching -> detached (available)
 }
 NUMERIC_SETTINGS = {"latency_ms", "latency_before_ms", "complete_after", "clock_skew_s",
                  "max_clock_skew_s", "per_volume_min_interval_s", "max_pending_per_volume",
-                 "create_image_snapshot_delay_ms", "imds_credential_ttl"}
+                 "create_image_snapshot_delay_ms", "imds_credential_ttl",
+                 "volume_create_delay_s", "volume_attach_delay_s", "volume_detach_delay_s"}
 
 
 def non_negative(v, name):

@@ -13,6 +13,7 @@ from .actions_images import ImageActions
 from .actions_instances import InstanceActions
 from .actions_snapshots import SnapshotActions
 from .actions_tags import TagActions
+from .actions_volumes import ATTACHED_STATES, VolumeActions
 from .config import DEFAULT_SETTINGS, NUMERIC_SETTINGS, non_negative
 from .credentials import CredentialStore
 from .errors import EC2Error
@@ -25,7 +26,7 @@ log = logging.getLogger("ec2emu")
 
 
 class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageActions,
-               InstanceActions, TagActions):
+               VolumeActions, InstanceActions, TagActions):
     """One instance, its volumes, and what EC2 made of them."""
 
     def __init__(self, cfg, state_dir, settings, faults=()):
@@ -42,8 +43,12 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
         self.imds_listener = None
         self.rules = []
         self.rule_seq = 0
+        self.vol_dir = os.path.join(state_dir, "volumes")
         self.snapshots = {}
         self.images = {}
+        self.volumes = {}             # created volumes (the instance's own are cfg["volumes"])
+        self.loop_devices = {}        # loop device -> {volume_id, file, link}: made by us
+        self._attach_config_volumes()
         self.instance_tags = dict(cfg["tags"])
         self.counts = {}
         self.codes = {}
@@ -57,6 +62,12 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
         self.req_log = open(os.path.join(state_dir, "requests.jsonl"), "a", buffering=1)
         for f in faults:
             self.add_rule(f)
+
+    def _attach_config_volumes(self):
+        c = self.cfg
+        for v in c["volumes"].values():
+            v["attachment"] = {"instance_id": c["instance_id"], "device": v["device_name"],
+                               "attach_time": c["launch_time"], "state": "attached"}
 
     # ---- persistence -------------------------------------------------------
     def _state_path(self):
@@ -81,12 +92,20 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                 self.cfg["volumes"][vid]["tags"] = tags
         if "instance_tags" in st:
             self.instance_tags = st["instance_tags"]
+        self.volumes = st.get("volumes", {})
+        self.loop_devices = st.get("loop_devices", {})
+        for vid, a in st.get("config_attachments", {}).items():
+            if vid in self.cfg["volumes"]:
+                self.cfg["volumes"][vid]["attachment"] = a
 
     def save(self):
         with self.lock:
             st = {"snapshots": self.snapshots, "images": self.images,
                   "instance_tags": self.instance_tags,
-                  "volume_tags": {v: d["tags"] for v, d in self.cfg["volumes"].items()}}
+                  "volume_tags": {v: d["tags"] for v, d in self.cfg["volumes"].items()},
+                  "volumes": self.volumes, "loop_devices": self.loop_devices,
+                  "config_attachments": {v: d["attachment"]
+                                         for v, d in self.cfg["volumes"].items()}}
             atomic_write(self._state_path(), json.dumps(st, indent=1, sort_keys=True))
 
     # ---- request log --------------------------------------------------------
@@ -118,7 +137,7 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                 v = non_negative(v, k)
                 if k == "imds_credential_ttl" and v == 0:
                     v = None
-            elif k == "imds_v1_allowed":
+            elif k in ("imds_v1_allowed", "register_pending_snapshots"):
                 v = bool(v)
             elif k == "expired_credentials_code" and v not in ("RequestExpired", "ExpiredToken",
                                                                 "AuthFailure"):
@@ -138,6 +157,16 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                             os.unlink(s["file"])
                         except OSError:
                             pass
+                for v in list(self.volumes.values()):
+                    if v.get("attachment"):
+                        self._unplug(v, force=True)
+                    if v.get("file"):
+                        try:
+                            os.unlink(v["file"])
+                        except OSError:
+                            pass
+                self.volumes.clear()
+                self._attach_config_volumes()
                 self.snapshots.clear()
                 self.images.clear()
                 self.counts.clear()
@@ -154,6 +183,7 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
             raise EC2Error("InvalidAction",
                            "The action %s is not valid for this web service." % action)
         p = validate(unflatten(params), spec, [])
+        self.advance_volumes()
         return fn(p, rec)
 
     def _dry_run(self, p):
@@ -161,7 +191,10 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
             raise EC2Error("DryRunOperation")
 
     def _instance_volumes(self):
-        return list(self.cfg["volumes"].values())
+        """The volumes attached to the instance (also while attaching or
+        detaching): its configured ones and the created ones."""
+        return [v for v in self.all_volumes()
+                if (v.get("attachment") or {}).get("state") in ATTACHED_STATES]
 
     # ---- state -------------------------------------------------------------
     def state_json(self):
@@ -186,6 +219,13 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                              "block_device_mappings": i["bdm"], "tags": i["tags"]})
             return {
                 "snapshots": snaps, "images": imgs,
+                "volumes": [dict(self.volume_item(v), file=v.get("file"),
+                                 loop=(v.get("attachment") or {}).get("loop"),
+                                 link=(v.get("attachment") or {}).get("link"))
+                            for v in sorted(self.volumes.values(),
+                                            key=lambda v: (v["create_time"], v["id"]))],
+                "loop_devices": dict(self.loop_devices),
+                "device_link_dir": self.cfg.get("device_link_dir"),
                 "request_counts": dict(self.counts), "response_codes": dict(self.codes),
                 "faults": [{k: v for k, v in r.items()} for r in self.rules],
                 "settings": dict(self.settings), "reboots": self.reboots,

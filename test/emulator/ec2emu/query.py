@@ -135,6 +135,16 @@ SPECS = {
                        "Owner": [str], "IncludeDeprecated": bool, "DryRun": bool,
                        "MaxResults": int, "NextToken": str},
     "DeregisterImage": {"ImageId": str, "DryRun": bool},
+    "CreateVolume": {"AvailabilityZone": str, "AvailabilityZoneId": str, "Encrypted": bool,
+                     "Iops": int, "KmsKeyId": str, "OutpostArn": str, "Size": int,
+                     "SnapshotId": str, "VolumeType": str, "TagSpecification": TAGSPEC,
+                     "MultiAttachEnabled": bool, "Throughput": int, "ClientToken": str,
+                     "VolumeInitializationRate": int, "Operator": {"Principal": str},
+                     "DryRun": bool},
+    "AttachVolume": {"Device": str, "InstanceId": str, "VolumeId": str, "DryRun": bool},
+    "DetachVolume": {"Device": str, "Force": bool, "InstanceId": str, "VolumeId": str,
+                     "DryRun": bool},
+    "DeleteVolume": {"VolumeId": str, "DryRun": bool},
 }
 
 

@@ -386,6 +386,15 @@ class ImdsListener:
 # serve
 # --------------------------------------------------------------------------
 
+def _tick(emu, stop):
+    """Volumes change state on their own time (their devices appear and go)."""
+    while not stop.wait(0.05):
+        try:
+            emu.advance_volumes()
+        except Exception:
+            log.error("advancing volumes: %s", traceback.format_exc())
+
+
 def serve(argv):
     ap = argparse.ArgumentParser(prog="ec2emu.py serve", description="EC2 + IMDS emulator")
     ap.add_argument("--config", help="config JSON (see README.md)")
@@ -421,8 +430,10 @@ def serve(argv):
     settings = dict(DEFAULT_SETTINGS)
     settings.update(latency_ms=a.latency_ms, latency_before_ms=a.latency_before_ms,
                     complete_after=a.complete_after)
-    if cfg["complete_after"] is not None:
-        settings["complete_after"] = float(cfg["complete_after"])
+    for k in ("complete_after", "volume_create_delay_s", "volume_attach_delay_s",
+              "volume_detach_delay_s"):
+        if cfg[k] is not None:
+            settings[k] = float(cfg[k])
     ttl = a.imds_credential_ttl or cfg["imds"].get("credential_ttl")
     settings["imds_credential_ttl"] = ttl or None
     if cfg["imds"].get("v1_allowed"):
@@ -458,8 +469,10 @@ def serve(argv):
         stop.set()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    emu.restore_devices()
     th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     th.start()
+    threading.Thread(target=_tick, args=(emu, stop), daemon=True).start()
     log.info("listening on http://%s:%d (EC2 + IMDS)%s, instance %s, region %s, state %s",
              a.host, port,
              (", IMDS also on :%d" % emu.imds_listener.port) if emu.imds_listener else "",
@@ -469,6 +482,7 @@ def serve(argv):
     log.info("shutting down")
     srv.shutdown()
     srv.server_close()
+    emu.release_devices()
     if emu.imds_listener:
         emu.imds_listener.down()
     for pf in (a.port_file, a.imds_port_file):

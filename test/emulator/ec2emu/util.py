@@ -48,3 +48,12 @@ def atomic_write(path, data):
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+def unlink_quiet(path):
+    """Remove a file that may be gone already."""
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

@@ -234,6 +234,14 @@ def raw_ec2(emu, params=None, body=None, akid=STATIC_AKID, secret=STATIC_SECRET,
                     headers=hd, timeout=timeout)
 
 
+def release_devices(state_dir):
+    """ec2emu.py release-devices: what it did, a line each."""
+    p = subprocess.run([PY, EMU, "release-devices", "--state-dir", state_dir],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.splitlines()
+
+
 def err_code(data):
     m = re.search(rb"<Code>([^<]*)</Code>", data)
     return m.group(1).decode() if m else None
@@ -328,6 +336,16 @@ class Base(unittest.TestCase):
         if status is not None:
             self.assertEqual(err["ResponseMetadata"]["HTTPStatusCode"], status)
         return err
+
+    def all_pages(self, describe, key, id_key, **kw):
+        """Every id a Describe* call returns, following NextToken, 5 a page."""
+        seen, token = [], None
+        while True:
+            page = describe(MaxResults=5, **dict(kw, **({"NextToken": token} if token else {})))
+            seen += [item[id_key] for item in page[key]]
+            token = page.get("NextToken")
+            if not token:
+                return seen
 
     def snap_file(self, sid):
         return os.path.join(E.state_dir, "snapshots", sid + ".img")

@@ -226,16 +226,8 @@ class TestSnapshots(Base):
                                             {"Name": "volume-id", "Values": [DATA_VOL]}])
         self.assertEqual(len(got["Snapshots"]), 3)
         # pagination
-        seen, token = [], None
-        while True:
-            kw = {"MaxResults": 5, "Filters": [{"Name": "owner-id", "Values": [ACCOUNT]}]}
-            if token:
-                kw["NextToken"] = token
-            page = c.describe_snapshots(**kw)
-            seen += [s["SnapshotId"] for s in page["Snapshots"]]
-            token = page.get("NextToken")
-            if not token:
-                break
+        seen = self.all_pages(c.describe_snapshots, "Snapshots", "SnapshotId",
+                              Filters=[{"Name": "owner-id", "Values": [ACCOUNT]}])
         self.assertEqual(len(seen), len(set(seen)))
         self.assertTrue(set(ids) <= set(seen))
         self.assertEqual(len(seen), len(E.state()["snapshots"]))
