@@ -297,12 +297,13 @@ def _mkfs_file(path, size):
     subprocess.run(["mkfs.ext4", "-q", "-F", path], check=True, capture_output=True)
 
 
-@unittest.skipUnless(os.geteuid() == 0 and shutil.which("losetup"),
-                     "loop devices need root")
 class TestDevices(unittest.TestCase):
-    """An emulator with device_link_dir: attached volumes are loop devices."""
+    """An emulator with device_link_dir: attached volumes are loop devices.
+    They need root and losetup: without them these tests fail, never skip."""
 
     def setUp(self):
+        if os.geteuid() != 0 or not shutil.which("losetup"):
+            self.fail("loop devices need root and losetup (run the emulator tests as root)")
         self.root = os.path.join(TMP, "dev-%d" % time.time_ns())
         os.makedirs(self.root)
         self.links = os.path.join(self.root, "by-id")
