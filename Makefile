@@ -56,6 +56,7 @@ prefix_sbin ?= /usr/sbin
 helper_confdir ?= /etc/ami-snapshot
 helper_docdir ?= /usr/share/doc/ami-snapshot
 systemdunitdir ?= /lib/systemd/system
+helper_mandir ?= /usr/share/man
 HELPER_MAKE = $(MAKE) -C helper WERROR=$(WERROR) HELPER_CONFIG=$(helper_confdir)/helper.conf
 # packaging/ names the default paths; installed files name the real ones.
 INSTALL_PATHS_SED = sed -e 's|/usr/sbin/ami-snapshot-helper|$(prefix_sbin)/ami-snapshot-helper|g' \
@@ -77,7 +78,7 @@ helper-all:
 
 install-helper: helper-all
 	install -d $(DESTDIR)$(prefix_sbin) $(DESTDIR)$(helper_confdir) \
-		$(DESTDIR)$(systemdunitdir) $(DESTDIR)$(helper_docdir)/doc
+		$(DESTDIR)$(systemdunitdir) $(DESTDIR)$(helper_docdir)/doc $(DESTDIR)$(helper_mandir)/man8
 	install -m 0755 helper/ami-snapshot-helper $(DESTDIR)$(prefix_sbin)/
 	$(INSTALL_PATHS_SED) packaging/ami-snapshot-helper.service \
 		>$(DESTDIR)$(systemdunitdir)/ami-snapshot-helper.service
@@ -89,6 +90,8 @@ install-helper: helper-all
 			$(DESTDIR)$(helper_confdir)/helper.conf
 	install -m 0644 README.md $(DESTDIR)$(helper_docdir)/
 	install -m 0644 doc/*.md doc/*.png $(DESTDIR)$(helper_docdir)/doc/
+	$(INSTALL_PATHS_SED) packaging/man/ami-snapshot-helper.8 >$(DESTDIR)$(helper_mandir)/man8/ami-snapshot-helper.8
+	chmod 0644 $(DESTDIR)$(helper_mandir)/man8/ami-snapshot-helper.8
 	# What an earlier make install left in $(old_confdir): removed if it is
 	# the example unchanged, otherwise reported.
 	@d='$(DESTDIR)$(old_confdir)'; \

@@ -149,15 +149,25 @@ ok $? "$CONF is the package's one conffile"
 docs_ok=0
 docs=$(sed -n 's/^Documentation=//p' "$R$UNIT")
 for uri in $docs; do
-	p=${uri#file://}
-	case "$p" in
-	"$DOCDIR"/*) [ -f "$R$p" ] || docs_ok=1 ;;
-	*) docs_ok=1 ;;
+	case "$uri" in
+	man:*)
+		# man:NAME(SECTION): the page, compressed as Debian installs it.
+		p=${uri#man:}
+		sec=${p##*(}
+		sec=${sec%)}
+		p=/usr/share/man/man$sec/${p%(*}.$sec.gz
+		[ -f "$R$p" ] || docs_ok=1
+		;;
+	file://"$DOCDIR"/*)
+		p=${uri#file://}
+		[ -f "$R$p" ] || docs_ok=1
+		;;
+	*) p=$uri docs_ok=1 ;;
 	esac
-	echo "Documentation= $p" | diag
+	echo "Documentation= $uri: $p" | diag
 done
 [ -n "$docs" ] && [ $docs_ok -eq 0 ]
-ok $? "every Documentation= of the unit is a file in $DOCDIR"
+ok $? "every Documentation= of the unit is installed: files in $DOCDIR, manual pages"
 docs_ok=0
 for f in "$TOP"/doc/*.md "$TOP"/doc/*.png "$TOP"/README.md; do
 	g=${f#"$TOP"/}

@@ -165,6 +165,13 @@ for f in "$top"/doc/*.md "$top"/doc/*.png; do
 done
 ok $docs_ok "doc/*.md and doc/*.png are in $docdir/doc/ (README's relative links work)"
 
+# The manual page, where man finds it, rendering without a warning.
+mandir=/usr/share/man
+page="$D$mandir/man8/ami-snapshot-helper.8"
+[ -f "$page" ] && [ "$(mode "$page")" = 644 ] &&
+	[ -z "$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l "$page" 2>&1 >/dev/null)" ]
+ok $? "the manual page is $mandir/man8/ami-snapshot-helper.8 and man renders it without a warning"
+
 # doc/install.md documents the same paths.
 install_doc=doc/install.md
 layout_ok=0
@@ -196,6 +203,7 @@ ok $ext_ok "the extension's .so, control file and SQL scripts are under pg_confi
 	echo "$confdir/helper.conf.example"
 	echo "$UNIT"
 	echo "$docdir/README.md"
+	echo "$mandir/man8/ami-snapshot-helper.8"
 	for f in "$top"/doc/*.md "$top"/doc/*.png; do echo "$docdir/doc/$(basename "$f")"; done
 	echo "$pkglibdir/ami_snapshot.so"
 	echo "$sharedir/extension/ami_snapshot.control"
