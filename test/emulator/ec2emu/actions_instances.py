@@ -1,9 +1,8 @@
-"""DescribeInstances and DescribeVolumes: the one configured instance and
-its volumes."""
+"""DescribeInstances and DescribeVolumes: the configured instance, the
+launched ones (actions_run), and the volumes."""
 
 import hashlib
 
-from .errors import check_id, not_found
 from .query import apply_filters, paginate
 from .render import tag_set
 from .util import iso_ms
@@ -63,32 +62,48 @@ class InstanceActions:
         return mode
 
     def op_DescribeInstances(self, p, rec):
+        """The configured instance and the launched ones (terminated ones
+        until terminated_instance_ttl_s), a reservation each."""
         ids = p.get("InstanceId") or []
-        for iid in ids:
-            check_id("i", iid)
-            if iid != self.cfg["instance_id"]:
-                raise not_found("i", iid)
-        inst = [self.cfg["instance_id"]]
         c = self.cfg
+        now = self.now()
+        with self.lock:
+            self.check_instance_ids(ids)
+            own = "r-" + hashlib.sha256(c["instance_id"].encode()).hexdigest()[:17]
+            rows = [(own, self.instance_item())]
+            rows += [(i["reservation_id"], self.launched_item(i, now))
+                     for i in self.visible_instances()]
+        if ids:
+            rows = [r for r in rows if r[1]["instanceId"] in ids]
+        bdm = lambda r, k: [(m["ebs"] if k == "volumeId" else m)[k]
+                            for m in r[1]["blockDeviceMapping"]]
         table = {
-            "instance-id": lambda i: [c["instance_id"]],
-            "instance-state-name": lambda i: ["running"],
-            "instance-type": lambda i: [c["instance_type"]],
-            "image-id": lambda i: [c["image_id"]],
-            "availability-zone": lambda i: [c["availability_zone"]],
-            "architecture": lambda i: [c["architecture"]],
-            "block-device-mapping.volume-id": lambda i: [v["id"] for v in self._instance_volumes()],
-            "block-device-mapping.device-name":
-                lambda i: [v["device_name"] for v in self._instance_volumes()],
-            "private-ip-address": lambda i: [c["private_ip"]],
+            "instance-id": lambda r: [r[1]["instanceId"]],
+            "instance-state-name": lambda r: [r[1]["instanceState"]["name"]],
+            "instance-state-code": lambda r: [r[1]["instanceState"]["code"]],
+            "instance-type": lambda r: [r[1]["instanceType"]],
+            "image-id": lambda r: [r[1]["imageId"]],
+            "availability-zone": lambda r: [r[1]["placement"]["availabilityZone"]],
+            "architecture": lambda r: [r[1]["architecture"]],
+            "block-device-mapping.volume-id": lambda r: bdm(r, "volumeId"),
+            "block-device-mapping.device-name": lambda r: bdm(r, "deviceName"),
+            "private-ip-address": lambda r: [r[1]["privateIpAddress"]]
+            if r[1].get("privateIpAddress") else [],
+            "subnet-id": lambda r: [r[1]["subnetId"]] if r[1].get("subnetId") else [],
+            "key-name": lambda r: [r[1]["keyName"]] if r[1].get("keyName") else [],
+            "client-token": lambda r: [r[1]["clientToken"]],
+            "reservation-id": lambda r: [r[0]],
         }
-        inst = apply_filters(inst, p.get("Filter"), table, lambda i: self.instance_tags)
+        rows = apply_filters(rows, p.get("Filter"), table,
+                             lambda r: {t["key"]: t["value"] for t in r[1]["tagSet"]})
         self._dry_run(p)
         res = []
-        if inst:
-            res.append({"reservationId": "r-" + hashlib.sha256(c["instance_id"].encode()).hexdigest()[:17],
-                        "ownerId": c["account_id"], "groupSet": [],
-                        "instancesSet": [self.instance_item()]})
+        for rid, item in rows:
+            if res and res[-1]["reservationId"] == rid:
+                res[-1]["instancesSet"].append(item)
+            else:
+                res.append({"reservationId": rid, "ownerId": c["account_id"], "groupSet": [],
+                            "instancesSet": [item]})
         return {"reservationSet": res}
 
     def op_DescribeVolumes(self, p, rec):

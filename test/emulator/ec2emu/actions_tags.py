@@ -18,7 +18,7 @@ class TagActions:
         if prefix == "i":
             check_id("i", rid)
             if rid != self.cfg["instance_id"]:
-                raise not_found("i", rid)
+                return "instance", self.get_instance(rid)["tags"]
             return "instance", self.instance_tags
         if prefix == "ami":
             check_id("ami", rid)
@@ -68,6 +68,8 @@ class TagActions:
             rows = []
             rows += [(self.cfg["instance_id"], "instance", k, v)
                      for k, v in self.instance_tags.items()]
+            for iid, inst in self.instances.items():
+                rows += [(iid, "instance", k, val) for k, val in inst["tags"].items()]
             for v in self.all_volumes():
                 rows += [(v["id"], "volume", k, val) for k, val in v["tags"].items()]
             for sid, s in self.snapshots.items():

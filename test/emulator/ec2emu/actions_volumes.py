@@ -97,6 +97,7 @@ class VolumeActions:
         if device == self.cfg["root_device_name"]:
             return True
         return any((v.get("attachment") or {}).get("device") == device
+                   and v["attachment"]["instance_id"] == self.cfg["instance_id"]
                    for v in self.all_volumes())
 
     # ---- state changes over time -------------------------------------------

@@ -41,7 +41,17 @@ DEFAULT_CONFIG = {
     "sriov_net_support": "simple",          # instance and launch image; null: not reported
     "tpm_support": None,                    # launch image TpmSupport ("v2.0") or null
     "imds_support": None,                   # launch image ImdsSupport ("v2.0") or null
+    # RunInstances: what it accepts, and the start values of its settings
+    "subnets": ["subnet-0123456789abcdef0"],
+    "security_groups": ["sg-0123456789abcdef0"],   # ids; the name "default" is always known
+    "key_names": ["ami-snapshot-test"],
+    "instance_launch_delay_s": None,        # overrides the setting of the same name
+    "instance_status_delay_s": None,
+    "instance_terminate_delay_s": None,
+    "terminated_instance_ttl_s": None,
 }
+INSTANCE_SETTINGS = ("instance_launch_delay_s", "instance_status_delay_s",
+                     "instance_terminate_delay_s", "terminated_instance_ttl_s")
 IMDS_DEFAULTS = {
     "role_name": "ami-snapshot-test-role",  # null: no instance profile
     "access_key_id": None,                  # generated when null
@@ -91,13 +101,21 @@ def load_config(path, start_time):
     if cfg["boot_mode"] not in (None, "legacy-bios", "uefi", "uefi-preferred"):
         raise ConfigError("boot_mode must be legacy-bios, uefi, uefi-preferred or null")
     for k in ("complete_after", "volume_create_delay_s", "volume_attach_delay_s",
-              "volume_detach_delay_s"):
+              "volume_detach_delay_s") + INSTANCE_SETTINGS:
         try:
             cfg[k] = non_negative(cfg[k], k)
         except ValueError as e:
             raise ConfigError(str(e))
     if cfg["device_link_dir"] is not None and not os.path.isabs(str(cfg["device_link_dir"])):
         raise ConfigError("device_link_dir must be an absolute path")
+    for k, kind, what in (("subnets", "subnet", "subnet id"),
+                          ("security_groups", "sg", "security group id")):
+        if not isinstance(cfg[k], list) or not all(
+                isinstance(x, str) and ID_PATTERNS[kind].match(x) for x in cfg[k]):
+            raise ConfigError("%s must be a list of well-formed %ss" % (k, what))
+    if not isinstance(cfg["key_names"], list) or not all(
+            isinstance(x, str) and 0 < len(x) <= 255 for x in cfg["key_names"]):
+        raise ConfigError("key_names must be a list of key pair names")
     cfg["launch_time"] = parse_iso(cfg["launch_time"]) if cfg["launch_time"] else start_time
 
     imds = dict(IMDS_DEFAULTS)
@@ -223,11 +241,17 @@ DEFAULT_SETTINGS = {
     "volume_create_delay_s": 0.5,     # CreateVolume: creating -> available
     "volume_attach_delay_s": 0.5,     # AttachVolume: attaching -> attached
     "volume_detach_delay_s": 0.5,     # DetachVolume: detaching -> detached (available)
+    "instance_launch_delay_s": 1.0,   # RunInstances: pending -> running
+    "instance_status_delay_s": 2.0,   # running: status checks initializing -> ok (or impaired)
+    "instance_terminate_delay_s": 1.0,  # TerminateInstances: shutting-down -> terminated
+    "terminated_instance_ttl_s": 3600.0,  # a terminated instance stays visible this long
 }
 NUMERIC_SETTINGS = {"latency_ms", "latency_before_ms", "complete_after", "clock_skew_s",
                  "max_clock_skew_s", "per_volume_min_interval_s", "max_pending_per_volume",
                  "create_image_snapshot_delay_ms", "imds_credential_ttl",
-                 "volume_create_delay_s", "volume_attach_delay_s", "volume_detach_delay_s"}
+                 "volume_create_delay_s", "volume_attach_delay_s", "volume_detach_delay_s",
+                 "instance_launch_delay_s", "instance_status_delay_s",
+                 "instance_terminate_delay_s", "terminated_instance_ttl_s"}
 
 
 def non_negative(v, name):

@@ -5,7 +5,7 @@ import json
 import logging
 
 from .config import DEFAULT_SETTINGS
-from .errors import EC2Error
+from .errors import ID_PATTERNS, EC2Error
 from .faults import RULE_KEYS, normalize_rule
 
 log = logging.getLogger("ec2emu")
@@ -69,7 +69,11 @@ class ControlHandler:
             for r in item.pop("faults", []) or []:
                 rules.append(r)
             flags = {k: item.pop(k) for k in ("clear_faults", "clear_imds", "rotate_imds_credentials",
-                                               "expire_imds_credentials") if k in item}
+                                               "expire_imds_credentials", "impair", "unimpair")
+                     if k in item}
+            for k in ("impair", "unimpair"):
+                if k in flags:
+                    flags[k] = impair_ids(flags[k], k)
             if item:
                 raise ValueError("unknown control keys: %s" % sorted(item))
             for r in rules:
@@ -85,7 +89,19 @@ class ControlHandler:
                 emu.expire_imds_credentials()
             if flags.get("rotate_imds_credentials"):
                 emu.rotate_imds_credentials()
+            if "impair" in flags or "unimpair" in flags:
+                emu.set_impaired(flags.get("impair", []), flags.get("unimpair", []))
             log.info("control: %s", json.dumps({"settings": settings, "rules": rules,
                                                  "flags": flags}, default=str))
         return {"ok": True, "added_fault_ids": added, "settings": emu.settings,
-                "faults": emu.rules}
+                "faults": emu.rules, "impaired": sorted(emu.impaired)}
+
+
+def impair_ids(value, key):
+    """impair / unimpair: an image or instance id, or a list of them."""
+    ids = value if isinstance(value, list) else [value]
+    for i in ids:
+        if not isinstance(i, str) or not (ID_PATTERNS["ami"].match(i) or ID_PATTERNS["i"].match(i)):
+            raise ValueError("%s: an image (ami-...) or instance (i-...) id, or a list of them, "
+                             "not %r" % (key, i))
+    return ids

@@ -32,6 +32,9 @@ ERRORS = {
     "MalformedQueryString": (400, "The query string is malformed."),
     "MissingContentLength": (411, "The request must contain a Content-Length header."),
     "TagLimitExceeded": (400, "The maximum number of tags per resource has been exceeded."),
+    "IdempotentParameterMismatch": (400, "The client token you have provided is associated "
+                                    "with a resource that is already deleted, or the request "
+                                    "parameters differ from the original request."),
 }
 
 
@@ -49,15 +52,21 @@ ID_PATTERNS = {
     "vol": re.compile(r"^vol-([0-9a-f]{8}|[0-9a-f]{17})$"),
     "i": re.compile(r"^i-([0-9a-f]{8}|[0-9a-f]{17})$"),
     "ami": re.compile(r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$"),
+    "subnet": re.compile(r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$"),
+    "sg": re.compile(r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$"),
 }
 MALFORMED_CODE = {"snap": "InvalidSnapshotID.Malformed", "vol": "InvalidVolumeID.Malformed",
-                  "i": "InvalidInstanceID.Malformed", "ami": "InvalidAMIID.Malformed"}
+                  "i": "InvalidInstanceID.Malformed", "ami": "InvalidAMIID.Malformed",
+                  "subnet": "InvalidSubnetID.Malformed", "sg": "InvalidGroupId.Malformed"}
 NOTFOUND_CODE = {"snap": "InvalidSnapshot.NotFound", "vol": "InvalidVolume.NotFound",
-                 "i": "InvalidInstanceID.NotFound", "ami": "InvalidAMIID.NotFound"}
+                 "i": "InvalidInstanceID.NotFound", "ami": "InvalidAMIID.NotFound",
+                 "subnet": "InvalidSubnetID.NotFound", "sg": "InvalidGroup.NotFound"}
 NOTFOUND_MSG = {"snap": "The snapshot '%s' does not exist.",
                 "vol": "The volume '%s' does not exist.",
                 "i": "The instance ID '%s' does not exist",
-                "ami": "The image id '[%s]' does not exist"}
+                "ami": "The image id '[%s]' does not exist",
+                "subnet": "The subnet ID '%s' does not exist",
+                "sg": "The security group '%s' does not exist"}
 
 
 def check_id(kind, value):

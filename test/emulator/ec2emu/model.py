@@ -11,6 +11,7 @@ import time
 
 from .actions_images import ImageActions
 from .actions_instances import InstanceActions
+from .actions_run import RunActions
 from .actions_snapshots import SnapshotActions
 from .actions_tags import TagActions
 from .actions_volumes import ATTACHED_STATES, VolumeActions
@@ -26,7 +27,7 @@ log = logging.getLogger("ec2emu")
 
 
 class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageActions,
-               VolumeActions, InstanceActions, TagActions):
+               VolumeActions, InstanceActions, RunActions, TagActions):
     """One instance, its volumes, and what EC2 made of them."""
 
     def __init__(self, cfg, state_dir, settings, faults=()):
@@ -48,6 +49,8 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
         self.images = {}
         self.volumes = {}             # created volumes (the instance's own are cfg["volumes"])
         self.loop_devices = {}        # loop device -> {volume_id, file, link}: made by us
+        self.instances = {}           # launched by RunInstances (not the configured one)
+        self.impaired = set()         # image and instance ids whose status checks fail (control)
         self._attach_config_volumes()
         self.instance_tags = dict(cfg["tags"])
         self.counts = {}
@@ -93,6 +96,8 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
         if "instance_tags" in st:
             self.instance_tags = st["instance_tags"]
         self.volumes = st.get("volumes", {})
+        self.instances = st.get("instances", {})
+        self.impaired = set(st.get("impaired", []))
         self.loop_devices = st.get("loop_devices", {})
         for vid, a in st.get("config_attachments", {}).items():
             if vid in self.cfg["volumes"]:
@@ -104,6 +109,7 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                   "instance_tags": self.instance_tags,
                   "volume_tags": {v: d["tags"] for v, d in self.cfg["volumes"].items()},
                   "volumes": self.volumes, "loop_devices": self.loop_devices,
+                  "instances": self.instances, "impaired": sorted(self.impaired),
                   "config_attachments": {v: d["attachment"]
                                          for v, d in self.cfg["volumes"].items()}}
             atomic_write(self._state_path(), json.dumps(st, indent=1, sort_keys=True))
@@ -149,6 +155,7 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
     def reset(self, everything=False):
         with self.lock:
             self.clear_rules()
+            self.impaired.clear()
             self.settings = dict(self.default_settings)
             if everything:
                 for s in list(self.snapshots.values()):
@@ -166,6 +173,8 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                         except OSError:
                             pass
                 self.volumes.clear()
+                self.instances.clear()
+                self.impaired.clear()
                 self._attach_config_volumes()
                 self.snapshots.clear()
                 self.images.clear()
@@ -184,17 +193,21 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                            "The action %s is not valid for this web service." % action)
         p = validate(unflatten(params), spec, [])
         self.advance_volumes()
+        self.advance_instances()
         return fn(p, rec)
 
     def _dry_run(self, p):
         if p.get("DryRun"):
             raise EC2Error("DryRunOperation")
 
-    def _instance_volumes(self):
+    def _instance_volumes(self, iid=None):
         """The volumes attached to the instance (also while attaching or
-        detaching): its configured ones and the created ones."""
+        detaching): its configured ones and the created ones.  iid: another
+        instance's (a launched one)."""
+        iid = iid or self.cfg["instance_id"]
         return [v for v in self.all_volumes()
-                if (v.get("attachment") or {}).get("state") in ATTACHED_STATES]
+                if (v.get("attachment") or {}).get("state") in ATTACHED_STATES
+                and v["attachment"]["instance_id"] == iid]
 
     # ---- state -------------------------------------------------------------
     def state_json(self):
@@ -225,6 +238,12 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                             for v in sorted(self.volumes.values(),
                                             key=lambda v: (v["create_time"], v["id"]))],
                 "loop_devices": dict(self.loop_devices),
+                "instances": [dict(self.launched_item(i, now),
+                                   impairedReason=i.get("impaired_reason"),
+                                   forcedImpaired=self.forced_impaired(i),
+                                   instanceStatus=self.instance_checks(i, now)[0])
+                              for i in self.visible_instances()],
+                "impaired": sorted(self.impaired),
                 "device_link_dir": self.cfg.get("device_link_dir"),
                 "request_counts": dict(self.counts), "response_codes": dict(self.codes),
                 "faults": [{k: v for k, v in r.items()} for r in self.rules],

@@ -145,6 +145,21 @@ SPECS = {
     "DetachVolume": {"Device": str, "Force": bool, "InstanceId": str, "VolumeId": str,
                      "DryRun": bool},
     "DeleteVolume": {"VolumeId": str, "DryRun": bool},
+    "RunInstances": {"ImageId": str, "InstanceType": str, "MinCount": int, "MaxCount": int,
+                     "SubnetId": str, "SecurityGroupId": [str], "SecurityGroup": [str],
+                     "KeyName": str, "TagSpecification": TAGSPEC, "BlockDeviceMapping": BDM,
+                     "UserData": str, "DryRun": bool, "ClientToken": str,
+                     "Placement": {"AvailabilityZone": str, "Tenancy": str, "GroupName": str},
+                     "EbsOptimized": bool, "Monitoring": {"Enabled": bool},
+                     "DisableApiTermination": bool, "InstanceInitiatedShutdownBehavior": str,
+                     "IamInstanceProfile": {"Arn": str, "Name": str},
+                     "MetadataOptions": {"HttpTokens": str, "HttpEndpoint": str,
+                                         "HttpPutResponseHopLimit": int},
+                     "PrivateIpAddress": str},
+    "DescribeInstanceStatus": {"InstanceId": [str], "IncludeAllInstances": bool,
+                               "Filter": FILTERS, "MaxResults": int, "NextToken": str,
+                               "DryRun": bool},
+    "TerminateInstances": {"InstanceId": [str], "DryRun": bool},
 }
 
 

@@ -17,7 +17,7 @@ import traceback
 import urllib.parse
 import uuid
 
-from .config import DEFAULT_SETTINGS, ConfigError, load_config
+from .config import DEFAULT_SETTINGS, INSTANCE_SETTINGS, ConfigError, load_config
 from .control import ControlHandler
 from .errors import ERRORS, EC2Error
 from .faults import EC2_FAULTS
@@ -391,6 +391,7 @@ def _tick(emu, stop):
     while not stop.wait(0.05):
         try:
             emu.advance_volumes()
+            emu.advance_instances()
         except Exception:
             log.error("advancing volumes: %s", traceback.format_exc())
 
@@ -431,7 +432,7 @@ def serve(argv):
     settings.update(latency_ms=a.latency_ms, latency_before_ms=a.latency_before_ms,
                     complete_after=a.complete_after)
     for k in ("complete_after", "volume_create_delay_s", "volume_attach_delay_s",
-              "volume_detach_delay_s"):
+              "volume_detach_delay_s") + INSTANCE_SETTINGS:
         if cfg[k] is not None:
             settings[k] = float(cfg[k])
     ttl = a.imds_credential_ttl or cfg["imds"].get("credential_ttl")
