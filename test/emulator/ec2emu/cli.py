@@ -59,7 +59,7 @@ def ctl(argv):
     ap.add_argument("--port", type=int)
     ap.add_argument("--timeout", type=float, default=10)
     ap.add_argument("cmd", choices=["set", "fault", "imds", "clear", "reset", "state", "rotate",
-                                    "expire", "raw", "wait"])
+                                    "expire", "impair", "unimpair", "raw", "wait"])
     ap.add_argument("args", nargs="*")
     a = ap.parse_args(argv)
     if a.cmd == "wait":
@@ -102,6 +102,10 @@ def ctl(argv):
             body = {"rotate_imds_credentials": True}
         elif a.cmd == "expire":
             body = {"expire_imds_credentials": True}
+        elif a.cmd in ("impair", "unimpair"):
+            if not a.args:
+                raise SystemExit("usage: %s ami-...|i-... [...]" % a.cmd)
+            body = {a.cmd: a.args}
         else:  # raw
             body = json.loads(a.args[0])
         st, out = _http(port, "POST", "/_emulator/control", body)

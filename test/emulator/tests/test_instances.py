@@ -8,6 +8,7 @@ of their own, so the main one keeps a single instance."""
 import base64
 import json
 import os
+import subprocess
 import time
 import unittest
 
@@ -516,6 +517,34 @@ class TestFaultsLogState(RunBase):
         self.assertEqual(self.instance(keep)["InstanceType"], "m7g.large")
         self.assertEqual(self.wait_checks(keep)["InstanceStatus"]["Status"], "ok")
         self.wait_state(iid, "terminated")
+
+
+class TestSignedAndCli(RunBase):
+    def test_sigv4_and_ctl(self):
+        before = len(R.state()["instances"])
+        params = [("Action", "RunInstances"), ("ImageId", LAUNCH_AMI),
+                  ("InstanceType", "m7g.large"), ("MinCount", "1"), ("MaxCount", "1")]
+        st, data, _ = raw_ec2(R, params, tamper_sig=True)
+        self.assertEqual((st, err_code(data)), (403, "SignatureDoesNotMatch"))
+        st, data, _ = raw_ec2(R, [("Action", "TerminateInstances"),
+                                  ("InstanceId.1", INSTANCE)], authorization=False)
+        self.assertEqual((st, err_code(data)), (403, "MissingAuthenticationToken"))
+        self.assertEqual(len(R.state()["instances"]), before)
+        st, data, _ = raw_ec2(R, params)
+        self.assertEqual(st, 200, data)
+        iid = self.c.describe_instances(Filters=[{"Name": "instance-state-name",
+                                                  "Values": ["pending", "running"]},
+                                                 {"Name": "image-id", "Values": [LAUNCH_AMI]}])
+        iid = [x["InstanceId"] for r in iid["Reservations"] for x in r["Instances"]
+               if x["InstanceId"] != INSTANCE][0]
+        p = subprocess.run([support.PY, support.EMU, "ctl", "--port-file", R.port_file,
+                            "impair", iid], capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout)["impaired"], [iid])
+        self.assertEqual(self.wait_checks(iid)["InstanceStatus"]["Status"], "impaired")
+        p = subprocess.run([support.PY, support.EMU, "ctl", "--port-file", R.port_file,
+                            "unimpair", iid], capture_output=True, text=True, timeout=20)
+        self.assertEqual(json.loads(p.stdout)["impaired"], [])
 
 
 class TestConfigKeys(unittest.TestCase):
