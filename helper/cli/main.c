@@ -1,0 +1,60 @@
+/*
+ * main.c - ami-snapshot: the administrator's command (root, one-shot).
+ *
+ *	ami-snapshot [-c CONFIG] restore [OPTIONS]
+ *
+ * One program with subcommands: restore today (doc/restore.md); status,
+ * check, list... later.  It reads the [aws] section of the helper's
+ * configuration for the endpoints, region and credentials.
+ */
+#include "restore.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#ifndef AMIS_DEFAULT_CONFIG
+#define AMIS_DEFAULT_CONFIG "/etc/ami-snapshot/helper.conf"
+#endif
+
+struct subcommand {
+	const char *name;
+	int (*main)(int argc, char **argv, const char *default_config);
+	const char *what;
+};
+
+static const struct subcommand subcommands[] = {
+    {"restore", rs_restore_main, "restore a snapshot set or an AMI onto this instance"},
+};
+
+static void usage(FILE *f)
+{
+	size_t i;
+
+	fprintf(f, "usage: ami-snapshot COMMAND [OPTIONS]   (ami-snapshot COMMAND --help)\n"
+	           "  -c, --config FILE   the helper's configuration, for its [aws] section\n"
+	           "                      (default " AMIS_DEFAULT_CONFIG ")\n"
+	           "commands:\n");
+	for (i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
+		fprintf(f, "  %-10s %s\n", subcommands[i].name, subcommands[i].what);
+}
+
+int main(int argc, char **argv)
+{
+	size_t i;
+
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	for (i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++) {
+		if (strcmp(argv[1], subcommands[i].name) == 0)
+			return subcommands[i].main(argc - 1, argv + 1, AMIS_DEFAULT_CONFIG);
+	}
+	fprintf(stderr, "ami-snapshot: unknown command \"%s\"\n", argv[1]);
+	usage(stderr);
+	return 2;
+}
