@@ -190,6 +190,9 @@ class Handler(BaseHTTPRequestHandler):
                    "<snapshotSet>%s</snapshotSet></CreateSnapshotsResponse>" % (NS, items))
 
     def act_DescribeSnapshots(self, form):
+        if form.get("Filter.1.Name", "").startswith("tag:") and \
+                form.get("Filter.1.Value.1") == "restore-test":
+            return self.restore_snapshots(form)
         items = ""
         i = 1
         while "SnapshotId.%d" % i in form:
@@ -200,6 +203,93 @@ class Handler(BaseHTTPRequestHandler):
             i += 1
         self.reply(200, "<DescribeSnapshotsResponse %s><requestId>ds-1</requestId>"
                    "<snapshotSet>%s</snapshotSet></DescribeSnapshotsResponse>" % (NS, items))
+
+    # ---- The restore command's calls (test_restore_ec2.c). ----
+    def restore_snapshots(self, form):
+        """Two pages of tagged snapshots: a set of two and a stray one."""
+        page2 = form.get("NextToken") == "page-2"
+        if form.get("NextToken") not in (None, "page-2"):
+            return self.reply(400, error_xml("InvalidParameterValue", "bad token", "nt-1"))
+        tags = lambda rid, mp: ("<tagSet><item><key>ami-snapshot:request-id</key><value>%s"
+                                "</value></item><item><key>ami-snapshot:mount-point</key>"
+                                "<value>%s</value></item><item><key>Name</key><value>a &amp; b"
+                                "</value></item><item><key>empty</key></item></tagSet>"
+                                % (rid, mp))
+        if not page2:
+            items = ("<item><snapshotId>snap-00000000000000001</snapshotId><volumeId>"
+                     "vol-00000000000000001</volumeId><status>completed</status><startTime>"
+                     "2026-12-02T10:00:00.000Z</startTime><volumeSize>8</volumeSize>%s</item>"
+                     % tags("r-1", "/var/lib/postgresql"))
+            nxt = "<nextToken>page-2</nextToken>"
+        else:
+            items = ("<item><snapshotId>snap-00000000000000002</snapshotId><status>pending"
+                     "</status><unknownMember>x</unknownMember>%s</item>"
+                     "<item><snapshotId>snap-00000000000000003</snapshotId></item>"
+                     % tags("r-1", "/wal"))
+            nxt = ""
+        self.reply(200, "<DescribeSnapshotsResponse %s><requestId>rs-1</requestId>"
+                   "<snapshotSet>%s</snapshotSet>%s</DescribeSnapshotsResponse>"
+                   % (NS, items, nxt))
+
+    def act_DescribeImages(self, form):
+        if form.get("ImageId.1") != "ami-0123456789abcdef0":
+            return self.reply(400, error_xml("InvalidAMIID.NotFound", "The image id '[%s]' "
+                                             "does not exist" % form.get("ImageId.1"), "di-1"))
+        self.reply(200, (
+            "<DescribeImagesResponse %s><requestId>im-1</requestId><imagesSet><item>"
+            "<imageId>ami-0123456789abcdef0</imageId><imageState>available</imageState>"
+            "<blockDeviceMapping><item><deviceName>/dev/xvda</deviceName><ebs><snapshotId>"
+            "snap-0000000000000000a</snapshotId><volumeSize>8</volumeSize></ebs></item>"
+            "<item><deviceName>/dev/sdb</deviceName><virtualName>ephemeral0</virtualName>"
+            "</item><item><deviceName>/dev/sdf</deviceName><ebs><snapshotId>"
+            "snap-0000000000000000b</snapshotId></ebs></item></blockDeviceMapping>"
+            "</item></imagesSet></DescribeImagesResponse>") % NS)
+
+    def act_CreateVolume(self, form):
+        if form.get("ClientToken") == "throttle-once" and seen.get("CreateVolume") == 1:
+            return self.reply(503, error_xml("RequestLimitExceeded", "Request limit exceeded.",
+                                             "cv-throttle"))
+        if form.get("SnapshotId") == "snap-0000000000000dead":
+            return self.reply(400, error_xml("InvalidSnapshot.NotFound", "The snapshot "
+                                             "'snap-0000000000000dead' does not exist.", "cv-2"))
+        self.reply(200, "<CreateVolumeResponse %s><requestId>cv-1</requestId><volumeId>"
+                   "vol-0cccccccccccccccc</volumeId><size>8</size><snapshotId>%s</snapshotId>"
+                   "<availabilityZone>%s</availabilityZone><status>creating</status>"
+                   "</CreateVolumeResponse>" % (NS, escape(form.get("SnapshotId", "")),
+                                                escape(form.get("AvailabilityZone", ""))))
+
+    def act_DescribeVolumes(self, form):
+        items = ""
+        i = 1
+        while "VolumeId.%d" % i in form:
+            vid = escape(form["VolumeId.%d" % i])
+            if i == 1:
+                items += ("<item><volumeId>%s</volumeId><status>in-use</status><attachmentSet>"
+                          "<item><volumeId>%s</volumeId><instanceId>i-0a1b2c3d4e5f60718"
+                          "</instanceId><device>/dev/sdf</device><status>attached</status>"
+                          "</item></attachmentSet></item>" % (vid, vid))
+            elif i == 2:
+                items += ("<item><volumeId>%s</volumeId><status>available</status>"
+                          "<attachmentSet/></item>" % vid)
+            i += 1
+        self.reply(200, "<DescribeVolumesResponse %s><requestId>dv-1</requestId><volumeSet>"
+                   "%s</volumeSet></DescribeVolumesResponse>" % (NS, items))
+
+    def act_AttachVolume(self, form):
+        self.reply(200, "<AttachVolumeResponse %s><requestId>av-1</requestId><volumeId>%s"
+                   "</volumeId><instanceId>%s</instanceId><device>%s</device><status>attaching"
+                   "</status></AttachVolumeResponse>"
+                   % (NS, escape(form.get("VolumeId", "")), escape(form.get("InstanceId", "")),
+                      escape(form.get("Device", ""))))
+
+    def act_DetachVolume(self, form):
+        self.reply(200, "<DetachVolumeResponse %s><requestId>dt-1</requestId><volumeId>%s"
+                   "</volumeId><status>detaching</status></DetachVolumeResponse>"
+                   % (NS, escape(form.get("VolumeId", ""))))
+
+    def act_DeleteVolume(self, form):
+        self.reply(200, "<DeleteVolumeResponse %s><requestId>dl-1</requestId><return>true"
+                   "</return></DeleteVolumeResponse>" % NS)
 
     def act_CreateTags(self, form):
         self.reply(200, "<CreateTagsResponse %s><requestId>ct-1</requestId>"
