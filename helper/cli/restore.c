@@ -733,6 +733,27 @@ static int mount_volumes(struct run *r, struct amis_err *err)
 	return RS_EXIT_OK;
 }
 
+/*
+ * Polls one volume: until its status is want (until_equal), or until its
+ * attachment state is no longer want; at most timeout_s.
+ */
+static int wait_volume(struct run *r, const char *id, const char *want, bool until_equal,
+                       long timeout_s)
+{
+	time_t deadline = time(NULL) + timeout_s;
+	struct rs_volume_state st;
+	struct amis_err err;
+
+	while (time(NULL) <= deadline) {
+		if (rs_describe_volumes(r->aws, &id, 1, &st, &err) < 0)
+			return -1;
+		if (until_equal ? strcmp(st.status, want) == 0 : strcmp(st.attach_state, want) != 0)
+			return 0;
+		usleep(250000);
+	}
+	return -1;
+}
+
 /* What exists that this run made; with cleanup, undo it. */
 static void on_failure(struct run *r)
 {
@@ -777,30 +798,26 @@ static void on_failure(struct run *r)
 
 		if (!v->attached || v->mounted)
 			continue;
-		if (rs_detach_volume(r->aws, v->volume_id, &err) == 0)
-			fprintf(stderr, "  detaching %s\n", v->volume_id);
-		else
+		/* An attachment still "attaching" cannot be detached yet. */
+		if (wait_volume(r, v->volume_id, "attaching", false, 60) < 0 ||
+		    rs_detach_volume(r->aws, v->volume_id, &err) < 0) {
 			fprintf(stderr, "  cannot detach %s: %s\n", v->volume_id, err.msg);
+			continue;
+		}
+		fprintf(stderr, "  detaching %s\n", v->volume_id);
 	}
 	/* A volume can be deleted once detached (available). */
 	for (i = 0; i < r->n; i++) {
 		struct rvol *v = &r->v[i];
-		const char *id = v->volume_id;
-		time_t deadline = time(NULL) + 120;
-		struct rs_volume_state st;
 
 		if (!v->created || v->mounted)
 			continue;
-		while (v->attached && time(NULL) < deadline) {
-			if (rs_describe_volumes(r->aws, &id, 1, &st, &err) < 0 ||
-			    strcmp(st.status, "available") == 0)
-				break;
-			usleep(300000);
-		}
-		if (rs_delete_volume(r->aws, id, &err) == 0)
-			fprintf(stderr, "  deleted %s\n", id);
+		if (v->attached && wait_volume(r, v->volume_id, "available", true, 120) < 0)
+			fprintf(stderr, "  %s: still not detached after 120 s\n", v->volume_id);
+		if (rs_delete_volume(r->aws, v->volume_id, &err) == 0)
+			fprintf(stderr, "  deleted %s\n", v->volume_id);
 		else
-			fprintf(stderr, "  cannot delete %s: %s\n", id, err.msg);
+			fprintf(stderr, "  cannot delete %s: %s\n", v->volume_id, err.msg);
 	}
 }
 
