@@ -4,7 +4,8 @@
 #   make WITH_HELPER=0    the extension only (e.g. for another PostgreSQL
 #                         major with PG_CONFIG=...; see doc/platforms.md)
 #   make install          (as root) install the extension, the helper, its
-#                         systemd unit, an example configuration and the docs;
+#                         systemd unit, the restore command (ami-snapshot), an
+#                         example configuration, the manual pages and the docs;
 #                         DESTDIR=dir stages everything under dir
 #   test/run-all.sh       (as root) all tests (see doc/testing.md: loop devices)
 #   make bench            benchmarks (see doc/performance.md)
@@ -79,7 +80,7 @@ helper-all:
 install-helper: helper-all
 	install -d $(DESTDIR)$(prefix_sbin) $(DESTDIR)$(helper_confdir) \
 		$(DESTDIR)$(systemdunitdir) $(DESTDIR)$(helper_docdir)/doc $(DESTDIR)$(helper_mandir)/man8
-	install -m 0755 helper/ami-snapshot-helper $(DESTDIR)$(prefix_sbin)/
+	install -m 0755 helper/ami-snapshot-helper helper/ami-snapshot $(DESTDIR)$(prefix_sbin)/
 	$(INSTALL_PATHS_SED) packaging/ami-snapshot-helper.service \
 		>$(DESTDIR)$(systemdunitdir)/ami-snapshot-helper.service
 	chmod 0644 $(DESTDIR)$(systemdunitdir)/ami-snapshot-helper.service
@@ -92,6 +93,8 @@ install-helper: helper-all
 	install -m 0644 doc/*.md doc/*.png $(DESTDIR)$(helper_docdir)/doc/
 	$(INSTALL_PATHS_SED) packaging/man/ami-snapshot-helper.8 >$(DESTDIR)$(helper_mandir)/man8/ami-snapshot-helper.8
 	chmod 0644 $(DESTDIR)$(helper_mandir)/man8/ami-snapshot-helper.8
+	$(INSTALL_PATHS_SED) packaging/man/ami-snapshot.8 >$(DESTDIR)$(helper_mandir)/man8/ami-snapshot.8
+	chmod 0644 $(DESTDIR)$(helper_mandir)/man8/ami-snapshot.8
 	# What an earlier make install left in $(old_confdir): removed if it is
 	# the example unchanged, otherwise reported.
 	@d='$(DESTDIR)$(old_confdir)'; \

@@ -133,6 +133,9 @@ for p in $HELPER $EXT; do
 done
 [ -x "$R/usr/sbin/ami-snapshot-helper" ] && grep -qx /usr/sbin/ami-snapshot-helper "$S/$HELPER.files"
 ok $? "$HELPER: /usr/sbin/ami-snapshot-helper"
+[ -x "$R/usr/sbin/ami-snapshot" ] && grep -qx /usr/sbin/ami-snapshot "$S/$HELPER.files" &&
+	grep -qx /usr/share/man/man8/ami-snapshot.8.gz "$S/$HELPER.files"
+ok $? "$HELPER: the restore command /usr/sbin/ami-snapshot and its manual page"
 [ -f "$R$UNIT" ] && grep -qx "$UNIT" "$S/$HELPER.files"
 ok $? "$HELPER: the unit at $UNIT"
 grep -q "^ExecStart=/usr/sbin/ami-snapshot-helper -c $CONF\$" "$R$UNIT"

@@ -165,12 +165,22 @@ for f in "$top"/doc/*.md "$top"/doc/*.png; do
 done
 ok $docs_ok "doc/*.md and doc/*.png are in $docdir/doc/ (README's relative links work)"
 
-# The manual page, where man finds it, rendering without a warning.
+# The manual pages, where man finds them, rendering without a warning.
 mandir=/usr/share/man
-page="$D$mandir/man8/ami-snapshot-helper.8"
-[ -f "$page" ] && [ "$(mode "$page")" = 644 ] &&
-	[ -z "$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l "$page" 2>&1 >/dev/null)" ]
-ok $? "the manual page is $mandir/man8/ami-snapshot-helper.8 and man renders it without a warning"
+for name in ami-snapshot-helper ami-snapshot; do
+	page="$D$mandir/man8/$name.8"
+	[ -f "$page" ] && [ "$(mode "$page")" = 644 ] &&
+		[ -z "$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l "$page" 2>&1 >/dev/null)" ]
+	ok $? "the manual page is $mandir/man8/$name.8 and man renders it without a warning"
+done
+
+# The restore command, next to the helper, with the same default configuration.
+cli="$(dirname "$exe")/ami-snapshot"
+[ -x "$D$cli" ] && [ "$(mode "$D$cli")" = 755 ]
+ok $? "the restore command is installed at $cli, 0755"
+"$D$cli" --help >"$tmp/cli-help.out" 2>&1
+grep -qF "(default $conf)" "$tmp/cli-help.out"
+ok $? "ami-snapshot's compiled-in default configuration is the unit's $conf"
 
 # doc/install.md documents the same paths.
 install_doc=doc/install.md
@@ -204,6 +214,8 @@ ok $ext_ok "the extension's .so, control file and SQL scripts are under pg_confi
 	echo "$UNIT"
 	echo "$docdir/README.md"
 	echo "$mandir/man8/ami-snapshot-helper.8"
+	echo "$cli"
+	echo "$mandir/man8/ami-snapshot.8"
 	for f in "$top"/doc/*.md "$top"/doc/*.png; do echo "$docdir/doc/$(basename "$f")"; done
 	echo "$pkglibdir/ami_snapshot.so"
 	echo "$sharedir/extension/ami_snapshot.control"
