@@ -194,17 +194,17 @@ int rs_parse_volumes(struct _xmlDoc *doc, struct rs_volume_state *out, size_t ma
                      struct amis_err *err);
 
 /*
- * The AWS context of the command: region, instance id and zone (the
- * configuration's [aws], else IMDS), credentials, the EC2 client.
- * config_path: the helper's configuration (its [aws] section is used).
+ * The AWS context of the command: the helper's (worker/aws.h: region,
+ * instance id, endpoint and credentials from the configuration's [aws],
+ * the environment and IMDS) and, when need_zone, the availability zone
+ * from IMDS.
  */
 struct helper_config;
 struct rs_aws *rs_aws_new(const struct helper_config *cfg);
 void rs_aws_free(struct rs_aws *a);
-int rs_aws_ready(struct rs_aws *a, bool need_instance, struct amis_err *err);
+int rs_aws_ready(struct rs_aws *a, bool need_zone, struct amis_err *err);
 const char *rs_aws_instance_id(const struct rs_aws *a);
 const char *rs_aws_zone(const struct rs_aws *a);
-const char *rs_aws_region(const struct rs_aws *a);
 /* A client on endpoint/region for tests, with fixed credentials. */
 struct rs_aws *rs_aws_new_static(const char *endpoint, const char *region, const char *akid,
                                  const char *secret, const char *instance_id, const char *zone);

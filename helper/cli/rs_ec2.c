@@ -17,6 +17,7 @@
  */
 #include "restore.h"
 
+#include "aws.h"
 #include "config.h"
 #include "creds.h"
 #include "ec2.h"
@@ -34,23 +35,19 @@
 #define RS_EC2_ATTEMPTS 5
 
 struct rs_aws {
-	const struct helper_config *cfg;
-	struct imds_client *imds;
-	struct creds_provider *creds;
-	struct ec2_client *ec2;
+	struct aws_ctx *ctx;          /* the helper's: region, instance, credentials */
+	struct ec2_client *ec2;       /* ctx's, or the tests' own */
 	struct aws_credentials fixed; /* tests */
 	bool has_fixed;
-	char region[32];
 	char instance_id[32];
 	char zone[40];
-	bool ready;
 };
 
 struct rs_aws *rs_aws_new(const struct helper_config *cfg)
 {
 	struct rs_aws *a = xcalloc(1, sizeof(*a));
 
-	a->cfg = cfg;
+	a->ctx = aws_ctx_new(cfg);
 	return a;
 }
 
@@ -64,14 +61,12 @@ struct rs_aws *rs_aws_new_static(const char *endpoint, const char *region, const
 		free(a);
 		return NULL;
 	}
-	snprintf(a->region, sizeof(a->region), "%s", region);
 	snprintf(a->instance_id, sizeof(a->instance_id), "%s", instance_id ? instance_id : "");
 	snprintf(a->zone, sizeof(a->zone), "%s", zone ? zone : "");
 	snprintf(a->fixed.access_key_id, sizeof(a->fixed.access_key_id), "%s", akid);
 	snprintf(a->fixed.secret_access_key, sizeof(a->fixed.secret_access_key), "%s", secret);
 	snprintf(a->fixed.source, sizeof(a->fixed.source), "test");
 	a->has_fixed = true;
-	a->ready = true;
 	return a;
 }
 
@@ -79,61 +74,33 @@ void rs_aws_free(struct rs_aws *a)
 {
 	if (!a)
 		return;
-	ec2_client_free(a->ec2);
-	if (a->creds)
-		creds_provider_free(a->creds);
-	if (a->imds)
-		imds_client_free(a->imds);
+	if (a->ctx)
+		aws_ctx_free(a->ctx); /* frees its client */
+	else
+		ec2_client_free(a->ec2);
 	secure_zero(&a->fixed, sizeof(a->fixed));
 	free(a);
 }
 
-int rs_aws_ready(struct rs_aws *a, bool need_instance, struct amis_err *err)
+int rs_aws_ready(struct rs_aws *a, bool need_zone, struct amis_err *err)
 {
-	const struct helper_config *cfg = a->cfg;
-	struct aws_credentials cr;
-	struct creds_config cc;
-	char endpoint[512];
+	struct imds_identity id;
 
-	if (a->ready)
+	if (a->has_fixed)
 		return 0;
-	a->imds = imds_client_new(cfg->imds_endpoint);
-	if (!a->imds)
-		return err_set(err, AMIS_E_IMDS_UNAVAILABLE, "cannot create the IMDS client");
-	memset(&cc, 0, sizeof(cc));
-	cc.profile = cfg->profile;
-	cc.shared_credentials_file = cfg->credentials_file;
-	cc.imds = a->imds;
-	a->creds = creds_provider_new(&cc);
-	if (creds_resolve_region(NULL, cfg->region, a->imds, a->region, sizeof(a->region), err) !=
-	    0)
-		return err_prefix(err, "cannot determine the AWS region");
-	if (need_instance) {
-		struct imds_identity id;
-
-		/* The zone comes from IMDS only: volumes are made where we are. */
-		if (imds_get_identity(a->imds, &id, err) != 0)
-			return err_prefix(err, "cannot ask IMDS for this instance and its zone");
-		snprintf(a->instance_id, sizeof(a->instance_id), "%s",
-		         cfg->instance_id ? cfg->instance_id : id.instance_id);
-		snprintf(a->zone, sizeof(a->zone), "%s", id.availability_zone);
-		if (!a->zone[0])
-			return err_set(err, AMIS_E_IMDS_ERROR,
-			               "IMDS did not say this instance's availability zone");
-	}
-	if (creds_resolve_ec2_endpoint(NULL, cfg->ec2_endpoint, a->region, endpoint,
-	                               sizeof(endpoint), err) != 0)
+	if (aws_ctx_ready(a->ctx, err) != 0)
 		return -1;
-	if (creds_get(a->creds, time(NULL), &cr, err) != 0)
-		return err_prefix(err, "no AWS credentials");
-	log_debug("AWS: instance %s, zone %s, region %s, endpoint %s, credentials from %s",
-	          a->instance_id[0] ? a->instance_id : "-", a->zone[0] ? a->zone : "-", a->region,
-	          endpoint, cr.source);
-	creds_clear(&cr);
-	a->ec2 = ec2_client_new(endpoint, a->region);
-	if (!a->ec2)
-		return err_set(err, AMIS_E_HELPER_CONFIG, "invalid EC2 endpoint \"%s\"", endpoint);
-	a->ready = true;
+	a->ec2 = aws_ctx_ec2(a->ctx);
+	snprintf(a->instance_id, sizeof(a->instance_id), "%s", aws_ctx_instance_id(a->ctx));
+	if (!need_zone)
+		return 0;
+	/* The zone comes from IMDS only: the volumes are made where we are. */
+	if (imds_get_identity(aws_ctx_imds(a->ctx), &id, err) != 0)
+		return err_prefix(err, "cannot ask IMDS for this instance's availability zone");
+	snprintf(a->zone, sizeof(a->zone), "%s", id.availability_zone);
+	if (!a->zone[0])
+		return err_set(err, AMIS_E_IMDS_ERROR,
+		               "IMDS did not say this instance's availability zone");
 	return 0;
 }
 
@@ -145,11 +112,6 @@ const char *rs_aws_instance_id(const struct rs_aws *a)
 const char *rs_aws_zone(const struct rs_aws *a)
 {
 	return a->zone;
-}
-
-const char *rs_aws_region(const struct rs_aws *a)
-{
-	return a->region;
 }
 
 /*
@@ -165,19 +127,17 @@ static int call(struct rs_aws *a, const char *action, const struct ec2_params *p
 	int attempt, rc = -1;
 
 	for (attempt = 1; attempt <= RS_EC2_ATTEMPTS; attempt++) {
-		if (a->has_fixed) {
+		if (a->has_fixed)
 			cr = a->fixed;
-		} else if (creds_get(a->creds, time(NULL), &cr, err) != 0) {
+		else if (aws_ctx_credentials(a->ctx, &cr, err) != 0)
 			return err_prefix(err, "no AWS credentials");
-		}
 		rc = ec2_call(a->ec2, &cr, action, p, RS_EC2_TIMEOUT_MS, 0, doc, err);
 		creds_clear(&cr);
 		if (rc == 0)
 			return 0;
-		if (a->creds && (err_flags(err) & AMIS_F_CREDS) && attempt == 1) {
-			creds_invalidate(a->creds);
+		/* Credentials refused (expired, rotated): fetch them again, once. */
+		if (a->ctx && attempt == 1 && aws_ctx_credentials_refused(a->ctx, err))
 			continue;
-		}
 		if (!ec2_error_is_retryable(err) ||
 		    (!idempotent && (err_flags(err) & AMIS_F_MAYBE_DONE)) ||
 		    attempt == RS_EC2_ATTEMPTS)
@@ -190,28 +150,6 @@ static int call(struct rs_aws *a, const char *action, const struct ec2_params *p
 
 /* ---- Parsing. ---- */
 
-static void text_if_fits(const xmlNode *node, const char *name, char *buf, size_t bufsz)
-{
-	struct amis_err ignored;
-
-	if (xml_child_text_opt(node, name, buf, bufsz, &ignored) < 0)
-		buf[0] = '\0';
-}
-
-static int id_member(const xmlNode *node, const char *name, const char *prefix, char *buf,
-                     size_t bufsz, struct amis_err *err)
-{
-	if (xml_child_text(node, name, buf, bufsz, err) < 0)
-		return -1;
-	if (!aws_resource_id_valid(buf, prefix)) {
-		err_set(err, AMIS_E_MALFORMED_RESPONSE, "<%s> is \"%.64s\", not a %s-... id", name,
-		        buf, prefix);
-		buf[0] = '\0';
-		return -1;
-	}
-	return 0;
-}
-
 int rs_parse_snapshots(xmlDocPtr doc, struct rs_snapshot_list *out, char *next_token, size_t ntsz,
                        struct amis_err *err)
 {
@@ -219,19 +157,19 @@ int rs_parse_snapshots(xmlDocPtr doc, struct rs_snapshot_list *out, char *next_t
 	struct amis_err ignored;
 
 	if (next_token && ntsz)
-		text_if_fits(root, "nextToken", next_token, ntsz);
+		ec2_member_text(root, "nextToken", next_token, ntsz);
 	for (it = xml_items_first(root, "snapshotSet"); it; it = xml_items_next(it)) {
 		struct rs_snapshot *s = rs_list_add(out);
 
-		if (id_member(it, "snapshotId", "snap", s->snapshot_id, sizeof(s->snapshot_id),
-		              err) < 0)
+		if (ec2_member_id(it, "snapshotId", "snap", s->snapshot_id, sizeof(s->snapshot_id),
+		                  err) < 0)
 			return -1;
 		/* A snapshot of a deleted volume still says which it was; not needed. */
-		text_if_fits(it, "volumeId", s->volume_id, sizeof(s->volume_id));
-		text_if_fits(it, "status", s->state, sizeof(s->state));
+		ec2_member_text(it, "volumeId", s->volume_id, sizeof(s->volume_id));
+		ec2_member_text(it, "status", s->state, sizeof(s->state));
 		if (!s->state[0])
-			text_if_fits(it, "state", s->state, sizeof(s->state));
-		text_if_fits(it, "startTime", s->start_time, sizeof(s->start_time));
+			ec2_member_text(it, "state", s->state, sizeof(s->state));
+		ec2_member_text(it, "startTime", s->start_time, sizeof(s->start_time));
 		if (xml_child_ll_opt(it, "volumeSize", -1, &s->size_gib, &ignored) < 0)
 			s->size_gib = -1;
 		for (t = xml_items_first(it, "tagSet"); t; t = xml_items_next(t)) {
@@ -267,7 +205,7 @@ int rs_parse_image(xmlDocPtr doc, const char *image_id, struct rs_image *out, st
 		    strcmp(id, image_id) != 0)
 			continue;
 		snprintf(out->image_id, sizeof(out->image_id), "%s", id);
-		text_if_fits(img, "imageState", out->state, sizeof(out->state));
+		ec2_member_text(img, "imageState", out->state, sizeof(out->state));
 		for (m = xml_items_first(img, "blockDeviceMapping"); m; m = xml_items_next(m)) {
 			xmlNodePtr ebs = xml_child(m, "ebs");
 
@@ -277,11 +215,11 @@ int rs_parse_image(xmlDocPtr doc, const char *image_id, struct rs_image *out, st
 				return err_set(err, AMIS_E_TOO_MANY_VOLUMES,
 				               "image %s has more than %d snapshots", id,
 				               RS_MAX_IMAGE_SNAPSHOTS);
-			if (id_member(ebs, "snapshotId", "snap", out->snapshot_ids[out->n],
-			              sizeof(out->snapshot_ids[0]), err) < 0)
+			if (ec2_member_id(ebs, "snapshotId", "snap", out->snapshot_ids[out->n],
+			                  sizeof(out->snapshot_ids[0]), err) < 0)
 				return -1;
-			text_if_fits(m, "deviceName", out->device_names[out->n],
-			             sizeof(out->device_names[0]));
+			ec2_member_text(m, "deviceName", out->device_names[out->n],
+			                sizeof(out->device_names[0]));
 			out->n++;
 		}
 		return 0;
@@ -292,7 +230,7 @@ int rs_parse_image(xmlDocPtr doc, const char *image_id, struct rs_image *out, st
 
 int rs_parse_volume_id(xmlDocPtr doc, char *volume_id, size_t sz, struct amis_err *err)
 {
-	return id_member(xml_root(doc), "volumeId", "vol", volume_id, sz, err);
+	return ec2_member_id(xml_root(doc), "volumeId", "vol", volume_id, sz, err);
 }
 
 int rs_parse_volumes(xmlDocPtr doc, struct rs_volume_state *out, size_t max, size_t *n,
@@ -310,15 +248,16 @@ int rs_parse_volumes(xmlDocPtr doc, struct rs_volume_state *out, size_t max, siz
 			               "DescribeVolumes listed more volumes than asked for");
 		v = &out[*n];
 		memset(v, 0, sizeof(*v));
-		if (id_member(it, "volumeId", "vol", v->volume_id, sizeof(v->volume_id), err) < 0)
+		if (ec2_member_id(it, "volumeId", "vol", v->volume_id, sizeof(v->volume_id), err) <
+		    0)
 			return -1;
 		if (xml_child_text(it, "status", v->status, sizeof(v->status), err) < 0)
 			return -1;
 		at = xml_items_first(it, "attachmentSet");
 		if (at) {
-			text_if_fits(at, "status", v->attach_state, sizeof(v->attach_state));
-			text_if_fits(at, "instanceId", v->instance_id, sizeof(v->instance_id));
-			text_if_fits(at, "device", v->device, sizeof(v->device));
+			ec2_member_text(at, "status", v->attach_state, sizeof(v->attach_state));
+			ec2_member_text(at, "instanceId", v->instance_id, sizeof(v->instance_id));
+			ec2_member_text(at, "device", v->device, sizeof(v->device));
 		}
 		(*n)++;
 	}

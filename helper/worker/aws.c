@@ -142,3 +142,8 @@ struct ec2_client *aws_ctx_ec2(struct aws_ctx *a)
 {
 	return a->ec2;
 }
+
+struct imds_client *aws_ctx_imds(struct aws_ctx *a)
+{
+	return a->imds;
+}

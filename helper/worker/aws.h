@@ -15,6 +15,7 @@
 
 struct aws_ctx;
 struct ec2_client;
+struct imds_client;
 
 struct aws_ctx *aws_ctx_new(const struct helper_config *cfg);
 void aws_ctx_free(struct aws_ctx *a);
@@ -40,5 +41,7 @@ bool aws_ctx_credentials_refused(struct aws_ctx *a, const struct amis_err *err);
 const char *aws_ctx_instance_id(const struct aws_ctx *a);
 const char *aws_ctx_region(const struct aws_ctx *a);
 struct ec2_client *aws_ctx_ec2(struct aws_ctx *a);
+/* The IMDS client, once aws_ctx_ready made it (the restore command asks it for the zone). */
+struct imds_client *aws_ctx_imds(struct aws_ctx *a);
 
 #endif

@@ -616,6 +616,17 @@ static int state_member(const xmlNode *item, const char *absent_state, char *buf
 	return 0;
 }
 
+int ec2_member_id(const xmlNode *node, const char *name, const char *prefix, char *buf,
+                  size_t bufsz, struct amis_err *err)
+{
+	return id_member(node, name, prefix, buf, bufsz, err);
+}
+
+void ec2_member_text(const xmlNode *node, const char *name, char *buf, size_t bufsz)
+{
+	text_if_fits(node, name, buf, bufsz);
+}
+
 int ec2_parse_snapshot_set(xmlDocPtr doc, const char *absent_state, struct ec2_snapshot_set *out,
                            struct amis_err *err)
 {

@@ -150,6 +150,15 @@ int ec2_parse_snapshot_set(xmlDocPtr doc, const char *absent_state, struct ec2_s
 int ec2_parse_instance(xmlDocPtr doc, const char *instance_id, struct ec2_instance_info *out,
                        struct amis_err *err);
 int ec2_parse_create_tags(xmlDocPtr doc, struct amis_err *err);
+/*
+ * The parsers' rules for one member (doc/ec2-parsing.md), for other parsers
+ * of EC2 answers: a required id of the given prefix ("snap", "vol", "i",
+ * "ami"), checked for shape; an informational member copied when present
+ * and fitting, else "".
+ */
+int ec2_member_id(const xmlNode *node, const char *name, const char *prefix, char *buf,
+                  size_t bufsz, struct amis_err *err);
+void ec2_member_text(const xmlNode *node, const char *name, char *buf, size_t bufsz);
 
 /* Body-level conveniences for tests: 200 responses of each action. */
 int ec2_parse_create_snapshots(const char *body, size_t len, struct ec2_snapshot_set *out,
