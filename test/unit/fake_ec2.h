@@ -1,6 +1,7 @@
 /*
  * fake_ec2.h - starts test/unit/ec2_fake_server.py for a C unit test (the
- * EC2 client's, the restore command's): start_server() fills endpoint.
+ * EC2 client's, the restore command's): start_server() fills endpoint;
+ * last_request() asks it what the previous request sent.
  *
  * The server is a child process reading our stdin pipe: it exits when we do,
  * however we die.
@@ -17,6 +18,9 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "ec2.h"
+#include "xml.h"
 
 #define PYTHON "/usr/bin/python3"
 #define TOKEN "FwoGZXIvYXdzEXAMPLE//////////+token/with=odd+chars=="
@@ -119,6 +123,37 @@ static void start_server(void)
 		bail("fake EC2 server said something unexpected");
 	snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", port);
 	printf("# fake EC2 at %s\n", endpoint);
+}
+
+/* The form pairs of the previous request, as "name=value\n" lines. */
+static char *last_request(struct ec2_client *c, const struct aws_credentials *creds)
+{
+	struct ec2_params p;
+	struct amis_err err;
+	struct strbuf sb;
+	xmlDocPtr doc = NULL;
+	xmlNodePtr it;
+	char *last;
+
+	sb_init(&sb);
+	ec2_params_init(&p);
+	if (ec2_call(c, creds, "LastRequest", &p, 5000, 0, &doc, &err) == 0) {
+		for (it = xml_items_first(xml_root(doc), "pairSet"); it; it = xml_items_next(it)) {
+			char *k = xml_text_dup(xml_child(it, "name"));
+			char *v = xml_text_dup(xml_child(it, "value"));
+
+			sb_appendf(&sb, "%s=%s\n", k, v);
+			free(k);
+			free(v);
+		}
+	} else {
+		sb_appendf(&sb, "LastRequest failed: %s: %s", err.code, err.msg);
+	}
+	xml_free(doc);
+	ec2_params_free(&p);
+	last = xstrdup(sb_str(&sb));
+	sb_free(&sb);
+	return last;
 }
 
 #endif

@@ -69,37 +69,6 @@ static int call(struct ec2_client *c, const struct aws_credentials *creds, const
 	return rc;
 }
 
-/* The form pairs of the previous request, as "name=value\n" lines. */
-static char *last_request(struct ec2_client *c, const struct aws_credentials *creds)
-{
-	struct ec2_params p;
-	struct amis_err err;
-	struct strbuf sb;
-	xmlDocPtr doc = NULL;
-	xmlNodePtr it;
-	char *last;
-
-	sb_init(&sb);
-	ec2_params_init(&p);
-	if (ec2_call(c, creds, "LastRequest", &p, 5000, 0, &doc, &err) == 0) {
-		for (it = xml_items_first(xml_root(doc), "pairSet"); it; it = xml_items_next(it)) {
-			char *k = xml_text_dup(xml_child(it, "name"));
-			char *v = xml_text_dup(xml_child(it, "value"));
-
-			sb_appendf(&sb, "%s=%s\n", k, v);
-			free(k);
-			free(v);
-		}
-	} else {
-		sb_appendf(&sb, "LastRequest failed: %s: %s", err.code, err.msg);
-	}
-	xml_free(doc);
-	ec2_params_free(&p);
-	last = xstrdup(sb_str(&sb));
-	sb_free(&sb);
-	return last;
-}
-
 static void test_request_shape(struct ec2_client *c)
 {
 	static const char odd[] = "a b*c~d/e+f=g&h%i \xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \"<x>'";

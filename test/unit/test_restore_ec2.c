@@ -15,39 +15,13 @@
 #include "tap.h"
 #include "xml.h"
 
-/* The form pairs of the previous request, as "name=value\n" lines. */
-static char *last_request(void)
+static struct ec2_client *probe;
+static struct aws_credentials probe_creds;
+
+/* What the fake server received last, as "name=value\n" lines. */
+static char *last_sent(void)
 {
-	struct ec2_client *c = ec2_client_new(endpoint, "us-east-1");
-	struct aws_credentials creds;
-	struct ec2_params p;
-	struct amis_err err;
-	struct strbuf sb;
-	xmlDocPtr doc = NULL;
-	xmlNodePtr it;
-	char *last;
-
-	memset(&creds, 0, sizeof(creds));
-	strcpy(creds.access_key_id, "AKIDEXAMPLE");
-	strcpy(creds.secret_access_key, "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
-	sb_init(&sb);
-	ec2_params_init(&p);
-	if (ec2_call(c, &creds, "LastRequest", &p, 5000, 0, &doc, &err) == 0) {
-		for (it = xml_items_first(xml_root(doc), "pairSet"); it; it = xml_items_next(it)) {
-			char *k = xml_text_dup(xml_child(it, "name"));
-			char *v = xml_text_dup(xml_child(it, "value"));
-
-			sb_appendf(&sb, "%s=%s\n", k, v);
-			free(k);
-			free(v);
-		}
-	}
-	xml_free(doc);
-	ec2_params_free(&p);
-	ec2_client_free(c);
-	last = xstrdup(sb_str(&sb));
-	sb_free(&sb);
-	return last;
+	return last_request(probe, &probe_creds);
 }
 
 static int parse(const char *action, const char *body, xmlDocPtr *doc)
@@ -140,6 +114,9 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	test_parsers();
 	start_server();
+	probe = ec2_client_new(endpoint, "us-east-1");
+	strcpy(probe_creds.access_key_id, "AKIDEXAMPLE");
+	strcpy(probe_creds.secret_access_key, "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
 	a = rs_aws_new_static(endpoint, "us-east-1", "AKIDEXAMPLE",
 	                      "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "i-0a1b2c3d4e5f60718",
 	                      "us-east-1a");
@@ -150,7 +127,7 @@ int main(void)
 	rs_list_init(&l);
 	ok(rs_describe_snapshots_by_tag(a, "ami-snapshot:name", "restore-test", &l, &err) == 0,
 	   "DescribeSnapshots by tag: succeeds (%s)", err.msg);
-	last = last_request();
+	last = last_sent();
 	ok(strstr(last, "Filter.1.Name=tag:ami-snapshot:name\n") &&
 	       strstr(last, "Filter.1.Value.1=restore-test\n") && strstr(last, "Owner.1=self\n") &&
 	       strstr(last, "NextToken=page-2\n"),
@@ -209,7 +186,7 @@ int main(void)
 		ok(rs_create_volume(a, &req, vol, sizeof(vol), &err) == 0,
 		   "CreateVolume: succeeds (%s)", err.msg);
 		is_str(vol, "vol-0cccccccccccccccc", "CreateVolume: the new volume's id");
-		last = last_request();
+		last = last_sent();
 		ok(strstr(last, "SnapshotId=snap-00000000000000001\n") &&
 		       strstr(last, "AvailabilityZone=us-east-1a\n") &&
 		       strstr(last, "VolumeType=io2\n") && strstr(last, "Iops=3000\n") &&
@@ -230,7 +207,7 @@ int main(void)
 		req.client_token = "throttle-once";
 		ok(rs_create_volume(a, &req, vol, sizeof(vol), &err) == 0,
 		   "CreateVolume throttled once: retried with its token, succeeds (%s)", err.msg);
-		last = last_request();
+		last = last_sent();
 		ok(strstr(last, "VolumeType=gp3\n") && !strstr(last, "Size=") &&
 		       strstr(last, "ClientToken=throttle-once\n"),
 		   "CreateVolume: gp3 by default, no size, the same token on the retry");
@@ -258,7 +235,7 @@ int main(void)
 	/* Attach, detach, delete. */
 	ok(rs_attach_volume(a, "vol-0cccccccccccccccc", "/dev/sdg", &err) == 0,
 	   "AttachVolume: succeeds (%s)", err.msg);
-	last = last_request();
+	last = last_sent();
 	ok(strstr(last, "Action=AttachVolume\n") &&
 	       strstr(last, "VolumeId=vol-0cccccccccccccccc\n") &&
 	       strstr(last, "InstanceId=i-0a1b2c3d4e5f60718\n") &&
@@ -266,7 +243,7 @@ int main(void)
 	   "AttachVolume: volume, this instance, device");
 	free(last);
 	ok(rs_detach_volume(a, "vol-0cccccccccccccccc", &err) == 0, "DetachVolume: succeeds");
-	last = last_request();
+	last = last_sent();
 	ok(strstr(last, "Action=DetachVolume\n") && !strstr(last, "InstanceId") &&
 	       !strstr(last, "Force"),
 	   "DetachVolume: the volume only, never Force");
@@ -280,6 +257,7 @@ int main(void)
 	sb_free(&sb);
 
 	rs_aws_free(a);
+	ec2_client_free(probe);
 	stop_server();
 	return done_testing();
 }
