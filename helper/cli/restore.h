@@ -325,6 +325,13 @@ int rs_restore_config(const char *pgdata, const char *config_root, uid_t fallbac
                       gid_t fallback_gid, size_t *count, struct strbuf *report,
                       struct amis_err *err);
 
+/*
+ * Whether p is an absolute path without an empty, "." or ".." component
+ * ("/" is one): paths from tags and from the manifest must not climb out of
+ * --root or --config-root.
+ */
+bool rs_safe_abs_path(const char *p);
+
 /* Writes len bytes to path (temporary file, fsync, rename), mode, owner. */
 int rs_write_file(const char *path, const char *data, size_t len, mode_t mode, uid_t uid, gid_t gid,
                   struct amis_err *err);

@@ -347,13 +347,14 @@ static int read_whole(const char *path, struct strbuf *out, struct amis_err *err
 	return 0;
 }
 
-/* A path of the manifest: absolute, no empty, "." or ".." component. */
-static bool safe_abs_path(const char *p)
+bool rs_safe_abs_path(const char *p)
 {
 	const char *c = p;
 
 	if (p[0] != '/' || strlen(p) >= PATH_MAX - 64)
 		return false;
+	if (!p[1])
+		return true; /* "/" */
 	while (*c == '/') {
 		const char *s = c + 1;
 		size_t len = strcspn(s, "/");
@@ -475,7 +476,7 @@ int rs_restore_config(const char *pgdata, const char *config_root, uid_t fuid, g
 			break;
 		}
 		mode = strtoul(f[0], &end, 8);
-		if (*end || !f[0][0] || mode > 07777 || !safe_abs_path(f[3])) {
+		if (*end || !f[0][0] || mode > 07777 || !rs_safe_abs_path(f[3])) {
 			rc = err_set(err, AMIS_E_INVALID_ARGUMENT,
 			             "%s line %zu: a bad mode or path (\"%s\", \"%.200s\")", path,
 			             lineno, f[0], f[3]);

@@ -366,9 +366,11 @@ int rs_check_set(const struct rs_set *set, const struct rs_check_opts *o, struct
 		if (!mp)
 			continue;
 		restorable++;
-		if (mp[0] != '/') {
+		if (!rs_safe_abs_path(mp)) {
 			err_set(err, AMIS_E_INVALID_ARGUMENT,
-			        "snapshot %s: " RS_TAG_PREFIX "mount-point \"%s\" is not absolute",
+			        "snapshot %s: " RS_TAG_PREFIX
+			        "mount-point \"%s\" is not an absolute "
+			        "path without . or .. components",
 			        s->snapshot_id, mp);
 			return RS_EXIT_TAGS;
 		}
@@ -385,9 +387,11 @@ int rs_check_set(const struct rs_set *set, const struct rs_check_opts *o, struct
 		        set->request_id);
 		return RS_EXIT_TAGS;
 	}
-	if (rs_atag(set->snaps[0], "data-directory")[0] != '/') {
-		err_set(err, AMIS_E_INVALID_ARGUMENT, "set %s: the data directory is not absolute",
-		        set->request_id);
+	if (!rs_safe_abs_path(rs_atag(set->snaps[0], "data-directory"))) {
+		err_set(err, AMIS_E_INVALID_ARGUMENT,
+		        "set %s: the data directory \"%s\" is not an absolute path without . or .. "
+		        "components",
+		        set->request_id, rs_atag(set->snaps[0], "data-directory"));
 		return RS_EXIT_TAGS;
 	}
 	if (o->pitr) {

@@ -309,6 +309,19 @@ int main(void)
 	set_tag(w, "fstype", "xfs");
 	set_tag(w, "mount-point", "relative/path");
 	is_int(check(&l, &defaults, &err), RS_EXIT_TAGS, "check: a relative mount point");
+	set_tag(w, "mount-point", "/var/lib/../../etc");
+	is_int(check(&l, &defaults, &err), RS_EXIT_TAGS,
+	       "check: a mount point with .. (out of --root) is refused");
+	set_tag(w, "mount-point", "/");
+	is_int(check(&l, &defaults, &err), RS_EXIT_OK, "check: \"/\" is a mount point");
+	set_tag(d, "data-directory", "/var/lib/postgresql/15/main/..");
+	set_tag(w, "data-directory", "/var/lib/postgresql/15/main/..");
+	set_tag(s, "data-directory", "/var/lib/postgresql/15/main/..");
+	is_int(check(&l, &defaults, &err), RS_EXIT_TAGS,
+	       "check: a data directory with .. is refused");
+	set_tag(d, "data-directory", "/var/lib/postgresql/15/main");
+	set_tag(w, "data-directory", "/var/lib/postgresql/15/main");
+	set_tag(s, "data-directory", "/var/lib/postgresql/15/main");
 	set_tag(w, "mount-point", NULL);
 	set_tag(d, "mount-point", NULL);
 	is_int(check(&l, &defaults, &err), RS_EXIT_TAGS,
