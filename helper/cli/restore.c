@@ -950,10 +950,11 @@ int rs_restore_main(int argc, char **argv, const char *default_config)
 
 	/* 1. The set. */
 	if (find_set(r, &list, &sets, &err) < 0) {
-		rc = fail(r,
-		          r->o.image && strstr(err.msg, "not in the answer") ? RS_EXIT_NOT_FOUND
-		                                                             : RS_EXIT_ERROR,
-		          &err);
+		/* No such image: EC2's InvalidAMIID.NotFound (or .Malformed), or absent. */
+		bool no_image = r->o.image && (strncmp(err.code, "InvalidAMIID.", 13) == 0 ||
+		                               strstr(err.msg, "not in the answer"));
+
+		rc = fail(r, no_image ? RS_EXIT_NOT_FOUND : RS_EXIT_ERROR, &err);
 		goto out;
 	}
 	rs_group(&list, &sets);

@@ -25,13 +25,11 @@ are written with a named restore point and a timestamp between them.  Then:
     deleted.
 """
 
-import json
 import os
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import tap  # noqa: E402
@@ -62,55 +60,49 @@ def restore_cmd(w, *args):
     return r
 
 
-def ec2(w, action, **params):
-    """One EC2 call to the emulator, signed by botocore with the IMDS role's
-    credentials (for what the test does behind the command's back)."""
-    import botocore.session
-    tok_req = urllib.request.Request(w.emu_url + "/latest/api/token", method="PUT",
-                                     headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
-    tok = urllib.request.urlopen(tok_req, timeout=5).read().decode()
+def snapshot_ids(w, name):
+    """The ids of the snapshots tagged ami-snapshot:name = name."""
+    root = w.ec2_call("DescribeSnapshots", **{"Owner.1": "self",
+                                              "Filter.1.Name": "tag:ami-snapshot:name",
+                                              "Filter.1.Value.1": name})
+    return [i.findtext("snapshotId") for i in root.findall("./snapshotSet/item")]
 
-    def get(path):
-        req = urllib.request.Request(w.emu_url + path,
-                                     headers={"X-aws-ec2-metadata-token": tok})
-        return urllib.request.urlopen(req, timeout=5).read().decode()
-    role = get("/latest/meta-data/iam/security-credentials/").split()[0]
-    cr = json.loads(get("/latest/meta-data/iam/security-credentials/" + role))
-    client = botocore.session.get_session().create_client(
-        "ec2", region_name="eu-west-1", endpoint_url=w.emu_url,
-        aws_access_key_id=cr["AccessKeyId"], aws_secret_access_key=cr["SecretAccessKey"],
-        aws_session_token=cr["Token"])
-    return getattr(client, action)(**params)
+
+def restored_volumes(w):
+    """(volume id, status, attached) of every volume a restore made."""
+    out = []
+    for it in w.ec2_call("DescribeVolumes").findall("./volumeSet/item"):
+        if "ami-snapshot:restored-from" in [t.findtext("key") for t in it.findall("./tagSet/item")]:
+            out.append((it.findtext("volumeId"), it.findtext("status"),
+                        bool(it.findall("./attachmentSet/item"))))
+    return out
 
 
 def created_volumes(w):
-    """The volumes made by CreateVolume that still exist."""
-    return [v["VolumeId"] for v in ec2(w, "describe_volumes")["Volumes"]
-            if any(t["Key"] == "ami-snapshot:restored-from" for t in v.get("Tags", []))]
+    return [v for v, _, _ in restored_volumes(w)]
 
 
 def release_volumes(w):
     """Detach and delete every volume a restore made (after unmounting)."""
-    vols = ec2(w, "describe_volumes")["Volumes"]
-    mine = [v for v in vols
-            if any(t["Key"] == "ami-snapshot:restored-from" for t in v.get("Tags", []))]
-    for v in mine:
-        if v.get("Attachments"):
+    mine = restored_volumes(w)
+    for vid, _, attached in mine:
+        if attached:
             try:
-                ec2(w, "detach_volume", VolumeId=v["VolumeId"])
-            except Exception as e:  # noqa: BLE001
-                log("detach %s: %s" % (v["VolumeId"], e))
+                w.ec2_call("DetachVolume", VolumeId=vid)
+            except RuntimeError as e:
+                log("detach %s: %s" % (vid, e))
     deadline = time.time() + 60
-    for v in mine:
+    for vid, _, _ in mine:
         while time.time() < deadline:
-            st = ec2(w, "describe_volumes", VolumeIds=[v["VolumeId"]])["Volumes"][0]["State"]
+            st = w.ec2_call("DescribeVolumes", **{"VolumeId.1": vid}).findtext(
+                "./volumeSet/item/status")
             if st == "available":
                 break
             time.sleep(0.2)
         try:
-            ec2(w, "delete_volume", VolumeId=v["VolumeId"])
-        except Exception as e:  # noqa: BLE001
-            log("delete %s: %s" % (v["VolumeId"], e))
+            w.ec2_call("DeleteVolume", VolumeId=vid)
+        except RuntimeError as e:
+            log("delete %s: %s" % (vid, e))
 
 
 class CmdRestored:
@@ -265,24 +257,33 @@ def main():
         # A set whose backup failed, and an incomplete one.
         ok(w.psql("SELECT status FROM ami_snapshot('restore failed')") == "succeeded",
            "a second set")
-        failed = [s["SnapshotId"] for s in ec2(w, "describe_snapshots", OwnerIds=["self"],
-                  Filters=[{"Name": "tag:ami-snapshot:name", "Values": ["restore failed"]}])
-                  ["Snapshots"]]
-        ec2(w, "create_tags", Resources=failed,
-            Tags=[{"Key": "ami-snapshot:backup-state", "Value": "failed"}])
+        params = {"Tag.1.Key": "ami-snapshot:backup-state", "Tag.1.Value": "failed"}
+        params.update(("ResourceId.%d" % (i + 1), sid)
+                      for i, sid in enumerate(snapshot_ids(w, "restore failed")))
+        w.ec2_call("CreateTags", **params)
         r = restore_cmd(w, "--name", "restore failed", "--root", w.path("r-failed"))
         is_(r.returncode, 7, "a failed set: exit 7 (backup state)")
         ok("--force" in r.stderr, "a failed set: names --force")
 
         ok(w.psql("SELECT status FROM ami_snapshot('restore incomplete')") == "succeeded",
            "a third set")
-        inc = [s["SnapshotId"] for s in ec2(w, "describe_snapshots", OwnerIds=["self"],
-               Filters=[{"Name": "tag:ami-snapshot:name", "Values": ["restore incomplete"]}])
-               ["Snapshots"]]
-        ec2(w, "delete_snapshot", SnapshotId=inc[-1])
+        w.ec2_call("DeleteSnapshot", SnapshotId=snapshot_ids(w, "restore incomplete")[-1])
         r = restore_cmd(w, "--name", "restore incomplete", "--root", w.path("r-inc"))
         is_(r.returncode, 6, "an incomplete set (a snapshot deleted): exit 6")
         ok("incomplete" in r.stderr and "2 of its 3" in r.stderr, "incomplete: says 2 of 3")
+
+        # Snapshots still pending: refused, and --wait gives up in time.
+        w.emulator_control({"complete_after": 600})
+        ok(w.psql("SELECT status FROM ami_snapshot('restore pending')") == "succeeded",
+           "a set whose snapshots stay pending")
+        w.emulator_control({"complete_after": 0})
+        r = restore_cmd(w, "--name", "restore pending", "--root", w.path("r-pending"))
+        is_(r.returncode, 8, "pending snapshots: exit 8 (not completed)")
+        ok("--wait" in r.stderr, "pending: names --wait")
+        r = restore_cmd(w, "--name", "restore pending", "--root", w.path("r-pending"), "--wait",
+                        "--wait-timeout", "1")
+        is_(r.returncode, 8, "--wait that times out: exit 8")
+        is_(created_volumes(w), [], "still no volume")
 
         # A failure after the volumes exist: cleaned up.
         r = subprocess.run([CLI, "restore", "-c", w.helper_conf, "--device-dir",
@@ -322,6 +323,10 @@ def main():
             print("ok %d - the configuration file is back # SKIP the installed extension "
                   "does not capture the configuration (make install from main)" % tap_next(),
                   flush=True)
+        # --attached: the same set on what is mounted already; nothing created.
+        r = restore_cmd(w, "--name", "restore e2e", "--root", root1, "--attached")
+        is_(r.returncode, 0, "restore --attached on the mounted copy: exit 0")
+        is_(len(created_volumes(w)), 3, "--attached created no volume")
         check_restore(w, rs, before)
         is_(rs.psql("SELECT count(*) FROM pitr_rows", db="bench"), "0",
             "crash recovery: the rows written after the snapshot are not there")
@@ -362,6 +367,32 @@ def main():
                                 capture_output=True, text=True)
             is_(am.returncode, 0, "pitr %s: amcheck clean" % what)
             rs.close()
+
+        # ---- an AMI made of the set: --image ----
+        snaps = snapshot_ids(w, "restore e2e")
+        data_snap = [sid for sid in snaps if w.ec2_call(
+            "DescribeSnapshots", **{"SnapshotId.1": sid}).findtext(
+            "./snapshotSet/item/volumeId") == w.volume("data").vol_id][0]
+        params = {"Name": "restore-e2e-image", "Architecture": "x86_64",
+                  "VirtualizationType": "hvm", "RootDeviceName": "/dev/xvda",
+                  "BlockDeviceMapping.1.DeviceName": "/dev/xvda",
+                  "BlockDeviceMapping.1.Ebs.SnapshotId": data_snap}
+        for i, sid in enumerate(x for x in snaps if x != data_snap):
+            params["BlockDeviceMapping.%d.DeviceName" % (i + 2)] = "/dev/sd" + "gh"[i]
+            params["BlockDeviceMapping.%d.Ebs.SnapshotId" % (i + 2)] = sid
+        image = w.ec2_call("RegisterImage", **params).findtext("imageId")
+        ok(image and image.startswith("ami-"), "an AMI of the set (%s)" % image)
+        root = w.path("restore-ami")
+        r = restore_cmd(w, "--image", image, "--root", root)
+        is_(r.returncode, 0, "restore --image: exit 0")
+        rs = CmdRestored(w, root)
+        restores.append(rs)
+        rs.start()
+        got = rs.psql("SELECT count(*) FILTER (WHERE id <= %d) FROM marks" % before, db="bench")
+        is_(int(got), before, "restore --image: every marker row of before the call")
+        rs.close()
+        r = restore_cmd(w, "--image", "ami-0000000000000dead", "--root", w.path("r-noimage"))
+        is_(r.returncode, 3, "an unknown image: exit 3")
     except Exception as e:
         bail(e, [w.helper_log])
     finally:
