@@ -197,7 +197,42 @@ def protocol_corpus():
         put(d, f, name)
 
 
+def restore_corpus():
+    d = reset("fuzz_restore")
+    # Selector byte: see fuzz_restore.c.
+    tags = b"".join(b"<item><key>ami-snapshot:%s</key><value>%s</value></item>" % kv for kv in (
+        (b"request-id", b"r-1"), (b"backup-state", b"stopped"), (b"pg-version", b"150014"),
+        (b"system-identifier", b"7300000000000000001"),
+        (b"data-directory", b"/var/lib/postgresql/15/main"), (b"volume-count", b"2"),
+        (b"start-lsn", b"0/5000028"), (b"stop-lsn", b"0/5000100"), (b"timeline", b"1"),
+        (b"backup-label-1", b"U1RBUlQgV0FMIExPQ0FUSU9OOiAwLzUwMDAwMjgK"),
+        (b"backup-label-2", b"TEFCRUw6IG5pZ2h0bHkK")))
+    items = b"".join(
+        b"<item><snapshotId>snap-0000000000000000%d</snapshotId><volumeId>vol-0000000000000000%d"
+        b"</volumeId><status>completed</status><startTime>2026-12-02T10:00:00.000Z</startTime>"
+        b"<volumeSize>8</volumeSize><tagSet>%s<item><key>ami-snapshot:mount-point</key><value>%s"
+        b"</value></item><item><key>ami-snapshot:fstype</key><value>ext4</value></item></tagSet>"
+        b"</item>" % (i, i, tags, mp) for i, mp in ((1, b"/var/lib/postgresql"), (2, b"/srv/wal")))
+    put(d, b"\x00<DescribeSnapshotsResponse><snapshotSet>%s</snapshotSet><nextToken>t</nextToken>"
+           b"</DescribeSnapshotsResponse>" % items, "describe-snapshots")
+    put(d, b"\x01<DescribeImagesResponse><imagesSet><item><imageId>ami-0123456789abcdef0</imageId>"
+           b"<imageState>available</imageState><blockDeviceMapping><item><deviceName>/dev/xvda"
+           b"</deviceName><ebs><snapshotId>snap-0000000000000000a</snapshotId></ebs></item><item>"
+           b"<deviceName>/dev/sdb</deviceName><virtualName>ephemeral0</virtualName></item>"
+           b"</blockDeviceMapping></item></imagesSet></DescribeImagesResponse>", "describe-images")
+    put(d, b"\x02<DescribeVolumesResponse><volumeSet><item><volumeId>vol-0000000000000000c"
+           b"</volumeId><status>in-use</status><attachmentSet><item><instanceId>i-0a1b2c3d4e5f60718"
+           b"</instanceId><device>/dev/sdf</device><status>attached</status></item></attachmentSet>"
+           b"</item></volumeSet></DescribeVolumesResponse>", "describe-volumes")
+    put(d, b"\x03<CreateVolumeResponse><volumeId>vol-0000000000000000c</volumeId><status>creating"
+           b"</status></CreateVolumeResponse>", "create-volume")
+    put(d, b"\x04" + b"16400 /var/lib/postgresql/ts1\n16401 /srv/other place/ts2\n", "tablespace-map")
+    put(d, b"\x05U1RBUlQgV0FMIExPQ0FUSU9OOiAwLzUwMDAwMjgK", "base64")
+    put(d, b"\x06/etc/postgresql/15/main/../x", "path")
+
+
 if __name__ == "__main__":
+    restore_corpus()
     ec2_corpus()
     json_corpus()
     config_corpus()
