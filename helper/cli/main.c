@@ -1,7 +1,7 @@
 /*
  * main.c - ami-snapshot: the administrator's command (root, one-shot).
  *
- *	ami-snapshot [-c CONFIG] restore [OPTIONS]
+ *	ami-snapshot [-c CONFIG] restore [OPTIONS]   (-c also after the command)
  *
  * One program with subcommands: restore today (doc/restore.md); status,
  * check, list... later.  It reads the [aws] section of the helper's
@@ -30,18 +30,26 @@ static void usage(FILE *f)
 {
 	size_t i;
 
-	fprintf(f, "usage: ami-snapshot COMMAND [OPTIONS]   (ami-snapshot COMMAND --help)\n"
-	           "  -c, --config FILE   the helper's configuration, for its [aws] section\n"
-	           "                      (default " AMIS_DEFAULT_CONFIG ")\n"
-	           "commands:\n");
+	fprintf(f,
+	        "usage: ami-snapshot [-c FILE] COMMAND [OPTIONS]   (ami-snapshot COMMAND --help)\n"
+	        "  -c, --config FILE   the helper's configuration, for its [aws] section\n"
+	        "                      (default " AMIS_DEFAULT_CONFIG ")\n"
+	        "commands:\n");
 	for (i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
 		fprintf(f, "  %-10s %s\n", subcommands[i].name, subcommands[i].what);
 }
 
 int main(int argc, char **argv)
 {
+	const char *config = AMIS_DEFAULT_CONFIG;
 	size_t i;
 
+	/* "-c FILE" (or --config FILE) before the command: its default configuration. */
+	if (argc >= 3 && (strcmp(argv[1], "-c") == 0 || strcmp(argv[1], "--config") == 0)) {
+		config = argv[2];
+		argc -= 2;
+		argv += 2;
+	}
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
@@ -52,7 +60,7 @@ int main(int argc, char **argv)
 	}
 	for (i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++) {
 		if (strcmp(argv[1], subcommands[i].name) == 0)
-			return subcommands[i].main(argc - 1, argv + 1, AMIS_DEFAULT_CONFIG);
+			return subcommands[i].main(argc - 1, argv + 1, config);
 	}
 	fprintf(stderr, "ami-snapshot: unknown command \"%s\"\n", argv[1]);
 	usage(stderr);
