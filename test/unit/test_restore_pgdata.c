@@ -19,7 +19,9 @@
 #include <unistd.h>
 
 /* Paths in a scratch directory under /tmp: far from PATH_MAX. */
+#ifndef __clang__
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 
 static char top[PATH_MAX];
 
