@@ -264,6 +264,20 @@ out:
 	return rc;
 }
 
+/* Whether path is in one of the relocations' new places already. */
+static bool under_a_target(const struct rs_relocation *r, size_t n, const char *path)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		size_t len = strlen(r[i].to);
+
+		if (strncmp(path, r[i].to, len) == 0 && (path[len] == '/' || !path[len]))
+			return true;
+	}
+	return false;
+}
+
 static int relink_one(const char *link, const struct rs_relocation *r, size_t n, uid_t uid,
                       gid_t gid, struct strbuf *report, struct amis_err *err)
 {
@@ -279,6 +293,8 @@ static int relink_one(const char *link, const struct rs_relocation *r, size_t n,
 		sb_appendf(report, "left %s -> %s (relative)\n", link, target);
 		return 0;
 	}
+	if (under_a_target(r, n, target))
+		return 0; /* moved already (a second run, --attached) */
 	if (rs_relocate(r, n, target, moved, sizeof(moved)) < 0) {
 		sb_appendf(report,
 		           "WARNING: %s -> %s is on no restored filesystem: left as it is\n", link,

@@ -287,6 +287,11 @@ int main(void)
 		       "links: a link to no restored filesystem is left");
 		ok(strstr(sb_str(&report), "WARNING") && strstr(sb_str(&report), "/elsewhere/ts2"),
 		   "links: ... with a warning");
+		sb_reset(&report);
+		ok(rs_relink(pgdata, rel, 2, getuid(), getgid(), &report, &err) == 0 &&
+		       !strstr(sb_str(&report), "pointed") && strstr(sb_str(&report), "WARNING") &&
+		       !strstr(sb_str(&report), "pg_wal ->"),
+		   "links: a second run leaves the moved links alone, without a warning");
 	}
 
 	/* ---- the configuration files ---- */
