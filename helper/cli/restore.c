@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -823,6 +824,43 @@ static void on_failure(struct run *r)
 
 /* ---- The data directory. ---- */
 
+/*
+ * How to start PostgreSQL on pgdata, as its owner: pg_ctl, with the
+ * configuration put back from outside the data directory when that is where
+ * postgresql.conf lives (Debian).
+ */
+static void print_start(const struct run *r, const char *pgdata, const struct stat *st,
+                        const char *main_conf)
+{
+	struct passwd *pw = getpwuid(st->st_uid);
+	char conf[PATH_MAX + 32], as[96];
+	unsigned ver;
+	char cluster[64];
+
+	if (pw)
+		snprintf(as, sizeof(as), "runuser -u %s --", pw->pw_name);
+	else
+		snprintf(as, sizeof(as), "setpriv --reuid %u --regid %u --clear-groups",
+		         (unsigned)st->st_uid, (unsigned)st->st_gid);
+	snprintf(conf, sizeof(conf), "%s/postgresql.conf", pgdata);
+	printf("start PostgreSQL with:\n");
+	if (access(conf, F_OK) == 0 || !main_conf[0]) {
+		printf("  %s %s/pg_ctl -D '%s' -l '%s/restore.log' start\n", as, r->pg_bindir,
+		       pgdata, pgdata);
+		return;
+	}
+	/* postgresql.conf is outside the data directory: name both. */
+	printf("  %s %s/pg_ctl -D '%s' -l '%s/restore.log' -o \"-c config_file='%s'\" start\n", as,
+	       r->pg_bindir, pgdata, pgdata, main_conf);
+	if (!r->o.root && !r->o.config_root &&
+	    sscanf(main_conf, "/etc/postgresql/%u/%63[^/]/postgresql.conf", &ver, cluster) == 2)
+		printf("or, as Debian does: pg_ctlcluster %u %s start\n", ver, cluster);
+	else
+		printf("(%s names the original's data_directory, hba_file and ident_file: "
+		       "check them)\n",
+		       main_conf);
+}
+
 static int prepare(struct run *r, const struct rs_set *set, struct amis_err *err)
 {
 	const char *datadir = rs_atag(set->snaps[0], "data-directory");
@@ -831,6 +869,7 @@ static int prepare(struct run *r, const struct rs_set *set, struct amis_err *err
 	struct strbuf report, label, map;
 	struct stat st;
 	size_t i, nrel = 0, nconf = 0;
+	char main_conf[PATH_MAX] = "";
 	bool found;
 	int rc = RS_EXIT_DATA_DIR;
 
@@ -873,8 +912,8 @@ static int prepare(struct run *r, const struct rs_set *set, struct amis_err *err
 	if (!r->o.no_config) {
 		const char *croot = r->o.config_root ? r->o.config_root : r->o.root;
 
-		if (rs_restore_config(pgdata, croot, st.st_uid, st.st_gid, &nconf, &report, err) <
-		    0)
+		if (rs_restore_config(pgdata, croot, st.st_uid, st.st_gid, &nconf, main_conf,
+		                      sizeof(main_conf), &report, err) < 0)
 			goto out;
 	}
 	fputs(sb_str(&report), stdout);
@@ -887,10 +926,7 @@ static int prepare(struct run *r, const struct rs_set *set, struct amis_err *err
 		       r->o.config_root ? r->o.config_root
 		       : r->o.root      ? r->o.root
 		                        : "/");
-	printf(
-	    "start PostgreSQL with:\n  runuser -u '#%u' -- %s/pg_ctl -D '%s' -l '%s/restore.log' "
-	    "start\n",
-	    (unsigned)st.st_uid, r->pg_bindir, pgdata, pgdata);
+	print_start(r, pgdata, &st, main_conf);
 	if (r->o.pitr)
 		printf("it replays the archive to the target and %s; then remove the recovery "
 		       "settings at the end of postgresql.auto.conf.\n",

@@ -319,11 +319,12 @@ int rs_relink(const char *pgdata, const struct rs_relocation *r, size_t n, uid_t
  * each at config_root + its original path ("" or NULL: the original path),
  * mode, owner and group as recorded (an unknown user: the data directory's
  * owner).  An existing file that differs is kept as <file>.before-restore.
- * No manifest: nothing to do, *count = 0.
+ * No manifest: nothing to do, *count = 0.  main_conf (may be NULL): where
+ * the first file called postgresql.conf went, "" if none.
  */
 int rs_restore_config(const char *pgdata, const char *config_root, uid_t fallback_uid,
-                      gid_t fallback_gid, size_t *count, struct strbuf *report,
-                      struct amis_err *err);
+                      gid_t fallback_gid, size_t *count, char *main_conf, size_t main_conf_sz,
+                      struct strbuf *report, struct amis_err *err);
 
 /*
  * Whether p is an absolute path without an empty, "." or ".." component

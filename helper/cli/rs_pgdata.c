@@ -445,7 +445,8 @@ out:
 }
 
 int rs_restore_config(const char *pgdata, const char *config_root, uid_t fuid, gid_t fgid,
-                      size_t *count, struct strbuf *report, struct amis_err *err)
+                      size_t *count, char *main_conf, size_t main_conf_sz, struct strbuf *report,
+                      struct amis_err *err)
 {
 	char path[PATH_MAX], root[PATH_MAX];
 	struct strbuf manifest;
@@ -454,6 +455,8 @@ int rs_restore_config(const char *pgdata, const char *config_root, uid_t fuid, g
 	int rc = 0;
 
 	*count = 0;
+	if (main_conf && main_conf_sz)
+		main_conf[0] = '\0';
 	snprintf(root, sizeof(root), "%s", config_root ? config_root : "");
 	while (strlen(root) > 0 && root[strlen(root) - 1] == '/')
 		root[strlen(root) - 1] = '\0';
@@ -502,6 +505,9 @@ int rs_restore_config(const char *pgdata, const char *config_root, uid_t fuid, g
 		                 err);
 		if (rc == 0)
 			(*count)++;
+		if (rc == 0 && main_conf && main_conf_sz && !main_conf[0] &&
+		    strcmp(strrchr(f[3], '/'), "/postgresql.conf") == 0)
+			snprintf(main_conf, main_conf_sz, "%s%s", root, f[3]);
 	}
 	sb_free(&manifest);
 	return rc;

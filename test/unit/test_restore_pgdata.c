@@ -108,6 +108,7 @@ static void p(char *out, size_t sz, const char *rel)
 int main(void)
 {
 	char pgdata[PATH_MAX], path[PATH_MAX], target[PATH_MAX], croot[PATH_MAX];
+	char mainconf[PATH_MAX];
 	struct strbuf report, sb;
 	struct amis_err err;
 	struct rs_recovery rec;
@@ -298,7 +299,8 @@ int main(void)
 	p(croot, sizeof(croot), "croot");
 	count = 99;
 	sb_reset(&report);
-	ok(rs_restore_config(pgdata, croot, getuid(), getgid(), &count, &report, &err) == 0 &&
+	ok(rs_restore_config(pgdata, croot, getuid(), getgid(), &count, NULL, 0, &report, &err) ==
+	           0 &&
 	       count == 0 && strstr(sb_str(&report), "no configuration"),
 	   "config: no manifest, nothing to do, said so");
 	puts_("root/var/lib/postgresql/15/main/ami_snapshot/config/manifest",
@@ -324,8 +326,11 @@ int main(void)
 	puts_("croot/etc/postgresql/15/main/start.conf", "auto\n");
 	chmod(strcat(strcpy(path, croot), "/etc/postgresql/15/main/start.conf"), 0644);
 	sb_reset(&report);
-	ok(rs_restore_config(pgdata, croot, 4242, 4343, &count, &report, &err) == 0,
+	ok(rs_restore_config(pgdata, croot, 4242, 4343, &count, mainconf, sizeof(mainconf), &report,
+	                     &err) == 0,
 	   "config: restored (%s)", err.msg);
+	snprintf(path, sizeof(path), "%s/etc/postgresql/15/main/postgresql.conf", croot);
+	is_str(mainconf, path, "config: says where postgresql.conf went");
 	is_int(count, 4, "config: four files");
 	is_str(get("croot/etc/postgresql/15/main/postgresql.conf", NULL),
 	       "data_directory = '/var/lib/postgresql/15/main'\n",
@@ -357,24 +362,24 @@ int main(void)
 	/* A hostile manifest. */
 	puts_("root/var/lib/postgresql/15/main/ami_snapshot/config/manifest",
 	      "644\troot\troot\t/etc/../../escape\n");
-	ok(rs_restore_config(pgdata, croot, 0, 0, &count, &report, &err) < 0 &&
+	ok(rs_restore_config(pgdata, croot, 0, 0, &count, NULL, 0, &report, &err) < 0 &&
 	       strstr(err.msg, "bad mode or path"),
 	   "config: a path with .. is refused");
 	puts_("root/var/lib/postgresql/15/main/ami_snapshot/config/manifest",
 	      "644 root root /etc/x\n");
-	ok(rs_restore_config(pgdata, croot, 0, 0, &count, &report, &err) < 0,
+	ok(rs_restore_config(pgdata, croot, 0, 0, &count, NULL, 0, &report, &err) < 0,
 	   "config: a line without tabs is refused");
 	puts_("root/var/lib/postgresql/15/main/ami_snapshot/config/manifest",
 	      "99999\troot\troot\t/etc/x\n");
-	ok(rs_restore_config(pgdata, croot, 0, 0, &count, &report, &err) < 0,
+	ok(rs_restore_config(pgdata, croot, 0, 0, &count, NULL, 0, &report, &err) < 0,
 	   "config: a mode that is not octal 0..7777 is refused");
 	puts_("root/var/lib/postgresql/15/main/ami_snapshot/config/manifest",
 	      "644\troot\troot\trelative/x\n");
-	ok(rs_restore_config(pgdata, croot, 0, 0, &count, &report, &err) < 0,
+	ok(rs_restore_config(pgdata, croot, 0, 0, &count, NULL, 0, &report, &err) < 0,
 	   "config: a relative path is refused");
 	puts_("root/var/lib/postgresql/15/main/ami_snapshot/config/manifest",
 	      "644\troot\troot\t/etc/missing.conf\n");
-	ok(rs_restore_config(pgdata, croot, 0, 0, &count, &report, &err) < 0 &&
+	ok(rs_restore_config(pgdata, croot, 0, 0, &count, NULL, 0, &report, &err) < 0 &&
 	       strstr(err.msg, "missing.conf"),
 	   "config: a file the manifest lists but the backup lacks: refused, named");
 
