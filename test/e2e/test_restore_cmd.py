@@ -284,6 +284,19 @@ def main():
                         "--wait-timeout", "1")
         is_(r.returncode, 8, "--wait that times out: exit 8")
         is_(created_volumes(w), [], "still no volume")
+        # ... and --wait waits for snapshots that complete.
+        w.emulator_control({"complete_after": 4})
+        ok(w.psql("SELECT status FROM ami_snapshot('restore wait')") == "succeeded",
+           "a set whose snapshots complete 4 s after they were taken")
+        w.emulator_control({"complete_after": 0})
+        root = w.path("r-wait")
+        r = restore_cmd(w, "--name", "restore wait", "--root", root, "--wait")
+        is_(r.returncode, 0, "--wait: exit 0 once they completed")
+        ok("waiting for snapshot" in r.stdout, "--wait: it said it was waiting")
+        rs = CmdRestored(w, root)
+        restores.append(rs)
+        is_(len(rs.mounts()), 3, "--wait: restored")
+        rs.close()
 
         # A failure after the volumes exist: cleaned up.
         r = subprocess.run([CLI, "restore", "-c", w.helper_conf, "--device-dir",
@@ -298,6 +311,16 @@ def main():
         is_(created_volumes(w), [], "no volume left behind")
         is_(os.path.exists(w.path("r-nodev")) and os.listdir(w.path("r-nodev")) or [], [],
             "nothing mounted under its root")
+        r = subprocess.run([CLI, "restore", "-c", w.helper_conf, "--device-dir",
+                            w.path("nowhere"), "--device-timeout", "1", "--name", "restore e2e",
+                            "--root", w.path("r-nodev"), "--no-cleanup-on-failure"],
+                           capture_output=True, text=True, timeout=300,
+                           env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
+        is_(r.returncode, 11, "--no-cleanup-on-failure: exit 11 as well")
+        ok("left as it is" in r.stderr and "deleted" not in r.stderr,
+           "--no-cleanup-on-failure: what it made is listed and left", r.stderr[-1500:])
+        is_(len(created_volumes(w)), 3, "--no-cleanup-on-failure: its three volumes are there")
+        release_volumes(w)
 
         # ---- crash recovery ----
         root1 = w.path("restore1")
