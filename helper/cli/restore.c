@@ -320,7 +320,7 @@ static int parse_opts(int argc, char **argv, const char *default_config, struct 
 
 /* ---- PostgreSQL here. ---- */
 
-/* Runs argv, its standard output into out; the exit status, or -1. */
+/* Runs argv (argv[0] looked up in PATH), its output into out; the exit status, or -1. */
 static int run_capture(char *const argv[], char *out, size_t outsz)
 {
 	int pfd[2], status;
@@ -341,7 +341,7 @@ static int run_capture(char *const argv[], char *out, size_t outsz)
 		dup2(pfd[1], 1);
 		close(pfd[0]);
 		close(pfd[1]);
-		execv(argv[0], argv);
+		execvp(argv[0], argv);
 		_exit(127);
 	}
 	close(pfd[1]);
@@ -373,7 +373,7 @@ static int bindir_major(const char *dir)
 static int local_pg(struct run *r, int tagged_major)
 {
 	char out[PATH_MAX];
-	char *argv[] = {(char *)"/usr/bin/pg_config", (char *)"--bindir", NULL};
+	char *argv[] = {(char *)"pg_config", (char *)"--bindir", NULL};
 	int m;
 
 	if (r->o.pg_bindir) {
@@ -394,8 +394,7 @@ static int local_pg(struct run *r, int tagged_major)
 
 /* ---- Finding the set. ---- */
 
-static int find_set(struct run *r, struct rs_snapshot_list *list, struct rs_sets *sets,
-                    struct amis_err *err)
+static int find_set(struct run *r, struct rs_snapshot_list *list, struct amis_err *err)
 {
 	if (r->o.request_id)
 		return rs_describe_snapshots_by_tag(r->aws, RS_TAG_PREFIX "request-id",
@@ -417,7 +416,6 @@ static int find_set(struct run *r, struct rs_snapshot_list *list, struct rs_sets
 			ids[i] = img.snapshot_ids[i];
 		return rs_describe_snapshots_by_id(r->aws, ids, img.n, list, err);
 	}
-	(void)sets;
 }
 
 static void print_sets(const struct rs_sets *sets)
@@ -985,7 +983,7 @@ int rs_restore_main(int argc, char **argv, const char *default_config)
 	}
 
 	/* 1. The set. */
-	if (find_set(r, &list, &sets, &err) < 0) {
+	if (find_set(r, &list, &err) < 0) {
 		/* No such image: EC2's InvalidAMIID.NotFound (or .Malformed), or absent. */
 		bool no_image = r->o.image && (strncmp(err.code, "InvalidAMIID.", 13) == 0 ||
 		                               strstr(err.msg, "not in the answer"));
