@@ -298,6 +298,23 @@ def main():
         is_(len(rs.mounts()), 3, "--wait: restored")
         rs.close()
 
+        # A filesystem on several volumes (LVM, md; tags as the helper writes them): attached,
+        # then the operator assembles and runs again with --attached.
+        ok(w.psql("SELECT status FROM ami_snapshot('restore lvm')") == "succeeded", "a fifth set")
+        lvm = snapshot_ids(w, "restore lvm")
+        w.ec2_call("CreateTags", **{"ResourceId.1": lvm[0], "ResourceId.2": lvm[1],
+                                    "Tag.1.Key": "ami-snapshot:fs-volumes", "Tag.1.Value": "2",
+                                    "Tag.2.Key": "ami-snapshot:fs-source",
+                                    "Tag.2.Value": "/dev/mapper/vg-data"})
+        r = restore_cmd(w, "--name", "restore lvm", "--root", w.path("r-lvm"))
+        is_(r.returncode, 13, "a filesystem on several volumes: exit 13 (assemble, then --attached)")
+        ok("vgchange -ay" in r.stdout and "--attached" in r.stdout,
+           "it says how to assemble and what to run next")
+        is_(sorted(a for _, _, a in restored_volumes(w)), [True, True, True],
+            "the set's three volumes are attached")
+        is_(CmdRestored(w, w.path("r-lvm")).mounts(), [], "and nothing is mounted")
+        release_volumes(w)
+
         # A failure after the volumes exist: cleaned up.
         r = subprocess.run([CLI, "restore", "-c", w.helper_conf, "--device-dir",
                             w.path("nowhere"), "--device-timeout", "2", "--name", "restore e2e",
