@@ -574,26 +574,32 @@ static int wait_volumes(struct run *r, const char *want, long timeout_s, struct 
 
 	volume_ids(r, ids, false);
 	for (;;) {
-		bool all = true;
+		const struct rs_volume_state *late = NULL;
 
-		if (rs_describe_volumes(r->aws, ids, r->n, st, err) < 0)
-			return -1;
+		if (rs_describe_volumes(r->aws, ids, r->n, st, err) < 0) {
+			/* EC2 is eventually consistent: a volume just made may not be known yet. */
+			if (strcmp(err->code, "InvalidVolume.NotFound") != 0 ||
+			    time(NULL) > deadline)
+				return -1;
+			usleep(pause);
+			continue;
+		}
 		for (i = 0; i < r->n; i++) {
 			if (strcmp(st[i].status, "error") == 0)
 				return err_set(err, AMIS_E_INVALID_ARGUMENT,
 				               "volume %s is in state error", st[i].volume_id);
-			if (strcmp(st[i].status, want) != 0 ||
-			    (strcmp(want, "in-use") == 0 &&
-			     strcmp(st[i].attach_state, "attached") != 0))
-				all = false;
+			if (!late && (strcmp(st[i].status, want) != 0 ||
+			              (strcmp(want, "in-use") == 0 &&
+			               strcmp(st[i].attach_state, "attached") != 0)))
+				late = &st[i];
 		}
-		if (all)
+		if (!late)
 			return 0;
 		if (time(NULL) > deadline)
 			return err_set(err, AMIS_E_TIMEOUT,
 			               "the volumes are not %s after %ld s (%s is %s%s%s)", want,
-			               timeout_s, st[0].volume_id, st[0].status,
-			               st[0].attach_state[0] ? "/" : "", st[0].attach_state);
+			               timeout_s, late->volume_id, late->status,
+			               late->attach_state[0] ? "/" : "", late->attach_state);
 		usleep(pause);
 		if (pause < 2000000)
 			pause *= 2;
