@@ -7,9 +7,10 @@
 #
 #     SELECT * FROM ami_snapshot('nightly');
 #
-# while pgbench and a marker writer commit, restores the snapshot set onto
-# new loop devices, starts PostgreSQL on it (crash recovery) and checks the
-# data.  It ends with a summary, one PASS or FAIL per check, and exits
+# while pgbench and a marker writer commit, restores the snapshot set with
+# `ami-snapshot restore` (new volumes from the emulator, loop devices,
+# mounted under the sandbox), starts PostgreSQL on it (crash recovery) and
+# checks the data.  It ends with a summary, one PASS or FAIL per check, and exits
 # non-zero if any failed.  Everything is removed at the end.  Needs root.
 set -eu
 cd "$(dirname "$0")/.."

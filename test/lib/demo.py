@@ -5,6 +5,8 @@ Ends with a summary of what it proved, one PASS or FAIL line per check, and
 exits non-zero if any check failed:
   - ami_snapshot() succeeded with one CreateSnapshots call, and how long
     writes were frozen;
+  - `ami-snapshot restore` made a volume of each snapshot, attached and
+    mounted them, and prepared the data directory;
   - every marker row committed before the call is in the restored cluster;
   - pgbench's balances add up in the restored cluster;
   - pg_amcheck finds no corruption;
@@ -20,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from world import PGBIN, World  # noqa: E402
-from restore import Restored  # noqa: E402
+from restore_cmd import CmdRestored, restore_cmd  # noqa: E402
 from e2e import MARK_PROC  # noqa: E402  (numbered rows, each committed on its own)
 
 # What the restored server logs when it starts by crash recovery.
@@ -104,8 +106,20 @@ def snapshot_and_restore(w, checks):
                       [l for l in r.stderr.splitlines()]):
         return
 
-    say("Restoring the snapshot set onto new loop devices and starting PostgreSQL on it")
-    restored = Restored(w, snaps)
+    root = w.path("restore")
+    say("Restoring it with the restore command, next to the original, and starting "
+        "PostgreSQL on it:  ami-snapshot restore --request-id %s --root %s"
+        % (row.get("request_id", "?"), root))
+    r = restore_cmd(w, "--request-id", row.get("request_id", "?"), "--root", root,
+                    verbose=False)
+    print("".join("  %s\n" % l for l in (r.stdout + r.stderr).splitlines()), end="")
+    restored = CmdRestored(w, root)
+    if not checks.add(r.returncode == 0 and len(restored.mounts()) == len(snaps),
+                      "ami-snapshot restore made, attached and mounted %d volumes and "
+                      "prepared the data directory" % len(restored.mounts()),
+                      r.stderr.splitlines()[-20:]):
+        restored.close()
+        return
     try:
         label = restored.has_backup_label()
         print("  backup_label in the snapshot: %s" % label)
