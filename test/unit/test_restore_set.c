@@ -14,8 +14,8 @@ static void tag(struct rs_snapshot *s, const char *key, const char *value)
 {
 	struct rs_tag *t = &s->tags[s->ntags++];
 
-	snprintf(t->key, sizeof(t->key), "%s", key);
-	snprintf(t->value, sizeof(t->value), "%s", value);
+	snprintf(t->key, sizeof(t->key), "%.128s", key);
+	snprintf(t->value, sizeof(t->value), "%.256s", value);
 }
 
 static void atag(struct rs_snapshot *s, const char *name, const char *value)
@@ -44,6 +44,15 @@ static void set_tag(struct rs_snapshot *s, const char *name, const char *value)
 	}
 	if (value)
 		atag(s, name, value);
+}
+
+/* The same tag on every snapshot of the list. */
+static void set_all(struct rs_snapshot_list *l, const char *name, const char *value)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		set_tag(&l->items[i], name, value);
 }
 
 /* "START WAL LOCATION: 0/5000028 ..." in base64 chunks of 8 characters, as 1..3. */
@@ -267,9 +276,7 @@ int main(void)
 		   err.msg);
 		l.items[l.n++] = keep;
 	}
-	set_tag(d, "volume-count", "2");
-	set_tag(w, "volume-count", "2");
-	set_tag(s, "volume-count", "2");
+	set_all(&l, "volume-count", "2");
 	is_int(check(&l, &defaults, &err), RS_EXIT_TAGS,
 	       "check: more snapshots than volume-count: refused (tags)");
 	set_tag(s, "volume-count", "3");
@@ -279,17 +286,13 @@ int main(void)
 	set_tag(w, "volume-count", "3");
 
 	/* State. */
-	set_tag(d, "backup-state", "failed");
-	set_tag(w, "backup-state", "failed");
-	set_tag(s, "backup-state", "failed");
+	set_all(&l, "backup-state", "failed");
 	is_int(check(&l, &defaults, &err), RS_EXIT_BACKUP_STATE, "check: failed set: refused");
 	ok(strstr(err.msg, "--force") != NULL, "check: the refusal names --force");
 	o = defaults;
 	o.force = true;
 	is_int(check(&l, &o, &err), RS_EXIT_OK, "check --force: a failed set passes");
-	set_tag(d, "backup-state", "stopped");
-	set_tag(w, "backup-state", "stopped");
-	set_tag(s, "backup-state", "stopped");
+	set_all(&l, "backup-state", "stopped");
 
 	/* Tags missing or wrong. */
 	set_tag(w, "data-directory", NULL);
@@ -314,27 +317,19 @@ int main(void)
 	       "check: a mount point with .. (out of --root) is refused");
 	set_tag(w, "mount-point", "/");
 	is_int(check(&l, &defaults, &err), RS_EXIT_OK, "check: \"/\" is a mount point");
-	set_tag(d, "data-directory", "/var/lib/postgresql/15/main/..");
-	set_tag(w, "data-directory", "/var/lib/postgresql/15/main/..");
-	set_tag(s, "data-directory", "/var/lib/postgresql/15/main/..");
+	set_all(&l, "data-directory", "/var/lib/postgresql/15/main/..");
 	is_int(check(&l, &defaults, &err), RS_EXIT_TAGS,
 	       "check: a data directory with .. is refused");
-	set_tag(d, "data-directory", "/var/lib/postgresql/15/main");
-	set_tag(w, "data-directory", "/var/lib/postgresql/15/main");
-	set_tag(s, "data-directory", "/var/lib/postgresql/15/main");
+	set_all(&l, "data-directory", "/var/lib/postgresql/15/main");
 	set_tag(w, "mount-point", NULL);
 	set_tag(d, "mount-point", NULL);
 	is_int(check(&l, &defaults, &err), RS_EXIT_TAGS,
 	       "check: no snapshot says where it was mounted: refused");
 	set_tag(d, "mount-point", "/var/lib/postgresql");
 	set_tag(w, "mount-point", "/var/lib/postgresql/wal");
-	set_tag(d, "pg-version", "fifteen");
-	set_tag(w, "pg-version", "fifteen");
-	set_tag(s, "pg-version", "fifteen");
+	set_all(&l, "pg-version", "fifteen");
 	is_int(check(&l, &defaults, &err), RS_EXIT_TAGS, "check: a pg-version that is no number");
-	set_tag(d, "pg-version", "150014");
-	set_tag(w, "pg-version", "150014");
-	set_tag(s, "pg-version", "150014");
+	set_all(&l, "pg-version", "150014");
 	is_int(check(&l, &defaults, &err), RS_EXIT_OK, "check: all fixed, it passes again");
 
 	/* Completed? Only the snapshots that are restored matter. */
