@@ -123,6 +123,10 @@ def main():
         wait_archived(w)
         diag("target time %s" % t_between)
 
+        r = restore_cmd(w, "--name", "restore e2e", "--list")
+        ok(r.returncode == 0 and request_id in r.stdout and r.stdout.count("snap-") == 3,
+           "--list: the set, its request id and its three snapshots")
+
         # ---- refusals first: nothing may be created by them ----
         r = restore_cmd(w, "--name", "no such set", "--root", w.path("r-none"))
         is_(r.returncode, 3, "unknown name: exit 3 (not found)")
