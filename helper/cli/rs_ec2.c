@@ -390,6 +390,15 @@ int rs_create_volume(struct rs_aws *a, const struct rs_create_volume_req *r, cha
 		ec2_params_addf(&p, "Name", "TagSpecification.1.Tag.%d.Key", t);
 		ec2_params_addf(&p, r->name, "TagSpecification.1.Tag.%d.Value", t++);
 	}
+	if (r->drill_id) {
+		ec2_params_addf(&p, RS_TAG_PREFIX "drill", "TagSpecification.1.Tag.%d.Key", t);
+		ec2_params_addf(&p, r->drill_id, "TagSpecification.1.Tag.%d.Value", t++);
+	}
+	if (r->drill_instance) {
+		ec2_params_addf(&p, RS_TAG_PREFIX "drill-instance", "TagSpecification.1.Tag.%d.Key",
+		                t);
+		ec2_params_addf(&p, r->drill_instance, "TagSpecification.1.Tag.%d.Value", t++);
+	}
 	rc = call(a, "CreateVolume", &p, r->client_token != NULL, &doc, err);
 	if (rc == 0 && rs_parse_volume_id(doc, volume_id, sz, err) < 0)
 		rc = err_prefix(err, "EC2 CreateVolume");
