@@ -413,7 +413,7 @@ int rs_wait_completed(struct rs_run *r, const struct rs_set *set, struct amis_er
 			        which);
 			return RS_EXIT_NOT_COMPLETED;
 		}
-		if (time(NULL) > deadline) {
+		if (time(NULL) > deadline || (r->o.should_stop && r->o.should_stop())) {
 			err_set(err, AMIS_E_TIMEOUT,
 			        "snapshot %s is still not completed after %ld s", which,
 			        r->o.wait_timeout_s);
@@ -555,6 +555,9 @@ static int wait_volumes(struct rs_run *r, const char *want, long timeout_s, stru
 		}
 		if (!late)
 			return 0;
+		if (r->o.should_stop && r->o.should_stop())
+			return err_set(err, AMIS_E_TIMEOUT, "stopped while waiting for %s",
+			               late->volume_id);
 		if (time(NULL) > deadline)
 			return err_set(err, AMIS_E_TIMEOUT,
 			               "the volumes are not %s after %ld s (%s is %s%s%s)", want,
@@ -654,7 +657,7 @@ int rs_wait_devices(struct rs_run *r, struct amis_err *err)
 		while (rs_find_device(&p, v->volume_id, v->device_name,
 		                      v->fs_volumes > 1 ? 0 : v->partition, v->device,
 		                      sizeof(v->device)) < 0) {
-			if (time(NULL) > deadline) {
+			if (time(NULL) > deadline || (r->o.should_stop && r->o.should_stop())) {
 				err_set(
 				    err, AMIS_E_TIMEOUT,
 				    "volume %s (attached as %s) did not appear as a block device "

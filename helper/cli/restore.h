@@ -232,6 +232,14 @@ int rs_delete_volume(struct rs_aws *a, const char *volume_id, struct amis_err *e
 /* The device names in use on this instance (DescribeInstances), one per line in out. */
 int rs_instance_devices(struct rs_aws *a, struct strbuf *out, struct amis_err *err);
 
+/* CreateTags: key = value on each of ids (snapshots, images). */
+int rs_create_tags(struct rs_aws *a, const char *const *ids, size_t n, const char *key,
+                   const char *value, struct amis_err *err);
+/* DescribeVolumes filtered on tag key = value, at most max into out (*n of them). */
+int rs_describe_volumes_by_tag(struct rs_aws *a, const char *key, const char *value,
+                               struct rs_volume_state *out, size_t max, size_t *n,
+                               struct amis_err *err);
+
 /* ---- Devices and mounts (rs_devices.c). ---- */
 
 struct rs_dev_paths {
@@ -360,8 +368,9 @@ struct rs_opts {
 	const char *pg_bindir;
 	const char *mountinfo;
 	struct rs_recovery rec;
-	const char *drill_id; /* verify: tagged ami-snapshot:drill (and drill-instance) */
-	bool no_start_hint;   /* verify: rs_prepare prints no start command */
+	const char *drill_id;      /* verify: tagged ami-snapshot:drill (and drill-instance) */
+	bool no_start_hint;        /* verify: rs_prepare prints no start command */
+	bool (*should_stop)(void); /* verify: polled in the waits; true ends them (a timeout) */
 };
 
 /* One volume of the restore, and what this run did with it. */

@@ -502,3 +502,49 @@ int rs_instance_devices(struct rs_aws *a, struct strbuf *out, struct amis_err *e
 	free(info);
 	return rc;
 }
+
+/* ---- For verify (verify.c). ---- */
+
+int rs_create_tags(struct rs_aws *a, const char *const *ids, size_t n, const char *key,
+                   const char *value, struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	size_t i;
+	int rc;
+
+	ec2_params_init(&p);
+	for (i = 0; i < n; i++)
+		ec2_params_addf(&p, ids[i], "ResourceId.%zu", i + 1);
+	ec2_params_add(&p, "Tag.1.Key", key);
+	ec2_params_add(&p, "Tag.1.Value", value);
+	/* Setting the same tag twice is harmless: retried like a read. */
+	rc = call(a, "CreateTags", &p, true, &doc, err);
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
+int rs_describe_volumes_by_tag(struct rs_aws *a, const char *key, const char *value,
+                               struct rs_volume_state *out, size_t max, size_t *n,
+                               struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	int rc;
+
+	ec2_params_init(&p);
+	{
+		char name[RS_TAG_KEY_MAX + 8];
+
+		snprintf(name, sizeof(name), "tag:%s", key);
+		ec2_params_add(&p, "Filter.1.Name", name);
+		ec2_params_add(&p, "Filter.1.Value.1", value);
+	}
+	rc = call(a, "DescribeVolumes", &p, true, &doc, err);
+	if (rc == 0 && rs_parse_volumes(doc, out, max, n, err) < 0)
+		rc = err_prefix(err, "EC2 DescribeVolumes");
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
