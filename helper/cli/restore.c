@@ -1029,8 +1029,18 @@ int rs_restore_main(int argc, char **argv, const char *default_config)
 	}
 	printf("set %s \"%s\" of %s (%s, %zu snapshot(s))\n", set->request_id, set->name,
 	       set->start_time, set->backup_state, set->n);
-	if (sets.n > 1 && r->o.name)
-		printf("(the newest of %zu sets of that name; --list shows them all)\n", sets.n);
+	if (sets.n > 1 && r->o.name) {
+		size_t i;
+
+		printf(
+		    "(the newest of the %zu sets of that name whose backup stopped; --list shows "
+		    "them all)\n",
+		    sets.n);
+		for (i = 0; &sets.items[i] != set; i++)
+			printf("passed over the newer set %s of %s: its backup-state is \"%s\"\n",
+			       sets.items[i].request_id, sets.items[i].start_time,
+			       sets.items[i].backup_state);
+	}
 
 	/* 2. The checks. */
 	tagged_major = rs_pg_major(rs_atag(set->snaps[0], "pg-version"));
