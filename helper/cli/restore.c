@@ -1032,10 +1032,8 @@ int rs_restore_main(int argc, char **argv, const char *default_config)
 	if (sets.n > 1 && r->o.name) {
 		size_t i;
 
-		printf(
-		    "(the newest of the %zu sets of that name whose backup stopped; --list shows "
-		    "them all)\n",
-		    sets.n);
+		printf("(the newest of the %zu sets of that name%s; --list shows them all)\n",
+		       sets.n, r->o.force ? "" : " whose backup stopped");
 		for (i = 0; &sets.items[i] != set; i++)
 			printf("passed over the newer set %s of %s: its backup-state is \"%s\"\n",
 			       sets.items[i].request_id, sets.items[i].start_time,
