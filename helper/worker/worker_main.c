@@ -253,6 +253,16 @@ static int run_describe_instance(struct wstate *ws, const struct aws_credentials
 	return ec2_describe_instance(aws_ctx_ec2(ws->aws), cr, id, timeout_ms, inst, err);
 }
 
+static void put_product_codes(struct amsp_writer *aw, const struct ec2_product_code *pc, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		amsp_put_str(aw, AMSP_T_PRODUCT_CODE, pc[i].code);
+		amsp_put_str(aw, AMSP_T_PRODUCT_CODE_TYPE, pc[i].type);
+	}
+}
+
 static int w_describe_instance(struct wstate *ws, uint32_t seq, long timeout_ms,
                                struct amis_err *err)
 {
@@ -272,7 +282,17 @@ static int w_describe_instance(struct wstate *ws, uint32_t seq, long timeout_ms,
 	for (i = 0; i < inst->nvolumes; i++) {
 		amsp_put_str(&aw, AMSP_T_DEVICE_NAME, inst->volumes[i].device_name);
 		amsp_put_str(&aw, AMSP_T_VOLUME_ID, inst->volumes[i].volume_id);
+		amsp_put_u8(&aw, AMSP_T_DELETE_ON_TERM, inst->volumes[i].delete_on_termination);
 	}
+	/* What an image of the instance needs (the AMI methods). */
+	amsp_put_str_if(&aw, AMSP_T_ARCHITECTURE, inst->architecture);
+	amsp_put_str_if(&aw, AMSP_T_VIRT_TYPE, inst->virtualization_type);
+	amsp_put_u8(&aw, AMSP_T_ENA, inst->ena_support);
+	amsp_put_str_if(&aw, AMSP_T_BOOT_MODE, inst->boot_mode);
+	amsp_put_str_if(&aw, AMSP_T_IMAGE_ID, inst->image_id);
+	amsp_put_str_if(&aw, AMSP_T_PLATFORM, inst->platform_details);
+	amsp_put_str_if(&aw, AMSP_T_USAGE_OPERATION, inst->usage_operation);
+	put_product_codes(&aw, inst->product_codes, inst->nproduct_codes);
 	free(inst);
 	return send_reply(ws, &aw);
 }
@@ -433,6 +453,264 @@ static int w_find_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms, st
 	return send_reply(ws, &aw);
 }
 
+/* ---- Images and volumes (the AMI methods). ---- */
+
+static char *str_field(const struct amsp_msgview *m, enum amsp_tag tag, char *buf, size_t sz)
+{
+	buf[0] = '\0';
+	if (amsp_get(m, tag))
+		amsp_copy_str(amsp_get(m, tag), buf, sz);
+	return buf[0] ? buf : NULL;
+}
+
+struct describe_image_arg {
+	struct ec2_image_query q;
+	struct ec2_image_info *out;
+};
+
+static int run_describe_image(struct wstate *ws, const struct aws_credentials *cr, long timeout_ms,
+                              void *arg, struct amis_err *err)
+{
+	struct describe_image_arg *d = arg;
+
+	return ec2_describe_image(aws_ctx_ec2(ws->aws), cr, &d->q, timeout_ms, d->out, err);
+}
+
+static int w_describe_image(struct wstate *ws, uint32_t seq, long timeout_ms, struct amis_err *err)
+{
+	struct ec2_image_info *img = xcalloc(1, sizeof(*img));
+	struct describe_image_arg d = {{0}, img};
+	struct ec2_action a = {"DescribeImages", true, run_describe_image, &d};
+	char id[65], key[513], value[1025], name[257];
+	struct amsp_writer aw;
+	size_t i;
+
+	d.q.image_id = str_field(&ws->m, AMSP_T_IMAGE_ID, id, sizeof(id));
+	d.q.tag_key = str_field(&ws->m, AMSP_T_TAG_KEY, key, sizeof(key));
+	d.q.tag_value = str_field(&ws->m, AMSP_T_TAG_VALUE, value, sizeof(value));
+	d.q.name = str_field(&ws->m, AMSP_T_NAME, name, sizeof(name));
+	if (ec2_call_retrying(ws, timeout_ms, &a, err) != 0) {
+		free(img);
+		return send_error(ws, seq, err);
+	}
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	amsp_put_str_if(&aw, AMSP_T_IMAGE_ID, img->image_id);
+	amsp_put_str_if(&aw, AMSP_T_IMAGE_STATE, img->state);
+	amsp_put_str_if(&aw, AMSP_T_NAME, img->name);
+	amsp_put_str_if(&aw, AMSP_T_ARCHITECTURE, img->architecture);
+	amsp_put_str_if(&aw, AMSP_T_VIRT_TYPE, img->virtualization_type);
+	amsp_put_u8(&aw, AMSP_T_ENA, img->ena_support);
+	amsp_put_str_if(&aw, AMSP_T_BOOT_MODE, img->boot_mode);
+	amsp_put_str_if(&aw, AMSP_T_SRIOV, img->sriov_net_support);
+	amsp_put_str_if(&aw, AMSP_T_TPM, img->tpm_support);
+	amsp_put_str_if(&aw, AMSP_T_IMDS_SUPPORT, img->imds_support);
+	amsp_put_str_if(&aw, AMSP_T_ROOT_DEVICE, img->root_device_name);
+	amsp_put_str_if(&aw, AMSP_T_PLATFORM, img->platform_details);
+	amsp_put_str_if(&aw, AMSP_T_USAGE_OPERATION, img->usage_operation);
+	put_product_codes(&aw, img->product_codes, img->nproduct_codes);
+	for (i = 0; i < img->nmappings; i++) {
+		const struct ec2_volume_info *v = &img->mappings[i];
+
+		amsp_put_str(&aw, AMSP_T_DEVICE_NAME, v->device_name);
+		amsp_put_str(&aw, AMSP_T_SNAPSHOT_ID, v->snapshot_id);
+		amsp_put_str(&aw, AMSP_T_VOLUME_TYPE, v->volume_type);
+		amsp_put_u32(&aw, AMSP_T_VOLUME_SIZE, amsp_u32_of(v->size_gib));
+		amsp_put_u32(&aw, AMSP_T_IOPS, amsp_u32_of(v->iops));
+		amsp_put_u32(&aw, AMSP_T_THROUGHPUT, amsp_u32_of(v->throughput));
+		amsp_put_u8(&aw, AMSP_T_DELETE_ON_TERM, v->delete_on_termination);
+	}
+	free(img);
+	return send_reply(ws, &aw);
+}
+
+struct describe_volumes_arg {
+	const char *const *ids;
+	size_t n;
+	struct ec2_volume_set *out;
+};
+
+static int run_describe_volumes(struct wstate *ws, const struct aws_credentials *cr,
+                                long timeout_ms, void *arg, struct amis_err *err)
+{
+	struct describe_volumes_arg *d = arg;
+
+	return ec2_describe_volumes(aws_ctx_ec2(ws->aws), cr, d->ids, d->n, timeout_ms, d->out,
+	                            err);
+}
+
+static int w_describe_volumes(struct wstate *ws, uint32_t seq, long timeout_ms,
+                              struct amis_err *err)
+{
+	struct ec2_volume_set *vs = xcalloc(1, sizeof(*vs));
+	size_t nids, i;
+	char **ids = fields_dup(&ws->m, AMSP_T_VOLUME_ID, &nids);
+	struct describe_volumes_arg d = {(const char *const *)ids, nids, vs};
+	struct ec2_action a = {"DescribeVolumes", true, run_describe_volumes, &d};
+	struct amsp_writer aw;
+	int rc = ec2_call_retrying(ws, timeout_ms, &a, err);
+
+	strv_free(ids, nids);
+	if (rc != 0) {
+		free(vs);
+		return send_error(ws, seq, err);
+	}
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	for (i = 0; i < vs->n; i++) {
+		amsp_put_str(&aw, AMSP_T_VOLUME_ID, vs->items[i].volume_id);
+		amsp_put_str(&aw, AMSP_T_VOLUME_TYPE, vs->items[i].volume_type);
+		amsp_put_u32(&aw, AMSP_T_VOLUME_SIZE, amsp_u32_of(vs->items[i].size_gib));
+		amsp_put_u32(&aw, AMSP_T_IOPS, amsp_u32_of(vs->items[i].iops));
+		amsp_put_u32(&aw, AMSP_T_THROUGHPUT, amsp_u32_of(vs->items[i].throughput));
+	}
+	free(vs);
+	return send_reply(ws, &aw);
+}
+
+/* The image attributes and mappings of a W_REGISTER_IMAGE into info. */
+static int image_from_msg(const struct amsp_msgview *m, struct ec2_image_info *info,
+                          struct amis_err *err)
+{
+	size_t n = amsp_count(m, AMSP_T_DEVICE_NAME), i;
+
+	str_field(m, AMSP_T_NAME, info->name, sizeof(info->name));
+	str_field(m, AMSP_T_ARCHITECTURE, info->architecture, sizeof(info->architecture));
+	str_field(m, AMSP_T_VIRT_TYPE, info->virtualization_type,
+	          sizeof(info->virtualization_type));
+	str_field(m, AMSP_T_ROOT_DEVICE, info->root_device_name, sizeof(info->root_device_name));
+	str_field(m, AMSP_T_BOOT_MODE, info->boot_mode, sizeof(info->boot_mode));
+	str_field(m, AMSP_T_SRIOV, info->sriov_net_support, sizeof(info->sriov_net_support));
+	str_field(m, AMSP_T_TPM, info->tpm_support, sizeof(info->tpm_support));
+	str_field(m, AMSP_T_IMDS_SUPPORT, info->imds_support, sizeof(info->imds_support));
+	info->ena_support = amsp_get(m, AMSP_T_ENA) && amsp_u8(amsp_get(m, AMSP_T_ENA));
+	if (n > EC2_MAX_INSTANCE_VOLUMES || amsp_count(m, AMSP_T_SNAPSHOT_ID) != n ||
+	    amsp_count(m, AMSP_T_VOLUME_TYPE) != n || amsp_count(m, AMSP_T_VOLUME_SIZE) != n ||
+	    amsp_count(m, AMSP_T_IOPS) != n || amsp_count(m, AMSP_T_THROUGHPUT) != n ||
+	    amsp_count(m, AMSP_T_DELETE_ON_TERM) != n)
+		return err_set(err, AMIS_E_INVALID_REQUEST,
+		               "RegisterImage: the block device mapping's fields do not pair up");
+	for (i = 0; i < n; i++) {
+		struct ec2_volume_info *v = &info->mappings[i];
+
+		amsp_copy_str(amsp_get_nth(m, AMSP_T_DEVICE_NAME, i), v->device_name,
+		              sizeof(v->device_name));
+		amsp_copy_str(amsp_get_nth(m, AMSP_T_SNAPSHOT_ID, i), v->snapshot_id,
+		              sizeof(v->snapshot_id));
+		amsp_copy_str(amsp_get_nth(m, AMSP_T_VOLUME_TYPE, i), v->volume_type,
+		              sizeof(v->volume_type));
+		v->size_gib = (long)amsp_u32(amsp_get_nth(m, AMSP_T_VOLUME_SIZE, i));
+		v->iops = (long)amsp_u32(amsp_get_nth(m, AMSP_T_IOPS, i));
+		v->throughput = (long)amsp_u32(amsp_get_nth(m, AMSP_T_THROUGHPUT, i));
+		v->delete_on_termination = amsp_u8(amsp_get_nth(m, AMSP_T_DELETE_ON_TERM, i)) != 0;
+	}
+	info->nmappings = n;
+	return 0;
+}
+
+struct new_image_arg {
+	const struct ec2_register_image_req *reg; /* or */
+	const struct ec2_create_image_req *create;
+	char image_id[32];
+};
+
+static int run_new_image(struct wstate *ws, const struct aws_credentials *cr, long timeout_ms,
+                         void *arg, struct amis_err *err)
+{
+	struct new_image_arg *n = arg;
+
+	if (n->reg)
+		return ec2_register_image(aws_ctx_ec2(ws->aws), cr, n->reg, timeout_ms, n->image_id,
+		                          sizeof(n->image_id), err);
+	return ec2_create_image(aws_ctx_ec2(ws->aws), cr, n->create, timeout_ms, n->image_id,
+	                        sizeof(n->image_id), err);
+}
+
+/*
+ * RegisterImage and CreateImage: never repeated (each may have made an
+ * image; neither is sent with a ClientToken), except a DryRun made while
+ * nothing is frozen.  A lost answer is found again by the request-id tag.
+ */
+static int w_new_image(struct wstate *ws, uint32_t seq, long timeout_ms, struct amis_err *err)
+{
+	const struct amsp_msgview *m = &ws->m;
+	bool create = m->type == AMSP_W_CREATE_IMAGE;
+	bool dry = amsp_u8(amsp_get(m, AMSP_T_DRY_RUN)) != 0;
+	bool hold = create && amsp_u8(amsp_get(m, AMSP_T_HOLD_LOG)) != 0;
+	struct ec2_image_info *info = xcalloc(1, sizeof(*info));
+	struct ec2_register_image_req rr;
+	struct ec2_create_image_req cr;
+	struct new_image_arg n;
+	struct ec2_action a = {create ? "CreateImage" : "RegisterImage", dry && !hold,
+	                       run_new_image, &n};
+	struct ec2_tag tags[MAX_TAGS];
+	char **keys, **values;
+	size_t nkeys = amsp_count(m, AMSP_T_TAG_KEY), nvalues = amsp_count(m, AMSP_T_TAG_VALUE);
+	char *desc = field_dup(amsp_get(m, AMSP_T_DESCRIPTION));
+	char *name = field_dup(amsp_get(m, AMSP_T_NAME));
+	char *inst = field_dup(amsp_get(m, AMSP_T_INSTANCE_ID));
+	struct amsp_writer aw;
+	int rc = 0;
+
+	memset(&n, 0, sizeof(n));
+	memset(&rr, 0, sizeof(rr));
+	memset(&cr, 0, sizeof(cr));
+	size_t ntags = get_tags(m, tags, &keys, &values);
+	if (create) {
+		cr = (struct ec2_create_image_req){inst, name, desc, tags, ntags, dry};
+		n.create = &cr;
+	} else {
+		rc = image_from_msg(m, info, err);
+		rr = (struct ec2_register_image_req){info, desc, tags, ntags, dry};
+		n.reg = &rr;
+	}
+	if (hold)
+		log_hold();
+	if (rc == 0) {
+		ec2_client_set_abort_fd(aws_ctx_ec2(ws->aws), ws->fd);
+		rc = ec2_call_retrying(ws, timeout_ms, &a, err);
+		ec2_client_set_abort_fd(aws_ctx_ec2(ws->aws), -1);
+	}
+	if (rc == 0) {
+		amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+		amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+		amsp_put_str_if(&aw, AMSP_T_IMAGE_ID, n.image_id);
+		rc = send_reply(ws, &aw);
+	} else {
+		rc = send_error(ws, seq, err);
+	}
+	if (hold)
+		log_release();
+	strv_free(keys, nkeys);
+	strv_free(values, nvalues);
+	free(desc);
+	free(name);
+	free(inst);
+	free(info);
+	return rc;
+}
+
+static int run_deregister(struct wstate *ws, const struct aws_credentials *cr, long timeout_ms,
+                          void *arg, struct amis_err *err)
+{
+	return ec2_deregister_image(aws_ctx_ec2(ws->aws), cr, arg, timeout_ms, err);
+}
+
+static int w_deregister_image(struct wstate *ws, uint32_t seq, long timeout_ms,
+                              struct amis_err *err)
+{
+	char id[65];
+	struct ec2_action a = {"DeregisterImage", true, run_deregister, id};
+	struct amsp_writer aw;
+
+	str_field(&ws->m, AMSP_T_IMAGE_ID, id, sizeof(id));
+	if (ec2_call_retrying(ws, timeout_ms, &a, err) != 0)
+		return send_error(ws, seq, err);
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	return send_reply(ws, &aw);
+}
+
 static int dispatch(struct wstate *ws)
 {
 	uint32_t seq = amsp_u32(amsp_get(&ws->m, AMSP_T_SEQ));
@@ -452,6 +730,15 @@ static int dispatch(struct wstate *ws)
 		return w_create_tags(ws, seq, timeout_ms, &err);
 	case AMSP_W_FIND_SNAPSHOTS:
 		return w_find_snapshots(ws, seq, timeout_ms, &err);
+	case AMSP_W_DESCRIBE_IMAGE:
+		return w_describe_image(ws, seq, timeout_ms, &err);
+	case AMSP_W_DESCRIBE_VOLUMES:
+		return w_describe_volumes(ws, seq, timeout_ms, &err);
+	case AMSP_W_REGISTER_IMAGE:
+	case AMSP_W_CREATE_IMAGE:
+		return w_new_image(ws, seq, timeout_ms, &err);
+	case AMSP_W_DEREGISTER_IMAGE:
+		return w_deregister_image(ws, seq, timeout_ms, &err);
 	case AMSP_W_ABANDON:
 		return 0; /* the call it names is over already */
 	default:
