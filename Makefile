@@ -15,10 +15,10 @@ MODULE_big = ami_snapshot
 OBJS = extension/ami_snapshot.o extension/config_capture.o extension/helper_client.o \
        extension/history.o extension/protocol.o
 EXTENSION = ami_snapshot
-DATA = sql/ami_snapshot--1.0.sql
+DATA = $(wildcard sql/ami_snapshot--*.sql)
 PGFILEDESC = "ami_snapshot - consistent EBS snapshots of a running PostgreSQL"
 
-REGRESS = ami_snapshot_sql
+REGRESS = ami_snapshot_sql ami_snapshot_upgrade
 REGRESS_OPTS = --inputdir=test --outputdir=test/results --load-extension=ami_snapshot
 
 # The extension's version (ami_snapshot.control) for the library's magic
