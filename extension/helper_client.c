@@ -210,8 +210,8 @@ recv_exact(HelperConn *hc, size_t want, TimestampTz deadline, const char *what)
 			strlcpy(hc->error_code, "HelperTooOld", sizeof(hc->error_code));
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("ami_snapshot helper is too old for images: it closed the connection when asked for an AMI"),
-					 errdetail("A helper without AMI support refuses the image fields of the request as malformed."),
+					 errmsg("ami_snapshot helper failed during prepare: HelperTooOld"),
+					 errdetail("The helper is too old for images: it closed the connection when asked for an AMI (a helper without AMI support refuses the image fields of the request as malformed)."),
 					 errhint("Upgrade ami-snapshot-helper; snapshot sets (image => NULL) work with this helper.")));
 		}
 		if (n == 0)

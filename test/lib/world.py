@@ -111,7 +111,7 @@ class World:
 
     def __init__(self, layout=None, emulator_args=(), helper_conf_extra="",
                  pg_conf_extra="", port=None, keep=False, helper_log_timestamps=False,
-                 ec2="emulator"):
+                 ec2="emulator", emulator_config_extra=None):
         if os.geteuid() != 0:
             raise RuntimeError("the sandbox needs root (loop devices, mount, FIFREEZE)")
         if ec2 not in ("emulator", "moto"):
@@ -131,6 +131,8 @@ class World:
         # with the wall-clock time (time.time(), seconds) it was read at.
         self.helper_log_timestamps = helper_log_timestamps
         self.emulator_args = list(emulator_args)
+        # Keys merged into the emulator's config file (e.g. product_codes).
+        self.emulator_config_extra = dict(emulator_config_extra or {})
         self.helper_conf_extra = helper_conf_extra
         self.pg_conf_extra = pg_conf_extra
         self.keep = keep
@@ -260,6 +262,7 @@ class World:
             # Attached volumes become loop devices linked here, as udev would
             # link them under /dev/disk/by-id.
             "device_link_dir": self.device_link_dir,
+            **self.emulator_config_extra,
         }
 
     def _start_emulator(self):
