@@ -134,6 +134,16 @@ bench: all
 	test/bench/side_by_side.py --runs $(BENCH_RUNS) --baseline-runs $(BENCH_BASELINE_RUNS) \
 		--latencies 0,50,200 --volumes 1,2,4,8 --pgbench-seconds $(BENCH_PGBENCH_SECONDS) \
 		--out $(BENCH_OUT) --doc-png doc/bench-pgbench.png
+	$(MAKE) bench-ami
+
+# The freeze window of a snapshot set against the two AMI methods
+# (doc/performance.md, "AMIs: the freeze window of each method"); also on
+# its own.
+BENCH_AMI_RUNS ?= 10
+bench-ami: all
+	@mkdir -p $(BENCH_OUT)
+	test/bench/ami_methods.py --runs $(BENCH_AMI_RUNS) --latencies 0,50 \
+		--csv $(BENCH_OUT)/ami_methods.csv
 
 # Fuzzing (clang, libFuzzer + ASan/UBSan): the helper's parsers of what it
 # reads from clients, EC2, IMDS and its files.  Builds into build/fuzz/.
@@ -142,4 +152,4 @@ fuzz:
 	$(MAKE) -C test/fuzz
 	test/fuzz/run.sh $(FUZZ_SECONDS)
 
-.PHONY: helper-all helper-clean install-helper clean-test-results bench fuzz
+.PHONY: helper-all helper-clean install-helper clean-test-results bench bench-ami fuzz
