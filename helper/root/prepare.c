@@ -207,7 +207,9 @@ void fill_request(struct helper *h, struct operation *op, struct ec2_create_snap
 	if (op->ntargets && strlen(op->targets[0].path) <= TAG_VALUE_MAX)
 		add_tag(tags, &r->ntags, maxtags, "ami-snapshot:data-directory",
 		        op->targets[0].path);
-	snprintf(op->volume_count, sizeof(op->volume_count), "%zu", op->nvolumes);
+	/* An image's set is every volume of the instance (op_want_ids). */
+	snprintf(op->volume_count, sizeof(op->volume_count), "%zu",
+	         op->image != IMAGE_NONE ? op->nall : op->nvolumes);
 	add_tag(tags, &r->ntags, maxtags, "ami-snapshot:volume-count", op->volume_count);
 	for (i = 0; i < h->cfg->n_tags; i++)
 		add_tag(tags, &r->ntags, maxtags, h->cfg->tags[i].key, h->cfg->tags[i].value);

@@ -137,10 +137,12 @@ def check_image(w, method, name, f):
         if (t.get("ami-snapshot:backup-state") != "stopped" or
                 t.get("ami-snapshot:request-id") != f[5] or
                 t.get("ami-snapshot:image-id") != image_id or
-                t.get("ami-snapshot:stop-lsn") != f[7] or not t.get("ami-snapshot:device")):
+                t.get("ami-snapshot:stop-lsn") != f[7] or not t.get("ami-snapshot:device") or
+                t.get("ami-snapshot:volume-count") != str(len(all_vols))):
             bad.append((sid, t))
     ok(not bad, "%s: every snapshot (the root's too) is tagged stopped, with the request id, "
-       "the image id, the stop LSN and its device" % method, json.dumps(bad)[:2000])
+       "the image id, the stop LSN, its device and the set's size" % method,
+       json.dumps(bad)[:2000])
     h = w.psql("SELECT status, image_id, image_method, array_length(snapshot_ids, 1) "
                "FROM ami_snapshot_history WHERE request_id = '%s'" % f[5])
     is_(h, "succeeded|%s|%s|%d" % (image_id, method, len(all_vols)),
