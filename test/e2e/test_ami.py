@@ -19,7 +19,8 @@ mapping start by crash recovery with every committed row, pgbench's
 invariant and a clean amcheck.  Then the failures: a name in use, CreateImage's
 snapshots too late (thawed, image deregistered, nothing frozen, no backup
 left), RegisterImage failing after the backup (clear error, snapshots tagged,
-the set restorable), billing product codes refused unless overridden, and a
+the set restorable), lost answers of RegisterImage (found by tag: success)
+and CreateImage (found by tag and deregistered), billing product codes refused unless overridden, and a
 helper too old for images.
 """
 
@@ -283,6 +284,45 @@ def main():
         restored.append(r)
         check_restore(w, r, before)
         r.close()
+
+        # 5b. Lost answers.  RegisterImage's: sent once, the image found by its
+        #     request-id tag, the call succeeds.
+        n_reg = len(requests(w, "RegisterImage"))
+        w.emulator_control({"action": "RegisterImage", "fault": "drop", "count": 1,
+                            "execute": True})
+        out = w.psql("SELECT status, image_id, request_id FROM ami_snapshot('e2e register lost', "
+                     "image => 'register')").split("|")
+        is_(out[0], "succeeded", "RegisterImage's answer lost: the call succeeds")
+        is_(len(requests(w, "RegisterImage")) - n_reg, 1,
+            "RegisterImage's answer lost: exactly one RegisterImage was sent")
+        img = image_of(w.emulator_state(), out[1]) or {}
+        is_((img.get("name"), (img.get("tags") or {}).get("ami-snapshot:request-id")),
+            ("e2e register lost", out[2]),
+            "RegisterImage's answer lost: the image it made was found by its request-id tag")
+        ok("answer was lost" in open(w.helper_log).read(),
+           "RegisterImage's answer lost: the helper's log says so")
+
+        #     CreateImage's (made while frozen; the two DryRuns before it pass):
+        #     thawed, the image it made found by tag and deregistered, its
+        #     snapshots (if any yet) tagged failed.
+        n_create = len(requests(w, "CreateImage"))
+        w.emulator_control({"action": "CreateImage", "fault": "drop", "count": 1, "skip": 2,
+                            "execute": True})
+        r = session(w, ["SELECT * FROM ami_snapshot('e2e create lost', image => 'create')",
+                        SAME_SESSION_CHECK])
+        h = check_failed(w, r, "e2e create lost", "ConnectionError", "CreateImage's answer lost")
+        is_(len(requests(w, "CreateImage")) - n_create, 1,
+            "CreateImage's answer lost: exactly one CreateImage was sent")
+        ok("deregistered" in r.stderr, "CreateImage's answer lost: the image it made was found "
+           "and deregistered", r.stderr)
+        time.sleep(1)  # the emulator's CreateImage copies 200 ms after the call
+        state = w.emulator_state()
+        ok(not [i for i in state["images"] if i["name"] == "e2e create lost"],
+           "CreateImage's answer lost: no image left")
+        ok(not [s for s in state["snapshots"]
+                if (s.get("tags") or {}).get("ami-snapshot:request-id") == h[4] and
+                (s.get("tags") or {}).get("ami-snapshot:backup-state") != "failed"],
+           "CreateImage's answer lost: no snapshot of it left untagged")
 
         # 6. A helper too old for images: a clear error; snapshot sets still work.
         binary = old_helper()

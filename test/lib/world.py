@@ -606,9 +606,12 @@ logging_collector = off
             self.release_emulator_devices()
         except Exception as e:  # pragma: no cover
             log("releasing the emulator's devices: %s" % e)
-        # Two passes: a loop device whose mount failed can keep the image
-        # store busy until it is detached.
-        for _ in range(2):
+        # Several passes: a loop device whose mount failed, or one of a
+        # restore's images, keeps the image store busy until it is detached,
+        # and the kernel releases a detached loop device a moment later.
+        for attempt in range(5):
+            if attempt > 1:
+                time.sleep(0.2 * attempt)
             for mnt, dev in reversed(self.mounted):
                 self.unmount(mnt, dev)
             mounted_devs = {d for _, d in self.mounted}
