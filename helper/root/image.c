@@ -285,6 +285,12 @@ int image_create_while_frozen(struct helper *h, struct operation *op, const stru
 			        "were awaited");
 			goto out;
 		}
+		/* Never a new worker (fork, exec, IMDS) while frozen. */
+		if (op->freeze && !worker_running(h->worker)) {
+			err_set(err, AMIS_E_WORKER_DIED,
+			        "the EC2 worker died while the image's snapshots were awaited");
+			goto out;
+		}
 		polls++;
 		if (worker_describe_image(h->worker, &q, left, img, err) != 0)
 			goto out;
@@ -300,6 +306,12 @@ int image_create_while_frozen(struct helper *h, struct operation *op, const stru
 			left = (long)((deadline_usec - mono_usec()) / 1000);
 			if (left <= 0)
 				break;
+			if (op->freeze && !worker_running(h->worker)) {
+				err_set(
+				    err, AMIS_E_WORKER_DIED,
+				    "the EC2 worker died while the image's snapshots were awaited");
+				goto out;
+			}
 			if (worker_find_snapshots(h->worker, REQUEST_ID_TAG, op->request_id, left,
 			                          &op->snaps, err) != 0)
 				goto out;

@@ -362,6 +362,12 @@ static void reap_if_gone(struct worker *w)
 	log_error("EC2 worker (pid %ld) %s while idle; starting a new one", (long)pid, how);
 }
 
+bool worker_running(struct worker *w)
+{
+	reap_if_gone(w);
+	return w->fd >= 0;
+}
+
 /* Starts a request of type: starts the worker if needed, puts the next SEQ. */
 static int begin(struct worker *w, struct amsp_writer *aw, enum amsp_msg type, struct amis_err *err)
 {
@@ -534,13 +540,10 @@ static int begin_creating(struct worker *w, struct amsp_writer *aw, enum amsp_ms
                           long timeout_ms, bool dry_run, bool hold_log, const char *instance_id,
                           struct amis_err *err)
 {
-	if (hold_log) {
-		reap_if_gone(w);
-		if (w->fd < 0)
-			return err_set(err, AMIS_E_WORKER_DIED,
-			               "the EC2 worker died just before the freeze; nothing was "
-			               "sent to EC2");
-	}
+	if (hold_log && !worker_running(w))
+		return err_set(
+		    err, AMIS_E_WORKER_DIED,
+		    "the EC2 worker died just before the freeze; nothing was sent to EC2");
 	if (begin(w, aw, type, err) != 0)
 		return -1;
 	amsp_put_u32(aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));

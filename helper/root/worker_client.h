@@ -71,6 +71,12 @@ pid_t worker_pid(const struct worker *w);
  */
 void worker_attach_for_test(struct worker *w, int fd, pid_t pid);
 
+/*
+ * Whether a worker is running, without starting one (a dead one is reaped):
+ * calls made while frozen must not fork and exec a new worker.
+ */
+bool worker_running(struct worker *w);
+
 /* Resolves instance id, region and credentials (cached by the worker). */
 int worker_ready(struct worker *w, struct amis_err *err);
 const char *worker_instance_id(const struct worker *w);

@@ -156,8 +156,10 @@ static size_t get_tags(const struct amsp_msgview *m, struct ec2_tag *tags, char 
  *   the jittered back-off of channel.h, up to the configuration's retries,
  *   only when the call may be repeated: never the call made while frozen
  *   (the root process thaws first and runs a whole new freeze cycle), and
- *   never a call that may have created something (CreateSnapshots).  A
- *   message from the root process (W_ABANDON) ends the back-off at once.
+ *   never a call that may have created something (CreateSnapshots,
+ *   CreateImage) unless EC2's answer says it was not carried out
+ *   (repeat_if_refused: RegisterImage, after the backup).  A message from
+ *   the root process (W_ABANDON) ends the back-off at once.
  * - When more than one attempt failed, the error says what each one met.
  */
 struct ec2_action {
@@ -166,6 +168,13 @@ struct ec2_action {
 	int (*run)(struct wstate *ws, const struct aws_credentials *cr, long timeout_ms, void *arg,
 	           struct amis_err *err);
 	void *arg;
+	/*
+	 * A call that may create something, but is repeated after an answer
+	 * that says EC2 did not carry it out (throttling, a 5xx error document:
+	 * AMIS_F_RETRY without AMIS_F_MAYBE_DONE).  Never for a call made while
+	 * frozen.
+	 */
+	bool repeat_if_refused;
 };
 
 /* Sleeps ms unless the root process says something first: 0, or -1 if it did. */
@@ -214,7 +223,9 @@ static int ec2_call_retrying(struct wstate *ws, long timeout_ms, const struct ec
 			continue;
 		}
 		sb_appendf(&attempts, "%s%s", attempt > 1 ? ", " : "", err->code);
-		if (!a->may_repeat || !(err_flags(err) & AMIS_F_RETRY) || attempt > ws->cfg.retries)
+		if (!(a->may_repeat ||
+		      (a->repeat_if_refused && !(err_flags(err) & AMIS_F_MAYBE_DONE))) ||
+		    !(err_flags(err) & AMIS_F_RETRY) || attempt > ws->cfg.retries)
 			break;
 		wait = retry_backoff_ms(ws->cfg.retry_backoff_ms, attempt + 1, err);
 		if (mono_usec() + wait * 1000LL >= deadline)
@@ -267,7 +278,7 @@ static int w_describe_instance(struct wstate *ws, uint32_t seq, long timeout_ms,
                                struct amis_err *err)
 {
 	struct ec2_instance_info *inst = xcalloc(1, sizeof(*inst));
-	struct ec2_action a = {"DescribeInstances", true, run_describe_instance, inst};
+	struct ec2_action a = {"DescribeInstances", true, run_describe_instance, inst, false};
 	struct amsp_writer aw;
 	size_t i;
 
@@ -319,7 +330,7 @@ static int w_create_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms,
 	struct ec2_snapshot_set snaps = {0};
 	struct ec2_tag tags[MAX_TAGS];
 	struct create_snapshots_arg arg = {&r, &snaps};
-	struct ec2_action a = {"CreateSnapshots", false, run_create_snapshots, &arg};
+	struct ec2_action a = {"CreateSnapshots", false, run_create_snapshots, &arg, false};
 	struct amsp_writer aw;
 	char **keys, **values, **excl;
 	char *instance_id = field_dup(amsp_get(m, AMSP_T_INSTANCE_ID));
@@ -392,7 +403,7 @@ static int w_create_tags(struct wstate *ws, uint32_t seq, long timeout_ms, struc
 	struct ec2_tag tags[MAX_TAGS];
 	struct create_tags_arg t;
 	/* Tagging again with the same tags changes nothing: it may be repeated. */
-	struct ec2_action a = {"CreateTags", true, run_create_tags, &t};
+	struct ec2_action a = {"CreateTags", true, run_create_tags, &t, false};
 	struct amsp_writer aw;
 	char **ids, **keys, **values;
 	size_t nids, nkeys = amsp_count(&ws->m, AMSP_T_TAG_KEY),
@@ -435,7 +446,7 @@ static int w_find_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms, st
 	char *key = field_dup(amsp_get(&ws->m, AMSP_T_TAG_KEY));
 	char *value = field_dup(amsp_get(&ws->m, AMSP_T_TAG_VALUE));
 	struct find_snapshots_arg f = {key, value, &found};
-	struct ec2_action a = {"DescribeSnapshots", true, run_find_snapshots, &f};
+	struct ec2_action a = {"DescribeSnapshots", true, run_find_snapshots, &f, false};
 	struct amsp_writer aw;
 	int rc;
 
@@ -480,7 +491,7 @@ static int w_describe_image(struct wstate *ws, uint32_t seq, long timeout_ms, st
 {
 	struct ec2_image_info *img = xcalloc(1, sizeof(*img));
 	struct describe_image_arg d = {{0}, img};
-	struct ec2_action a = {"DescribeImages", true, run_describe_image, &d};
+	struct ec2_action a = {"DescribeImages", true, run_describe_image, &d, false};
 	char id[65], key[513], value[1025], name[257];
 	struct amsp_writer aw;
 	size_t i;
@@ -546,7 +557,7 @@ static int w_describe_volumes(struct wstate *ws, uint32_t seq, long timeout_ms,
 	size_t nids, i;
 	char **ids = fields_dup(&ws->m, AMSP_T_VOLUME_ID, &nids);
 	struct describe_volumes_arg d = {(const char *const *)ids, nids, vs};
-	struct ec2_action a = {"DescribeVolumes", true, run_describe_volumes, &d};
+	struct ec2_action a = {"DescribeVolumes", true, run_describe_volumes, &d, false};
 	struct amsp_writer aw;
 	int rc = ec2_call_retrying(ws, timeout_ms, &a, err);
 
@@ -642,7 +653,7 @@ static int w_new_image(struct wstate *ws, uint32_t seq, long timeout_ms, struct 
 	struct ec2_create_image_req cr;
 	struct new_image_arg n;
 	struct ec2_action a = {create ? "CreateImage" : "RegisterImage", dry && !hold,
-	                       run_new_image, &n};
+	                       run_new_image, &n, false};
 	struct ec2_tag tags[MAX_TAGS];
 	char **keys, **values;
 	size_t nkeys = amsp_count(m, AMSP_T_TAG_KEY), nvalues = amsp_count(m, AMSP_T_TAG_VALUE);
@@ -664,6 +675,8 @@ static int w_new_image(struct wstate *ws, uint32_t seq, long timeout_ms, struct 
 		rr = (struct ec2_register_image_req){info, desc, tags, ntags, dry};
 		n.reg = &rr;
 	}
+	/* RegisterImage, after the backup: again when EC2 refused it (throttled...). */
+	a.repeat_if_refused = !create && !dry;
 	if (hold)
 		log_hold();
 	if (rc == 0) {
@@ -700,7 +713,7 @@ static int w_deregister_image(struct wstate *ws, uint32_t seq, long timeout_ms,
                               struct amis_err *err)
 {
 	char id[65];
-	struct ec2_action a = {"DeregisterImage", true, run_deregister, id};
+	struct ec2_action a = {"DeregisterImage", true, run_deregister, id, false};
 	struct amsp_writer aw;
 
 	str_field(&ws->m, AMSP_T_IMAGE_ID, id, sizeof(id));

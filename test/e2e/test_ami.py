@@ -20,7 +20,8 @@ invariant and a clean amcheck.  Then the failures: a name in use, CreateImage's
 snapshots too late (thawed, image deregistered, nothing frozen, no backup
 left), RegisterImage failing after the backup (clear error, snapshots tagged,
 the set restorable), lost answers of RegisterImage (found by tag: success)
-and CreateImage (found by tag and deregistered), billing product codes refused unless overridden, and a
+and CreateImage (found by tag and deregistered), RegisterImage throttled
+(sent again), billing product codes refused unless overridden, and a
 helper too old for images.
 """
 
@@ -37,7 +38,8 @@ import world as world_mod  # noqa: E402
 from world import PGBIN, ROOT, World  # noqa: E402
 from restore import Restored  # noqa: E402
 from e2e import (MARK_PROC, SAME_SESSION_CHECK, check_after, check_failed,  # noqa: E402
-                 check_restore, label_from_tags, parse_pgbench, pgbench_cmd, session)
+                 check_restore, label_from_tags, parse_pgbench, pgbench_cmd, restart_helper,
+                 session)
 
 COLS = ("status, image_id, array_to_string(snapshot_ids, ','), "
         "array_to_string(volume_ids, ','), frozen_ms, request_id, start_lsn, stop_lsn")
@@ -323,6 +325,17 @@ def main():
                 if (s.get("tags") or {}).get("ami-snapshot:request-id") == h[4] and
                 (s.get("tags") or {}).get("ami-snapshot:backup-state") != "failed"],
            "CreateImage's answer lost: no snapshot of it left untagged")
+
+        # 5c. RegisterImage throttled (EC2 did not carry it out): with retries,
+        #     sent again after the back-off, and the call succeeds.
+        restart_helper(w, "[helper]\nretries = 1\nretry_backoff = 100ms\n")
+        n_reg = len(requests(w, "RegisterImage"))
+        w.emulator_control({"action": "RegisterImage", "fault": "throttle", "count": 1})
+        out = w.psql("SELECT status, image_id IS NOT NULL FROM ami_snapshot("
+                     "'e2e register throttled', image => 'register')")
+        is_(out, "succeeded|t", "RegisterImage throttled once: retried, the call succeeds")
+        is_(len(requests(w, "RegisterImage")) - n_reg, 2,
+            "RegisterImage throttled once: sent twice (the first was refused)")
 
         # 6. A helper too old for images: a clear error; snapshot sets still work.
         binary = old_helper()

@@ -245,6 +245,11 @@ int worker_start(struct worker *w, struct amis_err *err)
 	return 0;
 }
 
+bool worker_running(struct worker *w)
+{
+	return true;
+}
+
 int worker_ready(struct worker *w, struct amis_err *err)
 {
 	return 0;
