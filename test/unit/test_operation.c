@@ -892,8 +892,8 @@ static void test_images(struct helper *h)
 	is_int(prepare_image(h, cl, "ami rhel", "register", true), 0,
 	       "register: allow_product_code_loss overrides the refusal");
 	is_int(answer(cl), AMSP_PREPARED, "register: PREPARED with the override");
-	client_free(cl);
 	op_client_gone(h, &cl->c, "test");
+	client_free(cl);
 	fx.billing = false;
 
 	fx_reset();
