@@ -8,6 +8,8 @@
 #                         DESTDIR=dir stages everything under dir
 #   test/run-all.sh       (as root) all tests (see doc/testing.md: loop devices)
 #   make bench            benchmarks (see doc/performance.md)
+#   make bench-ami        the freeze window of a snapshot set vs the AMI
+#                         methods (the last step of make bench)
 #   make fuzz             build the libFuzzer targets (clang) and run each
 #                         for FUZZ_SECONDS (default 300); see test/fuzz/
 
