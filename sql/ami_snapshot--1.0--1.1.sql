@@ -14,13 +14,26 @@ COMMENT ON COLUMN @extschema@.ami_snapshot_history.image_id IS
 COMMENT ON COLUMN @extschema@.ami_snapshot_history.image_method IS
     'How the AMI was made: register (CreateSnapshots + RegisterImage) or create (CreateImage); NULL for a snapshot set';
 
--- The function's signature changes, so it is dropped and created again; the
--- roles that could execute the old one can execute the new one.
-SELECT pg_catalog.set_config('amis_upgrade.grantees', coalesce(pg_catalog.string_agg(
-           DISTINCT pg_catalog.quote_ident(r.rolname), E'\n'), ''), true)
-  FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a, pg_catalog.pg_roles r
- WHERE p.oid = '@extschema@.ami_snapshot(text, boolean)'::pg_catalog.regprocedure
-   AND a.privilege_type = 'EXECUTE' AND a.grantee = r.oid AND a.grantee <> p.proowner;
+-- The function's signature changes, so it is dropped and created again.
+-- Its grants are not carried over here: a GRANT made by an extension script
+-- becomes one of the extension's initial privileges, which pg_dump leaves
+-- out and which (PostgreSQL 17 on) keeps the role from being dropped.  The
+-- roles to grant EXECUTE to again are named in a WARNING (extension
+-- scripts run with client_min_messages at warning at least).
+DO $$
+DECLARE
+    roles text;
+BEGIN
+    SELECT pg_catalog.string_agg(DISTINCT pg_catalog.quote_ident(r.rolname), ', ')
+      INTO roles
+      FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a, pg_catalog.pg_roles r
+     WHERE p.oid = '@extschema@.ami_snapshot(text, boolean)'::pg_catalog.regprocedure
+       AND a.privilege_type = 'EXECUTE' AND a.grantee = r.oid AND a.grantee <> p.proowner;
+    IF roles IS NOT NULL THEN
+        RAISE WARNING 'ami_snapshot(text, boolean) is replaced by ami_snapshot(text, boolean, text, boolean): grant EXECUTE on it again to %', roles
+            USING HINT = 'GRANT EXECUTE ON FUNCTION ami_snapshot(text, boolean, text, boolean) TO ' || roles || ';';
+    END IF;
+END $$;
 
 DROP FUNCTION @extschema@.ami_snapshot(text, boolean);
 
@@ -49,15 +62,3 @@ COMMENT ON FUNCTION @extschema@.ami_snapshot(text, boolean, text, boolean) IS
     'Takes a consistent EBS snapshot set of the volumes holding this database, or an AMI of the instance (image => register or create)';
 
 REVOKE ALL ON FUNCTION @extschema@.ami_snapshot(text, boolean, text, boolean) FROM PUBLIC;
-
-DO $$
-DECLARE
-    grantee text;
-BEGIN
-    FOREACH grantee IN ARRAY pg_catalog.string_to_array(
-            pg_catalog.current_setting('amis_upgrade.grantees', true), E'\n')
-    LOOP
-        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s',
-            '@extschema@.ami_snapshot(text, boolean, text, boolean)', grantee);
-    END LOOP;
-END $$;
