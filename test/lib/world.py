@@ -608,8 +608,9 @@ logging_collector = off
             log("releasing the emulator's devices: %s" % e)
         # Several passes: a loop device whose mount failed, or one of a
         # restore's images, keeps the image store busy until it is detached,
-        # and the kernel releases a detached loop device a moment later.
-        for attempt in range(5):
+        # and the kernel releases a detached loop device a moment later (up to
+        # about 9 s in all).
+        for attempt in range(10):
             if attempt > 1:
                 time.sleep(0.2 * attempt)
             for mnt, dev in reversed(self.mounted):
