@@ -156,6 +156,23 @@ struct ec2_create_image_req {
 };
 
 /*
+ * The image's attributes and its EBS mapping on the channel, the same in
+ * W_REGISTER_IMAGE and in the W_OK answering W_DESCRIBE_IMAGE (protocol.md):
+ * ARCHITECTURE, VIRT_TYPE, ENA, BOOT_MODE, SRIOV, TPM, IMDS_SUPPORT,
+ * ROOT_DEVICE, then per mapping entry DEVICE_NAME, SNAPSHOT_ID, VOLUME_TYPE,
+ * VOLUME_SIZE, IOPS, THROUGHPUT, DELETE_ON_TERM paired by position.
+ */
+void channel_put_image(struct amsp_writer *aw, const struct ec2_image_info *img);
+/* An optional string field of m into buf ("" if absent); -1 ("") if it does not fit. */
+int channel_opt_str(const struct amsp_msgview *m, enum amsp_tag tag, char *buf, size_t sz);
+/*
+ * Reads them into img (other members untouched).  -1 if the mapping's
+ * fields do not pair up, an entry does not fit or a snapshot id is not
+ * snap-...: the sender is not to be trusted.
+ */
+int channel_get_image(const struct amsp_msgview *m, struct ec2_image_info *img);
+
+/*
  * True for outcomes worth retrying after a back-off (AMIS_F_RETRY in
  * errcodes.h: throttling, service-side and transport failures).  Beware:
  * after a Timeout or ConnectionError on a call that creates something, it

@@ -420,9 +420,7 @@ const char *worker_region(const struct worker *w)
 /* An optional string of w->reply into buf ("" if absent or too long: informational). */
 static void reply_str(struct worker *w, enum amsp_tag tag, char *buf, size_t sz)
 {
-	buf[0] = '\0';
-	if (amsp_get(&w->reply, tag) && amsp_copy_str(amsp_get(&w->reply, tag), buf, sz) != 0)
-		buf[0] = '\0';
+	channel_opt_str(&w->reply, tag, buf, sz);
 }
 
 static size_t reply_product_codes(struct worker *w, struct ec2_product_code *pc)
@@ -626,7 +624,6 @@ int worker_describe_image(struct worker *w, const struct ec2_image_query *q, lon
                           struct ec2_image_info *out, struct amis_err *err)
 {
 	struct amsp_writer aw;
-	size_t n, i;
 
 	memset(out, 0, sizeof(*out));
 	if (begin(w, &aw, AMSP_W_DESCRIBE_IMAGE, err) != 0)
@@ -644,44 +641,11 @@ int worker_describe_image(struct worker *w, const struct ec2_image_query *q, lon
 		return -1;
 	reply_str(w, AMSP_T_IMAGE_STATE, out->state, sizeof(out->state));
 	reply_str(w, AMSP_T_NAME, out->name, sizeof(out->name));
-	reply_str(w, AMSP_T_ARCHITECTURE, out->architecture, sizeof(out->architecture));
-	reply_str(w, AMSP_T_VIRT_TYPE, out->virtualization_type, sizeof(out->virtualization_type));
-	reply_str(w, AMSP_T_BOOT_MODE, out->boot_mode, sizeof(out->boot_mode));
-	reply_str(w, AMSP_T_SRIOV, out->sriov_net_support, sizeof(out->sriov_net_support));
-	reply_str(w, AMSP_T_TPM, out->tpm_support, sizeof(out->tpm_support));
-	reply_str(w, AMSP_T_IMDS_SUPPORT, out->imds_support, sizeof(out->imds_support));
-	reply_str(w, AMSP_T_ROOT_DEVICE, out->root_device_name, sizeof(out->root_device_name));
 	reply_str(w, AMSP_T_PLATFORM, out->platform_details, sizeof(out->platform_details));
 	reply_str(w, AMSP_T_USAGE_OPERATION, out->usage_operation, sizeof(out->usage_operation));
-	out->ena_support =
-	    amsp_get(&w->reply, AMSP_T_ENA) && amsp_u8(amsp_get(&w->reply, AMSP_T_ENA));
 	out->nproduct_codes = reply_product_codes(w, out->product_codes);
-	n = amsp_count(&w->reply, AMSP_T_DEVICE_NAME);
-	if (n > EC2_MAX_INSTANCE_VOLUMES || amsp_count(&w->reply, AMSP_T_SNAPSHOT_ID) != n ||
-	    amsp_count(&w->reply, AMSP_T_VOLUME_SIZE) != n ||
-	    amsp_count(&w->reply, AMSP_T_VOLUME_TYPE) != n ||
-	    amsp_count(&w->reply, AMSP_T_IOPS) != n ||
-	    amsp_count(&w->reply, AMSP_T_THROUGHPUT) != n ||
-	    amsp_count(&w->reply, AMSP_T_DELETE_ON_TERM) != n)
+	if (channel_get_image(&w->reply, out) != 0)
 		return worker_lost(w, "its DescribeImages answer is inconsistent", err);
-	for (i = 0; i < n; i++) {
-		struct ec2_volume_info *v = &out->mappings[i];
-
-		if (amsp_copy_str(amsp_get_nth(&w->reply, AMSP_T_DEVICE_NAME, i), v->device_name,
-		                  sizeof(v->device_name)) != 0 ||
-		    amsp_copy_str(amsp_get_nth(&w->reply, AMSP_T_SNAPSHOT_ID, i), v->snapshot_id,
-		                  sizeof(v->snapshot_id)) != 0 ||
-		    (v->snapshot_id[0] && !aws_resource_id_valid(v->snapshot_id, "snap")) ||
-		    amsp_copy_str(amsp_get_nth(&w->reply, AMSP_T_VOLUME_TYPE, i), v->volume_type,
-		                  sizeof(v->volume_type)) != 0)
-			return worker_lost(w, "a device name or snapshot id is malformed", err);
-		v->size_gib = (long)amsp_u32(amsp_get_nth(&w->reply, AMSP_T_VOLUME_SIZE, i));
-		v->iops = (long)amsp_u32(amsp_get_nth(&w->reply, AMSP_T_IOPS, i));
-		v->throughput = (long)amsp_u32(amsp_get_nth(&w->reply, AMSP_T_THROUGHPUT, i));
-		v->delete_on_termination =
-		    amsp_u8(amsp_get_nth(&w->reply, AMSP_T_DELETE_ON_TERM, i)) != 0;
-	}
-	out->nmappings = n;
 	return 0;
 }
 
@@ -726,7 +690,6 @@ int worker_register_image(struct worker *w, const struct ec2_register_image_req 
 {
 	const struct ec2_image_info *in = r->info;
 	struct amsp_writer aw;
-	size_t i;
 
 	image_id[0] = '\0';
 	if (begin(w, &aw, AMSP_W_REGISTER_IMAGE, err) != 0)
@@ -736,25 +699,7 @@ int worker_register_image(struct worker *w, const struct ec2_register_image_req 
 	amsp_put_str(&aw, AMSP_T_NAME, in->name);
 	amsp_put_str_if(&aw, AMSP_T_DESCRIPTION, r->description);
 	put_tags(&aw, r->tags, r->ntags);
-	amsp_put_str_if(&aw, AMSP_T_ARCHITECTURE, in->architecture);
-	amsp_put_str_if(&aw, AMSP_T_VIRT_TYPE, in->virtualization_type);
-	amsp_put_u8(&aw, AMSP_T_ENA, in->ena_support);
-	amsp_put_str_if(&aw, AMSP_T_BOOT_MODE, in->boot_mode);
-	amsp_put_str_if(&aw, AMSP_T_SRIOV, in->sriov_net_support);
-	amsp_put_str_if(&aw, AMSP_T_TPM, in->tpm_support);
-	amsp_put_str_if(&aw, AMSP_T_IMDS_SUPPORT, in->imds_support);
-	amsp_put_str_if(&aw, AMSP_T_ROOT_DEVICE, in->root_device_name);
-	for (i = 0; i < in->nmappings; i++) {
-		const struct ec2_volume_info *v = &in->mappings[i];
-
-		amsp_put_str(&aw, AMSP_T_DEVICE_NAME, v->device_name);
-		amsp_put_str(&aw, AMSP_T_SNAPSHOT_ID, v->snapshot_id);
-		amsp_put_str(&aw, AMSP_T_VOLUME_TYPE, v->volume_type);
-		amsp_put_u32(&aw, AMSP_T_VOLUME_SIZE, amsp_u32_of(v->size_gib));
-		amsp_put_u32(&aw, AMSP_T_IOPS, amsp_u32_of(v->iops));
-		amsp_put_u32(&aw, AMSP_T_THROUGHPUT, amsp_u32_of(v->throughput));
-		amsp_put_u8(&aw, AMSP_T_DELETE_ON_TERM, v->delete_on_termination);
-	}
+	channel_put_image(&aw, in);
 	if (call(w, amsp_end(&aw), timeout_ms + WAIT_MARGIN_MS, err) != 0)
 		return -1;
 	return reply_image_id(w, image_id, !r->dry_run, err);

@@ -494,7 +494,6 @@ static int w_describe_image(struct wstate *ws, uint32_t seq, long timeout_ms, st
 	struct ec2_action a = {"DescribeImages", true, run_describe_image, &d, false};
 	char id[65], key[513], value[1025], name[257];
 	struct amsp_writer aw;
-	size_t i;
 
 	d.q.image_id = str_field(&ws->m, AMSP_T_IMAGE_ID, id, sizeof(id));
 	d.q.tag_key = str_field(&ws->m, AMSP_T_TAG_KEY, key, sizeof(key));
@@ -509,28 +508,10 @@ static int w_describe_image(struct wstate *ws, uint32_t seq, long timeout_ms, st
 	amsp_put_str_if(&aw, AMSP_T_IMAGE_ID, img->image_id);
 	amsp_put_str_if(&aw, AMSP_T_IMAGE_STATE, img->state);
 	amsp_put_str_if(&aw, AMSP_T_NAME, img->name);
-	amsp_put_str_if(&aw, AMSP_T_ARCHITECTURE, img->architecture);
-	amsp_put_str_if(&aw, AMSP_T_VIRT_TYPE, img->virtualization_type);
-	amsp_put_u8(&aw, AMSP_T_ENA, img->ena_support);
-	amsp_put_str_if(&aw, AMSP_T_BOOT_MODE, img->boot_mode);
-	amsp_put_str_if(&aw, AMSP_T_SRIOV, img->sriov_net_support);
-	amsp_put_str_if(&aw, AMSP_T_TPM, img->tpm_support);
-	amsp_put_str_if(&aw, AMSP_T_IMDS_SUPPORT, img->imds_support);
-	amsp_put_str_if(&aw, AMSP_T_ROOT_DEVICE, img->root_device_name);
 	amsp_put_str_if(&aw, AMSP_T_PLATFORM, img->platform_details);
 	amsp_put_str_if(&aw, AMSP_T_USAGE_OPERATION, img->usage_operation);
 	put_product_codes(&aw, img->product_codes, img->nproduct_codes);
-	for (i = 0; i < img->nmappings; i++) {
-		const struct ec2_volume_info *v = &img->mappings[i];
-
-		amsp_put_str(&aw, AMSP_T_DEVICE_NAME, v->device_name);
-		amsp_put_str(&aw, AMSP_T_SNAPSHOT_ID, v->snapshot_id);
-		amsp_put_str(&aw, AMSP_T_VOLUME_TYPE, v->volume_type);
-		amsp_put_u32(&aw, AMSP_T_VOLUME_SIZE, amsp_u32_of(v->size_gib));
-		amsp_put_u32(&aw, AMSP_T_IOPS, amsp_u32_of(v->iops));
-		amsp_put_u32(&aw, AMSP_T_THROUGHPUT, amsp_u32_of(v->throughput));
-		amsp_put_u8(&aw, AMSP_T_DELETE_ON_TERM, v->delete_on_termination);
-	}
+	channel_put_image(&aw, img);
 	free(img);
 	return send_reply(ws, &aw);
 }
@@ -579,43 +560,14 @@ static int w_describe_volumes(struct wstate *ws, uint32_t seq, long timeout_ms,
 	return send_reply(ws, &aw);
 }
 
-/* The image attributes and mappings of a W_REGISTER_IMAGE into info. */
+/* A W_REGISTER_IMAGE's name, attributes and mapping into info. */
 static int image_from_msg(const struct amsp_msgview *m, struct ec2_image_info *info,
                           struct amis_err *err)
 {
-	size_t n = amsp_count(m, AMSP_T_DEVICE_NAME), i;
-
 	str_field(m, AMSP_T_NAME, info->name, sizeof(info->name));
-	str_field(m, AMSP_T_ARCHITECTURE, info->architecture, sizeof(info->architecture));
-	str_field(m, AMSP_T_VIRT_TYPE, info->virtualization_type,
-	          sizeof(info->virtualization_type));
-	str_field(m, AMSP_T_ROOT_DEVICE, info->root_device_name, sizeof(info->root_device_name));
-	str_field(m, AMSP_T_BOOT_MODE, info->boot_mode, sizeof(info->boot_mode));
-	str_field(m, AMSP_T_SRIOV, info->sriov_net_support, sizeof(info->sriov_net_support));
-	str_field(m, AMSP_T_TPM, info->tpm_support, sizeof(info->tpm_support));
-	str_field(m, AMSP_T_IMDS_SUPPORT, info->imds_support, sizeof(info->imds_support));
-	info->ena_support = amsp_get(m, AMSP_T_ENA) && amsp_u8(amsp_get(m, AMSP_T_ENA));
-	if (n > EC2_MAX_INSTANCE_VOLUMES || amsp_count(m, AMSP_T_SNAPSHOT_ID) != n ||
-	    amsp_count(m, AMSP_T_VOLUME_TYPE) != n || amsp_count(m, AMSP_T_VOLUME_SIZE) != n ||
-	    amsp_count(m, AMSP_T_IOPS) != n || amsp_count(m, AMSP_T_THROUGHPUT) != n ||
-	    amsp_count(m, AMSP_T_DELETE_ON_TERM) != n)
+	if (channel_get_image(m, info) != 0)
 		return err_set(err, AMIS_E_INVALID_REQUEST,
 		               "RegisterImage: the block device mapping's fields do not pair up");
-	for (i = 0; i < n; i++) {
-		struct ec2_volume_info *v = &info->mappings[i];
-
-		amsp_copy_str(amsp_get_nth(m, AMSP_T_DEVICE_NAME, i), v->device_name,
-		              sizeof(v->device_name));
-		amsp_copy_str(amsp_get_nth(m, AMSP_T_SNAPSHOT_ID, i), v->snapshot_id,
-		              sizeof(v->snapshot_id));
-		amsp_copy_str(amsp_get_nth(m, AMSP_T_VOLUME_TYPE, i), v->volume_type,
-		              sizeof(v->volume_type));
-		v->size_gib = (long)amsp_u32(amsp_get_nth(m, AMSP_T_VOLUME_SIZE, i));
-		v->iops = (long)amsp_u32(amsp_get_nth(m, AMSP_T_IOPS, i));
-		v->throughput = (long)amsp_u32(amsp_get_nth(m, AMSP_T_THROUGHPUT, i));
-		v->delete_on_termination = amsp_u8(amsp_get_nth(m, AMSP_T_DELETE_ON_TERM, i)) != 0;
-	}
-	info->nmappings = n;
 	return 0;
 }
 
