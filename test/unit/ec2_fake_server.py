@@ -313,6 +313,53 @@ class Handler(BaseHTTPRequestHandler):
             "</deleteOnTermination></ebs></item></blockDeviceMapping></item></instancesSet>"
             "</item></reservationSet></DescribeInstancesResponse>") % (NS, escape(iid)))
 
+    def dry_run(self, form):
+        if form.get("DryRun") == "true":
+            self.reply(412, error_xml(
+                "DryRunOperation", "Request would have succeeded, but DryRun flag is set.",
+                "dry-1"))
+            return True
+        return False
+
+    def act_RegisterImage(self, form):
+        if not self.dry_run(form):
+            self.reply(200, "<RegisterImageResponse %s><requestId>ri-1</requestId>"
+                       "<imageId>ami-0ddddddddddddddd1</imageId></RegisterImageResponse>" % NS)
+
+    def act_CreateImage(self, form):
+        if not self.dry_run(form):
+            self.reply(200, "<CreateImageResponse %s><requestId>ci-1</requestId>"
+                       "<imageId>ami-0ddddddddddddddd2</imageId></CreateImageResponse>" % NS)
+
+    def act_DeregisterImage(self, form):
+        self.reply(200, "<DeregisterImageResponse %s><requestId>dr-1</requestId>"
+                   "<return>true</return></DeregisterImageResponse>" % NS)
+
+    def act_DescribeImages(self, form):
+        if form.get("Filter.1.Name"):  # ours by tag or name: none
+            return self.reply(200, "<DescribeImagesResponse %s><requestId>dim-0</requestId>"
+                              "<imagesSet/></DescribeImagesResponse>" % NS)
+        self.reply(200, (
+            "<DescribeImagesResponse %s><requestId>dim-1</requestId><imagesSet><item>"
+            "<imageId>%s</imageId><imageState>pending</imageState><architecture>arm64"
+            "</architecture><rootDeviceName>/dev/xvda</rootDeviceName><blockDeviceMapping>"
+            "<item><deviceName>/dev/xvda</deviceName><ebs><snapshotId>snap-0bbbbbbbbbbbbbbb1"
+            "</snapshotId><volumeSize>8</volumeSize><volumeType>gp3</volumeType></ebs></item>"
+            "<item><deviceName>/dev/sdf</deviceName><ebs><volumeSize>16</volumeSize></ebs>"
+            "</item></blockDeviceMapping></item></imagesSet></DescribeImagesResponse>")
+            % (NS, escape(form.get("ImageId.1", ""))))
+
+    def act_DescribeVolumes(self, form):
+        items = ""
+        i = 1
+        while "VolumeId.%d" % i in form:
+            items += ("<item><volumeId>%s</volumeId><size>%d</size><volumeType>gp3</volumeType>"
+                      "<iops>3000</iops><throughput>125</throughput></item>"
+                      % (escape(form["VolumeId.%d" % i]), 8 * i))
+            i += 1
+        self.reply(200, "<DescribeVolumesResponse %s><requestId>dv-1</requestId>"
+                   "<volumeSet>%s</volumeSet></DescribeVolumesResponse>" % (NS, items))
+
 
 class QuietServer(ThreadingHTTPServer):
     daemon_threads = True
