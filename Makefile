@@ -9,6 +9,8 @@
 #                         DESTDIR=dir stages everything under dir
 #   test/run-all.sh       (as root) all tests (see doc/testing.md: loop devices)
 #   make bench            benchmarks (see doc/performance.md)
+#   make bench-ami        the freeze window of a snapshot set vs the AMI
+#                         methods (the last step of make bench)
 #   make fuzz             build the libFuzzer targets (clang) and run each
 #                         for FUZZ_SECONDS (default 300); see test/fuzz/
 
@@ -16,10 +18,10 @@ MODULE_big = ami_snapshot
 OBJS = extension/ami_snapshot.o extension/config_capture.o extension/helper_client.o \
        extension/history.o extension/protocol.o
 EXTENSION = ami_snapshot
-DATA = sql/ami_snapshot--1.0.sql
+DATA = $(wildcard sql/ami_snapshot--*.sql)
 PGFILEDESC = "ami_snapshot - consistent EBS snapshots of a running PostgreSQL"
 
-REGRESS = ami_snapshot_sql
+REGRESS = ami_snapshot_sql ami_snapshot_upgrade
 REGRESS_OPTS = --inputdir=test --outputdir=test/results --load-extension=ami_snapshot
 
 # The extension's version (ami_snapshot.control) for the library's magic
@@ -137,6 +139,16 @@ bench: all
 	test/bench/side_by_side.py --runs $(BENCH_RUNS) --baseline-runs $(BENCH_BASELINE_RUNS) \
 		--latencies 0,50,200 --volumes 1,2,4,8 --pgbench-seconds $(BENCH_PGBENCH_SECONDS) \
 		--out $(BENCH_OUT) --doc-png doc/bench-pgbench.png
+	$(MAKE) bench-ami
+
+# The freeze window of a snapshot set against the two AMI methods
+# (doc/performance.md, "AMIs: the freeze window of each method"); also on
+# its own.
+BENCH_AMI_RUNS ?= 10
+bench-ami: all
+	@mkdir -p $(BENCH_OUT)
+	test/bench/ami_methods.py --runs $(BENCH_AMI_RUNS) --latencies 0,50 \
+		--csv $(BENCH_OUT)/ami_methods.csv
 
 # Fuzzing (clang, libFuzzer + ASan/UBSan): the helper's parsers of what it
 # reads from clients, EC2, IMDS and its files.  Builds into build/fuzz/.
@@ -145,4 +157,4 @@ fuzz:
 	$(MAKE) -C test/fuzz
 	test/fuzz/run.sh $(FUZZ_SECONDS)
 
-.PHONY: helper-all helper-clean install-helper clean-test-results bench fuzz
+.PHONY: helper-all helper-clean install-helper clean-test-results bench bench-ami fuzz

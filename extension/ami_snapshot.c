@@ -308,7 +308,21 @@ typedef struct SnapshotRun
 	List	   *failed_snapshot_ids;
 	List	   *failed_snapshot_volumes;
 	bool		have_frozen_ms;
+	/* An AMI: the method asked for, and the image made (or half made) */
+	const char *image_method;
+	bool		allow_product_code_loss;
+	char	   *image_id;
 } SnapshotRun;
+
+/* The image id a message carries, copied into run (or nothing). */
+static void
+remember_image(SnapshotRun *run, const struct amsp_msgview *m, MemoryContext cxt)
+{
+	const struct amsp_field *f = amsp_get(m, AMSP_T_IMAGE_ID);
+
+	if (f)
+		run->image_id = MemoryContextStrdup(cxt, pnstrdup((const char *) f->value, f->len));
+}
 
 /*
  * Keeps what the helper's ERROR said about the failed operation, for the
@@ -350,6 +364,7 @@ remember_failure(SnapshotRun *run, const struct amsp_msgview *e, MemoryContext c
 		run->frozen_ms = amsp_u64(amsp_get(e, AMSP_T_FREEZE_USEC)) / 1000.0;
 		run->have_frozen_ms = true;
 	}
+	remember_image(run, e, cxt);
 	MemoryContextSwitchTo(old);
 }
 
@@ -452,6 +467,7 @@ backup_and_snapshot(SnapshotRun *run, HelperConn *hc, struct amsp_msgview *msg,
 					(errcode(ERRCODE_PROTOCOL_VIOLATION),
 					 errmsg("invalid response from ami_snapshot helper: snapshot and volume counts differ")));
 		run->volume_ids = strings_of(msg, AMSP_T_SNAPSHOT_VOLUME);
+		remember_image(run, msg, CurrentMemoryContext);
 
 		/* 4. Stop the backup. */
 		waitforarchive = wait_for_archive && XLogArchivingActive();
@@ -503,6 +519,14 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 			amsp_put_str(&w, AMSP_T_PATH_TABLESPACE, lfirst(lc));
 		amsp_put_str(&w, AMSP_T_SYSTEM_ID, sysid);
 		amsp_put_str(&w, AMSP_T_PG_VERSION, psprintf("%d", PG_VERSION_NUM));
+		/* Only for an image: a helper older than images still takes the rest. */
+		if (run->image_method)
+		{
+			amsp_put_str(&w, AMSP_T_IMAGE_METHOD, run->image_method);
+			if (run->allow_product_code_loss)
+				amsp_put_u8(&w, AMSP_T_ALLOW_PRODUCT_CODE_LOSS, 1);
+			helper_set_image_asked(hc, true);
+		}
 		send_or_error(hc, &w);
 		helper_receive(hc, msg, AMSP_PREPARED, "prepare", request_timeout_ms);
 		{
@@ -538,6 +562,7 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 			amsp_put_str(&w, AMSP_T_TABLESPACE_MAP, tblspcmap->data);
 		send_or_error(hc, &w);
 		helper_receive(hc, msg, AMSP_DONE, "finish", request_timeout_ms);
+		remember_image(run, msg, CurrentMemoryContext);
 		{
 			size_t		i;
 
@@ -586,8 +611,10 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	int64		id = 0;
 	SnapshotRun *volatile run;
 	TupleDesc	tupdesc;
-	Datum		values[11];
-	bool		nulls[11];
+	Datum		values[12];
+	bool		nulls[12];
+	const char *volatile image = NULL;
+	volatile bool allow_loss = false;
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 
@@ -602,6 +629,28 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	freeze = PG_GETARG_BOOL(1);
 	validate_name(name);
+	/* Version 1.1's arguments (1.0's function has two). */
+	if (PG_NARGS() >= 4)
+	{
+		if (!PG_ARGISNULL(2))
+		{
+			image = text_to_cstring(PG_GETARG_TEXT_PP(2));
+			if (strcmp(image, "register") != 0 && strcmp(image, "create") != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("image must be 'register', 'create' or NULL"),
+						 errdetail("NULL makes a snapshot set; 'register' and 'create' make an AMI (see doc/sql.md).")));
+		}
+		if (PG_ARGISNULL(3))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("allow_product_code_loss must not be null")));
+		allow_loss = PG_GETARG_BOOL(3);
+		if (allow_loss && (image == NULL || strcmp(image, "register") != 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("allow_product_code_loss applies to image => 'register' only")));
+	}
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -624,6 +673,11 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	request_id = make_request_id();
 
 	run = palloc0(sizeof(SnapshotRun));
+	run->image_method = image;
+	run->allow_product_code_loss = allow_loss;
+	/* A 1.0 database's history has no image columns. */
+	run->row.ncolumns = PG_NARGS() >= 4 ? HC_NCOLUMNS : HC_NCOLUMNS_1_0;
+	history_set(&run->row, HC_IMAGE_METHOD, image);
 	history_set(&run->row, HC_REQUEST_ID, request_id);
 	history_set(&run->row, HC_NAME, name);
 	history_set(&run->row, HC_STATUS, "running");
@@ -706,6 +760,11 @@ ami_snapshot(PG_FUNCTION_ARGS)
 			history_set(&run->row, HC_START_LSN, lsn_text(run->start_lsn));
 			history_set(&run->row, HC_TIMELINE, psprintf("%u", run->tli));
 		}
+		/* Failed after the backup stopped (RegisterImage): it is complete. */
+		if (run->stop_lsn != InvalidXLogRecPtr)
+			history_set(&run->row, HC_STOP_LSN, lsn_text(run->stop_lsn));
+		if (run->image_id)
+			history_set(&run->row, HC_IMAGE_ID, run->image_id);
 		(void) history_write(&run->row, WARNING, NULL);
 		history_set_phase(HP_IDLE);
 		ReThrowError(edata);
@@ -720,9 +779,14 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	history_set(&run->row, HC_STOP_LSN, lsn_text(run->stop_lsn));
 	history_set(&run->row, HC_TIMELINE, psprintf("%u", run->tli));
 	history_set(&run->row, HC_FROZEN_MS, psprintf("%.3f", run->frozen_ms));
+	history_set(&run->row, HC_IMAGE_ID, run->image_id);
 	(void) history_write(&run->row, WARNING, NULL);
 	history_set_phase(HP_IDLE);
 
+	if (image && !run->image_id)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("ami_snapshot helper reported success without an image id")));
 	memset(nulls, 0, sizeof(nulls));
 	values[0] = Int64GetDatum(id);
 	values[1] = CStringGetTextDatum(request_id);
@@ -735,6 +799,11 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	values[8] = Int32GetDatum((int32) run->tli);
 	values[9] = Float8GetDatum(run->frozen_ms);
 	values[10] = CStringGetTextDatum("succeeded");
+	/* 1.1's image_id; NULL for a snapshot set.  1.0's row has 11 columns. */
+	values[11] = run->image_id ? CStringGetTextDatum(run->image_id) : (Datum) 0;
+	nulls[11] = run->image_id == NULL;
+	if (tupdesc->natts != 11 && tupdesc->natts != 12)
+		elog(ERROR, "ami_snapshot() must return 11 or 12 columns, not %d", tupdesc->natts);
 	tupdesc = BlessTupleDesc(tupdesc);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -26,6 +26,7 @@ struct HelperConn
 	char		error_code[65];
 	bool		have_error;		/* error below is the last ERROR received */
 	struct amsp_msgview error;	/* views into buf */
+	bool		image_asked;	/* the PREPARE asked for an image */
 };
 
 /* Milliseconds left until deadline (0 or less: it passed). */
@@ -199,6 +200,20 @@ recv_exact(HelperConn *hc, size_t want, TimestampTz deadline, const char *what)
 	{
 		ssize_t		n = recv(hc->sock, hc->buf + hc->len, want - hc->len, 0);
 
+		/*
+		 * A helper older than images refuses PREPARE's image fields as
+		 * malformed and closes the connection without an answer.
+		 */
+		if ((n == 0 || (n < 0 && errno == ECONNRESET)) && hc->image_asked &&
+			strcmp(what, "prepare") == 0)
+		{
+			strlcpy(hc->error_code, "HelperTooOld", sizeof(hc->error_code));
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("ami_snapshot helper failed during prepare: HelperTooOld"),
+					 errdetail("The helper is too old for images: it closed the connection when asked for an AMI (a helper without AMI support refuses the image fields of the request as malformed)."),
+					 errhint("Upgrade ami-snapshot-helper; snapshot sets (image => NULL) work with this helper.")));
+		}
 		if (n == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -302,6 +317,12 @@ helper_send_abort(HelperConn *hc, const char *reason)
 	len = amsp_end(&w);
 	if (len > 0)
 		(void) send(hc->sock, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+void
+helper_set_image_asked(HelperConn *hc, bool asked)
+{
+	hc->image_asked = asked;
 }
 
 void

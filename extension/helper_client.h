@@ -28,6 +28,12 @@ extern void helper_receive(HelperConn *hc, struct amsp_msgview *msg,
 extern void helper_close(HelperConn *hc);
 
 /*
+ * The PREPARE asks for an image: a connection closed before its answer
+ * means a helper too old for images (error code HelperTooOld).
+ */
+extern void helper_set_image_asked(HelperConn *hc, bool asked);
+
+/*
  * Best effort, never waits or throws: tells the helper the client gives up
  * (for its log); usable in PG_CATCH.
  */

@@ -38,6 +38,7 @@ typedef struct HistoryShared
 	Oid			roleoid;
 	int			done;			/* set to 1 by the worker on commit */
 	int64		id;				/* the row's id, set by the worker */
+	int			ncolumns;		/* the table's: HC_NCOLUMNS_1_0 or HC_NCOLUMNS */
 	char		error[512];		/* the worker's error message, if any */
 	int32		lens[HC_NCOLUMNS];	/* -1 = NULL */
 	char		data[FLEXIBLE_ARRAY_MEMBER];
@@ -60,7 +61,7 @@ static const char *const column_names[HC_NCOLUMNS] = {
 	"id", "request_id", "name", "status", "with_freeze", "started_at", "finished_at",
 	"instance_id", "region", "volume_ids", "snapshot_ids", "start_lsn", "stop_lsn",
 	"timeline", "frozen_ms", "backup_label", "tablespace_map", "error_code",
-	"error_message", "backend_pid", "username"
+	"error_message", "backend_pid", "username", "image_id", "image_method"
 };
 
 /* Schema-qualified: the worker runs as the extension's owner. */
@@ -70,7 +71,7 @@ static const char *const column_types[HC_NCOLUMNS] = {
 	"pg_catalog.text", "pg_catalog.text", "pg_catalog.text[]", "pg_catalog.text[]",
 	"pg_catalog.pg_lsn", "pg_catalog.pg_lsn", "pg_catalog.int4", "pg_catalog.float8",
 	"pg_catalog.text", "pg_catalog.text", "pg_catalog.text", "pg_catalog.text",
-	"pg_catalog.int4", "pg_catalog.text"
+	"pg_catalog.int4", "pg_catalog.text", "pg_catalog.text", "pg_catalog.text"
 };
 
 void
@@ -157,6 +158,7 @@ history_write(const HistoryRow *row, int elevel, int64 *id_out)
 	sh->dboid = MyDatabaseId;
 	sh->roleoid = history_owner();
 	sh->done = 0;
+	sh->ncolumns = row->ncolumns > 0 ? row->ncolumns : HC_NCOLUMNS_1_0;
 	sh->error[0] = '\0';
 	p = sh->data;
 	for (i = 0; i < HC_NCOLUMNS; i++)
@@ -392,10 +394,10 @@ ami_snapshot_history_worker(Datum main_arg)
 		initStringInfo(&set);
 		/* The id comes from the table's sequence; request_id is the key. */
 		appendStringInfo(&sql, "INSERT INTO %s AS h (", table);
-		for (i = 1; i < HC_NCOLUMNS; i++)
+		for (i = 1; i < sh->ncolumns; i++)
 			appendStringInfo(&sql, "%s%s", i > 1 ? ", " : "", column_names[i]);
 		appendStringInfoString(&sql, ") VALUES (");
-		for (i = 1; i < HC_NCOLUMNS; i++)
+		for (i = 1; i < sh->ncolumns; i++)
 		{
 			appendStringInfo(&sql, "%s$%d::%s", i > 1 ? ", " : "", i, column_types[i]);
 			types[i - 1] = TEXTOID;
@@ -419,7 +421,7 @@ ami_snapshot_history_worker(Datum main_arg)
 		appendStringInfo(&sql, ") ON CONFLICT (request_id) DO UPDATE SET %s RETURNING id",
 						 set.data);
 
-		sh->id = run_sql(sql.data, HC_NCOLUMNS - 1, types, values, nulls);
+		sh->id = run_sql(sql.data, sh->ncolumns - 1, types, values, nulls);
 		sh->done = 1;
 	}
 	PG_CATCH();

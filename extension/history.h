@@ -38,13 +38,24 @@ typedef enum HistoryColumn
 	HC_ERROR_MESSAGE,
 	HC_BACKEND_PID,
 	HC_USERNAME,
+	/* Version 1.1 on (the history of a 1.0 database has none of these). */
+	HC_IMAGE_ID,
+	HC_IMAGE_METHOD,
 	HC_NCOLUMNS
 } HistoryColumn;
 
-/* One row, every column as text or NULL (the worker casts); HC_ID is output only. */
+/* The columns of version 1.0's table. */
+#define HC_NCOLUMNS_1_0 HC_IMAGE_ID
+
+/*
+ * One row, every column as text or NULL (the worker casts); HC_ID is output
+ * only.  ncolumns: how many of the columns the installed version's table
+ * has (HC_NCOLUMNS_1_0 or HC_NCOLUMNS).
+ */
 typedef struct HistoryRow
 {
 	char	   *values[HC_NCOLUMNS];
+	int			ncolumns;
 } HistoryRow;
 
 extern void history_set(HistoryRow *row, HistoryColumn col, const char *value);

@@ -997,9 +997,18 @@ int rs_select(struct rs_run *r, struct rs_snapshot_list *list, struct rs_sets *s
 	if (!quiet) {
 		printf("set %s \"%s\" of %s (%s, %zu snapshot(s))\n", set->request_id, set->name,
 		       set->start_time, set->backup_state, set->n);
-		if (sets->n > 1 && r->o.name)
-			printf("(the newest of %zu sets of that name; --list shows them all)\n",
-			       sets->n);
+		if (sets->n > 1 && r->o.name) {
+			size_t i;
+
+			printf("(the newest of the %zu sets of that name%s; --list shows them "
+			       "all)\n",
+			       sets->n, r->o.force ? "" : " whose backup stopped");
+			for (i = 0; &sets->items[i] != set; i++)
+				printf("passed over the newer set %s of %s: its backup-state is "
+				       "\"%s\"\n",
+				       sets->items[i].request_id, sets->items[i].start_time,
+				       sets->items[i].backup_state);
+		}
 	}
 
 	/* 2. The checks. */

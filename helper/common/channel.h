@@ -61,6 +61,13 @@ struct ec2_block_device {
 	bool delete_on_termination;
 };
 
+/* A billing product code of an image or instance (productCodes/item). */
+#define EC2_MAX_PRODUCT_CODES 8
+struct ec2_product_code {
+	char code[64];
+	char type[16]; /* devpay | marketplace | "" */
+};
+
 struct ec2_instance_info {
 	char instance_id[32];
 	char architecture[16];        /* i386 | x86_64 | arm64 | ... */
@@ -70,9 +77,100 @@ struct ec2_instance_info {
 	bool ena_support;             /* false if absent */
 	char boot_mode[24];           /* legacy-bios | uefi | uefi-preferred; "" if absent */
 	char image_id[32];            /* "" if absent */
-	size_t nvolumes;              /* EBS mappings only */
+	char platform_details[64];    /* "Linux/UNIX", "Red Hat Enterprise Linux"...; "" */
+	char usage_operation[32];     /* "RunInstances", "RunInstances:0010"...; "" */
+	size_t nproduct_codes;
+	struct ec2_product_code product_codes[EC2_MAX_PRODUCT_CODES];
+	size_t nvolumes; /* EBS mappings only */
 	struct ec2_block_device volumes[EC2_MAX_INSTANCE_VOLUMES];
 };
+
+/* ---- Images (the AMI methods: doc/design.md, "AMIs"). ---- */
+
+/* One EBS volume (DescribeVolumes) or one EBS entry of an image's mapping. */
+struct ec2_volume_info {
+	char volume_id[32];   /* DescribeVolumes only */
+	char device_name[64]; /* mappings only */
+	char snapshot_id[32]; /* mappings only; "" while CreateImage has none yet */
+	char volume_type[16]; /* gp2 | gp3 | io1 | io2 | st1 | sc1 | standard; "" unknown */
+	long size_gib;        /* 0 unknown */
+	long iops;            /* 0 absent */
+	long throughput;      /* MiB/s; 0 absent */
+	bool delete_on_termination;
+};
+
+struct ec2_volume_set {
+	size_t n;
+	struct ec2_volume_info items[EC2_MAX_INSTANCE_VOLUMES];
+};
+
+/* An image's attributes (DescribeImages), and what RegisterImage is given. */
+struct ec2_image_info {
+	char image_id[32]; /* "" when DescribeImages found none */
+	char state[16];    /* pending | available | failed | ...; "" unknown */
+	char name[132];
+	char architecture[16]; /* i386 | x86_64 | arm64 | ... */
+	char virtualization_type[16];
+	char root_device_name[64];
+	bool ena_support;
+	char sriov_net_support[16]; /* "simple" or "" */
+	char boot_mode[24];
+	char tpm_support[16];  /* "v2.0" or "" */
+	char imds_support[16]; /* "v2.0" or "" */
+	char platform_details[64];
+	char usage_operation[32];
+	size_t nproduct_codes;
+	struct ec2_product_code product_codes[EC2_MAX_PRODUCT_CODES];
+	size_t nmappings; /* EBS entries of the block device mapping */
+	struct ec2_volume_info mappings[EC2_MAX_INSTANCE_VOLUMES];
+};
+
+/* Which image DescribeImages looks for: exactly one of the three. */
+struct ec2_image_query {
+	const char *image_id;
+	const char *tag_key, *tag_value; /* our own images (Owner=self) with this tag */
+	const char *name;                /* our own image of this name */
+};
+
+/*
+ * RegisterImage: info's attributes and mappings (device, snapshot, type,
+ * size, IOPS, throughput, DeleteOnTermination); empty strings are left out.
+ * Tags go to TagSpecification ResourceType=image.
+ */
+struct ec2_register_image_req {
+	const struct ec2_image_info *info; /* name: the AMI's name */
+	const char *description;
+	const struct ec2_tag *tags;
+	size_t ntags;
+	bool dry_run;
+};
+
+/* CreateImage with NoReboot=true; tags go to the image and its snapshots. */
+struct ec2_create_image_req {
+	const char *instance_id;
+	const char *name;
+	const char *description;
+	const struct ec2_tag *tags;
+	size_t ntags;
+	bool dry_run;
+};
+
+/*
+ * The image's attributes and its EBS mapping on the channel, the same in
+ * W_REGISTER_IMAGE and in the W_OK answering W_DESCRIBE_IMAGE (protocol.md):
+ * ARCHITECTURE, VIRT_TYPE, ENA, BOOT_MODE, SRIOV, TPM, IMDS_SUPPORT,
+ * ROOT_DEVICE, then per mapping entry DEVICE_NAME, SNAPSHOT_ID, VOLUME_TYPE,
+ * VOLUME_SIZE, IOPS, THROUGHPUT, DELETE_ON_TERM paired by position.
+ */
+void channel_put_image(struct amsp_writer *aw, const struct ec2_image_info *img);
+/* An optional string field of m into buf ("" if absent); -1 ("") if it does not fit. */
+int channel_opt_str(const struct amsp_msgview *m, enum amsp_tag tag, char *buf, size_t sz);
+/*
+ * Reads them into img (other members untouched).  -1 if the mapping's
+ * fields do not pair up, an entry does not fit or a snapshot id is not
+ * snap-...: the sender is not to be trusted.
+ */
+int channel_get_image(const struct amsp_msgview *m, struct ec2_image_info *img);
 
 /*
  * True for outcomes worth retrying after a back-off (AMIS_F_RETRY in

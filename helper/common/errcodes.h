@@ -102,6 +102,15 @@
 	  "CreateSnapshots did not return one snapshot of each volume asked for")                  \
 	X(SNAPSHOT_FAILED, "SnapshotFailed", 0, "a snapshot is in a state other than pending")     \
 	X(CREATE_TAGS_FAILED, "CreateTagsFailed", 0, "CreateTags returned false")                  \
+	/* Images (the AMI methods) */                                                             \
+	X(BILLING_PRODUCT_CODES, "BillingProductCodes", 0,                                         \
+	  "the source image has billing product codes that RegisterImage would lose")              \
+	X(IMAGE_NAME_IN_USE, "ImageNameInUse", 0, "one of our images has this name already")       \
+	X(IMAGE_UNSUPPORTED, "ImageUnsupported", 0,                                                \
+	  "the instance cannot be imaged as asked (its mapping, architecture, volumes)")           \
+	X(IMAGE_TIMEOUT, "ImageTimeout", 0,                                                        \
+	  "CreateImage's snapshots did not all exist within freeze_timeout")                       \
+	X(IMAGE_FAILED, "ImageFailed", 0, "the image failed or lost a snapshot")                   \
 	/* EC2's own codes that the helper acts on */                                              \
 	X(REQUEST_LIMIT_EXCEEDED, "RequestLimitExceeded", AMIS_F_RETRY | AMIS_F_EC2,               \
 	  "EC2 throttled the request")                                                             \

@@ -28,10 +28,17 @@ struct msg_rule {
 #define MAXVOL AMSP_MAX_VOLUMES
 
 static const struct field_rule prepare_rules[] = {
-    {AMSP_T_REQUEST_ID, K_STR, IDLEN, 1, 1}, {AMSP_T_NAME, K_STR, 256, 1, 1},
-    {AMSP_T_FREEZE, K_U8, 1, 1, 1},          {AMSP_T_PATH_DATA, K_STR, PATHLEN, 1, 1},
-    {AMSP_T_PATH_WAL, K_STR, PATHLEN, 0, 1}, {AMSP_T_PATH_TABLESPACE, K_STR, PATHLEN, 0, MAXVOL},
-    {AMSP_T_SYSTEM_ID, K_STR, 32, 0, 1},     {AMSP_T_PG_VERSION, K_STR, 16, 0, 1},
+    {AMSP_T_REQUEST_ID, K_STR, IDLEN, 1, 1},
+    {AMSP_T_NAME, K_STR, 256, 1, 1},
+    {AMSP_T_FREEZE, K_U8, 1, 1, 1},
+    {AMSP_T_PATH_DATA, K_STR, PATHLEN, 1, 1},
+    {AMSP_T_PATH_WAL, K_STR, PATHLEN, 0, 1},
+    {AMSP_T_PATH_TABLESPACE, K_STR, PATHLEN, 0, MAXVOL},
+    {AMSP_T_SYSTEM_ID, K_STR, 32, 0, 1},
+    {AMSP_T_PG_VERSION, K_STR, 16, 0, 1},
+    /* An AMI (optional: a helper without images refuses the frame). */
+    {AMSP_T_IMAGE_METHOD, K_STR, 16, 0, 1},
+    {AMSP_T_ALLOW_PRODUCT_CODE_LOSS, K_U8, 1, 0, 1},
 };
 
 static const struct field_rule prepared_rules[] = {
@@ -51,6 +58,7 @@ static const struct field_rule pending_rules[] = {
     {AMSP_T_SNAPSHOT_VOLUME, K_STR, IDLEN, 1, MAXVOL},
     {AMSP_T_FREEZE_USEC, K_U64, 8, 1, 1},
     {AMSP_T_SNAPSHOT_USEC, K_U64, 8, 1, 1},
+    {AMSP_T_IMAGE_ID, K_STR, IDLEN, 0, 1},
 };
 
 static const struct field_rule finish_rules[] = {
@@ -62,6 +70,7 @@ static const struct field_rule finish_rules[] = {
 
 static const struct field_rule done_rules[] = {
     {AMSP_T_WARNING, K_STR, 1024, 0, AMSP_MAX_WARNINGS},
+    {AMSP_T_IMAGE_ID, K_STR, IDLEN, 0, 1},
 };
 
 static const struct field_rule abort_rules[] = {
@@ -81,6 +90,8 @@ static const struct field_rule error_rules[] = {
     {AMSP_T_SNAPSHOT_VOLUME, K_STR, IDLEN, 0, MAXVOL},
     /* How long writes were frozen, if they were. */
     {AMSP_T_FREEZE_USEC, K_U64, 8, 0, 1},
+    /* The image made (or half made) before the failure. */
+    {AMSP_T_IMAGE_ID, K_STR, IDLEN, 0, 1},
 };
 
 static const struct field_rule status_rules[] = {
@@ -137,6 +148,65 @@ static const struct field_rule w_find_snapshots_rules[] = {
     {AMSP_T_TAG_VALUE, K_STR, TAG_VALUE_LEN, 1, 1},
 };
 
+static const struct field_rule w_describe_image_rules[] = {
+    {AMSP_T_SEQ, K_U32, 4, 1, 1},
+    {AMSP_T_TIMEOUT_MS, K_U32, 4, 1, 1},
+    {AMSP_T_IMAGE_ID, K_STR, IDLEN, 0, 1},
+    {AMSP_T_TAG_KEY, K_STR, TAG_KEY_LEN, 0, 1},
+    {AMSP_T_TAG_VALUE, K_STR, TAG_VALUE_LEN, 0, 1},
+    {AMSP_T_NAME, K_STR, 256, 0, 1},
+};
+
+static const struct field_rule w_describe_volumes_rules[] = {
+    {AMSP_T_SEQ, K_U32, 4, 1, 1},
+    {AMSP_T_TIMEOUT_MS, K_U32, 4, 1, 1},
+    {AMSP_T_VOLUME_ID, K_STR, IDLEN, 1, W_MAXVOL},
+};
+
+/* The image's attributes, as in W_OK's answer to W_DESCRIBE_IMAGE. */
+#define IMAGE_ATTR_RULES                                                                           \
+	{AMSP_T_ARCHITECTURE, K_STR, 16, 0, 1}, {AMSP_T_VIRT_TYPE, K_STR, 16, 0, 1},               \
+	    {AMSP_T_ENA, K_U8, 1, 0, 1}, {AMSP_T_BOOT_MODE, K_STR, 24, 0, 1},                      \
+	    {AMSP_T_SRIOV, K_STR, 16, 0, 1}, {AMSP_T_TPM, K_STR, 16, 0, 1},                        \
+	    {AMSP_T_IMDS_SUPPORT, K_STR, 16, 0, 1}, {AMSP_T_ROOT_DEVICE, K_STR, IDLEN, 0, 1},      \
+	    {AMSP_T_DEVICE_NAME, K_STR, IDLEN, 0, W_MAXVOL},                                       \
+	    {AMSP_T_SNAPSHOT_ID, K_STR, IDLEN, 0, W_MAXVOL},                                       \
+	    {AMSP_T_VOLUME_TYPE, K_STR, 16, 0, W_MAXVOL},                                          \
+	    {AMSP_T_VOLUME_SIZE, K_U32, 4, 0, W_MAXVOL}, {AMSP_T_IOPS, K_U32, 4, 0, W_MAXVOL},     \
+	    {AMSP_T_THROUGHPUT, K_U32, 4, 0, W_MAXVOL},                                            \
+	{                                                                                          \
+		AMSP_T_DELETE_ON_TERM, K_U8, 1, 0, W_MAXVOL                                        \
+	}
+
+static const struct field_rule w_register_image_rules[] = {
+    {AMSP_T_SEQ, K_U32, 4, 1, 1},
+    {AMSP_T_TIMEOUT_MS, K_U32, 4, 1, 1},
+    {AMSP_T_DRY_RUN, K_U8, 1, 1, 1},
+    {AMSP_T_NAME, K_STR, 256, 1, 1},
+    {AMSP_T_DESCRIPTION, K_STR, 1024, 0, 1},
+    {AMSP_T_TAG_KEY, K_STR, TAG_KEY_LEN, 0, W_MAXTAGS},
+    {AMSP_T_TAG_VALUE, K_STR, TAG_VALUE_LEN, 0, W_MAXTAGS},
+    IMAGE_ATTR_RULES,
+};
+
+static const struct field_rule w_create_image_rules[] = {
+    {AMSP_T_SEQ, K_U32, 4, 1, 1},
+    {AMSP_T_TIMEOUT_MS, K_U32, 4, 1, 1},
+    {AMSP_T_DRY_RUN, K_U8, 1, 1, 1},
+    {AMSP_T_HOLD_LOG, K_U8, 1, 1, 1},
+    {AMSP_T_INSTANCE_ID, K_STR, IDLEN, 1, 1},
+    {AMSP_T_NAME, K_STR, 256, 1, 1},
+    {AMSP_T_DESCRIPTION, K_STR, 1024, 0, 1},
+    {AMSP_T_TAG_KEY, K_STR, TAG_KEY_LEN, 0, W_MAXTAGS},
+    {AMSP_T_TAG_VALUE, K_STR, TAG_VALUE_LEN, 0, W_MAXTAGS},
+};
+
+static const struct field_rule w_deregister_image_rules[] = {
+    {AMSP_T_SEQ, K_U32, 4, 1, 1},
+    {AMSP_T_TIMEOUT_MS, K_U32, 4, 1, 1},
+    {AMSP_T_IMAGE_ID, K_STR, IDLEN, 1, 1},
+};
+
 static const struct field_rule w_abandon_rules[] = {
     {AMSP_T_SEQ, K_U32, 4, 1, 1},
 };
@@ -145,12 +215,18 @@ static const struct field_rule w_ok_rules[] = {
     {AMSP_T_SEQ, K_U32, 4, 1, 1},
     {AMSP_T_INSTANCE_ID, K_STR, IDLEN, 0, 1},
     {AMSP_T_REGION, K_STR, IDLEN, 0, 1},
-    {AMSP_T_ROOT_DEVICE, K_STR, IDLEN, 0, 1},
-    {AMSP_T_DEVICE_NAME, K_STR, IDLEN, 0, W_MAXVOL},
     {AMSP_T_VOLUME_ID, K_STR, IDLEN, 0, W_MAXVOL},
-    {AMSP_T_SNAPSHOT_ID, K_STR, IDLEN, 0, W_MAXVOL},
     {AMSP_T_SNAPSHOT_VOLUME, K_STR, IDLEN, 0, W_MAXVOL},
     {AMSP_T_SNAPSHOT_STATE, K_STR, 16, 0, W_MAXVOL},
+    /* Images and volumes: DESCRIBE_INSTANCE, DESCRIBE_IMAGE, DESCRIBE_VOLUMES, *_IMAGE. */
+    {AMSP_T_IMAGE_ID, K_STR, IDLEN, 0, 1},
+    {AMSP_T_IMAGE_STATE, K_STR, 16, 0, 1},
+    {AMSP_T_NAME, K_STR, 256, 0, 1},
+    {AMSP_T_PLATFORM, K_STR, 64, 0, 1},
+    {AMSP_T_USAGE_OPERATION, K_STR, 32, 0, 1},
+    {AMSP_T_PRODUCT_CODE, K_STR, 64, 0, 8},
+    {AMSP_T_PRODUCT_CODE_TYPE, K_STR, 16, 0, 8},
+    IMAGE_ATTR_RULES,
 };
 
 static const struct field_rule w_error_rules[] = {
@@ -181,6 +257,11 @@ static const struct msg_rule msg_rules[] = {
     RULES(AMSP_W_CREATE_TAGS, "W_CREATE_TAGS", w_create_tags_rules),
     RULES(AMSP_W_FIND_SNAPSHOTS, "W_FIND_SNAPSHOTS", w_find_snapshots_rules),
     RULES(AMSP_W_ABANDON, "W_ABANDON", w_abandon_rules),
+    RULES(AMSP_W_DESCRIBE_IMAGE, "W_DESCRIBE_IMAGE", w_describe_image_rules),
+    RULES(AMSP_W_DESCRIBE_VOLUMES, "W_DESCRIBE_VOLUMES", w_describe_volumes_rules),
+    RULES(AMSP_W_REGISTER_IMAGE, "W_REGISTER_IMAGE", w_register_image_rules),
+    RULES(AMSP_W_CREATE_IMAGE, "W_CREATE_IMAGE", w_create_image_rules),
+    RULES(AMSP_W_DEREGISTER_IMAGE, "W_DEREGISTER_IMAGE", w_deregister_image_rules),
     RULES(AMSP_W_OK, "W_OK", w_ok_rules),
     RULES(AMSP_W_ERROR, "W_ERROR", w_error_rules),
 };
@@ -279,6 +360,17 @@ void amsp_put_u64(struct amsp_writer *w, enum amsp_tag tag, uint64_t v)
 	put_be32(b, (uint32_t)(v >> 32));
 	put_be32(b + 4, (uint32_t)v);
 	put_field(w, tag, b, 8);
+}
+
+void amsp_put_str_if(struct amsp_writer *w, enum amsp_tag tag, const char *s)
+{
+	if (s && s[0])
+		amsp_put_str(w, tag, s);
+}
+
+uint32_t amsp_u32_of(long v)
+{
+	return v < 0 ? 0 : v > 0x7fffffffL ? 0x7fffffffU : (uint32_t)v;
 }
 
 size_t amsp_end(struct amsp_writer *w)

@@ -65,6 +65,11 @@ enum amsp_msg {
 	AMSP_W_CREATE_TAGS = 107,
 	AMSP_W_FIND_SNAPSHOTS = 109, /* ours, by one tag's exact value */
 	AMSP_W_ABANDON = 111,        /* the helper no longer waits for SEQ */
+	AMSP_W_DESCRIBE_IMAGE = 113, /* one image: by id, or ours by tag or name */
+	AMSP_W_DESCRIBE_VOLUMES = 115,
+	AMSP_W_REGISTER_IMAGE = 117,
+	AMSP_W_CREATE_IMAGE = 119, /* NoReboot=true */
+	AMSP_W_DEREGISTER_IMAGE = 121,
 	AMSP_W_OK = 100,
 	AMSP_W_ERROR = 102,
 };
@@ -98,20 +103,41 @@ enum amsp_tag {
 	AMSP_T_REASON = 73,          /* str */
 	AMSP_T_STATE = 80,           /* str: idle, busy, frozen, thaw-pending */
 	AMSP_T_FROZEN_USEC = 81,     /* u64: frozen for this long so far */
+	/* Images (optional: sent only when an AMI is asked for). */
+	AMSP_T_IMAGE_METHOD = 90,            /* str: register | create (PREPARE) */
+	AMSP_T_ALLOW_PRODUCT_CODE_LOSS = 91, /* u8 (PREPARE) */
+	AMSP_T_IMAGE_ID = 92,                /* str: ami-... */
 	/* Internal (helper <-> EC2 worker) only. */
-	AMSP_T_SEQ = 100,            /* u32 */
-	AMSP_T_TIMEOUT_MS = 101,     /* u32 */
-	AMSP_T_DRY_RUN = 102,        /* u8 */
-	AMSP_T_HOLD_LOG = 103,       /* u8: buffer the worker's log during the call */
-	AMSP_T_DESCRIPTION = 104,    /* str */
-	AMSP_T_EXCLUDE_BOOT = 105,   /* u8 */
-	AMSP_T_EXCLUDE_VOLUME = 106, /* str, repeated */
-	AMSP_T_TAG_KEY = 107,        /* str, repeated, paired with TAG_VALUE */
-	AMSP_T_TAG_VALUE = 108,      /* str, repeated */
-	AMSP_T_RESOURCE_ID = 109,    /* str, repeated */
-	AMSP_T_ROOT_DEVICE = 110,    /* str */
-	AMSP_T_DEVICE_NAME = 111,    /* str, repeated, paired with VOLUME_ID */
-	AMSP_T_SNAPSHOT_STATE = 112, /* str, repeated, paired with SNAPSHOT_ID */
+	AMSP_T_SEQ = 100,               /* u32 */
+	AMSP_T_TIMEOUT_MS = 101,        /* u32 */
+	AMSP_T_DRY_RUN = 102,           /* u8 */
+	AMSP_T_HOLD_LOG = 103,          /* u8: buffer the worker's log during the call */
+	AMSP_T_DESCRIPTION = 104,       /* str */
+	AMSP_T_EXCLUDE_BOOT = 105,      /* u8 */
+	AMSP_T_EXCLUDE_VOLUME = 106,    /* str, repeated */
+	AMSP_T_TAG_KEY = 107,           /* str, repeated, paired with TAG_VALUE */
+	AMSP_T_TAG_VALUE = 108,         /* str, repeated */
+	AMSP_T_RESOURCE_ID = 109,       /* str, repeated */
+	AMSP_T_ROOT_DEVICE = 110,       /* str */
+	AMSP_T_DEVICE_NAME = 111,       /* str, repeated, paired with VOLUME_ID */
+	AMSP_T_SNAPSHOT_STATE = 112,    /* str, repeated, paired with SNAPSHOT_ID */
+	AMSP_T_ARCHITECTURE = 113,      /* str */
+	AMSP_T_VIRT_TYPE = 114,         /* str: hvm | paravirtual */
+	AMSP_T_ENA = 115,               /* u8 */
+	AMSP_T_BOOT_MODE = 116,         /* str */
+	AMSP_T_SRIOV = 117,             /* str */
+	AMSP_T_TPM = 118,               /* str */
+	AMSP_T_IMDS_SUPPORT = 119,      /* str */
+	AMSP_T_PLATFORM = 120,          /* str: platformDetails */
+	AMSP_T_USAGE_OPERATION = 121,   /* str */
+	AMSP_T_PRODUCT_CODE = 122,      /* str, repeated, paired with PRODUCT_CODE_TYPE */
+	AMSP_T_PRODUCT_CODE_TYPE = 123, /* str, repeated */
+	AMSP_T_DELETE_ON_TERM = 124,    /* u8, repeated, paired with DEVICE_NAME */
+	AMSP_T_VOLUME_TYPE = 125,       /* str, repeated: one per volume or mapping */
+	AMSP_T_VOLUME_SIZE = 126,       /* u32, repeated (GiB) */
+	AMSP_T_IOPS = 127,              /* u32, repeated (0: none) */
+	AMSP_T_THROUGHPUT = 128,        /* u32, repeated (0: none) */
+	AMSP_T_IMAGE_STATE = 129,       /* str */
 };
 
 struct amsp_field {
@@ -139,6 +165,10 @@ void amsp_put_str(struct amsp_writer *w, enum amsp_tag tag, const char *s);
 void amsp_put_u8(struct amsp_writer *w, enum amsp_tag tag, uint8_t v);
 void amsp_put_u32(struct amsp_writer *w, enum amsp_tag tag, uint32_t v);
 void amsp_put_u64(struct amsp_writer *w, enum amsp_tag tag, uint64_t v);
+/* A string only when it is not NULL or empty (an optional field). */
+void amsp_put_str_if(struct amsp_writer *w, enum amsp_tag tag, const char *s);
+/* A count or size for a u32 field: negative is 0, beyond INT32_MAX is INT32_MAX. */
+uint32_t amsp_u32_of(long v);
 /* Finishes the header; returns the frame length, or 0 if anything overflowed. */
 size_t amsp_end(struct amsp_writer *w);
 

@@ -56,7 +56,10 @@ static enum cycle_outcome freeze_cycle_inner(struct helper *h, struct operation 
 	 * request about to be made, so the call made while frozen costs one round
 	 * trip and not DNS + TCP + TLS.
 	 */
-	if (h->cfg->preflight_dry_run && dry_run_create(h, r, err) != 0) {
+	if (h->cfg->preflight_dry_run &&
+	    (op->image == IMAGE_CREATE
+	         ? image_dry_run(h, op, (struct ec2_tag *)r->tags, r->ntags, err) != 0
+	         : dry_run_create(h, r, err) != 0)) {
 		err_prefix(err, "the DryRun made just before freezing failed; nothing was frozen");
 		return CYCLE_NOT_FROZEN;
 	}
@@ -108,8 +111,14 @@ static enum cycle_outcome freeze_cycle_inner(struct helper *h, struct operation 
 	 * administrator, or a worker that does not answer in time end the wait
 	 * at once; the worker's EC2 timeout is the same deadline.
 	 */
-	rc = worker_create_snapshots(h->worker, r, timeout_ms, timeout_ms + WORKER_WAIT_SLACK_MS,
-	                             op->freeze, &op->snaps, call_err);
+	if (op->image == IMAGE_CREATE)
+		/* create: CreateImage, frozen until every snapshot of the image exists. */
+		rc = image_create_while_frozen(h, op, r->tags, r->ntags, timeout_ms,
+		                               t_call0 + timeout_ms * 1000LL, call_err);
+	else
+		rc = worker_create_snapshots(h->worker, r, timeout_ms,
+		                             timeout_ms + WORKER_WAIT_SLACK_MS, op->freeze,
+		                             &op->snaps, call_err);
 	t_call1 = mono_usec();
 	if (op->freeze)
 		thaw_rc = freeze_plan_thaw(&op->plan, &thaw_err);
@@ -118,8 +127,10 @@ static enum cycle_outcome freeze_cycle_inner(struct helper *h, struct operation 
 
 	if (op->freeze && thaw_rc == 0) {
 		broken = plan_thawed(h, op);
-		log_info("request %s: writes frozen for %.3f ms (CreateSnapshots %.3f ms)",
-		         op->request_id, freeze_plan_window_usec(&op->plan) / 1000.0,
+		log_info("request %s: writes frozen for %.3f ms (%s %.3f ms)", op->request_id,
+		         freeze_plan_window_usec(&op->plan) / 1000.0,
+		         op->image == IMAGE_CREATE ? "CreateImage and its snapshots"
+		                                   : "CreateSnapshots",
 		         (t_call1 - t_call0) / 1000.0);
 		for (i = 0; i < op->plan.nfs; i++) {
 			const struct freeze_fs *fs = &op->plan.fs[i];
@@ -225,33 +236,36 @@ static int wait_watching_client(struct helper *h, struct conn *c, long ms, const
 	}
 }
 
-/* Whether op->snaps is one pending (or completed) snapshot of each volume of op. */
+/*
+ * Whether op->snaps is one pending (or completed) snapshot of each volume
+ * of op: the database's, or every volume of the instance for an image.
+ */
 static int check_snapshot_set(const struct operation *op, struct amis_err *err)
 {
-	size_t i, j, seen;
+	size_t i, j, seen, nwant;
+	char *const *want = op_want_ids(op, &nwant);
+	const char *call = op->image == IMAGE_CREATE ? "CreateImage" : "CreateSnapshots";
 
-	if (op->snaps.n != op->nvolumes)
+	if (op->snaps.n != nwant)
 		return err_set(err, AMIS_E_UNEXPECTED_SNAPSHOT_SET,
-		               "CreateSnapshots returned %zu snapshots for %zu volumes",
-		               op->snaps.n, op->nvolumes);
+		               "%s made %zu snapshots for %zu volumes", call, op->snaps.n, nwant);
 	for (i = 0; i < op->snaps.n; i++) {
 		const struct ec2_snapshot_info *s = &op->snaps.items[i];
 
-		if (!in_list(op->volume_ids, op->nvolumes, s->volume_id))
-			return err_set(
-			    err, AMIS_E_UNEXPECTED_SNAPSHOT_SET,
-			    "CreateSnapshots returned a snapshot of volume %s, which holds "
-			    "no database files",
-			    s->volume_id);
+		if (!in_list(want, nwant, s->volume_id))
+			return err_set(err, AMIS_E_UNEXPECTED_SNAPSHOT_SET,
+			               "%s made a snapshot of volume %s, which %s", call,
+			               s->volume_id,
+			               op->image ? "is not attached to the instance"
+			                         : "holds no database files");
 	}
-	for (i = 0; i < op->nvolumes; i++) {
+	for (i = 0; i < nwant; i++) {
 		for (j = 0, seen = 0; j < op->snaps.n; j++)
-			if (!strcmp(op->snaps.items[j].volume_id, op->volume_ids[i]))
+			if (!strcmp(op->snaps.items[j].volume_id, want[i]))
 				seen++;
 		if (seen != 1)
 			return err_set(err, AMIS_E_UNEXPECTED_SNAPSHOT_SET,
-			               "CreateSnapshots returned %zu snapshots of volume %s", seen,
-			               op->volume_ids[i]);
+			               "%s made %zu snapshots of volume %s", call, seen, want[i]);
 	}
 	for (i = 0; i < op->snaps.n; i++) {
 		const struct ec2_snapshot_info *s = &op->snaps.items[i];
@@ -259,7 +273,7 @@ static int check_snapshot_set(const struct operation *op, struct amis_err *err)
 		for (j = 0; j < i; j++)
 			if (!strcmp(op->snaps.items[j].snapshot_id, s->snapshot_id))
 				return err_set(err, AMIS_E_UNEXPECTED_SNAPSHOT_SET,
-				               "CreateSnapshots returned snapshot %s twice",
+				               "%s returned snapshot %s twice", call,
 				               s->snapshot_id);
 		if (strcmp(s->state, "pending") && strcmp(s->state, "completed"))
 			return err_set(err, AMIS_E_SNAPSHOT_FAILED,
@@ -394,6 +408,8 @@ int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_msgview 
 	amsp_put_u64(&w, AMSP_T_FREEZE_USEC,
 	             op->freeze ? (uint64_t)freeze_plan_window_usec(&op->plan) : 0);
 	amsp_put_u64(&w, AMSP_T_SNAPSHOT_USEC, (uint64_t)call_usec);
+	if (op->image_id[0])
+		amsp_put_str(&w, AMSP_T_IMAGE_ID, op->image_id);
 	len = amsp_end(&w);
 	if (!len || conn_send(c, buf, len) != 0) {
 		log_warn("request %s: client gone before PENDING could be sent", op->request_id);
@@ -423,6 +439,12 @@ fail:
 		err_append(&err, "the second attempt thawed them");
 	}
 	sb_free(&attempts);
+	/* create: a half-made image is deregistered; what it made is looked for by tag. */
+	if (op->image == IMAGE_CREATE && !freeze_plan_any_frozen(&op->plan)) {
+		if (op->image_id[0] || answer_lost(&err))
+			lost = true;
+		image_cleanup_failed(h, op, &err);
+	}
 	if (lost)
 		find_lost_snapshots(h, op, &err);
 	if (freeze_plan_any_frozen(&op->plan))

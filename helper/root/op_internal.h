@@ -57,6 +57,16 @@
 #define AMIS_VERSION "dev"
 #endif
 
+/* What an operation makes (doc/design.md, "AMIs"). */
+enum image_method {
+	IMAGE_NONE,     /* a snapshot set of the database volumes */
+	IMAGE_REGISTER, /* one CreateSnapshots of every volume, then RegisterImage */
+	IMAGE_CREATE,   /* CreateImage (NoReboot) while the database is frozen */
+};
+
+/* How often the create method asks whether the image's snapshots exist, while frozen. */
+#define IMAGE_POLL_MS 25L
+
 struct operation {
 	enum op_state state;
 	struct conn *owner;
@@ -80,8 +90,17 @@ struct operation {
 	size_t ncreate_tags;                /* tags set by CreateSnapshots: count toward 50 */
 	char volume_count[16];              /* the ami-snapshot:volume-count tag */
 	struct ec2_snapshot_set snaps;
-	struct watchdog wd; /* while frozen (and until reaped) */
-	bool marker;        /* the frozen marker was written and not removed yet */
+	/* The AMI methods. */
+	enum image_method image;
+	bool allow_product_code_loss;
+	char *all_ids[MAX_VOLUMES];        /* every EBS volume of the instance (image only) */
+	char all_devices[MAX_VOLUMES][64]; /* their device names */
+	size_t nall;
+	struct ec2_image_info *image_info; /* register: RegisterImage's attributes and mapping */
+	char image_id[32];                 /* the image made, or half made */
+	bool image_found_by_tag;           /* a lost answer's image, found again */
+	struct watchdog wd;                /* while frozen (and until reaped) */
+	bool marker;                       /* the frozen marker was written and not removed yet */
 
 	/* Only on h->stuck: a plan whose thaw failed. */
 	struct operation *next_stuck;
@@ -117,6 +136,27 @@ void fill_request(struct helper *h, struct operation *op, struct ec2_create_snap
                   size_t tlsz);
 int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *m);
 bool in_list(char *const *list, size_t n, const char *s);
+
+/* The volume ids a snapshot set of op must hold: every volume for an image. */
+static inline char *const *op_want_ids(const struct operation *op, size_t *n)
+{
+	*n = op->image != IMAGE_NONE ? op->nall : op->nvolumes;
+	return op->image != IMAGE_NONE ? op->all_ids : op->volume_ids;
+}
+/* "register", "create" or "" */
+const char *image_method_name(enum image_method m);
+
+/* image.c: the AMI methods */
+int image_prepare(struct helper *h, struct operation *op, const struct ec2_instance_info *inst,
+                  struct amis_err *err);
+int image_dry_run(struct helper *h, struct operation *op, struct ec2_tag *tags, size_t ntags,
+                  struct amis_err *err);
+int image_create_while_frozen(struct helper *h, struct operation *op, const struct ec2_tag *tags,
+                              size_t ntags, long timeout_ms, long long freeze_deadline_usec,
+                              struct amis_err *err);
+void image_cleanup_failed(struct helper *h, struct operation *op, struct amis_err *err);
+int image_register(struct helper *h, struct operation *op, const struct ec2_tag *tags, size_t ntags,
+                   struct amis_err *err);
 
 /* freeze_cycle.c */
 int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_msgview *m);

@@ -117,6 +117,9 @@ static void op_free(struct operation *op)
 		free(op->volume_ids[i]);
 	for (i = 0; i < op->nexclude; i++)
 		free(op->exclude_ids[i]);
+	for (i = 0; i < op->nall; i++)
+		free(op->all_ids[i]);
+	free(op->image_info);
 	ec2_snapshot_set_free(&op->snaps);
 	free(op);
 }
@@ -342,6 +345,8 @@ int send_error(struct helper *h, struct conn *c, const char *stage, const struct
 	}
 	if (op && op->freeze && freeze_plan_window_usec(&op->plan) >= 0)
 		amsp_put_u64(&w, AMSP_T_FREEZE_USEC, (uint64_t)freeze_plan_window_usec(&op->plan));
+	if (op && op->image_id[0])
+		amsp_put_str(&w, AMSP_T_IMAGE_ID, op->image_id);
 	len = amsp_end(&w);
 	if (!len)
 		return send_short_error(

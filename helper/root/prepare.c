@@ -157,6 +157,9 @@ static int plan_volumes(struct helper *h, struct operation *op, struct amis_err 
 		if (op->nexclude < sizeof(op->exclude_ids) / sizeof(op->exclude_ids[0]))
 			op->exclude_ids[op->nexclude++] = xstrdup(bd->volume_id);
 	}
+	/* An image: every volume of the instance, its attributes, the refusals. */
+	if (op->image != IMAGE_NONE && image_prepare(h, op, inst, err) != 0)
+		goto out;
 	rc = 0;
 out:
 	free(inst);
@@ -204,7 +207,9 @@ void fill_request(struct helper *h, struct operation *op, struct ec2_create_snap
 	if (op->ntargets && strlen(op->targets[0].path) <= TAG_VALUE_MAX)
 		add_tag(tags, &r->ntags, maxtags, "ami-snapshot:data-directory",
 		        op->targets[0].path);
-	snprintf(op->volume_count, sizeof(op->volume_count), "%zu", op->nvolumes);
+	/* An image's set is every volume of the instance (op_want_ids). */
+	snprintf(op->volume_count, sizeof(op->volume_count), "%zu",
+	         op->image != IMAGE_NONE ? op->nall : op->nvolumes);
 	add_tag(tags, &r->ntags, maxtags, "ami-snapshot:volume-count", op->volume_count);
 	for (i = 0; i < h->cfg->n_tags; i++)
 		add_tag(tags, &r->ntags, maxtags, h->cfg->tags[i].key, h->cfg->tags[i].value);
@@ -244,6 +249,16 @@ int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *
 	amsp_copy_str(amsp_get(m, AMSP_T_SYSTEM_ID), op->system_id, sizeof(op->system_id));
 	amsp_copy_str(amsp_get(m, AMSP_T_PG_VERSION), op->pg_version, sizeof(op->pg_version));
 	op->freeze = amsp_u8(amsp_get(m, AMSP_T_FREEZE)) != 0;
+	if (amsp_get(m, AMSP_T_IMAGE_METHOD)) {
+		char method[17];
+
+		amsp_copy_str(amsp_get(m, AMSP_T_IMAGE_METHOD), method, sizeof(method));
+		op->image = !strcmp(method, "register") ? IMAGE_REGISTER
+		            : !strcmp(method, "create") ? IMAGE_CREATE
+		                                        : (enum image_method) - 1;
+	}
+	op->allow_product_code_loss = amsp_get(m, AMSP_T_ALLOW_PRODUCT_CODE_LOSS) &&
+	                              amsp_u8(amsp_get(m, AMSP_T_ALLOW_PRODUCT_CODE_LOSS));
 	c->op = op;
 	h->active = op;
 	op_move(op, OPS_PREPARING);
@@ -258,8 +273,14 @@ int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *
 		        "( ) [ ] . / - ' @ _");
 		goto fail;
 	}
-	log_info("request %s from pid %ld: prepare \"%s\" (freeze=%s)", op->request_id,
-	         (long)c->pid, op->name, op->freeze ? "on" : "off");
+	if ((int)op->image < 0) {
+		op->image = IMAGE_NONE;
+		err_set(&err, AMIS_E_INVALID_REQUEST, "image method must be register or create");
+		goto fail;
+	}
+	log_info("request %s from pid %ld: prepare \"%s\" (freeze=%s%s%s)", op->request_id,
+	         (long)c->pid, op->name, op->freeze ? "on" : "off", op->image ? ", image=" : "",
+	         image_method_name(op->image));
 
 	if (resolve_one(h, op, amsp_get(m, AMSP_T_PATH_DATA), "data directory", &err) != 0)
 		goto fail;
@@ -288,7 +309,8 @@ int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *
 		char desc[512], tl[16];
 
 		fill_request(h, op, &r, tags, MAX_CREATE_TAGS, desc, sizeof(desc), tl, sizeof(tl));
-		if (dry_run_create(h, &r, &err) != 0) {
+		if (op->image == IMAGE_CREATE ? image_dry_run(h, op, tags, r.ntags, &err) != 0
+		                              : dry_run_create(h, &r, &err) != 0) {
 			err_prefix(&err, "preflight (DryRun)");
 			goto fail;
 		}

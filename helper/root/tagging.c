@@ -21,14 +21,17 @@
 void tag_backup_state(struct helper *h, struct operation *op, const char *state)
 {
 	struct ec2_tag tag = {"ami-snapshot:backup-state", state};
-	const char *ids[MAX_VOLUMES];
+	const char *ids[MAX_VOLUMES + 1];
 	struct amis_err err;
 	size_t i;
 
-	if (!op->snaps.n)
+	if (!op->snaps.n && !op->image_id[0])
 		return;
 	for (i = 0; i < op->snaps.n && i < MAX_VOLUMES; i++)
 		ids[i] = op->snaps.items[i].snapshot_id;
+	/* An image made (create) is tagged with its snapshots. */
+	if (op->image_id[0])
+		ids[i++] = op->image_id;
 	err_clear(&err);
 	if (worker_create_tags(h->worker, ids, i, &tag, 1, h->cfg->ec2_timeout_ms, &err) != 0)
 		log_warn("request %s: could not tag snapshots as %s: %s: %s", op->request_id, state,
@@ -222,6 +225,60 @@ static void add_chunk_tags(struct operation *op, const char *text, const char *w
 	*budget -= n;
 }
 
+/*
+ * register, in FINISH: RegisterImage with every tag of the snapshots (those
+ * CreateSnapshots set, backup-state stopped, and finish's), then the image
+ * id on the snapshots.  If it fails, the snapshot set stays as it is: a
+ * complete, stopped backup that restores as any other, tagged
+ * ami-snapshot:image-state=failed; the client gets an ERROR saying so.
+ * Returns 0, or -1 once the ERROR is sent.
+ */
+static int register_after_stop(struct helper *h, struct operation *op,
+                               const struct ec2_tag *finish_tags, size_t nfinish, struct conn *c)
+{
+	struct ec2_create_snapshots_req r;
+	struct ec2_tag tags[MAX_CREATE_TAGS + 3 + 2 * TAG_CHUNKS_MAX];
+	const char *ids[MAX_VOLUMES];
+	struct amis_err err, terr;
+	struct ec2_tag t;
+	char desc[512], tl[16];
+	size_t i, n;
+
+	fill_request(h, op, &r, tags, MAX_CREATE_TAGS, desc, sizeof(desc), tl, sizeof(tl));
+	n = r.ntags;
+	for (i = 0; i < n; i++)
+		if (!strcmp(tags[i].key, "ami-snapshot:backup-state"))
+			tags[i].value = "stopped";
+	for (i = 0; i < nfinish && n < EC2_MAX_TAGS_PER_RESOURCE; i++)
+		if (strcmp(finish_tags[i].key, "ami-snapshot:backup-state") != 0)
+			tags[n++] = finish_tags[i];
+	for (i = 0; i < op->snaps.n && i < MAX_VOLUMES; i++)
+		ids[i] = op->snaps.items[i].snapshot_id;
+	err_clear(&err);
+	err_clear(&terr);
+	if (image_register(h, op, tags, n, &err) == 0) {
+		t = (struct ec2_tag){"ami-snapshot:image-id", op->image_id};
+		if (worker_create_tags(h->worker, ids, i, &t, 1, h->cfg->ec2_timeout_ms, &terr) !=
+		    0)
+			log_warn("request %s: could not tag the snapshots with image %s: %s: %s",
+			         op->request_id, op->image_id, terr.code, terr.msg);
+		log_info("request %s: registered image %s from %zu snapshots", op->request_id,
+		         op->image_id, op->snaps.n);
+		return 0;
+	}
+	t = (struct ec2_tag){"ami-snapshot:image-state", "failed"};
+	if (worker_create_tags(h->worker, ids, i, &t, 1, h->cfg->ec2_timeout_ms, &terr) != 0)
+		log_warn("request %s: could not tag the snapshots image-state=failed: %s: %s",
+		         op->request_id, terr.code, terr.msg);
+	err_append(&err,
+	           "no image was registered; the backup completed and its snapshot set is "
+	           "complete and restorable like any other (ami-snapshot:backup-state=stopped; "
+	           "tagged ami-snapshot:image-state=failed)");
+	log_warn("request %s: RegisterImage failed: %s: %s", op->request_id, err.code, err.msg);
+	send_error(h, c, "finish", &err, op);
+	return -1;
+}
+
 int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 {
 	struct operation *op = c->op;
@@ -232,8 +289,9 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 	static char label_keys[TAG_CHUNKS_MAX][48], map_keys[TAG_CHUNKS_MAX][48];
 	static unsigned char buf[AMSP_HEADER_LEN + AMSP_MAX_WARNINGS * 1100];
 	char stop_lsn[33];
-	struct ec2_tag tags[2 + 2 * TAG_CHUNKS_MAX];
-	const char *ids[MAX_VOLUMES];
+	struct ec2_tag tags[3 + 2 * TAG_CHUNKS_MAX];
+	const char *ids[MAX_VOLUMES + 1];
+	size_t nids;
 	struct amis_err err;
 	struct amsp_writer w;
 	size_t ntags = 0, nwarn = 0, i, len;
@@ -261,6 +319,8 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 		if (lt.n > max_layout)
 			max_layout = lt.n;
 	}
+	if (op->nall)
+		have_device = true;
 
 	amsp_begin(&w, buf, sizeof(buf), AMSP_DONE);
 	/*
@@ -271,8 +331,11 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 	 */
 	tags[ntags++] = (struct ec2_tag){"ami-snapshot:backup-state", "stopped"};
 	tags[ntags++] = (struct ec2_tag){"ami-snapshot:stop-lsn", stop_lsn};
+	/* An image: its id on the snapshots (or, if RegisterImage failed, image-state). */
+	if (op->image_id[0])
+		tags[ntags++] = (struct ec2_tag){"ami-snapshot:image-id", op->image_id};
 	budget = EC2_MAX_TAGS_PER_RESOURCE - (long)op->ncreate_tags - 1 - (have_device ? 1 : 0) -
-	         (long)max_layout;
+	         (long)max_layout - (op->image != IMAGE_NONE ? 1 : 0);
 	add_chunk_tags(op, label, "backup label", "ami-snapshot:backup-label-", label_chunks,
 	               label_keys, tags, &ntags, &budget, &w, &nwarn);
 	if (map[0])
@@ -280,8 +343,13 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 		               map_chunks, map_keys, tags, &ntags, &budget, &w, &nwarn);
 	for (i = 0; i < op->snaps.n && i < MAX_VOLUMES; i++)
 		ids[i] = op->snaps.items[i].snapshot_id;
+	nids = i;
+	/* create: the image carries the same tags as its snapshots. */
+	if (op->image_id[0])
+		ids[nids++] = op->image_id;
 
-	if (worker_create_tags(h->worker, ids, i, tags, ntags, h->cfg->ec2_timeout_ms, &err) != 0) {
+	if (worker_create_tags(h->worker, ids, nids, tags, ntags, h->cfg->ec2_timeout_ms, &err) !=
+	    0) {
 		done_warning(&w, &nwarn, op->request_id,
 		             "could not tag the snapshots with the backup metadata: %s: %s",
 		             err.code, err.msg);
@@ -301,6 +369,12 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 			    op->device_names[k][0])
 				vtags[nv++] =
 				    (struct ec2_tag){"ami-snapshot:device", op->device_names[k]};
+		/* An image's other volumes (the root's...): their device names. */
+		for (k = 0; nv == 0 && k < op->nall; k++)
+			if (!strcmp(op->all_ids[k], op->snaps.items[i].volume_id) &&
+			    op->all_devices[k][0])
+				vtags[nv++] =
+				    (struct ec2_tag){"ami-snapshot:device", op->all_devices[k]};
 		layout_volume_tags(op->targets, op->ntargets, &op->plan,
 		                   op->snaps.items[i].volume_id, &lt);
 		for (k = 0; k < lt.n; k++)
@@ -315,6 +389,13 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 			tag_failed = true;
 		}
 	}
+	/* register: the image, from the complete snapshot set, once the backup stopped. */
+	if (op->image == IMAGE_REGISTER && register_after_stop(h, op, tags, ntags, c) != 0) {
+		op_end(h, c);
+		return -1;
+	}
+	if (op->image_id[0])
+		amsp_put_str(&w, AMSP_T_IMAGE_ID, op->image_id);
 	len = amsp_end(&w);
 	if (!len) {
 		/* Cannot happen with the bounds above; still, never answer nothing. */

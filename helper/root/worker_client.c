@@ -362,6 +362,12 @@ static void reap_if_gone(struct worker *w)
 	log_error("EC2 worker (pid %ld) %s while idle; starting a new one", (long)pid, how);
 }
 
+bool worker_running(struct worker *w)
+{
+	reap_if_gone(w);
+	return w->fd >= 0;
+}
+
 /* Starts a request of type: starts the worker if needed, puts the next SEQ. */
 static int begin(struct worker *w, struct amsp_writer *aw, enum amsp_msg type, struct amis_err *err)
 {
@@ -411,6 +417,29 @@ const char *worker_region(const struct worker *w)
 	return w->region;
 }
 
+/* An optional string of w->reply into buf ("" if absent or too long: informational). */
+static void reply_str(struct worker *w, enum amsp_tag tag, char *buf, size_t sz)
+{
+	channel_opt_str(&w->reply, tag, buf, sz);
+}
+
+static size_t reply_product_codes(struct worker *w, struct ec2_product_code *pc)
+{
+	size_t n = amsp_count(&w->reply, AMSP_T_PRODUCT_CODE), i;
+
+	if (n > EC2_MAX_PRODUCT_CODES)
+		n = EC2_MAX_PRODUCT_CODES;
+	for (i = 0; i < n; i++) {
+		amsp_copy_str(amsp_get_nth(&w->reply, AMSP_T_PRODUCT_CODE, i), pc[i].code,
+		              sizeof(pc[i].code));
+		snprintf(pc[i].type, sizeof(pc[i].type), "unknown");
+		if (amsp_get_nth(&w->reply, AMSP_T_PRODUCT_CODE_TYPE, i))
+			amsp_copy_str(amsp_get_nth(&w->reply, AMSP_T_PRODUCT_CODE_TYPE, i),
+			              pc[i].type, sizeof(pc[i].type));
+	}
+	return n;
+}
+
 int worker_describe_instance(struct worker *w, long timeout_ms, struct ec2_instance_info *out,
                              struct amis_err *err)
 {
@@ -440,8 +469,20 @@ int worker_describe_instance(struct worker *w, long timeout_ms, struct ec2_insta
 		    amsp_copy_str(amsp_get_nth(&w->reply, AMSP_T_DEVICE_NAME, i), bd->device_name,
 		                  sizeof(bd->device_name)) != 0)
 			return worker_lost(w, "a volume id or device name is too long", err);
+		bd->delete_on_termination =
+		    amsp_count(&w->reply, AMSP_T_DELETE_ON_TERM) == n &&
+		    amsp_u8(amsp_get_nth(&w->reply, AMSP_T_DELETE_ON_TERM, i)) != 0;
 	}
 	out->nvolumes = n;
+	reply_str(w, AMSP_T_ARCHITECTURE, out->architecture, sizeof(out->architecture));
+	reply_str(w, AMSP_T_VIRT_TYPE, out->virtualization_type, sizeof(out->virtualization_type));
+	reply_str(w, AMSP_T_BOOT_MODE, out->boot_mode, sizeof(out->boot_mode));
+	reply_str(w, AMSP_T_IMAGE_ID, out->image_id, sizeof(out->image_id));
+	reply_str(w, AMSP_T_PLATFORM, out->platform_details, sizeof(out->platform_details));
+	reply_str(w, AMSP_T_USAGE_OPERATION, out->usage_operation, sizeof(out->usage_operation));
+	out->ena_support =
+	    amsp_get(&w->reply, AMSP_T_ENA) && amsp_u8(amsp_get(&w->reply, AMSP_T_ENA));
+	out->nproduct_codes = reply_product_codes(w, out->product_codes);
 	return 0;
 }
 
@@ -487,6 +528,29 @@ static void put_tags(struct amsp_writer *aw, const struct ec2_tag *tags, size_t 
 	}
 }
 
+/*
+ * Starts a request that creates something (CreateSnapshots, CreateImage),
+ * maybe made while frozen (hold_log): then never start a worker (fork,
+ * exec, IMDS...): a worker that died since the DryRun just before fails the
+ * call at once.
+ */
+static int begin_creating(struct worker *w, struct amsp_writer *aw, enum amsp_msg type,
+                          long timeout_ms, bool dry_run, bool hold_log, const char *instance_id,
+                          struct amis_err *err)
+{
+	if (hold_log && !worker_running(w))
+		return err_set(
+		    err, AMIS_E_WORKER_DIED,
+		    "the EC2 worker died just before the freeze; nothing was sent to EC2");
+	if (begin(w, aw, type, err) != 0)
+		return -1;
+	amsp_put_u32(aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
+	amsp_put_u8(aw, AMSP_T_DRY_RUN, dry_run);
+	amsp_put_u8(aw, AMSP_T_HOLD_LOG, hold_log);
+	amsp_put_str(aw, AMSP_T_INSTANCE_ID, instance_id);
+	return 0;
+}
+
 int worker_create_snapshots(struct worker *w, const struct ec2_create_snapshots_req *r,
                             long timeout_ms, long wait_ms, bool hold_log,
                             struct ec2_snapshot_set *out, struct amis_err *err)
@@ -494,23 +558,9 @@ int worker_create_snapshots(struct worker *w, const struct ec2_create_snapshots_
 	struct amsp_writer aw;
 	size_t i;
 
-	/*
-	 * While frozen, never start a worker (fork, exec, IMDS...): a worker
-	 * that died since the DryRun just before fails the call at once.
-	 */
-	if (hold_log) {
-		reap_if_gone(w);
-		if (w->fd < 0)
-			return err_set(err, AMIS_E_WORKER_DIED,
-			               "the EC2 worker died just before the freeze; nothing was "
-			               "sent to EC2");
-	}
-	if (begin(w, &aw, AMSP_W_CREATE_SNAPSHOTS, err) != 0)
+	if (begin_creating(w, &aw, AMSP_W_CREATE_SNAPSHOTS, timeout_ms, r->dry_run, hold_log,
+	                   r->instance_id, err) != 0)
 		return -1;
-	amsp_put_u32(&aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
-	amsp_put_u8(&aw, AMSP_T_DRY_RUN, r->dry_run);
-	amsp_put_u8(&aw, AMSP_T_HOLD_LOG, hold_log);
-	amsp_put_str(&aw, AMSP_T_INSTANCE_ID, r->instance_id);
 	if (r->description)
 		amsp_put_str(&aw, AMSP_T_DESCRIPTION, r->description);
 	amsp_put_u8(&aw, AMSP_T_EXCLUDE_BOOT, r->exclude_boot_volume);
@@ -551,4 +601,135 @@ int worker_find_snapshots(struct worker *w, const char *key, const char *value, 
 	if (call(w, amsp_end(&aw), timeout_ms + WAIT_MARGIN_MS, err) != 0)
 		return -1;
 	return reply_snapshots(w, out, err);
+}
+
+/* ---- The AMI methods. ---- */
+
+/* The image id of w->reply into image_id[32] ("" if none); a malformed one kills the worker. */
+static int reply_image_id(struct worker *w, char *image_id, bool required, struct amis_err *err)
+{
+	image_id[0] = '\0';
+	if (amsp_get(&w->reply, AMSP_T_IMAGE_ID) &&
+	    (amsp_copy_str(amsp_get(&w->reply, AMSP_T_IMAGE_ID), image_id, 32) != 0 ||
+	     !aws_resource_id_valid(image_id, "ami"))) {
+		image_id[0] = '\0';
+		return worker_lost(w, "it sent a malformed image id", err);
+	}
+	if (required && !image_id[0])
+		return worker_lost(w, "its answer lacks the new image's id", err);
+	return 0;
+}
+
+int worker_describe_image(struct worker *w, const struct ec2_image_query *q, long timeout_ms,
+                          struct ec2_image_info *out, struct amis_err *err)
+{
+	struct amsp_writer aw;
+
+	memset(out, 0, sizeof(*out));
+	if (begin(w, &aw, AMSP_W_DESCRIBE_IMAGE, err) != 0)
+		return -1;
+	amsp_put_u32(&aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
+	amsp_put_str_if(&aw, AMSP_T_IMAGE_ID, q->image_id);
+	if (q->tag_key && q->tag_value) {
+		amsp_put_str(&aw, AMSP_T_TAG_KEY, q->tag_key);
+		amsp_put_str(&aw, AMSP_T_TAG_VALUE, q->tag_value);
+	}
+	amsp_put_str_if(&aw, AMSP_T_NAME, q->name);
+	if (call(w, amsp_end(&aw), 2 * (timeout_ms + WAIT_MARGIN_MS), err) != 0)
+		return -1;
+	if (reply_image_id(w, out->image_id, false, err) != 0)
+		return -1;
+	reply_str(w, AMSP_T_IMAGE_STATE, out->state, sizeof(out->state));
+	reply_str(w, AMSP_T_NAME, out->name, sizeof(out->name));
+	reply_str(w, AMSP_T_PLATFORM, out->platform_details, sizeof(out->platform_details));
+	reply_str(w, AMSP_T_USAGE_OPERATION, out->usage_operation, sizeof(out->usage_operation));
+	out->nproduct_codes = reply_product_codes(w, out->product_codes);
+	if (channel_get_image(&w->reply, out) != 0)
+		return worker_lost(w, "its DescribeImages answer is inconsistent", err);
+	return 0;
+}
+
+int worker_describe_volumes(struct worker *w, const char *const *ids, size_t n, long timeout_ms,
+                            struct ec2_volume_set *out, struct amis_err *err)
+{
+	struct amsp_writer aw;
+	size_t m, i;
+
+	memset(out, 0, sizeof(*out));
+	if (begin(w, &aw, AMSP_W_DESCRIBE_VOLUMES, err) != 0)
+		return -1;
+	amsp_put_u32(&aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
+	for (i = 0; i < n; i++)
+		amsp_put_str(&aw, AMSP_T_VOLUME_ID, ids[i]);
+	if (call(w, amsp_end(&aw), 2 * (timeout_ms + WAIT_MARGIN_MS), err) != 0)
+		return -1;
+	m = amsp_count(&w->reply, AMSP_T_VOLUME_ID);
+	if (m > EC2_MAX_INSTANCE_VOLUMES || amsp_count(&w->reply, AMSP_T_VOLUME_TYPE) != m ||
+	    amsp_count(&w->reply, AMSP_T_VOLUME_SIZE) != m ||
+	    amsp_count(&w->reply, AMSP_T_IOPS) != m ||
+	    amsp_count(&w->reply, AMSP_T_THROUGHPUT) != m)
+		return worker_lost(w, "its DescribeVolumes answer is inconsistent", err);
+	for (i = 0; i < m; i++) {
+		struct ec2_volume_info *v = &out->items[i];
+
+		if (amsp_copy_str(amsp_get_nth(&w->reply, AMSP_T_VOLUME_ID, i), v->volume_id,
+		                  sizeof(v->volume_id)) != 0 ||
+		    amsp_copy_str(amsp_get_nth(&w->reply, AMSP_T_VOLUME_TYPE, i), v->volume_type,
+		                  sizeof(v->volume_type)) != 0)
+			return worker_lost(w, "a volume id or type is too long", err);
+		v->size_gib = (long)amsp_u32(amsp_get_nth(&w->reply, AMSP_T_VOLUME_SIZE, i));
+		v->iops = (long)amsp_u32(amsp_get_nth(&w->reply, AMSP_T_IOPS, i));
+		v->throughput = (long)amsp_u32(amsp_get_nth(&w->reply, AMSP_T_THROUGHPUT, i));
+	}
+	out->n = m;
+	return 0;
+}
+
+int worker_register_image(struct worker *w, const struct ec2_register_image_req *r, long timeout_ms,
+                          char *image_id, struct amis_err *err)
+{
+	const struct ec2_image_info *in = r->info;
+	struct amsp_writer aw;
+
+	image_id[0] = '\0';
+	if (begin(w, &aw, AMSP_W_REGISTER_IMAGE, err) != 0)
+		return -1;
+	amsp_put_u32(&aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
+	amsp_put_u8(&aw, AMSP_T_DRY_RUN, r->dry_run);
+	amsp_put_str(&aw, AMSP_T_NAME, in->name);
+	amsp_put_str_if(&aw, AMSP_T_DESCRIPTION, r->description);
+	put_tags(&aw, r->tags, r->ntags);
+	channel_put_image(&aw, in);
+	if (call(w, amsp_end(&aw), timeout_ms + WAIT_MARGIN_MS, err) != 0)
+		return -1;
+	return reply_image_id(w, image_id, !r->dry_run, err);
+}
+
+int worker_create_image(struct worker *w, const struct ec2_create_image_req *r, long timeout_ms,
+                        long wait_ms, bool hold_log, char *image_id, struct amis_err *err)
+{
+	struct amsp_writer aw;
+
+	image_id[0] = '\0';
+	if (begin_creating(w, &aw, AMSP_W_CREATE_IMAGE, timeout_ms, r->dry_run, hold_log,
+	                   r->instance_id, err) != 0)
+		return -1;
+	amsp_put_str(&aw, AMSP_T_NAME, r->name);
+	amsp_put_str_if(&aw, AMSP_T_DESCRIPTION, r->description);
+	put_tags(&aw, r->tags, r->ntags);
+	if (call(w, amsp_end(&aw), wait_ms, err) != 0)
+		return -1;
+	return reply_image_id(w, image_id, !r->dry_run, err);
+}
+
+int worker_deregister_image(struct worker *w, const char *image_id, long timeout_ms,
+                            struct amis_err *err)
+{
+	struct amsp_writer aw;
+
+	if (begin(w, &aw, AMSP_W_DEREGISTER_IMAGE, err) != 0)
+		return -1;
+	amsp_put_u32(&aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
+	amsp_put_str(&aw, AMSP_T_IMAGE_ID, image_id);
+	return call(w, amsp_end(&aw), timeout_ms + WAIT_MARGIN_MS, err);
 }

@@ -71,6 +71,12 @@ pid_t worker_pid(const struct worker *w);
  */
 void worker_attach_for_test(struct worker *w, int fd, pid_t pid);
 
+/*
+ * Whether a worker is running, without starting one (a dead one is reaped):
+ * calls made while frozen must not fork and exec a new worker.
+ */
+bool worker_running(struct worker *w);
+
 /* Resolves instance id, region and credentials (cached by the worker). */
 int worker_ready(struct worker *w, struct amis_err *err);
 const char *worker_instance_id(const struct worker *w);
@@ -93,5 +99,22 @@ int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
 /* Our snapshots carrying tag key=value (the worker's DescribeSnapshots by tag). */
 int worker_find_snapshots(struct worker *w, const char *key, const char *value, long timeout_ms,
                           struct ec2_snapshot_set *out, struct amis_err *err);
+
+/*
+ * The AMI methods.  worker_describe_image: one image by id, or ours by tag
+ * or name (q); none found is success with out->image_id "".
+ */
+int worker_describe_image(struct worker *w, const struct ec2_image_query *q, long timeout_ms,
+                          struct ec2_image_info *out, struct amis_err *err);
+int worker_describe_volumes(struct worker *w, const char *const *ids, size_t n, long timeout_ms,
+                            struct ec2_volume_set *out, struct amis_err *err);
+/* image_id[32]: the new image's id ("" after a DryRun). */
+int worker_register_image(struct worker *w, const struct ec2_register_image_req *r, long timeout_ms,
+                          char *image_id, struct amis_err *err);
+/* hold_log, wait_ms: as worker_create_snapshots (the call may be made while frozen). */
+int worker_create_image(struct worker *w, const struct ec2_create_image_req *r, long timeout_ms,
+                        long wait_ms, bool hold_log, char *image_id, struct amis_err *err);
+int worker_deregister_image(struct worker *w, const char *image_id, long timeout_ms,
+                            struct amis_err *err);
 
 #endif

@@ -687,6 +687,26 @@ static int parse_block_devices(xmlNodePtr inst, struct ec2_instance_info *out, s
 	return 0;
 }
 
+/*
+ * productCodes/item: productCode and type (devpay | marketplace).  Decides
+ * whether RegisterImage would lose billing codes, so an item that is there
+ * counts even when its members are odd (its type is then "unknown").
+ */
+static size_t parse_product_codes(const xmlNode *node, struct ec2_product_code *pc, size_t max)
+{
+	xmlNodePtr it;
+	size_t n = 0;
+
+	for (it = xml_items_first(node, "productCodes"); it && n < max; it = xml_items_next(it)) {
+		text_if_fits(it, "productCode", pc[n].code, sizeof(pc[n].code));
+		text_if_fits(it, "type", pc[n].type, sizeof(pc[n].type));
+		if (!pc[n].type[0])
+			snprintf(pc[n].type, sizeof(pc[n].type), "unknown");
+		n++;
+	}
+	return n;
+}
+
 static int parse_instance_node(xmlNodePtr inst, struct ec2_instance_info *out, struct amis_err *err)
 {
 	struct amis_err ignored;
@@ -708,6 +728,9 @@ static int parse_instance_node(xmlNodePtr inst, struct ec2_instance_info *out, s
 	text_if_fits(inst, "bootMode", out->boot_mode, sizeof(out->boot_mode));
 	if (xml_child_bool_opt(inst, "enaSupport", false, &out->ena_support, &ignored) < 0)
 		out->ena_support = false;
+	text_if_fits(inst, "platformDetails", out->platform_details, sizeof(out->platform_details));
+	text_if_fits(inst, "usageOperation", out->usage_operation, sizeof(out->usage_operation));
+	out->nproduct_codes = parse_product_codes(inst, out->product_codes, EC2_MAX_PRODUCT_CODES);
 	return 0;
 }
 
@@ -953,6 +976,385 @@ int ec2_describe_instance(struct ec2_client *c, const struct aws_credentials *cr
 	rc = ec2_call(c, creds, "DescribeInstances", &p, timeout_ms, 0, &doc, err);
 	if (rc == 0 && ec2_parse_instance(doc, instance_id, out, err) < 0)
 		rc = err_prefix(err, "EC2 DescribeInstances");
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
+/* ---- Images and volumes (the AMI methods). ---- */
+
+/* An informational positive integer member; 0 when absent or odd. */
+static long long_if_fits(const xmlNode *node, const char *name)
+{
+	struct amis_err ignored;
+	long long v;
+
+	if (xml_child_ll_opt(node, name, 0, &v, &ignored) < 0 || v < 0 || v > 1000000000LL)
+		return 0;
+	return (long)v;
+}
+
+/* One <ebs> of a mapping or one DescribeVolumes item's shape (type, size, IOPS, throughput). */
+static void volume_shape(const xmlNode *node, const char *size_member, struct ec2_volume_info *v)
+{
+	struct amis_err ignored;
+
+	text_if_fits(node, "volumeType", v->volume_type, sizeof(v->volume_type));
+	v->size_gib = long_if_fits(node, size_member);
+	v->iops = long_if_fits(node, "iops");
+	v->throughput = long_if_fits(node, "throughput");
+	if (xml_child_bool_opt(node, "deleteOnTermination", false, &v->delete_on_termination,
+	                       &ignored) < 0)
+		v->delete_on_termination = false;
+}
+
+int ec2_parse_image(xmlDocPtr doc, struct ec2_image_info *out, struct amis_err *err)
+{
+	xmlNodePtr it = xml_items_first(xml_root(doc), "imagesSet"), m;
+	struct amis_err ignored;
+
+	memset(out, 0, sizeof(*out));
+	if (!it)
+		return 0;
+	/* The id is what the helper deregisters, tags and reports: required. */
+	if (id_member(it, "imageId", "ami", out->image_id, sizeof(out->image_id), err) < 0)
+		return -1;
+	text_if_fits(it, "imageState", out->state, sizeof(out->state));
+	text_if_fits(it, "name", out->name, sizeof(out->name));
+	text_if_fits(it, "architecture", out->architecture, sizeof(out->architecture));
+	text_if_fits(it, "virtualizationType", out->virtualization_type,
+	             sizeof(out->virtualization_type));
+	text_if_fits(it, "rootDeviceName", out->root_device_name, sizeof(out->root_device_name));
+	if (xml_child_bool_opt(it, "enaSupport", false, &out->ena_support, &ignored) < 0)
+		out->ena_support = false;
+	text_if_fits(it, "sriovNetSupport", out->sriov_net_support, sizeof(out->sriov_net_support));
+	text_if_fits(it, "bootMode", out->boot_mode, sizeof(out->boot_mode));
+	text_if_fits(it, "tpmSupport", out->tpm_support, sizeof(out->tpm_support));
+	text_if_fits(it, "imdsSupport", out->imds_support, sizeof(out->imds_support));
+	text_if_fits(it, "platformDetails", out->platform_details, sizeof(out->platform_details));
+	text_if_fits(it, "usageOperation", out->usage_operation, sizeof(out->usage_operation));
+	out->nproduct_codes = parse_product_codes(it, out->product_codes, EC2_MAX_PRODUCT_CODES);
+	for (m = xml_items_first(it, "blockDeviceMapping"); m; m = xml_items_next(m)) {
+		xmlNodePtr ebs = xml_child(m, "ebs");
+		struct ec2_volume_info *v;
+		char path[256];
+
+		if (!ebs)
+			continue; /* instance store, NoDevice */
+		if (out->nmappings == EC2_MAX_INSTANCE_VOLUMES)
+			return err_set(err, AMIS_E_TOO_MANY_VOLUMES,
+			               "image %s maps more than %d EBS volumes", out->image_id,
+			               EC2_MAX_INSTANCE_VOLUMES);
+		v = &out->mappings[out->nmappings];
+		/* Which snapshot is which device: what the create method waits for. */
+		if (xml_child_text(m, "deviceName", v->device_name, sizeof(v->device_name), err) <
+		    0)
+			return -1;
+		if (xml_child_text_opt(ebs, "snapshotId", v->snapshot_id, sizeof(v->snapshot_id),
+		                       err) < 0)
+			return -1;
+		if (v->snapshot_id[0] && !aws_resource_id_valid(v->snapshot_id, "snap")) {
+			xml_path(xml_child(ebs, "snapshotId"), path, sizeof(path));
+			return err_set(err, AMIS_E_MALFORMED_RESPONSE,
+			               "element %s is \"%.64s\", not a snap-... id", path,
+			               v->snapshot_id);
+		}
+		volume_shape(ebs, "volumeSize", v);
+		out->nmappings++;
+	}
+	return 0;
+}
+
+int ec2_parse_volumes(xmlDocPtr doc, struct ec2_volume_set *out, struct amis_err *err)
+{
+	xmlNodePtr it;
+
+	memset(out, 0, sizeof(*out));
+	for (it = xml_items_first(xml_root(doc), "volumeSet"); it; it = xml_items_next(it)) {
+		struct ec2_volume_info *v;
+
+		if (out->n == EC2_MAX_INSTANCE_VOLUMES)
+			return err_set(err, AMIS_E_TOO_MANY_VOLUMES,
+			               "DescribeVolumes listed more than %d volumes",
+			               EC2_MAX_INSTANCE_VOLUMES);
+		v = &out->items[out->n];
+		if (id_member(it, "volumeId", "vol", v->volume_id, sizeof(v->volume_id), err) < 0)
+			return -1;
+		volume_shape(it, "size", v);
+		out->n++;
+	}
+	return 0;
+}
+
+int ec2_parse_image_id(xmlDocPtr doc, char *image_id, size_t idsz, struct amis_err *err)
+{
+	return id_member(xml_root(doc), "imageId", "ami", image_id, idsz, err);
+}
+
+int ec2_parse_describe_images(const char *body, size_t len, struct ec2_image_info *out,
+                              struct amis_err *err)
+{
+	xmlDocPtr doc;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (parse_body("DescribeImages", body, len, &doc, err) < 0)
+		return -1;
+	rc = ec2_parse_image(doc, out, err);
+	xml_free(doc);
+	return rc;
+}
+
+int ec2_parse_describe_volumes(const char *body, size_t len, struct ec2_volume_set *out,
+                               struct amis_err *err)
+{
+	xmlDocPtr doc;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (parse_body("DescribeVolumes", body, len, &doc, err) < 0)
+		return -1;
+	rc = ec2_parse_volumes(doc, out, err);
+	xml_free(doc);
+	return rc;
+}
+
+int ec2_parse_new_image(const char *action, const char *body, size_t len, char *image_id,
+                        size_t idsz, struct amis_err *err)
+{
+	xmlDocPtr doc;
+	int rc;
+
+	image_id[0] = '\0';
+	if (parse_body(action, body, len, &doc, err) < 0)
+		return -1;
+	rc = ec2_parse_image_id(doc, image_id, idsz, err);
+	xml_free(doc);
+	return rc;
+}
+
+int ec2_describe_image_params(struct ec2_params *p, const struct ec2_image_query *q,
+                              struct amis_err *err)
+{
+	struct strbuf name;
+
+	if (q->image_id && q->image_id[0]) {
+		ec2_params_add(p, "ImageId.1", q->image_id);
+		return 0;
+	}
+	if (q->tag_key && q->tag_key[0] && q->tag_value) {
+		sb_init(&name);
+		sb_appendf(&name, "tag:%s", q->tag_key);
+		ec2_params_add(p, "Filter.1.Name", sb_str(&name));
+		ec2_params_add(p, "Filter.1.Value.1", q->tag_value);
+		sb_free(&name);
+	} else if (q->name && q->name[0]) {
+		ec2_params_add(p, "Filter.1.Name", "name");
+		ec2_params_add(p, "Filter.1.Value.1", q->name);
+	} else {
+		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
+		               "DescribeImages needs an image id, a tag or a name");
+	}
+	/* Only our own images: a public one could carry the same tag or name. */
+	ec2_params_add(p, "Owner.1", "self");
+	return 0;
+}
+
+int ec2_describe_image(struct ec2_client *c, const struct aws_credentials *creds,
+                       const struct ec2_image_query *q, long timeout_ms, struct ec2_image_info *out,
+                       struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	ec2_params_init(&p);
+	rc = ec2_describe_image_params(&p, q, err);
+	if (rc == 0)
+		rc = ec2_call(c, creds, "DescribeImages", &p, timeout_ms, 0, &doc, err);
+	if (rc == 0 && ec2_parse_image(doc, out, err) < 0)
+		rc = err_prefix(err, "EC2 DescribeImages");
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
+int ec2_describe_volumes(struct ec2_client *c, const struct aws_credentials *creds,
+                         const char *const *volume_ids, size_t n, long timeout_ms,
+                         struct ec2_volume_set *out, struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	size_t i;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (n == 0)
+		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
+		               "DescribeVolumes needs volume ids");
+	ec2_params_init(&p);
+	for (i = 0; i < n; i++)
+		ec2_params_addf(&p, volume_ids[i], "VolumeId.%zu", i + 1);
+	rc = ec2_call(c, creds, "DescribeVolumes", &p, timeout_ms, 0, &doc, err);
+	if (rc == 0 && ec2_parse_volumes(doc, out, err) < 0)
+		rc = err_prefix(err, "EC2 DescribeVolumes");
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
+static void add_if(struct ec2_params *p, const char *name, const char *value)
+{
+	if (value && value[0])
+		ec2_params_add(p, name, value);
+}
+
+/* BlockDeviceMapping.<i>.Ebs.<member> = v, when v > 0. */
+static void add_long(struct ec2_params *p, long v, const char *member, size_t i)
+{
+	char num[24];
+
+	if (v <= 0)
+		return;
+	snprintf(num, sizeof(num), "%ld", v);
+	ec2_params_addf(p, num, "BlockDeviceMapping.%zu.Ebs.%s", i, member);
+}
+
+static void add_tag_spec(struct ec2_params *p, size_t spec, const char *type,
+                         const struct ec2_tag *tags, size_t ntags)
+{
+	size_t i;
+
+	if (!ntags)
+		return;
+	ec2_params_addf(p, type, "TagSpecification.%zu.ResourceType", spec);
+	for (i = 0; i < ntags; i++) {
+		ec2_params_addf(p, tags[i].key, "TagSpecification.%zu.Tag.%zu.Key", spec, i + 1);
+		ec2_params_addf(p, tags[i].value, "TagSpecification.%zu.Tag.%zu.Value", spec,
+		                i + 1);
+	}
+}
+
+void ec2_register_image_params(struct ec2_params *p, const struct ec2_register_image_req *req)
+{
+	const struct ec2_image_info *in = req->info;
+	size_t i;
+
+	ec2_params_add(p, "Name", in->name);
+	add_if(p, "Description", req->description);
+	/* The API's defaults (i386, paravirtual) never boot a modern instance: always sent. */
+	ec2_params_add(p, "Architecture", in->architecture);
+	ec2_params_add(p, "VirtualizationType",
+	               in->virtualization_type[0] ? in->virtualization_type : "hvm");
+	ec2_params_add(p, "RootDeviceName", in->root_device_name);
+	if (in->ena_support)
+		ec2_params_add(p, "EnaSupport", "true");
+	add_if(p, "SriovNetSupport", in->sriov_net_support);
+	add_if(p, "BootMode", in->boot_mode);
+	add_if(p, "TpmSupport", in->tpm_support);
+	add_if(p, "ImdsSupport", in->imds_support);
+	for (i = 0; i < in->nmappings; i++) {
+		const struct ec2_volume_info *v = &in->mappings[i];
+
+		ec2_params_addf(p, v->device_name, "BlockDeviceMapping.%zu.DeviceName", i + 1);
+		ec2_params_addf(p, v->snapshot_id, "BlockDeviceMapping.%zu.Ebs.SnapshotId", i + 1);
+		if (v->volume_type[0])
+			ec2_params_addf(p, v->volume_type, "BlockDeviceMapping.%zu.Ebs.VolumeType",
+			                i + 1);
+		add_long(p, v->size_gib, "VolumeSize", i + 1);
+		/* IOPS: io1, io2 and gp3 only; throughput: gp3 only (EC2 refuses them otherwise).
+		 */
+		if (!strcmp(v->volume_type, "io1") || !strcmp(v->volume_type, "io2") ||
+		    !strcmp(v->volume_type, "gp3"))
+			add_long(p, v->iops, "Iops", i + 1);
+		if (!strcmp(v->volume_type, "gp3"))
+			add_long(p, v->throughput, "Throughput", i + 1);
+		ec2_params_addf(p, v->delete_on_termination ? "true" : "false",
+		                "BlockDeviceMapping.%zu.Ebs.DeleteOnTermination", i + 1);
+	}
+	add_tag_spec(p, 1, "image", req->tags, req->ntags);
+	if (req->dry_run)
+		ec2_params_add(p, "DryRun", "true");
+}
+
+void ec2_create_image_params(struct ec2_params *p, const struct ec2_create_image_req *req)
+{
+	ec2_params_add(p, "InstanceId", req->instance_id);
+	ec2_params_add(p, "Name", req->name);
+	add_if(p, "Description", req->description);
+	/* Never the reboot: the database filesystems are frozen instead. */
+	ec2_params_add(p, "NoReboot", "true");
+	add_tag_spec(p, 1, "image", req->tags, req->ntags);
+	add_tag_spec(p, 2, "snapshot", req->tags, req->ntags);
+	if (req->dry_run)
+		ec2_params_add(p, "DryRun", "true");
+}
+
+/* RegisterImage or CreateImage: one call, never repeated (it may have made an image). */
+static int new_image_call(struct ec2_client *c, const struct aws_credentials *creds,
+                          const char *action, struct ec2_params *p, long timeout_ms, char *image_id,
+                          size_t idsz, struct amis_err *err)
+{
+	xmlDocPtr doc = NULL;
+	int rc;
+
+	image_id[0] = '\0';
+	rc = ec2_call(c, creds, action, p, timeout_ms, 0, &doc, err);
+	if (rc == 0 && doc && ec2_parse_image_id(doc, image_id, idsz, err) < 0)
+		rc = err_prefix(err, "EC2 %s", action);
+	xml_free(doc);
+	ec2_params_free(p);
+	return rc;
+}
+
+int ec2_register_image(struct ec2_client *c, const struct aws_credentials *creds,
+                       const struct ec2_register_image_req *req, long timeout_ms, char *image_id,
+                       size_t idsz, struct amis_err *err)
+{
+	struct ec2_params p;
+
+	image_id[0] = '\0';
+	if (!req || !req->info || !req->info->name[0] || !req->info->root_device_name[0] ||
+	    !req->info->architecture[0] || !req->info->nmappings)
+		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
+		               "RegisterImage needs a name, an architecture, a root device and a "
+		               "block device mapping");
+	ec2_params_init(&p);
+	ec2_register_image_params(&p, req);
+	return new_image_call(c, creds, "RegisterImage", &p, timeout_ms, image_id, idsz, err);
+}
+
+int ec2_create_image(struct ec2_client *c, const struct aws_credentials *creds,
+                     const struct ec2_create_image_req *req, long timeout_ms, char *image_id,
+                     size_t idsz, struct amis_err *err)
+{
+	struct ec2_params p;
+
+	image_id[0] = '\0';
+	if (!req || !req->instance_id || !req->instance_id[0] || !req->name || !req->name[0])
+		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
+		               "CreateImage needs an instance id and a name");
+	ec2_params_init(&p);
+	ec2_create_image_params(&p, req);
+	return new_image_call(c, creds, "CreateImage", &p, timeout_ms, image_id, idsz, err);
+}
+
+int ec2_deregister_image(struct ec2_client *c, const struct aws_credentials *creds,
+                         const char *image_id, long timeout_ms, struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	int rc;
+
+	if (!aws_resource_id_valid(image_id, "ami"))
+		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
+		               "DeregisterImage needs an image id");
+	ec2_params_init(&p);
+	ec2_params_add(&p, "ImageId", image_id);
+	rc = ec2_call(c, creds, "DeregisterImage", &p, timeout_ms, 0, &doc, err);
+	if (rc == 0 && ec2_parse_create_tags(doc, err) < 0)
+		rc = err_prefix(err, "EC2 DeregisterImage");
 	xml_free(doc);
 	ec2_params_free(&p);
 	return rc;

@@ -129,6 +129,34 @@ int ec2_describe_instance(struct ec2_client *c, const struct aws_credentials *cr
                           const char *instance_id, long timeout_ms, struct ec2_instance_info *out,
                           struct amis_err *err);
 
+/*
+ * DescribeImages of one image (by id, or our own by tag or by name).  No
+ * match is success with out->image_id "" (an id EC2 does not know is its
+ * error, InvalidAMIID.NotFound).
+ */
+int ec2_describe_image(struct ec2_client *c, const struct aws_credentials *creds,
+                       const struct ec2_image_query *q, long timeout_ms, struct ec2_image_info *out,
+                       struct amis_err *err);
+/* Its parameters (exposed for tests). */
+int ec2_describe_image_params(struct ec2_params *p, const struct ec2_image_query *q,
+                              struct amis_err *err);
+/* DescribeVolumes of the given ids (n >= 1). */
+int ec2_describe_volumes(struct ec2_client *c, const struct aws_credentials *creds,
+                         const char *const *volume_ids, size_t n, long timeout_ms,
+                         struct ec2_volume_set *out, struct amis_err *err);
+/* RegisterImage; image_id gets the new AMI's id ("" after a DryRun). */
+int ec2_register_image(struct ec2_client *c, const struct aws_credentials *creds,
+                       const struct ec2_register_image_req *req, long timeout_ms, char *image_id,
+                       size_t idsz, struct amis_err *err);
+void ec2_register_image_params(struct ec2_params *p, const struct ec2_register_image_req *req);
+/* CreateImage (NoReboot=true); image_id gets the new AMI's id ("" after a DryRun). */
+int ec2_create_image(struct ec2_client *c, const struct aws_credentials *creds,
+                     const struct ec2_create_image_req *req, long timeout_ms, char *image_id,
+                     size_t idsz, struct amis_err *err);
+void ec2_create_image_params(struct ec2_params *p, const struct ec2_create_image_req *req);
+int ec2_deregister_image(struct ec2_client *c, const struct aws_credentials *creds,
+                         const char *image_id, long timeout_ms, struct amis_err *err);
+
 /* ---- Response parsing, without HTTP (used by the above; exposed for tests). ---- */
 
 /*
@@ -159,6 +187,11 @@ int ec2_parse_create_tags(xmlDocPtr doc, struct amis_err *err);
 int ec2_member_id(const xmlNode *node, const char *name, const char *prefix, char *buf,
                   size_t bufsz, struct amis_err *err);
 void ec2_member_text(const xmlNode *node, const char *name, char *buf, size_t bufsz);
+/* The first item of <imagesSet> (none: out->image_id ""). */
+int ec2_parse_image(xmlDocPtr doc, struct ec2_image_info *out, struct amis_err *err);
+int ec2_parse_volumes(xmlDocPtr doc, struct ec2_volume_set *out, struct amis_err *err);
+/* <imageId> of a RegisterImage or CreateImage answer: required, an ami-... id. */
+int ec2_parse_image_id(xmlDocPtr doc, char *image_id, size_t idsz, struct amis_err *err);
 
 /* Body-level conveniences for tests: 200 responses of each action. */
 int ec2_parse_create_snapshots(const char *body, size_t len, struct ec2_snapshot_set *out,
@@ -167,5 +200,12 @@ int ec2_parse_describe_snapshots(const char *body, size_t len, struct ec2_snapsh
                                  struct amis_err *err);
 int ec2_parse_describe_instance(const char *body, size_t len, const char *instance_id,
                                 struct ec2_instance_info *out, struct amis_err *err);
+int ec2_parse_describe_images(const char *body, size_t len, struct ec2_image_info *out,
+                              struct amis_err *err);
+int ec2_parse_describe_volumes(const char *body, size_t len, struct ec2_volume_set *out,
+                               struct amis_err *err);
+/* action: "RegisterImage" or "CreateImage". */
+int ec2_parse_new_image(const char *action, const char *body, size_t len, char *image_id,
+                        size_t idsz, struct amis_err *err);
 
 #endif

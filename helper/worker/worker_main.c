@@ -156,8 +156,10 @@ static size_t get_tags(const struct amsp_msgview *m, struct ec2_tag *tags, char 
  *   the jittered back-off of channel.h, up to the configuration's retries,
  *   only when the call may be repeated: never the call made while frozen
  *   (the root process thaws first and runs a whole new freeze cycle), and
- *   never a call that may have created something (CreateSnapshots).  A
- *   message from the root process (W_ABANDON) ends the back-off at once.
+ *   never a call that may have created something (CreateSnapshots,
+ *   CreateImage) unless EC2's answer says it was not carried out
+ *   (repeat_if_refused: RegisterImage, after the backup).  A message from
+ *   the root process (W_ABANDON) ends the back-off at once.
  * - When more than one attempt failed, the error says what each one met.
  */
 struct ec2_action {
@@ -166,6 +168,13 @@ struct ec2_action {
 	int (*run)(struct wstate *ws, const struct aws_credentials *cr, long timeout_ms, void *arg,
 	           struct amis_err *err);
 	void *arg;
+	/*
+	 * A call that may create something, but is repeated after an answer
+	 * that says EC2 did not carry it out (throttling, a 5xx error document:
+	 * AMIS_F_RETRY without AMIS_F_MAYBE_DONE).  Never for a call made while
+	 * frozen.
+	 */
+	bool repeat_if_refused;
 };
 
 /* Sleeps ms unless the root process says something first: 0, or -1 if it did. */
@@ -214,7 +223,9 @@ static int ec2_call_retrying(struct wstate *ws, long timeout_ms, const struct ec
 			continue;
 		}
 		sb_appendf(&attempts, "%s%s", attempt > 1 ? ", " : "", err->code);
-		if (!a->may_repeat || !(err_flags(err) & AMIS_F_RETRY) || attempt > ws->cfg.retries)
+		if (!(a->may_repeat ||
+		      (a->repeat_if_refused && !(err_flags(err) & AMIS_F_MAYBE_DONE))) ||
+		    !(err_flags(err) & AMIS_F_RETRY) || attempt > ws->cfg.retries)
 			break;
 		wait = retry_backoff_ms(ws->cfg.retry_backoff_ms, attempt + 1, err);
 		if (mono_usec() + wait * 1000LL >= deadline)
@@ -253,11 +264,21 @@ static int run_describe_instance(struct wstate *ws, const struct aws_credentials
 	return ec2_describe_instance(aws_ctx_ec2(ws->aws), cr, id, timeout_ms, inst, err);
 }
 
+static void put_product_codes(struct amsp_writer *aw, const struct ec2_product_code *pc, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		amsp_put_str(aw, AMSP_T_PRODUCT_CODE, pc[i].code);
+		amsp_put_str(aw, AMSP_T_PRODUCT_CODE_TYPE, pc[i].type);
+	}
+}
+
 static int w_describe_instance(struct wstate *ws, uint32_t seq, long timeout_ms,
                                struct amis_err *err)
 {
 	struct ec2_instance_info *inst = xcalloc(1, sizeof(*inst));
-	struct ec2_action a = {"DescribeInstances", true, run_describe_instance, inst};
+	struct ec2_action a = {"DescribeInstances", true, run_describe_instance, inst, false};
 	struct amsp_writer aw;
 	size_t i;
 
@@ -272,7 +293,17 @@ static int w_describe_instance(struct wstate *ws, uint32_t seq, long timeout_ms,
 	for (i = 0; i < inst->nvolumes; i++) {
 		amsp_put_str(&aw, AMSP_T_DEVICE_NAME, inst->volumes[i].device_name);
 		amsp_put_str(&aw, AMSP_T_VOLUME_ID, inst->volumes[i].volume_id);
+		amsp_put_u8(&aw, AMSP_T_DELETE_ON_TERM, inst->volumes[i].delete_on_termination);
 	}
+	/* What an image of the instance needs (the AMI methods). */
+	amsp_put_str_if(&aw, AMSP_T_ARCHITECTURE, inst->architecture);
+	amsp_put_str_if(&aw, AMSP_T_VIRT_TYPE, inst->virtualization_type);
+	amsp_put_u8(&aw, AMSP_T_ENA, inst->ena_support);
+	amsp_put_str_if(&aw, AMSP_T_BOOT_MODE, inst->boot_mode);
+	amsp_put_str_if(&aw, AMSP_T_IMAGE_ID, inst->image_id);
+	amsp_put_str_if(&aw, AMSP_T_PLATFORM, inst->platform_details);
+	amsp_put_str_if(&aw, AMSP_T_USAGE_OPERATION, inst->usage_operation);
+	put_product_codes(&aw, inst->product_codes, inst->nproduct_codes);
 	free(inst);
 	return send_reply(ws, &aw);
 }
@@ -299,7 +330,7 @@ static int w_create_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms,
 	struct ec2_snapshot_set snaps = {0};
 	struct ec2_tag tags[MAX_TAGS];
 	struct create_snapshots_arg arg = {&r, &snaps};
-	struct ec2_action a = {"CreateSnapshots", false, run_create_snapshots, &arg};
+	struct ec2_action a = {"CreateSnapshots", false, run_create_snapshots, &arg, false};
 	struct amsp_writer aw;
 	char **keys, **values, **excl;
 	char *instance_id = field_dup(amsp_get(m, AMSP_T_INSTANCE_ID));
@@ -372,7 +403,7 @@ static int w_create_tags(struct wstate *ws, uint32_t seq, long timeout_ms, struc
 	struct ec2_tag tags[MAX_TAGS];
 	struct create_tags_arg t;
 	/* Tagging again with the same tags changes nothing: it may be repeated. */
-	struct ec2_action a = {"CreateTags", true, run_create_tags, &t};
+	struct ec2_action a = {"CreateTags", true, run_create_tags, &t, false};
 	struct amsp_writer aw;
 	char **ids, **keys, **values;
 	size_t nids, nkeys = amsp_count(&ws->m, AMSP_T_TAG_KEY),
@@ -415,7 +446,7 @@ static int w_find_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms, st
 	char *key = field_dup(amsp_get(&ws->m, AMSP_T_TAG_KEY));
 	char *value = field_dup(amsp_get(&ws->m, AMSP_T_TAG_VALUE));
 	struct find_snapshots_arg f = {key, value, &found};
-	struct ec2_action a = {"DescribeSnapshots", true, run_find_snapshots, &f};
+	struct ec2_action a = {"DescribeSnapshots", true, run_find_snapshots, &f, false};
 	struct amsp_writer aw;
 	int rc;
 
@@ -430,6 +461,218 @@ static int w_find_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms, st
 	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
 	put_snapshots(&aw, &found);
 	ec2_snapshot_set_free(&found);
+	return send_reply(ws, &aw);
+}
+
+/* ---- Images and volumes (the AMI methods). ---- */
+
+static char *str_field(const struct amsp_msgview *m, enum amsp_tag tag, char *buf, size_t sz)
+{
+	buf[0] = '\0';
+	if (amsp_get(m, tag))
+		amsp_copy_str(amsp_get(m, tag), buf, sz);
+	return buf[0] ? buf : NULL;
+}
+
+struct describe_image_arg {
+	struct ec2_image_query q;
+	struct ec2_image_info *out;
+};
+
+static int run_describe_image(struct wstate *ws, const struct aws_credentials *cr, long timeout_ms,
+                              void *arg, struct amis_err *err)
+{
+	struct describe_image_arg *d = arg;
+
+	return ec2_describe_image(aws_ctx_ec2(ws->aws), cr, &d->q, timeout_ms, d->out, err);
+}
+
+static int w_describe_image(struct wstate *ws, uint32_t seq, long timeout_ms, struct amis_err *err)
+{
+	struct ec2_image_info *img = xcalloc(1, sizeof(*img));
+	struct describe_image_arg d = {{0}, img};
+	struct ec2_action a = {"DescribeImages", true, run_describe_image, &d, false};
+	char id[65], key[513], value[1025], name[257];
+	struct amsp_writer aw;
+
+	d.q.image_id = str_field(&ws->m, AMSP_T_IMAGE_ID, id, sizeof(id));
+	d.q.tag_key = str_field(&ws->m, AMSP_T_TAG_KEY, key, sizeof(key));
+	d.q.tag_value = str_field(&ws->m, AMSP_T_TAG_VALUE, value, sizeof(value));
+	d.q.name = str_field(&ws->m, AMSP_T_NAME, name, sizeof(name));
+	if (ec2_call_retrying(ws, timeout_ms, &a, err) != 0) {
+		free(img);
+		return send_error(ws, seq, err);
+	}
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	amsp_put_str_if(&aw, AMSP_T_IMAGE_ID, img->image_id);
+	amsp_put_str_if(&aw, AMSP_T_IMAGE_STATE, img->state);
+	amsp_put_str_if(&aw, AMSP_T_NAME, img->name);
+	amsp_put_str_if(&aw, AMSP_T_PLATFORM, img->platform_details);
+	amsp_put_str_if(&aw, AMSP_T_USAGE_OPERATION, img->usage_operation);
+	put_product_codes(&aw, img->product_codes, img->nproduct_codes);
+	channel_put_image(&aw, img);
+	free(img);
+	return send_reply(ws, &aw);
+}
+
+struct describe_volumes_arg {
+	const char *const *ids;
+	size_t n;
+	struct ec2_volume_set *out;
+};
+
+static int run_describe_volumes(struct wstate *ws, const struct aws_credentials *cr,
+                                long timeout_ms, void *arg, struct amis_err *err)
+{
+	struct describe_volumes_arg *d = arg;
+
+	return ec2_describe_volumes(aws_ctx_ec2(ws->aws), cr, d->ids, d->n, timeout_ms, d->out,
+	                            err);
+}
+
+static int w_describe_volumes(struct wstate *ws, uint32_t seq, long timeout_ms,
+                              struct amis_err *err)
+{
+	struct ec2_volume_set *vs = xcalloc(1, sizeof(*vs));
+	size_t nids, i;
+	char **ids = fields_dup(&ws->m, AMSP_T_VOLUME_ID, &nids);
+	struct describe_volumes_arg d = {(const char *const *)ids, nids, vs};
+	struct ec2_action a = {"DescribeVolumes", true, run_describe_volumes, &d, false};
+	struct amsp_writer aw;
+	int rc = ec2_call_retrying(ws, timeout_ms, &a, err);
+
+	strv_free(ids, nids);
+	if (rc != 0) {
+		free(vs);
+		return send_error(ws, seq, err);
+	}
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	for (i = 0; i < vs->n; i++) {
+		amsp_put_str(&aw, AMSP_T_VOLUME_ID, vs->items[i].volume_id);
+		amsp_put_str(&aw, AMSP_T_VOLUME_TYPE, vs->items[i].volume_type);
+		amsp_put_u32(&aw, AMSP_T_VOLUME_SIZE, amsp_u32_of(vs->items[i].size_gib));
+		amsp_put_u32(&aw, AMSP_T_IOPS, amsp_u32_of(vs->items[i].iops));
+		amsp_put_u32(&aw, AMSP_T_THROUGHPUT, amsp_u32_of(vs->items[i].throughput));
+	}
+	free(vs);
+	return send_reply(ws, &aw);
+}
+
+/* A W_REGISTER_IMAGE's name, attributes and mapping into info. */
+static int image_from_msg(const struct amsp_msgview *m, struct ec2_image_info *info,
+                          struct amis_err *err)
+{
+	str_field(m, AMSP_T_NAME, info->name, sizeof(info->name));
+	if (channel_get_image(m, info) != 0)
+		return err_set(err, AMIS_E_INVALID_REQUEST,
+		               "RegisterImage: the block device mapping's fields do not pair up");
+	return 0;
+}
+
+struct new_image_arg {
+	const struct ec2_register_image_req *reg; /* or */
+	const struct ec2_create_image_req *create;
+	char image_id[32];
+};
+
+static int run_new_image(struct wstate *ws, const struct aws_credentials *cr, long timeout_ms,
+                         void *arg, struct amis_err *err)
+{
+	struct new_image_arg *n = arg;
+
+	if (n->reg)
+		return ec2_register_image(aws_ctx_ec2(ws->aws), cr, n->reg, timeout_ms, n->image_id,
+		                          sizeof(n->image_id), err);
+	return ec2_create_image(aws_ctx_ec2(ws->aws), cr, n->create, timeout_ms, n->image_id,
+	                        sizeof(n->image_id), err);
+}
+
+/*
+ * RegisterImage and CreateImage: never repeated (each may have made an
+ * image; neither is sent with a ClientToken), except a DryRun made while
+ * nothing is frozen.  A lost answer is found again by the request-id tag.
+ */
+static int w_new_image(struct wstate *ws, uint32_t seq, long timeout_ms, struct amis_err *err)
+{
+	const struct amsp_msgview *m = &ws->m;
+	bool create = m->type == AMSP_W_CREATE_IMAGE;
+	bool dry = amsp_u8(amsp_get(m, AMSP_T_DRY_RUN)) != 0;
+	bool hold = create && amsp_u8(amsp_get(m, AMSP_T_HOLD_LOG)) != 0;
+	struct ec2_image_info *info = xcalloc(1, sizeof(*info));
+	struct ec2_register_image_req rr;
+	struct ec2_create_image_req cr;
+	struct new_image_arg n;
+	struct ec2_action a = {create ? "CreateImage" : "RegisterImage", dry && !hold,
+	                       run_new_image, &n, false};
+	struct ec2_tag tags[MAX_TAGS];
+	char **keys, **values;
+	size_t nkeys = amsp_count(m, AMSP_T_TAG_KEY), nvalues = amsp_count(m, AMSP_T_TAG_VALUE);
+	char *desc = field_dup(amsp_get(m, AMSP_T_DESCRIPTION));
+	char *name = field_dup(amsp_get(m, AMSP_T_NAME));
+	char *inst = field_dup(amsp_get(m, AMSP_T_INSTANCE_ID));
+	struct amsp_writer aw;
+	int rc = 0;
+
+	memset(&n, 0, sizeof(n));
+	memset(&rr, 0, sizeof(rr));
+	memset(&cr, 0, sizeof(cr));
+	size_t ntags = get_tags(m, tags, &keys, &values);
+	if (create) {
+		cr = (struct ec2_create_image_req){inst, name, desc, tags, ntags, dry};
+		n.create = &cr;
+	} else {
+		rc = image_from_msg(m, info, err);
+		rr = (struct ec2_register_image_req){info, desc, tags, ntags, dry};
+		n.reg = &rr;
+	}
+	/* RegisterImage, after the backup: again when EC2 refused it (throttled...). */
+	a.repeat_if_refused = !create && !dry;
+	if (hold)
+		log_hold();
+	if (rc == 0) {
+		ec2_client_set_abort_fd(aws_ctx_ec2(ws->aws), ws->fd);
+		rc = ec2_call_retrying(ws, timeout_ms, &a, err);
+		ec2_client_set_abort_fd(aws_ctx_ec2(ws->aws), -1);
+	}
+	if (rc == 0) {
+		amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+		amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+		amsp_put_str_if(&aw, AMSP_T_IMAGE_ID, n.image_id);
+		rc = send_reply(ws, &aw);
+	} else {
+		rc = send_error(ws, seq, err);
+	}
+	if (hold)
+		log_release();
+	strv_free(keys, nkeys);
+	strv_free(values, nvalues);
+	free(desc);
+	free(name);
+	free(inst);
+	free(info);
+	return rc;
+}
+
+static int run_deregister(struct wstate *ws, const struct aws_credentials *cr, long timeout_ms,
+                          void *arg, struct amis_err *err)
+{
+	return ec2_deregister_image(aws_ctx_ec2(ws->aws), cr, arg, timeout_ms, err);
+}
+
+static int w_deregister_image(struct wstate *ws, uint32_t seq, long timeout_ms,
+                              struct amis_err *err)
+{
+	char id[65];
+	struct ec2_action a = {"DeregisterImage", true, run_deregister, id, false};
+	struct amsp_writer aw;
+
+	str_field(&ws->m, AMSP_T_IMAGE_ID, id, sizeof(id));
+	if (ec2_call_retrying(ws, timeout_ms, &a, err) != 0)
+		return send_error(ws, seq, err);
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
 	return send_reply(ws, &aw);
 }
 
@@ -452,6 +695,15 @@ static int dispatch(struct wstate *ws)
 		return w_create_tags(ws, seq, timeout_ms, &err);
 	case AMSP_W_FIND_SNAPSHOTS:
 		return w_find_snapshots(ws, seq, timeout_ms, &err);
+	case AMSP_W_DESCRIBE_IMAGE:
+		return w_describe_image(ws, seq, timeout_ms, &err);
+	case AMSP_W_DESCRIBE_VOLUMES:
+		return w_describe_volumes(ws, seq, timeout_ms, &err);
+	case AMSP_W_REGISTER_IMAGE:
+	case AMSP_W_CREATE_IMAGE:
+		return w_new_image(ws, seq, timeout_ms, &err);
+	case AMSP_W_DEREGISTER_IMAGE:
+		return w_deregister_image(ws, seq, timeout_ms, &err);
 	case AMSP_W_ABANDON:
 		return 0; /* the call it names is over already */
 	default:

@@ -14,7 +14,13 @@ the helper makes).  Cases:
   * writes stay frozen while the CreateSnapshots call is in flight (delay);
   * failures through the real helper: an IAM user without
     ec2:CreateSnapshots, a wrong secret, an instance moto does not know, a
-    throttled call retried, a lost answer (moto made the snapshots).
+    throttled call retried, a lost answer (moto made the snapshots);
+  * an AMI by register: moto takes the helper's DescribeImages,
+    DescribeVolumes, CreateSnapshots of every volume (its root's too) and
+    RegisterImage, signed and allowed by the policy.  (moto 5 keeps neither
+    RegisterImage's block device mapping nor its tags, and its CreateImage
+    fails with a 500 on this instance: the images' shape and create are
+    proven against the emulator, test_ami.py.)
 After each failure: nothing frozen, no backup left running, the database
 takes writes, the history row failed with the code.  No secret key appears
 in any log or output.
@@ -78,7 +84,7 @@ def case_auth_is_on(w):
     body = "Action=DescribeInstances&Version=2016-11-15"
     is_(w.moto.raw_call(body, w.moto.keys["limited"]), (200, None),
         "IAM: the limited user may DescribeInstances")
-    is_(w.moto.raw_call("Action=DescribeVolumes&Version=2016-11-15", w.moto.keys["helper"]),
+    is_(w.moto.raw_call("Action=DescribeVpcs&Version=2016-11-15", w.moto.keys["helper"]),
         (403, "AccessDenied"), "IAM: the helper's user may not make calls the helper does not")
 
 
@@ -240,6 +246,28 @@ def case_lost_answer(w):
     is_(row[2:], [w.instance_id, REGION], "lost answer: the history row has the instance, region")
 
 
+def case_ami_register(w):
+    r = w.psql("SELECT status, image_id, array_to_string(snapshot_ids, ','), "
+               "array_to_string(volume_ids, ',') FROM ami_snapshot('moto ami', "
+               "image => 'register')", check=False)
+    OUTPUTS.extend([r.stdout, r.stderr])
+    f = r.stdout.strip().split("|")
+    ok(len(f) == 4 and f[0] == "succeeded" and f[1].startswith("ami-"),
+       "AMI (register): succeeds against moto", r.stderr)
+    if len(f) != 4:
+        return
+    is_(sorted(f[3].split(",")), sorted([w.moto.root_volume_id] + w.moto.volume_ids),
+        "AMI (register): one snapshot of every volume, moto's root volume too")
+    imgs = w.moto.ec2("helper").describe_images(ImageIds=[f[1]])["Images"]
+    is_([(i["Name"], i["State"]) for i in imgs], [("moto ami", "available")],
+        "AMI (register): moto holds the image by its name")
+    tags = [t for _, t in moto_snapshots(w, ids=f[2].split(",")).values()]
+    ok(len(tags) == 3 and all(t.get("ami-snapshot:backup-state") == "stopped" and
+                              t.get("ami-snapshot:image-id") == f[1] for t in tags),
+       "AMI (register): every snapshot tagged stopped, with the image id", tags)
+    ok(w.frozen_mounts() == [], "AMI (register): no filesystem left frozen")
+
+
 def check_no_secrets(w):
     secrets = [k[1] for k in w.moto.keys.values()]
     secrets.append(w.moto.keys["helper"][1][::-1])
@@ -271,6 +299,7 @@ def main():
         case_unknown_instance(w)
         case_throttled_retry(w)
         case_lost_answer(w)
+        case_ami_register(w)
         check_no_secrets(w)
     except Exception as e:
         bail(e, [w.helper_log, w.moto.front_log, w.moto.moto_log])

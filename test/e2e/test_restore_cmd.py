@@ -157,6 +157,15 @@ def main():
         r = restore_cmd(w, "--name", "restore failed", "--root", w.path("r-failed"))
         is_(r.returncode, 7, "a failed set: exit 7 (backup state)")
         ok("--force" in r.stderr, "a failed set: names --force")
+        root = w.path("r-force")
+        r = restore_cmd(w, "--name", "restore failed", "--root", root, "--force", "--wait")
+        is_(r.returncode, 0, "a failed set with --force: exit 0 (crash recovery)")
+        rs = CmdRestored(w, root)
+        restores.append(rs)
+        rs.start()
+        is_(rs.psql("SELECT count(*) > 0 FROM marks", db="bench"), "t",
+            "--force: the failed set's copy starts and serves")
+        rs.close()
 
         ok(w.psql("SELECT status FROM ami_snapshot('restore incomplete')") == "succeeded",
            "a third set")

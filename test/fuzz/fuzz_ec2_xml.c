@@ -3,10 +3,11 @@
  * (helper/ec2.h, helper/worker/xml.h): what the helper reads from the network.
  *
  * Input: one selector byte, then the HTTP body.  Selector bits 0-1 choose
- * the parser; for ec2_parse_response, bits 2-3 the action, bit 4 dry_run,
- * bits 5-7 the HTTP status (bit 5 also adds an x-amzn-requestid header); a
- * parsed document then also goes through the typed parser of that action.
- * Everything returned is freed, so LeakSanitizer checks the error paths too.
+ * the parser (for 2, bits 2-3 choose DescribeInstances or one of the
+ * image answers: DescribeImages, DescribeVolumes, RegisterImage/CreateImage); for
+ * ec2_parse_response, bits 2-3 the action, bit 4 dry_run, bits 5-7 the HTTP status (bit 5 also adds
+ * an x-amzn-requestid header); a parsed document then also goes through the typed parser of that
+ * action. Everything returned is freed, so LeakSanitizer checks the error paths too.
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -72,9 +73,43 @@ static void parse_response(unsigned char sel, const char *body, size_t len)
 	xml_free(doc);
 }
 
-int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
+/* DescribeInstances, and the answers the AMI methods read. */
+static int parse_other(unsigned char sel, const char *body, size_t size, struct amis_err *err)
 {
 	static struct ec2_instance_info inst; /* ~7 KB */
+	static struct ec2_image_info img;
+	static struct ec2_volume_set vs;
+	char id[32];
+	int rc;
+
+	switch ((sel >> 2) & 3) {
+	case 0:
+		rc = ec2_parse_describe_instance(body, size, INSTANCE_ID, &inst, err);
+		if (rc == 0 && inst.nvolumes > EC2_MAX_INSTANCE_VOLUMES)
+			abort();
+		return rc;
+	case 1:
+		rc = ec2_parse_describe_images(body, size, &img, err);
+		if (rc == 0 && (img.nmappings > EC2_MAX_INSTANCE_VOLUMES ||
+		                img.nproduct_codes > EC2_MAX_PRODUCT_CODES))
+			abort();
+		return rc;
+	case 2:
+		rc = ec2_parse_describe_volumes(body, size, &vs, err);
+		if (rc == 0 && vs.n > EC2_MAX_INSTANCE_VOLUMES)
+			abort();
+		return rc;
+	default:
+		rc = ec2_parse_new_image((sel & 0x10) ? "CreateImage" : "RegisterImage", body, size,
+		                         id, sizeof(id), err);
+		if (rc == 0 && !aws_resource_id_valid(id, "ami"))
+			abort();
+		return rc;
+	}
+}
+
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
+{
 	struct ec2_snapshot_set set;
 	struct amis_err err;
 	const char *body;
@@ -99,9 +134,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 			ec2_snapshot_set_free(&set);
 		break;
 	case 2:
-		rc = ec2_parse_describe_instance(body, size, INSTANCE_ID, &inst, &err);
-		if (rc == 0 && inst.nvolumes > EC2_MAX_INSTANCE_VOLUMES)
-			abort();
+		rc = parse_other(sel, body, size, &err);
 		break;
 	default:
 		parse_response(sel, body, size);

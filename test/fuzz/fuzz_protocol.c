@@ -31,10 +31,16 @@ static enum kind tag_kind(uint16_t tag)
 	case AMSP_T_DRY_RUN:
 	case AMSP_T_HOLD_LOG:
 	case AMSP_T_EXCLUDE_BOOT:
+	case AMSP_T_ALLOW_PRODUCT_CODE_LOSS:
+	case AMSP_T_ENA:
+	case AMSP_T_DELETE_ON_TERM:
 		return K_U8;
 	case AMSP_T_TIMELINE:
 	case AMSP_T_SEQ:
 	case AMSP_T_TIMEOUT_MS:
+	case AMSP_T_VOLUME_SIZE:
+	case AMSP_T_IOPS:
+	case AMSP_T_THROUGHPUT:
 		return K_U32;
 	case AMSP_T_FREEZE_USEC:
 	case AMSP_T_SNAPSHOT_USEC:

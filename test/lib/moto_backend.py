@@ -42,7 +42,10 @@ FRONT = os.path.join(ROOT, "test", "emulator", "moto_front.py")
 
 # The EC2 actions the helper makes, and nothing else.
 HELPER_ACTIONS = ["ec2:DescribeInstances", "ec2:CreateSnapshots", "ec2:DescribeSnapshots",
-                  "ec2:CreateTags"]
+                  "ec2:CreateTags",
+                  # the AMI methods (doc/install.md, "For AMIs")
+                  "ec2:DescribeImages", "ec2:DescribeVolumes", "ec2:RegisterImage",
+                  "ec2:CreateImage", "ec2:DeregisterImage"]
 # One of moto's built-in images, with the root device moto attaches its root
 # volume at (/dev/sda1): ExcludeBootVolume then leaves that volume out.
 AMI = "ami-785db401"

@@ -111,7 +111,7 @@ class World:
 
     def __init__(self, layout=None, emulator_args=(), helper_conf_extra="",
                  pg_conf_extra="", port=None, keep=False, helper_log_timestamps=False,
-                 ec2="emulator"):
+                 ec2="emulator", emulator_config_extra=None):
         if os.geteuid() != 0:
             raise RuntimeError("the sandbox needs root (loop devices, mount, FIFREEZE)")
         if ec2 not in ("emulator", "moto"):
@@ -131,6 +131,8 @@ class World:
         # with the wall-clock time (time.time(), seconds) it was read at.
         self.helper_log_timestamps = helper_log_timestamps
         self.emulator_args = list(emulator_args)
+        # Keys merged into the emulator's config file (e.g. product_codes).
+        self.emulator_config_extra = dict(emulator_config_extra or {})
         self.helper_conf_extra = helper_conf_extra
         self.pg_conf_extra = pg_conf_extra
         self.keep = keep
@@ -260,6 +262,7 @@ class World:
             # Attached volumes become loop devices linked here, as udev would
             # link them under /dev/disk/by-id.
             "device_link_dir": self.device_link_dir,
+            **self.emulator_config_extra,
         }
 
     def _start_emulator(self):
@@ -603,9 +606,13 @@ logging_collector = off
             self.release_emulator_devices()
         except Exception as e:  # pragma: no cover
             log("releasing the emulator's devices: %s" % e)
-        # Two passes: a loop device whose mount failed can keep the image
-        # store busy until it is detached.
-        for _ in range(2):
+        # Several passes: a loop device whose mount failed, or one of a
+        # restore's images, keeps the image store busy until it is detached,
+        # and the kernel releases a detached loop device a moment later (up to
+        # about 9 s in all).
+        for attempt in range(10):
+            if attempt > 1:
+                time.sleep(0.2 * attempt)
             for mnt, dev in reversed(self.mounted):
                 self.unmount(mnt, dev)
             mounted_devs = {d for _, d in self.mounted}

@@ -12,7 +12,7 @@ SELECT pg_get_function_arguments('ami_snapshot'::regproc),
 \x off
 
 -- Not executable by PUBLIC; the history is not readable by PUBLIC.
-SELECT has_function_privilege('public', 'ami_snapshot(text, boolean)', 'EXECUTE');
+SELECT has_function_privilege('public', 'ami_snapshot(text, boolean, text, boolean)', 'EXECUTE');
 SELECT has_table_privilege('public', 'ami_snapshot_history', 'SELECT');
 CREATE ROLE amis_nobody;
 SET ROLE amis_nobody;
@@ -22,9 +22,9 @@ RESET ROLE;
 
 -- An operator role, as doc/sql.md shows.
 CREATE ROLE amis_operator;
-GRANT EXECUTE ON FUNCTION ami_snapshot(text, boolean) TO amis_operator;
+GRANT EXECUTE ON FUNCTION ami_snapshot(text, boolean, text, boolean) TO amis_operator;
 GRANT SELECT ON ami_snapshot_history TO amis_operator;
-SELECT has_function_privilege('amis_operator', 'ami_snapshot(text, boolean)', 'EXECUTE');
+SELECT has_function_privilege('amis_operator', 'ami_snapshot(text, boolean, text, boolean)', 'EXECUTE');
 
 -- Names follow EC2's AMI name rules.
 SELECT * FROM ami_snapshot(NULL);
@@ -34,6 +34,13 @@ SELECT * FROM ami_snapshot(repeat('x', 129));
 SELECT * FROM ami_snapshot('nightly;drop');
 SELECT * FROM ami_snapshot(E'new\nline');
 SELECT * FROM ami_snapshot('ünïcode');
+
+-- image: NULL (a snapshot set), 'register' or 'create'.
+SELECT * FROM ami_snapshot('nightly', image => 'ami');
+SELECT * FROM ami_snapshot('nightly', image => 'Register');
+SELECT * FROM ami_snapshot('nightly', image => 'register', allow_product_code_loss => NULL);
+SELECT * FROM ami_snapshot('nightly', image => 'create', allow_product_code_loss => true);
+SELECT * FROM ami_snapshot('nightly', allow_product_code_loss => true);
 
 -- GUCs.
 SHOW ami_snapshot.helper_socket;
@@ -62,6 +69,11 @@ SELECT * FROM ami_snapshot('no helper here');
 SELECT name, status, with_freeze, error_code, error_message, snapshot_ids, finished_at IS NOT NULL AS finished, started_at <= finished_at AS ordered
   FROM ami_snapshot_history ORDER BY id;
 
+-- An AMI asked for: the method is in the history.
+SELECT * FROM ami_snapshot('no helper image', image => 'register');
+SELECT name, status, image_method, image_id, error_code FROM ami_snapshot_history
+  WHERE name = 'no helper image';
+
 -- As the operator too (the history is written by a worker, not the caller).
 SET ROLE amis_operator;
 SELECT * FROM ami_snapshot('operator run', freeze => false);
@@ -82,7 +94,7 @@ SELECT attname, format_type(atttypid, atttypmod)
   FROM pg_attribute WHERE attrelid = 'ami_snapshot_history'::regclass AND attnum > 0
   ORDER BY attnum;
 
-REVOKE ALL ON FUNCTION ami_snapshot(text, boolean) FROM amis_operator;
+REVOKE ALL ON FUNCTION ami_snapshot(text, boolean, text, boolean) FROM amis_operator;
 REVOKE ALL ON ami_snapshot_history FROM amis_operator;
 DROP ROLE amis_operator;
 DROP ROLE amis_nobody;

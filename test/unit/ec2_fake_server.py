@@ -231,20 +231,6 @@ class Handler(BaseHTTPRequestHandler):
                    "<snapshotSet>%s</snapshotSet>%s</DescribeSnapshotsResponse>"
                    % (NS, items, nxt))
 
-    def act_DescribeImages(self, form):
-        if form.get("ImageId.1") != "ami-0123456789abcdef0":
-            return self.reply(400, error_xml("InvalidAMIID.NotFound", "The image id '[%s]' "
-                                             "does not exist" % form.get("ImageId.1"), "di-1"))
-        self.reply(200, (
-            "<DescribeImagesResponse %s><requestId>im-1</requestId><imagesSet><item>"
-            "<imageId>ami-0123456789abcdef0</imageId><imageState>available</imageState>"
-            "<blockDeviceMapping><item><deviceName>/dev/xvda</deviceName><ebs><snapshotId>"
-            "snap-0000000000000000a</snapshotId><volumeSize>8</volumeSize></ebs></item>"
-            "<item><deviceName>/dev/sdb</deviceName><virtualName>ephemeral0</virtualName>"
-            "</item><item><deviceName>/dev/sdf</deviceName><ebs><snapshotId>"
-            "snap-0000000000000000b</snapshotId></ebs></item></blockDeviceMapping>"
-            "</item></imagesSet></DescribeImagesResponse>") % NS)
-
     def act_CreateVolume(self, form):
         if form.get("ClientToken") == "throttle-once" and seen.get("CreateVolume") == 1:
             return self.reply(503, error_xml("RequestLimitExceeded", "Request limit exceeded.",
@@ -257,29 +243,6 @@ class Handler(BaseHTTPRequestHandler):
                    "<availabilityZone>%s</availabilityZone><status>creating</status>"
                    "</CreateVolumeResponse>" % (NS, escape(form.get("SnapshotId", "")),
                                                 escape(form.get("AvailabilityZone", ""))))
-
-    def act_DescribeVolumes(self, form):
-        items = ""
-        if form.get("Filter.1.Name") == "tag:ami-snapshot:drill-instance":
-            # verify --cleanup: one volume a drill left, attached.
-            items = ("<item><volumeId>vol-0dddddddddddddddd</volumeId><status>in-use</status>"
-                     "<attachmentSet><item><instanceId>%s</instanceId><device>/dev/sdh</device>"
-                     "<status>attached</status></item></attachmentSet></item>"
-                     % escape(form.get("Filter.1.Value.1", "")))
-        i = 1
-        while "VolumeId.%d" % i in form:
-            vid = escape(form["VolumeId.%d" % i])
-            if i == 1:
-                items += ("<item><volumeId>%s</volumeId><status>in-use</status><attachmentSet>"
-                          "<item><volumeId>%s</volumeId><instanceId>i-0a1b2c3d4e5f60718"
-                          "</instanceId><device>/dev/sdf</device><status>attached</status>"
-                          "</item></attachmentSet></item>" % (vid, vid))
-            elif i == 2:
-                items += ("<item><volumeId>%s</volumeId><status>available</status>"
-                          "<attachmentSet/></item>" % vid)
-            i += 1
-        self.reply(200, "<DescribeVolumesResponse %s><requestId>dv-1</requestId><volumeSet>"
-                   "%s</volumeSet></DescribeVolumesResponse>" % (NS, items))
 
     def act_AttachVolume(self, form):
         self.reply(200, "<AttachVolumeResponse %s><requestId>av-1</requestId><volumeId>%s"
@@ -318,6 +281,86 @@ class Handler(BaseHTTPRequestHandler):
             "<volumeId>vol-0aaaaaaaaaaaaaaa1</volumeId><deleteOnTermination>true"
             "</deleteOnTermination></ebs></item></blockDeviceMapping></item></instancesSet>"
             "</item></reservationSet></DescribeInstancesResponse>") % (NS, escape(iid)))
+
+    def dry_run(self, form):
+        if form.get("DryRun") == "true":
+            self.reply(412, error_xml(
+                "DryRunOperation", "Request would have succeeded, but DryRun flag is set.",
+                "dry-1"))
+            return True
+        return False
+
+    def act_RegisterImage(self, form):
+        if not self.dry_run(form):
+            self.reply(200, "<RegisterImageResponse %s><requestId>ri-1</requestId>"
+                       "<imageId>ami-0ddddddddddddddd1</imageId></RegisterImageResponse>" % NS)
+
+    def act_CreateImage(self, form):
+        if not self.dry_run(form):
+            self.reply(200, "<CreateImageResponse %s><requestId>ci-1</requestId>"
+                       "<imageId>ami-0ddddddddddddddd2</imageId></CreateImageResponse>" % NS)
+
+    def act_DeregisterImage(self, form):
+        self.reply(200, "<DeregisterImageResponse %s><requestId>dr-1</requestId>"
+                   "<return>true</return></DeregisterImageResponse>" % NS)
+
+    def act_DescribeImages(self, form):
+        """One answer per caller: the helper's images (test_ec2_http.c), or
+        the restore command's image of a set (test_restore_ec2.c,
+        ami-0123456789abcdef0; other ami-0... ids are unknown)."""
+        if form.get("Filter.1.Name"):  # ours by tag or name: none
+            return self.reply(200, "<DescribeImagesResponse %s><requestId>dim-0</requestId>"
+                              "<imagesSet/></DescribeImagesResponse>" % NS)
+        image = form.get("ImageId.1", "")
+        if image == "ami-0123456789abcdef0":
+            return self.reply(200, (
+                "<DescribeImagesResponse %s><requestId>im-1</requestId><imagesSet><item>"
+                "<imageId>ami-0123456789abcdef0</imageId><imageState>available</imageState>"
+                "<blockDeviceMapping><item><deviceName>/dev/xvda</deviceName><ebs><snapshotId>"
+                "snap-0000000000000000a</snapshotId><volumeSize>8</volumeSize></ebs></item>"
+                "<item><deviceName>/dev/sdb</deviceName><virtualName>ephemeral0</virtualName>"
+                "</item><item><deviceName>/dev/sdf</deviceName><ebs><snapshotId>"
+                "snap-0000000000000000b</snapshotId></ebs></item></blockDeviceMapping>"
+                "</item></imagesSet></DescribeImagesResponse>") % NS)
+        if image.startswith("ami-0") and not image.startswith("ami-0d"):
+            return self.reply(400, error_xml("InvalidAMIID.NotFound", "The image id '[%s]' "
+                                             "does not exist" % image, "di-1"))
+        self.reply(200, (
+            "<DescribeImagesResponse %s><requestId>dim-1</requestId><imagesSet><item>"
+            "<imageId>%s</imageId><imageState>pending</imageState><architecture>arm64"
+            "</architecture><rootDeviceName>/dev/xvda</rootDeviceName><blockDeviceMapping>"
+            "<item><deviceName>/dev/xvda</deviceName><ebs><snapshotId>snap-0bbbbbbbbbbbbbbb1"
+            "</snapshotId><volumeSize>8</volumeSize><volumeType>gp3</volumeType></ebs></item>"
+            "<item><deviceName>/dev/sdf</deviceName><ebs><volumeSize>16</volumeSize></ebs>"
+            "</item></blockDeviceMapping></item></imagesSet></DescribeImagesResponse>")
+            % (NS, escape(form.get("ImageId.1", ""))))
+
+    def act_DescribeVolumes(self, form):
+        """The first volume asked for is in use as /dev/sdf on our instance,
+        the second available; each with a size, type and performance.  Filtered
+        on ami-snapshot:drill-instance (verify --cleanup): one volume a drill
+        left, attached to that instance."""
+        items = ""
+        if form.get("Filter.1.Name") == "tag:ami-snapshot:drill-instance":
+            items = ("<item><volumeId>vol-0dddddddddddddddd</volumeId><status>in-use</status>"
+                     "<attachmentSet><item><instanceId>%s</instanceId><device>/dev/sdh</device>"
+                     "<status>attached</status></item></attachmentSet></item>"
+                     % escape(form.get("Filter.1.Value.1", "")))
+        i = 1
+        while "VolumeId.%d" % i in form:
+            vid = escape(form["VolumeId.%d" % i])
+            if i == 1:
+                state, att = "in-use", (
+                    "<item><volumeId>%s</volumeId><instanceId>i-0a1b2c3d4e5f60718</instanceId>"
+                    "<device>/dev/sdf</device><status>attached</status></item>" % vid)
+            else:
+                state, att = "available", ""
+            items += ("<item><volumeId>%s</volumeId><size>%d</size><volumeType>gp3</volumeType>"
+                      "<iops>3000</iops><throughput>125</throughput><status>%s</status>"
+                      "<attachmentSet>%s</attachmentSet></item>" % (vid, 8 * i, state, att))
+            i += 1
+        self.reply(200, "<DescribeVolumesResponse %s><requestId>dv-1</requestId>"
+                   "<volumeSet>%s</volumeSet></DescribeVolumesResponse>" % (NS, items))
 
 
 class QuietServer(ThreadingHTTPServer):

@@ -728,10 +728,191 @@ static void test_retryable(void)
 	ok(!ec2_error_is_retryable(NULL), "NULL is not retryable");
 }
 
+/* The AMI methods' answers: DescribeImages, DescribeVolumes, RegisterImage, CreateImage. */
+static void test_images(void)
+{
+	static const char images_ok[] =
+	    "<DescribeImagesResponse " NS "><requestId>r</requestId><imagesSet><item>"
+	    "<imageId>ami-0123456789abcdef0</imageId><imageState>available</imageState>"
+	    "<name>base</name><architecture>x86_64</architecture>"
+	    "<productCodes><item><productCode>abc123</productCode><type>marketplace</type></item>"
+	    "</productCodes><unknownMember>x</unknownMember>"
+	    "<rootDeviceName>/dev/xvda</rootDeviceName><virtualizationType>hvm</virtualizationType>"
+	    "<enaSupport>true</enaSupport><sriovNetSupport>simple</sriovNetSupport>"
+	    "<bootMode>uefi</bootMode><tpmSupport>v2.0</tpmSupport><imdsSupport>v2.0</imdsSupport>"
+	    "<platformDetails>Red Hat Enterprise Linux</platformDetails>"
+	    "<usageOperation>RunInstances:0010</usageOperation>"
+	    "<blockDeviceMapping><item><deviceName>/dev/xvda</deviceName><ebs>"
+	    "<snapshotId>snap-0000000a</snapshotId><volumeSize>8</volumeSize>"
+	    "<deleteOnTermination>true</deleteOnTermination><volumeType>gp3</volumeType>"
+	    "<iops>3000</iops><throughput>125</throughput></ebs></item>"
+	    "<item><deviceName>/dev/sdb</deviceName><virtualName>ephemeral0</virtualName></item>"
+	    "<item><deviceName>/dev/sdf</deviceName><ebs><volumeSize>10</volumeSize></ebs></item>"
+	    "</blockDeviceMapping></item></imagesSet></DescribeImagesResponse>";
+	static const char images_minimal[] =
+	    "<DescribeImagesResponse><imagesSet><item><imageId>ami-0000000a</imageId></item>"
+	    "</imagesSet></DescribeImagesResponse>";
+	static const char images_none[] =
+	    "<DescribeImagesResponse " NS "><imagesSet/></DescribeImagesResponse>";
+	static const char images_bad_id[] =
+	    "<DescribeImagesResponse><imagesSet><item><imageId>snap-0000000a</imageId></item>"
+	    "</imagesSet></DescribeImagesResponse>";
+	static const char images_bad_snap[] =
+	    "<DescribeImagesResponse><imagesSet><item><imageId>ami-0000000a</imageId>"
+	    "<blockDeviceMapping><item><deviceName>/dev/xvda</deviceName><ebs><snapshotId>"
+	    "vol-0000000a</snapshotId></ebs></item></blockDeviceMapping></item></imagesSet>"
+	    "</DescribeImagesResponse>";
+	static const char volumes_ok[] =
+	    "<DescribeVolumesResponse " NS "><volumeSet><item><volumeId>vol-0000000a</volumeId>"
+	    "<size>8</size><volumeType>io2</volumeType><iops>4000</iops></item>"
+	    "<item><volumeId>vol-0000000b</volumeId></item></volumeSet></DescribeVolumesResponse>";
+	static const char volumes_bad[] =
+	    "<DescribeVolumesResponse><volumeSet><item><size>8</size></item></volumeSet>"
+	    "</DescribeVolumesResponse>";
+	static const char register_ok[] =
+	    "<RegisterImageResponse " NS "><requestId>r</requestId>"
+	    "<imageId>ami-0123456789abcdef0</imageId></RegisterImageResponse>";
+	static const char create_no_id[] =
+	    "<CreateImageResponse " NS "><requestId>r</requestId></CreateImageResponse>";
+	struct ec2_image_info *img = calloc(1, sizeof(*img));
+	struct ec2_volume_set *vs = calloc(1, sizeof(*vs));
+	struct ec2_register_image_req rr;
+	struct ec2_create_image_req cr;
+	struct ec2_tag tag = {"ami-snapshot:request-id", "r1"};
+	struct ec2_image_query q = {0};
+	struct ec2_params p;
+	struct amis_err err;
+	char id[32];
+
+	err_clear(&err);
+	is_int(ec2_parse_describe_images(images_ok, strlen(images_ok), img, &err), 0,
+	       "DescribeImages: parses (%s)", err.msg);
+	is_str(img->image_id, "ami-0123456789abcdef0", "DescribeImages: imageId");
+	is_str(img->state, "available", "DescribeImages: imageState");
+	is_str(img->architecture, "x86_64", "DescribeImages: architecture");
+	ok(img->ena_support, "DescribeImages: enaSupport");
+	is_str(img->sriov_net_support, "simple", "DescribeImages: sriovNetSupport");
+	is_str(img->boot_mode, "uefi", "DescribeImages: bootMode");
+	is_str(img->tpm_support, "v2.0", "DescribeImages: tpmSupport");
+	is_str(img->imds_support, "v2.0", "DescribeImages: imdsSupport");
+	is_str(img->usage_operation, "RunInstances:0010", "DescribeImages: usageOperation");
+	is_int(img->nproduct_codes, 1, "DescribeImages: one product code");
+	is_str(img->product_codes[0].type, "marketplace", "DescribeImages: its type");
+	is_int(img->nmappings, 2, "DescribeImages: two EBS mappings (the ephemeral one skipped)");
+	is_str(img->mappings[0].snapshot_id, "snap-0000000a", "mapping 0: snapshot");
+	ok(img->mappings[0].size_gib == 8 && img->mappings[0].iops == 3000 &&
+	       img->mappings[0].throughput == 125 && img->mappings[0].delete_on_termination,
+	   "mapping 0: size, IOPS, throughput, DeleteOnTermination");
+	is_str(img->mappings[1].snapshot_id, "", "mapping 1: no snapshot (yet) is empty");
+	is_int(ec2_parse_describe_images(images_minimal, strlen(images_minimal), img, &err), 0,
+	       "DescribeImages minimal (the id only): parses");
+	ok(img->nmappings == 0 && !img->architecture[0] && !img->state[0],
+	   "DescribeImages minimal: the rest is empty");
+	is_int(ec2_parse_describe_images(images_none, strlen(images_none), img, &err), 0,
+	       "DescribeImages, no image: success");
+	is_str(img->image_id, "", "DescribeImages, no image: empty id");
+	is_int(ec2_parse_describe_images(images_bad_id, strlen(images_bad_id), img, &err), -1,
+	       "DescribeImages: an odd image id is refused");
+	is_str(err.code, "MalformedResponse", "DescribeImages: odd id: code");
+	is_int(ec2_parse_describe_images(images_bad_snap, strlen(images_bad_snap), img, &err), -1,
+	       "DescribeImages: an odd snapshot id is refused");
+
+	err_clear(&err);
+	is_int(ec2_parse_describe_volumes(volumes_ok, strlen(volumes_ok), vs, &err), 0,
+	       "DescribeVolumes: parses (%s)", err.msg);
+	ok(vs->n == 2 && vs->items[0].size_gib == 8 && vs->items[0].iops == 4000 &&
+	       !strcmp(vs->items[0].volume_type, "io2"),
+	   "DescribeVolumes: size, type, IOPS");
+	ok(vs->items[1].size_gib == 0 && !vs->items[1].volume_type[0],
+	   "DescribeVolumes: a volume with its id only");
+	is_int(ec2_parse_describe_volumes(volumes_bad, strlen(volumes_bad), vs, &err), -1,
+	       "DescribeVolumes: an item without an id is refused");
+
+	is_int(ec2_parse_new_image("RegisterImage", register_ok, strlen(register_ok), id,
+	                           sizeof(id), &err),
+	       0, "RegisterImage: parses");
+	is_str(id, "ami-0123456789abcdef0", "RegisterImage: imageId");
+	is_int(ec2_parse_new_image("CreateImage", create_no_id, strlen(create_no_id), id,
+	                           sizeof(id), &err),
+	       -1, "CreateImage without an imageId is refused");
+	is_int(ec2_parse_new_image("CreateImage", register_ok, strlen(register_ok), id, sizeof(id),
+	                           &err),
+	       -1, "another action's answer is refused");
+
+	/* RegisterImage's parameters: everything that makes the image boot like the instance. */
+	memset(img, 0, sizeof(*img));
+	snprintf(img->name, sizeof(img->name), "nightly");
+	snprintf(img->architecture, sizeof(img->architecture), "x86_64");
+	snprintf(img->root_device_name, sizeof(img->root_device_name), "/dev/xvda");
+	snprintf(img->boot_mode, sizeof(img->boot_mode), "uefi");
+	img->ena_support = true;
+	img->nmappings = 2;
+	snprintf(img->mappings[0].device_name, 64, "/dev/xvda");
+	snprintf(img->mappings[0].snapshot_id, 32, "snap-0000000a");
+	snprintf(img->mappings[0].volume_type, 16, "gp3");
+	img->mappings[0].size_gib = 8;
+	img->mappings[0].iops = 3000;
+	img->mappings[0].throughput = 125;
+	img->mappings[0].delete_on_termination = true;
+	snprintf(img->mappings[1].device_name, 64, "/dev/sdf");
+	snprintf(img->mappings[1].snapshot_id, 32, "snap-0000000b");
+	snprintf(img->mappings[1].volume_type, 16, "gp2");
+	img->mappings[1].size_gib = 10;
+	img->mappings[1].iops = 100;
+	rr = (struct ec2_register_image_req){img, "d", &tag, 1, false};
+	ec2_params_init(&p);
+	ec2_register_image_params(&p, &rr);
+	is_str(ec2_params_get(&p, "Architecture"), "x86_64", "RegisterImage: Architecture sent");
+	is_str(ec2_params_get(&p, "VirtualizationType"), "hvm", "RegisterImage: hvm by default");
+	is_str(ec2_params_get(&p, "RootDeviceName"), "/dev/xvda", "RegisterImage: RootDeviceName");
+	is_str(ec2_params_get(&p, "EnaSupport"), "true", "RegisterImage: EnaSupport");
+	is_str(ec2_params_get(&p, "BootMode"), "uefi", "RegisterImage: BootMode");
+	ok(ec2_params_get(&p, "TpmSupport") == NULL, "RegisterImage: no TpmSupport when unknown");
+	is_str(ec2_params_get(&p, "BlockDeviceMapping.1.Ebs.SnapshotId"), "snap-0000000a",
+	       "RegisterImage: mapping 1 snapshot");
+	is_str(ec2_params_get(&p, "BlockDeviceMapping.1.Ebs.Throughput"), "125",
+	       "RegisterImage: gp3 throughput");
+	is_str(ec2_params_get(&p, "BlockDeviceMapping.1.Ebs.DeleteOnTermination"), "true",
+	       "RegisterImage: DeleteOnTermination");
+	is_str(ec2_params_get(&p, "BlockDeviceMapping.2.DeviceName"), "/dev/sdf",
+	       "RegisterImage: mapping 2 device");
+	ok(ec2_params_get(&p, "BlockDeviceMapping.2.Ebs.Iops") == NULL,
+	   "RegisterImage: no IOPS for gp2 (EC2 refuses it)");
+	is_str(ec2_params_get(&p, "TagSpecification.1.ResourceType"), "image",
+	       "RegisterImage: tags the image at creation");
+	ec2_params_free(&p);
+
+	cr = (struct ec2_create_image_req){"i-0000000a", "nightly", NULL, &tag, 1, false};
+	ec2_params_init(&p);
+	ec2_create_image_params(&p, &cr);
+	is_str(ec2_params_get(&p, "NoReboot"), "true", "CreateImage: NoReboot=true, always");
+	is_str(ec2_params_get(&p, "TagSpecification.2.ResourceType"), "snapshot",
+	       "CreateImage: tags its snapshots at creation");
+	is_str(ec2_params_get(&p, "TagSpecification.2.Tag.1.Value"), "r1",
+	       "CreateImage: the request-id tag on its snapshots");
+	ec2_params_free(&p);
+
+	q.tag_key = "ami-snapshot:request-id";
+	q.tag_value = "r1";
+	ec2_params_init(&p);
+	is_int(ec2_describe_image_params(&p, &q, &err), 0, "DescribeImages by tag: parameters");
+	is_str(ec2_params_get(&p, "Owner.1"), "self", "DescribeImages by tag: our own only");
+	is_str(ec2_params_get(&p, "Filter.1.Name"), "tag:ami-snapshot:request-id",
+	       "DescribeImages by tag: the filter");
+	ec2_params_free(&p);
+	memset(&q, 0, sizeof(q));
+	ec2_params_init(&p);
+	is_int(ec2_describe_image_params(&p, &q, &err), -1, "DescribeImages needs a criterion");
+	ec2_params_free(&p);
+	free(img);
+	free(vs);
+}
+
 int main(void)
 {
 	test_form_encoding();
 	test_endpoints();
+	test_images();
 	test_create_snapshots();
 	test_describe_snapshots();
 	test_describe_instance();

@@ -320,6 +320,105 @@ static void test_typed(struct ec2_client *c)
 	free(inst);
 }
 
+/* The AMI methods' calls, over HTTP: parameters as sent, answers as read. */
+static void test_images(struct ec2_client *c)
+{
+	static const char *const vols[] = {"vol-0aaaaaaaaaaaaaaa1", "vol-0aaaaaaaaaaaaaaa2"};
+	static const struct ec2_tag tag = {"ami-snapshot:request-id", "r-7"};
+	struct ec2_image_info *img = calloc(1, sizeof(*img));
+	struct ec2_volume_set *vs = calloc(1, sizeof(*vs));
+	struct ec2_image_query q = {.image_id = "ami-0ddddddddddddddd2"};
+	struct ec2_create_image_req cr = {"i-0123456789abcdef0", "nightly", "d", &tag, 1, true};
+	struct ec2_register_image_req rr;
+	struct aws_credentials creds;
+	struct amis_err err;
+	char id[32], *last;
+
+	creds_init(&creds, TOKEN);
+	err_clear(&err);
+	is_int(ec2_create_image(c, &creds, &cr, 5000, id, sizeof(id), &err), 0,
+	       "CreateImage DryRun: DryRunOperation is success (%s)", err.msg);
+	is_str(id, "", "CreateImage DryRun: no image");
+	last = last_request(c, &creds);
+	is_str(last,
+	       "Action=CreateImage\nVersion=2016-11-15\nInstanceId=i-0123456789abcdef0\n"
+	       "Name=nightly\nDescription=d\nNoReboot=true\n"
+	       "TagSpecification.1.ResourceType=image\n"
+	       "TagSpecification.1.Tag.1.Key=ami-snapshot:request-id\n"
+	       "TagSpecification.1.Tag.1.Value=r-7\n"
+	       "TagSpecification.2.ResourceType=snapshot\n"
+	       "TagSpecification.2.Tag.1.Key=ami-snapshot:request-id\n"
+	       "TagSpecification.2.Tag.1.Value=r-7\nDryRun=true\n",
+	       "CreateImage: parameters as EC2 names them");
+	free(last);
+	cr.dry_run = false;
+	is_int(ec2_create_image(c, &creds, &cr, 5000, id, sizeof(id), &err), 0,
+	       "CreateImage: succeeds (%s)", err.msg);
+	is_str(id, "ami-0ddddddddddddddd2", "CreateImage: the image id");
+
+	is_int(ec2_describe_image(c, &creds, &q, 5000, img, &err), 0,
+	       "DescribeImages by id: succeeds (%s)", err.msg);
+	ok(img->nmappings == 2 && !strcmp(img->mappings[0].snapshot_id, "snap-0bbbbbbbbbbbbbbb1") &&
+	       img->mappings[1].snapshot_id[0] == '\0' && !strcmp(img->architecture, "arm64"),
+	   "DescribeImages: the mapping, one snapshot made, one not yet");
+	memset(&q, 0, sizeof(q));
+	q.name = "nightly";
+	is_int(ec2_describe_image(c, &creds, &q, 5000, img, &err), 0,
+	       "DescribeImages by name: succeeds (%s)", err.msg);
+	is_str(img->image_id, "", "DescribeImages by name: none");
+	last = last_request(c, &creds);
+	is_str(last,
+	       "Action=DescribeImages\nVersion=2016-11-15\nFilter.1.Name=name\n"
+	       "Filter.1.Value.1=nightly\nOwner.1=self\n",
+	       "DescribeImages by name: our own images only");
+	free(last);
+
+	is_int(ec2_describe_volumes(c, &creds, vols, 2, 5000, vs, &err), 0,
+	       "DescribeVolumes: succeeds (%s)", err.msg);
+	ok(vs->n == 2 && vs->items[1].size_gib == 16 && vs->items[1].throughput == 125,
+	   "DescribeVolumes: sizes and throughput");
+
+	memset(img, 0, sizeof(*img));
+	snprintf(img->name, sizeof(img->name), "nightly");
+	snprintf(img->architecture, sizeof(img->architecture), "x86_64");
+	snprintf(img->root_device_name, sizeof(img->root_device_name), "/dev/xvda");
+	img->nmappings = 1;
+	snprintf(img->mappings[0].device_name, 64, "/dev/xvda");
+	snprintf(img->mappings[0].snapshot_id, 32, "snap-0bbbbbbbbbbbbbbb1");
+	snprintf(img->mappings[0].volume_type, 16, "io2");
+	img->mappings[0].size_gib = 8;
+	img->mappings[0].iops = 4000;
+	img->mappings[0].throughput = 500;
+	rr = (struct ec2_register_image_req){img, NULL, &tag, 1, false};
+	is_int(ec2_register_image(c, &creds, &rr, 5000, id, sizeof(id), &err), 0,
+	       "RegisterImage: succeeds (%s)", err.msg);
+	is_str(id, "ami-0ddddddddddddddd1", "RegisterImage: the image id");
+	last = last_request(c, &creds);
+	is_str(last,
+	       "Action=RegisterImage\nVersion=2016-11-15\nName=nightly\nArchitecture=x86_64\n"
+	       "VirtualizationType=hvm\nRootDeviceName=/dev/xvda\n"
+	       "BlockDeviceMapping.1.DeviceName=/dev/xvda\n"
+	       "BlockDeviceMapping.1.Ebs.SnapshotId=snap-0bbbbbbbbbbbbbbb1\n"
+	       "BlockDeviceMapping.1.Ebs.VolumeType=io2\nBlockDeviceMapping.1.Ebs.VolumeSize=8\n"
+	       "BlockDeviceMapping.1.Ebs.Iops=4000\n"
+	       "BlockDeviceMapping.1.Ebs.DeleteOnTermination=false\n"
+	       "TagSpecification.1.ResourceType=image\n"
+	       "TagSpecification.1.Tag.1.Key=ami-snapshot:request-id\n"
+	       "TagSpecification.1.Tag.1.Value=r-7\n",
+	       "RegisterImage: parameters (no throughput for io2)");
+	free(last);
+	img->nmappings = 0;
+	is_int(ec2_register_image(c, &creds, &rr, 5000, id, sizeof(id), &err), -1,
+	       "RegisterImage without a mapping: refused before sending");
+
+	is_int(ec2_deregister_image(c, &creds, "ami-0ddddddddddddddd2", 5000, &err), 0,
+	       "DeregisterImage: succeeds (%s)", err.msg);
+	is_int(ec2_deregister_image(c, &creds, "snap-0bbbbbbbbbbbbbbb1", 5000, &err), -1,
+	       "DeregisterImage of something else: refused");
+	free(img);
+	free(vs);
+}
+
 int main(void)
 {
 	struct ec2_client *c;
@@ -334,6 +433,7 @@ int main(void)
 	test_errors(c);
 	test_refused();
 	test_typed(c);
+	test_images(c);
 	ec2_client_free(c);
 	stop_server();
 	return done_testing();

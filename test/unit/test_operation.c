@@ -48,6 +48,14 @@ static struct {
 	int frozen_during_call;     /* frozen when the real call was made */
 	int creates, dry_runs, tag_calls, finds, freezes;
 	char last_tag_state[32];
+	/* The AMI methods. */
+	bool billing;           /* the instance's usage operation is RHEL's */
+	bool register_fails;    /* RegisterImage fails */
+	bool image_never_ready; /* DescribeImages never shows the image's snapshots */
+	bool name_taken;        /* an image of the name exists */
+	int registers, image_creates, image_frozen, deregisters, image_polls;
+	char last_image_state_tag[32];
+	bool boot_in_set; /* the last CreateSnapshots included the root volume */
 } fx;
 
 static void fx_reset(void)
@@ -237,6 +245,11 @@ int worker_start(struct worker *w, struct amis_err *err)
 	return 0;
 }
 
+bool worker_running(struct worker *w)
+{
+	return true;
+}
+
 int worker_ready(struct worker *w, struct amis_err *err)
 {
 	return 0;
@@ -268,6 +281,11 @@ int worker_describe_instance(struct worker *w, long timeout_ms, struct ec2_insta
 		         i);
 	}
 	out->nvolumes = NVOL + 1;
+	snprintf(out->architecture, sizeof(out->architecture), "x86_64");
+	snprintf(out->image_id, sizeof(out->image_id), "ami-0000000a");
+	snprintf(out->usage_operation, sizeof(out->usage_operation), "%s",
+	         fx.billing ? "RunInstances:0010" : "RunInstances");
+	out->ena_support = true;
 	return 0;
 }
 
@@ -275,8 +293,15 @@ static void make_set(struct ec2_snapshot_set *out)
 {
 	size_t i;
 
-	out->n = NVOL;
-	out->items = calloc(NVOL, sizeof(*out->items));
+	out->n = NVOL + (fx.boot_in_set ? 1 : 0);
+	out->items = calloc(out->n, sizeof(*out->items));
+	if (fx.boot_in_set) {
+		snprintf(out->items[NVOL].snapshot_id, sizeof(out->items[NVOL].snapshot_id),
+		         "snap-000000ff");
+		snprintf(out->items[NVOL].volume_id, sizeof(out->items[NVOL].volume_id),
+		         "vol-000000ff");
+		snprintf(out->items[NVOL].state, sizeof(out->items[NVOL].state), "pending");
+	}
 	for (i = 0; i < NVOL; i++) {
 		snprintf(out->items[i].snapshot_id, sizeof(out->items[i].snapshot_id), "snap-%08zx",
 		         i + 1);
@@ -299,6 +324,7 @@ int worker_create_snapshots(struct worker *w, const struct ec2_create_snapshots_
 	}
 	fx.creates++;
 	fx.frozen_during_call = fx.frozen;
+	fx.boot_in_set = !r->exclude_boot_volume;
 	if (fx.call_err && fx.call_err_count > 0) {
 		fx.call_err_count--;
 		return err_set(err, fx.call_err, "fake: CreateSnapshots failed");
@@ -314,9 +340,97 @@ int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
 	size_t i;
 
 	fx.tag_calls++;
-	for (i = 0; i < ntags; i++)
+	for (i = 0; i < ntags; i++) {
 		if (!strcmp(tags[i].key, "ami-snapshot:backup-state"))
 			snprintf(fx.last_tag_state, sizeof(fx.last_tag_state), "%s", tags[i].value);
+		if (!strcmp(tags[i].key, "ami-snapshot:image-state"))
+			snprintf(fx.last_image_state_tag, sizeof(fx.last_image_state_tag), "%s",
+			         tags[i].value);
+	}
+	return 0;
+}
+
+/* The AMI methods' calls. */
+int worker_describe_image(struct worker *w, const struct ec2_image_query *q, long timeout_ms,
+                          struct ec2_image_info *out, struct amis_err *err)
+{
+	size_t i;
+
+	memset(out, 0, sizeof(*out));
+	if (q->name) {
+		if (fx.name_taken)
+			snprintf(out->image_id, sizeof(out->image_id), "ami-0000000b");
+		return 0;
+	}
+	if (q->image_id && !strcmp(q->image_id, "ami-0000000a")) {
+		snprintf(out->image_id, sizeof(out->image_id), "ami-0000000a");
+		snprintf(out->sriov_net_support, sizeof(out->sriov_net_support), "simple");
+		return 0;
+	}
+	if (q->image_id && !strcmp(q->image_id, "ami-000000c1")) {
+		fx.image_polls++;
+		snprintf(out->image_id, sizeof(out->image_id), "ami-000000c1");
+		snprintf(out->state, sizeof(out->state), "pending");
+		out->nmappings = NVOL + 1;
+		for (i = 0; i <= NVOL; i++) {
+			snprintf(out->mappings[i].device_name, sizeof(out->mappings[i].device_name),
+			         "/dev/sd%c", (char)('e' + i));
+			if (!fx.image_never_ready && fx.image_polls > 1)
+				snprintf(out->mappings[i].snapshot_id,
+				         sizeof(out->mappings[i].snapshot_id), "snap-%08zx",
+				         i == NVOL ? (size_t)0xff : i + 1);
+		}
+		return 0;
+	}
+	return 0;
+}
+
+int worker_describe_volumes(struct worker *w, const char *const *ids, size_t n, long timeout_ms,
+                            struct ec2_volume_set *out, struct amis_err *err)
+{
+	size_t i;
+
+	memset(out, 0, sizeof(*out));
+	for (i = 0; i < n; i++) {
+		snprintf(out->items[i].volume_id, sizeof(out->items[i].volume_id), "%s", ids[i]);
+		snprintf(out->items[i].volume_type, sizeof(out->items[i].volume_type), "gp3");
+		out->items[i].size_gib = 8;
+	}
+	out->n = n;
+	return 0;
+}
+
+int worker_register_image(struct worker *w, const struct ec2_register_image_req *r, long timeout_ms,
+                          char *image_id, struct amis_err *err)
+{
+	image_id[0] = '\0';
+	if (r->dry_run)
+		return 0;
+	fx.registers++;
+	if (fx.register_fails)
+		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE, "fake: RegisterImage failed");
+	snprintf(image_id, 32, "ami-000000a1");
+	return 0;
+}
+
+int worker_create_image(struct worker *w, const struct ec2_create_image_req *r, long timeout_ms,
+                        long wait_ms, bool hold_log, char *image_id, struct amis_err *err)
+{
+	image_id[0] = '\0';
+	if (r->dry_run)
+		return 0;
+	fx.image_creates++;
+	fx.image_frozen = fx.frozen;
+	fx.image_polls = 0;
+	fx.boot_in_set = true;
+	snprintf(image_id, 32, "ami-000000c1");
+	return 0;
+}
+
+int worker_deregister_image(struct worker *w, const char *image_id, long timeout_ms,
+                            struct amis_err *err)
+{
+	fx.deregisters++;
 	return 0;
 }
 
@@ -324,9 +438,10 @@ int worker_find_snapshots(struct worker *w, const char *key, const char *value, 
                           struct ec2_snapshot_set *out, struct amis_err *err)
 {
 	fx.finds++;
+	ec2_snapshot_set_free(out);
 	out->n = 0;
 	out->items = NULL;
-	if (fx.call_makes_snapshots)
+	if (fx.call_makes_snapshots || (fx.image_creates && !fx.image_never_ready))
 		make_set(out);
 	return 0;
 }
@@ -403,7 +518,9 @@ static const char *answer_str(struct client *cl, enum amsp_tag tag)
 static unsigned char frame[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
 static int reqno;
 
-static int prepare(struct helper *h, struct client *cl, const char *name, bool freeze)
+/* A PREPARE for the three paths; method: NULL, or an image method. */
+static int prepare_with(struct helper *h, struct client *cl, const char *name, bool freeze,
+                        const char *method, bool allow_loss)
 {
 	struct amsp_writer w;
 	char id[64];
@@ -418,7 +535,22 @@ static int prepare(struct helper *h, struct client *cl, const char *name, bool f
 	amsp_put_str(&w, AMSP_T_PATH_TABLESPACE, "/mnt/ts1");
 	amsp_put_str(&w, AMSP_T_SYSTEM_ID, "7300000000000000001");
 	amsp_put_str(&w, AMSP_T_PG_VERSION, "150000");
+	if (method)
+		amsp_put_str(&w, AMSP_T_IMAGE_METHOD, method);
+	if (allow_loss)
+		amsp_put_u8(&w, AMSP_T_ALLOW_PRODUCT_CODE_LOSS, 1);
 	return ask(h, cl, &w);
+}
+
+static int prepare(struct helper *h, struct client *cl, const char *name, bool freeze)
+{
+	return prepare_with(h, cl, name, freeze, NULL, false);
+}
+
+static int prepare_image(struct helper *h, struct client *cl, const char *name, const char *method,
+                         bool allow_loss)
+{
+	return prepare_with(h, cl, name, true, method, allow_loss);
 }
 
 static int snapshot(struct helper *h, struct client *cl)
@@ -705,6 +837,108 @@ static void check_log(void)
 	unlink(logpath);
 }
 
+static void test_images(struct helper *h)
+{
+	struct client *cl;
+
+	/* register: every volume in one CreateSnapshots, the image after the stop. */
+	fx_reset();
+	cl = client_new(0);
+	is_int(prepare_image(h, cl, "ami register", "register", false), 0, "register: PREPARE");
+	is_int(answer(cl), AMSP_PREPARED, "register: PREPARED");
+	is_int(snapshot(h, cl), 0, "register: SNAPSHOT");
+	is_int(answer(cl), AMSP_PENDING, "register: PENDING");
+	ok(fx.boot_in_set, "register: the root volume is in the CreateSnapshots call");
+	is_int(amsp_count(&cl->m, AMSP_T_SNAPSHOT_ID), NVOL + 1,
+	       "register: PENDING lists every volume's snapshot, the root's too");
+	is_int(fx.registers, 0, "register: no image before the backup stopped");
+	finish(h, cl);
+	is_int(answer(cl), AMSP_DONE, "register: DONE");
+	is_int(fx.registers, 1, "register: one RegisterImage after the stop");
+	is_str(answer_str(cl, AMSP_T_IMAGE_ID), "ami-000000a1", "register: DONE names the image");
+	is_str(status_of(h), "idle", "register: idle again");
+	client_free(cl);
+
+	/* register: RegisterImage fails after the stop. */
+	fx_reset();
+	fx.register_fails = true;
+	cl = client_new(0);
+	prepare_image(h, cl, "ami register fails", "register", false);
+	answer(cl);
+	snapshot(h, cl);
+	answer(cl);
+	check_failed(h, cl, finish(h, cl), "InvalidParameterValue",
+	             "register: RegisterImage fails");
+	ok(strstr(answer_str(cl, AMSP_T_ERROR_MESSAGE), "restorable") != NULL,
+	   "register: the error says the snapshot set is restorable");
+	is_int(amsp_count(&cl->m, AMSP_T_SNAPSHOT_ID), NVOL + 1,
+	       "register: the error lists the snapshots");
+	is_str(fx.last_tag_state, "stopped", "register: the snapshots' backup-state is stopped");
+	is_str(fx.last_image_state_tag, "failed",
+	       "register: the snapshots are tagged image-state=failed");
+	client_free(cl);
+
+	/* register: billing product codes are refused, unless allowed. */
+	fx_reset();
+	fx.billing = true;
+	cl = client_new(0);
+	check_failed(h, cl, prepare_image(h, cl, "ami rhel", "register", false),
+	             "BillingProductCodes", "register: a RHEL instance is refused");
+	ok(strstr(answer_str(cl, AMSP_T_ERROR_MESSAGE), "'create'") != NULL,
+	   "register: the refusal names the create method");
+	is_int(fx.creates, 0, "register: refused before any snapshot");
+	client_free(cl);
+	cl = client_new(0);
+	is_int(prepare_image(h, cl, "ami rhel", "register", true), 0,
+	       "register: allow_product_code_loss overrides the refusal");
+	is_int(answer(cl), AMSP_PREPARED, "register: PREPARED with the override");
+	op_client_gone(h, &cl->c, "test");
+	client_free(cl);
+	fx.billing = false;
+
+	fx_reset();
+	fx.name_taken = true;
+	cl = client_new(0);
+	check_failed(h, cl, prepare_image(h, cl, "ami taken", "create", false), "ImageNameInUse",
+	             "an image name in use is refused at PREPARE");
+	client_free(cl);
+
+	/* create: CreateImage while frozen, frozen until its snapshots exist. */
+	fx_reset();
+	fx.billing = true; /* create keeps the billing codes: not refused */
+	cl = client_new(0);
+	is_int(prepare_image(h, cl, "ami create", "create", false), 0, "create: PREPARE");
+	is_int(answer(cl), AMSP_PREPARED, "create: PREPARED (billing codes are kept)");
+	is_int(snapshot(h, cl), 0, "create: SNAPSHOT");
+	is_int(answer(cl), AMSP_PENDING, "create: PENDING");
+	is_int(fx.image_creates, 1, "create: one CreateImage");
+	is_int(fx.image_frozen, NVOL, "create: made while the filesystems were frozen");
+	ok(fx.image_polls >= 2, "create: DescribeImages until the snapshots showed (%d)",
+	   fx.image_polls);
+	is_int(fx.creates, 0, "create: no CreateSnapshots");
+	is_str(answer_str(cl, AMSP_T_IMAGE_ID), "ami-000000c1", "create: PENDING names the image");
+	is_int(fx.frozen, 0, "create: thawed");
+	finish(h, cl);
+	is_int(answer(cl), AMSP_DONE, "create: DONE");
+	client_free(cl);
+
+	/* create: the snapshots never show up: thawed at the deadline, deregistered. */
+	fx_reset();
+	fx.image_never_ready = true;
+	cfg.freeze_timeout_ms = 300;
+	cl = client_new(0);
+	prepare_image(h, cl, "ami create late", "create", false);
+	answer(cl);
+	check_failed(h, cl, snapshot(h, cl), "ImageTimeout", "create: the snapshots never show");
+	is_int(fx.deregisters, 1, "create: the half-made image is deregistered");
+	ok(strstr(answer_str(cl, AMSP_T_ERROR_MESSAGE), "deregistered") != NULL,
+	   "create: the error says so");
+	is_str(answer_str(cl, AMSP_T_IMAGE_ID), "ami-000000c1",
+	       "create: the error names the image");
+	cfg.freeze_timeout_ms = 10000;
+	client_free(cl);
+}
+
 int main(void)
 {
 	struct helper *h;
@@ -718,6 +952,7 @@ int main(void)
 	test_whole_call(h);
 	test_failures(h);
 	test_stuck_thaw(h);
+	test_images(h);
 	free_helper(h);
 	test_retry();
 	check_log();

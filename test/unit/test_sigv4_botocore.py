@@ -23,8 +23,8 @@ from urllib.parse import parse_qsl, urlencode
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HELPER = os.path.normpath(os.path.join(HERE, "..", "..", "helper"))
-SOURCES = ["common/util.c", "common/errcodes.c", "common/channel.c", "worker/sigv4.c", "worker/xml.c",
-           "worker/http.c", "worker/ec2.c"]
+SOURCES = ["common/util.c", "common/errcodes.c", "common/channel.c", "common/protocol.c",
+           "worker/sigv4.c", "worker/xml.c", "worker/http.c", "worker/ec2.c"]
 
 AKID = "AKIDEXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"

@@ -210,6 +210,70 @@ int main(void)
 	   "frozen call without a worker: WorkerDied at once, no new worker (%s)", err.msg);
 	is_int(worker_pid(w), 0, "... and no worker process was started");
 
+	/* 12. The image answers: a good DescribeImages, then untrusted ones. */
+	{
+		static struct ec2_image_info img;
+		struct ec2_image_query q = {.image_id = "ami-0123456789abcdef0"};
+		char id[32];
+
+		attach(w);
+		amsp_begin(&aw, buf, sizeof(buf), AMSP_W_OK);
+		amsp_put_u32(&aw, AMSP_T_SEQ, ++seq);
+		amsp_put_str(&aw, AMSP_T_IMAGE_ID, "ami-0123456789abcdef0");
+		amsp_put_str(&aw, AMSP_T_ARCHITECTURE, "x86_64");
+		amsp_put_str(&aw, AMSP_T_PRODUCT_CODE, "abc");
+		amsp_put_str(&aw, AMSP_T_PRODUCT_CODE_TYPE, "marketplace");
+		amsp_put_str(&aw, AMSP_T_DEVICE_NAME, "/dev/xvda");
+		amsp_put_str(&aw, AMSP_T_SNAPSHOT_ID, "");
+		amsp_put_str(&aw, AMSP_T_VOLUME_TYPE, "gp3");
+		amsp_put_u32(&aw, AMSP_T_VOLUME_SIZE, 8);
+		amsp_put_u32(&aw, AMSP_T_IOPS, 3000);
+		amsp_put_u32(&aw, AMSP_T_THROUGHPUT, 125);
+		amsp_put_u8(&aw, AMSP_T_DELETE_ON_TERM, 1);
+		queue(buf, amsp_end(&aw));
+		err_clear(&err);
+		ok(worker_describe_image(w, &q, 100, &img, &err) == 0 && img.nmappings == 1 &&
+		       img.mappings[0].size_gib == 8 && img.mappings[0].delete_on_termination &&
+		       !strcmp(img.product_codes[0].type, "marketplace"),
+		   "a good DescribeImages answer (%s)", err.msg);
+		drain();
+
+		amsp_begin(&aw, buf, sizeof(buf), AMSP_W_OK);
+		amsp_put_u32(&aw, AMSP_T_SEQ, ++seq);
+		amsp_put_str(&aw, AMSP_T_IMAGE_ID, "ami-0123456789abcdef0");
+		amsp_put_str(&aw, AMSP_T_DEVICE_NAME, "/dev/xvda");
+		amsp_put_str(&aw, AMSP_T_SNAPSHOT_ID, "snap-0000000a");
+		queue(buf, amsp_end(&aw));
+		err_clear(&err);
+		ok(worker_describe_image(w, &q, 100, &img, &err) < 0 &&
+		       !strcmp(err.code, "WorkerDied") && strstr(err.msg, "inconsistent"),
+		   "a mapping whose fields do not pair up: WorkerDied (%s)", err.msg);
+
+		attach(w);
+		amsp_begin(&aw, buf, sizeof(buf), AMSP_W_OK);
+		amsp_put_u32(&aw, AMSP_T_SEQ, ++seq);
+		amsp_put_str(&aw, AMSP_T_IMAGE_ID, "snap-0123456789abcdef0");
+		queue(buf, amsp_end(&aw));
+		err_clear(&err);
+		ok(worker_describe_image(w, &q, 100, &img, &err) < 0 &&
+		       !strcmp(err.code, "WorkerDied") && strstr(err.msg, "image id"),
+		   "an image id that is not ami-...: WorkerDied (%s)", err.msg);
+
+		attach(w);
+		amsp_begin(&aw, buf, sizeof(buf), AMSP_W_OK);
+		amsp_put_u32(&aw, AMSP_T_SEQ, ++seq);
+		queue(buf, amsp_end(&aw));
+		err_clear(&err);
+		{
+			struct ec2_create_image_req cr = {
+			    "i-0a1b2c3d4e5f60718", "nightly", NULL, NULL, 0, false};
+
+			ok(worker_create_image(w, &cr, 100, 200, false, id, &err) < 0 &&
+			       !strcmp(err.code, "WorkerDied") && strstr(err.msg, "lacks"),
+			   "CreateImage answered without an image id: WorkerDied (%s)", err.msg);
+		}
+	}
+
 	worker_free(w);
 	if (peer >= 0)
 		close(peer);
