@@ -240,6 +240,34 @@ int rs_describe_volumes_by_tag(struct rs_aws *a, const char *key, const char *va
                                struct rs_volume_state *out, size_t max, size_t *n,
                                struct amis_err *err);
 
+/* The AMI drill (verify --launch): one instance from an image, tagged for the drill. */
+struct rs_run_instance_req {
+	const char *image_id;
+	const char *instance_type;     /* NULL: t3.micro */
+	const char *subnet_id;         /* NULL: EC2's default */
+	const char *security_group_id; /* NULL: the default group */
+	const char *key_name;          /* NULL: none */
+	const char *client_token;
+	const char *drill_id;       /* tagged ami-snapshot:drill and Name */
+	const char *drill_instance; /* tagged ami-snapshot:drill-instance */
+};
+struct rs_instance {
+	char instance_id[32];
+	char state[24];           /* pending running shutting-down terminated ... */
+	char instance_status[24]; /* ok impaired initializing insufficient-data ...; "" */
+	char system_status[24];
+	char private_ip[64];
+};
+int rs_run_instance(struct rs_aws *a, const struct rs_run_instance_req *r, char *instance_id,
+                    size_t sz, struct amis_err *err);
+/* DescribeInstances (state, private IP) and DescribeInstanceStatus (both checks). */
+int rs_instance_status(struct rs_aws *a, const char *instance_id, struct rs_instance *out,
+                       struct amis_err *err);
+int rs_terminate_instance(struct rs_aws *a, const char *instance_id, struct amis_err *err);
+/* DescribeInstances filtered on tag key = value: ids and states. */
+int rs_instances_by_tag(struct rs_aws *a, const char *key, const char *value,
+                        struct rs_instance *out, size_t max, size_t *n, struct amis_err *err);
+
 /* ---- Devices and mounts (rs_devices.c). ---- */
 
 struct rs_dev_paths {

@@ -36,6 +36,9 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define MAX_DUMP_DBS 32
@@ -53,6 +56,10 @@ struct vopts {
 	const char *drill_dir;
 	const char *pg_bindir, *device_dir;
 	long device_timeout_s;
+	/* the AMI drill */
+	bool launch;
+	const char *instance_type, *subnet, *security_group, *key_name;
+	long tcp_port;
 };
 
 /* A drill in progress: what it made, for the cleanup. */
@@ -161,6 +168,12 @@ static int parse_opts(int argc, char **argv, const char *default_config, struct 
 		O_BINDIR,
 		O_DEVDIR,
 		O_DEVTIMEOUT,
+		O_LAUNCH,
+		O_ITYPE,
+		O_SUBNET,
+		O_SG,
+		O_KEY,
+		O_TCP,
 	};
 	static const struct option lo[] = {
 	    {"config", required_argument, NULL, 'c'},
@@ -180,6 +193,12 @@ static int parse_opts(int argc, char **argv, const char *default_config, struct 
 	    {"pg-bindir", required_argument, NULL, O_BINDIR},
 	    {"device-dir", required_argument, NULL, O_DEVDIR},
 	    {"device-timeout", required_argument, NULL, O_DEVTIMEOUT},
+	    {"launch", no_argument, NULL, O_LAUNCH},
+	    {"instance-type", required_argument, NULL, O_ITYPE},
+	    {"subnet", required_argument, NULL, O_SUBNET},
+	    {"security-group", required_argument, NULL, O_SG},
+	    {"key-name", required_argument, NULL, O_KEY},
+	    {"tcp-port", required_argument, NULL, O_TCP},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0}};
 	int opt, sel;
@@ -249,6 +268,24 @@ static int parse_opts(int argc, char **argv, const char *default_config, struct 
 		case O_DEVTIMEOUT:
 			o->device_timeout_s = parse_secs(optarg, "--device-timeout", 1, 3600);
 			break;
+		case O_LAUNCH:
+			o->launch = true;
+			break;
+		case O_ITYPE:
+			o->instance_type = optarg;
+			break;
+		case O_SUBNET:
+			o->subnet = optarg;
+			break;
+		case O_SG:
+			o->security_group = optarg;
+			break;
+		case O_KEY:
+			o->key_name = optarg;
+			break;
+		case O_TCP:
+			o->tcp_port = parse_secs(optarg, "--tcp-port", 1, 65535);
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -261,6 +298,22 @@ static int parse_opts(int argc, char **argv, const char *default_config, struct 
 	if (optind != argc || (o->cleanup ? sel != 0 : sel != 1)) {
 		fprintf(stderr, "ami-snapshot verify: give exactly one of --request-id, --name, "
 		                "--image (or --cleanup alone)\n");
+		return -1;
+	}
+	if (o->launch && !o->image) {
+		fprintf(stderr, "ami-snapshot verify: --launch goes with --image\n");
+		return -1;
+	}
+	if (!o->launch &&
+	    (o->instance_type || o->subnet || o->security_group || o->key_name || o->tcp_port)) {
+		fprintf(stderr, "ami-snapshot verify: --instance-type, --subnet, --security-group, "
+		                "--key-name and --tcp-port go with --launch\n");
+		return -1;
+	}
+	if (o->launch && (o->check_sql || o->dump_dir)) {
+		fprintf(stderr,
+		        "ami-snapshot verify: --check-sql and --dump-dir are for the snapshot "
+		        "drill, not --launch\n");
 		return -1;
 	}
 	if (o->check_db && !o->check_sql) {
@@ -873,6 +926,7 @@ static int cleanup_main(struct vopts *o, struct helper_config *cfg, const char *
 	struct amis_err err;
 	size_t n = 0, i;
 	int fd, left = 0, removed = 0;
+	bool aws_ok = false;
 	DIR *dir;
 	struct dirent *e;
 	FILE *out = o->json ? stderr : stdout;
@@ -893,11 +947,47 @@ static int cleanup_main(struct vopts *o, struct helper_config *cfg, const char *
 		left += stop_processes(drill_dir, out);
 	/* 2. Mounts. */
 	left += unmount_under(drill_dir, out);
-	/* 3. Volumes tagged for a drill on this instance. */
 	aws = rs_aws_new(cfg);
-	if (rs_aws_ready(aws, false, &err) < 0 ||
-	    rs_describe_volumes_by_tag(aws, RS_TAG_PREFIX "drill-instance", rs_aws_instance_id(aws),
-	                               vols, 64, &n, &err) < 0) {
+	aws_ok = rs_aws_ready(aws, false, &err) == 0;
+	if (!aws_ok) {
+		fprintf(stderr, "ami-snapshot verify: %s\n", err.msg);
+		left++;
+	}
+	/* 3. Instances an AMI drill launched from this instance: terminated first, their
+	 * volumes go with them (DeleteOnTermination) or come back available. */
+	if (aws_ok) {
+		struct rs_instance inst[32];
+		size_t ni = 0;
+
+		if (rs_instances_by_tag(aws, RS_TAG_PREFIX "drill-instance",
+		                        rs_aws_instance_id(aws), inst, 32, &ni, &err) < 0) {
+			fprintf(stderr, "ami-snapshot verify: %s\n", err.msg);
+			left++;
+			ni = 0;
+		}
+		for (i = 0; i < ni; i++) {
+			struct rs_instance st;
+			double t = vf_now_ms();
+
+			if (strcmp(inst[i].state, "terminated") == 0)
+				continue;
+			if (rs_terminate_instance(aws, inst[i].instance_id, &err) < 0) {
+				fprintf(out, "  cannot terminate %s: %s\n", inst[i].instance_id,
+				        err.msg);
+				left++;
+				continue;
+			}
+			while (vf_now_ms() - t < 600000 &&
+			       rs_instance_status(aws, inst[i].instance_id, &st, &err) == 0 &&
+			       st.state[0] && strcmp(st.state, "terminated") != 0)
+				usleep(500000);
+			fprintf(out, "  terminated %s\n", inst[i].instance_id);
+			removed++;
+		}
+	}
+	/* 4. Volumes tagged for a drill on this instance: detached from here, deleted. */
+	if (aws_ok && rs_describe_volumes_by_tag(aws, RS_TAG_PREFIX "drill-instance",
+	                                         rs_aws_instance_id(aws), vols, 64, &n, &err) < 0) {
 		fprintf(stderr, "ami-snapshot verify: %s\n", err.msg);
 		left++;
 		n = 0;
@@ -905,6 +995,13 @@ static int cleanup_main(struct vopts *o, struct helper_config *cfg, const char *
 	for (i = 0; i < n; i++) {
 		const char *id = vols[i].volume_id;
 
+		if (vols[i].instance_id[0] &&
+		    strcmp(vols[i].instance_id, rs_aws_instance_id(aws)) != 0) {
+			fprintf(out, "  %s is attached to %s, not here: left\n", id,
+			        vols[i].instance_id);
+			left++;
+			continue;
+		}
 		if (strcmp(vols[i].status, "in-use") == 0 || vols[i].attach_state[0]) {
 			if (strcmp(vols[i].attach_state, "attaching") == 0)
 				sleep(2);
@@ -930,7 +1027,7 @@ static int cleanup_main(struct vopts *o, struct helper_config *cfg, const char *
 		removed++;
 	}
 	rs_aws_free(aws);
-	/* 4. Scratch directories (only drill-shaped names, nothing mounted). */
+	/* 5. Scratch directories (only drill-shaped names, nothing mounted). */
 	dir = opendir(drill_dir);
 	while (dir && (e = readdir(dir))) {
 		char path[PATH_MAX];
@@ -1317,7 +1414,8 @@ static void drill_cleanup(struct drill *d)
 	fflush(stdout);
 }
 
-static int make_scratch(struct drill *d, struct amis_err *err)
+/* drill_dir/.lock, shared: --cleanup (exclusive) refuses while any drill runs. */
+static int take_lock(struct drill *d, struct amis_err *err)
 {
 	char path[PATH_MAX];
 
@@ -1327,6 +1425,13 @@ static int make_scratch(struct drill *d, struct amis_err *err)
 	d->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (d->lock_fd < 0 || flock(d->lock_fd, LOCK_SH) < 0)
 		return err_set(err, AMIS_E_INVALID_PATH, "%s: %s", path, strerror(errno));
+	return 0;
+}
+
+static int make_scratch(struct drill *d, struct amis_err *err)
+{
+	if (take_lock(d, err) < 0)
+		return -1;
 	if (mkdir(d->scratch, 0755) < 0)
 		return err_set(err, AMIS_E_INVALID_PATH, "mkdir %s: %s", d->scratch,
 		               strerror(errno));
@@ -1362,29 +1467,265 @@ static int owner_of(struct drill *d, struct amis_err *err)
 	return 0;
 }
 
-static void tag_result(struct drill *d)
+/* Tags ids (snapshots, the image) with the drill's result, when it has a verdict. */
+static void tag_ids(struct drill *d, const char *const *ids, size_t n)
 {
 	char key[64], value[128];
-	const char *ids[RS_MAX_IMAGE_SNAPSHOTS + 1];
-	size_t i, n = 0;
 	struct amis_err err;
 	struct strbuf sb;
 
-	if (!d->set || !vf_result_tag(d->rep.outcome, time(NULL), d->rep.drill_id, key, sizeof(key),
-	                              value, sizeof(value)))
+	if (!n || !vf_result_tag(d->rep.outcome, time(NULL), d->rep.drill_id, key, sizeof(key),
+	                         value, sizeof(value)))
 		return;
-	for (i = 0; i < d->set->n && n < RS_MAX_IMAGE_SNAPSHOTS; i++)
-		ids[n++] = d->set->snaps[i]->snapshot_id;
-	if (d->o.image)
-		ids[n++] = d->o.image;
 	if (rs_create_tags(d->r->aws, ids, n, key, value, &err) < 0) {
-		fprintf(stderr, "ami-snapshot verify: cannot tag the snapshots: %s\n", err.msg);
+		fprintf(stderr, "ami-snapshot verify: cannot tag the backup: %s\n", err.msg);
 		return;
 	}
 	sb_init(&sb);
 	sb_appendf(&sb, "%s=%s", key, value);
 	d->rep.tagged = xstrdup(sb_str(&sb));
 	sb_free(&sb);
+}
+
+static void tag_result(struct drill *d)
+{
+	const char *ids[RS_MAX_IMAGE_SNAPSHOTS + 1];
+	size_t i, n = 0;
+
+	if (!d->set)
+		return;
+	for (i = 0; i < d->set->n && n < RS_MAX_IMAGE_SNAPSHOTS; i++)
+		ids[n++] = d->set->snaps[i]->snapshot_id;
+	if (d->o.image)
+		ids[n++] = d->o.image;
+	tag_ids(d, ids, n);
+}
+
+/* ---- The AMI drill. ---- */
+
+/* Whether a TCP connection to ip:port succeeds within 3 s. */
+static bool tcp_connects(const char *ip, long port, char *why, size_t sz)
+{
+	struct sockaddr_in sa;
+	struct pollfd pf;
+	socklen_t len = sizeof(int);
+	int fd, soerr = 0;
+	bool ok = false;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1) {
+		snprintf(why, sz, "not an IPv4 address: %s", ip);
+		return false;
+	}
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(why, sz, "socket: %s", strerror(errno));
+		return false;
+	}
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		ok = true;
+	} else if (errno == EINPROGRESS) {
+		pf.fd = fd;
+		pf.events = POLLOUT;
+		if (poll(&pf, 1, 3000) == 1 &&
+		    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr == 0)
+			ok = true;
+		else
+			snprintf(why, sz, "%s", soerr ? strerror(soerr) : "no answer within 3 s");
+	} else {
+		snprintf(why, sz, "%s", strerror(errno));
+	}
+	close(fd);
+	return ok;
+}
+
+/* Terminates the drill's instance and waits until EC2 says terminated (never cut short). */
+static void terminate_instance(struct drill *d, const char *iid)
+{
+	struct rs_instance st;
+	struct amis_err err;
+	double t = vf_now_ms();
+	int tries;
+
+	err_clear(&err);
+	for (tries = 0; tries < 3; tries++) {
+		if (rs_terminate_instance(d->r->aws, iid, &err) == 0)
+			break;
+		sleep(2);
+	}
+	if (tries == 3) {
+		printf("  cannot terminate %s: %s\n", iid, err.msg);
+		d->rep.left++;
+		return;
+	}
+	printf("  terminating %s\n", iid);
+	fflush(stdout);
+	while (vf_now_ms() - t < 600000) {
+		if (rs_instance_status(d->r->aws, iid, &st, &err) == 0 &&
+		    (strcmp(st.state, "terminated") == 0 || !st.state[0])) {
+			printf("  %s terminated\n", iid);
+			return;
+		}
+		usleep(500000);
+	}
+	printf("  %s is still not terminated after 600 s\n", iid);
+	d->rep.left++;
+}
+
+/* Volumes of the drill's instance that outlived it (no DeleteOnTermination): deleted. */
+static void delete_drill_volumes(struct drill *d)
+{
+	struct rs_volume_state v[32];
+	struct amis_err err;
+	size_t n = 0, i;
+
+	if (rs_describe_volumes_by_tag(d->r->aws, RS_TAG_PREFIX "drill", d->rep.drill_id, v, 32, &n,
+	                               &err) < 0) {
+		printf("  cannot list the drill's volumes: %s\n", err.msg);
+		d->rep.left++;
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		if (wait_status(d->r->aws, v[i].volume_id, "available", 120) < 0 ||
+		    rs_delete_volume(d->r->aws, v[i].volume_id, &err) < 0) {
+			printf("  cannot delete %s\n", v[i].volume_id);
+			d->rep.left++;
+		} else {
+			printf("  deleted %s\n", v[i].volume_id);
+		}
+	}
+}
+
+/*
+ * RunInstances from the image (tagged for the drill), wait for running and
+ * both status checks ok, optionally a TCP port on its private address; then
+ * always TerminateInstances and wait for terminated.
+ */
+static void run_ami_drill(struct drill *d)
+{
+	struct rs_image img;
+	struct rs_instance st;
+	struct amis_err err;
+	char iid[32] = "", token[96], why[256] = "";
+	const char *ids[RS_MAX_IMAGE_SNAPSHOTS + 1];
+	const char *itype = d->o.instance_type           ? d->o.instance_type
+	                    : d->cfg.drill_instance_type ? d->cfg.drill_instance_type
+	                                                 : "t3.micro";
+	struct rs_run_instance_req req = {
+	    .image_id = d->o.image,
+	    .instance_type = itype,
+	    .subnet_id = d->o.subnet ? d->o.subnet : d->cfg.drill_subnet,
+	    .security_group_id =
+	        d->o.security_group ? d->o.security_group : d->cfg.drill_security_group,
+	    .key_name = d->o.key_name ? d->o.key_name : d->cfg.drill_key_name,
+	    .client_token = token,
+	    .drill_id = d->rep.drill_id,
+	};
+	double t = vf_now_ms(), t0;
+	bool running = false;
+	size_t i, n = 0;
+
+	err_clear(&err);
+	img.n = 0;
+	if (take_lock(d, &err) < 0) {
+		vf_set_error(&d->rep, VF_REFUSED, "%s", err.msg);
+		return;
+	}
+	printf("drill %s: launching %s (%s)\n", d->rep.drill_id, d->o.image, itype);
+	if (rs_aws_ready(d->r->aws, false, &err) < 0) {
+		vf_set_error(&d->rep, VF_ERROR, "%s", err.msg);
+		return;
+	}
+	req.drill_instance = rs_aws_instance_id(d->r->aws);
+	if (rs_describe_image(d->r->aws, d->o.image, &img, &err) < 0) {
+		vf_set_error(&d->rep,
+		             strncmp(err.code, "InvalidAMIID.", 13) == 0 ? VF_REFUSED : VF_ERROR,
+		             "%s", err.msg);
+		return;
+	}
+	phase(d, "select", &t);
+	snprintf(token, sizeof(token), "%s", d->rep.drill_id);
+	t0 = vf_now_ms();
+	if (rs_run_instance(d->r->aws, &req, iid, sizeof(iid), &err) < 0) {
+		vf_add_check(&d->rep, "launch", false, vf_now_ms() - t0, "%s", err.msg);
+		vf_set_error(&d->rep, VF_FAILED, "RunInstances: %s", err.msg);
+		goto out;
+	}
+	snprintf(d->rep.instance_id, sizeof(d->rep.instance_id), "%s", iid);
+	vf_add_check(&d->rep, "launch", true, vf_now_ms() - t0, "instance %s (%s)", iid, itype);
+	printf("launched instance %s\n", iid);
+	fflush(stdout);
+	phase(d, "launch", &t);
+	for (;;) {
+		if (rs_instance_status(d->r->aws, iid, &st, &err) < 0) {
+			vf_set_error(&d->rep, VF_ERROR, "%s", err.msg);
+			goto out;
+		}
+		if (!running && strcmp(st.state, "running") == 0) {
+			running = true;
+			vf_add_check(&d->rep, "running", true, vf_now_ms() - t0,
+			             "private address %s",
+			             st.private_ip[0] ? st.private_ip : "none");
+			phase(d, "running", &t);
+		}
+		if (strcmp(st.state, "shutting-down") == 0 || strcmp(st.state, "terminated") == 0 ||
+		    strcmp(st.state, "stopped") == 0) {
+			vf_add_check(&d->rep, "running", false, vf_now_ms() - t0,
+			             "the instance is %s", st.state);
+			break;
+		}
+		if (running && (strcmp(st.instance_status, "impaired") == 0 ||
+		                strcmp(st.system_status, "impaired") == 0)) {
+			vf_add_check(&d->rep, "status-checks", false, vf_now_ms() - t0,
+			             "instance status %s, system status %s", st.instance_status,
+			             st.system_status);
+			break;
+		}
+		if (running && strcmp(st.instance_status, "ok") == 0 &&
+		    strcmp(st.system_status, "ok") == 0) {
+			vf_add_check(&d->rep, "status-checks", true, vf_now_ms() - t0,
+			             "instance and system status ok");
+			break;
+		}
+		if (stopped(d))
+			goto out;
+		usleep(1000000);
+	}
+	phase(d, "status", &t);
+	if (vf_all_ok(&d->rep) && d->o.tcp_port) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "tcp:%ld", d->o.tcp_port);
+		t0 = vf_now_ms();
+		while (!tcp_connects(st.private_ip, d->o.tcp_port, why, sizeof(why))) {
+			if (stopped(d))
+				goto out;
+			usleep(2000000);
+		}
+		vf_add_check(&d->rep, name, true, vf_now_ms() - t0, "%s:%ld accepts connections",
+		             st.private_ip, d->o.tcp_port);
+		phase(d, "tcp", &t);
+	}
+	if (!vf_all_ok(&d->rep)) {
+		const struct vf_check *c = vf_first_failed(&d->rep);
+
+		vf_set_error(&d->rep, VF_FAILED, "check %s failed: %s", c ? c->name : "?",
+		             c ? c->detail : "no check ran");
+	}
+out:
+	t = vf_now_ms();
+	if (iid[0]) {
+		printf("cleaning up drill %s:\n", d->rep.drill_id);
+		terminate_instance(d, iid);
+		delete_drill_volumes(d);
+	}
+	phase(d, "terminate", &t);
+	ids[n++] = d->o.image;
+	for (i = 0; i < img.n && n < RS_MAX_IMAGE_SNAPSHOTS + 1; i++)
+		ids[n++] = img.snapshot_ids[i];
+	tag_ids(d, ids, n);
 }
 
 static void run_drill(struct drill *d)
@@ -1581,7 +1922,10 @@ int vf_verify_main(int argc, char **argv, const char *default_config)
 	d->r->o.should_stop = should_stop;
 	d->r->aws = rs_aws_new(&d->cfg);
 
-	run_drill(d);
+	if (d->o.launch)
+		run_ami_drill(d);
+	else
+		run_drill(d);
 
 	if (json_fd >= 0) {
 		struct strbuf sb;

@@ -20,7 +20,13 @@ takes a set; then:
     PostgreSQL started: leftovers, which `verify --cleanup` removes
     completely (and a second --cleanup finds nothing);
   * SIGTERM during a drill: exit 6, nothing left; --timeout: exit 5,
-    nothing left; refusals: an unknown name (exit 3), bad options (exit 2).
+    nothing left;
+  * an AMI registered from the set's snapshots plus a root snapshot: the
+    snapshot drill by --image passes and tags the AMI; the AMI drill
+    (--launch) passes (running, both status checks ok) and, with the
+    emulator's impair switch on the image, fails; the instance terminated
+    both times; a killed AMI drill's instance is terminated by --cleanup;
+  * refusals: an unknown name (exit 3), bad options (exit 2).
 """
 
 import json
@@ -274,6 +280,75 @@ def main():
         is_(r.returncode, 5, "--timeout 5 with a check that takes 60 s: exit 5 (timed out)")
         ok(r.stdout and json.loads(r.stdout)["outcome"] == "timed_out", "outcome timed_out")
         nothing_left(w, drill_dir, loops_before, "timed out")
+
+        # ---- an AMI of the set: the snapshot drill by --image, and the AMI drill ----
+        root_snap = w.ec2_call("CreateSnapshot", VolumeId=w.root_volume.vol_id).findtext(
+            "snapshotId")
+        snaps = list(snapshot_tags(w, good))
+        params = {"Name": "verify-e2e-image", "Architecture": "x86_64",
+                  "VirtualizationType": "hvm", "RootDeviceName": "/dev/xvda",
+                  "EnaSupport": "true",
+                  "BlockDeviceMapping.1.DeviceName": "/dev/xvda",
+                  "BlockDeviceMapping.1.Ebs.SnapshotId": root_snap}
+        for i, sid in enumerate(snaps):
+            params["BlockDeviceMapping.%d.DeviceName" % (i + 2)] = "/dev/sd" + "fg"[i]
+            params["BlockDeviceMapping.%d.Ebs.SnapshotId" % (i + 2)] = sid
+        image = w.ec2_call("RegisterImage", **params).findtext("imageId")
+        deadline = time.time() + 60
+        while time.time() < deadline and w.ec2_call(
+                "DescribeImages", **{"ImageId.1": image}).findtext(
+                "./imagesSet/item/imageState") != "available":
+            time.sleep(0.5)
+        ok(image and image.startswith("ami-"), "an AMI of the set plus a root snapshot (%s)"
+           % image)
+        r = verify(w, drill_dir, "--image", image, "--json")
+        is_(r.returncode, 0, "verify --image (snapshot drill of the AMI's set): exit 0")
+        tags = {t.findtext("key"): t.findtext("value") for t in w.ec2_call(
+            "DescribeImages", **{"ImageId.1": image}).findall("./imagesSet/item/tagSet/item")}
+        ok("ami-snapshot:verified" in tags, "the AMI tagged ami-snapshot:verified", tags)
+        nothing_left(w, drill_dir, loops_before, "--image drill")
+
+        def instance_states():
+            return {i["instanceId"]: i["instanceState"]["name"]
+                    for i in w.ec2_state()["instances"]}
+
+        r = verify(w, drill_dir, "--image", image, "--launch", "--json", "--timeout", "120",
+                   "--instance-type", "t3.micro")
+        is_(r.returncode, 0, "AMI drill: exit 0 (passed)")
+        rep = json.loads(r.stdout) if r.stdout.strip() else {}
+        is_([c["name"] for c in rep.get("checks", []) if c["ok"]],
+            ["launch", "running", "status-checks"], "AMI drill: launched, running, checks ok")
+        iid = rep.get("instance_id")
+        is_(instance_states().get(iid, "terminated"), "terminated",
+            "AMI drill: the instance %s is terminated" % iid)
+        ok(rep.get("tagged", "").startswith("ami-snapshot:verified="), "AMI drill: AMI tagged")
+        w.emulator_control({"impair": image})
+        r = verify(w, drill_dir, "--image", image, "--launch", "--json", "--timeout", "120")
+        w.emulator_control({"unimpair": image})
+        is_(r.returncode, 4, "AMI drill of an impaired image: exit 4 (failed)")
+        rep = json.loads(r.stdout) if r.stdout.strip() else {}
+        bad = [c for c in rep.get("checks", []) if not c["ok"]]
+        ok(bad and bad[0]["name"] == "status-checks" and "impaired" in bad[0]["detail"],
+           "AMI drill: the status checks are impaired", bad)
+        is_(instance_states().get(rep.get("instance_id"), "terminated"), "terminated",
+            "AMI drill failed: the instance is terminated")
+        # Killed before it terminates: --cleanup terminates the instance.
+        cmd, env = verify_cmd(w, drill_dir, "--image", image, "--launch")
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=env)
+        lines = wait_line(p, "launched instance")
+        p.kill()
+        p.wait()
+        iid = lines[-1].split()[-1]
+        is_(instance_states().get(iid), "pending" if instance_states().get(iid) == "pending"
+            else "running", "AMI drill SIGKILLed: its instance %s still there" % iid)
+        r = verify(w, drill_dir, "--cleanup")
+        is_(r.returncode, 0, "--cleanup after a killed AMI drill: exit 0")
+        deadline = time.time() + 30
+        while time.time() < deadline and instance_states().get(iid, "terminated") != "terminated":
+            time.sleep(0.5)
+        is_(instance_states().get(iid, "terminated"), "terminated",
+            "--cleanup terminated the drill's instance")
 
         # ---- refusals ----
         r = verify(w, drill_dir, "--name", "no such set")
