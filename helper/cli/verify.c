@@ -1174,9 +1174,9 @@ static void run_checks(struct drill *d, long budget_ms, char dbs[][256], size_t 
 	if (rc == -2 && stopped(d))
 		goto out;
 	trim_err(&err);
-	if (rc < 0 || fields(out.data, f, 8) != 5) {
+	if (rc < 0 || fields((char *)sb_str(&out), f, 8) != 5) {
 		vf_add_check(&d->rep, "connect", false, vf_now_ms() - t, "%s",
-		             err.len ? err.data : "no answer");
+		             err.len ? sb_str(&err) : "no answer");
 		goto out;
 	}
 	vf_add_check(&d->rep, "connect", strcmp(f[0], "f") == 0, vf_now_ms() - t, "as %s on %s%s",
@@ -1205,10 +1205,11 @@ static void run_checks(struct drill *d, long budget_ms, char dbs[][256], size_t 
 		goto out;
 	if (rc < 0) {
 		trim_err(&err);
-		vf_add_check(&d->rep, "databases", false, vf_now_ms() - t, "%s", err.data);
+		vf_add_check(&d->rep, "databases", false, vf_now_ms() - t, "%s", sb_str(&err));
 		goto out;
 	}
-	for (line = strtok(out.data, "\n"); line && *ndbs < MAX_DBS; line = strtok(NULL, "\n"))
+	for (line = strtok((char *)sb_str(&out), "\n"); line && *ndbs < MAX_DBS;
+	     line = strtok(NULL, "\n"))
 		snprintf(dbs[(*ndbs)++], 256, "%s", line);
 	vf_add_check(&d->rep, "databases", *ndbs > 0, vf_now_ms() - t, "%zu accept connections",
 	             *ndbs);
@@ -1238,11 +1239,11 @@ static void run_checks(struct drill *d, long budget_ms, char dbs[][256], size_t 
 		}
 		trim_err(&err);
 		if (rc < 0) {
-			vf_add_check(&d->rep, name, false, vf_now_ms() - t, "%s", err.data);
+			vf_add_check(&d->rep, name, false, vf_now_ms() - t, "%s", sb_str(&err));
 			continue;
 		}
 		vf_amcheck_result_init(&ar);
-		if (vf_amcheck_parse(out.data, dbs[i], &ar, &d->rep, &perr) < 0)
+		if (vf_amcheck_parse(sb_str(&out), dbs[i], &ar, &d->rep, &perr) < 0)
 			vf_add_check(&d->rep, name, false, vf_now_ms() - t, "%s", perr.msg);
 		else if (ar.corrupt)
 			vf_add_check(&d->rep, name, false, vf_now_ms() - t,
@@ -1267,8 +1268,8 @@ static void run_checks(struct drill *d, long budget_ms, char dbs[][256], size_t 
 		if (rc == -2 && stopped(d))
 			goto out;
 		trim_err(&err);
-		vf_add_check(&d->rep, "check-sql", rc == 0 && strcmp(out.data, "t") == 0,
-		             vf_now_ms() - t, "%s", rc == 0 ? out.data : err.data);
+		vf_add_check(&d->rep, "check-sql", rc == 0 && strcmp(sb_str(&out), "t") == 0,
+		             vf_now_ms() - t, "%s", rc == 0 ? sb_str(&out) : sb_str(&err));
 	}
 out:
 	sb_free(&out);
