@@ -165,9 +165,14 @@ def restore_from_image(w, img, state, name):
     return Restored(w, snaps, name=name)
 
 
+# The last commit of main before images (the parent of their merge).
+BEFORE_IMAGES = "3f8080b5e665be88c32fdb202ccb7bd6b5aad0ef"
+
+
 def old_helper():
-    """The helper of the commit this branch started from (before images)."""
-    base = subprocess.run(["git", "-C", ROOT, "merge-base", "HEAD", "main"],
+    """The helper as it was before images, built from git's history."""
+    base = subprocess.run(["git", "-C", ROOT, "rev-parse", "--verify", "-q",
+                           BEFORE_IMAGES + "^{commit}"],
                           capture_output=True, text=True).stdout.strip()
     if not base:
         return None

@@ -88,6 +88,9 @@ t0=$(date +%s)
 # ---- 1. build from a copy ----
 before=$(git status --porcelain --ignored 2>&1)
 mkdir "$S/src" "$S/debs"
+# The packages' version (debian/changelog) and the extension's (its control file).
+DEBVER=$(dpkg-parsechangelog -l "$TOP/debian/changelog" -S Version)
+EXTVER=$(sed -n "s/^default_version = '\(.*\)'$/\1/p" "$TOP/ami_snapshot.control")
 git ls-files -z --cached --others --exclude-standard |
 	xargs -0 -I{} sh -c 'test -e "{}" && printf "%s\0" "{}"' |
 	tar --null -T - -cf - | tar -xf - -C "$S/src" || bail "could not copy the tree to $S/src"
@@ -97,7 +100,7 @@ ok $rc "dpkg-buildpackage -us -uc -b builds (WERROR=1; log tail on failure)"
 [ $rc -eq 0 ] || bail "the packages do not build" "$S/build.log"
 mv "$S"/*.deb "$S"/*.changes "$S"/*.buildinfo "$S/debs/"
 find "$S/debs" -type f -printf "%f\n" | sort | diag
-[ -f "$S/debs/${HELPER}_1.0-1_amd64.deb" ] && [ -f "$S/debs/${EXT}_1.0-1_amd64.deb" ]
+[ -f "$S/debs/${HELPER}_${DEBVER}_amd64.deb" ] && [ -f "$S/debs/${EXT}_${DEBVER}_amd64.deb" ]
 ok $? "$HELPER and $EXT were built"
 [ "$(git status --porcelain --ignored 2>&1)" = "$before" ]
 ok $? "the source tree is as it was"
@@ -121,7 +124,7 @@ inside() { "$TOP/test/pgversions/in-chroot.sh" "$R" "$S/debs" "$@"; }
 # invoke-rc.d in any case.
 inside /bin/sh -c "apt-get update -qq && cd '$S/debs' &&
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-		./${HELPER}_1.0-1_amd64.deb ./${EXT}_1.0-1_amd64.deb" >"$S/install.log" 2>&1
+		./${HELPER}_${DEBVER}_amd64.deb ./${EXT}_${DEBVER}_amd64.deb" >"$S/install.log" 2>&1
 rc=$?
 ok $rc "apt install ./${HELPER}_*.deb ./${EXT}_*.deb in the chroot"
 [ $rc -eq 0 ] || bail "the packages do not install" "$S/install.log"
@@ -239,8 +242,8 @@ runuser -u postgres -- \$bin/pg_ctl -D \$d/data -m fast -w stop >/dev/null || tr
 exit \$rc" >"$S/sql.out" 2>&1
 rc=$?
 diag <"$S/sql.out"
-[ $rc -eq 0 ] && grep -qx "ami_snapshot 1.0" "$S/sql.out" && grep -qx 1 "$S/sql.out"
-ok $? "CREATE EXTENSION ami_snapshot in a PostgreSQL $MAJOR cluster: version 1.0, ami_snapshot()"
+[ $rc -eq 0 ] && grep -qx "ami_snapshot $EXTVER" "$S/sql.out" && grep -qx 1 "$S/sql.out"
+ok $? "CREATE EXTENSION ami_snapshot in a PostgreSQL $MAJOR cluster: version $EXTVER, ami_snapshot()"
 
 # The main end-to-end test through the packages: the packaged helper (run
 # on the host, like the tree's in the other suites: the chroot is the same
@@ -262,7 +265,7 @@ fi
 
 # An edited configuration survives installing the package again.
 echo "# edited by test/packages/run.sh" >>"$R$CONF"
-inside /bin/sh -c "DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold '$S/debs/${HELPER}_1.0-1_amd64.deb'" >"$S/reinstall.log" 2>&1
+inside /bin/sh -c "DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold '$S/debs/${HELPER}_${DEBVER}_amd64.deb'" >"$S/reinstall.log" 2>&1
 rc=$?
 [ $rc -ne 0 ] && tail -20 "$S/reinstall.log" | diag
 [ $rc -eq 0 ] && tail -1 "$R$CONF" | grep -qx "# edited by test/packages/run.sh"
