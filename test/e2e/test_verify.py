@@ -26,6 +26,8 @@ takes a set; then:
     (--launch) passes (running, both status checks ok) and, with the
     emulator's impair switch on the image, fails; the instance terminated
     both times; a killed AMI drill's instance is terminated by --cleanup;
+  * a --check-sql returning false: failed; --dump-db dumps that database only;
+    --time-budget 0: amcheck reaches nothing and lists what it did not reach;
   * refusals: an unknown name (exit 3), bad options (exit 2).
 """
 
@@ -256,6 +258,14 @@ def main():
             if needle == "started PostgreSQL":
                 ok(left["processes"] and left["mounts"],
                    "SIGKILL %s: its PostgreSQL and mounts left" % when, left)
+                # Isolation, seen on the server left running: no TCP socket, niced.
+                ss = run(["ss", "-ltnpH"]).stdout
+                ok(not any("pid=%d," % pid in ss for pid in left["processes"]),
+                   "the drill's PostgreSQL listens on no TCP socket", ss)
+                nices = [int(open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[16])
+                         for pid in left["processes"]]
+                ok(nices and all(n == 10 for n in nices),
+                   "the drill's PostgreSQL processes run at nice 10 (%s)" % nices)
             r = verify(w, drill_dir, "--cleanup")
             is_(r.returncode, 0, "verify --cleanup after SIGKILL %s: exit 0" % when)
             nothing_left(w, drill_dir, loops_before, "cleanup after SIGKILL %s" % when)
@@ -349,6 +359,23 @@ def main():
             time.sleep(0.5)
         is_(instance_states().get(iid, "terminated"), "terminated",
             "--cleanup terminated the drill's instance")
+
+        # ---- a --check-sql that returns false fails the drill; --dump-db ----
+        dump2 = w.path("dumps2")
+        os.makedirs(dump2)
+        r = verify(w, drill_dir, "--request-id", good, "--check-sql",
+                   "SELECT count(*) = 0 FROM pgbench_accounts", "--check-db", "bench",
+                   "--dump-dir", dump2, "--dump-db", "bench", "--time-budget", "0", "--json")
+        is_(r.returncode, 4, "a --check-sql returning false: exit 4 (failed)")
+        rep = json.loads(r.stdout)
+        bad = [c["name"] for c in rep["checks"] if not c["ok"]]
+        is_(bad, ["check-sql"], "only the check-sql check failed")
+        ok(rep["amcheck_not_reached_count"] > 200 and len(rep["amcheck_not_reached"]) == 64,
+           "--time-budget 0: amcheck reached nothing and says so (%d not reached)"
+           % rep["amcheck_not_reached_count"])
+        is_(sorted(os.listdir(dump2)), ["%s_bench.dump" % good],
+            "--dump-db bench: that database only, no .partial left")
+        nothing_left(w, drill_dir, loops_before, "check-sql drill")
 
         # ---- refusals ----
         r = verify(w, drill_dir, "--name", "no such set")
