@@ -1145,6 +1145,25 @@ static bool stopped(struct drill *d)
 	return false;
 }
 
+/*
+ * psql with out and err reset first and *t its start: 0, -1 (failed; err
+ * on one line), or -2 when the drill was stopped (timeout, signal).
+ */
+static int query(struct drill *d, const char *db, const char *const *sqls, struct strbuf *out,
+                 struct strbuf *err, double *t)
+{
+	int rc;
+
+	sb_reset(out);
+	sb_reset(err);
+	*t = vf_now_ms();
+	rc = psql(d, db, sqls, out, err);
+	if (rc == -2 && stopped(d))
+		return -2;
+	trim_err(err);
+	return rc < 0 ? -1 : 0;
+}
+
 static void run_checks(struct drill *d, long budget_ms, char dbs[][256], size_t *ndbs)
 {
 	struct strbuf out, err;
@@ -1169,11 +1188,9 @@ static void run_checks(struct drill *d, long budget_ms, char dbs[][256], size_t 
 	*ndbs = 0;
 
 	/* connect, system identifier, timeline, recovered LSN */
-	t = vf_now_ms();
-	rc = psql(d, "postgres", q1, &out, &err);
-	if (rc == -2 && stopped(d))
+	rc = query(d, "postgres", q1, &out, &err, &t);
+	if (rc == -2)
 		goto out;
-	trim_err(&err);
 	if (rc < 0 || fields((char *)sb_str(&out), f, 8) != 5) {
 		vf_add_check(&d->rep, "connect", false, vf_now_ms() - t, "%s",
 		             err.len ? sb_str(&err) : "no answer");
@@ -1197,14 +1214,10 @@ static void run_checks(struct drill *d, long budget_ms, char dbs[][256], size_t 
 	}
 
 	/* every database */
-	sb_reset(&out);
-	sb_reset(&err);
-	t = vf_now_ms();
-	rc = psql(d, "postgres", qdb, &out, &err);
-	if (rc == -2 && stopped(d))
+	rc = query(d, "postgres", qdb, &out, &err, &t);
+	if (rc == -2)
 		goto out;
 	if (rc < 0) {
-		trim_err(&err);
 		vf_add_check(&d->rep, "databases", false, vf_now_ms() - t, "%s", sb_str(&err));
 		goto out;
 	}
@@ -1227,17 +1240,13 @@ static void run_checks(struct drill *d, long budget_ms, char dbs[][256], size_t 
 		sb_init(&sql);
 		vf_amcheck_sql(vf_budget_left(budget_ms, budget_start, vf_now_ms()), &sql);
 		sqls[2] = sb_str(&sql);
-		sb_reset(&out);
-		sb_reset(&err);
-		t = vf_now_ms();
 		snprintf(name, sizeof(name), "amcheck:%s", dbs[i]);
-		rc = psql(d, dbs[i], sqls, &out, &err);
+		rc = query(d, dbs[i], sqls, &out, &err, &t);
 		sb_free(&sql);
-		if (rc == -2 && stopped(d)) {
+		if (rc == -2) {
 			vf_add_check(&d->rep, name, false, vf_now_ms() - t, "stopped");
 			goto out;
 		}
-		trim_err(&err);
 		if (rc < 0) {
 			vf_add_check(&d->rep, name, false, vf_now_ms() - t, "%s", sb_str(&err));
 			continue;
@@ -1261,13 +1270,9 @@ static void run_checks(struct drill *d, long budget_ms, char dbs[][256], size_t 
 	if (d->o.check_sql) {
 		const char *sqls[] = {d->o.check_sql, NULL};
 
-		sb_reset(&out);
-		sb_reset(&err);
-		t = vf_now_ms();
-		rc = psql(d, d->o.check_db ? d->o.check_db : "postgres", sqls, &out, &err);
-		if (rc == -2 && stopped(d))
+		rc = query(d, d->o.check_db ? d->o.check_db : "postgres", sqls, &out, &err, &t);
+		if (rc == -2)
 			goto out;
-		trim_err(&err);
 		vf_add_check(&d->rep, "check-sql", rc == 0 && strcmp(sb_str(&out), "t") == 0,
 		             vf_now_ms() - t, "%s", rc == 0 ? sb_str(&out) : sb_str(&err));
 	}
