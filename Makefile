@@ -11,6 +11,8 @@
 #   make bench            benchmarks (see doc/performance.md)
 #   make bench-ami        the freeze window of a snapshot set vs the AMI
 #                         methods (the last step of make bench)
+#   make bench-verify     a restore drill's phases and production's pgbench
+#                         latency during one (also a step of make bench)
 #   make fuzz             build the libFuzzer targets (clang) and run each
 #                         for FUZZ_SECONDS (default 300); see test/fuzz/
 
@@ -140,6 +142,17 @@ bench: all
 		--latencies 0,50,200 --volumes 1,2,4,8 --pgbench-seconds $(BENCH_PGBENCH_SECONDS) \
 		--out $(BENCH_OUT) --doc-png doc/bench-pgbench.png
 	$(MAKE) bench-ami
+	$(MAKE) bench-verify
+
+# A restore drill (ami-snapshot verify): its duration by phase, and the
+# production pgbench latency during a drill against without one
+# (doc/performance.md, "A restore drill").
+BENCH_VERIFY_RUNS ?= 3
+BENCH_VERIFY_SECONDS ?= 20
+BENCH_VERIFY_SCALE ?= 10
+bench-verify: all
+	test/bench/verify_drill.py --runs $(BENCH_VERIFY_RUNS) --seconds $(BENCH_VERIFY_SECONDS) \
+		--scale $(BENCH_VERIFY_SCALE)
 
 # The freeze window of a snapshot set against the two AMI methods
 # (doc/performance.md, "AMIs: the freeze window of each method"); also on
@@ -157,4 +170,4 @@ fuzz:
 	$(MAKE) -C test/fuzz
 	test/fuzz/run.sh $(FUZZ_SECONDS)
 
-.PHONY: helper-all helper-clean install-helper clean-test-results bench bench-ami fuzz
+.PHONY: helper-all helper-clean install-helper clean-test-results bench bench-ami bench-verify fuzz

@@ -2,12 +2,14 @@
  * main.c - ami-snapshot: the administrator's command (root, one-shot).
  *
  *	ami-snapshot [-c CONFIG] restore [OPTIONS]   (-c also after the command)
+ *	ami-snapshot [-c CONFIG] verify [OPTIONS]
  *
- * One program with subcommands: restore today (doc/restore.md); status,
+ * One program with subcommands: restore (doc/restore.md) and verify (doc/verify.md) today; status,
  * check, list... later.  It reads the [aws] section of the helper's
  * configuration for the endpoints, region and credentials.
  */
 #include "restore.h"
+#include "verify.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +26,7 @@ struct subcommand {
 
 static const struct subcommand subcommands[] = {
     {"restore", rs_restore_main, "restore a snapshot set or an AMI onto this instance"},
+    {"verify", vf_verify_main, "a restore drill: restore, start, check, dump, remove"},
 };
 
 static void usage(FILE *f)

@@ -27,46 +27,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_VOLUMES 32
-
-struct opts {
-	const char *config;
-	const char *request_id, *name, *image;
-	const char *root;
-	bool attached, pitr, force, wait, list, allow_nonempty, no_config, cleanup;
-	long wait_timeout_s, device_timeout_s;
-	const char *volume_type;
-	long iops, throughput;
-	long long size_gib;
-	const char *device_dir;
-	const char *config_root;
-	const char *pg_bindir;
-	const char *mountinfo;
-	struct rs_recovery rec;
-};
-
-/* One volume of the restore, and what this run did with it. */
-struct rvol {
-	struct rs_snapshot *snap;
-	const char *mount_point; /* tagged */
-	const char *fstype;
-	int partition;
-	int fs_volumes;
-	char target[PATH_MAX]; /* where it is mounted */
-	char volume_id[32];    /* created */
-	char device_name[64];  /* attached at */
-	char device[PATH_MAX]; /* the block device */
-	bool created, attached, mounted;
-};
-
-struct run {
-	struct opts o;
-	struct rs_aws *aws;
-	size_t n;
-	struct rvol v[MAX_VOLUMES];
-	char pg_bindir[PATH_MAX];
-};
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -100,7 +60,7 @@ static long parse_long(const char *s, const char *what, long min, long max)
 	return v;
 }
 
-static int parse_opts(int argc, char **argv, const char *default_config, struct opts *o)
+static int parse_opts(int argc, char **argv, const char *default_config, struct rs_opts *o)
 {
 	enum {
 		O_REQ = 256,
@@ -370,7 +330,7 @@ static int bindir_major(const char *dir)
  * The PostgreSQL to start the restore with: --pg-bindir, else Debian's
  * /usr/lib/postgresql/<tagged major>/bin, else pg_config's.  Its major, 0 if none.
  */
-static int local_pg(struct run *r, int tagged_major)
+int rs_local_pg(struct rs_run *r, int tagged_major)
 {
 	char out[PATH_MAX];
 	char *argv[] = {(char *)"pg_config", (char *)"--bindir", NULL};
@@ -394,7 +354,7 @@ static int local_pg(struct run *r, int tagged_major)
 
 /* ---- Finding the set. ---- */
 
-static int find_set(struct run *r, struct rs_snapshot_list *list, struct amis_err *err)
+int rs_find_set(struct rs_run *r, struct rs_snapshot_list *list, struct amis_err *err)
 {
 	if (r->o.request_id)
 		return rs_describe_snapshots_by_tag(r->aws, RS_TAG_PREFIX "request-id",
@@ -436,14 +396,14 @@ static void print_sets(const struct rs_sets *sets)
 	}
 }
 
-static int wait_completed(struct run *r, const struct rs_set *set, struct amis_err *err)
+int rs_wait_completed(struct rs_run *r, const struct rs_set *set, struct amis_err *err)
 {
 	time_t deadline = time(NULL) + r->o.wait_timeout_s;
 	char which[96];
 
 	while (!rs_set_completed(set, which, sizeof(which))) {
 		struct rs_snapshot_list fresh;
-		const char *ids[MAX_VOLUMES * 2];
+		const char *ids[RS_MAX_VOLUMES * 2];
 		size_t i, j, n = 0;
 
 		if (!r->o.wait) {
@@ -453,7 +413,7 @@ static int wait_completed(struct run *r, const struct rs_set *set, struct amis_e
 			        which);
 			return RS_EXIT_NOT_COMPLETED;
 		}
-		if (time(NULL) > deadline) {
+		if (time(NULL) > deadline || (r->o.should_stop && r->o.should_stop())) {
 			err_set(err, AMIS_E_TIMEOUT,
 			        "snapshot %s is still not completed after %ld s", which,
 			        r->o.wait_timeout_s);
@@ -462,7 +422,7 @@ static int wait_completed(struct run *r, const struct rs_set *set, struct amis_e
 		printf("waiting for snapshot %s to complete\n", which);
 		fflush(stdout);
 		sleep(5);
-		for (i = 0; i < set->n && n < MAX_VOLUMES * 2; i++)
+		for (i = 0; i < set->n && n < RS_MAX_VOLUMES * 2; i++)
 			ids[n++] = set->snaps[i]->snapshot_id;
 		rs_list_init(&fresh);
 		if (rs_describe_snapshots_by_id(r->aws, ids, n, &fresh, err) < 0) {
@@ -486,12 +446,12 @@ static int wait_completed(struct run *r, const struct rs_set *set, struct amis_e
 
 static int by_mount_point(const void *a, const void *b)
 {
-	const struct rvol *x = a, *y = b;
+	const struct rs_vol *x = a, *y = b;
 
 	return strcmp(x->mount_point, y->mount_point);
 }
 
-static int plan(struct run *r, const struct rs_set *set, struct amis_err *err)
+int rs_plan(struct rs_run *r, const struct rs_set *set, struct amis_err *err)
 {
 	size_t i;
 
@@ -501,13 +461,13 @@ static int plan(struct run *r, const struct rs_set *set, struct amis_err *err)
 		const char *mp = rs_atag(s, "mount-point");
 		const char *part = rs_atag(s, "partition");
 		const char *fsv = rs_atag(s, "fs-volumes");
-		struct rvol *v;
+		struct rs_vol *v;
 
 		if (!mp)
 			continue;
-		if (r->n == MAX_VOLUMES)
+		if (r->n == RS_MAX_VOLUMES)
 			return err_set(err, AMIS_E_TOO_MANY_VOLUMES, "more than %d volumes",
-			               MAX_VOLUMES);
+			               RS_MAX_VOLUMES);
 		v = &r->v[r->n++];
 		memset(v, 0, sizeof(*v));
 		v->snap = s;
@@ -522,7 +482,7 @@ static int plan(struct run *r, const struct rs_set *set, struct amis_err *err)
 	return 0;
 }
 
-static bool needs_assembly(const struct run *r)
+static bool needs_assembly(const struct rs_run *r)
 {
 	size_t i;
 
@@ -534,7 +494,7 @@ static bool needs_assembly(const struct run *r)
 }
 
 /* A target must not be a mount already, nor a directory with anything in it. */
-static int check_target(struct run *r, const struct rvol *v, struct amis_err *err)
+int rs_check_target(struct rs_run *r, const struct rs_vol *v, struct amis_err *err)
 {
 	if (rs_is_mount_point(r->o.mountinfo, v->target)) {
 		err_set(err, AMIS_E_INVALID_PATH,
@@ -552,7 +512,7 @@ static int check_target(struct run *r, const struct rvol *v, struct amis_err *er
 	return RS_EXIT_OK;
 }
 
-static const char *const *volume_ids(const struct run *r, const char **ids, bool only_created)
+static const char *const *volume_ids(const struct rs_run *r, const char **ids, bool only_created)
 {
 	size_t i, n = 0;
 
@@ -564,10 +524,10 @@ static const char *const *volume_ids(const struct run *r, const char **ids, bool
 }
 
 /* Waits until every created volume is in state want (or attached, for "in-use"). */
-static int wait_volumes(struct run *r, const char *want, long timeout_s, struct amis_err *err)
+static int wait_volumes(struct rs_run *r, const char *want, long timeout_s, struct amis_err *err)
 {
-	struct rs_volume_state st[MAX_VOLUMES];
-	const char *ids[MAX_VOLUMES];
+	struct rs_volume_state st[RS_MAX_VOLUMES];
+	const char *ids[RS_MAX_VOLUMES];
 	time_t deadline = time(NULL) + timeout_s;
 	useconds_t pause = 200000;
 	size_t i;
@@ -595,6 +555,9 @@ static int wait_volumes(struct run *r, const char *want, long timeout_s, struct 
 		}
 		if (!late)
 			return 0;
+		if (r->o.should_stop && r->o.should_stop())
+			return err_set(err, AMIS_E_TIMEOUT, "stopped while waiting for %s",
+			               late->volume_id);
 		if (time(NULL) > deadline)
 			return err_set(err, AMIS_E_TIMEOUT,
 			               "the volumes are not %s after %ld s (%s is %s%s%s)", want,
@@ -606,12 +569,12 @@ static int wait_volumes(struct run *r, const char *want, long timeout_s, struct 
 	}
 }
 
-static int create_volumes(struct run *r, const struct rs_set *set, struct amis_err *err)
+int rs_create_volumes(struct rs_run *r, const struct rs_set *set, struct amis_err *err)
 {
 	size_t i;
 
 	for (i = 0; i < r->n; i++) {
-		struct rvol *v = &r->v[i];
+		struct rs_vol *v = &r->v[i];
 		char token[128];
 		struct rs_create_volume_req req = {
 		    .snapshot_id = v->snap->snapshot_id,
@@ -622,6 +585,8 @@ static int create_volumes(struct run *r, const struct rs_set *set, struct amis_e
 		    .request_id = set->request_id,
 		    .name = set->name[0] ? set->name : NULL,
 		    .client_token = token,
+		    .drill_id = r->o.drill_id,
+		    .drill_instance = r->o.drill_id ? rs_aws_instance_id(r->aws) : NULL,
 		};
 
 		if (r->o.size_gib > 0 && r->o.size_gib > v->snap->size_gib)
@@ -639,7 +604,7 @@ static int create_volumes(struct run *r, const struct rs_set *set, struct amis_e
 	return wait_volumes(r, "available", 600, err);
 }
 
-static int attach_volumes(struct run *r, struct amis_err *err)
+int rs_attach_volumes(struct rs_run *r, struct amis_err *err)
 {
 	struct strbuf used;
 	size_t i;
@@ -649,7 +614,7 @@ static int attach_volumes(struct run *r, struct amis_err *err)
 	if (rs_instance_devices(r->aws, &used, err) < 0)
 		goto out;
 	for (i = 0; i < r->n; i++) {
-		struct rvol *v = &r->v[i];
+		struct rs_vol *v = &r->v[i];
 		const char *tagged = rs_atag(v->snap, "device");
 		char one[64];
 
@@ -679,7 +644,7 @@ out:
 	return rc;
 }
 
-static int wait_devices(struct run *r, struct amis_err *err)
+int rs_wait_devices(struct rs_run *r, struct amis_err *err)
 {
 	struct rs_dev_paths p = rs_dev_paths_default;
 	time_t deadline = time(NULL) + r->o.device_timeout_s;
@@ -687,12 +652,12 @@ static int wait_devices(struct run *r, struct amis_err *err)
 
 	p.by_id_dir = r->o.device_dir;
 	for (i = 0; i < r->n; i++) {
-		struct rvol *v = &r->v[i];
+		struct rs_vol *v = &r->v[i];
 
 		while (rs_find_device(&p, v->volume_id, v->device_name,
 		                      v->fs_volumes > 1 ? 0 : v->partition, v->device,
 		                      sizeof(v->device)) < 0) {
-			if (time(NULL) > deadline) {
+			if (time(NULL) > deadline || (r->o.should_stop && r->o.should_stop())) {
 				err_set(
 				    err, AMIS_E_TIMEOUT,
 				    "volume %s (attached as %s) did not appear as a block device "
@@ -709,16 +674,16 @@ static int wait_devices(struct run *r, struct amis_err *err)
 	return RS_EXIT_OK;
 }
 
-static int mount_volumes(struct run *r, struct amis_err *err)
+int rs_mount_volumes(struct rs_run *r, struct amis_err *err)
 {
 	size_t i;
 	int rc;
 
 	for (i = 0; i < r->n; i++) {
-		struct rvol *v = &r->v[i];
+		struct rs_vol *v = &r->v[i];
 		const char *data = NULL;
 
-		rc = check_target(r, v, err);
+		rc = rs_check_target(r, v, err);
 		if (rc)
 			return rc;
 		if (rs_mkdirs(v->target, err) < 0)
@@ -742,7 +707,7 @@ static int mount_volumes(struct run *r, struct amis_err *err)
  * Polls one volume: until its status is want (until_equal), or until its
  * attachment state is no longer want; at most timeout_s.
  */
-static int wait_volume(struct run *r, const char *id, const char *want, bool until_equal,
+static int wait_volume(struct rs_run *r, const char *id, const char *want, bool until_equal,
                        long timeout_s)
 {
 	time_t deadline = time(NULL) + timeout_s;
@@ -759,12 +724,73 @@ static int wait_volume(struct run *r, const char *id, const char *want, bool unt
 	return -1;
 }
 
+/*
+ * Undoes what this run made, deepest mount first: unmounts, detaches (once
+ * an attachment in progress settles), waits for each volume to be
+ * available and deletes it.  Each step is a line on out.  Returns how many
+ * things could not be undone (0: nothing of this run is left).
+ */
+int rs_release(struct rs_run *r, FILE *out)
+{
+	struct amis_err err;
+	size_t i;
+	int left = 0;
+
+	err_clear(&err);
+	for (i = r->n; i-- > 0;) {
+		struct rs_vol *v = &r->v[i];
+
+		if (!v->mounted)
+			continue;
+		if (umount(v->target) == 0) {
+			v->mounted = false;
+			fprintf(out, "  unmounted %s\n", v->target);
+		} else {
+			fprintf(out, "  cannot unmount %s: %s\n", v->target, strerror(errno));
+			left++;
+		}
+	}
+	for (i = 0; i < r->n; i++) {
+		struct rs_vol *v = &r->v[i];
+
+		if (!v->attached || v->mounted)
+			continue;
+		/* An attachment still "attaching" cannot be detached yet. */
+		err_clear(&err);
+		if (wait_volume(r, v->volume_id, "attaching", false, 60) < 0 ||
+		    rs_detach_volume(r->aws, v->volume_id, &err) < 0) {
+			fprintf(out, "  cannot detach %s: %s\n", v->volume_id,
+			        err.msg[0] ? err.msg : "still attaching after 60 s");
+			left++;
+			continue;
+		}
+		fprintf(out, "  detaching %s\n", v->volume_id);
+	}
+	/* A volume can be deleted once detached (available). */
+	for (i = 0; i < r->n; i++) {
+		struct rs_vol *v = &r->v[i];
+
+		if (!v->created || v->mounted)
+			continue;
+		if (v->attached && wait_volume(r, v->volume_id, "available", true, 120) < 0)
+			fprintf(out, "  %s: still not detached after 120 s\n", v->volume_id);
+		err_clear(&err);
+		if (rs_delete_volume(r->aws, v->volume_id, &err) == 0) {
+			v->created = v->attached = false;
+			fprintf(out, "  deleted %s\n", v->volume_id);
+		} else {
+			fprintf(out, "  cannot delete %s: %s\n", v->volume_id, err.msg);
+			left++;
+		}
+	}
+	return left;
+}
+
 /* What exists that this run made; with cleanup, undo it. */
-static void on_failure(struct run *r)
+static void on_failure(struct rs_run *r)
 {
 	size_t i;
 	bool any = false;
-	struct amis_err err;
 
 	for (i = 0; i < r->n; i++)
 		any = any || r->v[i].created;
@@ -772,7 +798,7 @@ static void on_failure(struct run *r)
 		return;
 	fprintf(stderr, "this run made:\n");
 	for (i = 0; i < r->n; i++) {
-		const struct rvol *v = &r->v[i];
+		const struct rs_vol *v = &r->v[i];
 
 		if (!v->created)
 			continue;
@@ -786,44 +812,7 @@ static void on_failure(struct run *r)
 		return;
 	}
 	fprintf(stderr, "cleaning up (--no-cleanup-on-failure keeps it):\n");
-	for (i = r->n; i-- > 0;) {
-		struct rvol *v = &r->v[i];
-
-		if (!v->mounted)
-			continue;
-		if (umount(v->target) == 0) {
-			v->mounted = false;
-			fprintf(stderr, "  unmounted %s\n", v->target);
-		} else {
-			fprintf(stderr, "  cannot unmount %s: %s\n", v->target, strerror(errno));
-		}
-	}
-	for (i = 0; i < r->n; i++) {
-		struct rvol *v = &r->v[i];
-
-		if (!v->attached || v->mounted)
-			continue;
-		/* An attachment still "attaching" cannot be detached yet. */
-		if (wait_volume(r, v->volume_id, "attaching", false, 60) < 0 ||
-		    rs_detach_volume(r->aws, v->volume_id, &err) < 0) {
-			fprintf(stderr, "  cannot detach %s: %s\n", v->volume_id, err.msg);
-			continue;
-		}
-		fprintf(stderr, "  detaching %s\n", v->volume_id);
-	}
-	/* A volume can be deleted once detached (available). */
-	for (i = 0; i < r->n; i++) {
-		struct rvol *v = &r->v[i];
-
-		if (!v->created || v->mounted)
-			continue;
-		if (v->attached && wait_volume(r, v->volume_id, "available", true, 120) < 0)
-			fprintf(stderr, "  %s: still not detached after 120 s\n", v->volume_id);
-		if (rs_delete_volume(r->aws, v->volume_id, &err) == 0)
-			fprintf(stderr, "  deleted %s\n", v->volume_id);
-		else
-			fprintf(stderr, "  cannot delete %s: %s\n", v->volume_id, err.msg);
-	}
+	rs_release(r, stderr);
 }
 
 /* ---- The data directory. ---- */
@@ -833,7 +822,7 @@ static void on_failure(struct run *r)
  * configuration put back from outside the data directory when that is where
  * postgresql.conf lives (Debian).
  */
-static void print_start(const struct run *r, const char *pgdata, const struct stat *st,
+static void print_start(const struct rs_run *r, const char *pgdata, const struct stat *st,
                         const char *main_conf)
 {
 	struct passwd *pw = getpwuid(st->st_uid);
@@ -865,10 +854,10 @@ static void print_start(const struct run *r, const char *pgdata, const struct st
 		       main_conf);
 }
 
-static int prepare(struct run *r, const struct rs_set *set, struct amis_err *err)
+int rs_prepare(struct rs_run *r, const struct rs_set *set, struct amis_err *err)
 {
 	const char *datadir = rs_atag(set->snaps[0], "data-directory");
-	struct rs_relocation rel[MAX_VOLUMES];
+	struct rs_relocation rel[RS_MAX_VOLUMES];
 	char pgdata[PATH_MAX];
 	struct strbuf report, label, map;
 	struct stat st;
@@ -920,7 +909,12 @@ static int prepare(struct run *r, const struct rs_set *set, struct amis_err *err
 		                      sizeof(main_conf), &report, err) < 0)
 			goto out;
 	}
+	snprintf(r->pgdata, sizeof(r->pgdata), "%s", pgdata);
 	fputs(sb_str(&report), stdout);
+	if (r->o.no_start_hint) {
+		rc = RS_EXIT_OK;
+		goto out;
+	}
 	printf("\nthe data directory %s is ready for %s.\n", pgdata,
 	       r->o.pitr ? "point-in-time recovery" : "crash recovery");
 	if (nconf && !r->o.no_config)
@@ -947,11 +941,127 @@ out:
 
 /* ---- The command. ---- */
 
-static int fail(struct run *r, int code, const struct amis_err *err)
+static int fail(struct rs_run *r, int code, const struct amis_err *err)
 {
 	fprintf(stderr, "ami-snapshot restore: %s\n", err->msg);
 	on_failure(r);
 	return code;
+}
+
+/*
+ * Steps 1 and 2 of a restore: finds the set of r->o (request id, name or
+ * image) into list/sets, chooses and checks it, waits for its snapshots
+ * (with r->o.wait) and plans its volumes.  Returns an rs_exit code; 0 with
+ * *chosen.  Prints the set chosen unless quiet.
+ */
+int rs_select(struct rs_run *r, struct rs_snapshot_list *list, struct rs_sets *sets,
+              const struct rs_set **chosen, bool quiet, struct amis_err *err)
+{
+	const struct rs_set *set = NULL;
+	struct rs_check_opts co;
+	int rc, tagged_major;
+
+	*chosen = NULL;
+	if (rs_find_set(r, list, err) < 0) {
+		/* No such image: EC2's InvalidAMIID.NotFound (or .Malformed), or absent. */
+		bool no_image = r->o.image && (strncmp(err->code, "InvalidAMIID.", 13) == 0 ||
+		                               strstr(err->msg, "not in the answer"));
+
+		return no_image ? RS_EXIT_NOT_FOUND : RS_EXIT_ERROR;
+	}
+	rs_group(list, sets);
+	if (r->o.list) {
+		print_sets(sets);
+		return sets->n ? RS_EXIT_OK : RS_EXIT_NOT_FOUND;
+	}
+	if (sets->n == 0) {
+		err_set(err, AMIS_E_INVALID_ARGUMENT, "no snapshot set %s %s%s",
+		        r->o.request_id ? "with request id"
+		        : r->o.name     ? "named"
+		                        : "in image",
+		        r->o.request_id ? r->o.request_id
+		        : r->o.name     ? r->o.name
+		                        : r->o.image,
+		        list->n ? " (snapshots found, but without an ami-snapshot:request-id tag)"
+		                : "");
+		return RS_EXIT_NOT_FOUND;
+	}
+	if (r->o.image && sets->n > 1) {
+		err_set(err, AMIS_E_INVALID_ARGUMENT,
+		        "the snapshots of image %s belong to %zu sets", r->o.image, sets->n);
+		return RS_EXIT_AMBIGUOUS;
+	}
+	rc = rs_choose(sets, r->o.force, &set, err);
+	if (rc)
+		return rc;
+	if (!quiet) {
+		printf("set %s \"%s\" of %s (%s, %zu snapshot(s))\n", set->request_id, set->name,
+		       set->start_time, set->backup_state, set->n);
+		if (sets->n > 1 && r->o.name) {
+			size_t i;
+
+			printf("(the newest of the %zu sets of that name%s; --list shows them "
+			       "all)\n",
+			       sets->n, r->o.force ? "" : " whose backup stopped");
+			for (i = 0; &sets->items[i] != set; i++)
+				printf("passed over the newer set %s of %s: its backup-state is "
+				       "\"%s\"\n",
+				       sets->items[i].request_id, sets->items[i].start_time,
+				       sets->items[i].backup_state);
+		}
+	}
+
+	/* 2. The checks. */
+	tagged_major = rs_pg_major(rs_atag(set->snaps[0], "pg-version"));
+	memset(&co, 0, sizeof(co));
+	co.force = r->o.force;
+	co.need_layout = !r->o.attached;
+	co.pitr = r->o.pitr;
+	co.local_pg_major = rs_local_pg(r, tagged_major);
+	if (!co.local_pg_major) {
+		err_set(err, AMIS_E_PATH_NOT_FOUND,
+		        "no PostgreSQL found here (%s/postgres; --pg-bindir names another)",
+		        r->pg_bindir);
+		return RS_EXIT_PG_VERSION;
+	}
+	rc = rs_check_set(set, &co, err);
+	if (rc)
+		return rc;
+	if (!r->o.attached) {
+		rc = rs_wait_completed(r, set, err);
+		if (rc)
+			return rc;
+	}
+	if (rs_plan(r, set, err) < 0)
+		return RS_EXIT_ERROR;
+	*chosen = set;
+	return RS_EXIT_OK;
+}
+
+/*
+ * Step 3: checks the mount targets, creates and attaches the volumes, waits
+ * for their devices and mounts them.  Returns an rs_exit code
+ * (RS_EXIT_ASSEMBLE: attached, LVM or md to assemble by hand).
+ */
+int rs_materialize(struct rs_run *r, const struct rs_set *set, struct amis_err *err)
+{
+	size_t i;
+	int rc;
+
+	for (i = 0; i < r->n; i++) {
+		/* Nested ones are checked when their parent is mounted. */
+		rc = rs_check_target(r, &r->v[i], err);
+		if (rc)
+			return rc;
+	}
+	if (rs_create_volumes(r, set, err) < 0 || rs_attach_volumes(r, err) < 0)
+		return RS_EXIT_ERROR;
+	rc = rs_wait_devices(r, err);
+	if (rc)
+		return rc;
+	if (needs_assembly(r))
+		return RS_EXIT_ASSEMBLE;
+	return rs_mount_volumes(r, err);
 }
 
 int rs_restore_main(int argc, char **argv, const char *default_config)
@@ -960,11 +1070,10 @@ int rs_restore_main(int argc, char **argv, const char *default_config)
 	struct rs_snapshot_list list;
 	struct rs_sets sets = {0, NULL};
 	const struct rs_set *set = NULL;
-	struct rs_check_opts co;
 	struct amis_err err;
 	enum log_level level;
-	struct run *r = xcalloc(1, sizeof(*r));
-	int rc, tagged_major;
+	struct rs_run *r = xcalloc(1, sizeof(*r));
+	int rc;
 
 	err_clear(&err);
 	rs_list_init(&list);
@@ -988,119 +1097,24 @@ int rs_restore_main(int argc, char **argv, const char *default_config)
 		goto out;
 	}
 
-	/* 1. The set. */
-	if (find_set(r, &list, &err) < 0) {
-		/* No such image: EC2's InvalidAMIID.NotFound (or .Malformed), or absent. */
-		bool no_image = r->o.image && (strncmp(err.code, "InvalidAMIID.", 13) == 0 ||
-		                               strstr(err.msg, "not in the answer"));
-
-		rc = fail(r, no_image ? RS_EXIT_NOT_FOUND : RS_EXIT_ERROR, &err);
-		goto out;
-	}
-	rs_group(&list, &sets);
-	if (r->o.list) {
-		print_sets(&sets);
-		rc = sets.n ? RS_EXIT_OK : RS_EXIT_NOT_FOUND;
-		goto out;
-	}
-	if (sets.n == 0) {
-		err_set(&err, AMIS_E_INVALID_ARGUMENT, "no snapshot set %s %s%s",
-		        r->o.request_id ? "with request id"
-		        : r->o.name     ? "named"
-		                        : "in image",
-		        r->o.request_id ? r->o.request_id
-		        : r->o.name     ? r->o.name
-		                        : r->o.image,
-		        list.n ? " (snapshots found, but without an ami-snapshot:request-id tag)"
-		               : "");
-		rc = fail(r, RS_EXIT_NOT_FOUND, &err);
-		goto out;
-	}
-	if (r->o.image && sets.n > 1) {
-		err_set(&err, AMIS_E_INVALID_ARGUMENT,
-		        "the snapshots of image %s belong to %zu sets", r->o.image, sets.n);
-		rc = fail(r, RS_EXIT_AMBIGUOUS, &err);
-		goto out;
-	}
-	rc = rs_choose(&sets, r->o.force, &set, &err);
-	if (rc) {
-		rc = fail(r, rc, &err);
-		goto out;
-	}
-	printf("set %s \"%s\" of %s (%s, %zu snapshot(s))\n", set->request_id, set->name,
-	       set->start_time, set->backup_state, set->n);
-	if (sets.n > 1 && r->o.name) {
-		size_t i;
-
-		printf("(the newest of the %zu sets of that name%s; --list shows them all)\n",
-		       sets.n, r->o.force ? "" : " whose backup stopped");
-		for (i = 0; &sets.items[i] != set; i++)
-			printf("passed over the newer set %s of %s: its backup-state is \"%s\"\n",
-			       sets.items[i].request_id, sets.items[i].start_time,
-			       sets.items[i].backup_state);
-	}
-
-	/* 2. The checks. */
-	tagged_major = rs_pg_major(rs_atag(set->snaps[0], "pg-version"));
-	memset(&co, 0, sizeof(co));
-	co.force = r->o.force;
-	co.need_layout = !r->o.attached;
-	co.pitr = r->o.pitr;
-	co.local_pg_major = local_pg(r, tagged_major);
-	if (!co.local_pg_major) {
-		err_set(&err, AMIS_E_PATH_NOT_FOUND,
-		        "no PostgreSQL found here (%s/postgres; --pg-bindir names another)",
-		        r->pg_bindir);
-		rc = fail(r, RS_EXIT_PG_VERSION, &err);
-		goto out;
-	}
-	rc = rs_check_set(set, &co, &err);
-	if (rc) {
-		rc = fail(r, rc, &err);
-		goto out;
-	}
-	if (!r->o.attached) {
-		rc = wait_completed(r, set, &err);
-		if (rc) {
+	/* 1, 2. The set and its checks. */
+	rc = rs_select(r, &list, &sets, &set, false, &err);
+	if (rc || r->o.list) {
+		if (rc)
 			rc = fail(r, rc, &err);
-			goto out;
-		}
-	}
-	if (plan(r, set, &err) < 0) {
-		rc = fail(r, RS_EXIT_ERROR, &err);
 		goto out;
 	}
 
 	/* 3. Volumes, devices, mounts. */
 	if (!r->o.attached) {
-		size_t i;
-
-		for (i = 0; i < r->n; i++) {
-			/* Nested ones are checked when their parent is mounted. */
-			rc = check_target(r, &r->v[i], &err);
-			if (rc) {
-				rc = fail(r, rc, &err);
-				goto out;
-			}
-		}
-		if (create_volumes(r, set, &err) < 0 || attach_volumes(r, &err) < 0) {
-			rc = fail(r, RS_EXIT_ERROR, &err);
-			goto out;
-		}
-		rc = wait_devices(r, &err);
-		if (rc) {
-			rc = fail(r, rc, &err);
-			goto out;
-		}
-		if (needs_assembly(r)) {
+		rc = rs_materialize(r, set, &err);
+		if (rc == RS_EXIT_ASSEMBLE) {
 			printf("\nsome filesystems span several volumes (LVM or md): assemble them "
 			       "(vgchange -ay / mdadm --assemble --scan), mount each at %s<mount "
 			       "point>, then run this command again with --attached.\n",
 			       r->o.root ? r->o.root : "");
-			rc = RS_EXIT_ASSEMBLE;
 			goto out;
 		}
-		rc = mount_volumes(r, &err);
 		if (rc) {
 			rc = fail(r, rc, &err);
 			goto out;
@@ -1108,7 +1122,7 @@ int rs_restore_main(int argc, char **argv, const char *default_config)
 	}
 
 	/* 4. The data directory. */
-	rc = prepare(r, set, &err);
+	rc = rs_prepare(r, set, &err);
 	if (rc)
 		rc = fail(r, rc, &err);
 out:

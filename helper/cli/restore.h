@@ -21,7 +21,9 @@
 #ifndef AMIS_RESTORE_H
 #define AMIS_RESTORE_H
 
+#include <limits.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -166,13 +168,15 @@ struct rs_image {
 struct rs_create_volume_req {
 	const char *snapshot_id;
 	const char *availability_zone;
-	const char *volume_type;  /* NULL: gp3 */
-	long iops;                /* 0: the type's default */
-	long throughput;          /* MiB/s, 0: default */
-	long long size_gib;       /* 0: the snapshot's size */
-	const char *client_token; /* idempotency: a retried call makes no second volume */
-	const char *request_id;   /* tagged ami-snapshot:request-id */
-	const char *name;         /* tagged Name */
+	const char *volume_type;    /* NULL: gp3 */
+	long iops;                  /* 0: the type's default */
+	long throughput;            /* MiB/s, 0: default */
+	long long size_gib;         /* 0: the snapshot's size */
+	const char *client_token;   /* idempotency: a retried call makes no second volume */
+	const char *request_id;     /* tagged ami-snapshot:request-id */
+	const char *name;           /* tagged Name */
+	const char *drill_id;       /* verify: tagged ami-snapshot:drill */
+	const char *drill_instance; /* verify: tagged ami-snapshot:drill-instance */
 };
 
 struct rs_volume_state {
@@ -227,6 +231,42 @@ int rs_detach_volume(struct rs_aws *a, const char *volume_id, struct amis_err *e
 int rs_delete_volume(struct rs_aws *a, const char *volume_id, struct amis_err *err);
 /* The device names in use on this instance (DescribeInstances), one per line in out. */
 int rs_instance_devices(struct rs_aws *a, struct strbuf *out, struct amis_err *err);
+
+/* CreateTags: key = value on each of ids (snapshots, images). */
+int rs_create_tags(struct rs_aws *a, const char *const *ids, size_t n, const char *key,
+                   const char *value, struct amis_err *err);
+/* DescribeVolumes filtered on tag key = value, at most max into out (*n of them). */
+int rs_describe_volumes_by_tag(struct rs_aws *a, const char *key, const char *value,
+                               struct rs_volume_state *out, size_t max, size_t *n,
+                               struct amis_err *err);
+
+/* The AMI drill (verify --launch): one instance from an image, tagged for the drill. */
+struct rs_run_instance_req {
+	const char *image_id;
+	const char *instance_type;     /* NULL: t3.micro */
+	const char *subnet_id;         /* NULL: EC2's default */
+	const char *security_group_id; /* NULL: the default group */
+	const char *key_name;          /* NULL: none */
+	const char *client_token;
+	const char *drill_id;       /* tagged ami-snapshot:drill and Name */
+	const char *drill_instance; /* tagged ami-snapshot:drill-instance */
+};
+struct rs_instance {
+	char instance_id[32];
+	char state[24];           /* pending running shutting-down terminated ... */
+	char instance_status[24]; /* ok impaired initializing insufficient-data ...; "" */
+	char system_status[24];
+	char private_ip[64];
+};
+int rs_run_instance(struct rs_aws *a, const struct rs_run_instance_req *r, char *instance_id,
+                    size_t sz, struct amis_err *err);
+/* DescribeInstances (state, private IP) and DescribeInstanceStatus (both checks). */
+int rs_instance_status(struct rs_aws *a, const char *instance_id, struct rs_instance *out,
+                       struct amis_err *err);
+int rs_terminate_instance(struct rs_aws *a, const char *instance_id, struct amis_err *err);
+/* DescribeInstances filtered on tag key = value: ids and states. */
+int rs_instances_by_tag(struct rs_aws *a, const char *key, const char *value,
+                        struct rs_instance *out, size_t max, size_t *n, struct amis_err *err);
 
 /* ---- Devices and mounts (rs_devices.c). ---- */
 
@@ -337,7 +377,76 @@ bool rs_safe_abs_path(const char *p);
 int rs_write_file(const char *path, const char *data, size_t len, mode_t mode, uid_t uid, gid_t gid,
                   struct amis_err *err);
 
-/* ---- The command (restore.c). ---- */
+/* ---- The command (restore.c), its steps shared with verify (verify.c). ---- */
+
+/* The options of a restore; verify fills them itself. */
+#define RS_MAX_VOLUMES 32
+
+struct rs_opts {
+	const char *config;
+	const char *request_id, *name, *image;
+	const char *root;
+	bool attached, pitr, force, wait, list, allow_nonempty, no_config, cleanup;
+	long wait_timeout_s, device_timeout_s;
+	const char *volume_type;
+	long iops, throughput;
+	long long size_gib;
+	const char *device_dir;
+	const char *config_root;
+	const char *pg_bindir;
+	const char *mountinfo;
+	struct rs_recovery rec;
+	const char *drill_id;      /* verify: tagged ami-snapshot:drill (and drill-instance) */
+	bool no_start_hint;        /* verify: rs_prepare prints no start command */
+	bool (*should_stop)(void); /* verify: polled in the waits; true ends them (a timeout) */
+};
+
+/* One volume of the restore, and what this run did with it. */
+struct rs_vol {
+	struct rs_snapshot *snap;
+	const char *mount_point; /* tagged */
+	const char *fstype;
+	int partition;
+	int fs_volumes;
+	char target[PATH_MAX]; /* where it is mounted */
+	char volume_id[32];    /* created */
+	char device_name[64];  /* attached at */
+	char device[PATH_MAX]; /* the block device */
+	bool created, attached, mounted;
+};
+
+struct rs_run {
+	struct rs_opts o;
+	struct rs_aws *aws;
+	size_t n;
+	struct rs_vol v[RS_MAX_VOLUMES];
+	char pg_bindir[PATH_MAX];
+	char pgdata[PATH_MAX]; /* rs_prepare: the data directory prepared */
+};
+
+/*
+ * The steps, in order; each returns an rs_exit code (or -1 where noted) and
+ * says why in err.  rs_select: find, choose and check the set, plan its
+ * volumes (quiet: print nothing).  rs_materialize: create, attach, find the
+ * devices, mount.  rs_prepare: the data directory (r->pgdata).  rs_release:
+ * undo what r made (unmount, detach, delete), a line each on out; how many
+ * things are left.
+ */
+int rs_select(struct rs_run *r, struct rs_snapshot_list *list, struct rs_sets *sets,
+              const struct rs_set **chosen, bool quiet, struct amis_err *err);
+int rs_materialize(struct rs_run *r, const struct rs_set *set, struct amis_err *err);
+int rs_prepare(struct rs_run *r, const struct rs_set *set, struct amis_err *err);
+int rs_release(struct rs_run *r, FILE *out);
+/* The smaller steps, in case a caller needs one alone. */
+int rs_find_set(struct rs_run *r, struct rs_snapshot_list *list, struct amis_err *err);
+int rs_local_pg(struct rs_run *r, int tagged_major);
+int rs_wait_completed(struct rs_run *r, const struct rs_set *set, struct amis_err *err);
+int rs_plan(struct rs_run *r, const struct rs_set *set, struct amis_err *err);
+int rs_check_target(struct rs_run *r, const struct rs_vol *v, struct amis_err *err);
+int rs_create_volumes(struct rs_run *r, const struct rs_set *set, struct amis_err *err);
+int rs_attach_volumes(struct rs_run *r, struct amis_err *err);
+int rs_wait_devices(struct rs_run *r, struct amis_err *err);
+int rs_mount_volumes(struct rs_run *r, struct amis_err *err);
 
 int rs_restore_main(int argc, char **argv, const char *default_config);
 

@@ -390,6 +390,15 @@ int rs_create_volume(struct rs_aws *a, const struct rs_create_volume_req *r, cha
 		ec2_params_addf(&p, "Name", "TagSpecification.1.Tag.%d.Key", t);
 		ec2_params_addf(&p, r->name, "TagSpecification.1.Tag.%d.Value", t++);
 	}
+	if (r->drill_id) {
+		ec2_params_addf(&p, RS_TAG_PREFIX "drill", "TagSpecification.1.Tag.%d.Key", t);
+		ec2_params_addf(&p, r->drill_id, "TagSpecification.1.Tag.%d.Value", t++);
+	}
+	if (r->drill_instance) {
+		ec2_params_addf(&p, RS_TAG_PREFIX "drill-instance", "TagSpecification.1.Tag.%d.Key",
+		                t);
+		ec2_params_addf(&p, r->drill_instance, "TagSpecification.1.Tag.%d.Value", t++);
+	}
 	rc = call(a, "CreateVolume", &p, r->client_token != NULL, &doc, err);
 	if (rc == 0 && rs_parse_volume_id(doc, volume_id, sz, err) < 0)
 		rc = err_prefix(err, "EC2 CreateVolume");
@@ -491,5 +500,211 @@ int rs_instance_devices(struct rs_aws *a, struct strbuf *out, struct amis_err *e
 	xml_free(doc);
 	ec2_params_free(&p);
 	free(info);
+	return rc;
+}
+
+/* ---- For verify (verify.c). ---- */
+
+int rs_create_tags(struct rs_aws *a, const char *const *ids, size_t n, const char *key,
+                   const char *value, struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	size_t i;
+	int rc;
+
+	ec2_params_init(&p);
+	for (i = 0; i < n; i++)
+		ec2_params_addf(&p, ids[i], "ResourceId.%zu", i + 1);
+	ec2_params_add(&p, "Tag.1.Key", key);
+	ec2_params_add(&p, "Tag.1.Value", value);
+	/* Setting the same tag twice is harmless: retried like a read. */
+	rc = call(a, "CreateTags", &p, true, &doc, err);
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
+int rs_describe_volumes_by_tag(struct rs_aws *a, const char *key, const char *value,
+                               struct rs_volume_state *out, size_t max, size_t *n,
+                               struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	int rc;
+
+	ec2_params_init(&p);
+	{
+		char name[RS_TAG_KEY_MAX + 8];
+
+		snprintf(name, sizeof(name), "tag:%s", key);
+		ec2_params_add(&p, "Filter.1.Name", name);
+		ec2_params_add(&p, "Filter.1.Value.1", value);
+	}
+	rc = call(a, "DescribeVolumes", &p, true, &doc, err);
+	if (rc == 0 && rs_parse_volumes(doc, out, max, n, err) < 0)
+		rc = err_prefix(err, "EC2 DescribeVolumes");
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
+/* ---- The AMI drill (verify --launch). ---- */
+
+int rs_run_instance(struct rs_aws *a, const struct rs_run_instance_req *r, char *instance_id,
+                    size_t sz, struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	xmlNodePtr it;
+	int rc, spec;
+
+	ec2_params_init(&p);
+	ec2_params_add(&p, "ImageId", r->image_id);
+	ec2_params_add(&p, "InstanceType", r->instance_type ? r->instance_type : "t3.micro");
+	ec2_params_add(&p, "MinCount", "1");
+	ec2_params_add(&p, "MaxCount", "1");
+	if (r->subnet_id)
+		ec2_params_add(&p, "SubnetId", r->subnet_id);
+	if (r->security_group_id)
+		ec2_params_add(&p, "SecurityGroupId.1", r->security_group_id);
+	if (r->key_name)
+		ec2_params_add(&p, "KeyName", r->key_name);
+	if (r->client_token)
+		ec2_params_add(&p, "ClientToken", r->client_token);
+	/* The instance and its volumes carry the drill's tags from their first moment. */
+	for (spec = 1; spec <= 2; spec++) {
+		ec2_params_addf(&p, spec == 1 ? "instance" : "volume",
+		                "TagSpecification.%d.ResourceType", spec);
+		ec2_params_addf(&p, RS_TAG_PREFIX "drill", "TagSpecification.%d.Tag.1.Key", spec);
+		ec2_params_addf(&p, r->drill_id, "TagSpecification.%d.Tag.1.Value", spec);
+		ec2_params_addf(&p, RS_TAG_PREFIX "drill-instance", "TagSpecification.%d.Tag.2.Key",
+		                spec);
+		ec2_params_addf(&p, r->drill_instance, "TagSpecification.%d.Tag.2.Value", spec);
+		ec2_params_addf(&p, "Name", "TagSpecification.%d.Tag.3.Key", spec);
+		ec2_params_addf(&p, r->drill_id, "TagSpecification.%d.Tag.3.Value", spec);
+	}
+	rc = call(a, "RunInstances", &p, r->client_token != NULL, &doc, err);
+	if (rc == 0) {
+		it = xml_items_first(xml_root(doc), "instancesSet");
+		if (!it)
+			rc = err_set(err, AMIS_E_MALFORMED_RESPONSE,
+			             "EC2 RunInstances: no instance in the answer");
+		else if (ec2_member_id(it, "instanceId", "i", instance_id, sz, err) < 0)
+			rc = err_prefix(err, "EC2 RunInstances");
+	}
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
+/* <NAME><status>X</status></NAME> of item into buf ("" when absent). */
+static void nested_status(xmlNodePtr item, const char *name, const char *member, char *buf,
+                          size_t sz)
+{
+	xmlNodePtr n = xml_child(item, name);
+
+	buf[0] = '\0';
+	if (n)
+		ec2_member_text(n, member, buf, sz);
+}
+
+int rs_instance_status(struct rs_aws *a, const char *instance_id, struct rs_instance *out,
+                       struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	xmlNodePtr it;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	snprintf(out->instance_id, sizeof(out->instance_id), "%s", instance_id);
+	ec2_params_init(&p);
+	ec2_params_add(&p, "InstanceId.1", instance_id);
+	rc = call(a, "DescribeInstances", &p, true, &doc, err);
+	if (rc == 0) {
+		xmlNodePtr res = xml_items_first(xml_root(doc), "reservationSet");
+
+		it = res ? xml_items_first(res, "instancesSet") : NULL;
+		if (it) {
+			nested_status(it, "instanceState", "name", out->state, sizeof(out->state));
+			ec2_member_text(it, "privateIpAddress", out->private_ip,
+			                sizeof(out->private_ip));
+		}
+	}
+	xml_free(doc);
+	ec2_params_free(&p);
+	if (rc)
+		return rc;
+	ec2_params_init(&p);
+	ec2_params_add(&p, "InstanceId.1", instance_id);
+	ec2_params_add(&p, "IncludeAllInstances", "true");
+	rc = call(a, "DescribeInstanceStatus", &p, true, &doc, err);
+	if (rc == 0) {
+		it = xml_items_first(xml_root(doc), "instanceStatusSet");
+		if (it) {
+			nested_status(it, "instanceStatus", "status", out->instance_status,
+			              sizeof(out->instance_status));
+			nested_status(it, "systemStatus", "status", out->system_status,
+			              sizeof(out->system_status));
+			if (!out->state[0])
+				nested_status(it, "instanceState", "name", out->state,
+				              sizeof(out->state));
+		}
+	}
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
+int rs_terminate_instance(struct rs_aws *a, const char *instance_id, struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	int rc;
+
+	ec2_params_init(&p);
+	ec2_params_add(&p, "InstanceId.1", instance_id);
+	/* Terminating twice is harmless: retried like a read. */
+	rc = call(a, "TerminateInstances", &p, true, &doc, err);
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
+int rs_instances_by_tag(struct rs_aws *a, const char *key, const char *value,
+                        struct rs_instance *out, size_t max, size_t *n, struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	xmlNodePtr res, it;
+	char name[RS_TAG_KEY_MAX + 8];
+	int rc;
+
+	*n = 0;
+	snprintf(name, sizeof(name), "tag:%s", key);
+	ec2_params_init(&p);
+	ec2_params_add(&p, "Filter.1.Name", name);
+	ec2_params_add(&p, "Filter.1.Value.1", value);
+	rc = call(a, "DescribeInstances", &p, true, &doc, err);
+	for (res = rc == 0 ? xml_items_first(xml_root(doc), "reservationSet") : NULL; res;
+	     res = xml_items_next(res)) {
+		for (it = xml_items_first(res, "instancesSet"); it && *n < max;
+		     it = xml_items_next(it)) {
+			struct rs_instance *o = &out[*n];
+
+			memset(o, 0, sizeof(*o));
+			if (ec2_member_id(it, "instanceId", "i", o->instance_id,
+			                  sizeof(o->instance_id), err) < 0) {
+				rc = err_prefix(err, "EC2 DescribeInstances");
+				goto out;
+			}
+			nested_status(it, "instanceState", "name", o->state, sizeof(o->state));
+			(*n)++;
+		}
+	}
+out:
+	xml_free(doc);
+	ec2_params_free(&p);
 	return rc;
 }

@@ -28,6 +28,9 @@ void config_init(struct helper_config *c)
 	c->retry_backoff_ms = 1000;
 	c->log_level = xstrdup("info");
 	c->worker_user = xstrdup("nobody");
+	c->drill_dir = xstrdup(DEFAULT_DRILL_DIR);
+	c->drill_time_budget_ms = 600000;
+	c->drill_timeout_ms = 3600000;
 	c->preflight_dry_run = true;
 }
 
@@ -60,6 +63,11 @@ void config_free(struct helper_config *c)
 	free(c->imds_endpoint);
 	free(c->profile);
 	free(c->credentials_file);
+	free(c->drill_dir);
+	free(c->drill_instance_type);
+	free(c->drill_subnet);
+	free(c->drill_security_group);
+	free(c->drill_key_name);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -266,6 +274,26 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 		if (parse_bool(v, &c->preflight_dry_run))
 			return err_set(err, AMIS_E_HELPER_CONFIG,
 			               "preflight_dry_run must be a boolean");
+	} else if (IS("drill", "drill_dir")) {
+		if (v[0] != '/' || !strcmp(v, "/"))
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "drill_dir must be an absolute path other than /");
+		set_str(&c->drill_dir, v);
+	} else if (IS("drill", "time_budget")) {
+		if (parse_duration_ms(v, &c->drill_time_budget_ms) || c->drill_time_budget_ms < 0)
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "time_budget must be a duration (10min, 90s)");
+	} else if (IS("drill", "timeout")) {
+		if (parse_duration_ms(v, &c->drill_timeout_ms) || c->drill_timeout_ms < 1000)
+			return err_set(err, AMIS_E_HELPER_CONFIG, "timeout must be at least 1s");
+	} else if (IS("drill", "instance_type")) {
+		set_str(&c->drill_instance_type, v);
+	} else if (IS("drill", "subnet")) {
+		set_str(&c->drill_subnet, v);
+	} else if (IS("drill", "security_group")) {
+		set_str(&c->drill_security_group, v);
+	} else if (IS("drill", "key_name")) {
+		set_str(&c->drill_key_name, v);
 	} else if (!strcmp(s, "tags")) {
 		if (strlen(k) > 128 || strlen(v) > 256 || !strncmp(k, "aws:", 4))
 			return err_set(err, AMIS_E_HELPER_CONFIG,

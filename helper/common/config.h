@@ -51,10 +51,21 @@ struct helper_config {
 	char *credentials_file; /* NULL: AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials */
 	bool preflight_dry_run; /* CreateSnapshots DryRun before freezing */
 
+	/* [drill]: `ami-snapshot verify` (doc/verify.md) */
+	char *drill_dir;            /* scratch directories of drills; default DEFAULT_DRILL_DIR */
+	long drill_time_budget_ms;  /* amcheck's budget (default 10 min) */
+	long drill_timeout_ms;      /* the whole drill (default 1 h) */
+	char *drill_instance_type;  /* AMI drill: RunInstances' InstanceType (default t3.micro) */
+	char *drill_subnet;         /* SubnetId; NULL: EC2's default */
+	char *drill_security_group; /* SecurityGroupId.1; NULL: the default group */
+	char *drill_key_name;       /* KeyName; NULL: none */
+
 	/* [tags]: extra tags on every snapshot */
 	struct config_kv tags[CONFIG_MAX_LIST];
 	size_t n_tags;
 };
+
+#define DEFAULT_DRILL_DIR "/var/lib/ami-snapshot/drill"
 
 /* Sets defaults.  */
 void config_init(struct helper_config *c);

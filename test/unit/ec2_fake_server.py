@@ -337,8 +337,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def act_DescribeVolumes(self, form):
         """The first volume asked for is in use as /dev/sdf on our instance,
-        the second available; each with a size, type and performance."""
+        the second available; each with a size, type and performance.  Filtered
+        on ami-snapshot:drill-instance (verify --cleanup): one volume a drill
+        left, attached to that instance."""
         items = ""
+        if form.get("Filter.1.Name") == "tag:ami-snapshot:drill-instance":
+            items = ("<item><volumeId>vol-0dddddddddddddddd</volumeId><status>in-use</status>"
+                     "<attachmentSet><item><instanceId>%s</instanceId><device>/dev/sdh</device>"
+                     "<status>attached</status></item></attachmentSet></item>"
+                     % escape(form.get("Filter.1.Value.1", "")))
         i = 1
         while "VolumeId.%d" % i in form:
             vid = escape(form["VolumeId.%d" % i])
