@@ -111,6 +111,10 @@ static const struct field_rule job_rules[] = {
     {AMSP_T_JOB_ARG_VALUE, K_STR, AMSP_JOB_MAX_ARG_LEN, 0, AMSP_JOB_MAX_ARGS},
 };
 
+static const struct field_rule job_started_rules[] = {
+    {AMSP_T_REQUEST_ID, K_STR, IDLEN, 1, 1},
+};
+
 static const struct field_rule job_output_rules[] = {
     {AMSP_T_JOB_OUTPUT, K_STR, AMSP_JOB_CHUNK, 1, 1},
 };
@@ -269,6 +273,7 @@ static const struct msg_rule msg_rules[] = {
     RULES(AMSP_THAW, "THAW", status_rules),
     RULES(AMSP_STATUS_REPLY, "STATUS_REPLY", status_reply_rules),
     RULES(AMSP_JOB, "JOB", job_rules),
+    RULES(AMSP_JOB_STARTED, "JOB_STARTED", job_started_rules),
     RULES(AMSP_JOB_OUTPUT, "JOB_OUTPUT", job_output_rules),
     RULES(AMSP_JOB_RESULT, "JOB_RESULT", job_result_rules),
     RULES(AMSP_W_READY, "W_READY", w_ready_rules),

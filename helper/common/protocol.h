@@ -64,9 +64,10 @@ enum amsp_msg {
 	 * sent only when the feature is asked for, so a helper without jobs
 	 * refuses it as malformed and the client reports HelperTooOld.
 	 */
-	AMSP_JOB = 13,        /* run a job of a kind, with typed arguments */
-	AMSP_JOB_OUTPUT = 14, /* a piece of the job's report (stdout) */
-	AMSP_JOB_RESULT = 16, /* the job ended: exit status, outcome */
+	AMSP_JOB = 13,         /* run a job of a kind, with typed arguments */
+	AMSP_JOB_STARTED = 14, /* the job's child runs */
+	AMSP_JOB_OUTPUT = 16,  /* a piece of the job's report (stdout) */
+	AMSP_JOB_RESULT = 18,  /* the job ended: exit status, outcome */
 	/*
 	 * Internal, between the helper and its unprivileged EC2 worker over a
 	 * private socketpair (never accepted from a client; see root/worker_client.h).

@@ -231,6 +231,17 @@ static void start_cleanup(struct jobs *js)
 	struct amis_err err;
 
 	js->cleanup_wanted = false;
+	/*
+	 * A drill makes drill_dir before anything else (its lock is there):
+	 * without it no drill ever ran here and there is nothing to clean, nor
+	 * a reason to ask EC2.
+	 */
+	if (access(js->cfg->drill_dir, F_OK) != 0 && errno == ENOENT) {
+		log_debug("cleanup of dead drills: no %s, no drill ever ran here",
+		          js->cfg->drill_dir);
+		child_free(k);
+		return;
+	}
 	job_cleanup_argv(js->cfg, js->config_path, js->command, argv);
 	snprintf(k->kind, sizeof(k->kind), "cleanup");
 	snprintf(k->request_id, sizeof(k->request_id), "cleanup");
@@ -326,6 +337,19 @@ int jobs_start(struct jobs *js, struct conn *c, const struct amsp_msgview *m)
 	}
 	k->owner = c;
 	c->job = k;
+	{
+		unsigned char buf[256];
+		struct amsp_writer w;
+		size_t len;
+
+		amsp_begin(&w, buf, sizeof(buf), AMSP_JOB_STARTED);
+		amsp_put_str(&w, AMSP_T_REQUEST_ID, k->request_id);
+		len = amsp_end(&w);
+		/* A client gone already is noticed by the server loop: SIGTERM then. */
+		if (!len || conn_send(c, buf, len) != 0)
+			log_warn("request %s: could not tell pid %ld that its job started",
+			         k->request_id, (long)c->pid);
+	}
 	log_info("request %s: pid %ld uid %u started a %s job (pid %ld)", k->request_id,
 	         (long)c->pid, (unsigned)c->uid, k->kind, (long)k->pid);
 	job_argv_free(argv);
