@@ -700,12 +700,14 @@ ami_snapshot_verify(PG_FUNCTION_ARGS)
 	nulls[5] = true;
 	if (rep.recovered_lsn)
 	{
-		bool		have_error = false;
-		XLogRecPtr	lsn = pg_lsn_in_internal(rep.recovered_lsn, &have_error);
+		/* "X/X", as pg_lsn's input (whose C entry differs between majors). */
+		uint32		hi;
+		uint32		lo;
+		char		rest;
 
-		if (!have_error)
+		if (sscanf(rep.recovered_lsn, "%X/%X%c", &hi, &lo, &rest) == 2)
 		{
-			values[5] = LSNGetDatum(lsn);
+			values[5] = LSNGetDatum(((uint64) hi << 32) | lo);
 			nulls[5] = false;
 		}
 	}

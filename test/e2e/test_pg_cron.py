@@ -2,7 +2,7 @@
 """
 End to end: ami_snapshot() scheduled with pg_cron (a fresh session, here a
 background worker, per run) takes its snapshot and records it; and the
-recipe of doc/sql.md, "snapshot nightly, verify the latest an hour later",
+recipe of doc/sql.md (pg_cron: snapshot nightly, verify the latest an hour later),
 with minutes for hours: the snapshot job at one minute, the verify job
 (ami_snapshot_verify(name => ...), run by the helper) at the next, both
 succeeded, the verification's row passed.

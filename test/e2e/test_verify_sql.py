@@ -12,6 +12,10 @@ section.  Under pgbench load ami_snapshot() takes a set; then:
     durations, the report); pgbench saw no failed transaction; meanwhile
     the helper answers STATUS, takes a snapshot, and refuses a second
     drill with Busy (max_jobs 1); nothing is left;
+  * an AMI (register) of the database: the AMI drill from SQL with
+    tcp_port, the emulator's launched instance at 127.0.0.1: a port the
+    test listens on passes, the same port closed times out; the instance
+    terminated both times;
   * a damaged set (bytes flipped in a table's page in the emulator's copy
     of a snapshot): the SQL error names the relation, and so does its row
     (failed); error_on_failure => false returns the failed row instead;
@@ -27,6 +31,7 @@ section.  Under pgbench load ami_snapshot() takes a set; then:
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -156,6 +161,40 @@ def main():
         out = w.psql("SELECT outcome, backup_id FROM ami_snapshot_verify("
                      "name => 'sql verify good', time_budget => '0')")
         is_(out, "passed|%d" % good, "by name: the latest succeeded backup of the name")
+
+        # ---- the AMI drill with a TCP check: the instance's IP is this host ----
+        row = w.psql("SELECT status, id, image_id FROM ami_snapshot('sql verify ami', "
+                     "image => 'register')").split("|")
+        is_(row[0], "succeeded", "an AMI (register) for the AMI drill (%s)" % row[2])
+        ami_id = int(row[1])
+        w.emulator_control({"launched_private_ip": "127.0.0.1"})
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        try:
+            out = w.psql("SELECT outcome, (SELECT string_agg(c->>'name', ',') "
+                         "FROM jsonb_array_elements(checks) c WHERE (c->>'ok')::bool) "
+                         "FROM ami_snapshot_verify(%d, launch => true, tcp_port => %d, "
+                         "timeout => '120 s')" % (ami_id, port))
+        finally:
+            listener.close()
+        is_(out, "passed|launch,running,status-checks,tcp:%d" % port,
+            "AMI drill from SQL with tcp_port open on the instance's IP: passed, tcp checked")
+        # Nobody listens on that port now: the drill waits for it until its timeout.
+        out = w.psql("SELECT outcome, detail->>'instance_id' FROM ami_snapshot_verify("
+                     "%d, launch => true, tcp_port => %d, timeout => '15 s', "
+                     "error_on_failure => false)" % (ami_id, port)).split("|")
+        is_(out[0], "timed_out", "AMI drill with tcp_port closed: timed_out")
+        states = {i["instanceId"]: i["instanceState"]["name"]
+                  for i in w.ec2_state()["instances"]}
+        ok(out[1] and states.get(out[1], "terminated") == "terminated",
+           "its instance %s is terminated" % out[1])
+        w.emulator_control({"launched_private_ip": None})
+        v = last_verification(w)
+        ok(v[0] == "timed_out" and v[1] == "VerifyTimedOut", "its row: timed_out", v)
+        wait_nothing_left(w, drill_dir, loops_before)
+        nothing_left(w, drill_dir, loops_before, "AMI drills")
 
         # ---- a damaged set fails, naming the relation, in SQL and in its row ----
         row = w.psql("SELECT status, id, request_id FROM ami_snapshot('sql verify bad')"
