@@ -356,8 +356,8 @@ int jobs_start(struct jobs *js, struct conn *c, const struct amsp_msgview *m)
 	rc = 0;
 	goto out;
 refuse:
-	log_warn("pid %ld: refused a %s job: %s: %s", (long)c->pid, k->kind[0] ? k->kind : "?",
-	         err.code, err.msg);
+	log_warn("pid %ld: refused a %s job: %s: %s", (long)c->pid,
+	         job_argv_ok_kind(k->kind) ? k->kind : "?", err.code, err.msg);
 	send_job_error(c, amis_code_of(err.code), err.msg);
 	child_free(k);
 	rc = -1;

@@ -49,6 +49,9 @@ int job_cleanup_argv(const struct helper_config *cfg, const char *config_path, c
                      char **argv);
 void job_argv_free(char **argv);
 
+/* Whether kind is one the helper runs (and so may be logged as it is). */
+bool job_argv_ok_kind(const char *kind);
+
 /* The outcome a kind's exit status names (verify: doc/verify.md "Exit codes"). */
 const char *job_outcome(const char *kind, bool signaled, int code);
 

@@ -111,6 +111,15 @@ static bool value_valid(const struct arg_rule *r, const char *v, struct amis_err
 	return false;
 }
 
+/* Whether a client's name may be echoed in a message (and so in the log): [a-z0-9_]. */
+static bool printable_name(const char *s)
+{
+	for (; *s; s++)
+		if (!islower((unsigned char)*s) && !isdigit((unsigned char)*s) && *s != '_')
+			return false;
+	return true;
+}
+
 static char *opt_value(const char *option, const char *value)
 {
 	size_t n = strlen(option) + 1 + strlen(value) + 1;
@@ -174,7 +183,8 @@ int job_argv(const struct helper_config *cfg, const char *config_path, const cha
 
 	argv[0] = NULL;
 	if (strcmp(kind, "verify") != 0)
-		return err_set(err, AMIS_E_INVALID_REQUEST, "unknown job kind \"%.16s\"", kind);
+		return err_set(err, AMIS_E_INVALID_REQUEST, "unknown job kind \"%.16s\"",
+		               printable_name(kind) ? kind : "?");
 	if (n > AMSP_JOB_MAX_ARGS)
 		return err_set(err, AMIS_E_INVALID_REQUEST, "too many job arguments");
 	for (i = 0; i < n; i++) {
@@ -182,7 +192,8 @@ int job_argv(const struct helper_config *cfg, const char *config_path, const cha
 			;
 		if (j == nrules)
 			return err_set(err, AMIS_E_INVALID_REQUEST,
-			               "unknown argument \"%.32s\" for a verify job", keys[i]);
+			               "unknown argument \"%.32s\" for a verify job",
+			               printable_name(keys[i]) ? keys[i] : "?");
 		if (++counts[j] > verify_rules[j].max_count)
 			return err_set(err, AMIS_E_INVALID_REQUEST,
 			               "job argument %s given too often", keys[i]);
@@ -240,4 +251,9 @@ const char *job_outcome(const char *kind, bool signaled, int code)
 	    code < (int)(sizeof(verify_outcomes) / sizeof(verify_outcomes[0])))
 		return verify_outcomes[code];
 	return "error";
+}
+
+bool job_argv_ok_kind(const char *kind)
+{
+	return strcmp(kind, "verify") == 0;
 }

@@ -77,6 +77,10 @@ int main(void)
 	/* Refusals. */
 	ok(strstr(RUN(&c, "wait", "name", "nightly"), "ERR InvalidRequest: unknown job kind"),
 	   "an unknown kind");
+	ok(strstr(RUN(&c, "v\nerify", "name", "nightly"), "unknown job kind \"?\""),
+	   "a kind with a control character is not echoed");
+	ok(strstr(RUN(&c, "verify", "name", "nightly", "x\ny", "1"), "unknown argument \"?\""),
+	   "an argument name with a control character is not echoed");
 	ok(strstr(RUN(&c, "verify", "name", "nightly", "drill_dir", "/tmp"),
 	          "unknown argument \"drill_dir\""),
 	   "no path from a client: drill_dir");
