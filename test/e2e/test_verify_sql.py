@@ -167,6 +167,8 @@ def main():
                      "image => 'register')").split("|")
         is_(row[0], "succeeded", "an AMI (register) for the AMI drill (%s)" % row[2])
         ami_id = int(row[1])
+        ok(wait_for(lambda: w.ec2_call("DescribeImages", **{"ImageId.1": row[2]}).findtext(
+            "./imagesSet/item/imageState") == "available", 60), "the AMI is available")
         w.emulator_control({"launched_private_ip": "127.0.0.1"})
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
@@ -271,6 +273,12 @@ def main():
         ok(wait_drill_phase(w, pos, "started PostgreSQL"), "a drill under way")
         child = drill_pid(w)
         ok(child, "the drill is the helper's child (pid %s)" % child)
+        drill_procs = leftovers(w, drill_dir)["processes"]
+        adj = sorted({open("/proc/%d/oom_score_adj" % pid).read().strip()
+                      for pid in [child] + drill_procs})
+        is_(adj, ["500"], "the drill and its server: oom_score_adj 500, not the helper's")
+        ok(open("/proc/%d/stat" % child).read().rsplit(")", 1)[1].split()[3] == str(child),
+           "the drill runs in a session of its own")
         os.kill(child, signal.SIGKILL)
         w.procs["helper"].send_signal(signal.SIGKILL)
         w.procs["helper"].wait()
