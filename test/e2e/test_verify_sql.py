@@ -24,6 +24,7 @@ section.  Under pgbench load ami_snapshot() takes a set; then:
     left;
   * a role without EXECUTE is refused, and a role with EXECUTE only (no
     SELECT on the history) may verify;
+  * a helper from before jobs: HelperTooOld, in the error and the row;
   * the helper and its drill SIGKILLed half-way: leftovers, which the
     restarted helper's start-up cleanup removes (no volume in the
     emulator, loop device, mount, process or scratch directory).
@@ -45,6 +46,8 @@ from restore_cmd import CLI  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_verify import leftovers, loop_count, nothing_left  # noqa: E402
+from test_ami import old_helper  # noqa: E402
+import world as world_mod  # noqa: E402
 
 VERIFY_COLS = "outcome, drill_id IS NOT NULL, recovered_lsn IS NOT NULL, checks_failed"
 
@@ -266,6 +269,29 @@ def main():
         is_(r.stdout.split() + r.stderr.split()[:8], ["passed"],
             "a role with EXECUTE only verifies")
         wait_nothing_left(w, drill_dir, loops_before)
+
+        # ---- a helper from before jobs: HelperTooOld, and its row says so ----
+        binary = old_helper()
+        ok(binary is not None, "a helper from before jobs (and images) was built")
+        if binary:
+            saved = world_mod.HELPER
+            try:
+                restart_helper(w)             # its configuration: no [drill] yet
+                w.stop_helper()
+                world_mod.HELPER = binary
+                w.start_helper()
+                r = session(w, ["SELECT * FROM ami_snapshot_verify(%d)" % good])
+                ok("HelperTooOld" in r.stderr and "too old for jobs" in r.stderr,
+                   "a helper from before jobs: HelperTooOld, and the error says so", r.stderr)
+                v = last_verification(w)
+                is_(v[:2], ["error", "HelperTooOld"], "its row: error, HelperTooOld")
+            finally:
+                w.stop_helper()
+                world_mod.HELPER = saved
+                pos = os.path.getsize(w.helper_log)
+                restart_helper(w, drill_conf(w, drill_dir))
+                wait_for(lambda: "cleanup of dead drills:" in open(w.helper_log).read()[pos:],
+                         60)
 
         # ---- the helper and its drill SIGKILLed half-way: the restart cleans up ----
         pos = os.path.getsize(w.helper_log)
