@@ -81,13 +81,18 @@ REVOKE ALL ON FUNCTION ami_snapshot(text, boolean, text, boolean) FROM amis_upgr
 DROP EXTENSION ami_snapshot;
 CREATE EXTENSION ami_snapshot;
 SELECT extversion FROM pg_extension WHERE extname = 'ami_snapshot';
-SELECT object FROM updated
-EXCEPT
-SELECT pg_describe_object(classid, objid, objsubid)
-  FROM pg_depend
- WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
-   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ami_snapshot');
-SELECT count(*) AS objects FROM updated;
+-- (Both ways; how many objects there are differs between majors.)
+CREATE TEMP TABLE fresh AS
+  SELECT pg_describe_object(classid, objid, objsubid) AS object
+    FROM pg_depend
+   WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+     AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ami_snapshot');
+(SELECT object FROM updated EXCEPT SELECT object FROM fresh)
+UNION ALL
+(SELECT object FROM fresh EXCEPT SELECT object FROM updated);
+SELECT count(*) AS new_objects FROM fresh
+ WHERE object IN ('table ami_snapshot_verification',
+                  'function ami_snapshot_verify(bigint,text,text,text,text,interval,interval,boolean,text[],boolean,boolean,integer,boolean)');
 (SELECT * FROM updated_columns
  EXCEPT
  SELECT attrelid::regclass::text, attname, format_type(atttypid, atttypmod)
