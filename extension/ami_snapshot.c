@@ -44,6 +44,7 @@
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
+#include "ami_snapshot.h"
 #include "config_capture.h"
 #include "helper_client.h"
 #include "history.h"
@@ -58,8 +59,8 @@ PG_MODULE_MAGIC;
 #define DEFAULT_SOCKET "/run/ami-snapshot/helper.sock"
 #define MAX_TABLESPACES 32
 
-static char *helper_socket = NULL;
-static int	request_timeout_ms = 120000;
+char	   *helper_socket = NULL;
+int			request_timeout_ms = 120000;
 static bool wait_for_archive = true;
 
 PG_FUNCTION_INFO_V1(ami_snapshot);
@@ -115,7 +116,7 @@ _PG_init(void)
  * AMI name rules, which are stricter than the tag value rules: 3 to 128
  * characters of letters, digits, spaces and ( ) [ ] . / - ' @ _
  */
-static void
+void
 validate_name(const char *name)
 {
 	size_t		len = strlen(name);
@@ -140,7 +141,21 @@ validate_name(const char *name)
 	}
 }
 
-static char *
+char *
+error_text(const ErrorData *edata)
+{
+	StringInfoData msg;
+
+	initStringInfo(&msg);
+	appendStringInfoString(&msg, edata->message);
+	if (edata->detail)
+		appendStringInfo(&msg, "\nDETAIL: %s", edata->detail);
+	if (edata->hint)
+		appendStringInfo(&msg, "\nHINT: %s", edata->hint);
+	return msg.data;
+}
+
+char *
 make_request_id(void)
 {
 	uint8		b[16];
@@ -687,7 +702,7 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	history_set(&run->row, HC_USERNAME, GetUserNameFromId(GetUserId(), false));
 
 	/* From the first write on, a backend exit marks the row. */
-	history_arm_exit(request_id);
+	history_arm_exit(HT_SNAPSHOTS, request_id);
 	history_set_phase(HP_PREPARING);
 	if (!history_write(&run->row, WARNING, &id))
 	{
@@ -714,7 +729,6 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	PG_CATCH();
 	{
 		ErrorData  *edata;
-		StringInfoData msg;
 
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
@@ -723,19 +737,13 @@ ami_snapshot(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
 
-		initStringInfo(&msg);
-		appendStringInfoString(&msg, edata->message);
-		if (edata->detail)
-			appendStringInfo(&msg, "\nDETAIL: %s", edata->detail);
-		if (edata->hint)
-			appendStringInfo(&msg, "\nHINT: %s", edata->hint);
 		history_set(&run->row, HC_STATUS, "failed");
 		history_set(&run->row, HC_FINISHED_AT, timestamptz_to_str(GetCurrentTimestamp()));
 		/* The helper's or EC2's code says more than a SQLSTATE. */
 		history_set(&run->row, HC_ERROR_CODE,
 					run->helper_error_code[0] ? run->helper_error_code :
 					unpack_sql_state(edata->sqlerrcode));
-		history_set(&run->row, HC_ERROR_MESSAGE, msg.data);
+		history_set(&run->row, HC_ERROR_MESSAGE, error_text(edata));
 		if (run->have_snapshots)
 		{
 			/* Failed after PENDING: the set is complete, the stop did not happen. */

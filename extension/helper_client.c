@@ -27,6 +27,7 @@ struct HelperConn
 	bool		have_error;		/* error below is the last ERROR received */
 	struct amsp_msgview error;	/* views into buf */
 	bool		image_asked;	/* the PREPARE asked for an image */
+	bool		job_asked;		/* a JOB was sent */
 };
 
 /* Milliseconds left until deadline (0 or less: it passed). */
@@ -202,17 +203,25 @@ recv_exact(HelperConn *hc, size_t want, TimestampTz deadline, const char *what)
 
 		/*
 		 * A helper older than images refuses PREPARE's image fields as
-		 * malformed and closes the connection without an answer.
+		 * malformed and closes the connection without an answer; one older
+		 * than jobs refuses the JOB request the same way.
 		 */
-		if ((n == 0 || (n < 0 && errno == ECONNRESET)) && hc->image_asked &&
-			strcmp(what, "prepare") == 0)
+		if ((n == 0 || (n < 0 && errno == ECONNRESET)) &&
+			((hc->image_asked && strcmp(what, "prepare") == 0) ||
+			 (hc->job_asked && strcmp(what, "job") == 0)))
 		{
+			bool		image = strcmp(what, "prepare") == 0;
+
 			strlcpy(hc->error_code, "HelperTooOld", sizeof(hc->error_code));
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("ami_snapshot helper failed during prepare: HelperTooOld"),
-					 errdetail("The helper is too old for images: it closed the connection when asked for an AMI (a helper without AMI support refuses the image fields of the request as malformed)."),
-					 errhint("Upgrade ami-snapshot-helper; snapshot sets (image => NULL) work with this helper.")));
+					 errmsg("ami_snapshot helper failed during %s: HelperTooOld", what),
+					 image ?
+					 errdetail("The helper is too old for images: it closed the connection when asked for an AMI (a helper without AMI support refuses the image fields of the request as malformed).") :
+					 errdetail("The helper is too old for jobs: it closed the connection when asked to run one (a helper without jobs refuses the JOB request as malformed)."),
+					 image ?
+					 errhint("Upgrade ami-snapshot-helper; snapshot sets (image => NULL) work with this helper.") :
+					 errhint("Upgrade ami-snapshot-helper, or run \"ami-snapshot verify\" as root.")));
 		}
 		if (n == 0)
 			ereport(ERROR,
@@ -294,7 +303,7 @@ helper_receive(HelperConn *hc, struct amsp_msgview *msg, uint16 expected_type,
 				 errmsg("ami_snapshot helper failed during %s: %s", what, code),
 				 errdetail("%s", message)));
 	}
-	if (msg->type != expected_type)
+	if (msg->type != expected_type && expected_type != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("unexpected %s message from ami_snapshot helper during %s",
@@ -323,6 +332,12 @@ void
 helper_set_image_asked(HelperConn *hc, bool asked)
 {
 	hc->image_asked = asked;
+}
+
+void
+helper_set_job_asked(HelperConn *hc)
+{
+	hc->job_asked = true;
 }
 
 void

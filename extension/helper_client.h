@@ -20,7 +20,8 @@ extern void helper_send(HelperConn *hc, const unsigned char *frame, size_t len,
 /*
  * Receives one message into *msg (views into hc's buffer, valid until the
  * next receive).  An ERROR message from the helper is turned into an
- * ereport(ERROR) with the helper's code and message as detail.
+ * ereport(ERROR) with the helper's code and message as detail; any other
+ * type than expected_type too, unless expected_type is 0 (any).
  */
 extern void helper_receive(HelperConn *hc, struct amsp_msgview *msg,
 						   uint16 expected_type, const char *what,
@@ -32,6 +33,12 @@ extern void helper_close(HelperConn *hc);
  * means a helper too old for images (error code HelperTooOld).
  */
 extern void helper_set_image_asked(HelperConn *hc, bool asked);
+
+/*
+ * A JOB was sent: a connection closed before its first answer (during
+ * "job") means a helper too old for jobs (HelperTooOld).
+ */
+extern void helper_set_job_asked(HelperConn *hc);
 
 /*
  * Best effort, never waits or throws: tells the helper the client gives up

@@ -38,9 +38,10 @@ typedef struct HistoryShared
 	Oid			roleoid;
 	int			done;			/* set to 1 by the worker on commit */
 	int64		id;				/* the row's id, set by the worker */
-	int			ncolumns;		/* the table's: HC_NCOLUMNS_1_0 or HC_NCOLUMNS */
+	int			table;			/* HistoryTable */
+	int			ncolumns;		/* the table's: HC_NCOLUMNS_1_0 or HC_NCOLUMNS, or VC_NCOLUMNS */
 	char		error[512];		/* the worker's error message, if any */
-	int32		lens[HC_NCOLUMNS];	/* -1 = NULL */
+	int32		lens[HISTORY_MAX_COLUMNS];	/* -1 = NULL */
 	char		data[FLEXIBLE_ARRAY_MEMBER];
 } HistoryShared;
 
@@ -51,6 +52,7 @@ typedef struct InterruptedArgs
 	Oid			dboid;
 	Oid			roleoid;
 	int			phase;			/* HistoryPhase */
+	int			table;			/* HistoryTable */
 } InterruptedArgs;
 
 /* Armed by history_arm_exit(), read by the exit callback. */
@@ -74,8 +76,40 @@ static const char *const column_types[HC_NCOLUMNS] = {
 	"pg_catalog.int4", "pg_catalog.text", "pg_catalog.text", "pg_catalog.text"
 };
 
+static const char *const verification_names[VC_NCOLUMNS] = {
+	"id", "request_id", "backup_id", "backup_request_id", "image_id", "launch", "status",
+	"started_at", "finished_at", "duration_ms", "drill_id", "recovered_lsn",
+	"checks_failed", "detail", "error_code", "error_message", "backend_pid", "username"
+};
+
+static const char *const verification_types[VC_NCOLUMNS] = {
+	"pg_catalog.int8", "pg_catalog.text", "pg_catalog.int8", "pg_catalog.text",
+	"pg_catalog.text", "pg_catalog.bool", "pg_catalog.text", "pg_catalog.timestamptz",
+	"pg_catalog.timestamptz", "pg_catalog.float8", "pg_catalog.text", "pg_catalog.pg_lsn",
+	"pg_catalog.int4", "pg_catalog.jsonb", "pg_catalog.text", "pg_catalog.text",
+	"pg_catalog.int4", "pg_catalog.text"
+};
+
+/* A table's name, columns and their types; the upsert's key and started_at. */
+typedef struct TableInfo
+{
+	const char *name;
+	const char *const *columns;
+	const char *const *types;
+	int			ncolumns;
+	int			key;			/* request_id */
+	int			started_at;		/* kept from the first write */
+} TableInfo;
+
+static const TableInfo tables[] = {
+	[HT_SNAPSHOTS] = {"ami_snapshot_history", column_names, column_types, HC_NCOLUMNS,
+	HC_REQUEST_ID, HC_STARTED_AT},
+	[HT_VERIFICATIONS] = {"ami_snapshot_verification", verification_names, verification_types,
+	VC_NCOLUMNS, VC_REQUEST_ID, VC_STARTED_AT},
+};
+
 void
-history_set(HistoryRow *row, HistoryColumn col, const char *value)
+history_set(HistoryRow *row, int col, const char *value)
 {
 	row->values[col] = value ? pstrdup(value) : NULL;
 }
@@ -84,8 +118,8 @@ history_set(HistoryRow *row, HistoryColumn col, const char *value)
  * The extension's schema and owner, from pg_extension (get_extension_schema()
  * is not exported before PostgreSQL 16).
  */
-static void
-extension_info(Oid *nsp, Oid *owner)
+void
+history_extension_info(Oid *nsp, Oid *owner)
 {
 	Oid			ext = get_extension_oid("ami_snapshot", false);
 	Relation	rel;
@@ -113,7 +147,7 @@ history_owner(void)
 	Oid			nsp;
 	Oid			owner;
 
-	extension_info(&nsp, &owner);
+	history_extension_info(&nsp, &owner);
 	return owner;
 }
 
@@ -144,7 +178,7 @@ history_write(const HistoryRow *row, int elevel, int64 *id_out)
 	int			i;
 	bool		ok;
 
-	for (i = 0; i < HC_NCOLUMNS; i++)
+	for (i = 0; i < HISTORY_MAX_COLUMNS; i++)
 		if (row->values[i])
 			size += strlen(row->values[i]);
 
@@ -158,10 +192,11 @@ history_write(const HistoryRow *row, int elevel, int64 *id_out)
 	sh->dboid = MyDatabaseId;
 	sh->roleoid = history_owner();
 	sh->done = 0;
-	sh->ncolumns = row->ncolumns > 0 ? row->ncolumns : HC_NCOLUMNS_1_0;
+	sh->table = row->table;
+	sh->ncolumns = row->ncolumns > 0 ? row->ncolumns : tables[row->table].ncolumns;
 	sh->error[0] = '\0';
 	p = sh->data;
-	for (i = 0; i < HC_NCOLUMNS; i++)
+	for (i = 0; i < HISTORY_MAX_COLUMNS; i++)
 	{
 		if (!row->values[i])
 		{
@@ -182,7 +217,7 @@ history_write(const HistoryRow *row, int elevel, int64 *id_out)
 		dsm_detach(seg);
 		ereport(elevel,
 				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-				 errmsg("could not record the snapshot in ami_snapshot_history: no background worker slot free"),
+				 errmsg("could not record the row in %s: no background worker slot free", tables[row->table].name),
 				 errhint("Raise max_worker_processes.")));
 		return false;
 	}
@@ -215,13 +250,13 @@ history_write(const HistoryRow *row, int elevel, int64 *id_out)
 		if (status == BGWH_STOPPED)
 			ereport(elevel,
 					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not record the snapshot in ami_snapshot_history"),
+					 errmsg("could not record the row in %s", tables[row->table].name),
 					 sh->error[0] ? errdetail("%s", sh->error) : 0));
 		else
 			ereport(elevel,
 					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("the ami_snapshot_history writer did not finish within %d ms; it goes on in the background",
-							HISTORY_WAIT_MS)));
+					 errmsg("the %s writer did not finish within %d ms; it goes on in the background",
+							tables[row->table].name, HISTORY_WAIT_MS)));
 	}
 	dsm_detach(seg);
 	return ok;
@@ -247,11 +282,12 @@ history_on_exit(int code, Datum arg)
 }
 
 void
-history_arm_exit(const char *request_id)
+history_arm_exit(HistoryTable table, const char *request_id)
 {
 	InterruptedArgs args;
 
 	memset(&args, 0, sizeof(args));
+	args.table = table;
 	strlcpy(args.request_id, request_id, sizeof(args.request_id));
 	args.dboid = MyDatabaseId;
 	args.roleoid = history_owner();
@@ -308,16 +344,16 @@ run_sql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls
 }
 
 static char *
-qualified_table(void)
+qualified_table(HistoryTable table)
 {
 	Oid			nsp;
 	Oid			owner;
 	char	   *result;
 
 	StartTransactionCommand();
-	extension_info(&nsp, &owner);
-	result = psprintf("%s.ami_snapshot_history",
-					  quote_identifier(get_namespace_name(nsp)));
+	history_extension_info(&nsp, &owner);
+	result = psprintf("%s.%s", quote_identifier(get_namespace_name(nsp)),
+					  tables[table].name);
 	result = MemoryContextStrdup(TopMemoryContext, result);
 	CommitTransactionCommand();
 	return result;
@@ -344,10 +380,13 @@ ami_snapshot_history_worker(Datum main_arg)
 		memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
 		BackgroundWorkerInitializeConnectionByOid(args.dboid, args.roleoid, 0);
 		set_safe_search_path();
-		table = qualified_table();
+		table = qualified_table(args.table == HT_VERIFICATIONS ? HT_VERIFICATIONS : HT_SNAPSHOTS);
 		args.request_id[sizeof(args.request_id) - 1] = '\0';
 		switch (args.phase)
 		{
+			case HP_VERIFYING:
+				message = "the backend running ami_snapshot_verify() exited (terminated, or the client connection was lost) while the drill ran; the helper stopped the drill and cleaned up after it";
+				break;
 			case HP_PREPARING:
 				message = "the backend running ami_snapshot() exited (terminated, or the client connection was lost) before the backup started; no snapshot was taken";
 				break;
@@ -360,10 +399,11 @@ ami_snapshot_history_worker(Datum main_arg)
 		}
 		values2[0] = CStringGetTextDatum(args.request_id);
 		values2[1] = CStringGetTextDatum(message);
-		run_sql(psprintf("UPDATE %s SET status = 'failed', finished_at = pg_catalog.now(), "
+		run_sql(psprintf("UPDATE %s SET status = '%s', finished_at = pg_catalog.now(), "
 						 "error_code = 'BackendExited', error_message = $2 "
 						 "WHERE request_id OPERATOR(pg_catalog.=) $1 "
-						 "AND status OPERATOR(pg_catalog.=) 'running'", table),
+						 "AND status OPERATOR(pg_catalog.=) 'running'", table,
+						 args.phase == HP_VERIFYING ? "interrupted" : "failed"),
 				2, types2, values2, NULL);
 		proc_exit(0);
 	}
@@ -383,23 +423,24 @@ ami_snapshot_history_worker(Datum main_arg)
 	{
 		StringInfoData sql;
 		StringInfoData set;
-		Oid			types[HC_NCOLUMNS];
-		Datum		values[HC_NCOLUMNS];
-		char		nulls[HC_NCOLUMNS];
+		Oid			types[HISTORY_MAX_COLUMNS];
+		Datum		values[HISTORY_MAX_COLUMNS];
+		char		nulls[HISTORY_MAX_COLUMNS];
 		char	   *p = sh->data;
+		const TableInfo *ti = &tables[sh->table == HT_VERIFICATIONS ? HT_VERIFICATIONS : HT_SNAPSHOTS];
 		int			i;
 
-		table = qualified_table();
+		table = qualified_table(sh->table == HT_VERIFICATIONS ? HT_VERIFICATIONS : HT_SNAPSHOTS);
 		initStringInfo(&sql);
 		initStringInfo(&set);
 		/* The id comes from the table's sequence; request_id is the key. */
 		appendStringInfo(&sql, "INSERT INTO %s AS h (", table);
 		for (i = 1; i < sh->ncolumns; i++)
-			appendStringInfo(&sql, "%s%s", i > 1 ? ", " : "", column_names[i]);
+			appendStringInfo(&sql, "%s%s", i > 1 ? ", " : "", ti->columns[i]);
 		appendStringInfoString(&sql, ") VALUES (");
 		for (i = 1; i < sh->ncolumns; i++)
 		{
-			appendStringInfo(&sql, "%s$%d::%s", i > 1 ? ", " : "", i, column_types[i]);
+			appendStringInfo(&sql, "%s$%d::%s", i > 1 ? ", " : "", i, ti->types[i]);
 			types[i - 1] = TEXTOID;
 			if (sh->lens[i] < 0)
 			{
@@ -413,10 +454,10 @@ ami_snapshot_history_worker(Datum main_arg)
 				p += sh->lens[i];
 			}
 			/* On update, keep what an earlier write recorded if this one has NULL. */
-			if (i != HC_REQUEST_ID && i != HC_STARTED_AT)
+			if (i != ti->key && i != ti->started_at)
 				appendStringInfo(&set, "%s%s = coalesce(EXCLUDED.%s, h.%s)",
-								 set.len ? ", " : "", column_names[i],
-								 column_names[i], column_names[i]);
+								 set.len ? ", " : "", ti->columns[i],
+								 ti->columns[i], ti->columns[i]);
 		}
 		appendStringInfo(&sql, ") ON CONFLICT (request_id) DO UPDATE SET %s RETURNING id",
 						 set.data);

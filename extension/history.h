@@ -47,18 +47,52 @@ typedef enum HistoryColumn
 /* The columns of version 1.0's table. */
 #define HC_NCOLUMNS_1_0 HC_IMAGE_ID
 
+/* ami_snapshot_verification (1.2 on): one row per ami_snapshot_verify() call. */
+typedef enum VerificationColumn
+{
+	VC_ID = 0,
+	VC_REQUEST_ID,				/* the drill's own request id */
+	VC_BACKUP_ID,				/* ami_snapshot_history.id of the backup, if known */
+	VC_BACKUP_REQUEST_ID,
+	VC_IMAGE_ID,
+	VC_LAUNCH,
+	VC_STATUS,
+	VC_STARTED_AT,
+	VC_FINISHED_AT,
+	VC_DURATION_MS,
+	VC_DRILL_ID,
+	VC_RECOVERED_LSN,
+	VC_CHECKS_FAILED,
+	VC_DETAIL,
+	VC_ERROR_CODE,
+	VC_ERROR_MESSAGE,
+	VC_BACKEND_PID,
+	VC_USERNAME,
+	VC_NCOLUMNS
+} VerificationColumn;
+
+/* Which table a row goes to. */
+typedef enum HistoryTable
+{
+	HT_SNAPSHOTS = 0,			/* ami_snapshot_history, HistoryColumn */
+	HT_VERIFICATIONS			/* ami_snapshot_verification, VerificationColumn */
+} HistoryTable;
+
+#define HISTORY_MAX_COLUMNS ((int) HC_NCOLUMNS > (int) VC_NCOLUMNS ? (int) HC_NCOLUMNS : (int) VC_NCOLUMNS)
+
 /*
- * One row, every column as text or NULL (the worker casts); HC_ID is output
- * only.  ncolumns: how many of the columns the installed version's table
- * has (HC_NCOLUMNS_1_0 or HC_NCOLUMNS).
+ * One row, every column as text or NULL (the worker casts); column 0 (id)
+ * is output only.  ncolumns: how many of the columns the installed
+ * version's table has (snapshots: HC_NCOLUMNS_1_0 or HC_NCOLUMNS; 0: all).
  */
 typedef struct HistoryRow
 {
-	char	   *values[HC_NCOLUMNS];
+	HistoryTable table;
+	char	   *values[HISTORY_MAX_COLUMNS];
 	int			ncolumns;
 } HistoryRow;
 
-extern void history_set(HistoryRow *row, HistoryColumn col, const char *value);
+extern void history_set(HistoryRow *row, int col, const char *value);
 
 /*
  * Inserts, or updates by request_id, the row in its own transaction and
@@ -75,17 +109,22 @@ typedef enum HistoryPhase
 	HP_IDLE = 0,				/* nothing to record */
 	HP_PREPARING,				/* no backup started yet */
 	HP_BACKUP_RUNNING,			/* backup started; aborted by the exit */
-	HP_BACKUP_STOPPED			/* snapshots taken, backup stopped */
+	HP_BACKUP_STOPPED,			/* snapshots taken, backup stopped */
+	HP_VERIFYING				/* a drill runs (ami_snapshot_verify) */
 } HistoryPhase;
 
 /*
- * Marks the row of request_id failed if the backend exits while phase is
- * not HP_IDLE.  Everything the exit callback needs (database, role) is
- * looked up here, so the callback itself does no catalog access.  The
- * callback is registered once per session.
+ * Marks the row of request_id in table failed (a verification:
+ * interrupted) if the backend exits while phase is not HP_IDLE.
+ * Everything the exit callback needs (database, role) is looked up here,
+ * so the callback itself does no catalog access.  The callback is
+ * registered once per session.
  */
-extern void history_arm_exit(const char *request_id);
+extern void history_arm_exit(HistoryTable table, const char *request_id);
 extern void history_set_phase(HistoryPhase phase);
+
+/* The extension's schema and owner (pg_extension). */
+extern void history_extension_info(Oid *nsp, Oid *owner);
 
 /* The worker's entry point (bgw_function_name). */
 extern PGDLLEXPORT void ami_snapshot_history_worker(Datum main_arg);

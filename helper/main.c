@@ -30,6 +30,8 @@
 #define DEFAULT_CONFIG AMIS_DEFAULT_CONFIG
 /* How long a shutdown keeps retrying a failed thaw (systemd waits 90 s). */
 #define SHUTDOWN_THAW_MS 10000
+/* How long a shutdown waits for its jobs' own cleanup after SIGTERM, at most. */
+#define SHUTDOWN_JOBS_MS 30000
 
 static volatile sig_atomic_t stop_requested;
 
@@ -162,11 +164,15 @@ int main(int argc, char **argv)
 	h = helper_new(&cfg, config_path, &stop_requested);
 	log_info("ami-snapshot-helper listening on %s", cfg.socket_path);
 	op_server_handlers(h, &handlers);
+	/* Not waited for: the first tick starts it (doc/verify.md, the cleanup contract). */
+	op_start_cleanup(h);
 	server_run(&handlers, lfd, &stop_requested);
 	close(lfd);
 	unlink(cfg.socket_path);
 	/* Never exit with anything frozen by us, if it can be helped. */
 	rc = op_shutdown(h, SHUTDOWN_THAW_MS);
+	op_stop_jobs(h, cfg.job_kill_grace_ms < SHUTDOWN_JOBS_MS ? cfg.job_kill_grace_ms
+	                                                         : SHUTDOWN_JOBS_MS);
 	helper_free(h);
 	config_free(&cfg);
 	log_info("ami-snapshot-helper stopped%s", rc ? " with filesystems still frozen" : "");

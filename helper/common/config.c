@@ -31,6 +31,8 @@ void config_init(struct helper_config *c)
 	c->drill_dir = xstrdup(DEFAULT_DRILL_DIR);
 	c->drill_time_budget_ms = 600000;
 	c->drill_timeout_ms = 3600000;
+	c->max_jobs = 1;
+	c->job_kill_grace_ms = 60000;
 	c->preflight_dry_run = true;
 }
 
@@ -68,6 +70,9 @@ void config_free(struct helper_config *c)
 	free(c->drill_subnet);
 	free(c->drill_security_group);
 	free(c->drill_key_name);
+	free(c->drill_command);
+	free(c->drill_device_dir);
+	free(c->drill_dump_dir);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -294,6 +299,27 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 		set_str(&c->drill_security_group, v);
 	} else if (IS("drill", "key_name")) {
 		set_str(&c->drill_key_name, v);
+	} else if (IS("drill", "command") || IS("drill", "device_dir") || IS("drill", "dump_dir")) {
+		if (v[0] != '/')
+			return err_set(err, AMIS_E_HELPER_CONFIG, "%s must be an absolute path", k);
+		set_str(!strcmp(k, "command")      ? &c->drill_command
+		        : !strcmp(k, "device_dir") ? &c->drill_device_dir
+		                                   : &c->drill_dump_dir,
+		        v);
+	} else if (IS("drill", "device_timeout")) {
+		if (parse_duration_ms(v, &c->drill_device_timeout_ms) ||
+		    c->drill_device_timeout_ms < 1000 || c->drill_device_timeout_ms > 3600000)
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "device_timeout must be from 1s to 1h");
+	} else if (IS("drill", "max_jobs")) {
+		char *end;
+
+		c->max_jobs = strtol(v, &end, 10);
+		if (!*v || *end || c->max_jobs < 1 || c->max_jobs > 4)
+			return err_set(err, AMIS_E_HELPER_CONFIG, "max_jobs must be from 1 to 4");
+	} else if (IS("drill", "kill_grace")) {
+		if (parse_duration_ms(v, &c->job_kill_grace_ms) || c->job_kill_grace_ms < 1000)
+			return err_set(err, AMIS_E_HELPER_CONFIG, "kill_grace must be at least 1s");
 	} else if (!strcmp(s, "tags")) {
 		if (strlen(k) > 128 || strlen(v) > 256 || !strncmp(k, "aws:", 4))
 			return err_set(err, AMIS_E_HELPER_CONFIG,

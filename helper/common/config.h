@@ -59,6 +59,13 @@ struct helper_config {
 	char *drill_subnet;         /* SubnetId; NULL: EC2's default */
 	char *drill_security_group; /* SecurityGroupId.1; NULL: the default group */
 	char *drill_key_name;       /* KeyName; NULL: none */
+	/* Drills the helper runs for SQL callers (jobs, doc/protocol.md). */
+	char *drill_command;          /* ami-snapshot; NULL: beside the helper's own binary */
+	char *drill_device_dir;       /* --device-dir for them; NULL: verify's default */
+	long drill_device_timeout_ms; /* --device-timeout; 0: verify's default */
+	char *drill_dump_dir;         /* where dumps asked from SQL go; NULL: refused */
+	long max_jobs;                /* jobs at once (default 1) */
+	long job_kill_grace_ms;       /* SIGTERM -> SIGKILL of an abandoned job (default 60 s) */
 
 	/* [tags]: extra tags on every snapshot */
 	struct config_kv tags[CONFIG_MAX_LIST];

@@ -26,6 +26,7 @@
 #define AMIS_ERROR_CODES(X)                                                                        \
 	/* Requests and the helper itself */                                                       \
 	X(BUSY, "Busy", 0, "another snapshot operation is in progress; one runs at a time")        \
+	X(JOB_START_FAILED, "JobStartFailed", 0, "the helper could not start a job's command")     \
 	X(BAD_STATE, "BadState", 0, "a request that the operation's state does not allow")         \
 	X(INVALID_REQUEST, "InvalidRequest", 0, "a malformed or out-of-order request")             \
 	X(INVALID_NAME, "InvalidName", 0, "a snapshot name outside EC2's AMI-name rules")          \

@@ -104,6 +104,27 @@ static const struct field_rule status_reply_rules[] = {
     {AMSP_T_FROZEN_USEC, K_U64, 8, 0, 1}, {AMSP_T_REASON, K_STR, 2048, 0, 1},
 };
 
+static const struct field_rule job_rules[] = {
+    {AMSP_T_REQUEST_ID, K_STR, IDLEN, 1, 1},
+    {AMSP_T_JOB_KIND, K_STR, 16, 1, 1},
+    {AMSP_T_JOB_ARG_KEY, K_STR, 32, 0, AMSP_JOB_MAX_ARGS},
+    {AMSP_T_JOB_ARG_VALUE, K_STR, AMSP_JOB_MAX_ARG_LEN, 0, AMSP_JOB_MAX_ARGS},
+};
+
+static const struct field_rule job_started_rules[] = {
+    {AMSP_T_REQUEST_ID, K_STR, IDLEN, 1, 1},
+};
+
+static const struct field_rule job_output_rules[] = {
+    {AMSP_T_JOB_OUTPUT, K_STR, AMSP_JOB_CHUNK, 1, 1},
+};
+
+static const struct field_rule job_result_rules[] = {
+    {AMSP_T_JOB_EXIT, K_U32, 4, 0, 1},     {AMSP_T_JOB_SIGNAL, K_U32, 4, 0, 1},
+    {AMSP_T_JOB_OUTCOME, K_STR, 32, 1, 1}, {AMSP_T_JOB_USEC, K_U64, 8, 1, 1},
+    {AMSP_T_JOB_TRUNCATED, K_U8, 1, 0, 1}, {AMSP_T_ERROR_MESSAGE, K_STR, 2048, 0, 1},
+};
+
 /* Internal: helper <-> EC2 worker.  EC2's own limits bound the strings. */
 #define W_MAXVOL AMSP_W_MAX_VOLUMES
 #define W_MAXTAGS 64
@@ -251,6 +272,10 @@ static const struct msg_rule msg_rules[] = {
     RULES(AMSP_STATUS, "STATUS", status_rules),
     RULES(AMSP_THAW, "THAW", status_rules),
     RULES(AMSP_STATUS_REPLY, "STATUS_REPLY", status_reply_rules),
+    RULES(AMSP_JOB, "JOB", job_rules),
+    RULES(AMSP_JOB_STARTED, "JOB_STARTED", job_started_rules),
+    RULES(AMSP_JOB_OUTPUT, "JOB_OUTPUT", job_output_rules),
+    RULES(AMSP_JOB_RESULT, "JOB_RESULT", job_result_rules),
     RULES(AMSP_W_READY, "W_READY", w_ready_rules),
     RULES(AMSP_W_DESCRIBE_INSTANCE, "W_DESCRIBE_INSTANCE", w_describe_instance_rules),
     RULES(AMSP_W_CREATE_SNAPSHOTS, "W_CREATE_SNAPSHOTS", w_create_snapshots_rules),

@@ -36,6 +36,11 @@
 #define AMSP_MAX_VOLUMES 32 /* volumes, tablespaces, filesystems, snapshots a message lists */
 #define AMSP_MAX_WARNINGS 8 /* WARNING fields in DONE */
 #define AMSP_MAX_ID_LEN 64  /* a request, instance, volume or snapshot id */
+/* Jobs: arguments a JOB carries, the report a job may write, a piece of it. */
+#define AMSP_JOB_MAX_ARGS 48
+#define AMSP_JOB_MAX_ARG_LEN 8192
+#define AMSP_JOB_MAX_OUTPUT (1024 * 1024)
+#define AMSP_JOB_CHUNK 60000
 /* Between the helper and its worker: EC2's own limits. */
 #define AMSP_W_MAX_VOLUMES 64 /* channel.h EC2_MAX_INSTANCE_VOLUMES */
 
@@ -54,6 +59,15 @@ enum amsp_msg {
 	AMSP_STATUS = 9, /* what is the helper doing? */
 	AMSP_THAW = 11,  /* thaw now: abandon the call made while frozen */
 	AMSP_STATUS_REPLY = 10,
+	/*
+	 * A long job run by the helper as a child (doc/protocol.md, "Jobs"):
+	 * sent only when the feature is asked for, so a helper without jobs
+	 * refuses it as malformed and the client reports HelperTooOld.
+	 */
+	AMSP_JOB = 13,         /* run a job of a kind, with typed arguments */
+	AMSP_JOB_STARTED = 14, /* the job's child runs */
+	AMSP_JOB_OUTPUT = 16,  /* a piece of the job's report (stdout) */
+	AMSP_JOB_RESULT = 18,  /* the job ended: exit status, outcome */
 	/*
 	 * Internal, between the helper and its unprivileged EC2 worker over a
 	 * private socketpair (never accepted from a client; see root/worker_client.h).
@@ -107,6 +121,16 @@ enum amsp_tag {
 	AMSP_T_IMAGE_METHOD = 90,            /* str: register | create (PREPARE) */
 	AMSP_T_ALLOW_PRODUCT_CODE_LOSS = 91, /* u8 (PREPARE) */
 	AMSP_T_IMAGE_ID = 92,                /* str: ami-... */
+	/* Jobs (JOB, JOB_OUTPUT, JOB_RESULT). */
+	AMSP_T_JOB_KIND = 140,      /* str: verify */
+	AMSP_T_JOB_ARG_KEY = 141,   /* str, repeated, paired with JOB_ARG_VALUE */
+	AMSP_T_JOB_ARG_VALUE = 142, /* str, repeated */
+	AMSP_T_JOB_OUTPUT = 143,    /* str: a piece of the report */
+	AMSP_T_JOB_EXIT = 144,      /* u32: the exit status (0-255) */
+	AMSP_T_JOB_SIGNAL = 145,    /* u32: the signal that ended it */
+	AMSP_T_JOB_OUTCOME = 146,   /* str: the kind's name of the exit status */
+	AMSP_T_JOB_USEC = 147,      /* u64: how long it ran */
+	AMSP_T_JOB_TRUNCATED = 148, /* u8: the report was cut at AMSP_JOB_MAX_OUTPUT */
 	/* Internal (helper <-> EC2 worker) only. */
 	AMSP_T_SEQ = 100,               /* u32 */
 	AMSP_T_TIMEOUT_MS = 101,        /* u32 */

@@ -268,3 +268,30 @@ long long mono_usec(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
 }
+
+bool snapshot_name_valid(const char *s)
+{
+	size_t n = strlen(s), i;
+
+	if (n < 3 || n > 128)
+		return false;
+	for (i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (!isalnum(ch) && !strchr("()[] ./-'@_", ch))
+			return false;
+	}
+	return true;
+}
+
+bool request_id_valid(const char *s)
+{
+	size_t n = strlen(s), i;
+
+	if (n < 1 || n > 64)
+		return false;
+	for (i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '-')
+			return false;
+	return true;
+}

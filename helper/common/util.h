@@ -62,6 +62,11 @@ void sb_vappendf(struct strbuf *sb, const char *fmt, va_list ap)
 /* Returns the (possibly empty) NUL-terminated contents, never NULL. */
 const char *sb_str(const struct strbuf *sb);
 
+/* A snapshot name: the extension's rules, EC2's AMI names (3-128 of [A-Za-z0-9()[] ./-'@_]). */
+bool snapshot_name_valid(const char *s);
+/* A request id: 1-64 of [A-Za-z0-9-]. */
+bool request_id_valid(const char *s);
+
 /* malloc/strdup that abort on failure. */
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);

@@ -20,6 +20,7 @@
 #include "operation.h"
 #include "channel.h"
 #include "freeze.h"
+#include "job.h"
 #include "layout.h"
 #include "log.h"
 #include "marker.h"
@@ -119,6 +120,7 @@ struct helper {
 	bool thaw_requested;         /* THAW while frozen: abandon the call made while frozen */
 	struct operation *stuck;     /* still frozen: thaw retried by op_tick() */
 	volatile sig_atomic_t *stop; /* set by SIGTERM/SIGINT: no new freeze */
+	struct jobs *jobs;           /* jobs run as children (job.h) */
 };
 
 /* operation.c */

@@ -76,6 +76,7 @@ struct helper *helper_new(struct helper_config *cfg, const char *config_path,
 	h->stop = stop;
 	h->worker = worker_new(cfg, config_path);
 	worker_set_waiter(h->worker, &waiter);
+	h->jobs = jobs_new(cfg, config_path);
 	srandom((unsigned int)(mono_usec() ^ getpid())); /* back-off jitter */
 	err_clear(&err);
 	if (worker_start(h->worker, &err) != 0)
@@ -97,6 +98,7 @@ void helper_free(struct helper *h)
 		op_free(op);
 	}
 	worker_free(h->worker);
+	jobs_free(h->jobs);
 	free(h);
 }
 
@@ -269,6 +271,17 @@ void op_tick(struct helper *h)
 {
 	if (h->stuck)
 		retry_stuck_thaws(h);
+	jobs_tick(h->jobs);
+}
+
+void op_start_cleanup(struct helper *h)
+{
+	jobs_cleanup_soon(h->jobs);
+}
+
+void op_stop_jobs(struct helper *h, long timeout_ms)
+{
+	jobs_shutdown(h->jobs, timeout_ms);
 }
 
 int op_shutdown(struct helper *h, long timeout_ms)
@@ -296,8 +309,11 @@ int op_shutdown(struct helper *h, long timeout_ms)
 
 bool op_client_may_idle(const struct conn *c)
 {
-	/* PENDING: the backend waits in pg_backup_stop(), maybe for WAL archiving. */
-	return c->op && c->op->state == OPS_PENDING;
+	/*
+	 * PENDING: the backend waits in pg_backup_stop(), maybe for WAL
+	 * archiving; a job's client waits for the job's end, however long.
+	 */
+	return c->job || (c->op && c->op->state == OPS_PENDING);
 }
 
 /* An ERROR frame small enough to always fit, when the real answer does not. */
@@ -356,22 +372,29 @@ int send_error(struct helper *h, struct conn *c, const char *stage, const struct
 	return conn_send(c, buf, len);
 }
 
-/* A PREPARE while another operation is active: Busy, at once. */
-static int refuse_busy(struct helper *h, struct conn *c)
+/* A PREPARE while another operation is active, a JOB while frozen: Busy, at once. */
+static int refuse_busy(struct helper *h, struct conn *c, uint16_t type)
 {
 	struct amis_err err;
 
 	err_clear(&err);
-	err_set(&err, AMIS_E_BUSY,
-	        "another snapshot operation (request %s) is in progress; only one runs at a time",
-	        h->active ? h->active->request_id : "?");
-	send_error(h, c, "prepare", &err, NULL);
-	log_warn("pid %ld: refused PREPARE: %s", (long)c->pid, err.msg);
+	if (type == AMSP_JOB)
+		err_set(&err, AMIS_E_BUSY,
+		        "filesystems are being frozen for a snapshot (request %s); no job starts "
+		        "meanwhile",
+		        h->active ? h->active->request_id : "?");
+	else
+		err_set(&err, AMIS_E_BUSY,
+		        "another snapshot operation (request %s) is in progress; only one runs at "
+		        "a time",
+		        h->active ? h->active->request_id : "?");
+	send_error(h, c, type == AMSP_JOB ? "job" : "prepare", &err, NULL);
+	log_warn("pid %ld: refused %s: %s", (long)c->pid, amsp_msg_name(type), err.msg);
 	return -1;
 }
 
-/* A PREPARE while a failed thaw is retried: ThawPending, at once. */
-static int refuse_thaw_pending(struct helper *h, struct conn *c)
+/* A PREPARE or JOB while a failed thaw is retried: ThawPending, at once. */
+static int refuse_thaw_pending(struct helper *h, struct conn *c, uint16_t type)
 {
 	struct amis_err err;
 	struct strbuf mounts;
@@ -384,8 +407,8 @@ static int refuse_thaw_pending(struct helper *h, struct conn *c)
 	        "retrying the thaw; no new snapshot until they are thawed: %s",
 	        h->stuck->request_id, sb_str(&mounts), h->stuck->thaw_err.msg);
 	sb_free(&mounts);
-	send_error(h, c, "prepare", &err, NULL);
-	log_error("pid %ld: refused PREPARE: %s", (long)c->pid, err.msg);
+	send_error(h, c, type == AMSP_JOB ? "job" : "prepare", &err, NULL);
+	log_error("pid %ld: refused %s: %s", (long)c->pid, amsp_msg_name(type), err.msg);
 	return -1;
 }
 
@@ -476,18 +499,28 @@ static int handle_thaw(struct helper *h, struct conn *c)
  */
 int op_dispatch(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 {
-	bool own = c->op != NULL;
-	enum op_state st = own ? c->op->state : helper_state(h);
+	bool own = c->op != NULL || c->job != NULL;
+	enum op_state st = c->op ? c->op->state : helper_state(h);
 
+	/* A job's client: STATUS and THAW as anyone, ABORT stops its job. */
+	if (c->job && m->type == AMSP_ABORT) {
+		char reason[1025] = "";
+
+		amsp_copy_str(amsp_get(m, AMSP_T_REASON), reason, sizeof(reason));
+		jobs_abort(h->jobs, c, reason[0] ? reason : "aborted by the client");
+		return -1;
+	}
 	switch (opstate_verdict(st, own, (enum amsp_msg)m->type)) {
 	case OPV_STATUS:
 		return send_status(h, c, NULL);
 	case OPV_THAW:
 		return handle_thaw(h, c);
 	case OPV_BUSY:
-		return refuse_busy(h, c);
+		return refuse_busy(h, c, m->type);
 	case OPV_THAW_PENDING:
-		return refuse_thaw_pending(h, c);
+		return refuse_thaw_pending(h, c, m->type);
+	case OPV_JOB:
+		return jobs_start(h->jobs, c, m);
 	case OPV_HANDLE:
 		switch (m->type) {
 		case AMSP_PREPARE:
@@ -515,6 +548,8 @@ void op_client_gone(struct helper *h, struct conn *c, const char *why)
 {
 	struct operation *op = c->op;
 
+	if (c->job)
+		jobs_abort(h->jobs, c, why);
 	if (!op)
 		return;
 	log_warn("request %s: client went away (%s); operation abandoned", op->request_id, why);
@@ -538,9 +573,11 @@ static void tick_cb(void *ctx)
 	op_tick(ctx);
 }
 
-static bool thaw_pending_cb(const void *ctx)
+static bool fast_tick_cb(const void *ctx)
 {
-	return op_thaw_pending(ctx);
+	const struct helper *h = ctx;
+
+	return op_thaw_pending(h) || jobs_active(h->jobs);
 }
 
 void op_server_handlers(struct helper *h, struct server_handlers *out)
@@ -552,6 +589,6 @@ void op_server_handlers(struct helper *h, struct server_handlers *out)
 	    .client_gone = client_gone_cb,
 	    .may_idle = op_client_may_idle,
 	    .tick = tick_cb,
-	    .thaw_pending = thaw_pending_cb,
+	    .fast_tick = fast_tick_cb,
 	};
 }

@@ -54,8 +54,12 @@ bool op_client_may_idle(const struct conn *c);
 
 /* Whether a failed thaw is being retried (poll more often then). */
 bool op_thaw_pending(const struct helper *h);
-/* Called on every turn of the server loop: retries pending thaws. */
+/* Called on every turn of the server loop: retries pending thaws, watches jobs. */
 void op_tick(struct helper *h);
+/* At start-up: `verify --cleanup` of what drills killed earlier left (job.h). */
+void op_start_cleanup(struct helper *h);
+/* At exit: stops the jobs (SIGTERM, SIGKILL after timeout_ms). */
+void op_stop_jobs(struct helper *h, long timeout_ms);
 /*
  * At exit: retries pending thaws for up to timeout_ms.  Returns 0 when
  * nothing is frozen, -1 (logged, with the mount points) otherwise.

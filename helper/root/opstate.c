@@ -51,6 +51,13 @@ enum op_verdict opstate_verdict(enum op_state state, bool own, enum amsp_msg typ
 		if (state == OPS_IDLE)
 			return OPV_HANDLE;
 		return state == OPS_THAW_PENDING ? OPV_THAW_PENDING : OPV_BUSY;
+	case AMSP_JOB:
+		/* One conversation a connection; no fork while anything is frozen. */
+		if (own)
+			return OPV_OUT_OF_ORDER;
+		if (state == OPS_THAW_PENDING)
+			return OPV_THAW_PENDING;
+		return state == OPS_FREEZING || state == OPS_FROZEN ? OPV_BUSY : OPV_JOB;
 	case AMSP_SNAPSHOT:
 		return own && state == OPS_PREPARED ? OPV_HANDLE : OPV_OUT_OF_ORDER;
 	case AMSP_FINISH:

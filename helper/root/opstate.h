@@ -43,6 +43,7 @@ enum op_verdict {
 	OPV_BUSY,         /* refuse: another operation runs (Busy) */
 	OPV_THAW_PENDING, /* refuse: a failed thaw is being retried (ThawPending) */
 	OPV_OUT_OF_ORDER, /* a protocol error: the connection is closed */
+	OPV_JOB,          /* a job: the job table decides (job.h) */
 };
 
 const char *opstate_name(enum op_state s);

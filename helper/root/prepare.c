@@ -17,34 +17,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* The same rules as the extension: EC2 AMI names, a subset of tag values. */
-static bool valid_name(const char *s)
-{
-	size_t n = strlen(s), i;
-
-	if (n < 3 || n > 128)
-		return false;
-	for (i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		if (!isalnum(ch) && !strchr("()[] ./-'@_", ch))
-			return false;
-	}
-	return true;
-}
-
-static bool valid_request_id(const char *s)
-{
-	size_t n = strlen(s), i;
-
-	if (n < 1 || n > 64)
-		return false;
-	for (i = 0; i < n; i++)
-		if (!isalnum((unsigned char)s[i]) && s[i] != '-')
-			return false;
-	return true;
-}
-
 static int resolve_one(struct helper *h, struct operation *op, const struct amsp_field *f,
                        const char *what, struct amis_err *err)
 {
@@ -263,11 +235,11 @@ int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *
 	h->active = op;
 	op_move(op, OPS_PREPARING);
 
-	if (!valid_request_id(op->request_id)) {
+	if (!request_id_valid(op->request_id)) {
 		err_set(&err, AMIS_E_INVALID_REQUEST, "invalid request id");
 		goto fail;
 	}
-	if (!valid_name(op->name)) {
+	if (!snapshot_name_valid(op->name)) {
 		err_set(&err, AMIS_E_INVALID_NAME,
 		        "snapshot name must be 3 to 128 characters of letters, digits, spaces and "
 		        "( ) [ ] . / - ' @ _");

@@ -205,7 +205,7 @@ static void conn_close(const struct server_handlers *hs, struct conn **slot, con
 {
 	struct conn *c = *slot;
 
-	if (c->op)
+	if (c->op || c->job)
 		hs->client_gone(hs->ctx, c, why);
 	log_info("connection from pid %ld uid %u closed: %s", (long)c->pid, (unsigned)c->uid, why);
 	close(c->fd);
@@ -305,7 +305,7 @@ static void handle_readable(const struct server_handlers *hs, struct conn **slot
 
 	rc = read_frame(c, &why);
 	if (rc < 0) {
-		if (c->op || c->inlen)
+		if (c->op || c->job || c->inlen)
 			log_warn("pid %ld: %s", (long)c->pid, why);
 		conn_close(hs, slot, why);
 		return;
@@ -405,8 +405,8 @@ int server_run(const struct server_handlers *hs, int lfd, volatile sig_atomic_t 
 			pfd[n].events = POLLIN;
 			idx[n++] = i;
 		}
-		/* A failed thaw is retried on every tick: tick faster meanwhile. */
-		rc = poll(pfd, (nfds_t)n, hs->thaw_pending(hs->ctx) ? 100 : 1000);
+		/* A failed thaw is retried, and jobs are watched, on every tick: faster then. */
+		rc = poll(pfd, (nfds_t)n, hs->fast_tick(hs->ctx) ? 100 : 1000);
 		if (rc < 0 && errno != EINTR) {
 			log_error("poll: %s", strerror(errno));
 			break;

@@ -17,6 +17,7 @@
 #define SERVER_MAX_CONNS 8
 
 struct operation;
+struct child;
 
 struct conn {
 	int fd;
@@ -26,6 +27,7 @@ struct conn {
 	size_t inlen;
 	long long last_activity_us;
 	struct operation *op; /* the operation this client owns, if any */
+	struct child *job;    /* the job this client waits for, if any (job.h) */
 	bool nonblocking;     /* answering from the nested pump: never block */
 };
 
@@ -40,13 +42,13 @@ struct server_handlers {
 	void *ctx;
 	/* One decoded message; 0 keeps the connection, -1 closes it. */
 	int (*dispatch)(void *ctx, struct conn *c, const struct amsp_msgview *m);
-	/* c's client vanished or timed out while it owned an operation. */
+	/* c's client vanished or timed out while it owned an operation or a job. */
 	void (*client_gone)(void *ctx, struct conn *c, const char *why);
 	/* Whether c may stay silent beyond client_timeout. */
 	bool (*may_idle)(const struct conn *c);
-	/* Every turn of the loop; and whether it should turn faster. */
+	/* Every turn of the loop; and whether it should turn faster (100 ms, not 1 s). */
 	void (*tick)(void *ctx);
-	bool (*thaw_pending)(const void *ctx);
+	bool (*fast_tick)(const void *ctx);
 };
 
 int conn_send(struct conn *c, const unsigned char *frame, size_t len);

@@ -42,7 +42,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, diag, done, is_, ok  # noqa: E402
 from world import PGBIN, World, log, run  # noqa: E402
-from e2e import parse_pgbench, pgbench_cmd  # noqa: E402
+from e2e import damage_snapshot, drill_database, parse_pgbench, pgbench_cmd  # noqa: E402
 from restore_cmd import CLI  # noqa: E402
 
 
@@ -139,16 +139,7 @@ def main():
     w = World(layout=[("data", "ext4"), ("wal", "xfs")])
     drill_dir = w.path("drill")
     try:
-        w.psql("CREATE DATABASE bench")
-        w.as_postgres([os.path.join(PGBIN, "pgbench"), "-h", w.pgrun, "-p", str(w.port),
-                       "-i", "-s", "2", "-q", "bench"])
-        # The relation the damage test corrupts: written once, frozen, never touched again.
-        w.psql("CREATE TABLE drill_victim AS SELECT g AS id, md5(g::text) AS v "
-               "FROM generate_series(1, 5000) g", db="bench")
-        w.psql("CREATE INDEX ON drill_victim (id)", db="bench")
-        w.psql("VACUUM FREEZE drill_victim", db="bench")
-        w.psql("CHECKPOINT")
-        victim = w.psql("SELECT pg_relation_filepath('drill_victim')", db="bench")
+        victim = drill_database(w)
 
         # A set under load.
         bench = subprocess.Popen(pgbench_cmd(w, 6), stdout=subprocess.PIPE,
@@ -215,20 +206,7 @@ def main():
         row = w.psql("SELECT status, request_id FROM ami_snapshot('verify bad')").split("|")
         is_(row[0], "succeeded", "a second set")
         badreq = row[1]
-        data_vol = w.volume("data")
-        snap = [s for s in w.ec2_state()["snapshots"]
-                if s["volume_id"] == data_vol.vol_id
-                and s["tags"].get("ami-snapshot:request-id") == badreq][0]
-        mnt = w.path("corrupt-mnt")
-        os.makedirs(mnt)
-        run(["mount", "-o", "loop", snap["file"], mnt])
-        try:
-            rel = os.path.join(mnt, os.path.relpath(w.pgdata, data_vol.mount), victim)
-            with open(rel, "r+b") as f:
-                f.seek(8)           # pd_lower, pd_upper, pd_special, version of block 0
-                f.write(b"\xff" * 16)
-        finally:
-            run(["umount", mnt])
+        damage_snapshot(w, badreq, victim)
         r = verify(w, drill_dir, "--request-id", badreq)
         is_(r.returncode, 4, "verify of a damaged set: exit 4 (failed)")
         ok("drill_victim" in r.stdout and "FAIL" in r.stdout,

@@ -98,6 +98,62 @@ def restart_helper(w, extra=""):
     w.start_helper()
 
 
+def drill_database(w):
+    """The drills' database: pgbench's tables in bench, and drill_victim,
+    the relation the damage tests corrupt (written once, frozen, never
+    touched again).  Returns drill_victim's file path under PGDATA."""
+    w.psql("CREATE DATABASE bench")
+    w.as_postgres([os.path.join(PGBIN, "pgbench"), "-h", w.pgrun, "-p", str(w.port),
+                   "-i", "-s", "2", "-q", "bench"])
+    w.psql("CREATE TABLE drill_victim AS SELECT g AS id, md5(g::text) AS v "
+           "FROM generate_series(1, 5000) g", db="bench")
+    w.psql("CREATE INDEX ON drill_victim (id)", db="bench")
+    w.psql("VACUUM FREEZE drill_victim", db="bench")
+    w.psql("CHECKPOINT")
+    return w.psql("SELECT pg_relation_filepath('drill_victim')", db="bench")
+
+
+def damage_snapshot(w, request_id, victim):
+    """Flips bytes in the header of block 0 of victim (a path under PGDATA)
+    inside the emulator's copy of the data volume's snapshot of request_id."""
+    data_vol = w.volume("data")
+    snap = [s for s in w.ec2_state()["snapshots"]
+            if s["volume_id"] == data_vol.vol_id
+            and s["tags"].get("ami-snapshot:request-id") == request_id][0]
+    mnt = w.path("corrupt-mnt")
+    os.makedirs(mnt, exist_ok=True)
+    subprocess.run(["mount", "-o", "loop", snap["file"], mnt], check=True)
+    try:
+        rel = os.path.join(mnt, os.path.relpath(w.pgdata, data_vol.mount), victim)
+        with open(rel, "r+b") as f:
+            f.seek(8)           # pd_lower, pd_upper, pd_special, version of block 0
+            f.write(b"\xff" * 16)
+    finally:
+        subprocess.run(["umount", mnt], check=True)
+
+
+def final_drill_cleanup(w, drill_dir, cli):
+    """At a test's end, whatever happened: verify --cleanup of its drill directory."""
+    try:
+        subprocess.run([cli, "verify", "-c", w.helper_conf, "--device-dir", w.device_link_dir,
+                        "--drill-dir", drill_dir, "--cleanup"], capture_output=True, timeout=300)
+    except Exception as e:  # noqa: BLE001
+        diag("final cleanup: %s" % e)
+
+
+def drill_conf(w, drill_dir):
+    """A [drill] section for the helper's drills from SQL: its scratch
+    directory, the emulator's by-id links, short waits, one job at a time."""
+    return f"""
+[drill]
+drill_dir = {drill_dir}
+device_dir = {w.device_link_dir}
+device_timeout = 30s
+kill_grace = 20s
+max_jobs = 1
+"""
+
+
 def session(w, sql_cmds, background=False):
     """psql running several commands in one session, continuing after errors."""
     cmd = w.pg_cmd([x for x in w.psql_cmd() if x not in ("-v", "ON_ERROR_STOP=1")])

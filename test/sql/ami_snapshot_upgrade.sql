@@ -1,8 +1,11 @@
 --
--- The upgrade from 1.0 to 1.1: the history keeps its rows and gains the
--- image columns, the function gains image and allow_product_code_loss (the
--- update names the roles to grant it to again), and both work before and
--- after (without a helper: the failed attempts are recorded).
+-- The upgrades, step by step.  1.0 to 1.1: the history keeps its rows and
+-- gains the image columns, the function gains image and
+-- allow_product_code_loss (the update names the roles to grant it to
+-- again), and both work before and after (without a helper: the failed
+-- attempts are recorded).  1.1 to 1.2: ami_snapshot_verify() and
+-- ami_snapshot_verification arrive, nothing of 1.1 changes, and the
+-- result is the same as a fresh 1.2.
 --
 DROP EXTENSION ami_snapshot;
 CREATE EXTENSION ami_snapshot VERSION '1.0';
@@ -16,7 +19,7 @@ SET ami_snapshot.helper_socket = '/nonexistent/ami-snapshot/helper.sock';
 SELECT * FROM ami_snapshot('before the upgrade');
 SELECT name, status, error_code FROM ami_snapshot_history ORDER BY id;
 
-ALTER EXTENSION ami_snapshot UPDATE;
+ALTER EXTENSION ami_snapshot UPDATE TO '1.1';
 SELECT extversion FROM pg_extension WHERE extname = 'ami_snapshot';
 \x on
 SELECT pg_get_function_arguments('ami_snapshot'::regproc),
@@ -41,5 +44,66 @@ SELECT attname, format_type(atttypid, atttypmod)
   FROM pg_attribute WHERE attrelid = 'ami_snapshot_history'::regclass AND attnum > 0
   ORDER BY attnum;
 
+-- 1.1 to 1.2: the grants of 1.1's functions stay.
+ALTER EXTENSION ami_snapshot UPDATE TO '1.2';
+SELECT extversion FROM pg_extension WHERE extname = 'ami_snapshot';
+SELECT has_function_privilege('amis_upgrade_operator',
+                              'ami_snapshot(text, boolean, text, boolean)', 'EXECUTE');
+SELECT count(*) AS history_rows FROM ami_snapshot_history;
+\x on
+SELECT pg_get_function_arguments('ami_snapshot_verify'::regproc),
+       pg_get_function_result('ami_snapshot_verify'::regproc);
+\x off
+SELECT has_function_privilege('public',
+    'ami_snapshot_verify(bigint, text, text, text, text, interval, interval, boolean, text[], boolean, boolean, integer, boolean)',
+    'EXECUTE');
+SELECT has_table_privilege('public', 'ami_snapshot_verification', 'SELECT');
+-- Works after the update (no helper: the attempt is recorded).
+SELECT * FROM ami_snapshot_verify(name => 'no such backup');
+SELECT id AS after_id FROM ami_snapshot_history WHERE name = 'after the upgrade' \gset
+UPDATE ami_snapshot_history SET status = 'succeeded' WHERE id = :after_id;
+SELECT * FROM ami_snapshot_verify(:after_id);
+SELECT backup_id = :after_id AS the_backup, status, error_code FROM ami_snapshot_verification;
+
+-- The updated extension is the same as a fresh 1.2: its objects and the
+-- new table's columns.
+CREATE TEMP TABLE updated AS
+  SELECT pg_describe_object(classid, objid, objsubid) AS object
+    FROM pg_depend
+   WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+     AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ami_snapshot');
+CREATE TEMP TABLE updated_columns AS
+  SELECT attrelid::regclass::text AS rel, attname, format_type(atttypid, atttypmod) AS type
+    FROM pg_attribute
+   WHERE attrelid IN ('ami_snapshot_history'::regclass, 'ami_snapshot_verification'::regclass)
+     AND attnum > 0 AND NOT attisdropped;
 REVOKE ALL ON FUNCTION ami_snapshot(text, boolean, text, boolean) FROM amis_upgrade_operator;
+DROP EXTENSION ami_snapshot;
+CREATE EXTENSION ami_snapshot;
+SELECT extversion FROM pg_extension WHERE extname = 'ami_snapshot';
+-- (Both ways; how many objects there are differs between majors.)
+CREATE TEMP TABLE fresh AS
+  SELECT pg_describe_object(classid, objid, objsubid) AS object
+    FROM pg_depend
+   WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+     AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ami_snapshot');
+(SELECT object FROM updated EXCEPT SELECT object FROM fresh)
+UNION ALL
+(SELECT object FROM fresh EXCEPT SELECT object FROM updated);
+SELECT count(*) AS new_objects FROM fresh
+ WHERE object IN ('table ami_snapshot_verification',
+                  'function ami_snapshot_verify(bigint,text,text,text,text,interval,interval,boolean,text[],boolean,boolean,integer,boolean)');
+(SELECT * FROM updated_columns
+ EXCEPT
+ SELECT attrelid::regclass::text, attname, format_type(atttypid, atttypmod)
+   FROM pg_attribute
+  WHERE attrelid IN ('ami_snapshot_history'::regclass, 'ami_snapshot_verification'::regclass)
+    AND attnum > 0 AND NOT attisdropped)
+UNION ALL
+(SELECT attrelid::regclass::text, attname, format_type(atttypid, atttypmod)
+   FROM pg_attribute
+  WHERE attrelid IN ('ami_snapshot_history'::regclass, 'ami_snapshot_verification'::regclass)
+    AND attnum > 0 AND NOT attisdropped
+ EXCEPT
+ SELECT * FROM updated_columns);
 DROP ROLE amis_upgrade_operator;

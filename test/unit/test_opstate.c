@@ -32,8 +32,9 @@ static bool move_allowed(enum op_state a, enum op_state b)
 	return false;
 }
 
-static const enum amsp_msg requests[] = {AMSP_PREPARE, AMSP_SNAPSHOT, AMSP_FINISH,   AMSP_ABORT,
-                                         AMSP_STATUS,  AMSP_THAW,     AMSP_PREPARED, AMSP_W_READY};
+static const enum amsp_msg requests[] = {AMSP_PREPARE,  AMSP_SNAPSHOT, AMSP_FINISH,
+                                         AMSP_ABORT,    AMSP_STATUS,   AMSP_THAW,
+                                         AMSP_PREPARED, AMSP_W_READY,  AMSP_JOB};
 
 static const char *verdict_name(enum op_verdict v)
 {
@@ -50,6 +51,8 @@ static const char *verdict_name(enum op_verdict v)
 		return "thaw-pending";
 	case OPV_OUT_OF_ORDER:
 		return "refused";
+	case OPV_JOB:
+		return "job";
 	}
 	return "?";
 }
@@ -68,6 +71,13 @@ static enum op_verdict expected(enum op_state s, bool own, enum amsp_msg r)
 		if (s == OPS_IDLE)
 			return OPV_HANDLE;
 		return s == OPS_THAW_PENDING ? OPV_THAW_PENDING : OPV_BUSY;
+	case AMSP_JOB:
+		/* Beside a snapshot, but never forked while anything is frozen. */
+		if (own)
+			return OPV_OUT_OF_ORDER;
+		if (s == OPS_FREEZING || s == OPS_FROZEN)
+			return OPV_BUSY;
+		return s == OPS_THAW_PENDING ? OPV_THAW_PENDING : OPV_JOB;
 	case AMSP_SNAPSHOT:
 		return own && s == OPS_PREPARED ? OPV_HANDLE : OPV_OUT_OF_ORDER;
 	case AMSP_FINISH:

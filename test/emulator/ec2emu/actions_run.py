@@ -437,7 +437,8 @@ class RunActions:
             launch = float(self.settings.get("instance_launch_delay_s") or 0)
             status = float(self.settings.get("instance_status_delay_s") or 0)
             n = len(self.instances) + 11
-            ip = "10.0.%d.%d" % (n // 250, n % 250 + 2)
+            ip = self.settings.get("launched_private_ip") or \
+                "10.0.%d.%d" % (n // 250, n % 250 + 2)
             inst = {
                 "id": iid, "reservation_id": new_id("r"), "image_id": img["id"],
                 "image": {k: img.get(k) for k in ("id", "architecture", "root_device_name",

@@ -245,6 +245,10 @@ DEFAULT_SETTINGS = {
     "instance_status_delay_s": 2.0,   # running: status checks initializing -> ok (or impaired)
     "instance_terminate_delay_s": 1.0,  # TerminateInstances: shutting-down -> terminated
     "terminated_instance_ttl_s": 3600.0,  # a terminated instance stays visible this long
+    # RunInstances: the private IP of instances launched from now on (None:
+    # 10.0.x.y); tests set 127.0.0.1 to have an AMI drill's TCP check reach a
+    # port they open.
+    "launched_private_ip": None,
 }
 NUMERIC_SETTINGS = {"latency_ms", "latency_before_ms", "complete_after", "clock_skew_s",
                  "max_clock_skew_s", "per_volume_min_interval_s", "max_pending_per_volume",

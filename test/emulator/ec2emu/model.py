@@ -3,6 +3,7 @@ settings, fault rules, credentials), keeps it in STATE/state.json and the
 request log, and dispatches the EC2 actions.  The actions, the credentials,
 IMDS and the fault rules are its parts, each in a module of its own."""
 
+import ipaddress
 import json
 import logging
 import os
@@ -143,6 +144,9 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                 v = non_negative(v, k)
                 if k == "imds_credential_ttl" and v == 0:
                     v = None
+            elif k == "launched_private_ip":
+                if v is not None:
+                    ipaddress.IPv4Address(v)    # ValueError if it is not an IPv4 address
             elif k in ("imds_v1_allowed", "register_pending_snapshots"):
                 v = bool(v)
             elif k == "expired_credentials_code" and v not in ("RequestExpired", "ExpiredToken",

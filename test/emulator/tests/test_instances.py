@@ -455,6 +455,19 @@ class TestBootability(RunBase):
         self.assertEqual(self.status(INSTANCE)["InstanceStatus"]["Status"], "ok")
 
 
+class TestLaunchedPrivateIp(RunBase):
+    def test_setting(self):
+        first = self.run_one()["Instances"][0]
+        self.assertTrue(first["PrivateIpAddress"].startswith("10.0."))
+        R.control({"launched_private_ip": "127.0.0.1"})
+        iid = self.run_one()["Instances"][0]["InstanceId"]
+        inst = self.c.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        self.assertEqual(inst["PrivateIpAddress"], "127.0.0.1")
+        R.control({"launched_private_ip": "not an ip"}, expect=400)
+        R.control({"launched_private_ip": None})
+        self.assertTrue(self.run_one()["Instances"][0]["PrivateIpAddress"].startswith("10.0."))
+
+
 class TestStatusFilters(RunBase):
     def test_filters_and_pages(self):
         R.control({"instance_launch_delay_s": 0, "instance_status_delay_s": 30})
