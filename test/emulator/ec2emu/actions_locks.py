@@ -9,8 +9,6 @@ it can only be extended.  A lock's duration starts when the snapshot
 completes (lockDurationStartTime).  States: compliance-cooloff, governance,
 compliance, expired.  A locked snapshot can't be deleted."""
 
-import math
-
 from .errors import EC2Error
 from .query import apply_filters, paginate
 from .util import iso_ms, parse_iso
@@ -127,23 +125,22 @@ class LockActions:
                    "cool_off_hours": cool,
                    "cool_off_expires": now + cool * 3600.0 if cool else None,
                    "created": now}
+            if old in ("governance", "compliance-cooloff", "compliance"):
+                # a change of the lock: its duration still counts from its start
+                new["created"] = s["lock"]["created"]
             if old == "compliance":
                 # after the cooling-off period: only a longer lock, same mode
                 _, old_exp = self._lock_times(s, now)
-                s2 = dict(s, lock=new)
-                _, new_exp = self._lock_times(s2, now)
+                _, new_exp = self._lock_times(dict(s, lock=new), now)
                 if mode != "compliance" or cool is not None or new_exp < old_exp:
                     raise EC2Error("IncorrectState",
                                    "The snapshot %s is locked in compliance mode and its "
                                    "cooling-off period has expired: its lock duration can only "
                                    "be increased." % sid)
-                new["created"] = s["lock"]["created"]
-                if days is not None:    # keep the duration's start: extend the days
-                    start, _ = self._lock_times(s, now)
-                    new["duration_days"] = int(math.ceil((new_exp - start) / DAY))
-            elif old in ("governance", "compliance-cooloff"):
-                new["created"] = s["lock"]["created"]
-                if old == "compliance-cooloff" and mode == "compliance" and cool is None:
+                new["cool_off_hours"] = s["lock"].get("cool_off_hours")
+                new["cool_off_expires"] = s["lock"].get("cool_off_expires")
+            elif old == "compliance-cooloff":
+                if mode == "compliance" and cool is None:
                     new["cool_off_hours"] = s["lock"].get("cool_off_hours")
                     new["cool_off_expires"] = s["lock"].get("cool_off_expires")
             self._dry_run(p)
