@@ -85,6 +85,10 @@ class ControlHandler:
                 raise ValueError("unknown control keys: %s" % sorted(item))
             for r in rules:
                 normalize_rule(r, emu.imds_separate)
+            if "fail_snapshot" in flags:
+                emu.fail_snapshots(flags["fail_snapshot"], "", check_only=True)
+            if "set_times" in flags:
+                emu.set_times(flags["set_times"], check_only=True)
             emu.update_settings(settings)          # validates
             if flags.get("clear_faults"):
                 emu.clear_rules()

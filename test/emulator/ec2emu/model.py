@@ -198,9 +198,10 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
         with self.lock:
             self.settings = new
 
-    def fail_snapshots(self, ids, message):
+    def fail_snapshots(self, ids, message, check_only=False):
         """The fault switch: these pending snapshots end in `error` with
-        this StateMessage when they would have completed."""
+        this StateMessage when they would have completed.  check_only:
+        ValueError if that cannot be done, and change nothing."""
         with self.lock:
             snaps = [self.snapshots.get(i) for i in ids]
             for i, s in zip(ids, snaps):
@@ -209,14 +210,16 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                 if self.snap_state(s)[0] != "pending":
                     raise ValueError("fail_snapshot: %s is %s, not pending"
                                      % (i, self.snap_state(s)[0]))
+            if check_only:
+                return
             for s in snaps:
                 s["fail"] = True
                 s["state_message"] = message
             self.save()
 
-    def set_times(self, times):
+    def set_times(self, times, check_only=False):
         """{id: ISO time}: a snapshot's StartTime or an image's CreationDate
-        (the resources' clock is unchanged)."""
+        (the resources' clock is unchanged).  check_only: as fail_snapshots."""
         parsed = {}
         for rid, t in times.items():
             try:
@@ -227,6 +230,8 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
             for rid in parsed:
                 if rid not in self.snapshots and rid not in self.images:
                     raise ValueError("set_times: no snapshot or image %s" % rid)
+            if check_only:
+                return
             for rid, ts in parsed.items():
                 if rid in self.snapshots:
                     self.snapshots[rid]["start_time"] = ts
