@@ -89,6 +89,9 @@ class TestRegions(CopyBase):
                                InstanceSpecification={"InstanceId": INSTANCE})
         self.assertClientError(self.dest.create_snapshot, "InvalidVolume.NotFound",
                                VolumeId=DATA_VOL)
+        err = self.assertClientError(self.dest.create_volume, "InvalidParameterValue",
+                                     AvailabilityZone=REGION2 + "a", SnapshotId=sid)
+        self.assertIn("home region", err["Error"]["Message"])
         tags = self.dest.describe_tags()["Tags"]
         self.assertEqual([t for t in tags if t["ResourceType"] in ("instance", "volume")], [])
         self.assertEqual(self.home.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]
@@ -129,6 +132,9 @@ class TestCopySnapshot(CopyBase):
         self.assertEqual(st[cid]["copied_from"], {"region": REGION, "snapshot_id": sid})
         self.assertEqual(read(st[cid]["file"]), read(st[sid]["file"]))
         self.assertNotEqual(st[cid]["file"], st[sid]["file"])
+        # a copy is no volume source in the home region: it is not there
+        self.assertClientError(self.home.create_volume, "InvalidSnapshot.NotFound",
+                               AvailabilityZone=REGION + "a", SnapshotId=cid)
 
     def test_copy_within_the_region(self):
         sid = self.data_snapshot()
@@ -183,7 +189,19 @@ class TestCopySnapshot(CopyBase):
         log = read(os.path.join(E.state_dir, "requests.jsonl")).decode()
         self.assertIn("<redacted>", log)
         self.assertNotIn(sig, log)                # a pre-signed URL is a credential
+        # the instance role's credentials: the URL carries its session token
+        cred = E.imds_credentials()
+        role = E.client(akid=cred["AccessKeyId"], secret=cred["SecretAccessKey"],
+                        token=cred["Token"], region=REGION2)
+        cid = role.copy_snapshot(SourceRegion=REGION, SourceSnapshotId=sid,
+                                 Encrypted=True)["SnapshotId"]
+        self.wait_state(self.dest, cid, "completed")
+        for secret in (cred["Token"], cred["SecretAccessKey"]):
+            self.assertNotIn(secret, read(os.path.join(E.state_dir, "requests.jsonl")).decode())
+            self.assertNotIn(secret, read(E.stderr_path).decode("utf-8", "replace"))
         bad = {
+            "no session token": presigned_url(REGION, sid, REGION2, akid=cred["AccessKeyId"],
+                                               secret=cred["SecretAccessKey"]),
             "signed for the destination region": presigned_url(REGION, sid, REGION2,
                                                                region=REGION2),
             "tampered": good[:-1] + ("0" if good[-1] != "0" else "1"),
