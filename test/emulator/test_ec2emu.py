@@ -22,11 +22,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from tests import support  # noqa: E402
-from tests import (test_actions, test_auth, test_cli_lifecycle, test_faults,  # noqa: E402
-                   test_images, test_imds, test_instances, test_sigv4_vectors, test_volumes)
+from tests import (test_actions, test_auth, test_cli_lifecycle, test_copies,  # noqa: E402
+                   test_faults, test_images, test_imds, test_instances, test_lifecycle,
+                   test_sigv4_vectors, test_volumes)
 
 MODULES = [test_sigv4_vectors, test_actions, test_auth, test_faults, test_imds,
-           test_cli_lifecycle, test_volumes, test_images, test_instances]
+           test_cli_lifecycle, test_volumes, test_images, test_instances, test_copies,
+           test_lifecycle]
 
 
 # --------------------------------------------------------------------------
@@ -34,7 +36,7 @@ MODULES = [test_sigv4_vectors, test_actions, test_auth, test_faults, test_imds,
 def main(argv):
     verbose = "-v" in argv
     patterns = [argv[i + 1] for i, a in enumerate(argv) if a == "-k" and i + 1 < len(argv)]
-    support.watchdog(int(os.environ.get("EC2EMU_TEST_TIMEOUT", "110")))
+    support.watchdog(int(os.environ.get("EC2EMU_TEST_TIMEOUT", "200")))
     loader = unittest.TestLoader()
     if patterns:
         loader.testNamePatterns = ["*%s*" % p for p in patterns]

@@ -23,6 +23,10 @@ usage, config and control API.  The modules, from the bottom up:
                      the volumes' states and their loop devices
   actions_instances  DescribeInstances, DescribeVolumes
   actions_tags       CreateTags, DeleteTags, DescribeTags
+  actions_copies     CopySnapshot (and its pre-signed URL), CopyImage
+  actions_locks      LockSnapshot, UnlockSnapshot, DescribeLockedSnapshots
+  actions_attributes Modify/Describe/ResetSnapshotAttribute,
+                     Modify/DescribeImageAttribute
   model              Emulator: the state, its persistence, action dispatch
   control            the /_emulator/ control API
   server             the HTTP handler and servers; serve

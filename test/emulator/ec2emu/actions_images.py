@@ -77,6 +77,18 @@ class ImageActions:
             out["throughput"] = throughput
         return out
 
+    def region_images(self):
+        """The images of the request's region (not the launch image)."""
+        return [i for i in self.images.values() if self.in_region(i)]
+
+    def get_image(self, iid):
+        """An image of ours in the request's region."""
+        check_id("ami", iid)
+        img = self.images.get(iid)
+        if img is None or not self.in_region(img):
+            raise not_found("ami", iid)
+        return img
+
     def image_item(self, img):
         state = img.get("state") or self.image_state(img)
         d = {"imageId": img["id"],
@@ -109,7 +121,7 @@ class ImageActions:
             raise EC2Error("InvalidAMIName.Malformed",
                            "AMI names must be between 3 and 128 characters long, and may "
                            "contain letters, numbers, '(', ')', '.', '-', '/' and '_'")
-        for img in self.images.values():
+        for img in self.region_images():
             if img["name"] == name:
                 raise EC2Error("InvalidAMIName.Duplicate",
                                "AMI name %s is already in use by AMI %s" % (name, img["id"]))
@@ -223,7 +235,8 @@ class ImageActions:
                 "ena_support": p.get("EnaSupport"), "boot_mode": boot,
                 "tpm": p.get("TpmSupport"), "imds_support": p.get("ImdsSupport"),
                 "sriov": p.get("SriovNetSupport"),
-                "creation_time": self.now(), "tags": tags, "bdm": bdm,
+                "creation_time": self.clock(), "tags": tags, "bdm": bdm,
+                "region": self.region(),
                 "product_codes": [{"id": b, "type": "marketplace"}
                                   for b in p.get("BillingProduct") or []],
                 "source": "RegisterImage"}
@@ -269,7 +282,8 @@ class ImageActions:
                 "ena_support": c["ena_support"], "boot_mode": c["boot_mode"],
                 "tpm": c["tpm_support"], "imds_support": c["imds_support"],
                 "sriov": c["sriov_net_support"],
-                "creation_time": self.now(), "tags": tags.get("image", {}), "bdm": bdm,
+                "creation_time": self.clock(), "tags": tags.get("image", {}), "bdm": bdm,
+                "region": self.cfg["region"],
                 "product_codes": list(c["product_codes"]), "source": "CreateImage",
                 "pending_snapshots": True, "no_reboot": bool(p.get("NoReboot"))}
             if not p.get("NoReboot"):
@@ -323,9 +337,10 @@ class ImageActions:
     def op_DescribeImages(self, p, rec):
         ids = p.get("ImageId") or []
         with self.lock:
-            imgs = list(self.images.values())
-        launch = self.launch_image()
-        all_imgs = imgs + [launch]
+            imgs = self.region_images()
+        all_imgs = list(imgs)
+        if self.region() == self.cfg["region"]:
+            all_imgs.append(self.launch_image())
         for iid in ids:
             check_id("ami", iid)
             if not any(i["id"] == iid for i in all_imgs):
@@ -352,6 +367,8 @@ class ImageActions:
             "is-public": lambda i: [i.get("public", False)],
             "virtualization-type": lambda i: [i["virtualization_type"]],
         }
+        if p.get("ExecutableBy"):
+            imgs = [i for i in imgs if any(self.executable_by(i, u) for u in p["ExecutableBy"])]
         imgs = apply_filters(imgs, p.get("Filter"), table, lambda i: i["tags"])
         self._dry_run(p)
         imgs.sort(key=lambda i: (i["creation_time"], i["id"]))
@@ -364,12 +381,40 @@ class ImageActions:
             raise EC2Error("MissingParameter", "The request must contain the parameter ImageId")
         check_id("ami", iid)
         with self.lock:
-            if iid == self.cfg["image_id"] and iid not in self.images:
+            if (iid == self.cfg["image_id"] and iid not in self.images
+                    and self.region() == self.cfg["region"]):
                 raise EC2Error("UnauthorizedOperation",
                                "You do not own the image %s" % iid)
-            if iid not in self.images:
-                raise not_found("ami", iid)
+            img = self.get_image(iid)
             self._dry_run(p)
             del self.images[iid]
+            results = None
+            if p.get("DeleteAssociatedSnapshots"):
+                results = self._delete_image_snapshots(img)
             self.save()
-        return {"return": True}
+        out = {"return": True}
+        if results is not None:
+            out["deleteSnapshotResultSet"] = results
+        return out
+
+    def _delete_image_snapshots(self, img):
+        """DeleteAssociatedSnapshots: each snapshot of the mapping is deleted
+        unless another image uses it ("skipped", as EC2 documents) or it
+        cannot be deleted (a lock: "client-error")."""
+        results = []
+        for m in img["bdm"]:
+            sid = (m.get("ebs") or {}).get("snapshotId")
+            if not sid:
+                continue
+            s = self.snapshots.get(sid)
+            if s is None:
+                results.append({"snapshotId": sid, "returnCode": "client-error"})
+                continue
+            err = self.delete_refusal(s, ignore_image=img["id"])
+            if err is None:
+                self.drop_snapshot(s)
+                code = "success"
+            else:
+                code = "skipped" if err.code == "InvalidSnapshot.InUse" else "client-error"
+            results.append({"snapshotId": sid, "returnCode": code})
+        return results

@@ -238,7 +238,7 @@ class RunActions:
         if not ami:
             raise EC2Error("MissingParameter", "The request must contain the parameter ImageId")
         check_id("ami", ami)
-        if ami in self.images:
+        if ami in self.images and self.in_region(self.images[ami]):
             img = self.images[ami]
             state = img.get("state") or self.image_state(img)
             if state != "available":

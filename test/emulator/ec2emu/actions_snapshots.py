@@ -17,14 +17,24 @@ class SnapshotActions:
     """The snapshot actions of the Emulator (self.snapshots, under self.lock)."""
 
     def snap_state(self, s, now=None):
-        now = self.now() if now is None else now
+        """(state, progress) at `now` on the resources' clock: pending with
+        its progress rising for complete_after seconds, then completed (or
+        error, with the fault switch)."""
+        now = self.clock() if now is None else now
         el = now - s["start_time"]
         ca = s.get("complete_after", 0) or 0
         if el >= ca:
             if s.get("fail"):
                 return "error", "0%"
             return "completed", "100%"
-        return "pending", "%d%%" % min(99, int(100 * el / ca))
+        return "pending", "%d%%" % max(0, min(99, int(100 * el / ca)))
+
+    def completed_at(self, s):
+        return s["start_time"] + (s.get("complete_after", 0) or 0)
+
+    def region_snapshots(self):
+        """The snapshots of the request's region."""
+        return [s for s in self.snapshots.values() if self.in_region(s)]
 
     def _precheck_snapshot(self, vols):
         now = self.now()
@@ -55,6 +65,7 @@ class SnapshotActions:
                 self.last_snapshot_at[v["id"]] = now
         pit = self.now()
         rec["point_in_time"] = pit
+        start = self.clock()
         created, copies = [], []
         try:
             for v in vols:
@@ -71,7 +82,8 @@ class SnapshotActions:
                                        "emulator could not copy the backing file of %s: %s"
                                        % (v["id"], e.strerror))
                 s = {"id": sid, "volume_id": v["id"], "volume_size": v["size_gib"],
-                     "description": description or "", "start_time": pit,
+                     "description": description or "", "start_time": start,
+                     "region": self.cfg["region"], "encrypted": bool(v.get("encrypted")),
                      "tags": dict(tags_by_vol.get(v["id"], {})), "file": path,
                      "copy_ms": info["ms"], "copy_method": info["method"],
                      "copied_bytes": info["bytes"], "source": source,
@@ -104,19 +116,22 @@ class SnapshotActions:
         else:                      # Snapshot: <status>
             d.update({"status": state})
             if state == "error":
-                d["statusMessage"] = "Snapshot failed (emulated)"
+                d["statusMessage"] = s.get("state_message") or "Snapshot failed (emulated)"
         d.update({"startTime": iso_ms(s["start_time"]), "progress": progress,
                   "ownerId": s["owner"], "volumeSize": s["volume_size"],
-                  "description": s["description"], "encrypted": False})
+                  "description": s["description"], "encrypted": bool(s.get("encrypted"))})
+        if s.get("kms_key_id"):
+            d["kmsKeyId"] = s["kms_key_id"]
         if not create_style:
             d["storageTier"] = "standard"
         d["tagSet"] = tag_set(s["tags"])
         return d
 
-    def get_snapshot(self, sid):
+    def get_snapshot(self, sid, region=None):
+        """A snapshot of the request's region (or of `region`)."""
         check_id("snap", sid)
         s = self.snapshots.get(sid)
-        if s is None:
+        if s is None or not self.in_region(s, region):
             raise not_found("snap", sid)
         return s
 
@@ -184,16 +199,15 @@ class SnapshotActions:
         for sid in ids:
             self.get_snapshot(sid)
         with self.lock:
-            items = list(self.snapshots.values())
+            items = self.region_snapshots()
         if ids:
             items = [s for s in items if s["id"] in ids]
         owners = p.get("Owner") or []
         if owners:
             items = [s for s in items if "self" in owners or s["owner"] in owners]
         if p.get("RestorableBy"):
-            items = [s for s in items if any(r in ("self", "all", self.cfg["account_id"])
-                                             for r in p["RestorableBy"])]
-        now = self.now()
+            items = [s for s in items if any(self.restorable_by(s, r) for r in p["RestorableBy"])]
+        now = self.clock()
         table = {
             "snapshot-id": lambda s: [s["id"]],
             "volume-id": lambda s: [s["volume_id"]],
@@ -202,7 +216,7 @@ class SnapshotActions:
             "description": lambda s: [s["description"]],
             "progress": lambda s: [self.snap_state(s, now)[1]],
             "volume-size": lambda s: [s["volume_size"]],
-            "encrypted": lambda s: [False],
+            "encrypted": lambda s: [bool(s.get("encrypted"))],
             "start-time": lambda s: [iso_ms(s["start_time"])],
             "storage-tier": lambda s: ["standard"],
         }
@@ -221,12 +235,25 @@ class SnapshotActions:
             raise EC2Error("MissingParameter", "The request must contain the parameter SnapshotId")
         with self.lock:
             s = self.get_snapshot(sid)
-            for img in self.images.values():
-                if any((m.get("ebs") or {}).get("snapshotId") == sid for m in img["bdm"]):
-                    raise EC2Error("InvalidSnapshot.InUse",
-                                   "The snapshot %s is currently in use by %s" % (sid, img["id"]))
+            err = self.delete_refusal(s)
+            if err:
+                raise err
             self._dry_run(p)
-            del self.snapshots[sid]
+            self.drop_snapshot(s)
+        return {"return": True}
+
+    def delete_refusal(self, s, ignore_image=None):
+        """Why DeleteSnapshot refuses the snapshot (an EC2Error), or None: in
+        use by a registered image (EC2's message), or locked."""
+        for img in self.images.values():
+            if img["id"] != ignore_image and any(
+                    (m.get("ebs") or {}).get("snapshotId") == s["id"] for m in img["bdm"]):
+                return EC2Error("InvalidSnapshot.InUse", "The snapshot %s is currently in use "
+                                "by %s" % (s["id"], img["id"]))
+        return self.lock_refusal(s)
+
+    def drop_snapshot(self, s):
+        with self.lock:
+            self.snapshots.pop(s["id"], None)
             self.save()
         unlink_quiet(s.get("file"))
-        return {"return": True}

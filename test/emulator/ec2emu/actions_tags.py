@@ -13,6 +13,9 @@ class TagActions:
         prefix = rid.split("-", 1)[0] if "-" in rid else ""
         if prefix == "snap":
             return "snapshot", self.get_snapshot(rid)["tags"]
+        if prefix in ("vol", "i") and self.region() != self.cfg["region"]:
+            check_id(prefix, rid)
+            raise not_found(prefix, rid)       # they live in the home region
         if prefix == "vol":
             return "volume", self.get_volume(rid)["tags"]
         if prefix == "i":
@@ -21,11 +24,7 @@ class TagActions:
                 return "instance", self.get_instance(rid)["tags"]
             return "instance", self.instance_tags
         if prefix == "ami":
-            check_id("ami", rid)
-            img = self.images.get(rid)
-            if img is None:
-                raise not_found("ami", rid)
-            return "image", img["tags"]
+            return "image", self.get_image(rid)["tags"]
         raise EC2Error("InvalidID", "The ID '%s' is not valid" % rid)
 
     def op_CreateTags(self, p, rec):
@@ -66,16 +65,17 @@ class TagActions:
     def op_DescribeTags(self, p, rec):
         with self.lock:
             rows = []
-            rows += [(self.cfg["instance_id"], "instance", k, v)
-                     for k, v in self.instance_tags.items()]
-            for iid, inst in self.instances.items():
-                rows += [(iid, "instance", k, val) for k, val in inst["tags"].items()]
-            for v in self.all_volumes():
-                rows += [(v["id"], "volume", k, val) for k, val in v["tags"].items()]
-            for sid, s in self.snapshots.items():
-                rows += [(sid, "snapshot", k, val) for k, val in s["tags"].items()]
-            for iid, img in self.images.items():
-                rows += [(iid, "image", k, val) for k, val in img["tags"].items()]
+            if self.region() == self.cfg["region"]:
+                rows += [(self.cfg["instance_id"], "instance", k, v)
+                         for k, v in self.instance_tags.items()]
+                for iid, inst in self.instances.items():
+                    rows += [(iid, "instance", k, val) for k, val in inst["tags"].items()]
+                for v in self.all_volumes():
+                    rows += [(v["id"], "volume", k, val) for k, val in v["tags"].items()]
+            for s in self.region_snapshots():
+                rows += [(s["id"], "snapshot", k, val) for k, val in s["tags"].items()]
+            for img in self.region_images():
+                rows += [(img["id"], "image", k, val) for k, val in img["tags"].items()]
         table = {"resource-id": lambda r: [r[0]], "resource-type": lambda r: [r[1]],
                  "key": lambda r: [r[2]], "value": lambda r: [r[3]]}
         rows = apply_filters(rows, p.get("Filter"), table, lambda r: {})

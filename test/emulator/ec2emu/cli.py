@@ -59,7 +59,8 @@ def ctl(argv):
     ap.add_argument("--port", type=int)
     ap.add_argument("--timeout", type=float, default=10)
     ap.add_argument("cmd", choices=["set", "fault", "imds", "clear", "reset", "state", "rotate",
-                                    "expire", "impair", "unimpair", "raw", "wait"])
+                                    "expire", "impair", "unimpair", "raw", "wait", "deny",
+                                    "fail", "settime"])
     ap.add_argument("args", nargs="*")
     a = ap.parse_args(argv)
     if a.cmd == "wait":
@@ -106,6 +107,23 @@ def ctl(argv):
             if not a.args:
                 raise SystemExit("usage: %s ami-...|i-... [...]" % a.cmd)
             body = {a.cmd: a.args}
+        elif a.cmd == "deny":            # no actions: allow everything again
+            body = {"denied_actions": a.args}
+        elif a.cmd == "fail":
+            if not a.args:
+                raise SystemExit("usage: fail snap-... [STATE MESSAGE...]")
+            body = {"fail_snapshot": a.args[0]}
+            if a.args[1:]:
+                body["state_message"] = " ".join(a.args[1:])
+        elif a.cmd == "settime":
+            if not a.args:
+                raise SystemExit("usage: settime ID=ISO8601 [...]")
+            body = {"set_times": {}}
+            for it in a.args:
+                k, sep, v = it.partition("=")
+                if not sep:
+                    raise SystemExit("expected ID=ISO8601, got %r" % it)
+                body["set_times"][k] = v
         else:  # raw
             body = json.loads(a.args[0])
         st, out = _http(port, "POST", "/_emulator/control", body)

@@ -11,6 +11,7 @@ from .util import parse_iso
 DEFAULT_CONFIG = {
     "instance_id": "i-0123456789abcdef0",
     "region": "us-east-1",
+    "regions": None,                        # the regions that exist; default: [region]
     "availability_zone": None,              # default: region + "a"
     "availability_zone_id": None,
     "account_id": "123456789012",
@@ -90,6 +91,13 @@ def load_config(path, start_time):
     if not re.match(r"^\d{12}$", str(cfg["account_id"])):
         raise ConfigError("account_id must be 12 digits")
     cfg["account_id"] = str(cfg["account_id"])
+    regions = cfg["regions"] if cfg["regions"] is not None else [cfg["region"]]
+    if (not isinstance(regions, list) or not all(
+            isinstance(r, str) and re.match(r"^[a-z]{2}(-[a-z]+)+-\d+$", r) for r in regions)):
+        raise ConfigError("regions must be a list of region names such as eu-west-1")
+    if cfg["region"] not in regions:
+        raise ConfigError("regions must contain the home region %s" % cfg["region"])
+    cfg["regions"] = list(dict.fromkeys(regions))
     if not cfg["availability_zone"]:
         cfg["availability_zone"] = cfg["region"] + "a"
     if not cfg["availability_zone_id"]:
@@ -249,13 +257,17 @@ DEFAULT_SETTINGS = {
     # 10.0.x.y); tests set 127.0.0.1 to have an AMI drill's TCP check reach a
     # port they open.
     "launched_private_ip": None,
+    "clock_offset_s": 0,              # the resources' clock runs this far ahead of real time
+    "copy_complete_after": None,      # seconds a copied snapshot stays pending (None: complete_after)
+    "denied_actions": [],             # EC2 actions refused with UnauthorizedOperation (IAM-style)
 }
 NUMERIC_SETTINGS = {"latency_ms", "latency_before_ms", "complete_after", "clock_skew_s",
                  "max_clock_skew_s", "per_volume_min_interval_s", "max_pending_per_volume",
                  "create_image_snapshot_delay_ms", "imds_credential_ttl",
                  "volume_create_delay_s", "volume_attach_delay_s", "volume_detach_delay_s",
                  "instance_launch_delay_s", "instance_status_delay_s",
-                 "instance_terminate_delay_s", "terminated_instance_ttl_s"}
+                 "instance_terminate_delay_s", "terminated_instance_ttl_s", "clock_offset_s",
+                 "copy_complete_after"}
 
 
 def non_negative(v, name):

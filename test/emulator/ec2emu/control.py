@@ -69,15 +69,26 @@ class ControlHandler:
             for r in item.pop("faults", []) or []:
                 rules.append(r)
             flags = {k: item.pop(k) for k in ("clear_faults", "clear_imds", "rotate_imds_credentials",
-                                               "expire_imds_credentials", "impair", "unimpair")
+                                               "expire_imds_credentials", "impair", "unimpair",
+                                               "fail_snapshot", "state_message", "set_times")
                      if k in item}
             for k in ("impair", "unimpair"):
                 if k in flags:
                     flags[k] = impair_ids(flags[k], k)
+            if "fail_snapshot" in flags:
+                flags["fail_snapshot"] = snapshot_ids(flags["fail_snapshot"])
+            elif "state_message" in flags:
+                raise ValueError("state_message goes with fail_snapshot")
+            if "set_times" in flags and not isinstance(flags["set_times"], dict):
+                raise ValueError("set_times: an object {id: ISO 8601 time}")
             if item:
                 raise ValueError("unknown control keys: %s" % sorted(item))
             for r in rules:
                 normalize_rule(r, emu.imds_separate)
+            if "fail_snapshot" in flags:
+                emu.fail_snapshots(flags["fail_snapshot"], "", check_only=True)
+            if "set_times" in flags:
+                emu.set_times(flags["set_times"], check_only=True)
             emu.update_settings(settings)          # validates
             if flags.get("clear_faults"):
                 emu.clear_rules()
@@ -91,6 +102,11 @@ class ControlHandler:
                 emu.rotate_imds_credentials()
             if "impair" in flags or "unimpair" in flags:
                 emu.set_impaired(flags.get("impair", []), flags.get("unimpair", []))
+            if "fail_snapshot" in flags:
+                emu.fail_snapshots(flags["fail_snapshot"],
+                                   str(flags.get("state_message") or "Snapshot failed (emulated)"))
+            if "set_times" in flags:
+                emu.set_times(flags["set_times"])
             log.info("control: %s", json.dumps({"settings": settings, "rules": rules,
                                                  "flags": flags}, default=str))
         return {"ok": True, "added_fault_ids": added, "settings": emu.settings,
@@ -104,4 +120,14 @@ def impair_ids(value, key):
         if not isinstance(i, str) or not (ID_PATTERNS["ami"].match(i) or ID_PATTERNS["i"].match(i)):
             raise ValueError("%s: an image (ami-...) or instance (i-...) id, or a list of them, "
                              "not %r" % (key, i))
+    return ids
+
+
+def snapshot_ids(value):
+    """fail_snapshot: a snapshot id or a list of them."""
+    ids = value if isinstance(value, list) else [value]
+    for i in ids:
+        if not isinstance(i, str) or not ID_PATTERNS["snap"].match(i):
+            raise ValueError("fail_snapshot: a snapshot id (snap-...) or a list of them, not %r"
+                             % (i,))
     return ids

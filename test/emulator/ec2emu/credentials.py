@@ -120,10 +120,14 @@ class CredentialStore:
         if abs(now - req_time) > skew:
             raise EC2Error("RequestExpired",
                            "Request has expired. Timestamp date is %s" % amz_date)
-        if auth["region"] != self.cfg["region"]:
+        if auth["region"] not in self.cfg["regions"]:
+            # One endpoint serves every configured region: the credential scope
+            # picks the region, as the host name does at AWS.
             raise EC2Error("AuthFailure",
                            "Credential should be scoped to a valid region, not '%s'. "
-                           "This endpoint is %s." % (auth["region"], self.cfg["region"]))
+                           "This endpoint serves %s." % (auth["region"],
+                                                        ", ".join(self.cfg["regions"])))
+        rec["region"] = auth["region"]
         token = headers.get("X-Amz-Security-Token")
         if cred.get("token"):
             if token is None:
@@ -163,3 +167,27 @@ class CredentialStore:
             code = self.settings.get("expired_credentials_code") or "RequestExpired"
             raise EC2Error(code, ERRORS.get(code, (0, "Request has expired."))[1])
         return auth["akid"]
+
+    # ---- IAM-style refusals --------------------------------------------------
+    def principal_arn(self, akid):
+        """The ARN EC2 names in an UnauthorizedOperation: the instance role's
+        session for IMDS credentials, an IAM user for static keys."""
+        acct = self.cfg["account_id"]
+        c = self.creds.get(akid) or {}
+        if c.get("source") == "imds":
+            return "arn:aws:sts::%s:assumed-role/%s/%s" % (
+                acct, self.cfg["imds"].get("role_name"), self.cfg["instance_id"])
+        return "arn:aws:iam::%s:user/ec2emu-user" % acct
+
+    def unauthorized(self, action, akid, region=None):
+        """UnauthorizedOperation as EC2 words it for a missing IAM permission
+        (the encoded authorization failure message is random text here; at
+        AWS, sts:DecodeAuthorizationMessage decodes it)."""
+        return EC2Error(
+            "UnauthorizedOperation",
+            "You are not authorized to perform this operation. User: %s is not authorized to "
+            "perform: ec2:%s on resource: arn:aws:ec2:%s:%s:* because no identity-based policy "
+            "allows the ec2:%s action. Encoded authorization failure message: %s"
+            % (self.principal_arn(akid), action, region or self.cfg["region"],
+               self.cfg["account_id"], action,
+               base64.urlsafe_b64encode(secrets.token_bytes(48)).decode().rstrip("=")))

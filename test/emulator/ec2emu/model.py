@@ -10,25 +10,51 @@ import os
 import threading
 import time
 
+from .actions_attributes import AttributeActions
+from .actions_copies import CopyActions
 from .actions_images import ImageActions
 from .actions_instances import InstanceActions
+from .actions_locks import LockActions
 from .actions_run import RunActions
 from .actions_snapshots import SnapshotActions
 from .actions_tags import TagActions
 from .actions_volumes import ATTACHED_STATES, VolumeActions
 from .config import DEFAULT_SETTINGS, NUMERIC_SETTINGS, non_negative
 from .credentials import CredentialStore
-from .errors import EC2Error
+from .errors import EC2Error, not_found
 from .faults import FaultRules
 from .imds import ImdsService
 from .query import SPECS, unflatten, validate
-from .util import atomic_write, iso_ms, iso_s
+from .util import atomic_write, iso_ms, iso_s, parse_iso
 
 log = logging.getLogger("ec2emu")
 
 
+# The instance, its volumes and what runs on them live in the home region
+# only: elsewhere these actions find nothing (describe) or not the resource
+# they name.  (action -> (the parameter naming the resource, its kind); None:
+# the emulator refuses the action outside the home region.)
+HOME_ONLY = {
+    "CreateSnapshots": ("InstanceSpecification.InstanceId", "i"),
+    "CreateSnapshot": ("VolumeId", "vol"),
+    "CreateImage": ("InstanceId", "i"),
+    "AttachVolume": ("VolumeId", "vol"),
+    "DetachVolume": ("VolumeId", "vol"),
+    "DeleteVolume": ("VolumeId", "vol"),
+    "TerminateInstances": ("InstanceId", "i"),
+    "DescribeInstances": ("InstanceId", "i"),
+    "DescribeVolumes": ("VolumeId", "vol"),
+    "DescribeInstanceStatus": ("InstanceId", "i"),
+    "CreateVolume": None,
+    "RunInstances": None,
+}
+HOME_ONLY_EMPTY = {"DescribeInstances": "reservationSet", "DescribeVolumes": "volumeSet",
+                   "DescribeInstanceStatus": "instanceStatusSet"}
+
+
 class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageActions,
-               VolumeActions, InstanceActions, RunActions, TagActions):
+               VolumeActions, InstanceActions, RunActions, TagActions, CopyActions, LockActions,
+               AttributeActions):
     """One instance, its volumes, and what EC2 made of them."""
 
     def __init__(self, cfg, state_dir, settings, faults=()):
@@ -37,6 +63,8 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
         self.snap_dir = os.path.join(state_dir, "snapshots")
         os.makedirs(self.snap_dir, exist_ok=True)
         self.lock = threading.RLock()
+        self.tls = threading.local()  # the region of the request this thread serves
+        self.client_tokens = {}       # CopyImage ClientToken -> (parameters, image id)
         self.log_lock = threading.Lock()
         self.start_time = time.time()
         self.default_settings = dict(settings)
@@ -99,6 +127,7 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
         self.volumes = st.get("volumes", {})
         self.instances = st.get("instances", {})
         self.impaired = set(st.get("impaired", []))
+        self.client_tokens = st.get("client_tokens", {})
         self.loop_devices = st.get("loop_devices", {})
         for vid, a in st.get("config_attachments", {}).items():
             if vid in self.cfg["volumes"]:
@@ -111,6 +140,7 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                   "volume_tags": {v: d["tags"] for v, d in self.cfg["volumes"].items()},
                   "volumes": self.volumes, "loop_devices": self.loop_devices,
                   "instances": self.instances, "impaired": sorted(self.impaired),
+                  "client_tokens": self.client_tokens,
                   "config_attachments": {v: d["attachment"]
                                          for v, d in self.cfg["volumes"].items()}}
             atomic_write(self._state_path(), json.dumps(st, indent=1, sort_keys=True))
@@ -130,9 +160,23 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
             key = "%s:%s" % (action, code)
             self.codes[key] = self.codes.get(key, 0) + 1
 
-    # ---- time --------------------------------------------------------------
+    # ---- time and place -----------------------------------------------------
     def now(self):
         return time.time()
+
+    def clock(self):
+        """The resources' clock: now plus the clock_offset_s setting.  Snapshot
+        and image times, completion and lock expiry follow it; request
+        signatures, credentials and the instances' delays do not."""
+        return self.now() + float(self.settings.get("clock_offset_s") or 0)
+
+    def region(self):
+        """The region of the request being served: the one its signature is
+        scoped to (the home region outside a request)."""
+        return getattr(self.tls, "region", None) or self.cfg["region"]
+
+    def in_region(self, res, region=None):
+        return res.get("region", self.cfg["region"]) == (region or self.region())
 
     # ---- settings ------------------------------------------------------------
     def update_settings(self, updates):
@@ -147,6 +191,8 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
             elif k == "launched_private_ip":
                 if v is not None:
                     ipaddress.IPv4Address(v)    # ValueError if it is not an IPv4 address
+            elif k == "denied_actions":
+                v = check_action_list(v)
             elif k in ("imds_v1_allowed", "register_pending_snapshots"):
                 v = bool(v)
             elif k == "expired_credentials_code" and v not in ("RequestExpired", "ExpiredToken",
@@ -155,6 +201,47 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
             new[k] = v
         with self.lock:
             self.settings = new
+
+    def fail_snapshots(self, ids, message, check_only=False):
+        """The fault switch: these pending snapshots end in `error` with
+        this StateMessage when they would have completed.  check_only:
+        ValueError if that cannot be done, and change nothing."""
+        with self.lock:
+            snaps = [self.snapshots.get(i) for i in ids]
+            for i, s in zip(ids, snaps):
+                if s is None:
+                    raise ValueError("fail_snapshot: no snapshot %s" % i)
+                if self.snap_state(s)[0] != "pending":
+                    raise ValueError("fail_snapshot: %s is %s, not pending"
+                                     % (i, self.snap_state(s)[0]))
+            if check_only:
+                return
+            for s in snaps:
+                s["fail"] = True
+                s["state_message"] = message
+            self.save()
+
+    def set_times(self, times, check_only=False):
+        """{id: ISO time}: a snapshot's StartTime or an image's CreationDate
+        (the resources' clock is unchanged).  check_only: as fail_snapshots."""
+        parsed = {}
+        for rid, t in times.items():
+            try:
+                parsed[rid] = parse_iso(t)
+            except (TypeError, ValueError):
+                raise ValueError("set_times: %s: not an ISO 8601 time: %r" % (rid, t))
+        with self.lock:
+            for rid in parsed:
+                if rid not in self.snapshots and rid not in self.images:
+                    raise ValueError("set_times: no snapshot or image %s" % rid)
+            if check_only:
+                return
+            for rid, ts in parsed.items():
+                if rid in self.snapshots:
+                    self.snapshots[rid]["start_time"] = ts
+                else:
+                    self.images[rid]["creation_time"] = ts
+            self.save()
 
     def reset(self, everything=False):
         with self.lock:
@@ -182,6 +269,7 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                 self._attach_config_volumes()
                 self.snapshots.clear()
                 self.images.clear()
+                self.client_tokens.clear()
                 self.counts.clear()
                 self.codes.clear()
                 self.last_snapshot_at.clear()
@@ -196,9 +284,34 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
             raise EC2Error("InvalidAction",
                            "The action %s is not valid for this web service." % action)
         p = validate(unflatten(params), spec, [])
-        self.advance_volumes()
-        self.advance_instances()
-        return fn(p, rec)
+        self.tls.region = rec.get("region") or self.cfg["region"]
+        try:
+            if action in HOME_ONLY and self.region() != self.cfg["region"]:
+                return self._elsewhere(action, p)
+            self.advance_volumes()
+            self.advance_instances()
+            return fn(p, rec)
+        finally:
+            self.tls.region = None
+
+    def _elsewhere(self, action, p):
+        """An instance or volume action in a region other than the home one."""
+        what = HOME_ONLY[action]
+        if what is None:
+            raise EC2Error("InvalidParameterValue",
+                           "The emulator has instances and volumes in its home region %s "
+                           "only, not in %s" % (self.cfg["region"], self.region()))
+        path, kind = what
+        node = p
+        for part in path.split("."):
+            node = (node or {}).get(part) if isinstance(node, dict) else None
+        ids = node if isinstance(node, list) else [node] if node else []
+        if ids:
+            raise not_found(kind, ids[0])
+        if action in HOME_ONLY_EMPTY:
+            self._dry_run(p)
+            return {HOME_ONLY_EMPTY[action]: []}
+        raise EC2Error("MissingParameter", "The request must contain the parameter %s" % path)
 
     def _dry_run(self, p):
         if p.get("DryRun"):
@@ -217,11 +330,19 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
     def state_json(self):
         with self.lock:
             now = self.now()
+            clock = self.clock()
             snaps = []
             for s in sorted(self.snapshots.values(), key=lambda s: (s["start_time"], s["id"])):
-                st, prog = self.snap_state(s, now)
+                st, prog = self.snap_state(s, clock)
                 snaps.append({"id": s["id"], "volume_id": s["volume_id"], "file": s["file"],
                               "state": st, "progress": prog, "tags": s["tags"],
+                              "region": s.get("region", self.cfg["region"]),
+                              "encrypted": bool(s.get("encrypted")),
+                              "kms_key_id": s.get("kms_key_id"),
+                              "copied_from": s.get("copied_from"),
+                              "state_message": s.get("state_message"),
+                              "lock": self.lock_info(s, clock) if s.get("lock") else None,
+                              "create_volume_permissions": s.get("cvp", []),
                               "description": s["description"],
                               "created": iso_ms(s["start_time"]), "created_epoch": s["start_time"],
                               "copy_ms": s["copy_ms"], "copy_method": s["copy_method"],
@@ -229,6 +350,10 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
             imgs = []
             for i in sorted(self.images.values(), key=lambda i: (i["creation_time"], i["id"])):
                 imgs.append({"id": i["id"], "name": i["name"], "state": i.get("state") or self.image_state(i),
+                             "region": i.get("region", self.cfg["region"]),
+                             "created": iso_ms(i["creation_time"]),
+                             "copied_from": i.get("copied_from"),
+                             "launch_permissions": i.get("launch_permissions", []),
                              "source": i.get("source"), "no_reboot": i.get("no_reboot"),
                              "architecture": i["architecture"],
                              "virtualization_type": i["virtualization_type"],
@@ -260,5 +385,13 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                                          for c in self.imds_creds],
                          "tokens": len(self.imds_tokens)},
                 "instance_id": self.cfg["instance_id"], "region": self.cfg["region"],
+                "regions": list(self.cfg["regions"]), "clock": iso_ms(clock),
                 "state_dir": self.state_dir,
             }
+
+
+def check_action_list(v):
+    """denied_actions: a list of EC2 action names."""
+    if not isinstance(v, list) or not all(isinstance(a, str) and a.isalnum() for a in v):
+        raise ValueError("denied_actions must be a list of EC2 action names")
+    return list(v)

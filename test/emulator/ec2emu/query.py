@@ -160,7 +160,39 @@ SPECS = {
                                "Filter": FILTERS, "MaxResults": int, "NextToken": str,
                                "DryRun": bool},
     "TerminateInstances": {"InstanceId": [str], "DryRun": bool},
+    "CopySnapshot": {"SourceRegion": str, "SourceSnapshotId": str, "Description": str,
+                     "DestinationRegion": str, "DestinationOutpostArn": str, "Encrypted": bool,
+                     "KmsKeyId": str, "PresignedUrl": str, "TagSpecification": TAGSPEC,
+                     "CompletionDurationMinutes": int, "DryRun": bool},
+    "CopyImage": {"SourceRegion": str, "SourceImageId": str, "Name": str, "Description": str,
+                  "Encrypted": bool, "KmsKeyId": str, "CopyImageTags": bool,
+                  "TagSpecification": TAGSPEC, "ClientToken": str,
+                  "DestinationOutpostArn": str, "SnapshotCopyCompletionDurationMinutes": int,
+                  "DryRun": bool},
+    "LockSnapshot": {"SnapshotId": str, "LockMode": str, "CoolOffPeriod": int,
+                     "LockDuration": int, "ExpirationDate": str, "DryRun": bool},
+    "UnlockSnapshot": {"SnapshotId": str, "DryRun": bool},
+    "DescribeLockedSnapshots": {"Filter": FILTERS, "MaxResults": int, "NextToken": str,
+                                "SnapshotId": [str], "DryRun": bool},
+    "ModifySnapshotAttribute": {
+        "SnapshotId": str, "Attribute": str, "OperationType": str, "UserId": [str],
+        "UserGroup": [str], "DryRun": bool,
+        "CreateVolumePermission": {"Add": [{"UserId": str, "Group": str}],
+                                   "Remove": [{"UserId": str, "Group": str}]}},
+    "DescribeSnapshotAttribute": {"SnapshotId": str, "Attribute": str, "DryRun": bool},
+    "ResetSnapshotAttribute": {"SnapshotId": str, "Attribute": str, "DryRun": bool},
+    "ModifyImageAttribute": {
+        "ImageId": str, "Attribute": str, "OperationType": str, "UserId": [str],
+        "UserGroup": [str], "OrganizationArn": [str], "OrganizationalUnitArn": [str],
+        "ProductCode": [str], "Value": str, "Description": {"Value": str}, "DryRun": bool,
+        "LaunchPermission": {
+            "Add": [{"UserId": str, "Group": str, "OrganizationArn": str,
+                     "OrganizationalUnitArn": str}],
+            "Remove": [{"UserId": str, "Group": str, "OrganizationArn": str,
+                        "OrganizationalUnitArn": str}]}},
+    "DescribeImageAttribute": {"ImageId": str, "Attribute": str, "DryRun": bool},
 }
+SPECS["DeregisterImage"]["DeleteAssociatedSnapshots"] = bool
 
 
 def _wildcard(pattern):

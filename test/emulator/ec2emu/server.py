@@ -263,7 +263,10 @@ class Handler(ImdsHandler, ControlHandler, http.server.BaseHTTPRequestHandler):
         if not params.get("Version"):
             raise EC2Error("MissingParameter", "The request must contain the parameter Version")
         rest = [(k, v) for k, v in pairs if k not in ("Action", "Version")]
-        rec["params"] = dict(rest)
+        # a pre-signed URL is a credential (its signature, maybe a session token)
+        rec["params"] = {k: ("<redacted>" if k == "PresignedUrl" else v) for k, v in rest}
+        if action in (emu.settings.get("denied_actions") or []):
+            raise emu.unauthorized(action, rec.get("akid"), rec.get("region"))
         fault = emu.take_ec2_fault(action)
         ctx["fault"] = fault
         if fault:
@@ -272,6 +275,8 @@ class Handler(ImdsHandler, ControlHandler, http.server.BaseHTTPRequestHandler):
                                                   "phase") if k in fault}
             if kind == "slow" and fault["phase"] == "before":
                 time.sleep(fault["delay_ms"] / 1000.0)
+            if kind == "unauthorized":
+                raise emu.unauthorized(action, rec.get("akid"), rec.get("region"))
             if EC2_FAULTS.get(kind):
                 raise EC2Error(EC2_FAULTS[kind])
             if kind == "expired_credentials":

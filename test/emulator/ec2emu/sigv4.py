@@ -104,3 +104,44 @@ def authorization_header(access_key, timestamp, region, service, signed_headers,
     return "AWS4-HMAC-SHA256 Credential=%s/%s/%s/%s/aws4_request, SignedHeaders=%s, Signature=%s" % (
         access_key, timestamp[:8], region, service,
         ";".join(sorted({h.lower().strip() for h in signed_headers})), signature)
+
+
+def presigned_parts(url):
+    """A SigV4 query-string pre-signed URL -> (its query pairs, the fields of
+    its X-Amz-Credential).  ValueError says what is wrong with its form."""
+    split = urllib.parse.urlsplit(url)
+    if split.scheme not in ("http", "https") or not split.netloc:
+        raise ValueError("not an http(s) URL")
+    try:
+        pairs = urllib.parse.parse_qsl(split.query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise ValueError("malformed query string")
+    q = dict(pairs)
+    if len(q) != len(pairs):
+        raise ValueError("a query parameter appears twice")
+    for k in ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+              "X-Amz-SignedHeaders", "X-Amz-Signature"):
+        if not q.get(k):
+            raise ValueError("%s is missing" % k)
+    if q["X-Amz-Algorithm"] != "AWS4-HMAC-SHA256":
+        raise ValueError("X-Amz-Algorithm is not AWS4-HMAC-SHA256")
+    scope = q["X-Amz-Credential"].split("/")
+    if len(scope) != 5 or scope[4] != "aws4_request":
+        raise ValueError("X-Amz-Credential is not KEY/DATE/REGION/SERVICE/aws4_request")
+    return pairs, {"akid": scope[0], "date": scope[1], "region": scope[2], "service": scope[3]}
+
+
+def presigned_signature(url, secret, region, service, timestamp, access_key):
+    """The signature a pre-signed GET URL should carry (botocore's
+    SigV4QueryAuth: every query parameter but X-Amz-Signature, the signed
+    headers, which for an EC2 pre-signed URL are just host)."""
+    split = urllib.parse.urlsplit(url)
+    pairs = [(k, v) for k, v in urllib.parse.parse_qsl(split.query, keep_blank_values=True)
+             if k != "X-Amz-Signature"]
+    signed = [h for h in dict(pairs)["X-Amz-SignedHeaders"].lower().split(";") if h]
+    bare = urllib.parse.urlunsplit((split.scheme, split.netloc, split.path or "/",
+                                    urllib.parse.urlencode(pairs, quote_via=urllib.parse.quote),
+                                    ""))
+    sig, _, _ = sigv4_signature("GET", bare, [("host", split.netloc)], signed, b"", secret,
+                                region, service, timestamp, access_key)
+    return sig

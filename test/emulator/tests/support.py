@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError  # noqa: E402
 import ec2emu  # noqa: E402
 
 REGION = "eu-central-1"
+REGION2 = "eu-west-1"          # the second region: copies go there
 ACCOUNT = "210987654321"
 INSTANCE = "i-0a1b2c3d4e5f60718"
 ROOT_VOL = "vol-0000000000000000a"
@@ -242,6 +243,22 @@ def release_devices(state_dir):
     return p.stdout.splitlines()
 
 
+def xml_tree(data):
+    """An EC2 response as plain data: an element of <item>s is a list, one
+    of other elements a dict, a leaf its text (namespaces dropped)."""
+    import xml.etree.ElementTree as ET
+
+    def conv(el):
+        kids = list(el)
+        if not kids:
+            return el.text or ""
+        names = [k.tag.split("}")[-1] for k in kids]
+        if all(n == "item" for n in names):
+            return [conv(k) for k in kids]
+        return {n: conv(k) for n, k in zip(names, kids)}
+    return conv(ET.fromstring(data))
+
+
 def err_code(data):
     m = re.search(rb"<Code>([^<]*)</Code>", data)
     return m.group(1).decode() if m else None
@@ -262,7 +279,8 @@ E = None          # the main emulator
 
 def base_config(tmp):
     return {
-        "instance_id": INSTANCE, "region": REGION, "account_id": ACCOUNT,
+        "instance_id": INSTANCE, "region": REGION, "regions": [REGION, REGION2],
+        "account_id": ACCOUNT,
         "availability_zone": REGION + "b", "architecture": "arm64",
         "image_id": "ami-0fedcba9876543210", "instance_type": "m7g.large",
         "boot_mode": "uefi", "ena_support": True,

@@ -10,8 +10,8 @@ import unittest
 from botocore.exceptions import ClientError
 
 from . import support
-from .support import (DATA_VOL, EMU, PY, SECRETS, TOKEN_AKID, TOKEN_SECRET, TOKEN_TOKEN, WAL_VOL,
-                      Base, Emu, base_config, raw_ec2, read)
+from .support import (DATA_VOL, EMU, PY, REGION, REGION2, SECRETS, TOKEN_AKID, TOKEN_SECRET,
+                      TOKEN_TOKEN, WAL_VOL, Base, Emu, base_config, err_code, raw_ec2, read)
 
 TMP = E = None          # the main emulator and its directory (support.start_world)
 
@@ -58,6 +58,32 @@ class TestLogsAndCli(Base):
         self.assertEqual(p.returncode, 0)
         rc, out, _ = self.ctl("reset")
         self.assertEqual(rc, 0)
+
+    def test_ctl_lifecycle_commands(self):
+        c = E.client()
+        E.control({"complete_after": 30})
+        sid = c.create_snapshot(VolumeId=DATA_VOL)["SnapshotId"]
+        rc, out, err = self.ctl("fail", sid, "disk", "on", "fire")
+        self.assertEqual(rc, 0, out + err)
+        rc, out, err = self.ctl("settime", sid + "=2026-01-02T03:04:05Z")
+        self.assertEqual(rc, 0, out + err)
+        got = c.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]
+        self.assertEqual((got["State"], got["StateMessage"]), ("error", "disk on fire"))
+        self.assertEqual(got["StartTime"].isoformat(), "2026-01-02T03:04:05+00:00")
+        rc, out, _ = self.ctl("fail", sid)                  # no longer pending
+        self.assertEqual(rc, 1)
+        rc, out, _ = self.ctl("deny", "DescribeVolumes", "CopyImage")
+        self.assertEqual(json.loads(out)["settings"]["denied_actions"],
+                         ["DescribeVolumes", "CopyImage"])
+        self.assertClientError(c.describe_volumes, "UnauthorizedOperation", 403)
+        rc, out, _ = self.ctl("deny")
+        self.assertEqual(json.loads(out)["settings"]["denied_actions"], [])
+        c.describe_volumes()
+        p = subprocess.run([PY, EMU, "call", "--port-file", E.port_file, "--config", E.config_path,
+                            "--region", REGION2, "DescribeSnapshots", "SnapshotId.1=" + sid],
+                           stdout=subprocess.PIPE, timeout=20)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(b"<Code>InvalidSnapshot.NotFound</Code>", p.stdout)
 
     def test_call_cli(self):
         p = subprocess.run([PY, EMU, "call", "--port-file", E.port_file, "--config", E.config_path,
@@ -119,6 +145,17 @@ class TestLifecycle(unittest.TestCase):
             self.assertEqual(os.listdir(os.path.join(state, "snapshots")), [])
             sid = c.create_snapshot(VolumeId=DATA_VOL, TagSpecifications=[{
                 "ResourceType": "snapshot", "Tags": [{"Key": "keep", "Value": "me"}]}])["SnapshotId"]
+            time.sleep(0.2)
+            cid = e.client(region=REGION2).copy_snapshot(SourceRegion=REGION,
+                                                         SourceSnapshotId=sid)["SnapshotId"]
+            st, data, _ = raw_ec2(e, [("Action", "LockSnapshot"), ("SnapshotId", cid),
+                                      ("LockMode", "governance"), ("LockDuration", "3")],
+                                  region=REGION2)
+            self.assertEqual(st, 200, data)
+            e.client(region=REGION2).copy_image(SourceRegion=REGION, SourceImageId=c.register_image(
+                Name="persist", RootDeviceName="/dev/xvda", BlockDeviceMappings=[
+                    {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": sid}}])["ImageId"],
+                Name="persist-copy", ClientToken="persist-token")
             t0 = time.monotonic()
             rc = e.stop()
             self.assertEqual(rc, 0)
@@ -129,6 +166,19 @@ class TestLifecycle(unittest.TestCase):
             self.assertEqual(got["Tags"], [{"Key": "keep", "Value": "me"}])
             self.assertEqual(got["State"], "completed")
             self.assertTrue(os.path.exists(os.path.join(state, "snapshots", sid + ".img")))
+            # regions, locks and client tokens survive too
+            snaps = {x["id"]: x for x in e.state()["snapshots"]}
+            self.assertEqual((snaps[cid]["region"], snaps[cid]["lock"]["lockState"]),
+                             (REGION2, "governance"))
+            st, data, _ = raw_ec2(e, [("Action", "DeleteSnapshot"), ("SnapshotId", cid)],
+                                  region=REGION2)
+            self.assertEqual(err_code(data), "SnapshotLocked")
+            again = e.client(region=REGION2).copy_image(
+                SourceRegion=REGION, SourceImageId=[i["id"] for i in e.state()["images"]
+                                                    if i["name"] == "persist"][0],
+                Name="persist-copy", ClientToken="persist-token")["ImageId"]
+            self.assertEqual([i["name"] for i in e.state()["images"] if i["id"] == again],
+                             ["persist-copy"])
         finally:
             e.stop()
 
@@ -142,3 +192,11 @@ class TestLifecycle(unittest.TestCase):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
         self.assertEqual(p.returncode, 2)
         self.assertIn(b"bad config", p.stderr)
+        for regions, why in (([REGION2], b"home region"), (["Mars"], b"region names"),
+                             ("eu-west-1", b"region names")):
+            with open(cfg, "w") as f:
+                json.dump({"region": REGION, "regions": regions}, f)
+            p = subprocess.run([PY, EMU, "--config", cfg, "--state-dir", os.path.join(d, "s")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+            self.assertEqual(p.returncode, 2, regions)
+            self.assertIn(why, p.stderr)
