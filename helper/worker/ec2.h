@@ -95,6 +95,16 @@ int ec2_call(struct ec2_client *c, const struct aws_credentials *creds, const ch
              const struct ec2_params *params, long timeout_ms, time_t now_or_0, xmlDocPtr *out_doc,
              struct amis_err *err);
 
+/*
+ * A pre-signed GET URL of action with params, for this client's endpoint and
+ * signed for its region (sigv4_presign: Action and Version are parameters
+ * too), appended to url: "https://ec2.us-east-1.amazonaws.com/?Action=...".
+ * It carries a signature and any session token: never log it.
+ */
+int ec2_presign(struct ec2_client *c, const struct aws_credentials *creds, const char *action,
+                const struct ec2_params *params, long expires_s, time_t now_or_0,
+                struct strbuf *url, struct amis_err *err);
+
 /* ---- Typed operations. ---- */
 
 /* CreateSnapshots.  With dry_run, success leaves out empty (n = 0). */
