@@ -1,5 +1,5 @@
 /*
- * test_retention.c - the retention engine (cli/retention.c): simulated
+ * test_retention.c - the retention engine (common/retention.c): simulated
  * months of nightly sets and weekly AMIs, the survivors checked exactly
  * against dates worked out by hand from a calendar, and every rule about
  * incomplete, failed, locked and in-use backups; the policy syntax.
