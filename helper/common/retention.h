@@ -6,7 +6,7 @@
  * prune` gathers the backups from EC2 and acts on the decisions
  * (cli/lifecycle.c); the unit tests feed it simulated months.
  *
- * The semantics (doc/lifecycle.md, "Retention" says the same):
+ * The semantics (doc/lifecycle.md, "prune and the retention policy", says the same):
  *
  * - A policy applies to the backups whose name matches its glob pattern
  *   (fnmatch(3), no flags); the first policy that matches a name wins.
