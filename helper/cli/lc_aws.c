@@ -11,16 +11,13 @@
 #include "lifecycle.h"
 
 #include "aws.h"
-#include "channel.h"
 #include "config.h"
 #include "creds.h"
 #include "ec2.h"
-#include "log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define LC_EC2_TIMEOUT_MS 30000L
 #define LC_EC2_ATTEMPTS 5
@@ -165,38 +162,17 @@ static int credentials(struct lc_aws *a, struct aws_credentials *cr, struct amis
 	return 0;
 }
 
-/*
- * One call, retried after throttling and other retryable failures when that
- * cannot do anything twice: idempotent calls always, the others only when
- * EC2 said it did not carry them out (as the restore command does).
- */
+/* One call in region, with the one-shot commands' retries (aws_call_retrying). */
 static int lc_call(void *ctx, const char *region, const char *action, const struct ec2_params *p,
                    bool idempotent, xmlDocPtr *doc, struct amis_err *err)
 {
 	struct lc_aws *a = ctx;
 	struct ec2_client *c = client_for(a, region, err);
-	struct aws_credentials cr;
-	int attempt, rc = -1;
 
 	if (!c)
 		return -1;
-	for (attempt = 1; attempt <= LC_EC2_ATTEMPTS; attempt++) {
-		if (credentials(a, &cr, err) != 0)
-			return -1;
-		rc = ec2_call(c, &cr, action, p, LC_EC2_TIMEOUT_MS, 0, doc, err);
-		creds_clear(&cr);
-		if (rc == 0)
-			return 0;
-		if (a->ctx && attempt == 1 && aws_ctx_credentials_refused(a->ctx, err))
-			continue;
-		if (!ec2_error_is_retryable(err) ||
-		    (!idempotent && (err_flags(err) & AMIS_F_MAYBE_DONE)) ||
-		    attempt == LC_EC2_ATTEMPTS)
-			break;
-		log_warn("%s; trying again", err->msg);
-		usleep((useconds_t)retry_backoff_ms(500, attempt + 1, err) * 1000);
-	}
-	return rc;
+	return aws_call_retrying(a->ctx, a->has_fixed ? &a->fixed : NULL, c, action, p, idempotent,
+	                         LC_EC2_TIMEOUT_MS, LC_EC2_ATTEMPTS, doc, err);
 }
 
 static int lc_presign(void *ctx, const char *region, const char *action, const struct ec2_params *p,

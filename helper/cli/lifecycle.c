@@ -105,6 +105,23 @@ static void jstr(json_object *o, const char *k, const char *v)
 	json_object_object_add(o, k, v && v[0] ? json_object_new_string(v) : NULL);
 }
 
+/*
+ * One action that failed among others (exit 7): {"id", "code", "message"}
+ * in errors, a line on stderr; returns 1 to count it.
+ */
+static size_t add_error(const struct lc_ctx *c, json_object *errors, const char *id,
+                        const struct amis_err *err)
+{
+	json_object *e = json_object_new_object();
+
+	jstr(e, "id", id);
+	jstr(e, "code", err->code);
+	jstr(e, "message", err->msg);
+	json_object_array_add(errors, e);
+	fprintf(stderr, "ami-snapshot %s: %s\n", c->o.cmd, err->msg);
+	return 1;
+}
+
 static void iso_time(time_t t, char *buf, size_t sz)
 {
 	struct tm tm;
@@ -1083,6 +1100,19 @@ static size_t copy_tags(const struct lc_tags *src, const char *source_id, const 
 	return n;
 }
 
+/* A copy made: {"source_id", "copy_id"} in copies, a line unless --json. */
+static void add_copy(const struct lc_ctx *c, json_object *copies, const char *source_id,
+                     const char *copy_id)
+{
+	json_object *x = json_object_new_object();
+
+	jstr(x, "source_id", source_id);
+	jstr(x, "copy_id", copy_id);
+	json_object_array_add(copies, x);
+	if (!c->o.json)
+		printf("%s -> %s %s\n", source_id, c->o.to_region, copy_id);
+}
+
 /* EC2 allows 50 tags per resource. */
 #define EC2_MAX_TAGS 50
 
@@ -1148,25 +1178,11 @@ int lc_copy_main(int argc, char **argv, const char *default_config)
 			rc = fail_err(&c, LC_EXIT_ERROR, &err);
 			goto out;
 		}
-		{
-			json_object *x = json_object_new_object();
-
-			jstr(x, "source_id", b->image_id);
-			jstr(x, "copy_id", new_id);
-			json_object_array_add(copies, x);
-		}
-		if (!c.o.json)
-			printf("%s -> %s %s\n", b->image_id, c.o.to_region, new_id);
+		add_copy(&c, copies, b->image_id, new_id);
 		for (j = 0; j < c.o.naccounts; j++) {
 			if (ec2_share_image(c.t, c.o.to_region, new_id, c.o.accounts[j], false,
 			                    &err) < 0) {
-				json_object *e = json_object_new_object();
-
-				jstr(e, "code", err.code);
-				jstr(e, "message", err.msg);
-				json_object_array_add(errors, e);
-				failed++;
-				fprintf(stderr, "ami-snapshot copy: %s\n", err.msg);
+				failed += add_error(&c, errors, new_id, &err);
 			} else {
 				json_object_array_add(shared,
 				                      json_object_new_string(c.o.accounts[j]));
@@ -1187,34 +1203,15 @@ int lc_copy_main(int argc, char **argv, const char *default_config)
 			    .ntags =
 			        copy_tags(&s->tags, s->snapshot_id, src_region, tags, EC2_MAX_TAGS),
 			};
-			json_object *x;
-
 			if (ec2_copy_snapshot(c.t, &r, new_id, sizeof(new_id), &err) < 0) {
-				json_object *e = json_object_new_object();
-
-				jstr(e, "code", err.code);
-				jstr(e, "message", err.msg);
-				json_object_array_add(errors, e);
-				failed++;
-				fprintf(stderr, "ami-snapshot copy: %s\n", err.msg);
+				failed += add_error(&c, errors, s->snapshot_id, &err);
 				continue;
 			}
-			x = json_object_new_object();
-			jstr(x, "source_id", s->snapshot_id);
-			jstr(x, "copy_id", new_id);
-			json_object_array_add(copies, x);
-			if (!c.o.json)
-				printf("%s -> %s %s\n", s->snapshot_id, c.o.to_region, new_id);
+			add_copy(&c, copies, s->snapshot_id, new_id);
 			for (j = 0; j < c.o.naccounts; j++) {
 				if (ec2_share_snapshot(c.t, c.o.to_region, new_id, c.o.accounts[j],
 				                       false, &err) < 0) {
-					json_object *e = json_object_new_object();
-
-					jstr(e, "code", err.code);
-					jstr(e, "message", err.msg);
-					json_object_array_add(errors, e);
-					failed++;
-					fprintf(stderr, "ami-snapshot copy: %s\n", err.msg);
+					failed += add_error(&c, errors, new_id, &err);
 				} else if (i == 0) {
 					json_object_array_add(
 					    shared, json_object_new_string(c.o.accounts[j]));
@@ -1317,13 +1314,7 @@ static int per_snapshot(int argc, char **argv, const char *default_config, const
 	}
 	if (0) {
 	image_failed:
-		o = json_object_new_object();
-		jstr(o, "id", b->image_id);
-		jstr(o, "code", err.code);
-		jstr(o, "message", err.msg);
-		json_object_array_add(errors, o);
-		fprintf(stderr, "ami-snapshot %s: %s\n", cmd, err.msg);
-		failed++;
+		failed += add_error(&c, errors, b->image_id, &err);
 	}
 	for (i = 0; i < b->nsnaps; i++) {
 		const char *id = b->snaps[i]->snapshot_id;
@@ -1340,13 +1331,7 @@ static int per_snapshot(int argc, char **argv, const char *default_config, const
 			                       &err);
 		}
 		if (r < 0) {
-			o = json_object_new_object();
-			jstr(o, "id", id);
-			jstr(o, "code", err.code);
-			jstr(o, "message", err.msg);
-			json_object_array_add(errors, o);
-			fprintf(stderr, "ami-snapshot %s: %s\n", cmd, err.msg);
-			failed++;
+			failed += add_error(&c, errors, id, &err);
 			continue;
 		}
 		if (kind == PER_LOCK) {

@@ -2,6 +2,7 @@
  * aws.c - see aws.h.
  */
 #include "aws.h"
+#include "channel.h"
 #include "creds.h"
 #include "ec2.h"
 #include "imds.h"
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 struct aws_ctx {
 	const struct helper_config *cfg;
@@ -146,4 +148,32 @@ struct ec2_client *aws_ctx_ec2(struct aws_ctx *a)
 struct imds_client *aws_ctx_imds(struct aws_ctx *a)
 {
 	return a->imds;
+}
+
+int aws_call_retrying(struct aws_ctx *a, const struct aws_credentials *fixed, struct ec2_client *c,
+                      const char *action, const struct ec2_params *p, bool idempotent,
+                      long timeout_ms, int attempts, struct _xmlDoc **doc, struct amis_err *err)
+{
+	struct aws_credentials cr;
+	int attempt, rc = -1;
+
+	for (attempt = 1; attempt <= attempts; attempt++) {
+		if (fixed)
+			cr = *fixed;
+		else if (aws_ctx_credentials(a, &cr, err) != 0)
+			return err_prefix(err, "no AWS credentials");
+		rc = ec2_call(c, &cr, action, p, timeout_ms, 0, doc, err);
+		creds_clear(&cr);
+		if (rc == 0)
+			return 0;
+		/* Credentials refused (expired, rotated): fetch them again, once. */
+		if (!fixed && attempt == 1 && aws_ctx_credentials_refused(a, err))
+			continue;
+		if (!ec2_error_is_retryable(err) ||
+		    (!idempotent && (err_flags(err) & AMIS_F_MAYBE_DONE)) || attempt == attempts)
+			break;
+		log_warn("%s; trying again", err->msg);
+		usleep((useconds_t)retry_backoff_ms(500, attempt + 1, err) * 1000);
+	}
+	return rc;
 }

@@ -38,6 +38,19 @@ int aws_ctx_credentials(struct aws_ctx *a, struct aws_credentials *out, struct a
  */
 bool aws_ctx_credentials_refused(struct aws_ctx *a, const struct amis_err *err);
 
+/*
+ * One call on c as the one-shot commands make it (`ami-snapshot`): with
+ * fixed credentials (tests) or a's, up to attempts times, retried after
+ * throttling and other retryable failures only when that cannot do
+ * anything twice (idempotent calls always, the others only when EC2 said
+ * it did not carry them out), once more after credentials were refused.
+ */
+struct ec2_params;
+struct _xmlDoc;
+int aws_call_retrying(struct aws_ctx *a, const struct aws_credentials *fixed, struct ec2_client *c,
+                      const char *action, const struct ec2_params *p, bool idempotent,
+                      long timeout_ms, int attempts, struct _xmlDoc **doc, struct amis_err *err);
+
 const char *aws_ctx_instance_id(const struct aws_ctx *a);
 const char *aws_ctx_region(const struct aws_ctx *a);
 struct ec2_client *aws_ctx_ec2(struct aws_ctx *a);

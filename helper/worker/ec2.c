@@ -88,6 +88,20 @@ void ec2_params_addf(struct ec2_params *p, const char *value, const char *name_f
 	sb_free(&name);
 }
 
+void ec2_params_set(struct ec2_params *p, const char *name, const char *value)
+{
+	size_t i;
+
+	for (i = 0; i < p->n; i++) {
+		if (strcmp(p->items[i].name, name) == 0) {
+			free_wiped(p->items[i].value);
+			p->items[i].value = xstrdup(value ? value : "");
+			return;
+		}
+	}
+	ec2_params_add(p, name, value);
+}
+
 const char *ec2_params_get(const struct ec2_params *p, const char *name)
 {
 	size_t i;

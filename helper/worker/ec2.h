@@ -49,6 +49,8 @@ void ec2_params_add(struct ec2_params *p, const char *name, const char *value);
 /* The name is a printf format: ec2_params_addf(p, id, "InstanceId.%zu", i + 1). */
 void ec2_params_addf(struct ec2_params *p, const char *value, const char *name_fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Sets the first pair called name to value, or adds it (a page's NextToken). */
+void ec2_params_set(struct ec2_params *p, const char *name, const char *value);
 /* The value of the first pair called name, or NULL. */
 const char *ec2_params_get(const struct ec2_params *p, const char *name);
 

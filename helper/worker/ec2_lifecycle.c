@@ -250,21 +250,6 @@ static int call(const struct ec2_transport *t, const char *region, const char *a
 	return t->call(t->ctx, region, action, p, idempotent, doc, err);
 }
 
-/* Sets NextToken to token (replacing the previous page's). */
-static void set_token(struct ec2_params *p, const char *token)
-{
-	size_t i;
-
-	for (i = 0; i < p->n; i++) {
-		if (strcmp(p->items[i].name, "NextToken") == 0) {
-			free(p->items[i].value);
-			p->items[i].value = xstrdup(token);
-			return;
-		}
-	}
-	ec2_params_add(p, "NextToken", token);
-}
-
 typedef int (*page_parser)(xmlDocPtr doc, void *out, char *token, size_t tsz, struct amis_err *err);
 
 static int snapshots_page(xmlDocPtr doc, void *out, char *token, size_t tsz, struct amis_err *err)
@@ -289,7 +274,7 @@ static int paged(const struct ec2_transport *t, const char *region, const char *
 		int rc;
 
 		if (token[0])
-			set_token(p, token);
+			ec2_params_set(p, "NextToken", token);
 		rc = call(t, region, action, p, true, &doc, err);
 		token[0] = '\0';
 		if (rc == 0 && doc && parse(doc, out, token, sizeof(token), err) < 0)
@@ -304,73 +289,68 @@ static int paged(const struct ec2_transport *t, const char *region, const char *
 	               LC_MAX_PAGES);
 }
 
+/*
+ * One Describe call, every page: of ids (id_param.N) when n > 0, else of
+ * our own (Owner.1=self) matching the filters, 1000 a page.
+ */
+static int describe(const struct ec2_transport *t, const char *region, const char *action,
+                    const char *id_param, const char *const *ids, size_t n,
+                    const struct ec2_filter *f, size_t nf, page_parser parse, void *out,
+                    struct amis_err *err)
+{
+	struct ec2_params p;
+	size_t i;
+	int rc;
+
+	ec2_params_init(&p);
+	if (n) {
+		for (i = 0; i < n; i++)
+			ec2_params_addf(&p, ids[i], "%s.%zu", id_param, i + 1);
+	} else {
+		/* Only our own: a public snapshot or image could carry the same tags. */
+		ec2_params_add(&p, "Owner.1", "self");
+		ec2_filter_params(&p, f, nf);
+		/* EC2 refuses MaxResults with ids. */
+		ec2_params_add(&p, "MaxResults", "1000");
+	}
+	rc = paged(t, region, action, &p, parse, out, err);
+	ec2_params_free(&p);
+	return rc;
+}
+
 int ec2_lc_describe_snapshots(const struct ec2_transport *t, const char *region,
                               const struct ec2_filter *f, size_t nf, struct lc_snapshot_list *out,
                               struct amis_err *err)
 {
-	struct ec2_params p;
-	int rc;
-
-	ec2_params_init(&p);
-	/* Only our own: a public snapshot could carry the same tags. */
-	ec2_params_add(&p, "Owner.1", "self");
-	ec2_filter_params(&p, f, nf);
-	ec2_params_add(&p, "MaxResults", "1000");
-	rc = paged(t, region, "DescribeSnapshots", &p, snapshots_page, out, err);
-	ec2_params_free(&p);
-	return rc;
+	return describe(t, region, "DescribeSnapshots", NULL, NULL, 0, f, nf, snapshots_page, out,
+	                err);
 }
 
 int ec2_lc_describe_snapshot_ids(const struct ec2_transport *t, const char *region,
                                  const char *const *ids, size_t n, struct lc_snapshot_list *out,
                                  struct amis_err *err)
 {
-	struct ec2_params p;
-	size_t i;
-	int rc;
-
 	if (n == 0)
 		return err_set(err, AMIS_E_INVALID_ARGUMENT, "DescribeSnapshots needs ids");
-	ec2_params_init(&p);
-	for (i = 0; i < n; i++)
-		ec2_params_addf(&p, ids[i], "SnapshotId.%zu", i + 1);
-	rc = paged(t, region, "DescribeSnapshots", &p, snapshots_page, out, err);
-	ec2_params_free(&p);
-	return rc;
+	return describe(t, region, "DescribeSnapshots", "SnapshotId", ids, n, NULL, 0,
+	                snapshots_page, out, err);
 }
 
 int ec2_lc_describe_images(const struct ec2_transport *t, const char *region,
                            const struct ec2_filter *f, size_t nf, struct lc_image_list *out,
                            struct amis_err *err)
 {
-	struct ec2_params p;
-	int rc;
-
-	ec2_params_init(&p);
-	ec2_params_add(&p, "Owner.1", "self");
-	ec2_filter_params(&p, f, nf);
-	ec2_params_add(&p, "MaxResults", "1000");
-	rc = paged(t, region, "DescribeImages", &p, images_page, out, err);
-	ec2_params_free(&p);
-	return rc;
+	return describe(t, region, "DescribeImages", NULL, NULL, 0, f, nf, images_page, out, err);
 }
 
 int ec2_lc_describe_image_ids(const struct ec2_transport *t, const char *region,
                               const char *const *ids, size_t n, struct lc_image_list *out,
                               struct amis_err *err)
 {
-	struct ec2_params p;
-	size_t i;
-	int rc;
-
 	if (n == 0)
 		return err_set(err, AMIS_E_INVALID_ARGUMENT, "DescribeImages needs ids");
-	ec2_params_init(&p);
-	for (i = 0; i < n; i++)
-		ec2_params_addf(&p, ids[i], "ImageId.%zu", i + 1);
-	rc = paged(t, region, "DescribeImages", &p, images_page, out, err);
-	ec2_params_free(&p);
-	return rc;
+	return describe(t, region, "DescribeImages", "ImageId", ids, n, NULL, 0, images_page, out,
+	                err);
 }
 
 static void add_tag_spec(struct ec2_params *p, size_t spec, const char *type,

@@ -208,13 +208,43 @@ out:
 	return rc;
 }
 
+/*
+ * The last steps of both ways of signing: the string to sign (into sts) of
+ * a canonical request made at amz_date, and its hex signature.
+ */
+static int sign_canonical(const struct strbuf *creq, const struct aws_credentials *creds,
+                          const char *amz_date, const char *region, const char *service,
+                          struct strbuf *sts, char signature[65], struct amis_err *err)
+{
+	unsigned char key[SHA256_LEN], sig[SHA256_LEN];
+	char creq_hash[65], date8[9];
+	int rc = -1;
+
+	memcpy(date8, amz_date, 8);
+	date8[8] = '\0';
+	if (sigv4_sha256_hex(creq->data, creq->len, creq_hash) < 0)
+		return err_set(err, AMIS_E_CRYPTO_ERROR, "SHA-256 of the canonical request failed");
+	sb_appendf(sts, SIGV4_ALGORITHM "\n%s\n%s/%s/%s/aws4_request\n%s", amz_date, date8, region,
+	           service, creq_hash);
+	if (derive_signing_key(creds, date8, region, service, key) < 0 ||
+	    hmac_sha256(key, sizeof(key), sts->data, sts->len, sig) < 0) {
+		err_set(err, AMIS_E_CRYPTO_ERROR, "HMAC-SHA256 failed");
+		goto out;
+	}
+	hex_encode(sig, sizeof(sig), signature);
+	rc = 0;
+out:
+	secure_zero(key, sizeof(key));
+	secure_zero(sig, sizeof(sig));
+	return rc;
+}
+
 int sigv4_sign(const struct sigv4_request *req, const struct aws_credentials *creds,
                struct sigv4_result *out, struct sigv4_debug *debug, struct amis_err *err)
 {
 	struct strbuf creq, sts;
-	char payload_hash[65], creq_hash[65], signature[65];
+	char payload_hash[65], signature[65];
 	char date8[9], signed_headers[64];
-	unsigned char key[SHA256_LEN], sig[SHA256_LEN];
 	bool has_token;
 	struct tm tm;
 	int n, rc = -1;
@@ -250,19 +280,9 @@ int sigv4_sign(const struct sigv4_request *req, const struct aws_credentials *cr
 		append_canonical_header(&creq, "x-amz-security-token", creds->session_token);
 	sb_appendf(&creq, "\n%s\n%s", signed_headers, payload_hash);
 
-	if (sigv4_sha256_hex(creq.data, creq.len, creq_hash) < 0) {
-		err_set(err, AMIS_E_CRYPTO_ERROR, "SHA-256 of the canonical request failed");
+	if (sign_canonical(&creq, creds, out->amz_date, req->region, req->service, &sts, signature,
+	                   err) < 0)
 		goto out;
-	}
-	sb_appendf(&sts, SIGV4_ALGORITHM "\n%s\n%s/%s/%s/aws4_request\n%s", out->amz_date, date8,
-	           req->region, req->service, creq_hash);
-
-	if (derive_signing_key(creds, date8, req->region, req->service, key) < 0 ||
-	    hmac_sha256(key, sizeof(key), sts.data, sts.len, sig) < 0) {
-		err_set(err, AMIS_E_CRYPTO_ERROR, "HMAC-SHA256 failed");
-		goto out;
-	}
-	hex_encode(sig, sizeof(sig), signature);
 
 	n = snprintf(out->authorization, sizeof(out->authorization),
 	             SIGV4_ALGORITHM " Credential=%s/%s/%s/%s/aws4_request, SignedHeaders=%s, "
@@ -286,8 +306,6 @@ int sigv4_sign(const struct sigv4_request *req, const struct aws_credentials *cr
 out:
 	if (rc < 0)
 		secure_zero(out->authorization, sizeof(out->authorization));
-	secure_zero(key, sizeof(key));
-	secure_zero(sig, sizeof(sig));
 	secure_zero(signature, sizeof(signature));
 	sb_free(&creq);
 	sb_free(&sts);
@@ -347,9 +365,8 @@ int sigv4_presign(const struct sigv4_presign_request *req, const struct aws_cred
 {
 	struct sigv4_request hreq;
 	struct strbuf creq, sts, cq;
-	char amz_date[17], date8[9], scope[256], expires[24], creq_hash[65], signature[65];
+	char amz_date[17], date8[9], scope[256], expires[24], signature[65];
 	char empty_hash[65];
-	unsigned char key[SHA256_LEN], sig[SHA256_LEN];
 	struct qpair *q;
 	struct tm tm;
 	size_t i, n = 0;
@@ -412,18 +429,9 @@ int sigv4_presign(const struct sigv4_presign_request *req, const struct aws_cred
 	           sb_str(&cq));
 	append_canonical_header(&creq, "host", req->host);
 	sb_appendf(&creq, "\nhost\n%s", empty_hash);
-	if (sigv4_sha256_hex(creq.data, creq.len, creq_hash) < 0) {
-		err_set(err, AMIS_E_CRYPTO_ERROR, "SHA-256 of the canonical request failed");
+	if (sign_canonical(&creq, creds, amz_date, req->region, req->service, &sts, signature,
+	                   err) < 0)
 		goto out;
-	}
-	sb_appendf(&sts, SIGV4_ALGORITHM "\n%s\n%s/%s/%s/aws4_request\n%s", amz_date, date8,
-	           req->region, req->service, creq_hash);
-	if (derive_signing_key(creds, date8, req->region, req->service, key) < 0 ||
-	    hmac_sha256(key, sizeof(key), sts.data, sts.len, sig) < 0) {
-		err_set(err, AMIS_E_CRYPTO_ERROR, "HMAC-SHA256 failed");
-		goto out;
-	}
-	hex_encode(sig, sizeof(sig), signature);
 	sb_append(query_out, cq.data, cq.len);
 	sb_appendf(query_out, "&X-Amz-Signature=%s", signature);
 	if (debug) {
@@ -441,8 +449,6 @@ out:
 		free(q[i].v);
 	}
 	free(q);
-	secure_zero(key, sizeof(key));
-	secure_zero(sig, sizeof(sig));
 	secure_zero(signature, sizeof(signature));
 	if (cq.data)
 		secure_zero(cq.data, cq.len);

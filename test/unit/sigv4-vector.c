@@ -46,6 +46,18 @@ static int copy_env(const char *name, char *dst, size_t dstsz, int required)
 	return 0;
 }
 
+/* The credentials from AMIS_TEST_AKID, AMIS_TEST_SECRET and AMIS_TEST_TOKEN. */
+static int load_creds(struct aws_credentials *creds)
+{
+	memset(creds, 0, sizeof(*creds));
+	if (copy_env("AMIS_TEST_AKID", creds->access_key_id, sizeof(creds->access_key_id), 1) < 0 ||
+	    copy_env("AMIS_TEST_SECRET", creds->secret_access_key, sizeof(creds->secret_access_key),
+	             1) < 0 ||
+	    copy_env("AMIS_TEST_TOKEN", creds->session_token, sizeof(creds->session_token), 0) < 0)
+		return -1;
+	return 0;
+}
+
 static int cmd_sign(char **argv)
 {
 	struct aws_credentials creds;
@@ -57,11 +69,7 @@ static int cmd_sign(char **argv)
 	char buf[4096];
 	size_t n;
 
-	memset(&creds, 0, sizeof(creds));
-	if (copy_env("AMIS_TEST_AKID", creds.access_key_id, sizeof(creds.access_key_id), 1) < 0 ||
-	    copy_env("AMIS_TEST_SECRET", creds.secret_access_key, sizeof(creds.secret_access_key),
-	             1) < 0 ||
-	    copy_env("AMIS_TEST_TOKEN", creds.session_token, sizeof(creds.session_token), 0) < 0)
+	if (load_creds(&creds) < 0)
 		return 2;
 	sb_init(&body);
 	while ((n = fread(buf, 1, sizeof(buf), stdin)) > 0)
@@ -131,11 +139,7 @@ static int cmd_presign(int argc, char **argv)
 		                "[NAME VALUE]...\n");
 		return 2;
 	}
-	memset(&creds, 0, sizeof(creds));
-	if (copy_env("AMIS_TEST_AKID", creds.access_key_id, sizeof(creds.access_key_id), 1) < 0 ||
-	    copy_env("AMIS_TEST_SECRET", creds.secret_access_key, sizeof(creds.secret_access_key),
-	             1) < 0 ||
-	    copy_env("AMIS_TEST_TOKEN", creds.session_token, sizeof(creds.session_token), 0) < 0)
+	if (load_creds(&creds) < 0)
 		return 2;
 	for (i = 5; i + 1 < argc; i += 2) {
 		names[n] = argv[i];
