@@ -386,6 +386,8 @@ int sigv4_presign(const struct sigv4_presign_request *req, const struct aws_cred
 	if (req->expires_s < 1 || req->expires_s > 604800)
 		return err_set(err, AMIS_E_INVALID_REQUEST,
 		               "a pre-signed URL expires after 1 s to 7 days");
+	if (req->payload_hash && !printable_nospace(req->payload_hash))
+		return err_set(err, AMIS_E_INVALID_REQUEST, "invalid payload hash");
 	if (req->nparams && (!req->names || !req->values))
 		return err_set(err, AMIS_E_INVALID_REQUEST, "parameters without names or values");
 	for (i = 0; i < req->nparams; i++) {
@@ -428,7 +430,7 @@ int sigv4_presign(const struct sigv4_presign_request *req, const struct aws_cred
 	sb_appendf(&creq, "GET\n%s\n%s\n", req->path && req->path[0] ? req->path : "/",
 	           sb_str(&cq));
 	append_canonical_header(&creq, "host", req->host);
-	sb_appendf(&creq, "\nhost\n%s", empty_hash);
+	sb_appendf(&creq, "\nhost\n%s", req->payload_hash ? req->payload_hash : empty_hash);
 	if (sign_canonical(&creq, creds, amz_date, req->region, req->service, &sts, signature,
 	                   err) < 0)
 		goto out;

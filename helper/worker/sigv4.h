@@ -77,7 +77,8 @@ int sigv4_sha256_hex(const void *data, size_t len, char out[65]);
  * X-Amz-Algorithm, X-Amz-Credential, X-Amz-Date, X-Amz-Expires,
  * X-Amz-SignedHeaders=host and X-Amz-Security-Token (with a session token),
  * sorted and URI-encoded, are the canonical query; only host is signed; the
- * payload hash is that of an empty body.  query_out gets that query with
+ * payload hash is that of an empty body unless payload_hash says otherwise.  query_out gets that
+ * query with
  * "&X-Amz-Signature=<hex>" appended (no leading '?').  It holds the session
  * token and a signature: never log it.  Same errors as sigv4_sign.
  */
@@ -91,6 +92,8 @@ struct sigv4_presign_request {
 	const char *service;
 	time_t now;
 	long expires_s; /* X-Amz-Expires, 1..604800 */
+	/* NULL: the SHA-256 of an empty body (EC2, as botocore); S3 uses "UNSIGNED-PAYLOAD" */
+	const char *payload_hash;
 };
 
 int sigv4_presign(const struct sigv4_presign_request *req, const struct aws_credentials *creds,
