@@ -552,7 +552,7 @@ static int find_backup(struct lc_ctx *c, struct lc_inventory *inv, struct lc_bac
 	*b = NULL;
 	if (resolve_id(c, region, rid, sizeof(rid), &err) < 0)
 		return fail_err(
-		    c, strncmp(err.code, "Invalid", 7) ? LC_EXIT_ERROR : LC_EXIT_NOT_FOUND, &err);
+		    c, strstr(err.code, ".NotFound") ? LC_EXIT_NOT_FOUND : LC_EXIT_ERROR, &err);
 	if (!rid[0])
 		return fail(c, LC_EXIT_NOT_FOUND, "NotFound",
 		            "%s carries no ami-snapshot:request-id tag: not a backup of ours",

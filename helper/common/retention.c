@@ -182,6 +182,9 @@ static void decide_series(const struct ret_backup *b, size_t n, size_t first,
 
 		if (x->created > now)
 			add_reason(d, "taken after now (clock skew)");
+		/* EC2 gave no start time: nothing says how old it is, so nothing deletes it. */
+		if (x->created <= 0)
+			add_reason(d, "creation time unknown");
 		if (k == 0 && !pol->allow_delete_newest)
 			add_reason(d, "newest good backup");
 		if (pol->keep_last > 0 && (long)k < pol->keep_last) {

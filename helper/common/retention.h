@@ -38,6 +38,8 @@
  * - A backup that would be deleted but is locked (locked_until > now) or
  *   in use (a snapshot used by an image other than its own) is SKIPPED with
  *   that reason: prune never fights EC2's rules.
+ * - A good backup without a creation time (created <= 0) is kept
+ *   ("creation time unknown"): nothing says it is old.
  * - Kinds do not mix: sets and AMIs of one name are separate series (an AMI
  *   kept weekly does not make the nightly set redundant).
  */

@@ -191,6 +191,9 @@ def test_show_and_wait(tmp, fake):
     ok(js(r) and js(r)["error"]["code"] == "NotThisCluster", "... as a JSON error", r.stdout)
     r = run(tmp, ["show", "r-nope", "--system-id", SYSID])
     is_eq(r.returncode, 3, "an unknown backup: exit 3")
+    r = run(tmp, ["show", "snap-1000000000000dead", "--json"])
+    ok(r.returncode == 3 and js(r) and js(r)["error"]["code"] == "InvalidSnapshot.NotFound",
+       "an unknown snapshot id: exit 3 with EC2's code", r.stdout, r.stderr)
 
     r = run(tmp, ["wait", "r-night-1", "--json"])
     ok(r.returncode == 0 and js(r) and js(r)["outcome"] == "completed",

@@ -189,6 +189,11 @@ static void test_newest(void)
 	ok(strstr(d[0].reason, "clock skew") != NULL, "a backup from the future is kept: %s",
 	   d[0].reason);
 	is_int((long)ret_decide(b, 0, &pol, 1, now, d), 0L, "no backups: nothing to do");
+	b[0].created = now - 86400;
+	b[2].created = 0;
+	ret_decide(b, n, &pol, 1, now, d);
+	is_str(ret_action_name(d[2].action), "keep", "a backup of unknown age is kept");
+	is_str(d[2].reason, "creation time unknown", "... saying why");
 }
 
 static void test_parse(void)
