@@ -260,7 +260,8 @@ void lc_group(struct lc_inventory *inv, const struct lc_scope *scope, time_t now
 		}
 		lc_backup_state(b);
 	}
-	qsort(inv->items, inv->n, sizeof(*inv->items), newest_first);
+	if (inv->n > 1)
+		qsort(inv->items, inv->n, sizeof(*inv->items), newest_first);
 	/* image pointers stay valid: they point into inv->images, not items. */
 }
 
