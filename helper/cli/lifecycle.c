@@ -1281,6 +1281,11 @@ static int per_snapshot(int argc, char **argv, const char *default_config, const
 			          "lock needs --mode governance|compliance (or [lock] mode)");
 			goto out;
 		}
+		if (c.o.until && lc_parse_time(c.o.until) <= c.now) {
+			rc = fail(&c, LC_EXIT_USAGE, "Usage",
+			          "--until is a future time in UTC: 2027-01-31T00:00:00Z");
+			goto out;
+		}
 		{
 			struct ec2_params p;
 

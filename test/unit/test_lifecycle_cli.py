@@ -313,6 +313,14 @@ def test_copy_lock_share(tmp, fake):
     r = run(tmp, ["lock", "r-night-1", "--mode", "governance", "--days", "7",
                   "--cool-off-hours", "2"])
     is_eq(r.returncode, 2, "a cool-off in governance mode: exit 2 before any call")
+    r = run(tmp, ["lock", "r-night-1", "--mode", "governance", "--until", "2020-01-01T00:00:00Z"])
+    is_eq(r.returncode, 2, "--until in the past: exit 2")
+    r = run(tmp, ["lock", "r-night-1", "--mode", "governance", "--until", "next week"])
+    is_eq(r.returncode, 2, "--until that is not a time: exit 2")
+    r = run(tmp, ["lock", "r-night-2", "--mode", "governance", "--until", "2030-01-01T00:00:00Z",
+                  "--json"])
+    ok(r.returncode == 0 and js(r) and js(r)["locks"][0]["expires_on"] == "2030-01-01T00:00:00Z",
+       "a governance lock until a date (an existing one changed)", r.stdout, r.stderr)
     r = run(tmp, ["unlock", "r-night-1", "--json"])
     ok(r.returncode == 0 and js(r) and len(js(r)["unlocked"]) == 2, "unlock within the cool-off",
        r.stdout, r.stderr)
