@@ -1006,9 +1006,9 @@ int lc_prune_main(int argc, char **argv, const char *default_config)
 	struct ret_policy pol[MAX_POLICIES];
 	char *texts[MAX_POLICIES];
 	const char *regions[MAX_REGIONS + 1];
-	json_object *a = NULL;
+	json_object *a = NULL, *region_errors = NULL;
 	struct amis_err err;
-	size_t counts[4] = {0, 0, 0, 0}, npol = 0, nreg, i;
+	size_t counts[4] = {0, 0, 0, 0}, npol = 0, nreg, i, region_failed = 0;
 	char when[32];
 	int rc;
 
@@ -1035,13 +1035,21 @@ int lc_prune_main(int argc, char **argv, const char *default_config)
 		       c.o.npolicies ? c.o.policies[i] : c.cfg.retention_policies[i]);
 	if (!c.o.json)
 		printf("\n");
+	region_errors = json_object_new_array();
 	for (i = 0; i < nreg; i++) {
-		if (prune_region(&c, regions[i], pol, npol, a, counts, &err) < 0) {
+		if (prune_region(&c, regions[i], pol, npol, a, counts, &err) == 0)
+			continue;
+		/* Nothing was done yet: the error is the answer. */
+		if (i == 0) {
 			rc = fail_err(&c, LC_EXIT_ERROR, &err);
 			goto out;
 		}
+		/* The home region was pruned: say so, and what another region refused. */
+		region_failed += add_error(&c, region_errors, regions[i], &err);
+		if (!c.o.json)
+			printf("FAILED %-12s %s\n", regions[i], err.msg);
 	}
-	rc = counts[3] ? LC_EXIT_PARTIAL : LC_EXIT_OK;
+	rc = counts[3] || region_failed ? LC_EXIT_PARTIAL : LC_EXIT_OK;
 	if (c.o.json) {
 		json_object *o = json_object_new_object(), *p = json_object_new_array();
 
@@ -1055,7 +1063,8 @@ int lc_prune_main(int argc, char **argv, const char *default_config)
 			                                            : c.cfg.retention_policies[i]));
 		json_object_object_add(o, "policies", p);
 		json_object_object_add(o, "decisions", a);
-		a = NULL;
+		json_object_object_add(o, "region_errors", region_errors);
+		a = region_errors = NULL;
 		json_object_object_add(o, "kept", json_object_new_int64((int64_t)counts[RET_KEEP]));
 		json_object_object_add(
 		    o, c.o.dry_run ? "would_delete" : "deleted",
@@ -1073,6 +1082,8 @@ int lc_prune_main(int argc, char **argv, const char *default_config)
 out:
 	if (a)
 		json_object_put(a);
+	if (region_errors)
+		json_object_put(region_errors);
 	for (i = 0; i < npol; i++)
 		free(texts[i]);
 	teardown(&c);

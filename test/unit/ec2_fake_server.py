@@ -478,6 +478,11 @@ class Handler(BaseHTTPRequestHandler):
         return page, nxt
 
     def lc_describe_snapshots(self, form):
+        if scope_region(self.headers) == DENIED_REGION:
+            return self.reply(403, error_xml(
+                "UnauthorizedOperation", "You are not authorized to perform this operation. "
+                "User: arn:aws:iam::123456789012:user/x is not authorized to perform: "
+                "ec2:DescribeSnapshots", "lc-403"))
         world = self.lc_region()
         if form.get("Owner.1", "self") != "self":
             return self.lc_error("InvalidParameterValue", "only self here")
@@ -732,6 +737,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 PAGE = 3  # items per page: the fixture spans pages, so NextToken is exercised
+DENIED_REGION = "ap-south-2"  # where the policy does not allow DescribeSnapshots
 SYSID = "7000000000000000001"
 
 

@@ -274,6 +274,18 @@ def test_prune(tmp, fake):
        "snap-10000000000000004" in now and "snap-10000000000000003" in now,
        "EC2 holds exactly what should remain")
     is_eq((doc["deleted"], doc["skipped"], doc["failed"]), (2, 2, 0), "the counts")
+    r = run(tmp, ["prune", "--system-id", SYSID, "--policy", "*:last=1", "--dry-run",
+                  "--region", "ap-south-2", "--json"])
+    doc = js(r)
+    ok(r.returncode == 7 and doc and doc["region_errors"][0]["id"] == "ap-south-2" and
+       doc["region_errors"][0]["code"] == "UnauthorizedOperation" and
+       "ec2:DescribeSnapshots" in doc["region_errors"][0]["message"] and
+       any(d["region"] == "us-east-1" for d in doc["decisions"]),
+       "a region the policy denies: its error names the IAM action, the others are pruned, "
+       "exit 7", r.stdout, r.stderr)
+    r = run(tmp, ["list", "--system-id", SYSID, "--region", "ap-south-2"])
+    ok(r.returncode == 1 and "ec2:DescribeSnapshots" in r.stderr,
+       "list: a denied action's message names it", r.stderr)
     r = run(tmp, ["prune", "--all", "--policy", "*:last=1"])
     is_eq(r.returncode, 2, "prune never runs on all clusters at once")
     r = run(tmp, ["prune", "--system-id", SYSID, "--policy", "nightly"])
