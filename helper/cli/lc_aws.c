@@ -103,7 +103,7 @@ int lc_aws_ready(struct lc_aws *a, struct amis_err *err)
 {
 	if (a->has_fixed)
 		return 0;
-	if (aws_ctx_ready(a->ctx, err) != 0)
+	if (aws_ctx_ready_anywhere(a->ctx, err) != 0)
 		return -1;
 	snprintf(a->home, sizeof(a->home), "%s", aws_ctx_region(a->ctx));
 	return 0;

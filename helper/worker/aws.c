@@ -23,6 +23,7 @@ struct aws_ctx {
 	char instance_id[32];
 	char endpoint[512];
 	bool ready;
+	bool need_instance; /* aws_ctx_ready: the instance id too */
 };
 
 struct aws_ctx *aws_ctx_new(const struct helper_config *cfg)
@@ -72,7 +73,23 @@ int aws_ctx_pin_files(struct aws_ctx *a, struct amis_err *err)
 	return creds_provider_pin_file(a->creds, err);
 }
 
+static int ready(struct aws_ctx *a, struct amis_err *err);
+
 int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err)
+{
+	a->need_instance = true;
+	/* Made ready without the instance id before: that is still to find. */
+	if (a->ready && !a->instance_id[0])
+		a->ready = false;
+	return ready(a, err);
+}
+
+int aws_ctx_ready_anywhere(struct aws_ctx *a, struct amis_err *err)
+{
+	return ready(a, err);
+}
+
+static int ready(struct aws_ctx *a, struct amis_err *err)
 {
 	const struct helper_config *cfg = a->cfg;
 	struct aws_credentials cr;
@@ -88,7 +105,7 @@ int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err)
 	if (cfg->instance_id) {
 		if (strlcpy_checked(a->instance_id, cfg->instance_id, sizeof(a->instance_id)) != 0)
 			return err_set(err, AMIS_E_HELPER_CONFIG, "instance_id is too long");
-	} else {
+	} else if (a->need_instance) {
 		struct imds_identity id;
 
 		if (imds_get_identity(a->imds, &id, err) != 0)
@@ -102,8 +119,9 @@ int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err)
 	/* Fail in PREPARE, not later, when there are no credentials at all. */
 	if (creds_get(a->creds, time(NULL), &cr, err) != 0)
 		return err_prefix(err, "no AWS credentials");
-	log_info("AWS: instance %s, region %s, endpoint %s, credentials from %s", a->instance_id,
-	         a->region, a->endpoint, cr.source);
+	log_info("AWS: instance %s, region %s, endpoint %s, credentials from %s",
+	         a->instance_id[0] ? a->instance_id : "(not needed)", a->region, a->endpoint,
+	         cr.source);
 	creds_clear(&cr);
 	if (!a->ec2)
 		a->ec2 = ec2_client_new(a->endpoint, a->region);

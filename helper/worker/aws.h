@@ -27,6 +27,12 @@ void aws_ctx_free(struct aws_ctx *a);
 int aws_ctx_pin_files(struct aws_ctx *a, struct amis_err *err);
 /* Resolves instance id, region, endpoint and credentials (cached). */
 int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err);
+/*
+ * The same without the instance id (unless configured): for commands that
+ * only talk to EC2 about backups, which may run where IMDS is not (with
+ * [aws] region or AWS_REGION and credentials of their own).
+ */
+int aws_ctx_ready_anywhere(struct aws_ctx *a, struct amis_err *err);
 /* Fresh credentials (refreshed when close to expiry) into *out. */
 int aws_ctx_credentials(struct aws_ctx *a, struct aws_credentials *out, struct amis_err *err);
 

@@ -361,7 +361,9 @@ def main():
     fake = Fake()
     try:
         with open(os.path.join(tmp, "helper.conf"), "w") as fh:
-            fh.write("[aws]\nregion = us-east-1\ninstance_id = i-0123456789abcdef0\n"
+            # No instance_id and an IMDS that does not answer: the lifecycle
+            # commands need neither (they may run off EC2).
+            fh.write("[aws]\nregion = us-east-1\nimds_endpoint = http://127.0.0.1:9\n"
                      "ec2_endpoint = %s\n[copy]\nregions = eu-west-1\n" % fake.endpoint)
         os.chmod(tmp, 0o755)
         os.chmod(os.path.join(tmp, "helper.conf"), 0o644)
