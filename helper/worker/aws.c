@@ -134,7 +134,7 @@ static int ready(struct aws_ctx *a, struct amis_err *err)
 
 int aws_ctx_credentials(struct aws_ctx *a, struct aws_credentials *out, struct amis_err *err)
 {
-	if (aws_ctx_ready(a, err) != 0)
+	if (ready(a, err) != 0)
 		return -1;
 	return creds_get(a->creds, time(NULL), out, err);
 }
