@@ -23,7 +23,9 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BIN = os.path.normpath(os.path.join(HERE, "..", "..", "helper", "ami-snapshot"))
+# AMIS_CLI: another build of the command (the sanitizer build: build/san/ami-snapshot).
+BIN = os.environ.get("AMIS_CLI") or os.path.normpath(os.path.join(HERE, "..", "..", "helper",
+                                                                 "ami-snapshot"))
 AKID = "AKIDEXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 SYSID = "7000000000000000001"
