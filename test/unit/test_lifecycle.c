@@ -370,6 +370,42 @@ static void test_calls(void)
 	}
 	lc_inventory_free(&inv);
 
+	{
+		const char *ids[] = {"snap-10000000000000003", "snap-10000000000000001"};
+		const char *img[] = {"ami-10000000000000001"};
+		const char *bad[] = {"snap-1000000000000dead"};
+		struct lc_image_list il = {0};
+
+		ok(ec2_lc_describe_snapshot_ids(t, "us-east-1", ids, 2, &inv.snaps, &err) == 0 &&
+		       inv.snaps.n == 2,
+		   "DescribeSnapshots by ids (%s)", err.msg);
+		s = last_request(probe, &cr);
+		ok(strstr(s, "SnapshotId.2=snap-10000000000000001") && !strstr(s, "MaxResults") &&
+		       !strstr(s, "Owner.1"),
+		   "ids: SnapshotId.N, without MaxResults or Owner (EC2 refuses MaxResults with "
+		   "ids)");
+		free(s);
+		lc_snapshot_list_free(&inv.snaps);
+		ok(ec2_lc_describe_snapshot_ids(t, "us-east-1", bad, 1, &inv.snaps, &err) < 0 &&
+		       !strcmp(err.code, "InvalidSnapshot.NotFound"),
+		   "an unknown id is EC2's error: %s", err.code);
+		lc_snapshot_list_free(&inv.snaps);
+		ok(ec2_lc_describe_image_ids(t, "us-east-1", img, 1, &il, &err) == 0 && il.n == 1 &&
+		       il.items[0].nsnapshots == 1 &&
+		       !strcmp(il.items[0].snapshot_ids[0], "snap-10000000000000005"),
+		   "DescribeImages by id, with its mapping's snapshot (%s)", err.msg);
+		lc_image_list_free(&il);
+		ok(ec2_lc_describe_images(t, "us-east-1", NULL, 0, &il, &err) == 0 && il.n == 2,
+		   "DescribeImages of all our images: two (%s)", err.msg);
+		s = last_request(probe, &cr);
+		ok(strstr(s, "Owner.1=self") && strstr(s, "MaxResults=1000"),
+		   "Owner=self, MaxResults");
+		free(s);
+		lc_image_list_free(&il);
+		ok(ec2_lc_describe_snapshot_ids(t, "us-east-1", ids, 0, &inv.snaps, &err) < 0,
+		   "no ids: refused before any call (it would list everything)");
+	}
+
 	/* Another region: signed for it (the fake refuses a signature for the wrong one). */
 	ok(ec2_lc_describe_snapshots(t, "eu-west-1", f, 1, &inv.snaps, &err) == 0 &&
 	       inv.snaps.n == 1 &&
