@@ -3,11 +3,14 @@
  *
  *	ami-snapshot [-c CONFIG] restore [OPTIONS]   (-c also after the command)
  *	ami-snapshot [-c CONFIG] verify [OPTIONS]
+ *	ami-snapshot [-c CONFIG] list|show|wait|prune|copy|lock|unlock|share [OPTIONS]
  *
- * One program with subcommands: restore (doc/restore.md) and verify (doc/verify.md) today; status,
- * check, list... later.  It reads the [aws] section of the helper's
+ * One program with subcommands: restore (doc/restore.md), verify
+ * (doc/verify.md), and a backup's life after it was taken
+ * (doc/lifecycle.md); status and check later.  It reads the [aws] section of the helper's
  * configuration for the endpoints, region and credentials.
  */
+#include "lifecycle.h"
 #include "restore.h"
 #include "verify.h"
 
@@ -27,6 +30,14 @@ struct subcommand {
 static const struct subcommand subcommands[] = {
     {"restore", rs_restore_main, "restore a snapshot set or an AMI onto this instance"},
     {"verify", vf_verify_main, "a restore drill: restore, start, check, dump, remove"},
+    {"list", lc_list_main, "this cluster's backups: state, age, size, copies, locks"},
+    {"show", lc_show_main, "one backup in detail"},
+    {"wait", lc_wait_main, "follow a backup's snapshots and image until completed"},
+    {"prune", lc_prune_main, "delete what the retention policy does not keep"},
+    {"copy", lc_copy_main, "copy a backup to another region"},
+    {"lock", lc_lock_main, "lock a backup's snapshots (governance or compliance)"},
+    {"unlock", lc_unlock_main, "unlock a backup's snapshots"},
+    {"share", lc_share_main, "share a backup with another account, or stop"},
 };
 
 static void usage(FILE *f)

@@ -123,29 +123,8 @@ const char *rs_aws_zone(const struct rs_aws *a)
 static int call(struct rs_aws *a, const char *action, const struct ec2_params *p, bool idempotent,
                 xmlDocPtr *doc, struct amis_err *err)
 {
-	struct aws_credentials cr;
-	int attempt, rc = -1;
-
-	for (attempt = 1; attempt <= RS_EC2_ATTEMPTS; attempt++) {
-		if (a->has_fixed)
-			cr = a->fixed;
-		else if (aws_ctx_credentials(a->ctx, &cr, err) != 0)
-			return err_prefix(err, "no AWS credentials");
-		rc = ec2_call(a->ec2, &cr, action, p, RS_EC2_TIMEOUT_MS, 0, doc, err);
-		creds_clear(&cr);
-		if (rc == 0)
-			return 0;
-		/* Credentials refused (expired, rotated): fetch them again, once. */
-		if (a->ctx && attempt == 1 && aws_ctx_credentials_refused(a->ctx, err))
-			continue;
-		if (!ec2_error_is_retryable(err) ||
-		    (!idempotent && (err_flags(err) & AMIS_F_MAYBE_DONE)) ||
-		    attempt == RS_EC2_ATTEMPTS)
-			break;
-		log_warn("%s; trying again", err->msg);
-		usleep((useconds_t)retry_backoff_ms(500, attempt + 1, err) * 1000);
-	}
-	return rc;
+	return aws_call_retrying(a->ctx, a->has_fixed ? &a->fixed : NULL, a->ec2, action, p,
+	                         idempotent, RS_EC2_TIMEOUT_MS, RS_EC2_ATTEMPTS, doc, err);
 }
 
 /* ---- Parsing. ---- */
@@ -276,19 +255,9 @@ static int describe_snapshots(struct rs_aws *a, struct ec2_params *p, struct rs_
 		xmlDocPtr doc = NULL;
 		int rc;
 
-		if (token[0]) {
-			size_t i;
-
-			/* Replace the previous page's token. */
-			for (i = 0; i < p->n; i++) {
-				if (strcmp(p->items[i].name, "NextToken") == 0) {
-					free(p->items[i].value);
-					p->items[i].value = xstrdup(token);
-				}
-			}
-			if (!ec2_params_get(p, "NextToken"))
-				ec2_params_add(p, "NextToken", token);
-		}
+		/* Replace the previous page's token. */
+		if (token[0])
+			ec2_params_set(p, "NextToken", token);
 		rc = call(a, "DescribeSnapshots", p, true, &doc, err);
 		token[0] = '\0';
 		if (rc == 0 && rs_parse_snapshots(doc, out, token, sizeof(token), err) < 0)

@@ -3,6 +3,7 @@
  */
 #include "config.h"
 #include "log.h"
+#include "retention.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -73,6 +74,16 @@ void config_free(struct helper_config *c)
 	free(c->drill_command);
 	free(c->drill_device_dir);
 	free(c->drill_dump_dir);
+	for (i = 0; i < c->n_retention_policies; i++)
+		free(c->retention_policies[i]);
+	for (i = 0; i < c->n_copy_regions; i++)
+		free(c->copy_regions[i]);
+	for (i = 0; i < c->n_copy_share_accounts; i++)
+		free(c->copy_share_accounts[i]);
+	free(c->copy_kms_key_id);
+	free(c->copy_names);
+	free(c->lock_mode);
+	free(c->lock_names);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -186,6 +197,85 @@ static int add_kv(struct config_kv *kv, size_t *n, const char *k, const char *v,
 	kv[*n].key = xstrdup(k);
 	kv[*n].value = xstrdup(v);
 	(*n)++;
+	return 0;
+}
+
+/* An AWS region name: "eu-west-1", "us-gov-west-1", "cn-north-1". */
+bool config_region_valid(const char *r)
+{
+	size_t i, n = r ? strlen(r) : 0, dashes = 0;
+
+	if (n < 4 || n > 32 || !isalpha((unsigned char)r[0]) || !isdigit((unsigned char)r[n - 1]))
+		return false;
+	for (i = 0; i < n; i++) {
+		if (r[i] == '-')
+			dashes++;
+		else if (!islower((unsigned char)r[i]) && !isdigit((unsigned char)r[i]))
+			return false;
+	}
+	return dashes >= 2 && !strstr(r, "--");
+}
+
+static int add_region(struct parse_ctx *pc, const char *r)
+{
+	struct helper_config *c = pc->c;
+
+	if (!config_region_valid(r))
+		return err_set(pc->err, AMIS_E_HELPER_CONFIG,
+		               "[copy] regions: \"%s\" is not a region name (eu-west-1)", r);
+	if (c->n_copy_regions >= CONFIG_MAX_LIST)
+		return err_set(pc->err, AMIS_E_HELPER_CONFIG, "too many [copy] regions");
+	c->copy_regions[c->n_copy_regions++] = xstrdup(r);
+	return 0;
+}
+
+static int add_account(struct parse_ctx *pc, const char *a)
+{
+	struct helper_config *c = pc->c;
+	size_t i;
+
+	for (i = 0; a[i]; i++) {
+		if (!isdigit((unsigned char)a[i]))
+			break;
+	}
+	if (a[i] || i != 12)
+		return err_set(pc->err, AMIS_E_HELPER_CONFIG,
+		               "[copy] share_accounts: \"%s\" is not a 12-digit account id", a);
+	if (c->n_copy_share_accounts >= CONFIG_MAX_LIST)
+		return err_set(pc->err, AMIS_E_HELPER_CONFIG, "too many [copy] share_accounts");
+	c->copy_share_accounts[c->n_copy_share_accounts++] = xstrdup(a);
+	return 0;
+}
+
+static int add_policy(struct parse_ctx *pc, const char *v)
+{
+	struct helper_config *c = pc->c;
+	struct ret_policy pol;
+	char why[256];
+	char *copy = xstrdup(v);
+	int rc;
+
+	/* Checked now, parsed again by prune: the text is kept as written. */
+	rc = ret_parse_policy(copy, &pol, why, sizeof(why));
+	free(copy);
+	if (rc < 0)
+		return err_set(pc->err, AMIS_E_HELPER_CONFIG, "[retention] policy: %s", why);
+	if (c->n_retention_policies >= CONFIG_MAX_LIST)
+		return err_set(pc->err, AMIS_E_HELPER_CONFIG, "too many [retention] policies");
+	c->retention_policies[c->n_retention_policies++] = xstrdup(v);
+	return 0;
+}
+
+static int parse_long_range(const char *v, long lo, long hi, long *out)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || end == v || *end || n < lo || n > hi)
+		return -1;
+	*out = n;
 	return 0;
 }
 
@@ -320,6 +410,31 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 	} else if (IS("drill", "kill_grace")) {
 		if (parse_duration_ms(v, &c->job_kill_grace_ms) || c->job_kill_grace_ms < 1000)
 			return err_set(err, AMIS_E_HELPER_CONFIG, "kill_grace must be at least 1s");
+	} else if (IS("retention", "policy")) {
+		return add_policy(pc, v);
+	} else if (IS("copy", "regions")) {
+		return for_each_item(v, add_region, pc);
+	} else if (IS("copy", "kms_key_id")) {
+		set_str(&c->copy_kms_key_id, v);
+	} else if (IS("copy", "share_accounts")) {
+		return for_each_item(v, add_account, pc);
+	} else if (IS("copy", "names")) {
+		set_str(&c->copy_names, v);
+	} else if (IS("lock", "mode")) {
+		if (strcmp(v, "governance") && strcmp(v, "compliance"))
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "[lock] mode must be governance or compliance");
+		set_str(&c->lock_mode, v);
+	} else if (IS("lock", "days")) {
+		if (parse_long_range(v, 1, 36500, &c->lock_days))
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "[lock] days must be between 1 and 36500");
+	} else if (IS("lock", "cool_off_hours")) {
+		if (parse_long_range(v, 0, 72, &c->lock_cool_off_hours))
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "[lock] cool_off_hours must be between 0 and 72");
+	} else if (IS("lock", "names")) {
+		set_str(&c->lock_names, v);
 	} else if (!strcmp(s, "tags")) {
 		if (strlen(k) > 128 || strlen(v) > 256 || !strncmp(k, "aws:", 4))
 			return err_set(err, AMIS_E_HELPER_CONFIG,
@@ -390,8 +505,22 @@ static int check_worker_user(const struct helper_config *c, struct amis_err *err
 	return 0;
 }
 
+/* Settings that only make sense together. */
+static int check_lifecycle(const struct helper_config *c, struct amis_err *err)
+{
+	if (c->lock_mode && !c->lock_days)
+		return err_set(err, AMIS_E_HELPER_CONFIG,
+		               "[lock] mode needs days (how long a backup stays locked)");
+	if (c->lock_cool_off_hours && (!c->lock_mode || strcmp(c->lock_mode, "compliance")))
+		return err_set(err, AMIS_E_HELPER_CONFIG,
+		               "[lock] cool_off_hours is for mode = compliance only");
+	return 0;
+}
+
 static int finish(struct parse_ctx *pc, int rc, const char *where)
 {
+	if (!pc->failed && rc == 0 && check_lifecycle(pc->c, pc->err) < 0)
+		return err_prefix(pc->err, "%s", where);
 	if (pc->failed)
 		return err_prefix(pc->err, "%s line %d", where, rc);
 	if (rc < 0)

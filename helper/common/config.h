@@ -67,6 +67,25 @@ struct helper_config {
 	long max_jobs;                /* jobs at once (default 1) */
 	long job_kill_grace_ms;       /* SIGTERM -> SIGKILL of an abandoned job (default 60 s) */
 
+	/* [retention]: `ami-snapshot prune`'s policies (doc/lifecycle.md), in order */
+	char *retention_policies[CONFIG_MAX_LIST]; /* "PATTERN:RULE,..." as written */
+	size_t n_retention_policies;
+
+	/* [copy]: copies to other regions (doc/lifecycle.md) */
+	char *copy_regions[CONFIG_MAX_LIST]; /* automatic copies after each backup (the helper,
+	                                        later) */
+	size_t n_copy_regions;
+	char *copy_kms_key_id;                      /* KmsKeyId of the copies; NULL: default key */
+	char *copy_share_accounts[CONFIG_MAX_LIST]; /* shared with after copying */
+	size_t n_copy_share_accounts;
+	char *copy_names; /* glob of the backup names copied automatically; default "*" */
+
+	/* [lock]: snapshot locks (doc/lifecycle.md) */
+	char *lock_mode;          /* governance | compliance; NULL: no automatic lock */
+	long lock_days;           /* LockDuration, 1..36500 (default 0: must be set with mode) */
+	long lock_cool_off_hours; /* CoolOffPeriod (compliance), 0..72 */
+	char *lock_names;         /* glob of the names locked automatically; default "*" */
+
 	/* [tags]: extra tags on every snapshot */
 	struct config_kv tags[CONFIG_MAX_LIST];
 	size_t n_tags;
@@ -81,5 +100,7 @@ int config_load_file(struct helper_config *c, const char *path, struct amis_err 
 /* The same from a string (tests, fuzzing). */
 int config_load_string(struct helper_config *c, const char *text, struct amis_err *err);
 void config_free(struct helper_config *c);
+/* Whether r looks like an AWS region name ("eu-west-1"). */
+bool config_region_valid(const char *r);
 
 #endif

@@ -2,6 +2,7 @@
  * aws.c - see aws.h.
  */
 #include "aws.h"
+#include "channel.h"
 #include "creds.h"
 #include "ec2.h"
 #include "imds.h"
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 struct aws_ctx {
 	const struct helper_config *cfg;
@@ -21,6 +23,7 @@ struct aws_ctx {
 	char instance_id[32];
 	char endpoint[512];
 	bool ready;
+	bool need_instance; /* aws_ctx_ready: the instance id too */
 };
 
 struct aws_ctx *aws_ctx_new(const struct helper_config *cfg)
@@ -70,7 +73,23 @@ int aws_ctx_pin_files(struct aws_ctx *a, struct amis_err *err)
 	return creds_provider_pin_file(a->creds, err);
 }
 
+static int ready(struct aws_ctx *a, struct amis_err *err);
+
 int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err)
+{
+	a->need_instance = true;
+	/* Made ready without the instance id before: that is still to find. */
+	if (a->ready && !a->instance_id[0])
+		a->ready = false;
+	return ready(a, err);
+}
+
+int aws_ctx_ready_anywhere(struct aws_ctx *a, struct amis_err *err)
+{
+	return ready(a, err);
+}
+
+static int ready(struct aws_ctx *a, struct amis_err *err)
 {
 	const struct helper_config *cfg = a->cfg;
 	struct aws_credentials cr;
@@ -86,7 +105,7 @@ int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err)
 	if (cfg->instance_id) {
 		if (strlcpy_checked(a->instance_id, cfg->instance_id, sizeof(a->instance_id)) != 0)
 			return err_set(err, AMIS_E_HELPER_CONFIG, "instance_id is too long");
-	} else {
+	} else if (a->need_instance) {
 		struct imds_identity id;
 
 		if (imds_get_identity(a->imds, &id, err) != 0)
@@ -100,8 +119,9 @@ int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err)
 	/* Fail in PREPARE, not later, when there are no credentials at all. */
 	if (creds_get(a->creds, time(NULL), &cr, err) != 0)
 		return err_prefix(err, "no AWS credentials");
-	log_info("AWS: instance %s, region %s, endpoint %s, credentials from %s", a->instance_id,
-	         a->region, a->endpoint, cr.source);
+	log_info("AWS: instance %s, region %s, endpoint %s, credentials from %s",
+	         a->instance_id[0] ? a->instance_id : "(not needed)", a->region, a->endpoint,
+	         cr.source);
 	creds_clear(&cr);
 	if (!a->ec2)
 		a->ec2 = ec2_client_new(a->endpoint, a->region);
@@ -114,7 +134,7 @@ int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err)
 
 int aws_ctx_credentials(struct aws_ctx *a, struct aws_credentials *out, struct amis_err *err)
 {
-	if (aws_ctx_ready(a, err) != 0)
+	if (ready(a, err) != 0)
 		return -1;
 	return creds_get(a->creds, time(NULL), out, err);
 }
@@ -146,4 +166,32 @@ struct ec2_client *aws_ctx_ec2(struct aws_ctx *a)
 struct imds_client *aws_ctx_imds(struct aws_ctx *a)
 {
 	return a->imds;
+}
+
+int aws_call_retrying(struct aws_ctx *a, const struct aws_credentials *fixed, struct ec2_client *c,
+                      const char *action, const struct ec2_params *p, bool idempotent,
+                      long timeout_ms, int attempts, struct _xmlDoc **doc, struct amis_err *err)
+{
+	struct aws_credentials cr;
+	int attempt, rc = -1;
+
+	for (attempt = 1; attempt <= attempts; attempt++) {
+		if (fixed)
+			cr = *fixed;
+		else if (aws_ctx_credentials(a, &cr, err) != 0)
+			return err_prefix(err, "no AWS credentials");
+		rc = ec2_call(c, &cr, action, p, timeout_ms, 0, doc, err);
+		creds_clear(&cr);
+		if (rc == 0)
+			return 0;
+		/* Credentials refused (expired, rotated): fetch them again, once. */
+		if (!fixed && attempt == 1 && aws_ctx_credentials_refused(a, err))
+			continue;
+		if (!ec2_error_is_retryable(err) ||
+		    (!idempotent && (err_flags(err) & AMIS_F_MAYBE_DONE)) || attempt == attempts)
+			break;
+		log_warn("%s; trying again", err->msg);
+		usleep((useconds_t)retry_backoff_ms(500, attempt + 1, err) * 1000);
+	}
+	return rc;
 }

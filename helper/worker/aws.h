@@ -27,6 +27,12 @@ void aws_ctx_free(struct aws_ctx *a);
 int aws_ctx_pin_files(struct aws_ctx *a, struct amis_err *err);
 /* Resolves instance id, region, endpoint and credentials (cached). */
 int aws_ctx_ready(struct aws_ctx *a, struct amis_err *err);
+/*
+ * The same without the instance id (unless configured): for commands that
+ * only talk to EC2 about backups, which may run where IMDS is not (with
+ * [aws] region or AWS_REGION and credentials of their own).
+ */
+int aws_ctx_ready_anywhere(struct aws_ctx *a, struct amis_err *err);
 /* Fresh credentials (refreshed when close to expiry) into *out. */
 int aws_ctx_credentials(struct aws_ctx *a, struct aws_credentials *out, struct amis_err *err);
 
@@ -37,6 +43,19 @@ int aws_ctx_credentials(struct aws_ctx *a, struct aws_credentials *out, struct a
  * when it did, i.e. when one more attempt is worth making.
  */
 bool aws_ctx_credentials_refused(struct aws_ctx *a, const struct amis_err *err);
+
+/*
+ * One call on c as the one-shot commands make it (`ami-snapshot`): with
+ * fixed credentials (tests) or a's, up to attempts times, retried after
+ * throttling and other retryable failures only when that cannot do
+ * anything twice (idempotent calls always, the others only when EC2 said
+ * it did not carry them out), once more after credentials were refused.
+ */
+struct ec2_params;
+struct _xmlDoc;
+int aws_call_retrying(struct aws_ctx *a, const struct aws_credentials *fixed, struct ec2_client *c,
+                      const char *action, const struct ec2_params *p, bool idempotent,
+                      long timeout_ms, int attempts, struct _xmlDoc **doc, struct amis_err *err);
 
 const char *aws_ctx_instance_id(const struct aws_ctx *a);
 const char *aws_ctx_region(const struct aws_ctx *a);

@@ -88,6 +88,20 @@ void ec2_params_addf(struct ec2_params *p, const char *value, const char *name_f
 	sb_free(&name);
 }
 
+void ec2_params_set(struct ec2_params *p, const char *name, const char *value)
+{
+	size_t i;
+
+	for (i = 0; i < p->n; i++) {
+		if (strcmp(p->items[i].name, name) == 0) {
+			free_wiped(p->items[i].value);
+			p->items[i].value = xstrdup(value ? value : "");
+			return;
+		}
+	}
+	ec2_params_add(p, name, value);
+}
+
 const char *ec2_params_get(const struct ec2_params *p, const char *name)
 {
 	size_t i;
@@ -539,6 +553,48 @@ out:
 	secure_zero(&sig, sizeof(sig));
 	sb_free(&body);
 	http_response_free(&resp);
+	return rc;
+}
+
+int ec2_presign(struct ec2_client *c, const struct aws_credentials *creds, const char *action,
+                const struct ec2_params *params, long expires_s, time_t now_or_0,
+                struct strbuf *url, struct amis_err *err)
+{
+	struct sigv4_presign_request req;
+	const char **names, **values;
+	size_t i, n = 0, np = params ? params->n : 0;
+	int rc;
+
+	if (!c)
+		return err_set(err, AMIS_E_INVALID_REQUEST, "no EC2 client");
+	if (!action_ok(action))
+		return err_set(err, AMIS_E_INVALID_REQUEST, "invalid EC2 action name");
+	names = xcalloc(np + 2, sizeof(*names));
+	values = xcalloc(np + 2, sizeof(*values));
+	names[n] = "Action";
+	values[n++] = action;
+	names[n] = "Version";
+	values[n++] = EC2_API_VERSION;
+	for (i = 0; i < np; i++) {
+		names[n] = params->items[i].name;
+		values[n++] = params->items[i].value;
+	}
+	req = (struct sigv4_presign_request){
+	    .host = c->host,
+	    .path = c->path,
+	    .names = names,
+	    .values = values,
+	    .nparams = n,
+	    .region = c->region,
+	    .service = "ec2",
+	    .now = now_or_0 ? now_or_0 : time(NULL),
+	    .expires_s = expires_s,
+	};
+	/* c->url is scheme://host/path: the query follows. */
+	sb_appendf(url, "%s?", c->url);
+	rc = sigv4_presign(&req, creds, url, NULL, err);
+	free(names);
+	free(values);
 	return rc;
 }
 

@@ -49,6 +49,8 @@ void ec2_params_add(struct ec2_params *p, const char *name, const char *value);
 /* The name is a printf format: ec2_params_addf(p, id, "InstanceId.%zu", i + 1). */
 void ec2_params_addf(struct ec2_params *p, const char *value, const char *name_fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Sets the first pair called name to value, or adds it (a page's NextToken). */
+void ec2_params_set(struct ec2_params *p, const char *name, const char *value);
 /* The value of the first pair called name, or NULL. */
 const char *ec2_params_get(const struct ec2_params *p, const char *name);
 
@@ -94,6 +96,16 @@ const char *ec2_client_host(const struct ec2_client *c);
 int ec2_call(struct ec2_client *c, const struct aws_credentials *creds, const char *action,
              const struct ec2_params *params, long timeout_ms, time_t now_or_0, xmlDocPtr *out_doc,
              struct amis_err *err);
+
+/*
+ * A pre-signed GET URL of action with params, for this client's endpoint and
+ * signed for its region (sigv4_presign: Action and Version are parameters
+ * too), appended to url: "https://ec2.us-east-1.amazonaws.com/?Action=...".
+ * It carries a signature and any session token: never log it.
+ */
+int ec2_presign(struct ec2_client *c, const struct aws_credentials *creds, const char *action,
+                const struct ec2_params *params, long expires_s, time_t now_or_0,
+                struct strbuf *url, struct amis_err *err);
 
 /* ---- Typed operations. ---- */
 

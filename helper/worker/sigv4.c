@@ -10,7 +10,9 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -206,13 +208,43 @@ out:
 	return rc;
 }
 
+/*
+ * The last steps of both ways of signing: the string to sign (into sts) of
+ * a canonical request made at amz_date, and its hex signature.
+ */
+static int sign_canonical(const struct strbuf *creq, const struct aws_credentials *creds,
+                          const char *amz_date, const char *region, const char *service,
+                          struct strbuf *sts, char signature[65], struct amis_err *err)
+{
+	unsigned char key[SHA256_LEN], sig[SHA256_LEN];
+	char creq_hash[65], date8[9];
+	int rc = -1;
+
+	memcpy(date8, amz_date, 8);
+	date8[8] = '\0';
+	if (sigv4_sha256_hex(creq->data, creq->len, creq_hash) < 0)
+		return err_set(err, AMIS_E_CRYPTO_ERROR, "SHA-256 of the canonical request failed");
+	sb_appendf(sts, SIGV4_ALGORITHM "\n%s\n%s/%s/%s/aws4_request\n%s", amz_date, date8, region,
+	           service, creq_hash);
+	if (derive_signing_key(creds, date8, region, service, key) < 0 ||
+	    hmac_sha256(key, sizeof(key), sts->data, sts->len, sig) < 0) {
+		err_set(err, AMIS_E_CRYPTO_ERROR, "HMAC-SHA256 failed");
+		goto out;
+	}
+	hex_encode(sig, sizeof(sig), signature);
+	rc = 0;
+out:
+	secure_zero(key, sizeof(key));
+	secure_zero(sig, sizeof(sig));
+	return rc;
+}
+
 int sigv4_sign(const struct sigv4_request *req, const struct aws_credentials *creds,
                struct sigv4_result *out, struct sigv4_debug *debug, struct amis_err *err)
 {
 	struct strbuf creq, sts;
-	char payload_hash[65], creq_hash[65], signature[65];
+	char payload_hash[65], signature[65];
 	char date8[9], signed_headers[64];
-	unsigned char key[SHA256_LEN], sig[SHA256_LEN];
 	bool has_token;
 	struct tm tm;
 	int n, rc = -1;
@@ -248,19 +280,9 @@ int sigv4_sign(const struct sigv4_request *req, const struct aws_credentials *cr
 		append_canonical_header(&creq, "x-amz-security-token", creds->session_token);
 	sb_appendf(&creq, "\n%s\n%s", signed_headers, payload_hash);
 
-	if (sigv4_sha256_hex(creq.data, creq.len, creq_hash) < 0) {
-		err_set(err, AMIS_E_CRYPTO_ERROR, "SHA-256 of the canonical request failed");
+	if (sign_canonical(&creq, creds, out->amz_date, req->region, req->service, &sts, signature,
+	                   err) < 0)
 		goto out;
-	}
-	sb_appendf(&sts, SIGV4_ALGORITHM "\n%s\n%s/%s/%s/aws4_request\n%s", out->amz_date, date8,
-	           req->region, req->service, creq_hash);
-
-	if (derive_signing_key(creds, date8, req->region, req->service, key) < 0 ||
-	    hmac_sha256(key, sizeof(key), sts.data, sts.len, sig) < 0) {
-		err_set(err, AMIS_E_CRYPTO_ERROR, "HMAC-SHA256 failed");
-		goto out;
-	}
-	hex_encode(sig, sizeof(sig), signature);
 
 	n = snprintf(out->authorization, sizeof(out->authorization),
 	             SIGV4_ALGORITHM " Credential=%s/%s/%s/%s/aws4_request, SignedHeaders=%s, "
@@ -284,9 +306,157 @@ int sigv4_sign(const struct sigv4_request *req, const struct aws_credentials *cr
 out:
 	if (rc < 0)
 		secure_zero(out->authorization, sizeof(out->authorization));
-	secure_zero(key, sizeof(key));
-	secure_zero(sig, sizeof(sig));
 	secure_zero(signature, sizeof(signature));
+	sb_free(&creq);
+	sb_free(&sts);
+	return rc;
+}
+
+/* ---- Query-string pre-signing. ---- */
+
+/* RFC 3986 encoding as SigV4 wants it: all but A-Z a-z 0-9 - _ . ~ ("%20" for a space). */
+static void uri_encode(struct strbuf *out, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+			sb_append(out, s, 1);
+		} else {
+			char enc[3] = {'%', hex[ch >> 4], hex[ch & 0xf]};
+
+			sb_append(out, enc, 3);
+		}
+	}
+}
+
+struct qpair {
+	char *k, *v; /* encoded */
+};
+
+/* Sorted by encoded name, then value: "Task 2: Create a canonical request", step 3. */
+static int qpair_cmp(const void *a, const void *b)
+{
+	const struct qpair *x = a, *y = b;
+	int c = strcmp(x->k, y->k);
+
+	return c ? c : strcmp(x->v, y->v);
+}
+
+static void qpair_set(struct qpair *q, const char *k, const char *v)
+{
+	struct strbuf sb;
+
+	sb_init(&sb);
+	uri_encode(&sb, k);
+	q->k = xstrdup(sb_str(&sb));
+	sb_reset(&sb);
+	uri_encode(&sb, v ? v : "");
+	q->v = xstrdup(sb_str(&sb));
+	secure_zero(sb.data, sb.len);
+	sb_free(&sb);
+}
+
+int sigv4_presign(const struct sigv4_presign_request *req, const struct aws_credentials *creds,
+                  struct strbuf *query_out, struct sigv4_debug *debug, struct amis_err *err)
+{
+	struct sigv4_request hreq;
+	struct strbuf creq, sts, cq;
+	char amz_date[17], date8[9], scope[256], expires[24], signature[65];
+	char empty_hash[65];
+	struct qpair *q;
+	struct tm tm;
+	size_t i, n = 0;
+	int rc = -1;
+
+	if (!req)
+		return err_set(err, AMIS_E_INVALID_REQUEST, "no request to pre-sign");
+	/* The checks of a header-signed GET to the same host. */
+	hreq = (struct sigv4_request){.method = "GET",
+	                              .host = req->host,
+	                              .path = req->path,
+	                              .region = req->region,
+	                              .service = req->service,
+	                              .now = req->now};
+	if (check_request(&hreq, creds, err) < 0)
+		return -1;
+	if (req->expires_s < 1 || req->expires_s > 604800)
+		return err_set(err, AMIS_E_INVALID_REQUEST,
+		               "a pre-signed URL expires after 1 s to 7 days");
+	if (req->payload_hash && !printable_nospace(req->payload_hash))
+		return err_set(err, AMIS_E_INVALID_REQUEST, "invalid payload hash");
+	if (req->nparams && (!req->names || !req->values))
+		return err_set(err, AMIS_E_INVALID_REQUEST, "parameters without names or values");
+	for (i = 0; i < req->nparams; i++) {
+		if (!req->names[i] || !req->names[i][0] ||
+		    strncasecmp(req->names[i], "X-Amz-", 6) == 0)
+			return err_set(err, AMIS_E_INVALID_REQUEST,
+			               "invalid parameter name to pre-sign");
+	}
+	if (!gmtime_r(&req->now, &tm) || tm.tm_year + 1900 < 1970 || tm.tm_year + 1900 > 9999)
+		return err_set(err, AMIS_E_INVALID_REQUEST, "signing time out of range");
+	strftime(amz_date, sizeof(amz_date), "%Y%m%dT%H%M%SZ", &tm);
+	memcpy(date8, amz_date, 8);
+	date8[8] = '\0';
+	snprintf(scope, sizeof(scope), "%s/%s/%s/%s/aws4_request", creds->access_key_id, date8,
+	         req->region, req->service);
+	snprintf(expires, sizeof(expires), "%ld", req->expires_s);
+
+	q = xcalloc(req->nparams + 6, sizeof(*q));
+	for (i = 0; i < req->nparams; i++)
+		qpair_set(&q[n++], req->names[i], req->values[i]);
+	qpair_set(&q[n++], "X-Amz-Algorithm", SIGV4_ALGORITHM);
+	qpair_set(&q[n++], "X-Amz-Credential", scope);
+	qpair_set(&q[n++], "X-Amz-Date", amz_date);
+	qpair_set(&q[n++], "X-Amz-Expires", expires);
+	qpair_set(&q[n++], "X-Amz-SignedHeaders", "host");
+	if (creds->session_token[0])
+		qpair_set(&q[n++], "X-Amz-Security-Token", creds->session_token);
+	qsort(q, n, sizeof(*q), qpair_cmp);
+
+	sb_init(&cq);
+	sb_init(&creq);
+	sb_init(&sts);
+	for (i = 0; i < n; i++)
+		sb_appendf(&cq, "%s%s=%s", i ? "&" : "", q[i].k, q[i].v);
+	if (sigv4_sha256_hex("", 0, empty_hash) < 0) {
+		err_set(err, AMIS_E_CRYPTO_ERROR, "SHA-256 failed");
+		goto out;
+	}
+	/* Only host is signed; the body is empty. */
+	sb_appendf(&creq, "GET\n%s\n%s\n", req->path && req->path[0] ? req->path : "/",
+	           sb_str(&cq));
+	append_canonical_header(&creq, "host", req->host);
+	sb_appendf(&creq, "\nhost\n%s", req->payload_hash ? req->payload_hash : empty_hash);
+	if (sign_canonical(&creq, creds, amz_date, req->region, req->service, &sts, signature,
+	                   err) < 0)
+		goto out;
+	sb_append(query_out, cq.data, cq.len);
+	sb_appendf(query_out, "&X-Amz-Signature=%s", signature);
+	if (debug) {
+		sb_reset(&debug->canonical_request);
+		sb_append(&debug->canonical_request, creq.data, creq.len);
+		sb_reset(&debug->string_to_sign);
+		sb_append(&debug->string_to_sign, sts.data, sts.len);
+		snprintf(debug->signed_headers, sizeof(debug->signed_headers), "host");
+	}
+	rc = 0;
+out:
+	for (i = 0; i < n; i++) {
+		secure_zero(q[i].v, strlen(q[i].v));
+		free(q[i].k);
+		free(q[i].v);
+	}
+	free(q);
+	secure_zero(signature, sizeof(signature));
+	if (cq.data)
+		secure_zero(cq.data, cq.len);
+	if (creq.data)
+		secure_zero(creq.data, creq.len);
+	sb_free(&cq);
 	sb_free(&creq);
 	sb_free(&sts);
 	return rc;

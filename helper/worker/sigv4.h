@@ -69,4 +69,34 @@ int sigv4_sign(const struct sigv4_request *req, const struct aws_credentials *cr
 /* Lower-case hex SHA-256 of data; returns 0, -1 only if OpenSSL fails. */
 int sigv4_sha256_hex(const void *data, size_t len, char out[65]);
 
+/*
+ * A query-string pre-signed GET request ("Authenticating Requests: Using
+ * Query Parameters (AWS Signature Version 4)"), as botocore's SigV4QueryAuth
+ * makes them, e.g. the PresignedUrl of an encrypted CopySnapshot: the
+ * operation's parameters (names and values not yet encoded, no X-Amz-*) plus
+ * X-Amz-Algorithm, X-Amz-Credential, X-Amz-Date, X-Amz-Expires,
+ * X-Amz-SignedHeaders=host and X-Amz-Security-Token (with a session token),
+ * sorted and URI-encoded, are the canonical query; only host is signed; the
+ * payload hash is that of an empty body unless payload_hash says otherwise.  query_out gets that
+ * query with
+ * "&X-Amz-Signature=<hex>" appended (no leading '?').  It holds the session
+ * token and a signature: never log it.  Same errors as sigv4_sign.
+ */
+struct sigv4_presign_request {
+	const char *host; /* the Host of the URL; ":port" only when non-default */
+	const char *path; /* canonical URI, already encoded; NULL or "" means "/" */
+	const char *const *names;
+	const char *const *values;
+	size_t nparams;
+	const char *region;
+	const char *service;
+	time_t now;
+	long expires_s; /* X-Amz-Expires, 1..604800 */
+	/* NULL: the SHA-256 of an empty body (EC2, as botocore); S3 uses "UNSIGNED-PAYLOAD" */
+	const char *payload_hash;
+};
+
+int sigv4_presign(const struct sigv4_presign_request *req, const struct aws_credentials *creds,
+                  struct strbuf *query_out, struct sigv4_debug *debug, struct amis_err *err);
+
 #endif

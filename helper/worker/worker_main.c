@@ -36,7 +36,7 @@ struct wstate {
 	struct amsp_msgview m;
 };
 
-static int drop_privileges(const char *user, struct amis_err *err)
+int worker_drop_privileges(const char *user, struct amis_err *err)
 {
 	struct passwd *pw = getpwnam(user);
 	uid_t uid;
@@ -756,7 +756,7 @@ int worker_main(const char *config_path)
 		}
 	}
 	if (geteuid() == 0) {
-		if (drop_privileges(ws->cfg.worker_user, &err) != 0) {
+		if (worker_drop_privileges(ws->cfg.worker_user, &err) != 0) {
 			log_error("%s", err.msg);
 			goto out;
 		}

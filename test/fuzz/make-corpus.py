@@ -260,7 +260,36 @@ def restore_corpus():
     put(d, b"\x06/etc/postgresql/15/main/../x", "path")
 
 
+def lifecycle_corpus():
+    d = reset("fuzz_lifecycle")
+    # Selector byte: see fuzz_lifecycle.c.
+    tags = (b"<tagSet><item><key>ami-snapshot:request-id</key><value>r-1</value></item>"
+            b"<item><key>ami-snapshot:name</key><value>nightly</value></item><item><key>"
+            b"ami-snapshot:backup-state</key><value>stopped</value></item></tagSet>")
+    put(d, b"\x00<DescribeSnapshotsResponse><snapshotSet><item><snapshotId>"
+           b"snap-0000000000000000a</snapshotId><status>error</status><statusMessage>gone"
+           b"</statusMessage><progress>40%</progress><startTime>2026-12-02T01:00:00.000Z"
+           b"</startTime><volumeSize>8</volumeSize>" + tags + b"</item></snapshotSet>"
+           b"<nextToken>t</nextToken></DescribeSnapshotsResponse>", "describe-snapshots")
+    put(d, b"\x01<DescribeImagesResponse><imagesSet><item><imageId>ami-0123456789abcdef0"
+           b"</imageId><imageState>failed</imageState><stateReason><message>x</message>"
+           b"</stateReason><creationDate>2026-11-29T03:05:00.000Z</creationDate>"
+           b"<blockDeviceMapping><item><ebs><snapshotId>snap-0000000000000000a</snapshotId>"
+           b"</ebs></item></blockDeviceMapping>" + tags + b"</item></imagesSet>"
+           b"</DescribeImagesResponse>", "describe-images")
+    put(d, b"\x02<LockSnapshotResponse><snapshotId>snap-0000000000000000a</snapshotId>"
+           b"<lockState>governance</lockState><lockDuration>30</lockDuration><coolOffPeriod>2"
+           b"</coolOffPeriod><lockExpiresOn>2027-01-01T00:00:00.000Z</lockExpiresOn>"
+           b"</LockSnapshotResponse>", "lock")
+    put(d, b"\x03<CopySnapshotResponse><snapshotId>snap-0000000000000000b</snapshotId>"
+           b"</CopySnapshotResponse>", "copy")
+    put(d, b"\x04nightly-*:last=7,within=2d,daily=7,weekly=4,monthly=12,grace=6h,keep-failed",
+        "policy")
+    put(d, b"\x052026-12-03T01:00:00.123Z", "time")
+
+
 if __name__ == "__main__":
+    lifecycle_corpus()
     restore_corpus()
     ec2_corpus()
     json_corpus()

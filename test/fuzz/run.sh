@@ -28,7 +28,7 @@ mkdir -p "$out"
 dict_for() {
 	case "$1" in
 	fuzz_protocol) echo protocol.dict ;;
-	fuzz_ec2_xml | fuzz_restore) echo xml.dict ;;
+	fuzz_ec2_xml | fuzz_restore | fuzz_lifecycle) echo xml.dict ;;
 	fuzz_imds_json) echo json.dict ;;
 	fuzz_config) echo ini.dict ;;
 	esac

@@ -10,6 +10,8 @@
  *	x-amz-security-token (if any), canonical-request-hex, string-to-sign-hex.
  *   sigv4-vector form ACTION [NAME VALUE]...
  *	Prints the form body ec2_form_encode() builds.
+ *   sigv4-vector presign HOST REGION SERVICE EPOCH EXPIRES [NAME VALUE]...
+ *	Prints the query string sigv4_presign() makes (credentials as for sign).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +46,18 @@ static int copy_env(const char *name, char *dst, size_t dstsz, int required)
 	return 0;
 }
 
+/* The credentials from AMIS_TEST_AKID, AMIS_TEST_SECRET and AMIS_TEST_TOKEN. */
+static int load_creds(struct aws_credentials *creds)
+{
+	memset(creds, 0, sizeof(*creds));
+	if (copy_env("AMIS_TEST_AKID", creds->access_key_id, sizeof(creds->access_key_id), 1) < 0 ||
+	    copy_env("AMIS_TEST_SECRET", creds->secret_access_key, sizeof(creds->secret_access_key),
+	             1) < 0 ||
+	    copy_env("AMIS_TEST_TOKEN", creds->session_token, sizeof(creds->session_token), 0) < 0)
+		return -1;
+	return 0;
+}
+
 static int cmd_sign(char **argv)
 {
 	struct aws_credentials creds;
@@ -55,11 +69,7 @@ static int cmd_sign(char **argv)
 	char buf[4096];
 	size_t n;
 
-	memset(&creds, 0, sizeof(creds));
-	if (copy_env("AMIS_TEST_AKID", creds.access_key_id, sizeof(creds.access_key_id), 1) < 0 ||
-	    copy_env("AMIS_TEST_SECRET", creds.secret_access_key, sizeof(creds.secret_access_key),
-	             1) < 0 ||
-	    copy_env("AMIS_TEST_TOKEN", creds.session_token, sizeof(creds.session_token), 0) < 0)
+	if (load_creds(&creds) < 0)
 		return 2;
 	sb_init(&body);
 	while ((n = fread(buf, 1, sizeof(buf), stdin)) > 0)
@@ -114,8 +124,52 @@ static int cmd_form(int argc, char **argv)
 	return 0;
 }
 
+static int cmd_presign(int argc, char **argv)
+{
+	struct aws_credentials creds;
+	struct sigv4_presign_request req;
+	struct amis_err err;
+	struct strbuf q;
+	const char *names[64], *values[64];
+	size_t n = 0;
+	int i;
+
+	if (argc < 5 || (argc - 5) % 2 || (argc - 5) / 2 > 64) {
+		fprintf(stderr, "sigv4-vector presign: HOST REGION SERVICE EPOCH EXPIRES "
+		                "[NAME VALUE]...\n");
+		return 2;
+	}
+	if (load_creds(&creds) < 0)
+		return 2;
+	for (i = 5; i + 1 < argc; i += 2) {
+		names[n] = argv[i];
+		values[n++] = argv[i + 1];
+	}
+	req = (struct sigv4_presign_request){
+	    .host = argv[0],
+	    .path = "/",
+	    .names = names,
+	    .values = values,
+	    .nparams = n,
+	    .region = argv[1],
+	    .service = argv[2],
+	    .now = (time_t)strtoll(argv[3], NULL, 10),
+	    .expires_s = strtol(argv[4], NULL, 10),
+	};
+	sb_init(&q);
+	if (sigv4_presign(&req, &creds, &q, NULL, &err) < 0) {
+		fprintf(stderr, "sigv4-vector: %s: %s\n", err.code, err.msg);
+		return 1;
+	}
+	printf("%s\n", sb_str(&q));
+	sb_free(&q);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc >= 7 && strcmp(argv[1], "presign") == 0)
+		return cmd_presign(argc - 2, argv + 2);
 	if (argc == 10 && strcmp(argv[1], "sign") == 0)
 		return cmd_sign(argv + 2);
 	if (argc >= 3 && strcmp(argv[1], "form") == 0)

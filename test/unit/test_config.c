@@ -15,6 +15,71 @@ static int load(struct helper_config *c, const char *text, struct amis_err *err)
 	return config_load_string(c, text, err);
 }
 
+/* [retention], [copy], [lock] (doc/lifecycle.md). */
+static void test_lifecycle(struct helper_config *c)
+{
+	struct amis_err err;
+
+	ok(c->n_retention_policies == 0 && c->n_copy_regions == 0 && !c->lock_mode,
+	   "no retention, copies or locks unless configured");
+	ok(load(c,
+	        "[retention]\n"
+	        "policy = nightly-*:last=7,daily=14,weekly=8,monthly=12\n"
+	        "policy = *:within=30d\n"
+	        "[copy]\n"
+	        "regions = eu-central-1, us-west-2\n"
+	        "regions = us-gov-west-1\n"
+	        "kms_key_id = arn:aws:kms:eu-central-1:123456789012:key/abcd\n"
+	        "share_accounts = 123456789012 210987654321\n"
+	        "names = nightly-*\n"
+	        "[lock]\n"
+	        "mode = compliance\n"
+	        "days = 30\n"
+	        "cool_off_hours = 24\n"
+	        "names = weekly\n",
+	        &err) == 0,
+	   "[retention], [copy] and [lock] load (%s)", err.msg);
+	is_int(c->n_retention_policies, 2, "two policies, in order");
+	is_str(c->retention_policies[0], "nightly-*:last=7,daily=14,weekly=8,monthly=12",
+	       "a policy is kept as written");
+	is_int(c->n_copy_regions, 3, "three regions from a list and a repeated key");
+	is_str(c->copy_regions[2], "us-gov-west-1", "third region");
+	is_str(c->copy_kms_key_id, "arn:aws:kms:eu-central-1:123456789012:key/abcd", "kms key");
+	is_int(c->n_copy_share_accounts, 2, "two accounts");
+	is_str(c->copy_names, "nightly-*", "copy names");
+	is_str(c->lock_mode, "compliance", "lock mode");
+	is_int(c->lock_days, 30, "lock days");
+	is_int(c->lock_cool_off_hours, 24, "cool-off hours");
+	is_str(c->lock_names, "weekly", "lock names");
+
+	ok(load(c, "[retention]\npolicy = nightly\n", &err) < 0 && strstr(err.msg, "PATTERN:RULE"),
+	   "a policy without rules is refused (%s)", err.msg);
+	ok(load(c, "[retention]\npolicy = x:last=0\n", &err) < 0 && strstr(err.msg, "line 2"),
+	   "last=0 is refused, naming the line (%s)", err.msg);
+	ok(load(c, "[retention]\npolicy = x:grace=1h\n", &err) < 0 &&
+	       strstr(err.msg, "keeps nothing"),
+	   "a policy that keeps nothing is refused (%s)", err.msg);
+	ok(load(c, "[copy]\nregions = Europe\n", &err) < 0 && strstr(err.msg, "region"),
+	   "a bad region is refused (%s)", err.msg);
+	ok(load(c, "[copy]\nshare_accounts = 1234\n", &err) < 0 && strstr(err.msg, "12-digit"),
+	   "a bad account is refused (%s)", err.msg);
+	ok(load(c, "[lock]\nmode = forever\ndays = 1\n", &err) < 0,
+	   "an unknown lock mode is refused (%s)", err.msg);
+	ok(load(c, "[lock]\nmode = governance\n", &err) < 0 && strstr(err.msg, "needs days"),
+	   "a lock mode without days is refused (%s)", err.msg);
+	ok(load(c, "[lock]\nmode = governance\ndays = 7\ncool_off_hours = 2\n", &err) < 0 &&
+	       strstr(err.msg, "compliance only"),
+	   "a cool-off with governance is refused (%s)", err.msg);
+	ok(load(c, "[lock]\nmode = compliance\ndays = 36501\n", &err) < 0,
+	   "more than 36500 days is refused (%s)", err.msg);
+	ok(load(c, "[lock]\nmode = compliance\ndays = 7\ncool_off_hours = 73\n", &err) < 0,
+	   "a cool-off over 72 h is refused (%s)", err.msg);
+	ok(config_region_valid("ap-southeast-2") && config_region_valid("cn-north-1") &&
+	       !config_region_valid("eu-west") && !config_region_valid("EU-WEST-1") &&
+	       !config_region_valid("eu--west-1") && !config_region_valid(""),
+	   "region names");
+}
+
 int main(void)
 {
 	struct helper_config c;
@@ -126,6 +191,7 @@ int main(void)
 		       strstr(e2.msg, "cannot open"),
 		   "missing file reported: %s", e2.msg);
 	}
+	test_lifecycle(&c);
 	config_free(&c);
 	return done_testing();
 }

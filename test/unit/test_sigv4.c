@@ -8,6 +8,13 @@
  * post-sts-header-before), all with the example key AKIDEXAMPLE and the date
  * 20150830T123600Z.  The EC2 cases were computed with botocore 1.29's
  * SigV4Auth; test_sigv4_botocore.py compares many more inputs live.
+ *
+ * Query-string pre-signing: the example of "Authenticating Requests: Using
+ * Query Parameters (AWS Signature Version 4)" (Amazon S3 API Reference:
+ * GET examplebucket/test.txt, AKIAIOSFODNN7EXAMPLE, 20130524T000000Z,
+ * 86400 s, UNSIGNED-PAYLOAD), whose published signature is aeeed9bb...; the
+ * EC2 PresignedUrl itself is compared with botocore's by
+ * test_sigv4_botocore.py.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* timegm */
@@ -249,8 +256,70 @@ static void test_errors(void)
 	ok(res.authorization[0] == '\0', "failure: no Authorization left behind");
 }
 
+static void test_presign(void)
+{
+	struct aws_credentials c;
+	struct sigv4_presign_request r;
+	struct sigv4_debug dbg;
+	struct amis_err err;
+	struct strbuf q;
+	const char *names[] = {"Action", "X-Amz-Date"};
+	const char *values[] = {"CopySnapshot", "x"};
+	struct tm tm = {.tm_year = 113, .tm_mon = 4, .tm_mday = 24};
+
+	memset(&c, 0, sizeof(c));
+	strcpy(c.access_key_id, "AKIAIOSFODNN7EXAMPLE");
+	strcpy(c.secret_access_key, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+	r = (struct sigv4_presign_request){
+	    .host = "examplebucket.s3.amazonaws.com",
+	    .path = "/test.txt",
+	    .region = "us-east-1",
+	    .service = "s3",
+	    .now = timegm(&tm),
+	    .expires_s = 86400,
+	    .payload_hash = "UNSIGNED-PAYLOAD",
+	};
+	sb_init(&q);
+	sigv4_debug_init(&dbg);
+	ok(sigv4_presign(&r, &c, &q, &dbg, &err) == 0, "AWS's pre-signed URL example signs");
+	is_str(sb_str(&q),
+	       "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524"
+	       "%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&"
+	       "X-Amz-SignedHeaders=host&X-Amz-Signature="
+	       "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404",
+	       "the query with AWS's published signature");
+	ok(strstr(sb_str(&dbg.canonical_request), "\nhost:examplebucket.s3.amazonaws.com\n\nhost\n"
+	                                          "UNSIGNED-PAYLOAD") != NULL,
+	   "only host is signed");
+	sb_reset(&q);
+	r.payload_hash = NULL;
+	ok(sigv4_presign(&r, &c, &q, &dbg, &err) == 0 &&
+	       strstr(sb_str(&dbg.canonical_request), EMPTY_SHA256) != NULL,
+	   "by default the payload is an empty body's (EC2, as botocore)");
+	strcpy(c.session_token, "tok/en+=");
+	sb_reset(&q);
+	ok(sigv4_presign(&r, &c, &q, NULL, &err) == 0 &&
+	       strstr(sb_str(&q), "X-Amz-Security-Token=tok%2Fen%2B%3D&") != NULL,
+	   "a session token is a signed, encoded parameter");
+	r.names = names;
+	r.values = values;
+	r.nparams = 2;
+	ok(sigv4_presign(&r, &c, &q, NULL, &err) < 0, "an X-Amz- parameter of the caller's: %s",
+	   err.msg);
+	r.nparams = 1;
+	r.expires_s = 604801;
+	ok(sigv4_presign(&r, &c, &q, NULL, &err) < 0, "more than 7 days: %s", err.msg);
+	r.expires_s = 60;
+	c.secret_access_key[0] = '\0';
+	ok(sigv4_presign(&r, &c, &q, NULL, &err) < 0 && !strcmp(err.code, "MissingCredentials"),
+	   "no secret: %s", err.code);
+	sigv4_debug_free(&dbg);
+	sb_free(&q);
+}
+
 int main(void)
 {
+	test_presign();
 	test_iam_list_users();
 	test_suite();
 	test_ec2();
