@@ -5,6 +5,7 @@
  * request-id tag their own CreateSnapshots set.
  */
 #include "op_internal.h"
+#include "inflight.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -17,7 +18,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Marks snapshots of an operation that did not complete; after the thaw only. */
+void op_settled(struct helper *h, struct operation *op)
+{
+	if (!op->inflight)
+		return;
+	inflight_remove(h->cfg->state_dir, op->request_id);
+	op->inflight = false;
+}
+
+/*
+ * Marks snapshots of an operation that did not complete; after the thaw
+ * only.  Once they are tagged (or nothing was made, and no lost answer can
+ * still make something), the operation's inflight entry goes; otherwise it
+ * stays for inflight_resolve().
+ */
 void tag_backup_state(struct helper *h, struct operation *op, const char *state)
 {
 	struct ec2_tag tag = {"ami-snapshot:backup-state", state};
@@ -25,8 +39,15 @@ void tag_backup_state(struct helper *h, struct operation *op, const char *state)
 	struct amis_err err;
 	size_t i;
 
-	if (!op->snaps.n && !op->image_id[0])
+	if (!op->snaps.n && !op->image_id[0]) {
+		if (op->answer_lost && op->inflight)
+			log_info("request %s: its entry in %s/%s is kept: EC2 may still make the "
+			         "snapshots of its lost call; the next requests look for them",
+			         op->request_id, h->cfg->state_dir, INFLIGHT_DIR);
+		else
+			op_settled(h, op);
 		return;
+	}
 	for (i = 0; i < op->snaps.n && i < MAX_VOLUMES; i++)
 		ids[i] = op->snaps.items[i].snapshot_id;
 	/* An image made (create) is tagged with its snapshots. */
@@ -36,6 +57,85 @@ void tag_backup_state(struct helper *h, struct operation *op, const char *state)
 	if (worker_create_tags(h->worker, ids, i, &tag, 1, h->cfg->ec2_timeout_ms, &err) != 0)
 		log_warn("request %s: could not tag snapshots as %s: %s: %s", op->request_id, state,
 		         err.code, err.msg);
+	else
+		op_settled(h, op);
+}
+
+/* An operation of this helper: its request is not left unfinished. */
+static bool request_is_ours(const struct helper *h, const char *request_id)
+{
+	const struct operation *op;
+
+	if (h->active && !strcmp(h->active->request_id, request_id))
+		return true;
+	for (op = h->stuck; op; op = op->next_stuck)
+		if (!strcmp(op->request_id, request_id))
+			return true;
+	return false;
+}
+
+void inflight_resolve(struct helper *h)
+{
+	struct inflight_entry e[16];
+	size_t n = inflight_list(h->cfg->state_dir, e, 16), i, j;
+	time_t now = time(NULL);
+
+	for (i = 0; i < n; i++) {
+		const char *keys[2] = {REQUEST_ID_TAG, "ami-snapshot:backup-state"};
+		const char *values[2] = {e[i].request_id, "started"};
+		struct ec2_tag failed = {"ami-snapshot:backup-state", "failed"};
+		struct ec2_snapshot_set found = {0};
+		const char *ids[MAX_VOLUMES];
+		struct strbuf list;
+		struct amis_err err;
+
+		if (request_is_ours(h, e[i].request_id))
+			continue;
+		err_clear(&err);
+		if (worker_find_snapshots_tags(h->worker, keys, values, 2, h->cfg->ec2_timeout_ms,
+		                               &found, &err) != 0) {
+			log_warn(
+			    "request %s: left unfinished by a helper that ended without finishing "
+			    "it; could not look for its snapshots: %s: %s (looked for again at the "
+			    "next request)",
+			    e[i].request_id, err.code, err.msg);
+			return; /* EC2 unreachable: not once per entry */
+		}
+		if (!found.n) {
+			if (now - e[i].since > INFLIGHT_KEEP_S) {
+				log_info(
+				    "request %s: left unfinished by a helper that ended without "
+				    "finishing it; no snapshot of it still says started after %ld "
+				    "s: "
+				    "forgotten",
+				    e[i].request_id, (long)(now - e[i].since));
+				inflight_remove(h->cfg->state_dir, e[i].request_id);
+			}
+			continue;
+		}
+		sb_init(&list);
+		for (j = 0; j < found.n && j < MAX_VOLUMES; j++) {
+			ids[j] = found.items[j].snapshot_id;
+			sb_appendf(&list, "%s%s", j ? "," : "", ids[j]);
+		}
+		if (worker_create_tags(h->worker, ids, j, &failed, 1, h->cfg->ec2_timeout_ms,
+		                       &err) != 0) {
+			log_warn(
+			    "request %s: could not tag failed the snapshots a helper that ended "
+			    "without finishing it left saying started (%s): %s: %s",
+			    e[i].request_id, sb_str(&list), err.code, err.msg);
+		} else {
+			log_warn("request %s: left unfinished by a helper that ended without "
+			         "finishing it "
+			         "(%ld s ago: killed, crashed, or the machine stopped); its %zu "
+			         "snapshot(s) "
+			         "still said backup-state=started: tagged failed: %s",
+			         e[i].request_id, (long)(now - e[i].since), j, sb_str(&list));
+			inflight_remove(h->cfg->state_dir, e[i].request_id);
+		}
+		sb_free(&list);
+		ec2_snapshot_set_free(&found);
+	}
 }
 
 /* Logs op's snapshot ids (what a later tag is about). */
@@ -391,6 +491,8 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 	}
 	/* register: the image, from the complete snapshot set, once the backup stopped. */
 	if (op->image == IMAGE_REGISTER && register_after_stop(h, op, tags, ntags, c) != 0) {
+		/* The set is complete and tagged stopped: only the image failed. */
+		op_settled(h, op);
 		op_end(h, c);
 		return -1;
 	}
@@ -407,6 +509,8 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 		conn_send(c, buf, len);
 	log_info("request %s: done (stop lsn %s)%s", op->request_id, stop_lsn,
 	         nwarn ? " with warnings" : "");
+	/* A complete backup, even when a tag failed (the warning says so): never tagged failed. */
+	op_settled(h, op);
 	op_end(h, c);
 	return -1; /* the conversation is complete */
 }

@@ -6,7 +6,8 @@ failure leaves the database serving, nothing frozen, and a history row.
 Cases: an EC2 error after the backup started, query cancel,
 statement_timeout, pg_terminate_backend, the client vanishing (backend exit
 via client_connection_check_interval), a second concurrent call (Busy), a
-path outside the helper's allow-list, freeze => false.
+path outside the helper's allow-list, freeze => false, an immediate
+shutdown of the server during a call (its row settled by the next call).
 """
 
 import os
@@ -177,6 +178,38 @@ def main():
                    "FROM ami_snapshot('no freeze', freeze => false)")
         is_(r, "succeeded|0|3", "freeze => false: snapshots without freezing")
         check_after(w, "freeze => false")
+
+        # 10. An immediate shutdown during a call: no exit callback runs, the
+        #     row stays 'running' until the next call settles it.
+        w.emulator_control({"latency_ms": 3000})
+        p = session(w, ["SELECT * FROM ami_snapshot('immediate')"], background=True)
+        wait_for_call(w)
+        time.sleep(0.8)
+        w.stop_postgres(mode="immediate")
+        p.communicate(timeout=60)
+        w.start_postgres()
+        w.emulator_control({"latency_ms": 0})
+        row = "SELECT status, coalesce(error_code, '') FROM ami_snapshot_history " \
+              "WHERE name = 'immediate'"
+        is_(w.psql(row), "running|",
+            "immediate shutdown: the row is left 'running' (no exit callback ran)")
+        deadline = time.time() + 60
+        r = None
+        while time.time() < deadline:
+            r = w.psql("SELECT status FROM ami_snapshot('after immediate')", check=False)
+            if r.returncode == 0:
+                break
+            time.sleep(0.5)   # the helper may still be ending the vanished call: Busy
+        ok(r is not None and r.returncode == 0 and "succeeded" in r.stdout,
+           "immediate shutdown: the next call succeeds", r.stderr if r else None)
+        is_(w.psql(row), "failed|BackendGone", "immediate shutdown: the next call settled the "
+            "vanished call's row: failed, BackendGone")
+        ok("immediate shutdown of the server" in w.psql(
+            "SELECT error_message FROM ami_snapshot_history WHERE name = 'immediate'"),
+           "immediate shutdown: its message says what happened")
+        is_(w.psql("SELECT count(*) FROM ami_snapshot_history WHERE status = 'running'"), "0",
+            "immediate shutdown: no row is left running")
+        check_after(w, "immediate shutdown")
     except Exception as e:
         bail(e, [w.helper_log])
     finally:
