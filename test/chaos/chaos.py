@@ -268,14 +268,12 @@ class Campaign:
             os.kill(hp, signal.SIGSTOP)
             time.sleep(0.2 + x * (FREEZE_TIMEOUT_S + 1.5))
             os.kill(hp, signal.SIGCONT)
-        elif fault == "watchdog_kill":
-            pid = self.child_by_uid(0)
-            if pid:
-                os.kill(pid, signal.SIGKILL)
-        elif fault == "worker_kill":
-            pid = self.child_by_uid(65534)
-            if pid:
-                os.kill(pid, signal.SIGKILL)
+        elif fault in ("watchdog_kill", "worker_kill"):
+            pid = self.child_by_uid(0 if fault == "watchdog_kill" else 65534)
+            if not pid:
+                self.event("%s: no such process now (not injected)" % fault)
+                return
+            os.kill(pid, signal.SIGKILL)
         elif fault in ("backend_terminate", "backend_cancel"):
             pid = self.backend_pid()
             if pid:
