@@ -28,8 +28,32 @@ struct inflight_entry {
 	time_t since; /* the file's mtime: when the request made its first call */
 };
 
+/*
+ * A complete backup whose final tags EC2 refused: the entry then holds the
+ * tags to apply, one per line ("tag\t<resource id>\t<key>\t<value>"), and
+ * inflight_resolve() applies them instead of tagging anything failed.
+ */
+struct inflight_tag {
+	char resource[32];
+	char key[129];
+	char value[257];
+};
+
 /* Records request_id durably; -1 with err ("StateDir") if it cannot. */
 int inflight_add(const char *state_dir, const char *request_id, struct amis_err *err);
+/*
+ * Replaces request_id's entry with the tags to apply (atomically, durably);
+ * -1 with err ("StateDir"; "InvalidArgument" for a value with a tab or a
+ * newline, which the format cannot hold).
+ */
+int inflight_write_tags(const char *state_dir, const char *request_id,
+                        const struct inflight_tag *tags, size_t n, struct amis_err *err);
+/*
+ * The tags request_id's entry holds (*out malloc'd, NULL and 0 for an
+ * empty entry); -1 if it cannot be read or a line is malformed (logged).
+ */
+int inflight_read_tags(const char *state_dir, const char *request_id, struct inflight_tag **out,
+                       size_t *n);
 /* Forgets request_id (a missing entry is fine; a failure is logged). */
 void inflight_remove(const char *state_dir, const char *request_id);
 /*

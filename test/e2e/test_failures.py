@@ -179,6 +179,32 @@ def main():
         is_(r, "succeeded|0|3", "freeze => false: snapshots without freezing")
         check_after(w, "freeze => false")
 
+        # 9b. EC2 refuses the final tags of a complete backup: the call
+        #     succeeds with a warning, the tags are recorded and applied by
+        #     the helper before its next request (never tagged failed).
+        w.emulator_control({"action": "CreateTags", "fault": "internal", "count": 4})
+        r = w.psql("SELECT status FROM ami_snapshot('tags refused')", check=False)
+        ok(r.returncode == 0 and "succeeded" in r.stdout,
+           "tags refused: the backup itself succeeds", r.stderr)
+        ok("applied again before the helper's next request" in r.stderr,
+           "tags refused: a warning says the tags will be applied again", r.stderr)
+        w.emulator_reset()
+
+        def tagged(name):
+            return [s["tags"] for s in w.emulator_state()["snapshots"]
+                    if s["tags"].get("ami-snapshot:name") == name]
+        is_(sorted(set(t.get("ami-snapshot:backup-state") for t in tagged("tags refused"))),
+            ["started"], "tags refused: meanwhile its snapshots still say started")
+        is_(w.psql("SELECT status FROM ami_snapshot('after tags refused')"), "succeeded",
+            "tags refused: the next call succeeds")
+        got = tagged("tags refused")
+        is_(sorted(set(t.get("ami-snapshot:backup-state") for t in got)), ["stopped"],
+            "tags refused: the next call applied the recorded tags: stopped, not failed")
+        ok(got and all("ami-snapshot:backup-label-1" in t and "ami-snapshot:stop-lsn" in t
+                       for t in got),
+           "tags refused: with the backup label and the stop LSN")
+        check_after(w, "tags refused")
+
         # 10. An immediate shutdown during a call: no exit callback runs, the
         #     row stays 'running' until the next call settles it.
         w.emulator_control({"latency_ms": 3000})

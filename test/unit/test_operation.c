@@ -63,6 +63,9 @@ static struct {
 	bool inflight_add_fails;
 	time_t inflight_since;
 	bool leftover_started; /* DescribeSnapshots by request id + started finds a set */
+	int recorded_tags;     /* inflight_write_tags: how many */
+	char recorded_state[16];
+	int tags_fail; /* so many CreateTags fail */
 	int leftover_finds;
 } fx;
 
@@ -94,6 +97,33 @@ void inflight_remove(const char *state_dir, const char *request_id)
 			fx.ninflight--;
 			return;
 		}
+}
+
+int inflight_write_tags(const char *state_dir, const char *request_id,
+                        const struct inflight_tag *tags, size_t n, struct amis_err *err)
+{
+	size_t i;
+
+	fx.recorded_tags = (int)n;
+	for (i = 0; i < n; i++)
+		if (!strcmp(tags[i].key, "ami-snapshot:backup-state"))
+			snprintf(fx.recorded_state, sizeof(fx.recorded_state), "%s", tags[i].value);
+	return 0;
+}
+
+int inflight_read_tags(const char *state_dir, const char *request_id, struct inflight_tag **out,
+                       size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	if (fx.recorded_tags) {
+		*out = calloc(1, sizeof(**out));
+		snprintf((*out)->resource, sizeof((*out)->resource), "snap-0000000000000000a");
+		snprintf((*out)->key, sizeof((*out)->key), "ami-snapshot:backup-state");
+		snprintf((*out)->value, sizeof((*out)->value), "%s", fx.recorded_state);
+		*n = 1;
+	}
+	return 0;
 }
 
 size_t inflight_list(const char *state_dir, struct inflight_entry *out, size_t max)
@@ -383,6 +413,10 @@ int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
 	size_t i;
 
 	fx.tag_calls++;
+	if (fx.tags_fail > 0) {
+		fx.tags_fail--;
+		return err_set(err, AMIS_E_INTERNAL_ERROR, "fake: CreateTags failed");
+	}
 	for (i = 0; i < ntags; i++) {
 		if (!strcmp(tags[i].key, "ami-snapshot:backup-state"))
 			snprintf(fx.last_tag_state, sizeof(fx.last_tag_state), "%s", tags[i].value);
@@ -888,6 +922,32 @@ static void test_inflight(struct helper *h)
 	prepare(h, cl, "inflight old", true);
 	answer(cl);
 	is_int(fx.ninflight, 0, "inflight: ... and forgotten once older than INFLIGHT_KEEP_S");
+	op_client_gone(h, &cl->c, "test: done");
+	client_free(cl);
+
+	/* A complete backup whose tags EC2 refuses: recorded, applied before the next request. */
+	fx_reset();
+	fx.tags_fail = 1;
+	cl = client_new(0);
+	prepare(h, cl, "inflight tags", true);
+	answer(cl);
+	snapshot(h, cl);
+	answer(cl);
+	finish(h, cl);
+	is_int(answer(cl), AMSP_DONE, "inflight: tags refused: the backup is still DONE");
+	ok(amsp_count(&cl->m, AMSP_T_WARNING) >= 2, "inflight: ... with warnings saying so");
+	is_str(fx.recorded_state, "stopped",
+	       "inflight: the tags (backup-state=stopped) are recorded");
+	is_int(fx.ninflight, 1, "inflight: the entry is kept");
+	client_free(cl);
+	fx.last_tag_state[0] = '\0';
+	cl = client_new(0);
+	prepare(h, cl, "inflight tags next", true);
+	is_int(answer(cl), AMSP_PREPARED, "inflight: the next PREPARE works");
+	is_str(fx.last_tag_state, "stopped",
+	       "inflight: it applied the recorded tags (never failed)");
+	is_int(fx.leftover_finds, 0, "inflight: and did not look for snapshots to tag failed");
+	is_int(fx.ninflight, 0, "inflight: the entry is gone");
 	op_client_gone(h, &cl->c, "test: done");
 	client_free(cl);
 
