@@ -140,7 +140,7 @@ for s in "${suites[@]}"; do
 		;;
 	e2e)
 		echo "== end-to-end tests"
-		prove -v test/e2e/test_*.py >"$LOGDIR/e2e.log" 2>&1
+		prove -v --timer test/e2e/test_*.py >"$LOGDIR/e2e.log" 2>&1
 		rc=$?
 		grep -E '^(not ok|#   |Failed|Result|Files=)' "$LOGDIR/e2e.log" | head -60
 		count_tap e2e "$LOGDIR/e2e.log" $rc

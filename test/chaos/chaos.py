@@ -45,13 +45,15 @@ from tap import bail, diag, done, ok  # noqa: E402
 from world import HELPER, PGBIN, World  # noqa: E402
 from e2e import check_restore, MARK_PROC  # noqa: E402
 from restore import Restored  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+from test_helper_faults import FAIL_THAW_SHIM  # noqa: E402
 
 FREEZE_TIMEOUT_S = 3
 # Where a signal fault lands: the helper's steps, as its log and --status show them.
 STEPS = ["connect", "prepared", "frozen", "pending", "tagging", "done"]
 SIGNAL_FAULTS = ["helper_kill", "helper_term", "helper_stopcont", "watchdog_kill",
                  "worker_kill", "backend_terminate", "backend_cancel", "client_disconnect",
-                 "pg_immediate"]
+                 "pg_immediate", "thaw_fails"]
 EC2_FAULTS = ["ec2_internal", "ec2_throttle", "ec2_timeout", "ec2_lost", "ec2_garbage",
               "ec2_slow", "tags_fail", "imds_down", "statement_timeout"]
 FAULTS = SIGNAL_FAULTS + EC2_FAULTS
@@ -125,6 +127,15 @@ class Campaign:
 
     def setup(self):
         w = self.w
+        # The helper with a shim that fails FITHAW while a file exists.
+        shim, src = w.path("failthaw.so"), w.path("failthaw.c")
+        with open(src, "w") as f:
+            f.write(FAIL_THAW_SHIM)
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", shim, src, "-ldl"], check=True)
+        self.fail_thaw_flag = w.path("fail-thaw")
+        self.helper_env = {"LD_PRELOAD": shim, "AMIS_TEST_FAIL_THAW": self.fail_thaw_flag}
+        w.stop_helper()
+        w.start_helper(env_extra=self.helper_env)
         w.psql("CREATE DATABASE bench")
         w.as_postgres([os.path.join(PGBIN, "pgbench"), "-h", w.pgrun, "-p", str(w.port), "-i",
                        "-s", "2", "--tablespace=ts1", "-q", "bench"])
@@ -178,7 +189,7 @@ class Campaign:
             return
         self.w.procs.pop("helper", None)
         t0 = time.monotonic()
-        self.w.start_helper()
+        self.w.start_helper(env_extra=self.helper_env)
         while time.monotonic() - t0 < 10:
             if self.status().startswith("state:"):
                 break
@@ -197,8 +208,10 @@ class Campaign:
     def choose(self, i):
         nfaults = 2 if self.rng.random() < 0.2 else 1
         faults = self.rng.sample(FAULTS, nfaults)
+        kind = self.rng.random()
         return {"run": i, "name": "chaos-%d-%d" % (self.seed, i),
-                "freeze": self.rng.random() >= 0.1,
+                "freeze": not 0.70 <= kind < 0.80,
+                "image": "register" if 0.80 <= kind < 0.93 else "create" if kind >= 0.93 else None,
                 "faults": [(f, self.rng.choice(STEPS) if f in SIGNAL_FAULTS else None,
                             self.rng.random()) for f in faults]}
 
@@ -282,6 +295,13 @@ class Campaign:
         elif fault == "client_disconnect":
             subprocess.run(["pkill", "-KILL", "-f", "ami_snapshot\\('%s'" % self.current["name"]])
             call.send_signal(signal.SIGKILL)
+        elif fault == "thaw_fails":
+            # FITHAW fails (EIO, the helper's LD_PRELOAD shim) for a while:
+            # the helper and its watchdog retry until it works.
+            open(self.fail_thaw_flag, "w").close()
+            threading.Timer(0.3 + x * (FREEZE_TIMEOUT_S - 1),
+                            lambda: os.path.exists(self.fail_thaw_flag)
+                            and os.unlink(self.fail_thaw_flag)).start()
         elif fault == "pg_immediate":
             w.stop_postgres(mode="immediate")
             self.pg_restarts += 1
@@ -293,8 +313,8 @@ class Campaign:
         c = self.choose(i)
         self.current = c
         self.timeline = []
-        self.event("run %d: %s, freeze=%s, faults %s" % (
-            i, c["name"], c["freeze"],
+        self.event("run %d: %s, freeze=%s, image=%s, faults %s" % (
+            i, c["name"], c["freeze"], c["image"],
             ", ".join("%s@%s" % (f, s) if s else f for f, s, _ in c["faults"])))
         for f, s, x in c["faults"]:
             if f in EC2_FAULTS:
@@ -315,7 +335,9 @@ class Campaign:
         if stmt:
             sql += ["-c", "SET statement_timeout = %d" % int(300 + c["faults"][0][2] * 2000)]
         sql += ["-c", "SELECT status, array_to_string(snapshot_ids, ',') FROM ami_snapshot("
-                      "'%s', freeze => %s)" % (c["name"], "true" if c["freeze"] else "false")]
+                      "'%s', freeze => %s%s)" % (c["name"], "true" if c["freeze"] else "false",
+                                                ", image => '%s'" % c["image"] if c["image"]
+                                                else "")]
         cmd = w.pg_cmd([x for x in w.psql_cmd() if x not in ("-v", "ON_ERROR_STOP=1")] + sql)
         call = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 40
@@ -338,6 +360,9 @@ class Campaign:
         bout, _ = bench.communicate(timeout=120)
         marks.join(60)
         # Recover what the faults took down, then clear them.
+        deadline = time.monotonic() + FREEZE_TIMEOUT_S + 2
+        while os.path.exists(self.fail_thaw_flag) and time.monotonic() < deadline:
+            time.sleep(0.1)
         self.ensure_postgres()
         self.ensure_helper(i)
         w.emulator_control({"clear_faults": True, "clear_imds": True})
@@ -382,10 +407,16 @@ class Campaign:
                               s["tags"].get("ami-snapshot:name"),
                               s["tags"].get("ami-snapshot:backup-state"))
                for s in snaps if s["tags"].get("ami-snapshot:backup-state") not in FINAL_STATES]
-        self.check(not bad, -1, "every snapshot the campaign made has a final backup-state",
-                   "\n".join(bad))
-        ok(True, "after %d runs: no row running, %d snapshots all in a final state"
-           % (self.done_runs, len(snaps)))
+        images = [im for im in w.emulator_state().get("images", [])
+                  if im.get("tags", {}).get("ami-snapshot:name", "").startswith("chaos")]
+        bad += ["%s %s (%s)" % (im.get("image_id", im.get("id")), im["tags"].get("ami-snapshot:name"),
+                               im["tags"].get("ami-snapshot:backup-state"))
+                for im in images if im.get("state") != "deregistered"
+                and im["tags"].get("ami-snapshot:backup-state") not in FINAL_STATES | {None}]
+        self.check(not bad, -1, "every snapshot and image the campaign made has a final "
+                   "backup-state", "\n".join(bad))
+        ok(True, "after %d runs: no row running, %d snapshots and %d images all in a final state"
+           % (self.done_runs, len(snaps), len(images)))
         if self.good:
             i, ids, before = self.good[-1]
             restored = Restored(w, ids)
@@ -408,8 +439,9 @@ class Campaign:
                 return False
             self.done_runs += 1
             c = self.current
-            ok(True, "run %d (%s): %s: the guarantees hold" % (
+            ok(True, "run %d (%s%s): %s: the guarantees hold" % (
                 i, "freeze" if c["freeze"] else "no freeze",
+                ", image %s" % c["image"] if c["image"] else "",
                 ", ".join("%s@%s" % (f, s) if s else f for f, s, _ in c["faults"])))
             diag("\n".join(self.timeline[1:]))
             if self.restore_every and (i + 1) % self.restore_every == 0 and i + 1 < self.runs:
