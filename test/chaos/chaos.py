@@ -461,6 +461,7 @@ class Campaign:
         """calls consecutive snapshots with no fault: memory and descriptors stay flat."""
         self.setup()
         w = self.w
+        w.emulator_control({"latency_ms": 0})
         samples = []
         for i in range(calls):
             r = w.psql("SELECT status FROM ami_snapshot('soak-%d')" % i, check=False)
