@@ -13,6 +13,10 @@
 #                         methods (the last step of make bench)
 #   make bench-verify     a restore drill's phases and production's pgbench
 #                         latency during one (also a step of make bench)
+#   make chaos            (as root) a randomized fault campaign: SEED=, RUNS=,
+#                         RESTORE_EVERY= (test/chaos/, doc/testing.md)
+#   make soak             (as root) SOAK_CALLS consecutive calls, memory and
+#                         descriptors of the helper and its worker sampled
 #   make fuzz             build the libFuzzer targets (clang) and run each
 #                         for FUZZ_SECONDS (default 300); see test/fuzz/
 
@@ -164,6 +168,17 @@ bench-ami: all
 	test/bench/ami_methods.py --runs $(BENCH_AMI_RUNS) --latencies 0,50 \
 		--csv $(BENCH_OUT)/ami_methods.csv
 
+# The fault campaign and the soak (test/chaos/chaos.py; doc/testing.md,
+# "The fault campaign").  The same SEED replays the same choices.
+SEED ?= $(shell date +%s)
+RUNS ?= 100
+RESTORE_EVERY ?= 25
+SOAK_CALLS ?= 1000
+chaos: all
+	test/chaos/chaos.py --seed $(SEED) --runs $(RUNS) --restore-every $(RESTORE_EVERY)
+soak: all
+	test/chaos/chaos.py --soak $(SOAK_CALLS)
+
 # Fuzzing (clang, libFuzzer + ASan/UBSan): the helper's parsers of what it
 # reads from clients, EC2, IMDS and its files.  Builds into build/fuzz/.
 FUZZ_SECONDS ?= 300
@@ -171,4 +186,4 @@ fuzz:
 	$(MAKE) -C test/fuzz
 	test/fuzz/run.sh $(FUZZ_SECONDS)
 
-.PHONY: helper-all helper-clean install-helper clean-test-results bench bench-ami bench-verify fuzz
+.PHONY: helper-all helper-clean install-helper clean-test-results bench bench-ami bench-verify fuzz chaos soak

@@ -99,13 +99,23 @@ typedef struct TableInfo
 	int			ncolumns;
 	int			key;			/* request_id */
 	int			started_at;		/* kept from the first write */
+	int			status;
+	const char *gone_status;	/* what a row whose backend vanished becomes */
+	const char *gone_message;
 } TableInfo;
 
 static const TableInfo tables[] = {
 	[HT_SNAPSHOTS] = {"ami_snapshot_history", column_names, column_types, HC_NCOLUMNS,
-	HC_REQUEST_ID, HC_STARTED_AT},
+		HC_REQUEST_ID, HC_STARTED_AT, HC_STATUS, "failed",
+		"the backend running ami_snapshot() ended without a word (a crash, or an immediate "
+		"shutdown of the server: no exit callback ran); the helper ended the operation when "
+		"the connection closed, and tagged any snapshots it made "
+		"ami-snapshot:backup-state=aborted or failed"},
 	[HT_VERIFICATIONS] = {"ami_snapshot_verification", verification_names, verification_types,
-	VC_NCOLUMNS, VC_REQUEST_ID, VC_STARTED_AT},
+		VC_NCOLUMNS, VC_REQUEST_ID, VC_STARTED_AT, VC_STATUS, "interrupted",
+		"the backend running ami_snapshot_verify() ended without a word (a crash, or an "
+		"immediate shutdown of the server: no exit callback ran); the helper stopped the "
+		"drill when the connection closed and cleaned up after it"},
 };
 
 void
@@ -359,6 +369,34 @@ qualified_table(HistoryTable table)
 	return result;
 }
 
+/*
+ * A call starting settles the rows of calls whose backend vanished without
+ * running its exit callback (a crash, an immediate shutdown, SIGKILL): rows
+ * still 'running' that began before the server last started, or whose
+ * backend_pid no longer belongs to a backend that was there when they began.
+ * A backend this role may not see the start time of is left alone.
+ */
+static void
+settle_vanished(const char *table, const TableInfo *ti, Datum request_id)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+
+	values[0] = request_id;
+	values[1] = CStringGetTextDatum(ti->gone_message);
+	run_sql(psprintf("UPDATE %s AS h SET status = '%s', finished_at = pg_catalog.now(), "
+					 "error_code = 'BackendGone', error_message = $2 "
+					 "WHERE h.status OPERATOR(pg_catalog.=) 'running' "
+					 "AND h.request_id OPERATOR(pg_catalog.<>) $1 "
+					 "AND (h.started_at OPERATOR(pg_catalog.<) pg_catalog.pg_postmaster_start_time() "
+					 "OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a "
+					 "WHERE a.pid OPERATOR(pg_catalog.=) h.backend_pid "
+					 "AND (a.backend_start IS NULL "
+					 "OR a.backend_start OPERATOR(pg_catalog.<=) h.started_at)))",
+					 table, ti->gone_status),
+			2, types, values, NULL);
+}
+
 void
 ami_snapshot_history_worker(Datum main_arg)
 {
@@ -428,6 +466,7 @@ ami_snapshot_history_worker(Datum main_arg)
 		char		nulls[HISTORY_MAX_COLUMNS];
 		char	   *p = sh->data;
 		const TableInfo *ti = &tables[sh->table == HT_VERIFICATIONS ? HT_VERIFICATIONS : HT_SNAPSHOTS];
+		bool		starting = false;
 		int			i;
 
 		table = qualified_table(sh->table == HT_VERIFICATIONS ? HT_VERIFICATIONS : HT_SNAPSHOTS);
@@ -451,6 +490,8 @@ ami_snapshot_history_worker(Datum main_arg)
 			{
 				values[i - 1] = PointerGetDatum(cstring_to_text_with_len(p, sh->lens[i]));
 				nulls[i - 1] = ' ';
+				if (i == ti->status && sh->lens[i] == 7 && memcmp(p, "running", 7) == 0)
+					starting = true;
 				p += sh->lens[i];
 			}
 			/* On update, keep what an earlier write recorded if this one has NULL. */
@@ -464,6 +505,9 @@ ami_snapshot_history_worker(Datum main_arg)
 
 		sh->id = run_sql(sql.data, sh->ncolumns - 1, types, values, nulls);
 		sh->done = 1;
+		/* After the row is recorded: a failure here (logged) loses nothing of it. */
+		if (starting)
+			settle_vanished(table, ti, values[ti->key - 1]);
 	}
 	PG_CATCH();
 	{

@@ -28,7 +28,7 @@ fi
 scripts/install-deps.sh || { echo "FAIL: installing dependencies" >&2; exit 1; }
 
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(unit unit-san fuzz emulator sql e2e pgversions packages)
+[ ${#suites[@]} -gt 0 ] || suites=(unit unit-san fuzz emulator sql e2e chaos pgversions packages)
 
 LOGDIR=$(mktemp -d /var/tmp/amis-test-logs.XXXXXX)
 # Sandboxes of another run on this machine (another checkout) are not ours.
@@ -140,10 +140,20 @@ for s in "${suites[@]}"; do
 		;;
 	e2e)
 		echo "== end-to-end tests"
-		prove -v test/e2e/test_*.py >"$LOGDIR/e2e.log" 2>&1
+		prove -v --timer test/e2e/test_*.py >"$LOGDIR/e2e.log" 2>&1
 		rc=$?
 		grep -E '^(not ok|#   |Failed|Result|Files=)' "$LOGDIR/e2e.log" | head -60
 		count_tap e2e "$LOGDIR/e2e.log" $rc
+		;;
+	chaos)
+		# A short randomized fault campaign with a fixed seed (test/chaos/,
+		# doc/testing.md "The fault campaign"): the same choices every run.
+		echo "== fault campaign (seed ${AMIS_CHAOS_SEED:-20261203}, ${AMIS_CHAOS_RUNS:-12} runs)"
+		test/chaos/chaos.py --seed "${AMIS_CHAOS_SEED:-20261203}" --runs "${AMIS_CHAOS_RUNS:-12}" \
+			>"$LOGDIR/chaos.log" 2>&1
+		rc=$?
+		grep -E '^(ok|not ok|#   )' "$LOGDIR/chaos.log" | head -60
+		count_tap chaos "$LOGDIR/chaos.log" $rc
 		;;
 	pgversions)
 		# Build, SQL regression tests and the main end-to-end test on the

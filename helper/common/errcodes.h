@@ -36,6 +36,10 @@
 	X(CLIENT_GONE, "ClientGone", AMIS_F_MAYBE_DONE,                                            \
 	  "the client went away during the call; the call was abandoned")                          \
 	X(HELPER_STOPPING, "HelperStopping", 0, "the helper is stopping; nothing new is frozen")   \
+	X(STOP_REQUESTED, "StopRequested", AMIS_F_MAYBE_DONE,                                      \
+	  "the helper was told to stop while frozen; the call in flight was abandoned, thawed")    \
+	X(TOO_MANY_CONNECTIONS, "TooManyConnections", 0,                                           \
+	  "every connection slot of the helper is taken by a call in progress")                    \
 	X(HELPER_ERROR, "HelperError", 0, "an error the helper reported without a code")           \
 	X(HELPER_SOCKET, "HelperSocket", 0, "the helper's socket or its directory is unsafe")      \
 	X(HELPER_CONFIG, "HelperConfig", 0, "the helper's configuration is invalid")               \

@@ -162,11 +162,12 @@ static const struct field_rule w_create_tags_rules[] = {
     {AMSP_T_TAG_VALUE, K_STR, TAG_VALUE_LEN, 1, W_MAXTAGS},
 };
 
+/* One or two tags, all of which the snapshots carry. */
 static const struct field_rule w_find_snapshots_rules[] = {
     {AMSP_T_SEQ, K_U32, 4, 1, 1},
     {AMSP_T_TIMEOUT_MS, K_U32, 4, 1, 1},
-    {AMSP_T_TAG_KEY, K_STR, TAG_KEY_LEN, 1, 1},
-    {AMSP_T_TAG_VALUE, K_STR, TAG_VALUE_LEN, 1, 1},
+    {AMSP_T_TAG_KEY, K_STR, TAG_KEY_LEN, 1, 2},
+    {AMSP_T_TAG_VALUE, K_STR, TAG_VALUE_LEN, 1, 2},
 };
 
 static const struct field_rule w_describe_image_rules[] = {

@@ -5,6 +5,7 @@
  * writes, no retries; a retry thaws first and runs a whole new cycle.
  */
 #include "op_internal.h"
+#include "inflight.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -311,6 +312,17 @@ int handle_snapshot(struct helper *h, struct conn *c, const struct amsp_msgview 
 	op->ncreate_tags = r.ntags;
 
 	/*
+	 * Recorded before any call that can make snapshots: if this helper dies
+	 * before they carry their final state, the next one tags them failed.
+	 */
+	if (inflight_add(h->cfg->state_dir, op->request_id, &err) != 0) {
+		err_prefix(&err, "nothing was frozen");
+		sb_init(&attempts);
+		goto fail;
+	}
+	op->inflight = true;
+
+	/*
 	 * A retryable failure of the call made while frozen: thaw (done), wait,
 	 * and run the whole cycle again.  Never a retry while frozen.
 	 */
@@ -445,8 +457,10 @@ fail:
 			lost = true;
 		image_cleanup_failed(h, op, &err);
 	}
-	if (lost)
+	if (lost) {
+		op->answer_lost = true;
 		find_lost_snapshots(h, op, &err);
+	}
 	if (freeze_plan_any_frozen(&op->plan))
 		log_error("request %s: snapshot failed: %s: %s", op->request_id, err.code, err.msg);
 	else

@@ -285,6 +285,12 @@ int image_create_while_frozen(struct helper *h, struct operation *op, const stru
 			        "were awaited");
 			goto out;
 		}
+		if (h->stop && *h->stop && freeze_plan_any_frozen(&op->plan)) {
+			err_set(
+			    err, AMIS_E_STOP_REQUESTED,
+			    "the helper was told to stop while the image's snapshots were awaited");
+			goto out;
+		}
 		/* Never a new worker (fork, exec, IMDS) while frozen. */
 		if (op->freeze && !worker_running(h->worker)) {
 			err_set(err, AMIS_E_WORKER_DIED,

@@ -108,6 +108,8 @@ struct operation {
 	struct amis_err thaw_err; /* the last failure */
 	unsigned int thaw_retries;
 	bool tag_failed_after_thaw; /* failed while frozen: tag its snapshots once thawed */
+	bool inflight;              /* recorded in state_dir/inflight (inflight.h) */
+	bool answer_lost;           /* a creating call's answer was lost: EC2 may still make them */
 	long long thaw_next_try_usec;
 	long long thaw_logged_usec;
 };
@@ -169,5 +171,9 @@ void find_lost_snapshots(struct helper *h, struct operation *op, struct amis_err
 int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m);
 void log_snapshot_ids(const struct operation *op, const char *what);
 void tag_backup_state(struct helper *h, struct operation *op, const char *state);
+/* The operation's snapshots carry their final backup-state: forget its inflight entry. */
+void op_settled(struct helper *h, struct operation *op);
+/* Tags failed what requests left unfinished by a helper that died made (inflight.h). */
+void inflight_resolve(struct helper *h);
 
 #endif

@@ -53,15 +53,21 @@ static int wait_poll(void *arg, struct pollfd *fds, nfds_t n, int timeout_ms)
 	return server_poll(fds, n, timeout_ms);
 }
 
-/* While frozen, an administrator's THAW abandons the call. */
+/*
+ * While frozen, an administrator's THAW abandons the call, and so does a
+ * request to stop (SIGTERM: systemctl stop, a shutdown): the filesystems
+ * are thawed at once, not when EC2 answers, and the client is told why.
+ */
 static const char *wait_abandon(void *arg)
 {
 	struct helper *h = arg;
 
+	if (h->stop && *h->stop && h->active && freeze_plan_any_frozen(&h->active->plan))
+		return amis_code_str(AMIS_E_STOP_REQUESTED);
 	if (!h->thaw_requested)
 		return NULL;
 	h->thaw_requested = false;
-	return "ThawRequested";
+	return amis_code_str(AMIS_E_THAW_REQUESTED);
 }
 
 struct helper *helper_new(struct helper_config *cfg, const char *config_path,

@@ -212,6 +212,8 @@ int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *
 	struct amsp_writer w;
 	size_t i, len;
 
+	/* Before this request: what a helper that died left unfinished (inflight.h). */
+	inflight_resolve(h);
 	err_clear(&err);
 	op = xcalloc(1, sizeof(*op));
 	op->owner = c;

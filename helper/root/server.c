@@ -1,8 +1,10 @@
 /*
  * server.c - see server.h.
  *
- * Single-threaded: one poll() loop, signal handlers only set flags.  At
- * most SERVER_MAX_CONNS clients; a peer whose uid is not in allowed_users
+ * Single-threaded: one poll() loop, signal handlers only set flags.  The
+ * connection slots are shared as server.h says (root has its own; a
+ * connection with nothing in progress has a short deadline and is the first
+ * to go when the slots are full); a peer whose uid is not in allowed_users
  * (nor root) is closed before a single byte of it is read.  A malformed
  * frame closes the connection with a logged reason.
  *
@@ -29,7 +31,7 @@
 static struct {
 	const struct server_handlers *hs;
 	int lfd;
-	struct conn *conns[SERVER_MAX_CONNS];
+	struct conn *conns[SERVER_SLOTS];
 	bool running;
 } srv;
 
@@ -213,6 +215,94 @@ static void conn_close(const struct server_handlers *hs, struct conn **slot, con
 	*slot = NULL;
 }
 
+/* Whether c has nothing in progress: no operation, no job. */
+static bool conn_idle(const struct conn *c)
+{
+	return !c->op && !c->job;
+}
+
+/*
+ * Refuses a connection that gets no slot with an ERROR its client reads as
+ * the answer to its first request (the extension: an SQL error with the
+ * code, not a connection reset).  Never blocks.
+ */
+static void refuse(int fd, const char *msg)
+{
+	unsigned char buf[512];
+	struct amsp_writer w;
+	size_t len;
+
+	/*
+	 * What the client sent already is read first: closing a socket with
+	 * unread data would make the client's next read a reset, not our answer.
+	 */
+	for (int i = 0; i < 256 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0; i++)
+		;
+	amsp_begin(&w, buf, sizeof(buf), AMSP_ERROR);
+	amsp_put_str(&w, AMSP_T_ERROR_CODE, amis_code_str(AMIS_E_TOO_MANY_CONNECTIONS));
+	amsp_put_str(&w, AMSP_T_ERROR_MESSAGE, msg);
+	amsp_put_str(&w, AMSP_T_ERROR_STAGE, "connect");
+	len = amsp_end(&w);
+	if (len && send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		log_debug("could not tell a refused client why: %s", strerror(errno));
+	close(fd);
+}
+
+/*
+ * The slot for a new connection of uid, or -1.  Root takes any free slot;
+ * the others at most SERVER_MAX_CONNS in all and SERVER_MAX_CONNS_PER_UID
+ * each.  When a limit is reached, the connection silent longest (at least
+ * SERVER_EVICT_AFTER_MS) that has nothing in progress and counts against
+ * that limit is closed to make room.
+ */
+static int find_slot(const struct server_handlers *hs, struct conn **conns, uid_t uid,
+                     long long now)
+{
+	int i, free_slot = -1, others = 0, mine = 0, victim = -1;
+	bool full;
+
+	for (i = 0; i < SERVER_SLOTS; i++) {
+		if (!conns[i]) {
+			if (free_slot < 0)
+				free_slot = i;
+			continue;
+		}
+		if (conns[i]->uid != 0)
+			others++;
+		if (conns[i]->uid == uid)
+			mine++;
+	}
+	if (uid == 0)
+		full = free_slot < 0;
+	else
+		full =
+		    free_slot < 0 || others >= SERVER_MAX_CONNS || mine >= SERVER_MAX_CONNS_PER_UID;
+	if (!full)
+		return free_slot;
+	for (i = 0; i < SERVER_SLOTS; i++) {
+		struct conn *c = conns[i];
+
+		if (!c || !conn_idle(c) ||
+		    now - c->last_activity_us < SERVER_EVICT_AFTER_MS * 1000LL)
+			continue;
+		/* Room only comes from a connection counted against the limit reached. */
+		if (uid != 0 && free_slot >= 0 && others < SERVER_MAX_CONNS && c->uid != uid)
+			continue;
+		if (uid != 0 && c->uid == 0)
+			continue;
+		if (victim < 0 || c->last_activity_us < conns[victim]->last_activity_us)
+			victim = i;
+	}
+	if (victim < 0)
+		return -1;
+	log_warn("connection slots full: closing the connection of pid %ld uid %u, silent for "
+	         "%.1f s with no request in progress, for a new one of uid %u",
+	         (long)conns[victim]->pid, (unsigned)conns[victim]->uid,
+	         (now - conns[victim]->last_activity_us) / 1e6, (unsigned)uid);
+	conn_close(hs, &conns[victim], "closed to make room (connection slots full)");
+	return free_slot >= 0 ? free_slot : victim;
+}
+
 static void accept_one(const struct server_handlers *hs, int lfd, struct conn **conns)
 {
 	const struct helper_config *cfg = hs->cfg;
@@ -220,6 +310,7 @@ static void accept_one(const struct server_handlers *hs, int lfd, struct conn **
 	socklen_t len = sizeof(cred);
 	struct timeval tv = {5, 0};
 	struct conn *c;
+	long long now;
 	int fd, i;
 
 	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -239,11 +330,14 @@ static void accept_one(const struct server_handlers *hs, int lfd, struct conn **
 		close(fd);
 		return;
 	}
-	for (i = 0; i < SERVER_MAX_CONNS && conns[i]; i++)
-		;
-	if (i == SERVER_MAX_CONNS) {
-		log_warn("rejected connection from pid %ld: too many connections", (long)cred.pid);
-		close(fd);
+	now = mono_usec();
+	i = find_slot(hs, conns, cred.uid, now);
+	if (i < 0) {
+		log_warn(
+		    "rejected connection from pid %ld uid %u: every connection slot it may use "
+		    "has a call in progress",
+		    (long)cred.pid, (unsigned)cred.uid);
+		refuse(fd, "every connection slot of the helper has a call in progress; try again");
 		return;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -251,7 +345,7 @@ static void accept_one(const struct server_handlers *hs, int lfd, struct conn **
 	c->fd = fd;
 	c->uid = cred.uid;
 	c->pid = cred.pid;
-	c->last_activity_us = mono_usec();
+	c->last_activity_us = now;
 	conns[i] = c;
 	log_debug("connection from pid %ld uid %u", (long)c->pid, (unsigned)c->uid);
 }
@@ -337,8 +431,8 @@ static void handle_readable(const struct server_handlers *hs, struct conn **slot
 
 int server_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
 {
-	struct pollfd pfd[SERVER_MAX_CONNS + 8];
-	int idx[SERVER_MAX_CONNS + 8];
+	struct pollfd pfd[SERVER_SLOTS + 8];
+	int idx[SERVER_SLOTS + 8];
 	nfds_t n = 0, i;
 	int rc, mine = 0;
 
@@ -352,7 +446,7 @@ int server_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
 	pfd[n].events = POLLIN;
 	pfd[n].revents = 0;
 	idx[n++] = -1;
-	for (i = 0; i < SERVER_MAX_CONNS; i++) {
+	for (i = 0; i < SERVER_SLOTS; i++) {
 		/* Not the operation's own client: its caller watches it. */
 		if (!srv.conns[i] || srv.conns[i]->op)
 			continue;
@@ -383,8 +477,8 @@ int server_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
 int server_run(const struct server_handlers *hs, int lfd, volatile sig_atomic_t *stop)
 {
 	struct conn **conns = srv.conns;
-	struct pollfd pfd[SERVER_MAX_CONNS + 1];
-	int idx[SERVER_MAX_CONNS + 1];
+	struct pollfd pfd[SERVER_SLOTS + 1];
+	int idx[SERVER_SLOTS + 1];
 	int i;
 
 	srv.hs = hs;
@@ -398,7 +492,7 @@ int server_run(const struct server_handlers *hs, int lfd, volatile sig_atomic_t 
 		pfd[n].fd = lfd;
 		pfd[n].events = POLLIN;
 		idx[n++] = -1;
-		for (i = 0; i < SERVER_MAX_CONNS; i++) {
+		for (i = 0; i < SERVER_SLOTS; i++) {
 			if (!conns[i])
 				continue;
 			pfd[n].fd = conns[i]->fd;
@@ -423,15 +517,22 @@ int server_run(const struct server_handlers *hs, int lfd, volatile sig_atomic_t 
 		}
 		hs->tick(hs->ctx);
 		now = mono_usec();
-		for (i = 0; i < SERVER_MAX_CONNS; i++) {
-			if (conns[i] && !hs->may_idle(conns[i]) &&
-			    now - conns[i]->last_activity_us > client_timeout_us)
+		for (i = 0; i < SERVER_SLOTS; i++) {
+			if (!conns[i])
+				continue;
+			if (conn_idle(conns[i]) &&
+			    now - conns[i]->last_activity_us > SERVER_REQUEST_DEADLINE_MS * 1000LL)
+				conn_close(hs, &conns[i],
+				           conns[i]->inlen ? "no complete request within 10 s"
+				                           : "no request within 10 s");
+			else if (!hs->may_idle(conns[i]) &&
+			         now - conns[i]->last_activity_us > client_timeout_us)
 				conn_close(hs, &conns[i], "client timed out (client_timeout)");
 		}
 	}
 	/* No nested accepts while the last operations are being ended. */
 	srv.running = false;
-	for (i = 0; i < SERVER_MAX_CONNS; i++)
+	for (i = 0; i < SERVER_SLOTS; i++)
 		if (conns[i])
 			conn_close(hs, &conns[i], "helper shutting down");
 	return 0;

@@ -14,7 +14,21 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+/*
+ * Connection slots.  Callers other than root share SERVER_MAX_CONNS, one uid
+ * at most SERVER_MAX_CONNS_PER_UID of them; SERVER_ROOT_CONNS more are
+ * root's only, so that --status and --thaw always get an answer.  A
+ * connection that owns no operation and no job must send a complete request
+ * within SERVER_REQUEST_DEADLINE_MS of connecting (or of its last answer);
+ * when the slots are full, the one silent longest (at least
+ * SERVER_EVICT_AFTER_MS) without an operation or a job is closed to make room.
+ */
 #define SERVER_MAX_CONNS 8
+#define SERVER_MAX_CONNS_PER_UID 6
+#define SERVER_ROOT_CONNS 2
+#define SERVER_SLOTS (SERVER_MAX_CONNS + SERVER_ROOT_CONNS)
+#define SERVER_REQUEST_DEADLINE_MS 10000
+#define SERVER_EVICT_AFTER_MS 1000
 
 struct operation;
 struct child;

@@ -5,6 +5,7 @@
  * request-id tag their own CreateSnapshots set.
  */
 #include "op_internal.h"
+#include "inflight.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -17,7 +18,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Marks snapshots of an operation that did not complete; after the thaw only. */
+void op_settled(struct helper *h, struct operation *op)
+{
+	if (!op->inflight)
+		return;
+	inflight_remove(h->cfg->state_dir, op->request_id);
+	op->inflight = false;
+}
+
+/*
+ * Marks snapshots of an operation that did not complete; after the thaw
+ * only.  Once they are tagged (or nothing was made, and no lost answer can
+ * still make something), the operation's inflight entry goes; otherwise it
+ * stays for inflight_resolve().
+ */
 void tag_backup_state(struct helper *h, struct operation *op, const char *state)
 {
 	struct ec2_tag tag = {"ami-snapshot:backup-state", state};
@@ -25,8 +39,15 @@ void tag_backup_state(struct helper *h, struct operation *op, const char *state)
 	struct amis_err err;
 	size_t i;
 
-	if (!op->snaps.n && !op->image_id[0])
+	if (!op->snaps.n && !op->image_id[0]) {
+		if (op->answer_lost && op->inflight)
+			log_info("request %s: its entry in %s/%s is kept: EC2 may still make the "
+			         "snapshots of its lost call; the next requests look for them",
+			         op->request_id, h->cfg->state_dir, INFLIGHT_DIR);
+		else
+			op_settled(h, op);
 		return;
+	}
 	for (i = 0; i < op->snaps.n && i < MAX_VOLUMES; i++)
 		ids[i] = op->snaps.items[i].snapshot_id;
 	/* An image made (create) is tagged with its snapshots. */
@@ -36,6 +57,137 @@ void tag_backup_state(struct helper *h, struct operation *op, const char *state)
 	if (worker_create_tags(h->worker, ids, i, &tag, 1, h->cfg->ec2_timeout_ms, &err) != 0)
 		log_warn("request %s: could not tag snapshots as %s: %s: %s", op->request_id, state,
 		         err.code, err.msg);
+	else
+		op_settled(h, op);
+}
+
+/* An operation of this helper: its request is not left unfinished. */
+static bool request_is_ours(const struct helper *h, const char *request_id)
+{
+	const struct operation *op;
+
+	if (h->active && !strcmp(h->active->request_id, request_id))
+		return true;
+	for (op = h->stuck; op; op = op->next_stuck)
+		if (!strcmp(op->request_id, request_id))
+			return true;
+	return false;
+}
+
+/*
+ * The tags recorded for a complete backup whose tags EC2 refused, applied
+ * resource by resource.  1: the entry held tags (applied and dropped, or
+ * kept if it could not be read); 0: an empty entry; -1: EC2 refused again.
+ */
+static int apply_recorded_tags(struct helper *h, const char *request_id)
+{
+	struct inflight_tag *recs;
+	struct ec2_tag tags[EC2_MAX_TAGS_PER_RESOURCE];
+	struct amis_err err;
+	size_t n, i, j, nres = 0;
+
+	if (inflight_read_tags(h->cfg->state_dir, request_id, &recs, &n) != 0)
+		return 1;
+	if (!n)
+		return 0;
+	for (i = 0; i < n; i = j) {
+		const char *id = recs[i].resource;
+		size_t nt = 0;
+
+		for (j = i; j < n && !strcmp(recs[j].resource, id); j++)
+			if (nt < EC2_MAX_TAGS_PER_RESOURCE)
+				tags[nt++] = (struct ec2_tag){recs[j].key, recs[j].value};
+		err_clear(&err);
+		if (worker_create_tags(h->worker, &id, 1, tags, nt, h->cfg->ec2_timeout_ms, &err) !=
+		    0) {
+			log_warn(
+			    "request %s: the tags of a complete backup, recorded when EC2 refused "
+			    "them, were refused again (%s): %s: %s; tried again at the next "
+			    "request",
+			    request_id, id, err.code, err.msg);
+			free(recs);
+			return -1;
+		}
+		nres++;
+	}
+	log_warn("request %s: the tags of a complete backup, recorded when EC2 refused them, are "
+	         "applied now to its %zu snapshot(s) and image (backup-state=stopped)",
+	         request_id, nres);
+	inflight_remove(h->cfg->state_dir, request_id);
+	free(recs);
+	return 1;
+}
+
+void inflight_resolve(struct helper *h)
+{
+	struct inflight_entry e[16];
+	size_t n = inflight_list(h->cfg->state_dir, e, 16), i, j;
+	time_t now = time(NULL);
+
+	for (i = 0; i < n; i++) {
+		const char *keys[2] = {REQUEST_ID_TAG, "ami-snapshot:backup-state"};
+		const char *values[2] = {e[i].request_id, "started"};
+		struct ec2_tag failed = {"ami-snapshot:backup-state", "failed"};
+		struct ec2_snapshot_set found = {0};
+		const char *ids[MAX_VOLUMES];
+		struct strbuf list;
+		struct amis_err err;
+
+		if (request_is_ours(h, e[i].request_id))
+			continue;
+		err_clear(&err);
+		switch (apply_recorded_tags(h, e[i].request_id)) {
+		case 1:
+			continue; /* a complete backup's tags: applied, or kept for later */
+		case -1:
+			return; /* EC2 unreachable: not once per entry */
+		default:
+			break; /* an empty entry: what did the request leave? */
+		}
+		if (worker_find_snapshots_tags(h->worker, keys, values, 2, h->cfg->ec2_timeout_ms,
+		                               &found, &err) != 0) {
+			log_warn(
+			    "request %s: left unfinished by a helper that ended without finishing "
+			    "it; could not look for its snapshots: %s: %s (looked for again at the "
+			    "next request)",
+			    e[i].request_id, err.code, err.msg);
+			return; /* EC2 unreachable: not once per entry */
+		}
+		if (!found.n) {
+			if (now - e[i].since > INFLIGHT_KEEP_S) {
+				log_info(
+				    "request %s: left unfinished by a helper that ended without "
+				    "finishing it; no snapshot of it still says started after %ld "
+				    "s: "
+				    "forgotten",
+				    e[i].request_id, (long)(now - e[i].since));
+				inflight_remove(h->cfg->state_dir, e[i].request_id);
+			}
+			continue;
+		}
+		sb_init(&list);
+		for (j = 0; j < found.n && j < MAX_VOLUMES; j++) {
+			ids[j] = found.items[j].snapshot_id;
+			sb_appendf(&list, "%s%s", j ? "," : "", ids[j]);
+		}
+		if (worker_create_tags(h->worker, ids, j, &failed, 1, h->cfg->ec2_timeout_ms,
+		                       &err) != 0) {
+			log_warn(
+			    "request %s: could not tag failed the snapshots a helper that ended "
+			    "without finishing it left saying started (%s): %s: %s",
+			    e[i].request_id, sb_str(&list), err.code, err.msg);
+		} else {
+			log_warn("request %s: left unfinished by a helper that ended without "
+			         "finishing it "
+			         "(%ld s ago: killed, crashed, or the machine stopped); its %zu "
+			         "snapshot(s) "
+			         "still said backup-state=started: tagged failed: %s",
+			         e[i].request_id, (long)(now - e[i].since), j, sb_str(&list));
+			inflight_remove(h->cfg->state_dir, e[i].request_id);
+		}
+		sb_free(&list);
+		ec2_snapshot_set_free(&found);
+	}
 }
 
 /* Logs op's snapshot ids (what a later tag is about). */
@@ -225,6 +377,66 @@ static void add_chunk_tags(struct operation *op, const char *text, const char *w
 	*budget -= n;
 }
 
+/* Snapshot i's own tags (its device, its filesystem's layout); how many. */
+static size_t volume_tags(const struct operation *op, size_t i, struct ec2_tag *vtags,
+                          struct layout_tags *lt)
+{
+	size_t k, nv = 0;
+
+	for (k = 0; k < op->nvolumes; k++)
+		if (!strcmp(op->volume_ids[k], op->snaps.items[i].volume_id) &&
+		    op->device_names[k][0])
+			vtags[nv++] = (struct ec2_tag){"ami-snapshot:device", op->device_names[k]};
+	/* An image's other volumes (the root's...): their device names. */
+	for (k = 0; nv == 0 && k < op->nall; k++)
+		if (!strcmp(op->all_ids[k], op->snaps.items[i].volume_id) && op->all_devices[k][0])
+			vtags[nv++] = (struct ec2_tag){"ami-snapshot:device", op->all_devices[k]};
+	layout_volume_tags(op->targets, op->ntargets, &op->plan, op->snaps.items[i].volume_id, lt);
+	for (k = 0; k < lt->n; k++)
+		vtags[nv++] = lt->tags[k];
+	return nv;
+}
+
+static void add_record(struct inflight_tag **recs, size_t *n, size_t *cap, const char *id,
+                       const struct ec2_tag *t)
+{
+	struct inflight_tag *r;
+
+	if (*n == *cap) {
+		*cap = *cap ? 2 * *cap : 128;
+		*recs = xrealloc(*recs, *cap * sizeof(**recs));
+	}
+	r = &(*recs)[(*n)++];
+	snprintf(r->resource, sizeof(r->resource), "%s", id);
+	snprintf(r->key, sizeof(r->key), "%s", t->key);
+	snprintf(r->value, sizeof(r->value), "%s", t->value ? t->value : "");
+}
+
+/* Every tag of a complete backup, for inflight_resolve() to apply again. */
+static int record_tags(struct helper *h, struct operation *op, const char *const *ids, size_t nids,
+                       const struct ec2_tag *tags, size_t ntags, struct amis_err *err)
+{
+	struct inflight_tag *recs = NULL;
+	size_t n = 0, cap = 0, i, j;
+	int rc;
+
+	for (i = 0; i < nids; i++)
+		for (j = 0; j < ntags; j++)
+			add_record(&recs, &n, &cap, ids[i], &tags[j]);
+	for (i = 0; i < op->snaps.n && i < MAX_VOLUMES; i++) {
+		struct ec2_tag vtags[1 + LAYOUT_MAX_VOLUME_TAGS];
+		struct layout_tags lt;
+		size_t nv = volume_tags(op, i, vtags, &lt);
+
+		for (j = 0; j < nv; j++)
+			add_record(&recs, &n, &cap, op->snaps.items[i].snapshot_id, &vtags[j]);
+	}
+	err_clear(err);
+	rc = inflight_write_tags(h->cfg->state_dir, op->request_id, recs, n, err);
+	free(recs);
+	return rc;
+}
+
 /*
  * register, in FINISH: RegisterImage with every tag of the snapshots (those
  * CreateSnapshots set, backup-state stopped, and finish's), then the image
@@ -362,23 +574,8 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 	for (i = 0; !tag_failed && i < op->snaps.n && i < MAX_VOLUMES; i++) {
 		struct ec2_tag vtags[1 + LAYOUT_MAX_VOLUME_TAGS];
 		struct layout_tags lt;
-		size_t k, nv = 0;
+		size_t nv = volume_tags(op, i, vtags, &lt);
 
-		for (k = 0; k < op->nvolumes; k++)
-			if (!strcmp(op->volume_ids[k], op->snaps.items[i].volume_id) &&
-			    op->device_names[k][0])
-				vtags[nv++] =
-				    (struct ec2_tag){"ami-snapshot:device", op->device_names[k]};
-		/* An image's other volumes (the root's...): their device names. */
-		for (k = 0; nv == 0 && k < op->nall; k++)
-			if (!strcmp(op->all_ids[k], op->snaps.items[i].volume_id) &&
-			    op->all_devices[k][0])
-				vtags[nv++] =
-				    (struct ec2_tag){"ami-snapshot:device", op->all_devices[k]};
-		layout_volume_tags(op->targets, op->ntargets, &op->plan,
-		                   op->snaps.items[i].volume_id, &lt);
-		for (k = 0; k < lt.n; k++)
-			vtags[nv++] = lt.tags[k];
 		if (!nv)
 			continue;
 		if (worker_create_tags(h->worker, &ids[i], 1, vtags, nv, h->cfg->ec2_timeout_ms,
@@ -389,8 +586,24 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 			tag_failed = true;
 		}
 	}
+	/*
+	 * A complete backup whose tags EC2 refused: recorded, and applied again
+	 * before the next request (inflight_resolve); never tagged failed.
+	 */
+	if (tag_failed && record_tags(h, op, ids, nids, tags, ntags, &err) == 0) {
+		done_warning(&w, &nwarn, op->request_id,
+		             "the tags are recorded in %s/%s and applied again before the helper's "
+		             "next request",
+		             h->cfg->state_dir, INFLIGHT_DIR);
+		op->inflight = false; /* the entry now holds the tags: kept */
+	} else if (tag_failed) {
+		done_warning(&w, &nwarn, op->request_id,
+		             "the tags could not be recorded either: %s", err.msg);
+	}
 	/* register: the image, from the complete snapshot set, once the backup stopped. */
 	if (op->image == IMAGE_REGISTER && register_after_stop(h, op, tags, ntags, c) != 0) {
+		/* The set is complete and tagged stopped: only the image failed. */
+		op_settled(h, op);
 		op_end(h, c);
 		return -1;
 	}
@@ -407,6 +620,8 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 		conn_send(c, buf, len);
 	log_info("request %s: done (stop lsn %s)%s", op->request_id, stop_lsn,
 	         nwarn ? " with warnings" : "");
+	/* A complete backup, even when a tag failed (the warning says so): never tagged failed. */
+	op_settled(h, op);
 	op_end(h, c);
 	return -1; /* the conversation is complete */
 }

@@ -287,10 +287,12 @@ static int call_once(struct worker *w, size_t len, long wait_ms, struct amis_err
 		if (code || (abort_fd >= 0 && fds[1].revents)) {
 			abandon(w, seq);
 			if (code)
-				return err_set_code(
-				    err, code,
-				    "the EC2 call was abandoned: an administrator asked "
-				    "for a thaw; the request may have been executed");
+				return err_set_code(err, code,
+				                    "the EC2 call was abandoned: %s; the request "
+				                    "may have been executed",
+				                    amis_code_of(code) == AMIS_E_STOP_REQUESTED
+				                        ? "the helper was told to stop while frozen"
+				                        : "an administrator asked for a thaw");
 			return err_set(err, AMIS_E_CLIENT_GONE,
 			               "the EC2 call was abandoned because the client went away; "
 			               "the request may have been executed");
@@ -588,19 +590,29 @@ int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
 	return call(w, amsp_end(&aw), timeout_ms + WAIT_MARGIN_MS, err);
 }
 
-int worker_find_snapshots(struct worker *w, const char *key, const char *value, long timeout_ms,
-                          struct ec2_snapshot_set *out, struct amis_err *err)
+int worker_find_snapshots_tags(struct worker *w, const char *const *keys, const char *const *values,
+                               size_t n, long timeout_ms, struct ec2_snapshot_set *out,
+                               struct amis_err *err)
 {
 	struct amsp_writer aw;
+	size_t i;
 
 	if (begin(w, &aw, AMSP_W_FIND_SNAPSHOTS, err) != 0)
 		return -1;
 	amsp_put_u32(&aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
-	amsp_put_str(&aw, AMSP_T_TAG_KEY, key);
-	amsp_put_str(&aw, AMSP_T_TAG_VALUE, value);
+	for (i = 0; i < n; i++) {
+		amsp_put_str(&aw, AMSP_T_TAG_KEY, keys[i]);
+		amsp_put_str(&aw, AMSP_T_TAG_VALUE, values[i]);
+	}
 	if (call(w, amsp_end(&aw), timeout_ms + WAIT_MARGIN_MS, err) != 0)
 		return -1;
 	return reply_snapshots(w, out, err);
+}
+
+int worker_find_snapshots(struct worker *w, const char *key, const char *value, long timeout_ms,
+                          struct ec2_snapshot_set *out, struct amis_err *err)
+{
+	return worker_find_snapshots_tags(w, &key, &value, 1, timeout_ms, out, err);
 }
 
 /* ---- The AMI methods. ---- */

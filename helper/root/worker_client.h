@@ -99,6 +99,10 @@ int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
 /* Our snapshots carrying tag key=value (the worker's DescribeSnapshots by tag). */
 int worker_find_snapshots(struct worker *w, const char *key, const char *value, long timeout_ms,
                           struct ec2_snapshot_set *out, struct amis_err *err);
+/* The same with n (1 or 2) tags, all of which they carry. */
+int worker_find_snapshots_tags(struct worker *w, const char *const *keys, const char *const *values,
+                               size_t n, long timeout_ms, struct ec2_snapshot_set *out,
+                               struct amis_err *err);
 
 /*
  * The AMI methods.  worker_describe_image: one image by id, or ours by tag

@@ -951,40 +951,62 @@ int ec2_describe_snapshots(struct ec2_client *c, const struct aws_credentials *c
 	return rc;
 }
 
-void ec2_describe_snapshots_by_tag_params(struct ec2_params *p, const char *key, const char *value)
+void ec2_describe_snapshots_by_tags_params(struct ec2_params *p, const char *const *keys,
+                                           const char *const *values, size_t n)
 {
 	struct strbuf name;
+	size_t i;
 
-	sb_init(&name);
-	sb_appendf(&name, "tag:%s", key);
-	ec2_params_add(p, "Filter.1.Name", sb_str(&name));
-	ec2_params_add(p, "Filter.1.Value.1", value);
+	for (i = 0; i < n; i++) {
+		sb_init(&name);
+		sb_appendf(&name, "tag:%s", keys[i]);
+		ec2_params_addf(p, sb_str(&name), "Filter.%zu.Name", i + 1);
+		ec2_params_addf(p, values[i], "Filter.%zu.Value.1", i + 1);
+		sb_free(&name);
+	}
 	/* Only our own snapshots: without it, public snapshots could match too. */
 	ec2_params_add(p, "Owner.1", "self");
-	sb_free(&name);
 }
 
-int ec2_describe_snapshots_by_tag(struct ec2_client *c, const struct aws_credentials *creds,
-                                  const char *key, const char *value, long timeout_ms,
-                                  struct ec2_snapshot_set *out, struct amis_err *err)
+void ec2_describe_snapshots_by_tag_params(struct ec2_params *p, const char *key, const char *value)
+{
+	ec2_describe_snapshots_by_tags_params(p, &key, &value, 1);
+}
+
+int ec2_describe_snapshots_by_tags(struct ec2_client *c, const struct aws_credentials *creds,
+                                   const char *const *keys, const char *const *values, size_t n,
+                                   long timeout_ms, struct ec2_snapshot_set *out,
+                                   struct amis_err *err)
 {
 	struct ec2_params p;
 	xmlDocPtr doc = NULL;
+	size_t i;
 	int rc;
 
 	out->n = 0;
 	out->items = NULL;
-	if (!key || !key[0] || !value)
+	if (n == 0)
 		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
 		               "DescribeSnapshots by tag needs a tag key and a value");
+	for (i = 0; i < n; i++)
+		if (!keys[i] || !keys[i][0] || !values[i])
+			return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
+			               "DescribeSnapshots by tag needs a tag key and a value");
 	ec2_params_init(&p);
-	ec2_describe_snapshots_by_tag_params(&p, key, value);
+	ec2_describe_snapshots_by_tags_params(&p, keys, values, n);
 	rc = ec2_call(c, creds, "DescribeSnapshots", &p, timeout_ms, 0, &doc, err);
 	if (rc == 0 && ec2_parse_snapshot_set(doc, "", out, err) < 0)
 		rc = err_prefix(err, "EC2 DescribeSnapshots");
 	xml_free(doc);
 	ec2_params_free(&p);
 	return rc;
+}
+
+int ec2_describe_snapshots_by_tag(struct ec2_client *c, const struct aws_credentials *creds,
+                                  const char *key, const char *value, long timeout_ms,
+                                  struct ec2_snapshot_set *out, struct amis_err *err)
+{
+	return ec2_describe_snapshots_by_tags(c, creds, &key, &value, 1, timeout_ms, out, err);
 }
 
 int ec2_create_tags(struct ec2_client *c, const struct aws_credentials *creds,

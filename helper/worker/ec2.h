@@ -126,8 +126,15 @@ int ec2_describe_snapshots(struct ec2_client *c, const struct aws_credentials *c
 int ec2_describe_snapshots_by_tag(struct ec2_client *c, const struct aws_credentials *creds,
                                   const char *key, const char *value, long timeout_ms,
                                   struct ec2_snapshot_set *out, struct amis_err *err);
-/* Its parameters (exposed for tests). */
+/* The same with n tags, all of which the snapshots carry (Filter.1..n). */
+int ec2_describe_snapshots_by_tags(struct ec2_client *c, const struct aws_credentials *creds,
+                                   const char *const *keys, const char *const *values, size_t n,
+                                   long timeout_ms, struct ec2_snapshot_set *out,
+                                   struct amis_err *err);
+/* Their parameters (exposed for tests). */
 void ec2_describe_snapshots_by_tag_params(struct ec2_params *p, const char *key, const char *value);
+void ec2_describe_snapshots_by_tags_params(struct ec2_params *p, const char *const *keys,
+                                           const char *const *values, size_t n);
 /* CreateTags: ResourceId.N, Tag.N.Key, Tag.N.Value. */
 int ec2_create_tags(struct ec2_client *c, const struct aws_credentials *creds,
                     const char *const *resource_ids, size_t nres, const struct ec2_tag *tags,

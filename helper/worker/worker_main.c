@@ -425,8 +425,9 @@ static int w_create_tags(struct wstate *ws, uint32_t seq, long timeout_ms, struc
 }
 
 struct find_snapshots_arg {
-	const char *key;
-	const char *value;
+	const char *keys[2];
+	const char *values[2];
+	size_t n;
 	struct ec2_snapshot_set *out;
 };
 
@@ -436,23 +437,30 @@ static int run_find_snapshots(struct wstate *ws, const struct aws_credentials *c
 	struct find_snapshots_arg *f = arg;
 
 	ec2_snapshot_set_free(f->out);
-	return ec2_describe_snapshots_by_tag(aws_ctx_ec2(ws->aws), cr, f->key, f->value, timeout_ms,
-	                                     f->out, err);
+	return ec2_describe_snapshots_by_tags(aws_ctx_ec2(ws->aws), cr, f->keys, f->values, f->n,
+	                                      timeout_ms, f->out, err);
 }
 
 static int w_find_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms, struct amis_err *err)
 {
 	struct ec2_snapshot_set found = {0};
-	char *key = field_dup(amsp_get(&ws->m, AMSP_T_TAG_KEY));
-	char *value = field_dup(amsp_get(&ws->m, AMSP_T_TAG_VALUE));
-	struct find_snapshots_arg f = {key, value, &found};
+	struct find_snapshots_arg f = {{NULL, NULL}, {NULL, NULL}, 0, &found};
 	struct ec2_action a = {"DescribeSnapshots", true, run_find_snapshots, &f, false};
 	struct amsp_writer aw;
+	size_t i;
 	int rc;
 
+	/* The rules allow one or two of each; a key without its value is refused below. */
+	f.n = amsp_count(&ws->m, AMSP_T_TAG_KEY);
+	for (i = 0; i < f.n && i < 2; i++) {
+		f.keys[i] = field_dup(amsp_get_nth(&ws->m, AMSP_T_TAG_KEY, i));
+		f.values[i] = field_dup(amsp_get_nth(&ws->m, AMSP_T_TAG_VALUE, i));
+	}
 	rc = ec2_call_retrying(ws, timeout_ms, &a, err);
-	free(key);
-	free(value);
+	for (i = 0; i < 2; i++) {
+		free((char *)f.keys[i]);
+		free((char *)f.values[i]);
+	}
 	if (rc != 0) {
 		ec2_snapshot_set_free(&found);
 		return send_error(ws, seq, err);

@@ -6,7 +6,8 @@ failure leaves the database serving, nothing frozen, and a history row.
 Cases: an EC2 error after the backup started, query cancel,
 statement_timeout, pg_terminate_backend, the client vanishing (backend exit
 via client_connection_check_interval), a second concurrent call (Busy), a
-path outside the helper's allow-list, freeze => false.
+path outside the helper's allow-list, freeze => false, an immediate
+shutdown of the server during a call (its row settled by the next call).
 """
 
 import os
@@ -177,6 +178,64 @@ def main():
                    "FROM ami_snapshot('no freeze', freeze => false)")
         is_(r, "succeeded|0|3", "freeze => false: snapshots without freezing")
         check_after(w, "freeze => false")
+
+        # 9b. EC2 refuses the final tags of a complete backup: the call
+        #     succeeds with a warning, the tags are recorded and applied by
+        #     the helper before its next request (never tagged failed).
+        w.emulator_control({"action": "CreateTags", "fault": "internal", "count": 4})
+        r = w.psql("SELECT status FROM ami_snapshot('tags refused')", check=False)
+        ok(r.returncode == 0 and "succeeded" in r.stdout,
+           "tags refused: the backup itself succeeds", r.stderr)
+        ok("applied again before the helper's next request" in r.stderr,
+           "tags refused: a warning says the tags will be applied again", r.stderr)
+        w.emulator_reset()
+
+        def tagged(name):
+            return [s["tags"] for s in w.emulator_state()["snapshots"]
+                    if s["tags"].get("ami-snapshot:name") == name]
+        is_(sorted(set(t.get("ami-snapshot:backup-state") for t in tagged("tags refused"))),
+            ["started"], "tags refused: meanwhile its snapshots still say started")
+        is_(w.psql("SELECT status FROM ami_snapshot('after tags refused')"), "succeeded",
+            "tags refused: the next call succeeds")
+        got = tagged("tags refused")
+        is_(sorted(set(t.get("ami-snapshot:backup-state") for t in got)), ["stopped"],
+            "tags refused: the next call applied the recorded tags: stopped, not failed")
+        ok(got and all("ami-snapshot:backup-label-1" in t and "ami-snapshot:stop-lsn" in t
+                       for t in got),
+           "tags refused: with the backup label and the stop LSN")
+        check_after(w, "tags refused")
+
+        # 10. An immediate shutdown during a call: no exit callback runs, the
+        #     row stays 'running' until the next call settles it.
+        w.emulator_control({"latency_ms": 3000})
+        p = session(w, ["SELECT * FROM ami_snapshot('immediate')"], background=True)
+        wait_for_call(w)
+        time.sleep(0.8)
+        w.stop_postgres(mode="immediate")
+        p.communicate(timeout=60)
+        w.start_postgres()
+        w.emulator_control({"latency_ms": 0})
+        row = "SELECT status, coalesce(error_code, '') FROM ami_snapshot_history " \
+              "WHERE name = 'immediate'"
+        is_(w.psql(row), "running|",
+            "immediate shutdown: the row is left 'running' (no exit callback ran)")
+        deadline = time.time() + 60
+        r = None
+        while time.time() < deadline:
+            r = w.psql("SELECT status FROM ami_snapshot('after immediate')", check=False)
+            if r.returncode == 0:
+                break
+            time.sleep(0.5)   # the helper may still be ending the vanished call: Busy
+        ok(r is not None and r.returncode == 0 and "succeeded" in r.stdout,
+           "immediate shutdown: the next call succeeds", r.stderr if r else None)
+        is_(w.psql(row), "failed|BackendGone", "immediate shutdown: the next call settled the "
+            "vanished call's row: failed, BackendGone")
+        ok("immediate shutdown of the server" in w.psql(
+            "SELECT error_message FROM ami_snapshot_history WHERE name = 'immediate'"),
+           "immediate shutdown: its message says what happened")
+        is_(w.psql("SELECT count(*) FROM ami_snapshot_history WHERE status = 'running'"), "0",
+            "immediate shutdown: no row is left running")
+        check_after(w, "immediate shutdown")
     except Exception as e:
         bail(e, [w.helper_log])
     finally:

@@ -265,6 +265,136 @@ def test_status_thaw(w):
     is_(ask(w, "status").stdout.splitlines()[0], "state: idle", "--status: idle afterwards")
 
 
+def test_stop_while_frozen(w):
+    """SIGTERM while frozen: the call in flight is abandoned and the
+    filesystems thawed at once, as --thaw does; the caller gets StopRequested."""
+    pos = log_pos(w)
+    first = slow_frozen_call_bg(w, "privsep-stop", 45000)
+    try:
+        st = wait_state(w, "frozen")
+        ok(st is not None and "state: frozen" in st.stdout, "stop: the call is frozen")
+        helper = w.procs["helper"]
+        helper.terminate()
+        try:
+            rc = helper.wait(90)
+        except subprocess.TimeoutExpired:
+            rc = None
+        is_(rc, 0, "stop: the helper exits cleanly")
+        w.procs.pop("helper", None)
+        is_(w.frozen_mounts(), [], "stop: nothing is frozen once the helper is gone")
+        out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    ok("StopRequested" in err, "stop: the call fails with the helper's code StopRequested, "
+       "not a broken connection", err)
+    ok("08006" not in err and "closed the connection" not in err,
+       "stop: ... and not as a lost connection", err)
+    is_(out.split()[-2:], ["t", "t"], "stop: the session's backup was stopped")
+    h = w.psql("SELECT name, status, error_code FROM ami_snapshot_history "
+               "WHERE name = 'privsep-stop'").split("|")
+    is_(h[1:3], ["failed", "StopRequested"], "stop: the history records StopRequested")
+    log = log_since(w, pos)
+    ok("told to stop while frozen" in log, "stop: the helper logs why the call was abandoned")
+    ok(re.search(r"EC2 created (\d+) snapshot\(s\) despite the failure", log) is not None,
+       "stop: the snapshots made by the abandoned call were found by tag")
+    state = w.emulator_state()
+    made = [s for s in state["snapshots"] if s["tags"].get("ami-snapshot:name") == "privsep-stop"]
+    ok(made and all(s["tags"].get("ami-snapshot:backup-state") == "failed" for s in made),
+       "stop: ... and tagged backup-state=failed before the helper exited")
+    w.emulator_reset()
+    w.start_helper()
+    check_after(w, "after a stop while frozen")
+
+
+# Run as the allowed user: opens 7 connections to the helper's socket at
+# once (even ones silent, odd ones with half a frame header), reports which
+# are still open after 0.5 s, then, on a line from stdin, waits until the
+# helper closed every one (at most 20 s) and reports again.
+SLOT_HOLDER = r"""
+import json, socket, sys, time
+socks = []
+for i in range(7):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sys.argv[1])
+    if i % 2:
+        s.send(b"AMSP\x00")
+    socks.append(s)
+def states():
+    out = []
+    for s in socks:
+        s.setblocking(False)
+        try:
+            d = s.recv(65536)
+            out.append("closed" if not d else "answer:" + d[12:].decode("utf-8", "replace"))
+        except BlockingIOError:
+            out.append("open")
+        except OSError as e:
+            out.append("closed")
+    return out
+time.sleep(0.5)
+first = states()
+print(json.dumps(first), flush=True)
+sys.stdin.readline()
+deadline = time.time() + 20
+closed = [x != "open" for x in first]
+while time.time() < deadline and not all(closed):
+    for i, s in enumerate(socks):
+        if not closed[i]:
+            try:
+                s.setblocking(False)
+                d = s.recv(65536)
+                closed[i] = True
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed[i] = True
+    time.sleep(0.1)
+print(json.dumps(closed), flush=True)
+"""
+
+
+def test_connection_slots(w):
+    """An allowed user holding connections with no request cannot starve root
+    nor the database: a uid gets at most 6 slots, root always answers, an idle
+    connection makes room for a real call, and a connection that sends no
+    complete request is dropped after 10 s."""
+    import json
+    pos = log_pos(w)
+    holder = subprocess.Popen(["runuser", "-u", "postgres", "--", sys.executable, "-c",
+                               SLOT_HOLDER, w.path("run", "helper.sock")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(holder.stdout.readline())
+        diag("the 7 connections after 0.5 s: %s" % first)
+        is_(sum(1 for x in first if x == "open"), 6,
+            "slots: one uid keeps at most 6 connections to the helper")
+        refused = [x for x in first if x.startswith("answer:")]
+        if refused:
+            ok("TooManyConnections" in refused[0],
+               "slots: the one refused is told TooManyConnections", refused[0])
+        st = ask(w, "status")
+        ok(st.stdout.startswith("state: idle"),
+           "slots: root's --status is answered meanwhile", st.stdout + st.stderr)
+        time.sleep(1.2)
+        r = session(w, ["SELECT status FROM ami_snapshot('privsep-slots')"])
+        ok("succeeded" in r.stdout, "slots: ami_snapshot() from the database succeeds meanwhile",
+           r.stderr)
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        closed = json.loads(holder.stdout.readline())
+        ok(all(closed), "slots: the helper closed every connection that sent no request", closed)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+    log = log_since(w, pos)
+    ok("closed to make room" in log, "slots: an idle connection was closed to make room (log)")
+    ok("no request within 10 s" in log and "no complete request within 10 s" in log,
+       "slots: silent and half-sent connections are dropped after 10 s (log)")
+    check_after(w, "after the connection slots")
+
+
 def test_worker_killed(w):
     wpid = worker_of(w)
     os.kill(wpid, signal.SIGKILL)
@@ -354,6 +484,8 @@ def main():
         test_identity(w)
         test_busy_while_waiting(w)
         test_status_thaw(w)
+        test_stop_while_frozen(w)
+        test_connection_slots(w)
         test_worker_killed(w)
         test_worker_cannot_start(w)
     except Exception as e:

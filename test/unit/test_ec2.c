@@ -54,6 +54,23 @@ static void test_form_encoding(void)
 	       "DescribeSnapshots by tag: filter on the tag, own snapshots only");
 	ec2_params_free(&p);
 
+	{
+		const char *keys[2] = {"ami-snapshot:request-id", "ami-snapshot:backup-state"};
+		const char *values[2] = {"0b5e-Req-1", "started"};
+
+		ec2_params_init(&p);
+		ec2_describe_snapshots_by_tags_params(&p, keys, values, 2);
+		sb_reset(&sb);
+		ec2_form_encode("DescribeSnapshots", &p, &sb);
+		is_str(sb_str(&sb),
+		       "Action=DescribeSnapshots&Version=2016-11-15"
+		       "&Filter.1.Name=tag%3Aami-snapshot%3Arequest-id&Filter.1.Value.1=0b5e-Req-1"
+		       "&Filter.2.Name=tag%3Aami-snapshot%3Abackup-state&Filter.2.Value.1=started"
+		       "&Owner.1=self",
+		       "DescribeSnapshots by two tags: two filters (both must match), own only");
+		ec2_params_free(&p);
+	}
+
 	sb_reset(&sb);
 	ec2_uri_encode(&sb, "AZaz09-_.~ !\"#$%&'()*+,/:;<=>?@[\\]^`{|}\x7f");
 	is_str(sb_str(&sb),

@@ -22,6 +22,7 @@
 
 #include "config.h"
 #include "freeze.h"
+#include "inflight.h"
 #include "marker.h"
 #include "operation.h"
 #include "protocol.h"
@@ -56,12 +57,84 @@ static struct {
 	int registers, image_creates, image_frozen, deregisters, image_polls;
 	char last_image_state_tag[32];
 	bool boot_in_set; /* the last CreateSnapshots included the root volume */
+	/* The inflight entries (inflight.h), in memory; what a dead helper left. */
+	char inflight[8][65];
+	int ninflight, inflight_adds;
+	bool inflight_add_fails;
+	time_t inflight_since;
+	bool leftover_started; /* DescribeSnapshots by request id + started finds a set */
+	int recorded_tags;     /* inflight_write_tags: how many */
+	char recorded_state[16];
+	int tags_fail; /* so many CreateTags fail */
+	int leftover_finds;
 } fx;
 
 static void fx_reset(void)
 {
 	memset(&fx, 0, sizeof(fx));
 	fx.frozen_during_call = -1;
+	fx.inflight_since = time(NULL);
+}
+
+int inflight_add(const char *state_dir, const char *request_id, struct amis_err *err)
+{
+	if (fx.inflight_add_fails)
+		return err_set(err, AMIS_E_STATE_DIR, "test: state_dir is full");
+	fx.inflight_adds++;
+	if (fx.ninflight < 8)
+		snprintf(fx.inflight[fx.ninflight++], 65, "%s", request_id);
+	return 0;
+}
+
+void inflight_remove(const char *state_dir, const char *request_id)
+{
+	int i;
+
+	for (i = 0; i < fx.ninflight; i++)
+		if (!strcmp(fx.inflight[i], request_id)) {
+			memmove(fx.inflight[i], fx.inflight[i + 1],
+			        (size_t)(fx.ninflight - i - 1) * 65);
+			fx.ninflight--;
+			return;
+		}
+}
+
+int inflight_write_tags(const char *state_dir, const char *request_id,
+                        const struct inflight_tag *tags, size_t n, struct amis_err *err)
+{
+	size_t i;
+
+	fx.recorded_tags = (int)n;
+	for (i = 0; i < n; i++)
+		if (!strcmp(tags[i].key, "ami-snapshot:backup-state"))
+			snprintf(fx.recorded_state, sizeof(fx.recorded_state), "%s", tags[i].value);
+	return 0;
+}
+
+int inflight_read_tags(const char *state_dir, const char *request_id, struct inflight_tag **out,
+                       size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	if (fx.recorded_tags) {
+		*out = calloc(1, sizeof(**out));
+		snprintf((*out)->resource, sizeof((*out)->resource), "snap-0000000000000000a");
+		snprintf((*out)->key, sizeof((*out)->key), "ami-snapshot:backup-state");
+		snprintf((*out)->value, sizeof((*out)->value), "%s", fx.recorded_state);
+		*n = 1;
+	}
+	return 0;
+}
+
+size_t inflight_list(const char *state_dir, struct inflight_entry *out, size_t max)
+{
+	size_t i;
+
+	for (i = 0; i < (size_t)fx.ninflight && i < max; i++) {
+		snprintf(out[i].request_id, sizeof(out[i].request_id), "%s", fx.inflight[i]);
+		out[i].since = fx.inflight_since;
+	}
+	return i;
 }
 
 const struct sys_paths volumes_sys_paths_default;
@@ -340,6 +413,10 @@ int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
 	size_t i;
 
 	fx.tag_calls++;
+	if (fx.tags_fail > 0) {
+		fx.tags_fail--;
+		return err_set(err, AMIS_E_INTERNAL_ERROR, "fake: CreateTags failed");
+	}
 	for (i = 0; i < ntags; i++) {
 		if (!strcmp(tags[i].key, "ami-snapshot:backup-state"))
 			snprintf(fx.last_tag_state, sizeof(fx.last_tag_state), "%s", tags[i].value);
@@ -442,6 +519,18 @@ int worker_find_snapshots(struct worker *w, const char *key, const char *value, 
 	out->n = 0;
 	out->items = NULL;
 	if (fx.call_makes_snapshots || (fx.image_creates && !fx.image_never_ready))
+		make_set(out);
+	return 0;
+}
+
+int worker_find_snapshots_tags(struct worker *w, const char *const *keys, const char *const *values,
+                               size_t n, long timeout_ms, struct ec2_snapshot_set *out,
+                               struct amis_err *err)
+{
+	fx.leftover_finds++;
+	out->n = 0;
+	out->items = NULL;
+	if (n == 2 && !strcmp(values[1], "started") && fx.leftover_started)
 		make_set(out);
 	return 0;
 }
@@ -767,6 +856,113 @@ static void test_failures(struct helper *h)
 	client_free(cl);
 }
 
+/* The inflight entries: recorded before the call, gone once the snapshots' state is final. */
+static void test_inflight(struct helper *h)
+{
+	struct client *cl;
+
+	fx_reset();
+	cl = client_new(0);
+	prepare(h, cl, "inflight ok", true);
+	answer(cl);
+	is_int(fx.ninflight, 0, "inflight: no entry after PREPARE (nothing can be made yet)");
+	snapshot(h, cl);
+	answer(cl);
+	is_int(fx.ninflight, 1, "inflight: one entry once SNAPSHOT made its call");
+	finish(h, cl);
+	is_int(answer(cl), AMSP_DONE, "inflight: DONE");
+	is_int(fx.ninflight, 0, "inflight: the entry is gone after DONE");
+	client_free(cl);
+
+	fx_reset();
+	fx.call_err = AMIS_E_INTERNAL_ERROR;
+	fx.call_err_count = 1;
+	cl = client_new(0);
+	prepare(h, cl, "inflight refused", true);
+	answer(cl);
+	check_failed(h, cl, snapshot(h, cl), "InternalError", "inflight: EC2 refused the call");
+	is_int(fx.ninflight, 0, "inflight: a refused call (nothing made) leaves no entry");
+	client_free(cl);
+
+	fx_reset();
+	fx.call_err = AMIS_E_TIMEOUT;
+	fx.call_err_count = 1;
+	cl = client_new(0);
+	prepare(h, cl, "inflight lost", true);
+	answer(cl);
+	check_failed(h, cl, snapshot(h, cl), "Timeout", "inflight: a lost answer, nothing found");
+	is_int(fx.ninflight, 1, "inflight: a lost answer with nothing found keeps its entry");
+	client_free(cl);
+
+	/* The next PREPARE looks: EC2 made them since, still saying started. */
+	fx.leftover_started = true;
+	fx.tag_calls = 0;
+	fx.last_tag_state[0] = '\0';
+	cl = client_new(0);
+	prepare(h, cl, "inflight next", true);
+	is_int(answer(cl), AMSP_PREPARED, "inflight: the next PREPARE works");
+	is_int(fx.leftover_finds, 1, "inflight: it looked for the lost call's snapshots by tag");
+	is_str(fx.last_tag_state, "failed", "inflight: and tagged them failed");
+	is_int(fx.ninflight, 0, "inflight: the entry is gone");
+	op_client_gone(h, &cl->c, "test: done");
+	client_free(cl);
+
+	/* What a helper that died left: nothing found yet, kept; too old, forgotten. */
+	fx_reset();
+	snprintf(fx.inflight[0], 65, "%s", "dead-helper-request-1");
+	fx.ninflight = 1;
+	cl = client_new(0);
+	prepare(h, cl, "inflight young", true);
+	answer(cl);
+	is_int(fx.ninflight, 1, "inflight: an entry with nothing found yet is kept");
+	op_client_gone(h, &cl->c, "test: done");
+	client_free(cl);
+	fx.inflight_since = time(NULL) - INFLIGHT_KEEP_S - 1;
+	cl = client_new(0);
+	prepare(h, cl, "inflight old", true);
+	answer(cl);
+	is_int(fx.ninflight, 0, "inflight: ... and forgotten once older than INFLIGHT_KEEP_S");
+	op_client_gone(h, &cl->c, "test: done");
+	client_free(cl);
+
+	/* A complete backup whose tags EC2 refuses: recorded, applied before the next request. */
+	fx_reset();
+	fx.tags_fail = 1;
+	cl = client_new(0);
+	prepare(h, cl, "inflight tags", true);
+	answer(cl);
+	snapshot(h, cl);
+	answer(cl);
+	finish(h, cl);
+	is_int(answer(cl), AMSP_DONE, "inflight: tags refused: the backup is still DONE");
+	ok(amsp_count(&cl->m, AMSP_T_WARNING) >= 2, "inflight: ... with warnings saying so");
+	is_str(fx.recorded_state, "stopped",
+	       "inflight: the tags (backup-state=stopped) are recorded");
+	is_int(fx.ninflight, 1, "inflight: the entry is kept");
+	client_free(cl);
+	fx.last_tag_state[0] = '\0';
+	cl = client_new(0);
+	prepare(h, cl, "inflight tags next", true);
+	is_int(answer(cl), AMSP_PREPARED, "inflight: the next PREPARE works");
+	is_str(fx.last_tag_state, "stopped",
+	       "inflight: it applied the recorded tags (never failed)");
+	is_int(fx.leftover_finds, 0, "inflight: and did not look for snapshots to tag failed");
+	is_int(fx.ninflight, 0, "inflight: the entry is gone");
+	op_client_gone(h, &cl->c, "test: done");
+	client_free(cl);
+
+	/* state_dir cannot record it: refused before anything is frozen or made. */
+	fx_reset();
+	fx.inflight_add_fails = true;
+	cl = client_new(0);
+	prepare(h, cl, "inflight full", true);
+	answer(cl);
+	check_failed(h, cl, snapshot(h, cl), "StateDir", "inflight: state_dir full");
+	is_int(fx.freezes + fx.creates, 0,
+	       "inflight: state_dir full: nothing frozen, nothing made");
+	client_free(cl);
+}
+
 static void test_stuck_thaw(struct helper *h)
 {
 	struct client *cl = client_new(0), *other = client_new(0);
@@ -951,6 +1147,7 @@ int main(void)
 
 	test_whole_call(h);
 	test_failures(h);
+	test_inflight(h);
 	test_stuck_thaw(h);
 	test_images(h);
 	free_helper(h);
