@@ -49,6 +49,9 @@ int job_cleanup_argv(const struct helper_config *cfg, const char *config_path, c
                      char **argv);
 void job_argv_free(char **argv);
 
+/* Whether kind is a lifecycle command (list, show, wait, prune, copy, lock, unlock). */
+bool job_kind_is_lifecycle(const char *kind);
+
 /* Whether kind is one the helper runs (and so may be logged as it is). */
 bool job_argv_ok_kind(const char *kind);
 
@@ -72,6 +75,15 @@ void jobs_cleanup_soon(struct jobs *js);
  * to close it.
  */
 int jobs_start(struct jobs *js, struct conn *c, const struct amsp_msgview *m);
+/*
+ * A backup of this name was made and tagged: the automatic lock ([lock]
+ * mode, for the names matching [lock] names) and copy ([copy] regions,
+ * for [copy] names) as one job of the helper's own, nobody waiting for it:
+ * lock, then wait for completion, then per region copy (and lock the
+ * copy).  Each step's outcome goes to the log; a failed wait ends it.
+ */
+void jobs_after_backup(struct jobs *js, const char *request_id, const char *name,
+                       const char *system_id);
 /* c's client sent ABORT or went away: its job is stopped (SIGTERM, then SIGKILL). */
 void jobs_abort(struct jobs *js, struct conn *c, const char *why);
 /* Every turn of the server loop: output, exits, kills after the grace, cleanups. */

@@ -4,6 +4,7 @@
  * failed, and the snapshots a lost or broken answer made, found by the
  * request-id tag their own CreateSnapshots set.
  */
+#include "job.h"
 #include "op_internal.h"
 
 #include <ctype.h>
@@ -407,6 +408,14 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 		conn_send(c, buf, len);
 	log_info("request %s: done (stop lsn %s)%s", op->request_id, stop_lsn,
 	         nwarn ? " with warnings" : "");
+	/*
+	 * The automatic lock and copy ([lock], [copy]): a job of the helper's
+	 * own, after the answer (the caller does not wait for it) and long
+	 * after the freeze.  Only a backup whose tags are complete: the copy
+	 * carries them.
+	 */
+	if (!tag_failed)
+		jobs_after_backup(h->jobs, op->request_id, op->name, op->system_id);
 	op_end(h, c);
 	return -1; /* the conversation is complete */
 }

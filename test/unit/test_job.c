@@ -75,7 +75,7 @@ int main(void)
 	       "launch false adds nothing");
 
 	/* Refusals. */
-	ok(strstr(RUN(&c, "wait", "name", "nightly"), "ERR InvalidRequest: unknown job kind"),
+	ok(strstr(RUN(&c, "frobnicate", "name", "nightly"), "ERR InvalidRequest: unknown job kind"),
 	   "an unknown kind");
 	ok(strstr(RUN(&c, "v\nerify", "name", "nightly"), "unknown job kind \"?\""),
 	   "a kind with a control character is not echoed");
@@ -155,6 +155,85 @@ int main(void)
 	   "a relative dump_dir refused");
 	config_free(&c);
 
+	/* The lifecycle kinds (doc/lifecycle.md): the ID last, after "--". */
+	is_str(RUN(&c, "wait", "id", "r-night-1", "system_id", "7000000000000000001", "timeout",
+	           "600", "interval", "2"),
+	       "/usr/sbin/ami-snapshot|wait|--config=/etc/ami-snapshot/helper.conf|--json|"
+	       "--system-id=7000000000000000001|--timeout=600|--interval=2|--|r-night-1",
+	       "wait: the cluster, the options, then -- and the ID");
+	is_str(RUN(&c, "prune", "system_id", "7", "policy", "nightly:last=7,daily=14", "policy",
+	           "weekly-*:within=30d", "dry_run", "true"),
+	       "/usr/sbin/ami-snapshot|prune|--config=/etc/ami-snapshot/helper.conf|--json|"
+	       "--system-id=7|--policy=nightly:last=7,daily=14|--policy=weekly-*:within=30d|"
+	       "--dry-run",
+	       "prune: policies and a dry run");
+	is_str(RUN(&c, "prune", "system_id", "7", "dry_run", "false"),
+	       "/usr/sbin/ami-snapshot|prune|--config=/etc/ami-snapshot/helper.conf|--json|"
+	       "--system-id=7",
+	       "prune: dry_run false adds nothing (the configuration's policies)");
+	is_str(RUN(&c, "copy", "id", "ami-0123456789abcdef0", "system_id", "7", "to_region",
+	           "eu-west-1", "kms_key_id", "alias/dr", "share", "210987654321"),
+	       "/usr/sbin/ami-snapshot|copy|--config=/etc/ami-snapshot/helper.conf|--json|"
+	       "--system-id=7|--to-region=eu-west-1|--kms-key-id=alias/dr|--share=210987654321|"
+	       "--|ami-0123456789abcdef0",
+	       "copy");
+	is_str(RUN(&c, "lock", "id", "snap-0123456789abcdef0", "system_id", "7", "mode",
+	           "compliance", "days", "30", "cool_off_hours", "24", "region", "eu-west-1"),
+	       "/usr/sbin/ami-snapshot|lock|--config=/etc/ami-snapshot/helper.conf|--json|"
+	       "--system-id=7|--mode=compliance|--days=30|--cool-off-hours=24|--region=eu-west-1|"
+	       "--|snap-0123456789abcdef0",
+	       "lock, in another region");
+	is_str(RUN(&c, "list", "system_id", "7", "name", "nightly"),
+	       "/usr/sbin/ami-snapshot|list|--config=/etc/ami-snapshot/helper.conf|--json|"
+	       "--system-id=7|--name=nightly",
+	       "list");
+	ok(strstr(RUN(&c, "list", "name", "nightly"), "needs system_id"),
+	   "a lifecycle job without the cluster's identifier");
+	ok(strstr(RUN(&c, "wait", "system_id", "7"), "needs id"), "wait without an id");
+	ok(strstr(RUN(&c, "copy", "system_id", "7", "id", "r-1"), "needs to_region"),
+	   "copy without a region");
+	ok(strstr(RUN(&c, "wait", "system_id", "7", "id", "--all"), "invalid value"),
+	   "an id that is an option");
+	ok(strstr(RUN(&c, "wait", "system_id", "7x", "id", "r-1"), "invalid value"),
+	   "a system identifier that is not decimal");
+	ok(strstr(RUN(&c, "copy", "system_id", "7", "id", "r-1", "to_region", "../x"),
+	          "invalid value"),
+	   "a region that is not one");
+	ok(strstr(RUN(&c, "prune", "system_id", "7", "policy", "a:last=1\n--all"), "invalid value"),
+	   "a policy with a newline (a control character)");
+	ok(strstr(RUN(&c, "prune", "system_id", "7", "policy", "-x"), "invalid value"),
+	   "a policy that looks like an option");
+	ok(strstr(RUN(&c, "copy", "system_id", "7", "id", "r-1", "to_region", "eu-west-1", "share",
+	              "12345"),
+	          "invalid value"),
+	   "an account id that is not 12 digits");
+	ok(strstr(RUN(&c, "copy", "system_id", "7", "id", "r-1", "to_region", "eu-west-1",
+	              "kms_key_id", "-k"),
+	          "invalid value"),
+	   "a KMS key that looks like an option");
+	ok(strstr(RUN(&c, "lock", "system_id", "7", "id", "r-1", "mode", "frozen", "days", "1"),
+	          "invalid value"),
+	   "a lock mode EC2 does not know");
+	ok(strstr(RUN(&c, "lock", "system_id", "7", "id", "r-1", "mode", "governance"),
+	          "needs days or until"),
+	   "a lock mode without a duration");
+	ok(strstr(
+	       RUN(&c, "lock", "system_id", "7", "id", "r-1", "days", "1", "until", "2027-01-01"),
+	       "not both"),
+	   "days and until");
+	ok(strstr(RUN(&c, "lock", "system_id", "7", "id", "r-1", "days", "36501"),
+	          "from 1 to 36500"),
+	   "a lock over 100 years");
+	ok(strstr(RUN(&c, "wait", "system_id", "7", "id", "r-1", "check_sql", "x"),
+	          "unknown argument \"check_sql\" for a wait job"),
+	   "a verify argument in a wait job");
+	ok(strstr(RUN(&c, "verify", "name", "nightly", "system_id", "7"),
+	          "unknown argument \"system_id\" for a verify job"),
+	   "a lifecycle argument in a verify job");
+	ok(job_kind_is_lifecycle("prune") && !job_kind_is_lifecycle("verify") &&
+	       !job_kind_is_lifecycle("frobnicate"),
+	   "lifecycle kinds");
+
 	/* Outcomes (doc/verify.md, "Exit codes"). */
 	is_str(job_outcome("verify", false, 0), "passed", "exit 0: passed");
 	is_str(job_outcome("verify", false, 4), "failed", "exit 4: failed");
@@ -162,5 +241,12 @@ int main(void)
 	is_str(job_outcome("verify", false, 6), "interrupted", "exit 6: interrupted");
 	is_str(job_outcome("verify", false, 127), "error", "exit 127 (not started): error");
 	is_str(job_outcome("verify", true, 9), "killed", "a signal: killed");
+	/* doc/lifecycle.md, "Exit codes". */
+	is_str(job_outcome("wait", false, 0), "done", "wait exit 0: done");
+	is_str(job_outcome("wait", false, 5), "failed", "wait exit 5: failed");
+	is_str(job_outcome("wait", false, 6), "timed_out", "wait exit 6: timed_out");
+	is_str(job_outcome("prune", false, 7), "partial", "prune exit 7: partial");
+	is_str(job_outcome("copy", false, 4), "not_this_cluster", "copy exit 4");
+	is_str(job_outcome("lock", false, 3), "not_found", "lock exit 3");
 	return done_testing();
 }
