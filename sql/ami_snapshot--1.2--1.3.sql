@@ -211,6 +211,26 @@ $$;
 
 REVOKE ALL ON FUNCTION @extschema@.ami_snapshot_job_checked(text, text[], text) FROM PUBLIC;
 
+-- A job's arguments: name, value, name, value...; a NULL value leaves its pair out.
+CREATE FUNCTION @extschema@.ami_snapshot_args(VARIADIC kv text[])
+RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r text[] := '{}';
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(kv), 0) BY 2 LOOP
+        IF kv[i + 1] IS NOT NULL THEN
+            r := r || ARRAY[kv[i], kv[i + 1]];
+        END IF;
+    END LOOP;
+    RETURN r;
+END
+$$;
+
+REVOKE ALL ON FUNCTION @extschema@.ami_snapshot_args(text[]) FROM PUBLIC;
+
 -- Whole seconds from an interval, for the helper (a fraction rounds up).
 CREATE FUNCTION @extschema@.ami_snapshot_seconds(what text, iv interval, min_s integer, max_s integer)
 RETURNS integer
@@ -271,11 +291,10 @@ BEGIN
     IF id IS NULL OR error_on_failure IS NULL THEN
         RAISE EXCEPTION 'id and error_on_failure must not be null' USING ERRCODE = '22004';
     END IF;
-    args := ARRAY['timeout', @extschema@.ami_snapshot_seconds('timeout', timeout, 0, 86400)::text,
-                  'interval', @extschema@.ami_snapshot_seconds('poll', poll, 1, 3600)::text];
-    IF region IS NOT NULL THEN
-        args := args || ARRAY['region', region];
-    END IF;
+    args := @extschema@.ami_snapshot_args(
+        'timeout', @extschema@.ami_snapshot_seconds('timeout', timeout, 0, 86400)::text,
+        'interval', @extschema@.ami_snapshot_seconds('poll', poll, 1, 3600)::text,
+        'region', region);
     j := @extschema@.ami_snapshot_job_run('wait', args, id);
     IF j.exit_code IS DISTINCT FROM 0 AND
        (error_on_failure OR j.report IS NULL OR j.report -> 'backup' IS NULL
@@ -348,12 +367,8 @@ BEGIN
                       HINT = 'PATTERN:RULE[,RULE...], several separated by ";" (doc/lifecycle.md); NULL takes the helper''s [retention] policy lines.';
         END IF;
     END IF;
-    IF dry_run THEN
-        args := args || ARRAY['dry_run', 'true'];
-    END IF;
-    IF region IS NOT NULL THEN
-        args := args || ARRAY['region', region];
-    END IF;
+    args := args || @extschema@.ami_snapshot_args('dry_run', CASE WHEN dry_run THEN 'true' END,
+                                                  'region', region);
     j := @extschema@.ami_snapshot_job_run('prune', args);
     IF j.exit_code IS DISTINCT FROM 0 AND
        (error_on_failure OR j.report IS NULL OR jsonb_typeof(j.report -> 'decisions') IS DISTINCT FROM 'array') THEN
@@ -412,15 +427,9 @@ AS $$
 #variable_conflict use_column
 DECLARE
     j record;
-    args text[] := '{}';
 BEGIN
-    IF only_name IS NOT NULL THEN
-        args := args || ARRAY['name', only_name];
-    END IF;
-    IF also_region IS NOT NULL THEN
-        args := args || ARRAY['region', also_region];
-    END IF;
-    j := @extschema@.ami_snapshot_job_checked('list', args);
+    j := @extschema@.ami_snapshot_job_checked(
+        'list', @extschema@.ami_snapshot_args('name', only_name, 'region', also_region));
     RETURN QUERY
     SELECT b ->> 'request_id', b ->> 'name', b ->> 'kind', b ->> 'region', b ->> 'state',
            b ->> 'state' = 'completed', (b ->> 'progress')::integer,
@@ -485,16 +494,11 @@ BEGIN
     IF id IS NULL OR region IS NULL THEN
         RAISE EXCEPTION 'id and region must not be null' USING ERRCODE = '22004';
     END IF;
-    args := ARRAY['to_region', region];
-    IF kms_key_id IS NOT NULL THEN
-        args := args || ARRAY['kms_key_id', kms_key_id];
-    END IF;
+    args := @extschema@.ami_snapshot_args('to_region', region, 'kms_key_id', kms_key_id,
+                                          'region', source_region);
     FOREACH a IN ARRAY coalesce(share, '{}') LOOP
         args := args || ARRAY['share', a];
     END LOOP;
-    IF source_region IS NOT NULL THEN
-        args := args || ARRAY['region', source_region];
-    END IF;
     j := @extschema@.ami_snapshot_job_checked('copy', args, id);
     RETURN QUERY
     SELECT c ->> 'source_id', c ->> 'copy_id', j.report ->> 'region', j.request_id
@@ -527,27 +531,14 @@ AS $$
 #variable_conflict use_column
 DECLARE
     j record;
-    args text[] := '{}';
 BEGIN
     IF id IS NULL THEN
         RAISE EXCEPTION 'id must not be null' USING ERRCODE = '22004';
     END IF;
-    IF mode IS NOT NULL THEN
-        args := args || ARRAY['mode', mode];
-    END IF;
-    IF days IS NOT NULL THEN
-        args := args || ARRAY['days', days::text];
-    END IF;
-    IF until IS NOT NULL THEN
-        args := args || ARRAY['until', to_char(until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')];
-    END IF;
-    IF cool_off_hours IS NOT NULL THEN
-        args := args || ARRAY['cool_off_hours', cool_off_hours::text];
-    END IF;
-    IF region IS NOT NULL THEN
-        args := args || ARRAY['region', region];
-    END IF;
-    j := @extschema@.ami_snapshot_job_checked('lock', args, id);
+    j := @extschema@.ami_snapshot_job_checked('lock', @extschema@.ami_snapshot_args(
+        'mode', mode, 'days', days::text,
+        'until', to_char(until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+        'cool_off_hours', cool_off_hours::text, 'region', region), id);
     RETURN QUERY
     SELECT l ->> 'snapshot_id', l ->> 'state', (l ->> 'expires_on')::timestamptz,
            (l ->> 'cool_off_expires_on')::timestamptz, j.request_id
@@ -573,15 +564,11 @@ AS $$
 #variable_conflict use_column
 DECLARE
     j record;
-    args text[] := '{}';
 BEGIN
     IF id IS NULL THEN
         RAISE EXCEPTION 'id must not be null' USING ERRCODE = '22004';
     END IF;
-    IF region IS NOT NULL THEN
-        args := args || ARRAY['region', region];
-    END IF;
-    j := @extschema@.ami_snapshot_job_checked('unlock', args, id);
+    j := @extschema@.ami_snapshot_job_checked('unlock', @extschema@.ami_snapshot_args('region', region), id);
     RETURN QUERY
     SELECT u, j.request_id
       FROM jsonb_array_elements_text(j.report -> 'unlocked') u;

@@ -43,7 +43,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, diag, done, is_, ok  # noqa: E402
 from world import PGBIN, World  # noqa: E402
-from e2e import MARK_PROC, check_restore, pgbench_cmd, session  # noqa: E402
+from e2e import MARK_PROC, check_restore, pgbench_cmd, session, wait_for  # noqa: E402
 from restore import Restored  # noqa: E402
 
 HOME = "eu-west-1"
@@ -71,16 +71,6 @@ mode = governance
 days = 1
 names = auto-*
 """
-
-
-def wait_for(pred, timeout, step=0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 def iso(t):
