@@ -620,26 +620,6 @@ static void finished(struct jobs *js, struct child *k, int status)
 		js->cleanup_wanted = true;
 }
 
-/* One step of an automatic job: job_argv's argv for kind, kept for later. */
-static bool add_step(struct jobs *js, struct child *k, const char *kind, const char *const *keys,
-                     const char *const *values, size_t n)
-{
-	char **argv = xcalloc(JOB_MAX_ARGV, sizeof(char *));
-	struct amis_err err;
-
-	err_clear(&err);
-	if (k->nsteps == MAX_AUTO_STEPS || job_argv(js->cfg, js->config_path, js->command, kind,
-	                                            keys, values, n, argv, &err) < 0) {
-		log_error("request %s: automatic %s: %s", k->request_id, kind,
-		          err.msg[0] ? err.msg : "too many steps");
-		free(argv);
-		return false;
-	}
-	snprintf(k->step_kind[k->nsteps], sizeof(k->step_kind[0]), "%s", kind);
-	k->steps[k->nsteps++] = argv;
-	return true;
-}
-
 /* Starts k's next step (k->step); false when none is left or it could not start. */
 static bool start_step(struct jobs *js, struct child *k)
 {
@@ -664,46 +644,21 @@ static bool start_step(struct jobs *js, struct child *k)
 void jobs_after_backup(struct jobs *js, const char *request_id, const char *name,
                        const char *system_id)
 {
-	const struct helper_config *cfg = js->cfg;
-	bool lock = cfg->lock_mode && !fnmatch(cfg->lock_names ? cfg->lock_names : "*", name, 0);
-	bool copy =
-	    cfg->n_copy_regions > 0 && !fnmatch(cfg->copy_names ? cfg->copy_names : "*", name, 0);
-	const char *keys[AMSP_JOB_MAX_ARGS], *values[AMSP_JOB_MAX_ARGS];
-	struct child *k;
-	size_t i, j, n;
+	struct child *k = child_new(ROLE_AUTO);
+	struct amis_err err;
+	int n;
 
-	if (!lock && !copy)
-		return;
-	if (!system_id || !system_id[0]) {
-		log_warn("request %s: no system identifier: no automatic copy or lock", request_id);
-		return;
-	}
-	k = child_new(ROLE_AUTO);
+	err_clear(&err);
 	snprintf(k->request_id, sizeof(k->request_id), "%s", request_id);
-	keys[0] = "id", values[0] = request_id;
-	keys[1] = "system_id", values[1] = system_id;
-	/* The lock: at once (EC2 locks a pending snapshot; its duration counts from completion). */
-	if (lock)
-		add_step(js, k, "lock", keys, values, 2);
-	if (copy) {
-		/* A copy needs a completed backup: wait for it first. */
-		keys[2] = "timeout", values[2] = "86400";
-		keys[3] = "interval", values[3] = "10";
-		add_step(js, k, "wait", keys, values, 4);
-		for (i = 0; i < cfg->n_copy_regions; i++) {
-			n = 2;
-			keys[n] = "to_region", values[n++] = cfg->copy_regions[i];
-			if (cfg->copy_kms_key_id)
-				keys[n] = "kms_key_id", values[n++] = cfg->copy_kms_key_id;
-			for (j = 0; j < cfg->n_copy_share_accounts && j < 8; j++)
-				keys[n] = "share", values[n++] = cfg->copy_share_accounts[j];
-			add_step(js, k, "copy", keys, values, n);
-			if (lock) {
-				keys[2] = "region", values[2] = cfg->copy_regions[i];
-				add_step(js, k, "lock", keys, values, 3);
-			}
-		}
+	n = job_auto_steps(js->cfg, js->config_path, js->command, request_id, name, system_id,
+	                   k->steps, k->step_kind, MAX_AUTO_STEPS, &err);
+	if (n <= 0) {
+		if (n < 0)
+			log_error("request %s: no automatic copy or lock: %s", request_id, err.msg);
+		child_free(k);
+		return;
 	}
+	k->nsteps = (size_t)n;
 	if (lifecycle_running(js) >= MAX_LIFECYCLE_JOBS)
 		log_warn("request %s: %zu lifecycle jobs run; the automatic copy and lock starts "
 		         "anyway",

@@ -49,6 +49,20 @@ int job_cleanup_argv(const struct helper_config *cfg, const char *config_path, c
                      char **argv);
 void job_argv_free(char **argv);
 
+/*
+ * The steps of the automatic lock and copy after a backup named name
+ * (jobs_after_backup()): lock (if [lock] mode is set and name matches
+ * [lock] names), then, if [copy] regions are set and name matches [copy]
+ * names, wait, and per region copy (with kms_key_id, share_accounts) and
+ * lock the copy.  Each an argv of job_argv() into steps[i], its kind into
+ * kinds[i].  Returns how many (0: none applies), or -1 with err and
+ * nothing allocated.  Pure; test/unit/test_job.c.
+ */
+int job_auto_steps(const struct helper_config *cfg, const char *config_path, const char *command,
+                   const char *request_id, const char *name, const char *system_id, char **steps[],
+                   char kinds[][17], size_t max, struct amis_err *err);
+void job_auto_steps_free(char **steps[], size_t n);
+
 /* Whether kind is a lifecycle command (list, show, wait, prune, copy, lock, unlock). */
 bool job_kind_is_lifecycle(const char *kind);
 

@@ -11,6 +11,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -492,4 +493,87 @@ const char *job_outcome(const char *kind, bool signaled, int code)
 bool job_argv_ok_kind(const char *kind)
 {
 	return find_kind(kind) != NULL;
+}
+
+/* One step: job_argv's argv for kind, allocated, appended to steps. */
+static int auto_step(const struct helper_config *cfg, const char *config_path, const char *command,
+                     const char *kind, const char *const *keys, const char *const *values, size_t n,
+                     char **steps[], char step_kinds[][17], size_t *nsteps, size_t max,
+                     struct amis_err *err)
+{
+	char **argv;
+
+	if (*nsteps == max)
+		return err_set(err, AMIS_E_INVALID_REQUEST, "too many automatic steps");
+	argv = xcalloc(JOB_MAX_ARGV, sizeof(char *));
+	if (job_argv(cfg, config_path, command, kind, keys, values, n, argv, err) < 0) {
+		free(argv);
+		return -1;
+	}
+	snprintf(step_kinds[*nsteps], 17, "%s", kind);
+	steps[(*nsteps)++] = argv;
+	return 0;
+}
+
+void job_auto_steps_free(char **steps[], size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		job_argv_free(steps[i]);
+		free(steps[i]);
+		steps[i] = NULL;
+	}
+}
+
+int job_auto_steps(const struct helper_config *cfg, const char *config_path, const char *command,
+                   const char *request_id, const char *name, const char *system_id, char **steps[],
+                   char step_kinds[][17], size_t max, struct amis_err *err)
+{
+	bool lock = cfg->lock_mode && !fnmatch(cfg->lock_names ? cfg->lock_names : "*", name, 0);
+	bool copy =
+	    cfg->n_copy_regions > 0 && !fnmatch(cfg->copy_names ? cfg->copy_names : "*", name, 0);
+	const char *keys[AMSP_JOB_MAX_ARGS], *values[AMSP_JOB_MAX_ARGS];
+	size_t i, j, n, nsteps = 0;
+
+	if (!lock && !copy)
+		return 0;
+	if (!system_id || !system_id[0])
+		return err_set(err, AMIS_E_INVALID_REQUEST, "the backup has no system identifier");
+	keys[0] = "id", values[0] = request_id;
+	keys[1] = "system_id", values[1] = system_id;
+	/* The lock: at once (EC2 locks a pending snapshot; its duration counts from completion). */
+	if (lock && auto_step(cfg, config_path, command, "lock", keys, values, 2, steps, step_kinds,
+	                      &nsteps, max, err) < 0)
+		goto failed;
+	if (!copy)
+		return (int)nsteps;
+	/* A copy needs a completed backup: wait for it first (every 10 s, at most a day). */
+	keys[2] = "timeout", values[2] = "86400";
+	keys[3] = "interval", values[3] = "10";
+	if (auto_step(cfg, config_path, command, "wait", keys, values, 4, steps, step_kinds,
+	              &nsteps, max, err) < 0)
+		goto failed;
+	for (i = 0; i < cfg->n_copy_regions; i++) {
+		n = 2;
+		keys[n] = "to_region", values[n++] = cfg->copy_regions[i];
+		if (cfg->copy_kms_key_id)
+			keys[n] = "kms_key_id", values[n++] = cfg->copy_kms_key_id;
+		for (j = 0; j < cfg->n_copy_share_accounts && j < 8; j++)
+			keys[n] = "share", values[n++] = cfg->copy_share_accounts[j];
+		if (auto_step(cfg, config_path, command, "copy", keys, values, n, steps, step_kinds,
+		              &nsteps, max, err) < 0)
+			goto failed;
+		if (!lock)
+			continue;
+		/* The copy, locked as the source (the [lock] defaults, in its region). */
+		keys[2] = "region", values[2] = cfg->copy_regions[i];
+		if (auto_step(cfg, config_path, command, "lock", keys, values, 3, steps, step_kinds,
+		              &nsteps, max, err) < 0)
+			goto failed;
+	}
+	return (int)nsteps;
+failed:
+	job_auto_steps_free(steps, nsteps);
+	return -1;
 }

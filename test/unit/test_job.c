@@ -46,6 +46,34 @@ static const char *run(const struct helper_config *cfg, const char *kind, size_t
 	run(cfg, kind, sizeof((const char *[]){__VA_ARGS__}) / sizeof(char *) / 2,                 \
 	    (const char *const[]){__VA_ARGS__})
 
+/* The automatic steps for a backup named name, one argv a line ("kind: args after the head"). */
+static const char *auto_steps(const struct helper_config *cfg, const char *name, const char *sysid)
+{
+	char **steps[16];
+	char kinds[16][17];
+	struct amis_err err;
+	int n, i, a;
+
+	err_clear(&err);
+	n = job_auto_steps(cfg, "/etc/h.conf", "/usr/sbin/ami-snapshot", "r-1", name, sysid, steps,
+	                   kinds, 16, &err);
+	if (n < 0) {
+		snprintf(joined, sizeof(joined), "ERR %s", err.msg);
+		return joined;
+	}
+	joined[0] = '\0';
+	for (i = 0; i < n; i++) {
+		snprintf(joined + strlen(joined), sizeof(joined) - strlen(joined),
+		         "%s%s:", i ? "\n" : "", kinds[i]);
+		/* argv[1] is the kind; the head (command, kind, --config, --json) left out */
+		for (a = 4; steps[i][a]; a++)
+			snprintf(joined + strlen(joined), sizeof(joined) - strlen(joined), " %s",
+			         steps[i][a]);
+	}
+	job_auto_steps_free(steps, (size_t)n);
+	return joined;
+}
+
 int main(void)
 {
 	struct helper_config c;
@@ -233,6 +261,39 @@ int main(void)
 	ok(job_kind_is_lifecycle("prune") && !job_kind_is_lifecycle("verify") &&
 	       !job_kind_is_lifecycle("frobnicate"),
 	   "lifecycle kinds");
+
+	/* The automatic lock and copy after a backup ([lock], [copy]). */
+	config_free(&c);
+	config_init(&c);
+	is_str(auto_steps(&c, "nightly", "7"), "", "no [lock] mode, no [copy] regions: nothing");
+	ok(config_load_string(&c,
+	                      "[copy]\nregions = eu-central-1, us-west-2\nkms_key_id = alias/dr\n"
+	                      "share_accounts = 210987654321\nnames = nightly*\n"
+	                      "[lock]\nmode = governance\ndays = 7\nnames = *\n",
+	                      &err) == 0,
+	   "[copy] in two regions for nightly*, [lock] for every name");
+	is_str(auto_steps(&c, "nightly-1", "7"),
+	       "lock: --system-id=7 -- r-1\n"
+	       "wait: --system-id=7 --timeout=86400 --interval=10 -- r-1\n"
+	       "copy: --system-id=7 --to-region=eu-central-1 --kms-key-id=alias/dr "
+	       "--share=210987654321 -- r-1\n"
+	       "lock: --system-id=7 --region=eu-central-1 -- r-1\n"
+	       "copy: --system-id=7 --to-region=us-west-2 --kms-key-id=alias/dr "
+	       "--share=210987654321 -- r-1\n"
+	       "lock: --system-id=7 --region=us-west-2 -- r-1",
+	       "a matching name: lock, wait, then per region copy and lock the copy");
+	is_str(auto_steps(&c, "weekly", "7"), "lock: --system-id=7 -- r-1",
+	       "a name [copy] does not match: only the lock");
+	ok(strstr(auto_steps(&c, "nightly-1", ""), "no system identifier") != NULL,
+	   "no system identifier: nothing, with the reason");
+	config_free(&c);
+	config_init(&c);
+	ok(config_load_string(&c, "[copy]\nregions = eu-central-1\n", &err) == 0, "[copy] alone");
+	is_str(auto_steps(&c, "anything", "7"),
+	       "wait: --system-id=7 --timeout=86400 --interval=10 -- r-1\n"
+	       "copy: --system-id=7 --to-region=eu-central-1 -- r-1",
+	       "copy every name (names defaults to *), no lock");
+	config_free(&c);
 
 	/* Outcomes (doc/verify.md, "Exit codes"). */
 	is_str(job_outcome("verify", false, 0), "passed", "exit 0: passed");
