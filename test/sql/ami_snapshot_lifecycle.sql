@@ -3,6 +3,8 @@
 -- before the helper is asked; without a helper, the attempt is an error
 -- and a row of ami_snapshot_jobs; nothing is granted to PUBLIC.
 --
+-- (No CONTEXT lines: they name the functions' line numbers.)
+\set SHOW_CONTEXT never
 SET ami_snapshot.helper_socket = '/nonexistent/ami-snapshot/helper.sock';
 -- Bad arguments: nothing runs, no row.
 SELECT * FROM ami_snapshot_wait(NULL);

@@ -80,7 +80,9 @@ SELECT has_function_privilege('public', 'ami_snapshot_prune(text, boolean, text,
        has_table_privilege('public', 'ami_snapshot_backups', 'SELECT') AS backups,
        has_table_privilege('public', 'ami_snapshot_prune_log', 'SELECT') AS prune_log;
 -- Works after the update (no helper: the attempt is recorded).
+\set SHOW_CONTEXT never
 SELECT * FROM ami_snapshot_prune();
+\set SHOW_CONTEXT errors
 SELECT kind, status, error_code, args FROM ami_snapshot_jobs ORDER BY id;
 
 -- The updated extension is the same as a fresh 1.3: its objects and the
