@@ -502,7 +502,9 @@ BEGIN
     j := @extschema@.ami_snapshot_job_checked('copy', args, id);
     RETURN QUERY
     SELECT c ->> 'source_id', c ->> 'copy_id', j.report ->> 'region', j.request_id
-      FROM jsonb_array_elements(j.report -> 'copies') c;
+      FROM jsonb_array_elements(j.report -> 'copies' ||
+                                CASE jsonb_typeof(j.report -> 'snapshot_copies') WHEN 'array'
+                                     THEN j.report -> 'snapshot_copies' ELSE '[]' END) c;
 END
 $$;
 

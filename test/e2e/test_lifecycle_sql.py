@@ -315,6 +315,22 @@ def main():
         restored.close()
         restored = None
 
+        # ---- an AMI copied: its snapshots tagged as their sources ----
+        acp = rows(w, "SELECT source_id, copy_id FROM ami_snapshot_copy('%s', '%s')"
+                   % (weekly_new[0], DR))
+        is_(sorted(a[0] for a in acp), sorted([weekly_new[2]] + weekly_new[1]),
+            "ami_snapshot_copy() of an AMI: the image and each of its snapshots")
+        si, ii, _ = state_index(w)
+        acopies = [si[a[1]] for a in acp if a[1] in si]
+        ok(acopies and all(
+            tags_of(c).get("ami-snapshot:request-id") == weekly_new[0] and c["region"] == DR and
+            all(tags_of(c).get(k) == tags_of(si[a[0]]).get(k)
+                for k in ("ami-snapshot:device", "ami-snapshot:mount-point"))
+            for a, c in zip([a for a in acp if a[1] in si], acopies)),
+           "each copied snapshot of the AMI carries its source's device and mount point")
+        ok(ii.get([a[1] for a in acp if a[0] == weekly_new[2]][0], {}).get("region") == DR,
+           "the AMI's copy is in " + DR)
+
         # ---- a permission missing for one action ----
         w.emulator_control({"denied_actions": ["LockSnapshot"]})
         rc, state, err = sql_error(w, "SELECT * FROM ami_snapshot_lock('%s', mode => 'governance', "
