@@ -19,6 +19,8 @@ emulator with two regions (eu-west-1 home, eu-central-1 for copies).
     source, ami_snapshot_wait(region =>) follows it, the view
     ami_snapshot_backups lists it as a copy, and PostgreSQL starts on the
     copy's bytes (every committed row, pgbench's invariant, amcheck);
+  * ami_snapshot_copy() of an AMI: the image and each snapshot copied, each
+    copied snapshot tagged with its source's own device and mount point;
   * a permission missing for one action (denied_actions): the SQL error
     names the IAM action (SQLSTATE 42501);
   * a role without EXECUTE is refused; a role granted EXECUTE may prune,
