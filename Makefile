@@ -22,12 +22,12 @@
 
 MODULE_big = ami_snapshot
 OBJS = extension/ami_snapshot.o extension/config_capture.o extension/helper_client.o \
-       extension/history.o extension/protocol.o extension/verify.o
+       extension/history.o extension/lifecycle.o extension/protocol.o extension/verify.o
 EXTENSION = ami_snapshot
 DATA = $(wildcard sql/ami_snapshot--*.sql)
 PGFILEDESC = "ami_snapshot - consistent EBS snapshots of a running PostgreSQL"
 
-REGRESS = ami_snapshot_sql ami_snapshot_verify ami_snapshot_upgrade
+REGRESS = ami_snapshot_sql ami_snapshot_verify ami_snapshot_lifecycle ami_snapshot_upgrade
 REGRESS_OPTS = --inputdir=test --outputdir=test/results --load-extension=ami_snapshot
 
 # The extension's version (ami_snapshot.control) for the library's magic
@@ -52,8 +52,8 @@ extension/protocol.bc: helper/common/protocol.c helper/common/protocol.h
 	$(COMPILE.c.bc) -o $@ $<
 
 extension/ami_snapshot.o extension/config_capture.o extension/helper_client.o extension/history.o \
-extension/verify.o: helper/common/protocol.h extension/ami_snapshot.h extension/config_capture.h \
-	extension/helper_client.h extension/history.h
+extension/verify.o extension/lifecycle.o: helper/common/protocol.h extension/ami_snapshot.h \
+	extension/config_capture.h extension/helper_client.h extension/history.h extension/job.h
 
 # Where the helper's files go.  These are names of our own: PGXS (included
 # above) sets sysconfdir, docdir, bindir and the like from pg_config for

@@ -90,6 +90,28 @@ static const char *const verification_types[VC_NCOLUMNS] = {
 	"pg_catalog.int4", "pg_catalog.text"
 };
 
+static const char *const job_names[JC_NCOLUMNS] = {
+	"id", "request_id", "kind", "backup", "args", "status", "started_at", "finished_at",
+	"duration_ms", "exit_code", "detail", "error_code", "error_message", "backend_pid",
+	"username"
+};
+
+static const char *const job_types[JC_NCOLUMNS] = {
+	"pg_catalog.int8", "pg_catalog.text", "pg_catalog.text", "pg_catalog.text",
+	"pg_catalog.text[]", "pg_catalog.text", "pg_catalog.timestamptz",
+	"pg_catalog.timestamptz", "pg_catalog.float8", "pg_catalog.int4", "pg_catalog.jsonb",
+	"pg_catalog.text", "pg_catalog.text", "pg_catalog.int4", "pg_catalog.text"
+};
+
+static const char *const completion_names[CC_NCOLUMNS] = {
+	"id", "request_id", "completion_state", "completed_at", "completion_reason"
+};
+
+static const char *const completion_types[CC_NCOLUMNS] = {
+	"pg_catalog.int8", "pg_catalog.text", "pg_catalog.text", "pg_catalog.timestamptz",
+	"pg_catalog.text"
+};
+
 /* A table's name, columns and their types; the upsert's key and started_at. */
 typedef struct TableInfo
 {
@@ -116,7 +138,19 @@ static const TableInfo tables[] = {
 		"the backend running ami_snapshot_verify() ended without a word (a crash, or an "
 		"immediate shutdown of the server: no exit callback ran); the helper stopped the "
 		"drill when the connection closed and cleaned up after it"},
+	/* No settling (status -1): these rows are not left running by a vanished backend. */
+	[HT_JOBS] = {"ami_snapshot_jobs", job_names, job_types, JC_NCOLUMNS, JC_REQUEST_ID,
+		JC_STARTED_AT, -1, NULL, NULL},
+	[HT_COMPLETION] = {"ami_snapshot_history", completion_names, completion_types,
+		CC_NCOLUMNS, CC_REQUEST_ID, -1, -1, NULL, NULL},
 };
+
+/* A table number from shared memory, bounded. */
+static HistoryTable
+table_of(int t)
+{
+	return t >= HT_SNAPSHOTS && t <= HT_COMPLETION ? (HistoryTable) t : HT_SNAPSHOTS;
+}
 
 void
 history_set(HistoryRow *row, int col, const char *value)
@@ -418,10 +452,13 @@ ami_snapshot_history_worker(Datum main_arg)
 		memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
 		BackgroundWorkerInitializeConnectionByOid(args.dboid, args.roleoid, 0);
 		set_safe_search_path();
-		table = qualified_table(args.table == HT_VERIFICATIONS ? HT_VERIFICATIONS : HT_SNAPSHOTS);
+		table = qualified_table(table_of(args.table));
 		args.request_id[sizeof(args.request_id) - 1] = '\0';
 		switch (args.phase)
 		{
+			case HP_JOB:
+				message = "the backend running a lifecycle job (ami_snapshot_wait, ami_snapshot_prune, ...) exited (terminated, or the client connection was lost); the helper stopped the job";
+				break;
 			case HP_VERIFYING:
 				message = "the backend running ami_snapshot_verify() exited (terminated, or the client connection was lost) while the drill ran; the helper stopped the drill and cleaned up after it";
 				break;
@@ -441,7 +478,8 @@ ami_snapshot_history_worker(Datum main_arg)
 						 "error_code = 'BackendExited', error_message = $2 "
 						 "WHERE request_id OPERATOR(pg_catalog.=) $1 "
 						 "AND status OPERATOR(pg_catalog.=) 'running'", table,
-						 args.phase == HP_VERIFYING ? "interrupted" : "failed"),
+						 args.phase == HP_VERIFYING || args.phase == HP_JOB ?
+						 "interrupted" : "failed"),
 				2, types2, values2, NULL);
 		proc_exit(0);
 	}
@@ -465,13 +503,35 @@ ami_snapshot_history_worker(Datum main_arg)
 		Datum		values[HISTORY_MAX_COLUMNS];
 		char		nulls[HISTORY_MAX_COLUMNS];
 		char	   *p = sh->data;
-		const TableInfo *ti = &tables[sh->table == HT_VERIFICATIONS ? HT_VERIFICATIONS : HT_SNAPSHOTS];
+		const TableInfo *ti = &tables[table_of(sh->table)];
 		bool		starting = false;
 		int			i;
 
-		table = qualified_table(sh->table == HT_VERIFICATIONS ? HT_VERIFICATIONS : HT_SNAPSHOTS);
+		table = qualified_table(table_of(sh->table));
 		initStringInfo(&sql);
 		initStringInfo(&set);
+		if (table_of(sh->table) == HT_COMPLETION)
+		{
+			/* An update of the backup's row, if this database has it. */
+			appendStringInfo(&sql, "UPDATE %s SET ", table);
+			for (i = CC_STATE; i < CC_NCOLUMNS; i++)
+				appendStringInfo(&sql, "%s%s = $%d::%s", i > CC_STATE ? ", " : "",
+								 completion_names[i], i, completion_types[i]);
+			appendStringInfo(&sql, " WHERE request_id OPERATOR(pg_catalog.=) $%d::pg_catalog.text",
+							 CC_REQUEST_ID);
+			for (i = 1; i < CC_NCOLUMNS; i++)
+			{
+				types[i - 1] = TEXTOID;
+				nulls[i - 1] = sh->lens[i] < 0 ? 'n' : ' ';
+				values[i - 1] = sh->lens[i] < 0 ? (Datum) 0 :
+					PointerGetDatum(cstring_to_text_with_len(p, sh->lens[i]));
+				if (sh->lens[i] > 0)
+					p += sh->lens[i];
+			}
+			sh->id = run_sql(sql.data, CC_NCOLUMNS - 1, types, values, nulls);
+			sh->done = 1;
+			goto written;
+		}
 		/* The id comes from the table's sequence; request_id is the key. */
 		appendStringInfo(&sql, "INSERT INTO %s AS h (", table);
 		for (i = 1; i < sh->ncolumns; i++)
@@ -508,6 +568,8 @@ ami_snapshot_history_worker(Datum main_arg)
 		/* After the row is recorded: a failure here (logged) loses nothing of it. */
 		if (starting)
 			settle_vanished(table, ti, values[ti->key - 1]);
+written:
+		;
 	}
 	PG_CATCH();
 	{

@@ -71,11 +71,48 @@ typedef enum VerificationColumn
 	VC_NCOLUMNS
 } VerificationColumn;
 
+/* ami_snapshot_jobs (1.3 on): one row per lifecycle job asked from SQL. */
+typedef enum JobColumn
+{
+	JC_ID = 0,
+	JC_REQUEST_ID,				/* the job's own request id */
+	JC_KIND,					/* wait, prune, copy, lock, unlock */
+	JC_BACKUP,					/* the ID the job was given, if any */
+	JC_ARGS,					/* its arguments, text[] of key=value */
+	JC_STATUS,
+	JC_STARTED_AT,
+	JC_FINISHED_AT,
+	JC_DURATION_MS,
+	JC_EXIT_CODE,
+	JC_DETAIL,					/* the command's --json document */
+	JC_ERROR_CODE,
+	JC_ERROR_MESSAGE,
+	JC_BACKEND_PID,
+	JC_USERNAME,
+	JC_NCOLUMNS
+} JobColumn;
+
+/*
+ * A backup's completion as a wait job saw it (1.3 on): an UPDATE of the
+ * history row of request_id, never an insert.
+ */
+typedef enum CompletionColumn
+{
+	CC_ID = 0,
+	CC_REQUEST_ID,
+	CC_STATE,					/* completed | failed */
+	CC_AT,
+	CC_REASON,
+	CC_NCOLUMNS
+} CompletionColumn;
+
 /* Which table a row goes to. */
 typedef enum HistoryTable
 {
 	HT_SNAPSHOTS = 0,			/* ami_snapshot_history, HistoryColumn */
-	HT_VERIFICATIONS			/* ami_snapshot_verification, VerificationColumn */
+	HT_VERIFICATIONS,			/* ami_snapshot_verification, VerificationColumn */
+	HT_JOBS,					/* ami_snapshot_jobs, JobColumn */
+	HT_COMPLETION				/* ami_snapshot_history's completion, CompletionColumn */
 } HistoryTable;
 
 #define HISTORY_MAX_COLUMNS ((int) HC_NCOLUMNS > (int) VC_NCOLUMNS ? (int) HC_NCOLUMNS : (int) VC_NCOLUMNS)
@@ -110,7 +147,8 @@ typedef enum HistoryPhase
 	HP_PREPARING,				/* no backup started yet */
 	HP_BACKUP_RUNNING,			/* backup started; aborted by the exit */
 	HP_BACKUP_STOPPED,			/* snapshots taken, backup stopped */
-	HP_VERIFYING				/* a drill runs (ami_snapshot_verify) */
+	HP_VERIFYING,				/* a drill runs (ami_snapshot_verify) */
+	HP_JOB						/* a lifecycle job runs (ami_snapshot_wait...) */
 } HistoryPhase;
 
 /*

@@ -36,6 +36,7 @@
 #include "ami_snapshot.h"
 #include "helper_client.h"
 #include "history.h"
+#include "job.h"
 
 PG_FUNCTION_INFO_V1(ami_snapshot_verify);
 
@@ -46,14 +47,7 @@ PG_FUNCTION_INFO_V1(ami_snapshot_verify);
 /* The drill's own timeout ends it; this only guards against a helper that hangs. */
 #define JOB_WAIT_MS (MAX_SECONDS * 1000 + 3600 * 1000)
 
-/* A job's arguments, in order. */
-typedef struct JobArgs
-{
-	List	   *keys;
-	List	   *values;
-} JobArgs;
-
-static void
+void
 add_arg(JobArgs *a, const char *key, const char *value)
 {
 	a->keys = lappend(a->keys, pstrdup(key));
@@ -194,22 +188,12 @@ find_backup(int by, int64 id, const char *key)
 	return b;
 }
 
-/* What the drill answered. */
-typedef struct DrillResult
-{
-	StringInfoData report;		/* verify's JSON report (JOB_OUTPUT) */
-	char		outcome[33];	/* JOB_RESULT's */
-	char		message[2049];	/* the last line of its stderr */
-	double		ms;
-	bool		truncated;
-	char		helper_error_code[65];
-} DrillResult;
-
 static unsigned char frame[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
 
 /* Sends the JOB and waits for its end; ERROR (helper's, cancel...) leaves hc to the caller. */
-static void
-run_job(HelperConn *hc, const char *request_id, JobArgs *args, DrillResult *res)
+void
+run_helper_job(HelperConn *hc, const char *request_id, const char *kind, JobArgs *args,
+			   JobResult *res, int wait_ms)
 {
 	struct amsp_msgview *msg = palloc(sizeof(struct amsp_msgview));
 	struct amsp_writer w;
@@ -219,7 +203,7 @@ run_job(HelperConn *hc, const char *request_id, JobArgs *args, DrillResult *res)
 
 	amsp_begin(&w, frame, sizeof(frame), AMSP_JOB);
 	amsp_put_str(&w, AMSP_T_REQUEST_ID, request_id);
-	amsp_put_str(&w, AMSP_T_JOB_KIND, "verify");
+	amsp_put_str(&w, AMSP_T_JOB_KIND, kind);
 	forboth(k, args->keys, v, args->values)
 	{
 		amsp_put_str(&w, AMSP_T_JOB_ARG_KEY, lfirst(k));
@@ -229,14 +213,14 @@ run_job(HelperConn *hc, const char *request_id, JobArgs *args, DrillResult *res)
 	if (len == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("ami_snapshot_verify request does not fit in a protocol frame")));
+				 errmsg("ami_snapshot %s job request does not fit in a protocol frame", kind)));
 	helper_set_job_asked(hc);
 	helper_send(hc, frame, len, request_timeout_ms);
 	/* JOB_STARTED (a helper without jobs closes the connection: HelperTooOld). */
 	helper_receive(hc, msg, AMSP_JOB_STARTED, "job", request_timeout_ms);
 	for (;;)
 	{
-		helper_receive(hc, msg, 0, "drill", JOB_WAIT_MS);
+		helper_receive(hc, msg, 0, strcmp(kind, "verify") == 0 ? "drill" : kind, wait_ms);
 		if (msg->type == AMSP_JOB_OUTPUT)
 		{
 			const struct amsp_field *f = amsp_get(msg, AMSP_T_JOB_OUTPUT);
@@ -247,16 +231,59 @@ run_job(HelperConn *hc, const char *request_id, JobArgs *args, DrillResult *res)
 		if (msg->type != AMSP_JOB_RESULT)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROTOCOL_VIOLATION),
-					 errmsg("unexpected %s message from ami_snapshot helper during the drill",
-							amsp_msg_name(msg->type))));
+					 errmsg("unexpected %s message from ami_snapshot helper during the %s job",
+							amsp_msg_name(msg->type), kind)));
 		amsp_copy_str(amsp_get(msg, AMSP_T_JOB_OUTCOME), res->outcome, sizeof(res->outcome));
 		if (amsp_get(msg, AMSP_T_ERROR_MESSAGE))
 			amsp_copy_str(amsp_get(msg, AMSP_T_ERROR_MESSAGE), res->message,
 						  sizeof(res->message));
 		res->ms = amsp_u64(amsp_get(msg, AMSP_T_JOB_USEC)) / 1000.0;
+		res->exit_code = amsp_get(msg, AMSP_T_JOB_EXIT) ?
+			(int) amsp_u32(amsp_get(msg, AMSP_T_JOB_EXIT)) : -1;
 		res->truncated = amsp_get(msg, AMSP_T_JOB_TRUNCATED) != NULL;
 		return;
 	}
+}
+
+ErrorData *
+run_job_caught(const char *request_id, const char *kind, JobArgs *args, JobResult *res,
+			   int wait_ms)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	HelperConn *volatile hc = NULL;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		hc = helper_connect(helper_socket, request_timeout_ms);
+		run_helper_job(hc, request_id, kind, args, res, wait_ms);
+		helper_close(hc);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		const char *code = hc ? helper_last_error_code(hc) : NULL;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		if (code)
+			strlcpy(res->helper_error_code, code, sizeof(res->helper_error_code));
+		/* The helper stops the job (SIGTERM: a drill cleans up after itself). */
+		if (hc)
+			helper_send_abort(hc, edata->message ? edata->message : "error");
+		helper_close(hc);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_END_TRY();
+	return edata;
 }
 
 /* What the report says: drill id, recovered LSN, error, checks, failed checks. */
@@ -391,15 +418,13 @@ ami_snapshot_verify(PG_FUNCTION_ARGS)
 	char	   *request_id;
 	HistoryRow	row;
 	int64		vid = 0;
-	DrillResult *volatile res;
-	HelperConn *volatile hc = NULL;
+	JobResult  *res;
+	ErrorData  *edata;
 	ReportFields rep;
 	const char *status;
 	TupleDesc	tupdesc;
 	Datum		values[10];
 	bool		nulls[10];
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
 	const char *what;
 
 	/* Which backup: exactly one of id, request_id, name. */
@@ -597,38 +622,11 @@ ami_snapshot_verify(PG_FUNCTION_ARGS)
 				 errmsg("ami_snapshot_verify() did not start because its row could not be recorded")));
 	}
 
-	res = palloc0(sizeof(DrillResult));
+	res = palloc0(sizeof(JobResult));
 	initStringInfo(&res->report);
-	/* In a subtransaction, so that a failure can still be recorded (as ami_snapshot()). */
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
+	edata = run_job_caught(request_id, "verify", &args, res, JOB_WAIT_MS);
+	if (edata)
 	{
-		hc = helper_connect(helper_socket, request_timeout_ms);
-		run_job(hc, request_id, &args, res);
-		helper_close(hc);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		const char *code = hc ? helper_last_error_code(hc) : NULL;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		if (code)
-			strlcpy(res->helper_error_code, code, sizeof(res->helper_error_code));
-		/* The helper stops the drill (SIGTERM: it cleans up after itself). */
-		if (hc)
-			helper_send_abort(hc, edata->message ? edata->message : "error");
-		helper_close(hc);
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-
 		history_set(&row, VC_STATUS,
 					edata->sqlerrcode == ERRCODE_QUERY_CANCELED ? "interrupted" : "error");
 		history_set(&row, VC_FINISHED_AT, timestamptz_to_str(GetCurrentTimestamp()));
@@ -640,7 +638,6 @@ ami_snapshot_verify(PG_FUNCTION_ARGS)
 		history_set_phase(HP_IDLE);
 		ReThrowError(edata);
 	}
-	PG_END_TRY();
 
 	/* The verdict, into the row. */
 	rep = read_report_safely(res->report.data);

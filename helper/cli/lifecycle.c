@@ -1127,13 +1127,80 @@ static void add_copy(const struct lc_ctx *c, json_object *copies, const char *so
 /* EC2 allows 50 tags per resource. */
 #define EC2_MAX_TAGS 50
 
+/*
+ * A copied AMI's snapshots get their sources' own tags (mount point,
+ * device, layout): CopyImage's TagSpecification gives each only the
+ * image's, and a restore of the copy as a set needs each volume's.  The
+ * copy's snapshots are matched to the source's by their position in the
+ * images' block device mappings (CopyImage keeps the mapping).  EC2 fills
+ * in the copy's mapping once the snapshot copies have started: asked up to
+ * MAPPING_TRIES times, MAPPING_PAUSE_S apart.  Returns how many failed.
+ */
+#define MAPPING_TRIES 30
+#define MAPPING_PAUSE_S 2
+
+static size_t tag_copied_snapshots(struct lc_ctx *c, const struct lc_backup *b,
+                                   const char *src_region, const char *copy_id, json_object *pairs,
+                                   json_object *errors)
+{
+	const struct lc_image *src = b->image;
+	struct lc_image_list l;
+	struct amis_err err;
+	size_t i, j, failed = 0;
+	int tries;
+
+	for (tries = 0;; tries++) {
+		memset(&l, 0, sizeof(l));
+		err_clear(&err);
+		if (ec2_lc_describe_image_ids(c->t, c->o.to_region, &copy_id, 1, &l, &err) < 0) {
+			lc_image_list_free(&l);
+			return add_error(c, errors, copy_id, &err);
+		}
+		if (l.n == 1 && l.items[0].nsnapshots == src->nsnapshots) {
+			for (i = 0; i < src->nsnapshots && l.items[0].snapshot_ids[i][0]; i++)
+				;
+			if (i == src->nsnapshots)
+				break;
+		}
+		lc_image_list_free(&l);
+		if (tries + 1 == MAPPING_TRIES) {
+			err_set(
+			    &err, AMIS_E_INVALID_ARGUMENT,
+			    "the copy's snapshots are not known yet; run the same copy again later "
+			    "to tag them (the copy itself is made once)");
+			return add_error(c, errors, copy_id, &err);
+		}
+		sleep(MAPPING_PAUSE_S);
+	}
+	for (i = 0; i < src->nsnapshots; i++) {
+		const struct lc_snapshot *s = NULL;
+		struct lc_tag_ref tags[EC2_MAX_TAGS];
+		size_t ntags;
+
+		for (j = 0; j < b->nsnaps && !s; j++)
+			if (!strcmp(b->snaps[j]->snapshot_id, src->snapshot_ids[i]))
+				s = b->snaps[j];
+		if (!s)
+			continue; /* not one of the backup's (not tagged with its request id) */
+		ntags = copy_tags(&s->tags, s->snapshot_id, src_region, tags, EC2_MAX_TAGS);
+		err_clear(&err);
+		if (ec2_lc_create_tags(c->t, c->o.to_region, l.items[0].snapshot_ids[i], tags,
+		                       ntags, &err) < 0)
+			failed += add_error(c, errors, l.items[0].snapshot_ids[i], &err);
+		else
+			add_copy(c, pairs, s->snapshot_id, l.items[0].snapshot_ids[i]);
+	}
+	lc_image_list_free(&l);
+	return failed;
+}
+
 int lc_copy_main(int argc, char **argv, const char *default_config)
 {
 	struct lc_ctx c = {.o.cmd = "copy"};
 	struct lc_inventory inv;
 	struct lc_backup *b;
 	struct amis_err err;
-	json_object *o = NULL, *copies = NULL, *shared = NULL, *errors = NULL;
+	json_object *o = NULL, *copies = NULL, *shared = NULL, *errors = NULL, *snap_copies = NULL;
 	const char *src_region;
 	char new_id[64];
 	size_t i, j, failed = 0;
@@ -1165,6 +1232,7 @@ int lc_copy_main(int argc, char **argv, const char *default_config)
 	copies = json_object_new_array();
 	shared = json_object_new_array();
 	errors = json_object_new_array();
+	snap_copies = json_object_new_array();
 	if (b->ami) {
 		struct lc_tag_ref tags[EC2_MAX_TAGS];
 		char token[65];
@@ -1190,6 +1258,7 @@ int lc_copy_main(int argc, char **argv, const char *default_config)
 			goto out;
 		}
 		add_copy(&c, copies, b->image_id, new_id);
+		failed += tag_copied_snapshots(&c, b, src_region, new_id, snap_copies, errors);
 		for (j = 0; j < c.o.naccounts; j++) {
 			if (ec2_share_image(c.t, c.o.to_region, new_id, c.o.accounts[j], false,
 			                    &err) < 0) {
@@ -1238,10 +1307,12 @@ int lc_copy_main(int argc, char **argv, const char *default_config)
 		jstr(o, "source_region", src_region);
 		jstr(o, "region", c.o.to_region);
 		json_object_object_add(o, "copies", copies);
+		/* An AMI's: each copied snapshot, tagged as its source (empty for a set). */
+		json_object_object_add(o, "snapshot_copies", snap_copies);
 		json_object_object_add(o, "shared_with", shared);
 		json_object_object_add(o, "errors", errors);
 		json_object_object_add(o, "exit_code", json_object_new_int(rc));
-		copies = shared = errors = NULL;
+		copies = shared = errors = snap_copies = NULL;
 		print_json(o);
 	} else {
 		printf("copying to %s; follow it with: ami-snapshot wait %s --region %s\n",
@@ -1254,6 +1325,8 @@ out:
 		json_object_put(shared);
 	if (errors)
 		json_object_put(errors);
+	if (snap_copies)
+		json_object_put(snap_copies);
 	lc_inventory_free(&inv);
 	teardown(&c);
 	return rc;

@@ -11,6 +11,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <fnmatch.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -22,12 +23,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MAX_CHILDREN 8
+#define MAX_CHILDREN 12
+/*
+ * Lifecycle jobs (list, wait, prune, copy, lock...: they only talk to EC2)
+ * at once, clients' and automatic ones together; [drill] max_jobs counts
+ * drills only, so a wait from SQL never keeps a drill from running.
+ */
+#define MAX_LIFECYCLE_JOBS 6
+/* The steps of an automatic copy and lock after a backup (job.h). */
+#define MAX_AUTO_STEPS (2 + 2 * CONFIG_MAX_LIST)
 #define ERR_TAIL 2048
 /* A cleanup that found a drill running (exit 3) is tried again after this long. */
 #define CLEANUP_RETRY_USEC (30 * 1000000LL)
 
-enum child_role { ROLE_JOB, ROLE_CLEANUP };
+enum child_role { ROLE_JOB, ROLE_CLEANUP, ROLE_AUTO };
 
 struct child {
 	enum child_role role;
@@ -44,6 +53,10 @@ struct child {
 	size_t line_len;
 	long long started_us, term_sent_us;
 	bool term_sent, kill_sent;
+	/* ROLE_AUTO: the steps still to run, each an argv (job_argv's), in order. */
+	char **steps[MAX_AUTO_STEPS];
+	size_t nsteps, step;
+	char step_kind[MAX_AUTO_STEPS][17];
 };
 
 struct jobs {
@@ -53,6 +66,7 @@ struct jobs {
 	struct child *kids[MAX_CHILDREN];
 	bool cleanup_wanted;
 	long long cleanup_next_us;
+	bool stopping; /* jobs_shutdown(): no next automatic step */
 };
 
 static void find_command(struct jobs *js)
@@ -96,6 +110,13 @@ void jobs_cleanup_soon(struct jobs *js)
 
 static void child_free(struct child *k)
 {
+	size_t i;
+
+	for (i = 0; i < k->nsteps; i++)
+		if (k->steps[i]) {
+			job_argv_free(k->steps[i]);
+			free(k->steps[i]);
+		}
 	if (k->out_fd >= 0)
 		close(k->out_fd);
 	if (k->err_fd >= 0)
@@ -121,9 +142,26 @@ size_t jobs_running(const struct jobs *js)
 	size_t i, n = 0;
 
 	for (i = 0; i < MAX_CHILDREN; i++)
-		if (js->kids[i] && js->kids[i]->role == ROLE_JOB)
+		if (js->kids[i] && js->kids[i]->role != ROLE_CLEANUP)
 			n++;
 	return n;
+}
+
+/* Drills (verify jobs): what [drill] max_jobs and the cleanup count. */
+static size_t drills_running(const struct jobs *js)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < MAX_CHILDREN; i++)
+		if (js->kids[i] && js->kids[i]->role == ROLE_JOB &&
+		    !job_kind_is_lifecycle(js->kids[i]->kind))
+			n++;
+	return n;
+}
+
+static size_t lifecycle_running(const struct jobs *js)
+{
+	return jobs_running(js) - drills_running(js);
 }
 
 static bool cleanup_running(const struct jobs *js)
@@ -326,14 +364,21 @@ int jobs_start(struct jobs *js, struct conn *c, const struct amsp_msgview *m)
 	if (job_argv(js->cfg, js->config_path, js->command, k->kind, keys, values, n, argv, &err) <
 	    0)
 		goto refuse;
-	if (jobs_running(js) >= (size_t)js->cfg->max_jobs) {
+	if (job_kind_is_lifecycle(k->kind) && lifecycle_running(js) >= MAX_LIFECYCLE_JOBS) {
 		err_set(&err, AMIS_E_BUSY,
-		        "%zu job(s) running already, and [drill] max_jobs is %ld; try again later",
-		        jobs_running(js), js->cfg->max_jobs);
+		        "%zu lifecycle job(s) running already (at most %d); try again later",
+		        lifecycle_running(js), MAX_LIFECYCLE_JOBS);
 		job_argv_free(argv);
 		goto refuse;
 	}
-	if (cleanup_running(js)) {
+	if (!job_kind_is_lifecycle(k->kind) && drills_running(js) >= (size_t)js->cfg->max_jobs) {
+		err_set(&err, AMIS_E_BUSY,
+		        "%zu job(s) running already, and [drill] max_jobs is %ld; try again later",
+		        drills_running(js), js->cfg->max_jobs);
+		job_argv_free(argv);
+		goto refuse;
+	}
+	if (!job_kind_is_lifecycle(k->kind) && cleanup_running(js)) {
 		err_set(&err, AMIS_E_BUSY,
 		        "the helper is cleaning up after earlier drills (verify --cleanup); try "
 		        "again in a moment");
@@ -570,8 +615,104 @@ static void finished(struct jobs *js, struct child *k, int status)
 	 * Killed, interrupted, or an error that may have left things (exit 1,
 	 * or 127: never started): the cleanup, once no drill of ours runs.
 	 */
-	if (signaled || k->kill_sent || code == 1 || code == 6 || code > 6)
+	if (!job_kind_is_lifecycle(k->kind) &&
+	    (signaled || k->kill_sent || code == 1 || code == 6 || code > 6))
 		js->cleanup_wanted = true;
+}
+
+/* Starts k's next step (k->step); false when none is left or it could not start. */
+static bool start_step(struct jobs *js, struct child *k)
+{
+	struct amis_err err;
+
+	while (k->step < k->nsteps) {
+		size_t i = k->step++;
+
+		snprintf(k->kind, sizeof(k->kind), "%s", k->step_kind[i]);
+		err_clear(&err);
+		if (spawn(k, k->steps[i], &err) == 0) {
+			log_info("request %s: automatic %s started (pid %ld)", k->request_id,
+			         k->kind, (long)k->pid);
+			return true;
+		}
+		log_error("request %s: could not start the automatic %s: %s", k->request_id,
+		          k->kind, err.msg);
+	}
+	return false;
+}
+
+void jobs_after_backup(struct jobs *js, const char *request_id, const char *name,
+                       const char *system_id)
+{
+	struct child *k = child_new(ROLE_AUTO);
+	struct amis_err err;
+	int n;
+
+	err_clear(&err);
+	snprintf(k->request_id, sizeof(k->request_id), "%s", request_id);
+	n = job_auto_steps(js->cfg, js->config_path, js->command, request_id, name, system_id,
+	                   k->steps, k->step_kind, MAX_AUTO_STEPS, &err);
+	if (n <= 0) {
+		if (n < 0)
+			log_error("request %s: no automatic copy or lock: %s", request_id, err.msg);
+		child_free(k);
+		return;
+	}
+	k->nsteps = (size_t)n;
+	if (lifecycle_running(js) >= MAX_LIFECYCLE_JOBS)
+		log_warn("request %s: %zu lifecycle jobs run; the automatic copy and lock starts "
+		         "anyway",
+		         request_id, lifecycle_running(js));
+	if (!start_step(js, k) || add_child(js, k) != 0) {
+		log_error("request %s: the automatic copy and lock did not start; run ami-snapshot "
+		          "copy/lock by hand",
+		          request_id);
+		if (k->pid > 0)
+			kill(k->pid, SIGKILL), waitpid(k->pid, NULL, 0);
+		child_free(k);
+	}
+}
+
+/* An automatic step ended: its outcome to the log, and the next step. */
+static struct child *auto_next(struct jobs *js, struct child *k, int status)
+{
+	bool signaled = WIFSIGNALED(status);
+	int code = signaled ? WTERMSIG(status) : WEXITSTATUS(status);
+	const char *report = sb_str(&k->out);
+	struct child *next;
+	size_t i;
+
+	drain_all(k);
+	report = sb_str(&k->out);
+	if (!signaled && code == 0)
+		log_info("request %s: automatic %s done: %.*s", k->request_id, k->kind,
+		         (int)strcspn(report, "\n"), report);
+	else
+		log_error("request %s: automatic %s failed (%s %d, %s): %.*s", k->request_id,
+		          k->kind, signaled ? "signal" : "exit", code,
+		          job_outcome(k->kind, signaled, code), (int)strcspn(report, "\n"), report);
+	if (k->step >= k->nsteps || js->stopping)
+		return NULL;
+	/* Without a completed backup there is nothing to copy. */
+	if (!strcmp(k->kind, "wait") && (signaled || code != 0)) {
+		log_error("request %s: the backup did not complete: no automatic copy",
+		          k->request_id);
+		return NULL;
+	}
+	next = child_new(ROLE_AUTO);
+	snprintf(next->request_id, sizeof(next->request_id), "%s", k->request_id);
+	for (i = 0; i < k->nsteps; i++) {
+		next->steps[i] = k->steps[i];
+		k->steps[i] = NULL;
+		memcpy(next->step_kind[i], k->step_kind[i], sizeof(next->step_kind[i]));
+	}
+	next->nsteps = k->nsteps;
+	next->step = k->step;
+	if (!start_step(js, next)) {
+		child_free(next);
+		return NULL;
+	}
+	return next;
 }
 
 void jobs_tick(struct jobs *js)
@@ -604,11 +745,14 @@ void jobs_tick(struct jobs *js)
 			if (r < 0)
 				status = 0x7f00; /* lost: exit 127 */
 			js->kids[i] = NULL;
-			finished(js, k, status);
+			if (k->role == ROLE_AUTO)
+				js->kids[i] = auto_next(js, k, status);
+			else
+				finished(js, k, status);
 			child_free(k);
 		}
 	}
-	if (js->cleanup_wanted && now >= js->cleanup_next_us && jobs_running(js) == 0 &&
+	if (js->cleanup_wanted && now >= js->cleanup_next_us && drills_running(js) == 0 &&
 	    !cleanup_running(js))
 		start_cleanup(js);
 }
@@ -619,6 +763,7 @@ void jobs_shutdown(struct jobs *js, long timeout_ms)
 	size_t i, left;
 
 	js->cleanup_wanted = false;
+	js->stopping = true;
 	for (i = 0; i < MAX_CHILDREN; i++)
 		if (js->kids[i]) {
 			if (js->kids[i]->owner) {

@@ -49,6 +49,23 @@ int job_cleanup_argv(const struct helper_config *cfg, const char *config_path, c
                      char **argv);
 void job_argv_free(char **argv);
 
+/*
+ * The steps of the automatic lock and copy after a backup named name
+ * (jobs_after_backup()): lock (if [lock] mode is set and name matches
+ * [lock] names), then, if [copy] regions are set and name matches [copy]
+ * names, wait, and per region copy (with kms_key_id, share_accounts) and
+ * lock the copy.  Each an argv of job_argv() into steps[i], its kind into
+ * kinds[i].  Returns how many (0: none applies), or -1 with err and
+ * nothing allocated.  Pure; test/unit/test_job.c.
+ */
+int job_auto_steps(const struct helper_config *cfg, const char *config_path, const char *command,
+                   const char *request_id, const char *name, const char *system_id, char **steps[],
+                   char kinds[][17], size_t max, struct amis_err *err);
+void job_auto_steps_free(char **steps[], size_t n);
+
+/* Whether kind is a lifecycle command (list, show, wait, prune, copy, lock, unlock). */
+bool job_kind_is_lifecycle(const char *kind);
+
 /* Whether kind is one the helper runs (and so may be logged as it is). */
 bool job_argv_ok_kind(const char *kind);
 
@@ -72,6 +89,15 @@ void jobs_cleanup_soon(struct jobs *js);
  * to close it.
  */
 int jobs_start(struct jobs *js, struct conn *c, const struct amsp_msgview *m);
+/*
+ * A backup of this name was made and tagged: the automatic lock ([lock]
+ * mode, for the names matching [lock] names) and copy ([copy] regions,
+ * for [copy] names) as one job of the helper's own, nobody waiting for it:
+ * lock, then wait for completion, then per region copy (and lock the
+ * copy).  Each step's outcome goes to the log; a failed wait ends it.
+ */
+void jobs_after_backup(struct jobs *js, const char *request_id, const char *name,
+                       const char *system_id);
 /* c's client sent ABORT or went away: its job is stopped (SIGTERM, then SIGKILL). */
 void jobs_abort(struct jobs *js, struct conn *c, const char *why);
 /* Every turn of the server loop: output, exits, kills after the grace, cleanups. */

@@ -4,6 +4,7 @@
  * failed, and the snapshots a lost or broken answer made, found by the
  * request-id tag their own CreateSnapshots set.
  */
+#include "job.h"
 #include "op_internal.h"
 #include "inflight.h"
 
@@ -622,6 +623,14 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 	         nwarn ? " with warnings" : "");
 	/* A complete backup, even when a tag failed (the warning says so): never tagged failed. */
 	op_settled(h, op);
+	/*
+	 * The automatic lock and copy ([lock], [copy]): a job of the helper's
+	 * own, after the answer (the caller does not wait for it) and long
+	 * after the freeze.  Only a backup whose tags are complete: the copy
+	 * carries them.
+	 */
+	if (!tag_failed)
+		jobs_after_backup(h->jobs, op->request_id, op->name, op->system_id);
 	op_end(h, c);
 	return -1; /* the conversation is complete */
 }

@@ -598,6 +598,33 @@ int ec2_describe_locked_snapshots(const struct ec2_transport *t, const char *reg
 	return rc;
 }
 
+int ec2_lc_create_tags(const struct ec2_transport *t, const char *region, const char *resource_id,
+                       const struct lc_tag_ref *tags, size_t ntags, struct amis_err *err)
+{
+	struct ec2_params p;
+	xmlDocPtr doc = NULL;
+	size_t i;
+	int rc;
+
+	/* EC2 allows 50 tags per resource. */
+	if (!resource_id || !resource_id[0] || !ntags || ntags > 50)
+		return err_set(err, AMIS_E_INVALID_ARGUMENT,
+		               "CreateTags needs a resource and 1 to 50 tags");
+	ec2_params_init(&p);
+	ec2_params_add(&p, "ResourceId.1", resource_id);
+	for (i = 0; i < ntags; i++) {
+		ec2_params_addf(&p, tags[i].key, "Tag.%zu.Key", i + 1);
+		ec2_params_addf(&p, tags[i].value, "Tag.%zu.Value", i + 1);
+	}
+	/* Tagging twice sets the same values: safe to retry. */
+	rc = call(t, region, "CreateTags", &p, true, &doc, err);
+	if (rc < 0)
+		err_prefix(err, "EC2 CreateTags");
+	xml_free(doc);
+	ec2_params_free(&p);
+	return rc;
+}
+
 int ec2_delete_snapshot(const struct ec2_transport *t, const char *region, const char *snapshot_id,
                         struct amis_err *err)
 {

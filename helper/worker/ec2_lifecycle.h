@@ -217,6 +217,10 @@ int ec2_describe_locked_snapshots(const struct ec2_transport *t, const char *reg
                                   const char *const *ids, size_t nids, struct lc_lock *out,
                                   size_t max, size_t *n, struct amis_err *err);
 
+/* CreateTags on one resource in region (an AMI copy's snapshots: their sources' own tags). */
+int ec2_lc_create_tags(const struct ec2_transport *t, const char *region, const char *resource_id,
+                       const struct lc_tag_ref *tags, size_t ntags, struct amis_err *err);
+
 int ec2_delete_snapshot(const struct ec2_transport *t, const char *region, const char *snapshot_id,
                         struct amis_err *err);
 int ec2_lc_deregister_image(const struct ec2_transport *t, const char *region, const char *image_id,

@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from tap import bail, diag, done, is_, ok  # noqa: E402
 from world import HELPER, World, run  # noqa: E402
 from e2e import (damage_snapshot, drill_conf, drill_database, final_drill_cleanup,  # noqa: E402
-                 parse_pgbench, pgbench_cmd, restart_helper, session)
+                 parse_pgbench, pgbench_cmd, restart_helper, session, wait_for)
 from restore_cmd import CLI  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -50,16 +50,6 @@ from test_ami import old_helper  # noqa: E402
 import world as world_mod  # noqa: E402
 
 VERIFY_COLS = "outcome, drill_id IS NOT NULL, recovered_lsn IS NOT NULL, checks_failed"
-
-
-def wait_for(pred, timeout, step=0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 def wait_nothing_left(w, drill_dir, loops_before, timeout=180):

@@ -34,6 +34,17 @@ END $$;
 """
 
 
+def wait_for(pred, timeout, step=0.5):
+    """pred() until it is true or timeout seconds passed; its last value."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
 def pgbench_cmd(w, seconds, clients=4, vacuum=True):
     """vacuum=False (-n): pgbench_history is not truncated at the start, so
     the invariant check_restore checks holds across several runs."""

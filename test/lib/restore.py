@@ -16,7 +16,11 @@ from world import PGBIN, run
 
 
 class Restored:
-    def __init__(self, world, snapshot_ids, name="restore"):
+    def __init__(self, world, snapshot_ids, name="restore", volume_of=None):
+        """volume_of: {snapshot id: the volume id it is a snapshot of}, for
+        snapshots whose own volume id says nothing (a copy's is
+        vol-ffffffff, as EC2 documents): each restores onto that volume's
+        mount point."""
         self.world = world
         self.port = world._free_pg_port()
         self.base = world.path(name)
@@ -27,7 +31,7 @@ class Restored:
         self.mounts = {}
         for sid in snapshot_ids:
             snap = snaps[sid]
-            vol = by_vol[snap["volume_id"]]
+            vol = by_vol[(volume_of or {}).get(sid, snap["volume_id"])]
             img = os.path.join(world.store, "%s-%s.img" % (name, sid))
             run(["cp", "--reflink=always", snap["file"], img])
             dev = world._losetup(img)

@@ -4,8 +4,8 @@
 -- allow_product_code_loss (the update names the roles to grant it to
 -- again), and both work before and after (without a helper: the failed
 -- attempts are recorded).  1.1 to 1.2: ami_snapshot_verify() and
--- ami_snapshot_verification arrive, nothing of 1.1 changes, and the
--- result is the same as a fresh 1.2.
+-- ami_snapshot_verification arrive, nothing of 1.1 changes.  1.2 to 1.3:
+-- the lifecycle functions; the result is the same as a fresh 1.3.
 --
 DROP EXTENSION ami_snapshot;
 CREATE EXTENSION ami_snapshot VERSION '1.0';
@@ -65,7 +65,27 @@ UPDATE ami_snapshot_history SET status = 'succeeded' WHERE id = :after_id;
 SELECT * FROM ami_snapshot_verify(:after_id);
 SELECT backup_id = :after_id AS the_backup, status, error_code FROM ami_snapshot_verification;
 
--- The updated extension is the same as a fresh 1.2: its objects and the
+-- 1.2 to 1.3: the lifecycle functions, ami_snapshot_jobs, the views and
+-- the history's completion columns; the history keeps its rows, 1.2's
+-- functions their grants; nothing new is granted to PUBLIC.
+ALTER EXTENSION ami_snapshot UPDATE TO '1.3';
+SELECT extversion FROM pg_extension WHERE extname = 'ami_snapshot';
+SELECT has_function_privilege('amis_upgrade_operator',
+                              'ami_snapshot(text, boolean, text, boolean)', 'EXECUTE');
+SELECT count(*) AS history_rows, count(completion_state) AS completions FROM ami_snapshot_history;
+SELECT has_function_privilege('public', 'ami_snapshot_prune(text, boolean, text, boolean)', 'EXECUTE') AS prune,
+       has_function_privilege('public', 'ami_snapshot_wait(text, interval, interval, text, boolean)', 'EXECUTE') AS wait,
+       has_function_privilege('public', 'ami_snapshot_job_run(text, text[], text)', 'EXECUTE') AS job_run,
+       has_table_privilege('public', 'ami_snapshot_jobs', 'SELECT') AS jobs,
+       has_table_privilege('public', 'ami_snapshot_backups', 'SELECT') AS backups,
+       has_table_privilege('public', 'ami_snapshot_prune_log', 'SELECT') AS prune_log;
+-- Works after the update (no helper: the attempt is recorded).
+\set SHOW_CONTEXT never
+SELECT * FROM ami_snapshot_prune();
+\set SHOW_CONTEXT errors
+SELECT kind, status, error_code, args FROM ami_snapshot_jobs ORDER BY id;
+
+-- The updated extension is the same as a fresh 1.3: its objects and the
 -- new table's columns.
 CREATE TEMP TABLE updated AS
   SELECT pg_describe_object(classid, objid, objsubid) AS object
@@ -75,7 +95,8 @@ CREATE TEMP TABLE updated AS
 CREATE TEMP TABLE updated_columns AS
   SELECT attrelid::regclass::text AS rel, attname, format_type(atttypid, atttypmod) AS type
     FROM pg_attribute
-   WHERE attrelid IN ('ami_snapshot_history'::regclass, 'ami_snapshot_verification'::regclass)
+   WHERE attrelid IN ('ami_snapshot_history'::regclass, 'ami_snapshot_verification'::regclass,
+                      'ami_snapshot_jobs'::regclass)
      AND attnum > 0 AND NOT attisdropped;
 REVOKE ALL ON FUNCTION ami_snapshot(text, boolean, text, boolean) FROM amis_upgrade_operator;
 DROP EXTENSION ami_snapshot;
@@ -92,17 +113,27 @@ UNION ALL
 (SELECT object FROM fresh EXCEPT SELECT object FROM updated);
 SELECT count(*) AS new_objects FROM fresh
  WHERE object IN ('table ami_snapshot_verification',
-                  'function ami_snapshot_verify(bigint,text,text,text,text,interval,interval,boolean,text[],boolean,boolean,integer,boolean)');
+                  'function ami_snapshot_verify(bigint,text,text,text,text,interval,interval,boolean,text[],boolean,boolean,integer,boolean)',
+                  'table ami_snapshot_jobs', 'view ami_snapshot_backups',
+                  'view ami_snapshot_prune_log',
+                  'function ami_snapshot_wait(text,interval,interval,text,boolean)',
+                  'function ami_snapshot_prune(text,boolean,text,boolean)',
+                  'function ami_snapshot_list(text,text)',
+                  'function ami_snapshot_copy(text,text,text,text[],text)',
+                  'function ami_snapshot_lock(text,text,integer,timestamp with time zone,integer,text)',
+                  'function ami_snapshot_unlock(text,text)');
 (SELECT * FROM updated_columns
  EXCEPT
  SELECT attrelid::regclass::text, attname, format_type(atttypid, atttypmod)
    FROM pg_attribute
-  WHERE attrelid IN ('ami_snapshot_history'::regclass, 'ami_snapshot_verification'::regclass)
+  WHERE attrelid IN ('ami_snapshot_history'::regclass, 'ami_snapshot_verification'::regclass,
+                     'ami_snapshot_jobs'::regclass)
     AND attnum > 0 AND NOT attisdropped)
 UNION ALL
 (SELECT attrelid::regclass::text, attname, format_type(atttypid, atttypmod)
    FROM pg_attribute
-  WHERE attrelid IN ('ami_snapshot_history'::regclass, 'ami_snapshot_verification'::regclass)
+  WHERE attrelid IN ('ami_snapshot_history'::regclass, 'ami_snapshot_verification'::regclass,
+                     'ami_snapshot_jobs'::regclass)
     AND attnum > 0 AND NOT attisdropped
  EXCEPT
  SELECT * FROM updated_columns);

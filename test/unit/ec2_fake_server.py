@@ -308,6 +308,18 @@ class Handler(BaseHTTPRequestHandler):
                    "</return></DeleteVolumeResponse>" % NS)
 
     def act_CreateTags(self, form):
+        # The lifecycle's world (an AMI copy's snapshots tagged as their
+        # sources): tags set on the resources it has in the request's region.
+        w = WORLD.get(scope_region(self.headers))
+        i = 1
+        while w is not None and "ResourceId.%d" % i in form:
+            res = (w["snaps"].get(form["ResourceId.%d" % i]) or
+                   w["images"].get(form["ResourceId.%d" % i]))
+            j = 1
+            while res is not None and "Tag.%d.Key" % j in form:
+                res["tags"][form["Tag.%d.Key" % j]] = form.get("Tag.%d.Value" % j, "")
+                j += 1
+            i += 1
         self.reply(200, "<CreateTagsResponse %s><requestId>ct-1</requestId>"
                    "<return>true</return></CreateTagsResponse>" % NS)
 
@@ -357,8 +369,8 @@ class Handler(BaseHTTPRequestHandler):
         """One answer per caller: the helper's images (test_ec2_http.c), or
         the restore command's image of a set (test_restore_ec2.c,
         ami-0123456789abcdef0; other ami-0... ids are unknown), or the
-        lifecycle's (MaxResults, or an ami-1... id)."""
-        if "MaxResults" in form or form.get("ImageId.1", "").startswith("ami-1"):
+        lifecycle's (MaxResults, or an ami-1... id, or a copy's ami-2...)."""
+        if "MaxResults" in form or form.get("ImageId.1", "").startswith(("ami-1", "ami-2")):
             return self.lc_describe_images(form)
         if form.get("Filter.1.Name"):  # ours by tag or name: none
             return self.reply(200, "<DescribeImagesResponse %s><requestId>dim-0</requestId>"
@@ -777,7 +789,8 @@ WORLD = {
                                             "nightly"),
             "snap-10000000000000005": _snap("2026-11-29T03:00:00.000Z", "r-ami-1", "weekly",
                                             tags={"ami-snapshot:image-id":
-                                                  "ami-10000000000000001"}),
+                                                  "ami-10000000000000001",
+                                                  "ami-snapshot:device": "/dev/xvda"}),
             "snap-10000000000000006": _snap("2026-12-03T01:00:00.000Z", "r-pending", "nightly",
                                             state="pending", progress="40%"),
             "snap-10000000000000007": _snap("2026-11-30T01:00:00.000Z", "r-failed", "nightly",

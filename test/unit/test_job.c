@@ -46,6 +46,34 @@ static const char *run(const struct helper_config *cfg, const char *kind, size_t
 	run(cfg, kind, sizeof((const char *[]){__VA_ARGS__}) / sizeof(char *) / 2,                 \
 	    (const char *const[]){__VA_ARGS__})
 
+/* The automatic steps for a backup named name, one argv a line ("kind: args after the head"). */
+static const char *auto_steps(const struct helper_config *cfg, const char *name, const char *sysid)
+{
+	char **steps[16];
+	char kinds[16][17];
+	struct amis_err err;
+	int n, i, a;
+
+	err_clear(&err);
+	n = job_auto_steps(cfg, "/etc/h.conf", "/usr/sbin/ami-snapshot", "r-1", name, sysid, steps,
+	                   kinds, 16, &err);
+	if (n < 0) {
+		snprintf(joined, sizeof(joined), "ERR %s", err.msg);
+		return joined;
+	}
+	joined[0] = '\0';
+	for (i = 0; i < n; i++) {
+		snprintf(joined + strlen(joined), sizeof(joined) - strlen(joined),
+		         "%s%s:", i ? "\n" : "", kinds[i]);
+		/* argv[1] is the kind; the head (command, kind, --config, --json) left out */
+		for (a = 4; steps[i][a]; a++)
+			snprintf(joined + strlen(joined), sizeof(joined) - strlen(joined), " %s",
+			         steps[i][a]);
+	}
+	job_auto_steps_free(steps, (size_t)n);
+	return joined;
+}
+
 int main(void)
 {
 	struct helper_config c;
@@ -75,7 +103,7 @@ int main(void)
 	       "launch false adds nothing");
 
 	/* Refusals. */
-	ok(strstr(RUN(&c, "wait", "name", "nightly"), "ERR InvalidRequest: unknown job kind"),
+	ok(strstr(RUN(&c, "frobnicate", "name", "nightly"), "ERR InvalidRequest: unknown job kind"),
 	   "an unknown kind");
 	ok(strstr(RUN(&c, "v\nerify", "name", "nightly"), "unknown job kind \"?\""),
 	   "a kind with a control character is not echoed");
@@ -155,6 +183,118 @@ int main(void)
 	   "a relative dump_dir refused");
 	config_free(&c);
 
+	/* The lifecycle kinds (doc/lifecycle.md): the ID last, after "--". */
+	is_str(RUN(&c, "wait", "id", "r-night-1", "system_id", "7000000000000000001", "timeout",
+	           "600", "interval", "2"),
+	       "/usr/sbin/ami-snapshot|wait|--config=/etc/ami-snapshot/helper.conf|--json|"
+	       "--system-id=7000000000000000001|--timeout=600|--interval=2|--|r-night-1",
+	       "wait: the cluster, the options, then -- and the ID");
+	is_str(RUN(&c, "prune", "system_id", "7", "policy", "nightly:last=7,daily=14", "policy",
+	           "weekly-*:within=30d", "dry_run", "true"),
+	       "/usr/sbin/ami-snapshot|prune|--config=/etc/ami-snapshot/helper.conf|--json|"
+	       "--system-id=7|--policy=nightly:last=7,daily=14|--policy=weekly-*:within=30d|"
+	       "--dry-run",
+	       "prune: policies and a dry run");
+	is_str(RUN(&c, "prune", "system_id", "7", "dry_run", "false"),
+	       "/usr/sbin/ami-snapshot|prune|--config=/etc/ami-snapshot/helper.conf|--json|"
+	       "--system-id=7",
+	       "prune: dry_run false adds nothing (the configuration's policies)");
+	is_str(RUN(&c, "copy", "id", "ami-0123456789abcdef0", "system_id", "7", "to_region",
+	           "eu-west-1", "kms_key_id", "alias/dr", "share", "210987654321"),
+	       "/usr/sbin/ami-snapshot|copy|--config=/etc/ami-snapshot/helper.conf|--json|"
+	       "--system-id=7|--to-region=eu-west-1|--kms-key-id=alias/dr|--share=210987654321|"
+	       "--|ami-0123456789abcdef0",
+	       "copy");
+	is_str(RUN(&c, "lock", "id", "snap-0123456789abcdef0", "system_id", "7", "mode",
+	           "compliance", "days", "30", "cool_off_hours", "24", "region", "eu-west-1"),
+	       "/usr/sbin/ami-snapshot|lock|--config=/etc/ami-snapshot/helper.conf|--json|"
+	       "--system-id=7|--mode=compliance|--days=30|--cool-off-hours=24|--region=eu-west-1|"
+	       "--|snap-0123456789abcdef0",
+	       "lock, in another region");
+	is_str(RUN(&c, "list", "system_id", "7", "name", "nightly"),
+	       "/usr/sbin/ami-snapshot|list|--config=/etc/ami-snapshot/helper.conf|--json|"
+	       "--system-id=7|--name=nightly",
+	       "list");
+	ok(strstr(RUN(&c, "list", "name", "nightly"), "needs system_id"),
+	   "a lifecycle job without the cluster's identifier");
+	ok(strstr(RUN(&c, "wait", "system_id", "7"), "needs id"), "wait without an id");
+	ok(strstr(RUN(&c, "copy", "system_id", "7", "id", "r-1"), "needs to_region"),
+	   "copy without a region");
+	ok(strstr(RUN(&c, "wait", "system_id", "7", "id", "--all"), "invalid value"),
+	   "an id that is an option");
+	ok(strstr(RUN(&c, "wait", "system_id", "7x", "id", "r-1"), "invalid value"),
+	   "a system identifier that is not decimal");
+	ok(strstr(RUN(&c, "copy", "system_id", "7", "id", "r-1", "to_region", "../x"),
+	          "invalid value"),
+	   "a region that is not one");
+	ok(strstr(RUN(&c, "prune", "system_id", "7", "policy", "a:last=1\n--all"), "invalid value"),
+	   "a policy with a newline (a control character)");
+	ok(strstr(RUN(&c, "prune", "system_id", "7", "policy", "-x"), "invalid value"),
+	   "a policy that looks like an option");
+	ok(strstr(RUN(&c, "copy", "system_id", "7", "id", "r-1", "to_region", "eu-west-1", "share",
+	              "12345"),
+	          "invalid value"),
+	   "an account id that is not 12 digits");
+	ok(strstr(RUN(&c, "copy", "system_id", "7", "id", "r-1", "to_region", "eu-west-1",
+	              "kms_key_id", "-k"),
+	          "invalid value"),
+	   "a KMS key that looks like an option");
+	ok(strstr(RUN(&c, "lock", "system_id", "7", "id", "r-1", "mode", "frozen", "days", "1"),
+	          "invalid value"),
+	   "a lock mode EC2 does not know");
+	ok(strstr(RUN(&c, "lock", "system_id", "7", "id", "r-1", "mode", "governance"),
+	          "needs days or until"),
+	   "a lock mode without a duration");
+	ok(strstr(
+	       RUN(&c, "lock", "system_id", "7", "id", "r-1", "days", "1", "until", "2027-01-01"),
+	       "not both"),
+	   "days and until");
+	ok(strstr(RUN(&c, "lock", "system_id", "7", "id", "r-1", "days", "36501"),
+	          "from 1 to 36500"),
+	   "a lock over 100 years");
+	ok(strstr(RUN(&c, "wait", "system_id", "7", "id", "r-1", "check_sql", "x"),
+	          "unknown argument \"check_sql\" for a wait job"),
+	   "a verify argument in a wait job");
+	ok(strstr(RUN(&c, "verify", "name", "nightly", "system_id", "7"),
+	          "unknown argument \"system_id\" for a verify job"),
+	   "a lifecycle argument in a verify job");
+	ok(job_kind_is_lifecycle("prune") && !job_kind_is_lifecycle("verify") &&
+	       !job_kind_is_lifecycle("frobnicate"),
+	   "lifecycle kinds");
+
+	/* The automatic lock and copy after a backup ([lock], [copy]). */
+	config_free(&c);
+	config_init(&c);
+	is_str(auto_steps(&c, "nightly", "7"), "", "no [lock] mode, no [copy] regions: nothing");
+	ok(config_load_string(&c,
+	                      "[copy]\nregions = eu-central-1, us-west-2\nkms_key_id = alias/dr\n"
+	                      "share_accounts = 210987654321\nnames = nightly*\n"
+	                      "[lock]\nmode = governance\ndays = 7\nnames = *\n",
+	                      &err) == 0,
+	   "[copy] in two regions for nightly*, [lock] for every name");
+	is_str(auto_steps(&c, "nightly-1", "7"),
+	       "lock: --system-id=7 -- r-1\n"
+	       "wait: --system-id=7 --timeout=86400 --interval=10 -- r-1\n"
+	       "copy: --system-id=7 --to-region=eu-central-1 --kms-key-id=alias/dr "
+	       "--share=210987654321 -- r-1\n"
+	       "lock: --system-id=7 --region=eu-central-1 -- r-1\n"
+	       "copy: --system-id=7 --to-region=us-west-2 --kms-key-id=alias/dr "
+	       "--share=210987654321 -- r-1\n"
+	       "lock: --system-id=7 --region=us-west-2 -- r-1",
+	       "a matching name: lock, wait, then per region copy and lock the copy");
+	is_str(auto_steps(&c, "weekly", "7"), "lock: --system-id=7 -- r-1",
+	       "a name [copy] does not match: only the lock");
+	ok(strstr(auto_steps(&c, "nightly-1", ""), "no system identifier") != NULL,
+	   "no system identifier: nothing, with the reason");
+	config_free(&c);
+	config_init(&c);
+	ok(config_load_string(&c, "[copy]\nregions = eu-central-1\n", &err) == 0, "[copy] alone");
+	is_str(auto_steps(&c, "anything", "7"),
+	       "wait: --system-id=7 --timeout=86400 --interval=10 -- r-1\n"
+	       "copy: --system-id=7 --to-region=eu-central-1 -- r-1",
+	       "copy every name (names defaults to *), no lock");
+	config_free(&c);
+
 	/* Outcomes (doc/verify.md, "Exit codes"). */
 	is_str(job_outcome("verify", false, 0), "passed", "exit 0: passed");
 	is_str(job_outcome("verify", false, 4), "failed", "exit 4: failed");
@@ -162,5 +302,12 @@ int main(void)
 	is_str(job_outcome("verify", false, 6), "interrupted", "exit 6: interrupted");
 	is_str(job_outcome("verify", false, 127), "error", "exit 127 (not started): error");
 	is_str(job_outcome("verify", true, 9), "killed", "a signal: killed");
+	/* doc/lifecycle.md, "Exit codes". */
+	is_str(job_outcome("wait", false, 0), "done", "wait exit 0: done");
+	is_str(job_outcome("wait", false, 5), "failed", "wait exit 5: failed");
+	is_str(job_outcome("wait", false, 6), "timed_out", "wait exit 6: timed_out");
+	is_str(job_outcome("prune", false, 7), "partial", "prune exit 7: partial");
+	is_str(job_outcome("copy", false, 4), "not_this_cluster", "copy exit 4");
+	is_str(job_outcome("lock", false, 3), "not_found", "lock exit 3");
 	return done_testing();
 }

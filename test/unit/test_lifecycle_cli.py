@@ -313,6 +313,16 @@ def test_copy_lock_share(tmp, fake):
     ok(r.returncode == 0 and doc and doc["kind"] == "ami" and
        doc["shared_with"] == ["210987654321"], "copy an AMI and share the copy", r.stdout,
        r.stderr)
+    pairs = (doc or {}).get("snapshot_copies") or []
+    ok(len(pairs) == 1 and pairs[0]["source_id"] == "snap-10000000000000005",
+       "the AMI copy's snapshot is matched to its source", doc)
+    eu = state_of(fake, "eu-west-1")
+    m = re.search(r"<id>%s</id>.*?</tagSet>" % (pairs[0]["copy_id"] if pairs else "none"), eu,
+                  re.S)
+    ok(m and "<key>ami-snapshot:device</key><value>/dev/xvda</value>" in m.group(0) and
+       "<key>ami-snapshot:copy-of</key><value>snap-10000000000000005</value>" in m.group(0),
+       "and tagged with the source snapshot's own tags (its device) and where it came from",
+       m.group(0) if m else eu)
     r = run(tmp, ["copy", "r-failed", "--to-region", "eu-west-1"])
     is_eq(r.returncode, 3, "a pruned backup is gone")
     r = run(tmp, ["copy", "r-night-1"])
