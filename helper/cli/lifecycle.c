@@ -858,6 +858,36 @@ static void prune_one(struct lc_ctx *c, const char *region, struct prune_row *r)
 			return;
 		}
 	}
+	/*
+	 * Nothing is deleted while an image this prune does not delete still
+	 * maps one of the snapshots: EC2 would refuse that one (InUse) after
+	 * the others were gone, and the set would no longer restore.  Only
+	 * images of this account show here (one shared with us is not ours).
+	 */
+	if (b->nsnaps) {
+		const char *ids[LC_MAX_SNAPSHOTS];
+		struct ec2_filter f;
+		struct lc_image_list users = {0};
+		size_t k, n = 0;
+
+		for (i = 0; i < b->nsnaps && n < LC_MAX_SNAPSHOTS; i++)
+			ids[n++] = b->snaps[i]->snapshot_id;
+		f = (struct ec2_filter){"block-device-mapping.snapshot-id", ids, n};
+		if (ec2_lc_describe_images(c->t, region, &f, 1, &users, &err) < 0)
+			goto failed;
+		for (k = 0; k < users.n; k++) {
+			if (b->ami && b->image && !strcmp(users.items[k].image_id, b->image_id))
+				continue;
+			r->d.action = RET_SKIP;
+			snprintf(r->d.reason, sizeof(r->d.reason),
+			         "in use: image %s maps its snapshots (nothing deleted)",
+			         users.items[k].image_id);
+			snprintf(r->error_code, sizeof(r->error_code), "InvalidSnapshot.InUse");
+			lc_image_list_free(&users);
+			return;
+		}
+		lc_image_list_free(&users);
+	}
 	if (b->ami && b->image) {
 		if (ec2_lc_deregister_image(c->t, region, b->image_id, &err) < 0 && !gone(&err))
 			goto failed;

@@ -137,8 +137,9 @@ static int newest_first(const void *a, const void *b)
 	return x->index < y->index ? -1 : x->index > y->index;
 }
 
-/* The good backups of one series (name and kind), newest first. */
+/* The good backups of one series (name, or pattern, and kind), newest first. */
 static void decide_series(const struct ret_backup *b, size_t n, size_t first,
+                          const struct ret_policy *policies, size_t npolicies,
                           const struct ret_policy *pol, time_t now, struct ret_decision *out,
                           bool *done)
 {
@@ -154,7 +155,11 @@ static void decide_series(const struct ret_backup *b, size_t n, size_t first,
 	if (!r)
 		abort();
 	for (i = first; i < n; i++) {
-		if (done[i] || strcmp(b[i].name, b[first].name) != 0 || b[i].kind != b[first].kind)
+		if (done[i] || b[i].kind != b[first].kind)
+			continue;
+		/* series=pattern: every name whose first matching policy is this one. */
+		if (pol->series_by_pattern ? policy_for(b[i].name, policies, npolicies) != pol
+		                           : strcmp(b[i].name, b[first].name) != 0)
 			continue;
 		done[i] = true;
 		out[i].policy = pol;
@@ -228,7 +233,7 @@ size_t ret_decide(const struct ret_backup *b, size_t n, const struct ret_policy 
 			add_reason(&out[i], "no policy");
 			continue;
 		}
-		decide_series(b, n, i, pol, now, out, done);
+		decide_series(b, n, i, policies, npolicies, pol, now, out, done);
 	}
 	/* EC2's rules last: what would go but cannot is skipped, with why. */
 	for (i = 0; i < n; i++) {
@@ -326,17 +331,21 @@ int ret_parse_policy(char *text, struct ret_policy *out, char *why, size_t whysz
 			out->keep_failed = true;
 		else if (!strcmp(rule, "delete-newest") && !v)
 			out->allow_delete_newest = true;
+		else if (!strcmp(rule, "series") && v &&
+		         (!strcmp(v, "pattern") || !strcmp(v, "name")))
+			out->series_by_pattern = !strcmp(v, "pattern");
 		else
 			bad = -1;
 		if (bad) {
 			snprintf(why, whysz,
 			         "\"%s\": rules are last=N, within=DURATION, daily=N, weekly=N, "
-			         "monthly=N, grace=DURATION, keep-failed, delete-newest",
+			         "monthly=N, grace=DURATION, keep-failed, delete-newest, "
+			         "series=name|pattern",
 			         rule);
 			return -1;
 		}
 		if (strcmp(rule, "grace") && strcmp(rule, "keep-failed") &&
-		    strcmp(rule, "delete-newest"))
+		    strcmp(rule, "delete-newest") && strcmp(rule, "series"))
 			any = true;
 	}
 	if (!any) {

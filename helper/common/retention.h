@@ -72,6 +72,11 @@ struct ret_policy {
 	long in_progress_grace_s; /* default (0) means 86400 */
 	bool keep_failed;
 	bool allow_delete_newest;
+	/*
+	 * series=pattern: every name the pattern matches is one series (dated
+	 * AMI names, which EC2 requires to be unique); default: one per name.
+	 */
+	bool series_by_pattern;
 };
 
 #define RET_REASON_MAX 160

@@ -454,9 +454,12 @@ class Handler(BaseHTTPRequestHandler):
         return out
 
     @staticmethod
-    def lc_match(tags, filters):
+    def lc_match(tags, filters, image=None):
         for name, vals in filters:
-            if name == "tag-key":
+            if name == "block-device-mapping.snapshot-id" and image is not None:
+                if not any(v in image["snaps"] for v in vals):
+                    return False
+            elif name == "tag-key":
                 if not any(v in tags for v in vals):
                     return False
             elif name.startswith("tag:"):
@@ -528,7 +531,7 @@ class Handler(BaseHTTPRequestHandler):
         ids = self.lc_ids(form, "ImageId")
         filters = self.lc_filters(form)
         found = sorted(iid for iid, im in world["images"].items()
-                       if (not ids or iid in ids) and self.lc_match(im["tags"], filters))
+                       if (not ids or iid in ids) and self.lc_match(im["tags"], filters, im))
         page, nxt = self.lc_page(form, found)
         if page is None:
             return self.lc_error("InvalidParameterValue", "MaxResults out of range")

@@ -270,7 +270,9 @@ def test_prune(tmp, fake):
     ok(acts["r-night-older"]["done"], "the old one is deleted")
     old = acts["r-night-old"]
     ok(old["action"] == "skip" and "in use" in old["reason"],
-       "a snapshot another image uses: skipped with EC2's reason", old)
+       "a snapshot another image uses: skipped, saying so", old)
+    ok(old.get("deleted") == [] and "nothing deleted" in old["reason"],
+       "... found before anything of it was deleted (the set still restores)", old)
     now = state_of(fake)
     ok("snap-10000000000000007" not in now and "snap-10000000000000009" not in now and
        "snap-10000000000000004" in now and "snap-10000000000000003" in now,

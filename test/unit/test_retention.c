@@ -196,6 +196,45 @@ static void test_newest(void)
 	is_str(d[2].reason, "creation time unknown", "... saying why");
 }
 
+/* Dated AMI names (EC2 wants them unique): series=pattern makes them one series. */
+static void test_series_by_pattern(void)
+{
+	static const char *names[6] = {"weekly-2026-12-03", "weekly-2026-11-26",
+	                               "weekly-2026-11-19", "weekly-2026-11-12",
+	                               "weekly-2026-11-05", "nightly"};
+	struct ret_backup b[6];
+	struct ret_decision d[6];
+	struct ret_policy pol[2] = {{.pattern = "weekly-*", .keep_last = 2},
+	                            {.pattern = "*", .keep_last = 1}};
+	time_t now = at("2026-12-03T12:00:00Z");
+	size_t i;
+	char why[128];
+	char text[] = "weekly-*:last=2,series=pattern";
+	char bad[] = "weekly-*:last=2,series=week";
+
+	for (i = 0; i < 6; i++) {
+		memset(&b[i], 0, sizeof(b[i]));
+		b[i].id = names[i];
+		b[i].name = names[i];
+		b[i].kind = RET_AMI;
+		b[i].state = RET_GOOD;
+		b[i].created = at("2026-12-03T01:00:00Z") - (time_t)i * 7 * 86400;
+	}
+	is_int((long)ret_decide(b, 6, pol, 2, now, d), 0L,
+	       "series=name (the default): each dated name is its own newest: nothing goes");
+	pol[0].series_by_pattern = true;
+	is_int((long)ret_decide(b, 6, pol, 2, now, d), 3L,
+	       "series=pattern: the five weekly AMIs are one series, last=2 keeps two");
+	ok(d[0].action == RET_KEEP && d[1].action == RET_KEEP && d[2].action == RET_DELETE &&
+	       d[3].action == RET_DELETE && d[4].action == RET_DELETE,
+	   "the two newest weekly AMIs stay, the three older go");
+	ok(d[5].action == RET_KEEP && d[5].policy == &pol[1],
+	   "a name matching only a later policy is not in the series");
+	ok(ret_parse_policy(text, &pol[0], why, sizeof(why)) == 0 && pol[0].series_by_pattern,
+	   "series=pattern parses");
+	ok(ret_parse_policy(bad, &pol[0], why, sizeof(why)) < 0, "series=week is refused: %s", why);
+}
+
 static void test_parse(void)
 {
 	struct ret_policy p;
@@ -233,6 +272,7 @@ int main(void)
 	test_simulated_months();
 	test_states_and_locks();
 	test_newest();
+	test_series_by_pattern();
 	test_parse();
 	return done_testing();
 }
