@@ -65,7 +65,13 @@ UPDATE ami_snapshot_history SET status = 'succeeded' WHERE id = :after_id;
 SELECT * FROM ami_snapshot_verify(:after_id);
 SELECT backup_id = :after_id AS the_backup, status, error_code FROM ami_snapshot_verification;
 
--- The updated extension is the same as a fresh 1.2: its objects and the
+-- 1.2 to 1.3: ami_snapshot_check() arrives; nothing of 1.2 changes.
+ALTER EXTENSION ami_snapshot UPDATE TO '1.3';
+SELECT extversion FROM pg_extension WHERE extname = 'ami_snapshot';
+SELECT has_function_privilege('public', 'ami_snapshot_check(text)', 'EXECUTE');
+SELECT name, ok FROM ami_snapshot_check() WHERE name IN ('extension', 'helper reachable');
+
+-- The updated extension is the same as a fresh 1.3: its objects and the
 -- new table's columns.
 CREATE TEMP TABLE updated AS
   SELECT pg_describe_object(classid, objid, objsubid) AS object
