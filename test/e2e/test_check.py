@@ -54,11 +54,12 @@ def cli(w, *args):
 
 
 def requests_since(w, n):
-    """The emulator's request log from line n on: (action, params) of each."""
+    """The emulator's EC2 requests from line n of its log on: (action, params)
+    of each (IMDS's requests, without an action, left out)."""
     with open(os.path.join(w.emu_state_dir, "requests.jsonl")) as f:
         lines = f.readlines()
-    return [(json.loads(x).get("action"), json.loads(x).get("params", {})) for x in lines[n:]], \
-        len(lines)
+    recs = [json.loads(x) for x in lines[n:]]
+    return [(r["action"], r.get("params", {})) for r in recs if r.get("action")], len(lines)
 
 
 def imds_secrets(w):

@@ -95,7 +95,10 @@ def test_live_status(w):
 
 
 def test_hook(w):
-    marker = w.path("migrated")
+    d = w.path("migrations")                   # the migration runs as postgres
+    os.makedirs(d)
+    os.chown(d, w.pg_uid, w.pg_gid)
+    marker = os.path.join(d, "migrated")
     time.sleep(1.2)
     r = hook(w, "-n", "before it's (migration)", "--", "sh", "-c", "touch %s; exit 0" % marker)
     is_(r.returncode, 0, "the wrapper: snapshot ok, migration ran: its exit 0", )
