@@ -91,8 +91,9 @@ installed_version(void)
 }
 
 /*
- * The error being handled, as text for a row; NULL when it must end the
- * call (cancel, termination: the caller re-throws).  The caught error
+ * The error being handled, as text for a row, with cxt the current memory
+ * context again; NULL when it must end the call (cancel, termination: the
+ * caller re-throws).  The caught error
  * touched no shared state (a socket of our own), so carrying on is safe.
  */
 static char *
@@ -108,9 +109,9 @@ caught_error(MemoryContext cxt)
 		ProcDiePending || QueryCancelPending)
 		return NULL;
 	FlushErrorState();
+	/* Left in cxt: the caller goes on allocating there, not in ErrorContext. */
 	MemoryContextSwitchTo(cxt);
 	text = e->detail ? psprintf("%s: %s", e->message, e->detail) : pstrdup(e->message);
-	MemoryContextSwitchTo(old);
 	return text;
 }
 
