@@ -6,6 +6,9 @@
  *
  * image => 'register' | 'create' tests that AMI method's EC2 calls too.
  *
+ * ami_snapshot_status() (at the end): the helper's live state, as
+ * `ami-snapshot-helper --status` shows it, for another session.
+ *
  * The rows the backend adds itself come first: the extension's version,
  * whether the helper answers, and whether it lets this user in (STATUS is
  * answered, or the connection closed unread: not in allowed_users).  A
@@ -20,6 +23,9 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/elog.h"
 #include "utils/memutils.h"
@@ -28,6 +34,7 @@
 #include "helper_client.h"
 
 PG_FUNCTION_INFO_V1(ami_snapshot_check);
+PG_FUNCTION_INFO_V1(ami_snapshot_status);
 
 static unsigned char check_frame[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
 
@@ -263,4 +270,69 @@ ami_snapshot_check(PG_FUNCTION_ARGS)
 				"Run ALTER EXTENSION ami_snapshot UPDATE.");
 	ask_helper(&out, CurrentMemoryContext, image);
 	return (Datum) 0;
+}
+
+/*
+ * ami_snapshot_status(): one row, what the helper is doing now (STATUS,
+ * doc/protocol.md): state (idle, busy, frozen, thaw-pending), the
+ * operation's request id, name and step, how long it has kept writes
+ * frozen so far, and the mount points frozen.  STATUS is answered at
+ * once, also while frozen; this session writes nothing meanwhile.
+ */
+Datum
+ami_snapshot_status(PG_FUNCTION_ARGS)
+{
+	struct amsp_msgview *msg = palloc(sizeof(struct amsp_msgview));
+	HelperConn *volatile hc = NULL;
+	TupleDesc	desc;
+	Datum		values[6];
+	bool		nulls[6] = {false, false, false, false, false, false};
+	struct amsp_writer w;
+	enum amsp_tag tags[4] = {AMSP_T_STATE, AMSP_T_REQUEST_ID, AMSP_T_NAME, AMSP_T_STEP};
+	int			i;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	PG_TRY();
+	{
+		hc = helper_connect(helper_socket, request_timeout_ms);
+		amsp_begin(&w, check_frame, sizeof(check_frame), AMSP_STATUS);
+		helper_send(hc, check_frame, amsp_end(&w), request_timeout_ms);
+		helper_receive(hc, msg, AMSP_STATUS_REPLY, "status", request_timeout_ms);
+		for (i = 0; i < 4; i++)
+		{
+			const struct amsp_field *f = amsp_get(msg, tags[i]);
+
+			if (f)
+				values[i] = PointerGetDatum(cstring_to_text_with_len((const char *) f->value,
+																	 f->len));
+			else
+				nulls[i] = true;
+		}
+		if (amsp_get(msg, AMSP_T_FROZEN_USEC))
+			values[4] = Float8GetDatum(amsp_u64(amsp_get(msg, AMSP_T_FROZEN_USEC)) / 1000.0);
+		else
+			nulls[4] = true;
+		{
+			size_t		n = amsp_count(msg, AMSP_T_MOUNT_POINT);
+			Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+			size_t		k;
+
+			for (k = 0; k < n; k++)
+			{
+				const struct amsp_field *f = amsp_get_nth(msg, AMSP_T_MOUNT_POINT, k);
+
+				elems[k] = PointerGetDatum(cstring_to_text_with_len((const char *) f->value,
+																	f->len));
+			}
+			values[5] = PointerGetDatum(construct_array(elems, (int) n, TEXTOID, -1, false,
+														TYPALIGN_INT));
+		}
+	}
+	PG_FINALLY();
+	{
+		helper_close(hc);
+	}
+	PG_END_TRY();
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

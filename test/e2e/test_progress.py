@@ -5,8 +5,9 @@ End to end: what a call shows while it runs, and the pre-migration wrapper.
 - ami_snapshot() reports each step as a NOTICE, in order: prepared,
   backup started, frozen with the snapshots pending, thawed in N ms, backup
   stopped, tagged; with ami_snapshot.progress = off, none.
-- Meanwhile `ami-snapshot-helper --status` shows the live step of the
-  operation (the call made while frozen is slowed down to be seen).
+- Meanwhile `ami-snapshot-helper --status` and ami_snapshot_status() in
+  another session show the live step of the operation (the call made while
+  frozen is slowed down to be seen).
 - ami-snapshot-before (README.md, Recipes): the snapshot succeeds, then the
   migration runs and its exit status is the wrapper's (0, and 7); the
   snapshot fails (CreateSnapshots denied), then the migration does not run
@@ -73,6 +74,13 @@ def test_live_status(w):
     # The call made while frozen takes 3 s (the two DryRuns before it are fast).
     w.emulator_control({"action": "CreateSnapshots", "fault": "slow", "delay_ms": 3000,
                         "count": 1, "skip": 2})
+    # Another session, connected before the freeze: after a second it asks
+    # ami_snapshot_status() (it writes nothing, so the freeze does not stop it).
+    watcher = session(w, ["SELECT pg_sleep(1.0)",
+                          "SELECT state || '|' || coalesce(step, '') || '|' || coalesce(name, '') "
+                          "|| '|' || (frozen_ms > 0) || '|' || array_length(frozen_mounts, 1) "
+                          "FROM ami_snapshot_status()"], background=True)
+    time.sleep(0.3)
     bg = session(w, ["SELECT status FROM ami_snapshot('live status')"], background=True)
     seen = []
     try:
@@ -86,12 +94,19 @@ def test_live_status(w):
     finally:
         if bg.poll() is None:
             bg.kill()
+    wout, werr = watcher.communicate(timeout=120)
+    diag("ami_snapshot_status() in another session: %s" % wout.strip())
+    is_(wout.strip().splitlines()[-1:], ["frozen|frozen|live status|true|3"],
+        "ami_snapshot_status() in another session: frozen, the step, the name, for how long, "
+        "the three mounts")
     diag("steps seen by --status: %s" % seen)
     ok("frozen" in seen, "--status showed the live step 'frozen' during the slow call", seen)
     ok(set(seen) <= {"preparing", "prepared", "freezing", "frozen", "pending", "tagging"},
        "... and only steps of the operation", seen)
     is_(out.strip(), "succeeded", "the slowed call succeeded")
     ok("step:" not in status(w), "idle: no step")
+    is_(w.psql("SELECT state, step IS NULL, frozen_mounts FROM ami_snapshot_status()"),
+        "idle|t|{}", "ami_snapshot_status() when idle")
 
 
 def test_hook(w):

@@ -65,7 +65,8 @@ UPDATE ami_snapshot_history SET status = 'succeeded' WHERE id = :after_id;
 SELECT * FROM ami_snapshot_verify(:after_id);
 SELECT backup_id = :after_id AS the_backup, status, error_code FROM ami_snapshot_verification;
 
--- 1.2 to 1.3: ami_snapshot_check() arrives; nothing of 1.2 changes.
+-- 1.2 to 1.3: ami_snapshot_check() and ami_snapshot_status() arrive;
+-- nothing of 1.2 changes.
 ALTER EXTENSION ami_snapshot UPDATE TO '1.3';
 SELECT extversion FROM pg_extension WHERE extname = 'ami_snapshot';
 SELECT has_function_privilege('public', 'ami_snapshot_check(text)', 'EXECUTE');
