@@ -4,7 +4,8 @@
 #   make WITH_HELPER=0    the extension only (e.g. for another PostgreSQL
 #                         major with PG_CONFIG=...; see doc/platforms.md)
 #   make install          (as root) install the extension, the helper, its
-#                         systemd unit, the restore command (ami-snapshot), an
+#                         systemd unit, the restore command (ami-snapshot),
+#                         the pre-migration wrapper (ami-snapshot-before), an
 #                         example configuration, the manual pages and the docs;
 #                         DESTDIR=dir stages everything under dir
 #   test/run-all.sh       (as root) all tests (see doc/testing.md: loop devices)
@@ -21,13 +22,15 @@
 #                         for FUZZ_SECONDS (default 300); see test/fuzz/
 
 MODULE_big = ami_snapshot
-OBJS = extension/ami_snapshot.o extension/config_capture.o extension/helper_client.o \
-       extension/history.o extension/lifecycle.o extension/protocol.o extension/verify.o
+OBJS = extension/ami_snapshot.o extension/check.o extension/config_capture.o \
+       extension/helper_client.o extension/history.o extension/lifecycle.o \
+       extension/protocol.o extension/verify.o
 EXTENSION = ami_snapshot
 DATA = $(wildcard sql/ami_snapshot--*.sql)
 PGFILEDESC = "ami_snapshot - consistent EBS snapshots of a running PostgreSQL"
 
-REGRESS = ami_snapshot_sql ami_snapshot_verify ami_snapshot_lifecycle ami_snapshot_upgrade
+REGRESS = ami_snapshot_sql ami_snapshot_verify ami_snapshot_lifecycle ami_snapshot_check \
+          ami_snapshot_upgrade
 REGRESS_OPTS = --inputdir=test --outputdir=test/results --load-extension=ami_snapshot
 
 # The extension's version (ami_snapshot.control) for the library's magic
@@ -51,9 +54,10 @@ extension/protocol.o: helper/common/protocol.c helper/common/protocol.h
 extension/protocol.bc: helper/common/protocol.c helper/common/protocol.h
 	$(COMPILE.c.bc) -o $@ $<
 
-extension/ami_snapshot.o extension/config_capture.o extension/helper_client.o extension/history.o \
-extension/verify.o extension/lifecycle.o: helper/common/protocol.h extension/ami_snapshot.h \
-	extension/config_capture.h extension/helper_client.h extension/history.h extension/job.h
+extension/ami_snapshot.o extension/check.o extension/config_capture.o extension/helper_client.o \
+extension/history.o extension/verify.o extension/lifecycle.o: helper/common/protocol.h \
+	extension/ami_snapshot.h extension/config_capture.h extension/helper_client.h \
+	extension/history.h extension/job.h
 
 # Where the helper's files go.  These are names of our own: PGXS (included
 # above) sets sysconfdir, docdir, bindir and the like from pg_config for
@@ -63,6 +67,8 @@ extension/verify.o extension/lifecycle.o: helper/common/protocol.h extension/ami
 # $(helper_confdir)/helper.conf as its default configuration: unit, helper
 # and files agree (test/unit/test_install.sh checks it).
 prefix_sbin ?= /usr/sbin
+# The pre-migration wrapper: run by whoever deploys, not root.
+hook_bindir ?= /usr/bin
 helper_confdir ?= /etc/ami-snapshot
 helper_docdir ?= /usr/share/doc/ami-snapshot
 systemdunitdir ?= /lib/systemd/system
@@ -88,8 +94,11 @@ helper-all:
 
 install-helper: helper-all
 	install -d $(DESTDIR)$(prefix_sbin) $(DESTDIR)$(helper_confdir) \
-		$(DESTDIR)$(systemdunitdir) $(DESTDIR)$(helper_docdir)/doc $(DESTDIR)$(helper_mandir)/man8
+		$(DESTDIR)$(systemdunitdir) $(DESTDIR)$(helper_docdir)/doc $(DESTDIR)$(helper_mandir)/man8 \
+		$(DESTDIR)$(hook_bindir) $(DESTDIR)$(helper_mandir)/man1
 	install -m 0755 helper/ami-snapshot-helper helper/ami-snapshot $(DESTDIR)$(prefix_sbin)/
+	install -m 0755 packaging/ami-snapshot-before $(DESTDIR)$(hook_bindir)/
+	install -m 0644 packaging/man/ami-snapshot-before.1 $(DESTDIR)$(helper_mandir)/man1/
 	$(INSTALL_PATHS_SED) packaging/ami-snapshot-helper.service \
 		>$(DESTDIR)$(systemdunitdir)/ami-snapshot-helper.service
 	chmod 0644 $(DESTDIR)$(systemdunitdir)/ami-snapshot-helper.service

@@ -62,6 +62,7 @@ PG_MODULE_MAGIC;
 char	   *helper_socket = NULL;
 int			request_timeout_ms = 120000;
 static bool wait_for_archive = true;
+static bool progress = true;
 
 PG_FUNCTION_INFO_V1(ami_snapshot);
 
@@ -92,6 +93,14 @@ _PG_init(void)
 							 "Wait until the backup's WAL is archived when archiving is on.",
 							 "Needed for point-in-time recovery from the snapshot.",
 							 &wait_for_archive,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("ami_snapshot.progress",
+							 "Report each step of ami_snapshot() as a NOTICE.",
+							 "Prepared, backup started, frozen and snapshots pending, thawed, backup stopped, tagged; sent between the helper's steps, never while filesystems are frozen.",
+							 &progress,
 							 true,
 							 PGC_USERSET,
 							 0,
@@ -174,7 +183,7 @@ make_request_id(void)
 }
 
 /* Real path of pg_wal (it may be a symlink to another filesystem). */
-static char *
+char *
 wal_path(void)
 {
 	char		path[MAXPGPATH];
@@ -195,7 +204,7 @@ wal_path(void)
  * Locations of all tablespaces, from the symlinks in pg_tblspc.  Not
  * inlined into run_snapshot(): its locals need not survive a longjmp.
  */
-static pg_noinline List *
+pg_noinline List *
 tablespace_paths(void)
 {
 	List	   *result = NIL;
@@ -232,6 +241,44 @@ static char *
 lsn_text(XLogRecPtr lsn)
 {
 	return psprintf("%X/%X", LSN_FORMAT_ARGS(lsn));
+}
+
+/*
+ * One step of the call as a NOTICE (ami_snapshot.progress).  Only ever
+ * between two of the helper's answers: while the helper freezes, the
+ * backend waits for PENDING, so a client slow to read notices delays the
+ * backend, never a thaw.
+ */
+static void
+report_step(const char *fmt,...) pg_attribute_printf(1, 2);
+
+static void
+report_step(const char *fmt,...)
+{
+	char		buf[1024];
+	va_list		ap;
+
+	if (!progress)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	ereport(NOTICE,
+			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg("ami_snapshot: %s", buf)));
+}
+
+/* "a, b, c" of a list of strings. */
+static char *
+joined(List *items)
+{
+	StringInfoData s;
+	ListCell   *lc;
+
+	initStringInfo(&s);
+	foreach(lc, items)
+		appendStringInfo(&s, "%s%s", s.len ? ", " : "", (char *) lfirst(lc));
+	return s.data;
 }
 
 /* A text[] literal from a list of C strings (NULL pointers are NULLs). */
@@ -317,6 +364,7 @@ typedef struct SnapshotRun
 	XLogRecPtr	stop_lsn;
 	TimeLineID	tli;
 	double		frozen_ms;
+	bool		freeze;			/* the filesystems are frozen for the call */
 	bool		have_snapshots;
 	char		helper_error_code[65];	/* the helper's/EC2's code, if it failed */
 	/* What the helper's ERROR reported: snapshots EC2 made anyway, with volumes */
@@ -454,6 +502,7 @@ backup_and_snapshot(SnapshotRun *run, HelperConn *hc, struct amsp_msgview *msg,
 	run->start_lsn = do_pg_backup_start(name, true, &starttli, labelfile,
 										&backup_tblspcs, tblspcmap);
 #endif
+	report_step("backup started at %s (timeline %u)", lsn_text(run->start_lsn), starttli);
 	/*
 	 * Once the backup has started, any failure must abort it, including
 	 * backend exit: see perform_base_backup() in basebackup.c.
@@ -477,6 +526,13 @@ backup_and_snapshot(SnapshotRun *run, HelperConn *hc, struct amsp_msgview *msg,
 		run->snapshot_ids = strings_of(msg, AMSP_T_SNAPSHOT_ID);
 		run->have_snapshots = true;
 		run->frozen_ms = amsp_u64(amsp_get(msg, AMSP_T_FREEZE_USEC)) / 1000.0;
+		if (run->freeze)
+			report_step("frozen; snapshots pending: %s", joined(run->snapshot_ids));
+		else
+			report_step("not frozen (freeze => false); snapshots pending: %s",
+						joined(run->snapshot_ids));
+		if (run->freeze)
+			report_step("thawed in %.1f ms", run->frozen_ms);
 		if (amsp_count(msg, AMSP_T_SNAPSHOT_VOLUME) != list_length(run->snapshot_ids))
 			ereport(ERROR,
 					(errcode(ERRCODE_PROTOCOL_VIOLATION),
@@ -495,6 +551,8 @@ backup_and_snapshot(SnapshotRun *run, HelperConn *hc, struct amsp_msgview *msg,
 		run->stop_lsn = do_pg_backup_stop(labelfile->data, waitforarchive, &stoptli);
 		label_text = labelfile->data;
 #endif
+		report_step("backup stopped at %s%s", lsn_text(run->stop_lsn),
+					waitforarchive ? ", its WAL archived" : "");
 	}
 	PG_END_ENSURE_ERROR_CLEANUP(do_pg_abort_backup, BoolGetDatum(false));
 	history_set_phase(HP_BACKUP_STOPPED);
@@ -515,6 +573,7 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 	ListCell   *lc;
 
 	snprintf(sysid, sizeof(sysid), UINT64_FORMAT, GetSystemIdentifier());
+	run->freeze = freeze;
 
 	PG_TRY();
 	{
@@ -554,6 +613,9 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 			history_set(&run->row, HC_VOLUME_IDS, text_array_literal(run->volume_ids));
 			amsp_copy_str(amsp_get(msg, AMSP_T_REGION), inst, sizeof(inst));
 			history_set(&run->row, HC_REGION, inst);
+			report_step("prepared: instance %s, volumes %s, %zu filesystem(s) to %s",
+						run->instance_id, joined(run->volume_ids),
+						amsp_count(msg, AMSP_T_MOUNT_POINT), freeze ? "freeze" : "snapshot");
 		}
 
 		/*
@@ -578,6 +640,9 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 		send_or_error(hc, &w);
 		helper_receive(hc, msg, AMSP_DONE, "finish", request_timeout_ms);
 		remember_image(run, msg, CurrentMemoryContext);
+		report_step("tagged %d snapshot(s) with the backup's metadata%s%s",
+					list_length(run->snapshot_ids), run->image_id ? "; image " : "",
+					run->image_id ? run->image_id : "");
 		{
 			size_t		i;
 

@@ -28,6 +28,7 @@ struct HelperConn
 	struct amsp_msgview error;	/* views into buf */
 	bool		image_asked;	/* the PREPARE asked for an image */
 	bool		job_asked;		/* a JOB was sent */
+	bool		check_asked;	/* a CHECK was sent */
 };
 
 /* Milliseconds left until deadline (0 or less: it passed). */
@@ -207,6 +208,16 @@ recv_exact(HelperConn *hc, size_t want, TimestampTz deadline, const char *what)
 		 * than jobs refuses the JOB request the same way.
 		 */
 		if ((n == 0 || (n < 0 && errno == ECONNRESET)) &&
+			hc->check_asked && strcmp(what, "check") == 0)
+		{
+			strlcpy(hc->error_code, "HelperTooOld", sizeof(hc->error_code));
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("ami_snapshot helper failed during %s: HelperTooOld", what),
+					 errdetail("The helper is too old for the preflight check: it closed the connection when asked for one (a helper without the check refuses the CHECK request as malformed)."),
+					 errhint("Upgrade ami-snapshot-helper.")));
+		}
+		if ((n == 0 || (n < 0 && errno == ECONNRESET)) &&
 			((hc->image_asked && strcmp(what, "prepare") == 0) ||
 			 (hc->job_asked && strcmp(what, "job") == 0)))
 		{
@@ -332,6 +343,12 @@ void
 helper_set_image_asked(HelperConn *hc, bool asked)
 {
 	hc->image_asked = asked;
+}
+
+void
+helper_set_check_asked(HelperConn *hc)
+{
+	hc->check_asked = true;
 }
 
 void

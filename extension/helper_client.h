@@ -41,6 +41,12 @@ extern void helper_set_image_asked(HelperConn *hc, bool asked);
 extern void helper_set_job_asked(HelperConn *hc);
 
 /*
+ * A CHECK was sent: a connection closed before its answer (during "check")
+ * means a helper too old for the preflight check (HelperTooOld).
+ */
+extern void helper_set_check_asked(HelperConn *hc);
+
+/*
  * Best effort, never waits or throws: tells the helper the client gives up
  * (for its log); usable in PG_CATCH.
  */

@@ -13,6 +13,7 @@
 #include "lifecycle.h"
 #include "restore.h"
 #include "verify.h"
+#include "preflight.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -38,6 +39,7 @@ static const struct subcommand subcommands[] = {
     {"lock", lc_lock_main, "lock a backup's snapshots (governance or compliance)"},
     {"unlock", lc_unlock_main, "unlock a backup's snapshots"},
     {"share", lc_share_main, "share a backup with another account, or stop"},
+    {"check", ck_check_main, "preflight: would a snapshot work? (nothing is frozen or made)"},
 };
 
 static void usage(FILE *f)

@@ -66,6 +66,7 @@ struct helper_config {
 	char *drill_dump_dir;         /* where dumps asked from SQL go; NULL: refused */
 	long max_jobs;                /* jobs at once (default 1) */
 	long job_kill_grace_ms;       /* SIGTERM -> SIGKILL of an abandoned job (default 60 s) */
+	bool drill_section;           /* the file has a [drill] section */
 
 	/* [retention]: `ami-snapshot prune`'s policies (doc/lifecycle.md), in order */
 	char *retention_policies[CONFIG_MAX_LIST]; /* "PATTERN:RULE,..." as written */

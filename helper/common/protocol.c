@@ -99,9 +99,37 @@ static const struct field_rule status_rules[] = {
 };
 
 static const struct field_rule status_reply_rules[] = {
-    {AMSP_T_STATE, K_STR, 32, 1, 1},      {AMSP_T_REQUEST_ID, K_STR, IDLEN, 0, 1},
-    {AMSP_T_NAME, K_STR, 256, 0, 1},      {AMSP_T_MOUNT_POINT, K_STR, PATHLEN, 0, MAXVOL},
-    {AMSP_T_FROZEN_USEC, K_U64, 8, 0, 1}, {AMSP_T_REASON, K_STR, 2048, 0, 1},
+    {AMSP_T_STATE, K_STR, 32, 1, 1},
+    {AMSP_T_REQUEST_ID, K_STR, IDLEN, 0, 1},
+    {AMSP_T_NAME, K_STR, 256, 0, 1},
+    {AMSP_T_MOUNT_POINT, K_STR, PATHLEN, 0, MAXVOL},
+    {AMSP_T_FROZEN_USEC, K_U64, 8, 0, 1},
+    {AMSP_T_REASON, K_STR, 2048, 0, 1},
+    /* Optional: the step of the operation that runs (a newer helper's). */
+    {AMSP_T_STEP, K_STR, 32, 0, 1},
+};
+
+static const struct field_rule check_rules[] = {
+    {AMSP_T_REQUEST_ID, K_STR, IDLEN, 1, 1},
+    {AMSP_T_PATH_DATA, K_STR, PATHLEN, 0, 1},
+    {AMSP_T_PATH_WAL, K_STR, PATHLEN, 0, 1},
+    {AMSP_T_PATH_TABLESPACE, K_STR, PATHLEN, 0, MAXVOL},
+    /* An AMI's calls are tested too (register or create). */
+    {AMSP_T_IMAGE_METHOD, K_STR, 16, 0, 1},
+};
+
+/* One row per check, the four fields paired by position. */
+#define CHECK_ROW_RULES                                                                            \
+	{AMSP_T_CHECK_NAME, K_STR, 64, 0, AMSP_MAX_CHECKS},                                        \
+	    {AMSP_T_CHECK_RESULT, K_STR, 8, 0, AMSP_MAX_CHECKS},                                   \
+	    {AMSP_T_CHECK_DETAIL, K_STR, AMSP_CHECK_TEXT, 0, AMSP_MAX_CHECKS},                     \
+	{                                                                                          \
+		AMSP_T_CHECK_HINT, K_STR, AMSP_CHECK_TEXT, 0, AMSP_MAX_CHECKS                      \
+	}
+
+static const struct field_rule check_reply_rules[] = {
+    {AMSP_T_HELPER_VERSION, K_STR, 32, 1, 1},
+    CHECK_ROW_RULES,
 };
 
 static const struct field_rule job_rules[] = {
@@ -229,6 +257,14 @@ static const struct field_rule w_deregister_image_rules[] = {
     {AMSP_T_IMAGE_ID, K_STR, IDLEN, 1, 1},
 };
 
+static const struct field_rule w_check_rules[] = {
+    {AMSP_T_SEQ, K_U32, 4, 1, 1},
+    {AMSP_T_TIMEOUT_MS, K_U32, 4, 1, 1},
+    {AMSP_T_CHECK_ACTION, K_STR, 32, 0, 32},
+    /* A volume of the database: CreateTags' and DescribeVolumes' resource. */
+    {AMSP_T_VOLUME_ID, K_STR, IDLEN, 0, 1},
+};
+
 static const struct field_rule w_abandon_rules[] = {
     {AMSP_T_SEQ, K_U32, 4, 1, 1},
 };
@@ -249,6 +285,8 @@ static const struct field_rule w_ok_rules[] = {
     {AMSP_T_PRODUCT_CODE, K_STR, 64, 0, 8},
     {AMSP_T_PRODUCT_CODE_TYPE, K_STR, 16, 0, 8},
     IMAGE_ATTR_RULES,
+    /* W_CHECK's rows. */
+    CHECK_ROW_RULES,
 };
 
 static const struct field_rule w_error_rules[] = {
@@ -277,6 +315,8 @@ static const struct msg_rule msg_rules[] = {
     RULES(AMSP_JOB_STARTED, "JOB_STARTED", job_started_rules),
     RULES(AMSP_JOB_OUTPUT, "JOB_OUTPUT", job_output_rules),
     RULES(AMSP_JOB_RESULT, "JOB_RESULT", job_result_rules),
+    RULES(AMSP_CHECK, "CHECK", check_rules),
+    RULES(AMSP_CHECK_REPLY, "CHECK_REPLY", check_reply_rules),
     RULES(AMSP_W_READY, "W_READY", w_ready_rules),
     RULES(AMSP_W_DESCRIBE_INSTANCE, "W_DESCRIBE_INSTANCE", w_describe_instance_rules),
     RULES(AMSP_W_CREATE_SNAPSHOTS, "W_CREATE_SNAPSHOTS", w_create_snapshots_rules),
@@ -288,6 +328,7 @@ static const struct msg_rule msg_rules[] = {
     RULES(AMSP_W_REGISTER_IMAGE, "W_REGISTER_IMAGE", w_register_image_rules),
     RULES(AMSP_W_CREATE_IMAGE, "W_CREATE_IMAGE", w_create_image_rules),
     RULES(AMSP_W_DEREGISTER_IMAGE, "W_DEREGISTER_IMAGE", w_deregister_image_rules),
+    RULES(AMSP_W_CHECK, "W_CHECK", w_check_rules),
     RULES(AMSP_W_OK, "W_OK", w_ok_rules),
     RULES(AMSP_W_ERROR, "W_ERROR", w_error_rules),
 };

@@ -43,6 +43,8 @@
 #define AMSP_JOB_CHUNK 60000
 /* Between the helper and its worker: EC2's own limits. */
 #define AMSP_W_MAX_VOLUMES 64 /* channel.h EC2_MAX_INSTANCE_VOLUMES */
+#define AMSP_MAX_CHECKS 48    /* rows of a CHECK_REPLY (4 fields each, AMSP_MAX_FIELDS) */
+#define AMSP_CHECK_TEXT 1024  /* a row's detail or hint */
 
 enum amsp_msg {
 	/* extension -> helper */
@@ -69,6 +71,13 @@ enum amsp_msg {
 	AMSP_JOB_OUTPUT = 16,  /* a piece of the job's report (stdout) */
 	AMSP_JOB_RESULT = 18,  /* the job ended: exit status, outcome */
 	/*
+	 * The preflight check (doc/protocol.md, "Check"): sent only when a
+	 * check is asked for; a helper without it refuses the frame as
+	 * malformed and the client reports HelperTooOld.
+	 */
+	AMSP_CHECK = 20,       /* check everything a snapshot needs; change nothing */
+	AMSP_CHECK_REPLY = 21, /* one row per check */
+	/*
 	 * Internal, between the helper and its unprivileged EC2 worker over a
 	 * private socketpair (never accepted from a client; see root/worker_client.h).
 	 * Every request carries a SEQ that its answer repeats.
@@ -84,6 +93,7 @@ enum amsp_msg {
 	AMSP_W_REGISTER_IMAGE = 117,
 	AMSP_W_CREATE_IMAGE = 119, /* NoReboot=true */
 	AMSP_W_DEREGISTER_IMAGE = 121,
+	AMSP_W_CHECK = 123, /* IMDS, credentials, region and DryRuns of CHECK_ACTIONs: rows */
 	AMSP_W_OK = 100,
 	AMSP_W_ERROR = 102,
 };
@@ -131,6 +141,14 @@ enum amsp_tag {
 	AMSP_T_JOB_OUTCOME = 146,   /* str: the kind's name of the exit status */
 	AMSP_T_JOB_USEC = 147,      /* u64: how long it ran */
 	AMSP_T_JOB_TRUNCATED = 148, /* u8: the report was cut at AMSP_JOB_MAX_OUTPUT */
+	/* The preflight check (CHECK_REPLY; W_CHECK and its W_OK). */
+	AMSP_T_HELPER_VERSION = 160, /* str: the helper's version */
+	AMSP_T_CHECK_NAME = 161,     /* str, repeated: a row's name */
+	AMSP_T_CHECK_RESULT = 162,   /* str, repeated: ok | failed | skipped */
+	AMSP_T_CHECK_DETAIL = 163,   /* str, repeated: what was found */
+	AMSP_T_CHECK_HINT = 164,     /* str, repeated: what to do ("" when none) */
+	AMSP_T_CHECK_ACTION = 165,   /* str, repeated: an EC2 action to DryRun (W_CHECK) */
+	AMSP_T_STEP = 166,           /* str: the operation's step (STATUS_REPLY) */
 	/* Internal (helper <-> EC2 worker) only. */
 	AMSP_T_SEQ = 100,               /* u32 */
 	AMSP_T_TIMEOUT_MS = 101,        /* u32 */

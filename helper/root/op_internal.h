@@ -19,6 +19,7 @@
 
 #include "operation.h"
 #include "channel.h"
+#include "check.h"
 #include "freeze.h"
 #include "job.h"
 #include "layout.h"
@@ -102,6 +103,7 @@ struct operation {
 	bool image_found_by_tag;           /* a lost answer's image, found again */
 	struct watchdog wd;                /* while frozen (and until reaped) */
 	bool marker;                       /* the frozen marker was written and not removed yet */
+	bool check;                        /* a preflight check (check_op.c), not a snapshot */
 
 	/* Only on h->stuck: a plan whose thaw failed. */
 	struct operation *next_stuck;
@@ -123,6 +125,7 @@ struct helper {
 	struct operation *stuck;     /* still frozen: thaw retried by op_tick() */
 	volatile sig_atomic_t *stop; /* set by SIGTERM/SIGINT: no new freeze */
 	struct jobs *jobs;           /* jobs run as children (job.h) */
+	const char *config_path;     /* the configuration file (the check reads it again) */
 };
 
 /* operation.c */
@@ -139,6 +142,14 @@ void fill_request(struct helper *h, struct operation *op, struct ec2_create_snap
                   struct ec2_tag *tags, size_t maxtags, char *desc, size_t descsz, char *tlbuf,
                   size_t tlsz);
 int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *m);
+/* One path of a PREPARE or CHECK into op->targets, checked against the allow-list. */
+int resolve_one(struct helper *h, struct operation *op, const struct amsp_field *f,
+                const char *what, struct amis_err *err);
+/* The volumes to snapshot and to exclude, from DescribeInstances. */
+int plan_volumes(struct helper *h, struct operation *op, struct amis_err *err);
+
+/* check_op.c: CHECK, the preflight check (check.h) */
+int handle_check(struct helper *h, struct conn *c, const struct amsp_msgview *m);
 bool in_list(char *const *list, size_t n, const char *s);
 
 /* The volume ids a snapshot set of op must hold: every volume for an image. */

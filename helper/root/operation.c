@@ -78,6 +78,7 @@ struct helper *helper_new(struct helper_config *cfg, const char *config_path,
 	struct amis_err err;
 
 	h->cfg = cfg;
+	h->config_path = config_path;
 	h->sys = &volumes_sys_paths_default;
 	h->stop = stop;
 	h->worker = worker_new(cfg, config_path);
@@ -378,6 +379,12 @@ int send_error(struct helper *h, struct conn *c, const char *stage, const struct
 	return conn_send(c, buf, len);
 }
 
+/* The stage an ERROR refusing a request names. */
+static const char *refusal_stage(uint16_t type)
+{
+	return type == AMSP_JOB ? "job" : type == AMSP_CHECK ? "check" : "prepare";
+}
+
 /* A PREPARE while another operation is active, a JOB while frozen: Busy, at once. */
 static int refuse_busy(struct helper *h, struct conn *c, uint16_t type)
 {
@@ -391,10 +398,10 @@ static int refuse_busy(struct helper *h, struct conn *c, uint16_t type)
 		        h->active ? h->active->request_id : "?");
 	else
 		err_set(&err, AMIS_E_BUSY,
-		        "another snapshot operation (request %s) is in progress; only one runs at "
-		        "a time",
+		        "another %s (request %s) is in progress; only one runs at a time",
+		        h->active && h->active->check ? "preflight check" : "snapshot operation",
 		        h->active ? h->active->request_id : "?");
-	send_error(h, c, type == AMSP_JOB ? "job" : "prepare", &err, NULL);
+	send_error(h, c, refusal_stage(type), &err, NULL);
 	log_warn("pid %ld: refused %s: %s", (long)c->pid, amsp_msg_name(type), err.msg);
 	return -1;
 }
@@ -413,7 +420,7 @@ static int refuse_thaw_pending(struct helper *h, struct conn *c, uint16_t type)
 	        "retrying the thaw; no new snapshot until they are thawed: %s",
 	        h->stuck->request_id, sb_str(&mounts), h->stuck->thaw_err.msg);
 	sb_free(&mounts);
-	send_error(h, c, type == AMSP_JOB ? "job" : "prepare", &err, NULL);
+	send_error(h, c, refusal_stage(type), &err, NULL);
 	log_error("pid %ld: refused %s: %s", (long)c->pid, amsp_msg_name(type), err.msg);
 	return -1;
 }
@@ -458,10 +465,14 @@ static int send_status(struct helper *h, struct conn *c, const char *reason)
 				amsp_put_str(&w, AMSP_T_MOUNT_POINT, op->plan.fs[i].mount_point);
 		amsp_put_u64(&w, AMSP_T_FROZEN_USEC,
 		             (uint64_t)(mono_usec() - frozen_since(&op->plan)));
+		amsp_put_str(&w, AMSP_T_STEP, opstate_name(op->state));
 	} else if (h->active) {
 		amsp_put_str(&w, AMSP_T_STATE, "busy");
 		amsp_put_str(&w, AMSP_T_REQUEST_ID, h->active->request_id);
 		amsp_put_str(&w, AMSP_T_NAME, h->active->name);
+		/* The live step: the operation's state (opstate.h), or the check. */
+		amsp_put_str(&w, AMSP_T_STEP,
+		             h->active->check ? "check" : opstate_name(h->active->state));
 	} else {
 		amsp_put_str(&w, AMSP_T_STATE, "idle");
 	}
@@ -531,6 +542,8 @@ int op_dispatch(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 		switch (m->type) {
 		case AMSP_PREPARE:
 			return handle_prepare(h, c, m);
+		case AMSP_CHECK:
+			return handle_check(h, c, m);
 		case AMSP_SNAPSHOT:
 			return handle_snapshot(h, c, m);
 		case AMSP_FINISH:

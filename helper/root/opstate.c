@@ -46,6 +46,7 @@ enum op_verdict opstate_verdict(enum op_state state, bool own, enum amsp_msg typ
 	case AMSP_THAW:
 		return OPV_THAW;
 	case AMSP_PREPARE:
+	case AMSP_CHECK: /* an operation too: it needs the EC2 worker to itself */
 		if (own)
 			return OPV_OUT_OF_ORDER; /* one operation a connection */
 		if (state == OPS_IDLE)

@@ -17,8 +17,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int resolve_one(struct helper *h, struct operation *op, const struct amsp_field *f,
-                       const char *what, struct amis_err *err)
+int resolve_one(struct helper *h, struct operation *op, const struct amsp_field *f,
+                const char *what, struct amis_err *err)
 {
 	const struct helper_config *cfg = h->cfg;
 	struct volume_override ov[CONFIG_MAX_LIST];
@@ -66,7 +66,7 @@ bool in_list(char *const *list, size_t n, const char *s)
 }
 
 /* Which volumes to snapshot, which to exclude, from the instance's mapping. */
-static int plan_volumes(struct helper *h, struct operation *op, struct amis_err *err)
+int plan_volumes(struct helper *h, struct operation *op, struct amis_err *err)
 {
 	struct ec2_instance_info *inst = xcalloc(1, sizeof(*inst));
 	size_t i, j;

@@ -13,6 +13,7 @@
  * status, thaw, and an immediate Busy for a second PREPARE.
  */
 #include "server.h"
+#include "client.h"
 #include "log.h"
 
 #include <errno.h>
@@ -560,6 +561,12 @@ static bool print_status(const struct amsp_msgview *m)
 		amsp_copy_str(amsp_get(m, AMSP_T_NAME), name, sizeof(name));
 		printf("request: %s (\"%s\")\n", rid, name);
 	}
+	if (amsp_get(m, AMSP_T_STEP)) {
+		char step[33] = "";
+
+		amsp_copy_str(amsp_get(m, AMSP_T_STEP), step, sizeof(step));
+		printf("step: %s\n", step);
+	}
 	if (amsp_get(m, AMSP_T_FROZEN_USEC))
 		printf("frozen for: %.3f s\n", amsp_u64(amsp_get(m, AMSP_T_FROZEN_USEC)) / 1e6);
 	for (i = 0; i < amsp_count(m, AMSP_T_MOUNT_POINT); i++) {
@@ -577,49 +584,29 @@ static bool print_status(const struct amsp_msgview *m)
 static int ask_once(const struct helper_config *cfg, int type, unsigned char *buf, size_t cap,
                     struct amsp_msgview *m)
 {
-	struct sockaddr_un sa;
 	struct amsp_writer w;
-	struct timeval tv = {10, 0};
-	const char *why;
-	size_t len, got = 0;
-	long plen;
-	int fd;
+	struct amis_err err;
+	const char *why = "";
+	size_t len;
+	int fd, rc;
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", cfg->socket_path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		fprintf(stderr, "cannot connect to the helper at %s: %s\n", cfg->socket_path,
-		        strerror(errno));
-		if (fd >= 0)
-			close(fd);
+	err_clear(&err);
+	fd = amsp_client_connect(cfg->socket_path, &err);
+	if (fd < 0) {
+		fprintf(stderr, "%s\n", err.msg);
 		return -1;
 	}
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	amsp_begin(&w, buf, cap, (enum amsp_msg)type);
 	len = amsp_end(&w);
-	if (send(fd, buf, len, MSG_NOSIGNAL) != (ssize_t)len)
-		goto broken;
-	while (got < AMSP_HEADER_LEN || got < AMSP_HEADER_LEN + (size_t)plen) {
-		ssize_t n = recv(fd, buf + got, cap - got, 0);
-
-		if (n <= 0)
-			goto broken;
-		got += (size_t)n;
-		plen = got >= AMSP_HEADER_LEN ? amsp_header_payload_len(buf, &why) : 0;
-		if (plen < 0)
-			goto broken;
-	}
+	rc = amsp_client_send(fd, buf, len) == 0 ? amsp_client_recv(fd, buf, cap, 10000, m, &why)
+	                                         : -1;
 	close(fd);
-	if (amsp_decode(buf, got, m, &why) != 0) {
-		fprintf(stderr, "malformed answer from the helper: %s\n", why);
-		return -1;
-	}
-	return 0;
-broken:
-	fprintf(stderr, "the helper closed the connection without an answer\n");
-	close(fd);
+	if (rc == 0)
+		return 0;
+	if (!strcmp(why, "closed") || !why[0])
+		fprintf(stderr, "the helper closed the connection without an answer\n");
+	else
+		fprintf(stderr, "no answer from the helper: %s\n", why);
 	return -1;
 }
 

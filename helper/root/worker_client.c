@@ -3,6 +3,7 @@
  * channel to the EC2 worker (worker/worker_main.c is the other side).
  */
 #include "worker_client.h"
+#include "check.h"
 #include "log.h"
 #include "protocol.h"
 
@@ -744,4 +745,55 @@ int worker_deregister_image(struct worker *w, const char *image_id, long timeout
 	amsp_put_u32(&aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
 	amsp_put_str(&aw, AMSP_T_IMAGE_ID, image_id);
 	return call(w, amsp_end(&aw), timeout_ms + WAIT_MARGIN_MS, err);
+}
+
+/* A row's text from the worker: bounded, control characters as spaces. */
+static void reply_row_str(struct worker *w, enum amsp_tag tag, size_t i, char *buf, size_t sz)
+{
+	const struct amsp_field *f = amsp_get_nth(&w->reply, tag, i);
+	size_t k;
+
+	buf[0] = '\0';
+	if (f)
+		snprintf(buf, sz, "%.*s", (int)f->len, (const char *)f->value);
+	for (k = 0; buf[k]; k++)
+		if ((unsigned char)buf[k] < 0x20 || buf[k] == 0x7f)
+			buf[k] = ' ';
+}
+
+int worker_check(struct worker *w, const char *const *actions, size_t n, const char *volume_id,
+                 long timeout_ms, struct check_rows *rows, struct amis_err *err)
+{
+	struct amsp_writer aw;
+	size_t m, i;
+
+	if (begin(w, &aw, AMSP_W_CHECK, err) != 0)
+		return -1;
+	amsp_put_u32(&aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
+	for (i = 0; i < n; i++)
+		amsp_put_str(&aw, AMSP_T_CHECK_ACTION, actions[i]);
+	if (volume_id && volume_id[0])
+		amsp_put_str(&aw, AMSP_T_VOLUME_ID, volume_id);
+	/* IMDS, the credentials, then one EC2 call per action, each within timeout_ms. */
+	if (call(w, amsp_end(&aw), (long)(n + 3) * (timeout_ms + WAIT_MARGIN_MS), err) != 0)
+		return -1;
+	m = amsp_count(&w->reply, AMSP_T_CHECK_NAME);
+	if (amsp_count(&w->reply, AMSP_T_CHECK_RESULT) != m ||
+	    amsp_count(&w->reply, AMSP_T_CHECK_DETAIL) != m ||
+	    amsp_count(&w->reply, AMSP_T_CHECK_HINT) != m)
+		return worker_lost(w, "its check rows do not pair up", err);
+	for (i = 0; i < m && rows->n < AMSP_MAX_CHECKS; i++) {
+		struct check_row *r = &rows->row[rows->n];
+
+		reply_row_str(w, AMSP_T_CHECK_NAME, i, r->name, sizeof(r->name));
+		reply_row_str(w, AMSP_T_CHECK_RESULT, i, r->result, sizeof(r->result));
+		reply_row_str(w, AMSP_T_CHECK_DETAIL, i, r->detail, sizeof(r->detail));
+		reply_row_str(w, AMSP_T_CHECK_HINT, i, r->hint, sizeof(r->hint));
+		if (strcmp(r->result, "ok") && strcmp(r->result, "failed") &&
+		    strcmp(r->result, "skipped"))
+			return worker_lost(w, "a check row's result is not ok, failed or skipped",
+			                   err);
+		rows->n++;
+	}
+	return 0;
 }

@@ -121,4 +121,13 @@ int worker_create_image(struct worker *w, const struct ec2_create_image_req *r, 
 int worker_deregister_image(struct worker *w, const char *image_id, long timeout_ms,
                             struct amis_err *err);
 
+/*
+ * W_CHECK (check.h): the worker's rows (IMDS, credentials, region, a DryRun
+ * of each action) appended to rows; volume_id: a database volume or "".
+ * -1 with err only when the worker could not be asked.
+ */
+struct check_rows;
+int worker_check(struct worker *w, const char *const *actions, size_t n, const char *volume_id,
+                 long timeout_ms, struct check_rows *rows, struct amis_err *err);
+
 #endif

@@ -139,6 +139,19 @@ int aws_ctx_credentials(struct aws_ctx *a, struct aws_credentials *out, struct a
 	return creds_get(a->creds, time(NULL), out, err);
 }
 
+int aws_ctx_credentials_source(struct aws_ctx *a, char *src, size_t srcsz, struct amis_err *err)
+{
+	struct aws_credentials cr;
+
+	if (make_clients(a, err) != 0)
+		return -1;
+	if (creds_get(a->creds, time(NULL), &cr, err) != 0)
+		return -1;
+	snprintf(src, srcsz, "%s", cr.source);
+	creds_clear(&cr);
+	return 0;
+}
+
 bool aws_ctx_credentials_refused(struct aws_ctx *a, const struct amis_err *err)
 {
 	if (!a->creds || !(err_flags(err) & AMIS_F_CREDS))

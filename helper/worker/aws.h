@@ -57,6 +57,13 @@ int aws_call_retrying(struct aws_ctx *a, const struct aws_credentials *fixed, st
                       const char *action, const struct ec2_params *p, bool idempotent,
                       long timeout_ms, int attempts, struct _xmlDoc **doc, struct amis_err *err);
 
+/*
+ * The preflight check (worker_main.c): where the credentials come from
+ * (creds.h's source: "environment", "profile:NAME", "imds:ROLE", "config")
+ * into src, without keeping or returning the credentials themselves.
+ */
+int aws_ctx_credentials_source(struct aws_ctx *a, char *src, size_t srcsz, struct amis_err *err);
+
 const char *aws_ctx_instance_id(const struct aws_ctx *a);
 const char *aws_ctx_region(const struct aws_ctx *a);
 struct ec2_client *aws_ctx_ec2(struct aws_ctx *a);

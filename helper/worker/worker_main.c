@@ -5,7 +5,10 @@
  */
 #include "worker_main.h"
 #include "aws.h"
+#include "dryrun.h"
 #include "ec2.h"
+#include "imds.h"
+#include "xml.h"
 #include "channel.h"
 #include "log.h"
 #include "protocol.h"
@@ -684,6 +687,176 @@ static int w_deregister_image(struct wstate *ws, uint32_t seq, long timeout_ms,
 	return send_reply(ws, &aw);
 }
 
+/* ---- The preflight check (doc/protocol.md, "Check"). ---- */
+
+static void put_row(struct amsp_writer *aw, const char *name, const char *result,
+                    const char *detail, const char *hint)
+{
+	amsp_put_str(aw, AMSP_T_CHECK_NAME, name);
+	amsp_put_str(aw, AMSP_T_CHECK_RESULT, result);
+	amsp_put_str(aw, AMSP_T_CHECK_DETAIL, detail);
+	amsp_put_str(aw, AMSP_T_CHECK_HINT, hint);
+}
+
+struct dryrun_arg {
+	const char *action;
+	const struct ec2_params *params;
+};
+
+static int run_dryrun(struct wstate *ws, const struct aws_credentials *cr, long timeout_ms,
+                      void *arg, struct amis_err *err)
+{
+	struct dryrun_arg *d = arg;
+	xmlDocPtr doc = NULL;
+	int rc = ec2_call(aws_ctx_ec2(ws->aws), cr, d->action, d->params, timeout_ms, 0, &doc, err);
+
+	if (doc)
+		xml_free(doc);
+	return rc;
+}
+
+/*
+ * A snapshot of ours for the actions that work on one (dryrun.h), "" when
+ * none is found or DescribeSnapshots is not allowed (its own row says so).
+ */
+static void find_own_snapshot(struct wstate *ws, long timeout_ms, char *id, size_t idsz)
+{
+	struct ec2_snapshot_set set = {0};
+	struct ec2_params p;
+	struct amis_err err;
+	xmlDocPtr doc = NULL;
+	struct aws_credentials cr;
+	size_t i, n = amsp_count(&ws->m, AMSP_T_CHECK_ACTION);
+	bool wanted = false;
+	char action[33];
+
+	id[0] = '\0';
+	for (i = 0; i < n; i++) {
+		amsp_copy_str(amsp_get_nth(&ws->m, AMSP_T_CHECK_ACTION, i), action, sizeof(action));
+		wanted = wanted || dryrun_wants_snapshot(action);
+	}
+	if (!wanted)
+		return;
+	err_clear(&err);
+	ec2_params_init(&p);
+	dryrun_find_snapshot_params(&p);
+	if (aws_ctx_credentials(ws->aws, &cr, &err) == 0 &&
+	    ec2_call(aws_ctx_ec2(ws->aws), &cr, "DescribeSnapshots", &p, timeout_ms, 0, &doc,
+	             &err) == 0 &&
+	    doc && ec2_parse_snapshot_set(doc, "", &set, &err) == 0 && set.n > 0)
+		snprintf(id, idsz, "%s", set.items[0].snapshot_id);
+	else
+		log_debug("check: no snapshot of ours to name: %s",
+		          err.code[0] ? err.code : "none");
+	secure_zero(&cr, sizeof(cr));
+	if (doc)
+		xml_free(doc);
+	ec2_snapshot_set_free(&set);
+	ec2_params_free(&p);
+}
+
+/* One row per action of the request: its DryRun's verdict. */
+static void check_actions(struct wstate *ws, struct amsp_writer *aw, const struct dryrun_ctx *dc,
+                          long timeout_ms)
+{
+	char action[33], name[64], detail[AMSP_CHECK_TEXT], hint[AMSP_CHECK_TEXT];
+	size_t i, n = amsp_count(&ws->m, AMSP_T_CHECK_ACTION);
+
+	for (i = 0; i < n; i++) {
+		struct ec2_params p;
+		struct dryrun_arg d = {action, &p};
+		struct ec2_action a = {action, true, run_dryrun, &d, false};
+		struct amis_err err;
+		const char *why;
+		int rc;
+
+		amsp_copy_str(amsp_get_nth(&ws->m, AMSP_T_CHECK_ACTION, i), action, sizeof(action));
+		snprintf(name, sizeof(name), "ec2:%s", action);
+		if (!dryrun_known(action)) {
+			put_row(aw, name, "failed", "the check does not know this action", "");
+			continue;
+		}
+		if (!dryrun_possible(action, &why)) {
+			snprintf(hint, sizeof(hint), "make sure ec2:%s is allowed", action);
+			put_row(aw, name, "skipped", why, hint);
+			continue;
+		}
+		err_clear(&err);
+		ec2_params_init(&p);
+		dryrun_params(action, dc, &p);
+		rc = ec2_call_retrying(ws, timeout_ms, &a, &err);
+		ec2_params_free(&p);
+		put_row(aw, name,
+		        dryrun_result_name(dryrun_verdict(action, rc, &err, detail, sizeof(detail),
+		                                          hint, sizeof(hint))),
+		        detail, hint);
+		log_info("check: %s: %s", name, detail);
+	}
+}
+
+/*
+ * W_CHECK: IMDS, the credentials (their source only), the region and the
+ * instance, then a DryRun of each CHECK_ACTION.  Always answered with
+ * W_OK and rows: a failed check is a row, not an error.
+ */
+static int w_check(struct wstate *ws, uint32_t seq, long timeout_ms, struct amis_err *err)
+{
+	struct imds_client *imds = aws_ctx_imds(ws->aws);
+	struct imds_identity id;
+	struct dryrun_ctx dc;
+	struct amsp_writer aw;
+	char detail[AMSP_CHECK_TEXT], src[64], vol[65] = "", snap[65];
+	bool imds_needed = !ws->cfg.instance_id || !ws->cfg.region;
+
+	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+	memset(&id, 0, sizeof(id));
+	err_clear(err);
+	if (imds && imds_get_identity(imds, &id, err) == 0) {
+		snprintf(detail, sizeof(detail), "reachable at %s: instance %s in %s",
+		         imds_endpoint(imds), id.instance_id,
+		         id.availability_zone[0] ? id.availability_zone : id.region);
+		put_row(&aw, "imds", "ok", detail, "");
+	} else {
+		snprintf(detail, sizeof(detail), "not reachable%s: %s",
+		         imds_needed ? "" : " (not needed: [aws] instance_id and region are set)",
+		         imds ? err->msg : "no IMDS client");
+		put_row(&aw, "imds", imds_needed ? "failed" : "skipped", detail,
+		        imds_needed ? "the helper learns the instance id and region there: check "
+		                      "[aws] imds_endpoint and the instance's metadata options "
+		                      "(HttpEndpoint enabled, HttpPutResponseHopLimit)"
+		                    : "");
+	}
+	err_clear(err);
+	if (aws_ctx_credentials_source(ws->aws, src, sizeof(src), err) == 0) {
+		snprintf(detail, sizeof(detail), "found: from %s (never shown)", src);
+		put_row(&aw, "credentials", "ok", detail, "");
+	} else {
+		put_row(&aw, "credentials", "failed", err->msg,
+		        "attach an instance profile role to the instance, or name a credentials "
+		        "file and profile in [aws] (doc/configuration.md)");
+	}
+	err_clear(err);
+	if (aws_ctx_ready(ws->aws, err) != 0) {
+		put_row(&aw, "instance and region", "failed", err->msg,
+		        "set [aws] region, or let the helper reach IMDS");
+		put_row(&aw, "ec2 permissions", "skipped",
+		        "not tested: the region, instance or credentials are missing (rows above)",
+		        "");
+		return send_reply(ws, &aw);
+	}
+	snprintf(detail, sizeof(detail), "%s: instance %s, EC2 endpoint %s",
+	         aws_ctx_region(ws->aws), aws_ctx_instance_id(ws->aws),
+	         ec2_client_host(aws_ctx_ec2(ws->aws)));
+	put_row(&aw, "instance and region", "ok", detail, "");
+	str_field(&ws->m, AMSP_T_VOLUME_ID, vol, sizeof(vol));
+	find_own_snapshot(ws, timeout_ms, snap, sizeof(snap));
+	dc = (struct dryrun_ctx){aws_ctx_instance_id(ws->aws), aws_ctx_region(ws->aws),
+	                         id.availability_zone, vol, snap};
+	check_actions(ws, &aw, &dc, timeout_ms);
+	return send_reply(ws, &aw);
+}
+
 static int dispatch(struct wstate *ws)
 {
 	uint32_t seq = amsp_u32(amsp_get(&ws->m, AMSP_T_SEQ));
@@ -712,6 +885,8 @@ static int dispatch(struct wstate *ws)
 		return w_new_image(ws, seq, timeout_ms, &err);
 	case AMSP_W_DEREGISTER_IMAGE:
 		return w_deregister_image(ws, seq, timeout_ms, &err);
+	case AMSP_W_CHECK:
+		return w_check(ws, seq, timeout_ms, &err);
 	case AMSP_W_ABANDON:
 		return 0; /* the call it names is over already */
 	default:

@@ -474,12 +474,9 @@ logging_collector = off
             return self.moto.front_state()
         return self.emulator_state()
 
-    def ec2_call(self, action, **params):
-        """One EC2 request to the emulator, signed with the instance role's
-        IMDS credentials (as the helper signs): the response's XML as an
-        ElementTree root with the namespace stripped from the tags.  An EC2
-        error raises RuntimeError with its code and message."""
-        import xml.etree.ElementTree as ET
+    def imds_credentials(self):
+        """The instance role's credentials as the emulator's IMDS hands them
+        out (to the helper too): AccessKeyId, SecretAccessKey, Token."""
         def imds(method, path, headers):
             req = urllib.request.Request(self.emu_url + path, method=method, headers=headers)
             with urllib.request.urlopen(req, timeout=10) as r:
@@ -487,7 +484,15 @@ logging_collector = off
         tok = imds("PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "60"})
         h = {"X-aws-ec2-metadata-token": tok}
         base = "/latest/meta-data/iam/security-credentials/"
-        creds = json.loads(imds("GET", base + imds("GET", base, h).strip(), h))
+        return json.loads(imds("GET", base + imds("GET", base, h).strip(), h))
+
+    def ec2_call(self, action, **params):
+        """One EC2 request to the emulator, signed with the instance role's
+        IMDS credentials (as the helper signs): the response's XML as an
+        ElementTree root with the namespace stripped from the tags.  An EC2
+        error raises RuntimeError with its code and message."""
+        import xml.etree.ElementTree as ET
+        creds = self.imds_credentials()
         r = run([PYTHON, EMULATOR, "call", "--port", str(self.emu_port), "--region", REGION,
                  "--access-key", creds["AccessKeyId"], "--secret-key", creds["SecretAccessKey"],
                  "--session-token", creds["Token"], action]

@@ -66,7 +66,8 @@ SELECT * FROM ami_snapshot_verify(:after_id);
 SELECT backup_id = :after_id AS the_backup, status, error_code FROM ami_snapshot_verification;
 
 -- 1.2 to 1.3: the lifecycle functions, ami_snapshot_jobs, the views and
--- the history's completion columns; the history keeps its rows, 1.2's
+-- the history's completion columns, ami_snapshot_check() and
+-- ami_snapshot_status(); the history keeps its rows, 1.2's
 -- functions their grants; nothing new is granted to PUBLIC.
 ALTER EXTENSION ami_snapshot UPDATE TO '1.3';
 SELECT extversion FROM pg_extension WHERE extname = 'ami_snapshot';
@@ -84,6 +85,8 @@ SELECT has_function_privilege('public', 'ami_snapshot_prune(text, boolean, text,
 SELECT * FROM ami_snapshot_prune();
 \set SHOW_CONTEXT errors
 SELECT kind, status, error_code, args FROM ami_snapshot_jobs ORDER BY id;
+SELECT has_function_privilege('public', 'ami_snapshot_check(text)', 'EXECUTE');
+SELECT name, ok FROM ami_snapshot_check() WHERE name IN ('extension', 'helper reachable');
 
 -- The updated extension is the same as a fresh 1.3: its objects and the
 -- new table's columns.

@@ -182,6 +182,12 @@ ok $? "the restore command is installed at $cli, 0755"
 grep -qF "(default $conf)" "$tmp/cli-help.out"
 ok $? "ami-snapshot's compiled-in default configuration is the unit's $conf"
 
+# The pre-migration wrapper (README.md, Recipes), for any user, with its page.
+[ -x "$D/usr/bin/ami-snapshot-before" ] && [ "$(mode "$D/usr/bin/ami-snapshot-before")" = 755 ] &&
+	cmp -s "$top/packaging/ami-snapshot-before" "$D/usr/bin/ami-snapshot-before" &&
+	[ -z "$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l "$D$mandir/man1/ami-snapshot-before.1" 2>&1 >/dev/null)" ]
+ok $? "the pre-migration wrapper is /usr/bin/ami-snapshot-before, 0755, with its manual page"
+
 # doc/install.md documents the same paths.
 install_doc=doc/install.md
 layout_ok=0
@@ -216,6 +222,8 @@ ok $ext_ok "the extension's .so, control file and SQL scripts are under pg_confi
 	echo "$mandir/man8/ami-snapshot-helper.8"
 	echo "$cli"
 	echo "$mandir/man8/ami-snapshot.8"
+	echo "/usr/bin/ami-snapshot-before"
+	echo "$mandir/man1/ami-snapshot-before.1"
 	for f in "$top"/doc/*.md "$top"/doc/*.png; do echo "$docdir/doc/$(basename "$f")"; done
 	echo "$pkglibdir/ami_snapshot.so"
 	echo "$sharedir/extension/ami_snapshot.control"

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "config.h"
 #include "freeze.h"
 #include "inflight.h"
@@ -67,6 +68,13 @@ static struct {
 	char recorded_state[16];
 	int tags_fail; /* so many CreateTags fail */
 	int leftover_finds;
+	/* The preflight check. */
+	int all_dry_runs;          /* every CreateSnapshots DryRun */
+	const char *denied_action; /* W_CHECK answers UnauthorizedOperation for it */
+	int checks;                /* W_CHECK calls */
+	int frozen_during_check;   /* filesystems frozen when W_CHECK was made */
+	char check_volume[65];     /* the volume W_CHECK was given */
+	char check_actions[512];   /* the actions W_CHECK was asked for, space-separated */
 } fx;
 
 static void fx_reset(void)
@@ -391,6 +399,7 @@ int worker_create_snapshots(struct worker *w, const struct ec2_create_snapshots_
 	out->n = 0;
 	out->items = NULL;
 	if (r->dry_run) {
+		fx.all_dry_runs++;
 		if (fx.dry_run_err && fx.dry_runs++ >= fx.dry_run_skip)
 			return err_set(err, fx.dry_run_err, "fake: the DryRun failed");
 		return 0;
@@ -532,6 +541,33 @@ int worker_find_snapshots_tags(struct worker *w, const char *const *keys, const 
 	out->items = NULL;
 	if (n == 2 && !strcmp(values[1], "started") && fx.leftover_started)
 		make_set(out);
+	return 0;
+}
+
+/* W_CHECK: the worker's rows as worker_main.c words them, one per action. */
+int worker_check(struct worker *w, const char *const *actions, size_t n, const char *volume_id,
+                 long timeout_ms, struct check_rows *rows, struct amis_err *err)
+{
+	size_t i;
+
+	fx.checks++;
+	fx.frozen_during_check = fx.frozen;
+	snprintf(fx.check_volume, sizeof(fx.check_volume), "%s", volume_id);
+	fx.check_actions[0] = '\0';
+	check_add(rows, "imds", "ok", NULL, "reachable");
+	check_add(rows, "credentials", "ok", NULL, "found: from imds:role (never shown)");
+	check_add(rows, "instance and region", "ok", NULL, "eu-west-1: instance i-0fake");
+	for (i = 0; i < n; i++) {
+		char name[64];
+
+		snprintf(fx.check_actions + strlen(fx.check_actions),
+		         sizeof(fx.check_actions) - strlen(fx.check_actions), "%s ", actions[i]);
+		snprintf(name, sizeof(name), "ec2:%s", actions[i]);
+		if (fx.denied_action && !strcmp(actions[i], fx.denied_action))
+			check_add(rows, name, "failed", "allow the IAM action ec2:X", "denied");
+		else
+			check_add(rows, name, "ok", NULL, "allowed");
+	}
 	return 0;
 }
 
@@ -1135,6 +1171,138 @@ static void test_images(struct helper *h)
 	client_free(cl);
 }
 
+/* CHECK with paths (the three of prepare(), or these); its answer's type. */
+static int check_req(struct helper *h, struct client *cl, const char *ts)
+{
+	struct amsp_writer w;
+	char id[64];
+
+	snprintf(id, sizeof(id), "0b5e0000-0000-4000-8000-%012d", ++reqno);
+	amsp_begin(&w, frame, sizeof(frame), AMSP_CHECK);
+	amsp_put_str(&w, AMSP_T_REQUEST_ID, id);
+	amsp_put_str(&w, AMSP_T_PATH_DATA, "/mnt/data");
+	amsp_put_str(&w, AMSP_T_PATH_WAL, "/mnt/wal");
+	amsp_put_str(&w, AMSP_T_PATH_TABLESPACE, ts);
+	is_int(ask(h, cl, &w), -1, "CHECK: answered, and the conversation ends");
+	return answer(cl);
+}
+
+/* The row called name of the CHECK_REPLY in cl: its index, or -1. */
+static int row_of(struct client *cl, const char *name)
+{
+	size_t i;
+	char s[65];
+
+	for (i = 0; i < amsp_count(&cl->m, AMSP_T_CHECK_NAME); i++) {
+		amsp_copy_str(amsp_get_nth(&cl->m, AMSP_T_CHECK_NAME, i), s, sizeof(s));
+		if (!strcmp(s, name))
+			return (int)i;
+	}
+	return -1;
+}
+
+static const char *row_field(struct client *cl, const char *name, enum amsp_tag tag)
+{
+	static char s[AMSP_CHECK_TEXT + 1];
+	int i = row_of(cl, name);
+
+	s[0] = '\0';
+	if (i >= 0)
+		amsp_copy_str(amsp_get_nth(&cl->m, tag, (size_t)i), s, sizeof(s));
+	return s;
+}
+
+static void test_check(struct helper *h)
+{
+	struct client *cl = client_new(0), *other = client_new(0);
+	int type;
+
+	fx_reset();
+	type = check_req(h, cl, "/mnt/ts1");
+	is_int(type, AMSP_CHECK_REPLY, "CHECK: CHECK_REPLY");
+	is_str(answer_str(cl, AMSP_T_HELPER_VERSION), AMIS_VERSION, "CHECK: the helper's version");
+	is_str(row_field(cl, "path: data directory", AMSP_T_CHECK_RESULT), "ok",
+	       "CHECK: the data directory resolves (%s)",
+	       row_field(cl, "path: data directory", AMSP_T_CHECK_DETAIL));
+	is_str(row_field(cl, "path: tablespace 1", AMSP_T_CHECK_RESULT), "ok",
+	       "CHECK: the tablespace resolves");
+	is_str(row_field(cl, "filesystems", AMSP_T_CHECK_RESULT), "ok", "CHECK: the freeze plan");
+	is_str(row_field(cl, "state_dir", AMSP_T_CHECK_RESULT), "ok", "CHECK: state_dir");
+	is_str(row_field(cl, "configuration", AMSP_T_CHECK_RESULT), "failed",
+	       "CHECK: the configuration file is read again (/nonexistent: failed)");
+	ok(strstr(row_field(cl, "configuration", AMSP_T_CHECK_DETAIL), "/nonexistent") != NULL,
+	   "CHECK: ... naming the file");
+	is_str(row_field(cl, "caller", AMSP_T_CHECK_RESULT), "ok", "CHECK: the caller");
+	is_str(row_field(cl, "ec2:CreateSnapshots", AMSP_T_CHECK_RESULT), "ok",
+	       "CHECK: the CreateSnapshots DryRun");
+	is_str(row_field(cl, "volumes attached", AMSP_T_CHECK_RESULT), "ok",
+	       "CHECK: DescribeInstances, the volumes attached");
+	is_str(row_field(cl, "ec2:CreateTags", AMSP_T_CHECK_RESULT), "ok",
+	       "CHECK: the worker's rows are in the answer");
+	is_int(fx.checks, 1, "CHECK: one W_CHECK");
+	is_str(fx.check_volume, "vol-00000001", "CHECK: W_CHECK names a database volume");
+	ok(strstr(fx.check_actions, "CreateTags ") &&
+	       strstr(fx.check_actions, "DescribeInstances ") &&
+	       !strstr(fx.check_actions, "CreateImage ") &&
+	       !strstr(fx.check_actions, "CreateVolume "),
+	   "CHECK: the actions of snapshot sets, not an AMI's nor the drill's (%s)",
+	   fx.check_actions);
+	is_int(fx.all_dry_runs, 1, "CHECK: one CreateSnapshots DryRun");
+	is_int(fx.creates + fx.freezes + fx.tag_calls, 0,
+	       "CHECK: nothing frozen, no snapshot made, nothing tagged");
+	is_int(fx.frozen_during_check, 0, "CHECK: nothing frozen during the worker's checks");
+	is_str(status_of(h), "idle", "CHECK: idle afterwards");
+
+	/* A path outside the allow-list: its row fails, the others still come. */
+	cl = (client_free(cl), client_new(0));
+	fx_reset();
+	is_int(check_req(h, cl, "/forbidden/ts"), AMSP_CHECK_REPLY, "CHECK, a path not allowed");
+	is_str(row_field(cl, "path: tablespace 1", AMSP_T_CHECK_RESULT), "failed",
+	       "CHECK: the path outside the allow-list fails");
+	ok(strstr(row_field(cl, "path: tablespace 1", AMSP_T_CHECK_HINT), "[filesystems] allow") !=
+	       NULL,
+	   "CHECK: ... its hint names [filesystems] allow");
+	is_str(row_field(cl, "path: data directory", AMSP_T_CHECK_RESULT), "ok",
+	       "CHECK: ... the other paths still checked");
+	ok(row_of(cl, "ec2:CreateSnapshots") >= 0, "CHECK: ... and EC2 still checked");
+
+	/* A denied permission, and the CreateSnapshots DryRun refused. */
+	cl = (client_free(cl), client_new(0));
+	fx_reset();
+	fx.denied_action = "CreateTags";
+	fx.dry_run_err = AMIS_E_UNAUTHORIZED_OPERATION;
+	check_req(h, cl, "/mnt/ts1");
+	is_str(row_field(cl, "ec2:CreateTags", AMSP_T_CHECK_RESULT), "failed",
+	       "CHECK: a denied action fails");
+	is_str(row_field(cl, "ec2:CreateSnapshots", AMSP_T_CHECK_RESULT), "failed",
+	       "CHECK: CreateSnapshots' DryRun refused fails");
+	ok(strstr(row_field(cl, "ec2:CreateSnapshots", AMSP_T_CHECK_HINT), "ec2:CreateSnapshots") !=
+	       NULL,
+	   "CHECK: ... its hint names the IAM action");
+	is_str(status_of(h), "idle", "CHECK: idle after the failed checks");
+
+	/* Refused while a snapshot operation runs; refused twice on one connection. */
+	cl = (client_free(cl), client_new(0));
+	fx_reset();
+	prepare(h, other, "busy", true);
+	answer(other);
+	is_int(check_req(h, cl, "/mnt/ts1"), AMSP_ERROR, "CHECK during an operation: ERROR");
+	is_str(answer_str(cl, AMSP_T_ERROR_CODE), "Busy", "... Busy");
+	{
+		struct client *o = client_new(0);
+
+		simple(h, o, AMSP_STATUS);
+		is_int(answer(o), AMSP_STATUS_REPLY, "STATUS during an operation");
+		is_str(answer_str(o, AMSP_T_STEP), "prepared", "STATUS: the live step");
+		client_free(o);
+	}
+	simple(h, other, AMSP_ABORT);
+	is_str(status_of(h), "idle", "idle after the ABORT");
+	is_int(fx.checks, 0, "no W_CHECK while busy");
+	client_free(cl);
+	client_free(other);
+}
+
 int main(void)
 {
 	struct helper *h;
@@ -1150,6 +1318,7 @@ int main(void)
 	test_inflight(h);
 	test_stuck_thaw(h);
 	test_images(h);
+	test_check(h);
 	free_helper(h);
 	test_retry();
 	check_log();

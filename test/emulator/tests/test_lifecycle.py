@@ -349,6 +349,29 @@ class TestDeny(LifeBase):
         E.reset()
         self.c.copy_snapshot(SourceRegion=support.REGION, SourceSnapshotId=sid)
 
+    def test_denied_applies_to_dry_run(self):
+        """The preflight check's premise (doc/protocol.md, "Check"): a denied
+        action's DryRun answers UnauthorizedOperation, as EC2 does for a
+        missing permission, also when it names a resource that does not
+        exist; an allowed one answers DryRunOperation; an allowed DryRun of
+        a missing resource answers the lookup's error, which proves nothing."""
+        E.control({"denied_actions": ["CreateTags", "DeleteSnapshot"]})
+        try:
+            err = self.assertClientError(self.c.create_tags, "UnauthorizedOperation", 403,
+                                         Resources=[DATA_VOL], Tags=[{"Key": "k", "Value": "v"}],
+                                         DryRun=True)
+            self.assertIn("perform: ec2:CreateTags", err["Error"]["Message"])
+            self.assertEqual(ec2("DeleteSnapshot", SnapshotId="snap-00000000000000000",
+                                 DryRun="true")[1], "UnauthorizedOperation")
+            self.assertClientError(self.c.describe_volumes, "DryRunOperation", 412,
+                                   VolumeIds=[DATA_VOL], DryRun=True)
+            self.assertEqual(ec2("DeregisterImage", ImageId="ami-00000000000000000",
+                                 DryRun="true")[1], "InvalidAMIID.NotFound")
+        finally:
+            E.reset()
+        self.assertClientError(self.c.create_tags, "DryRunOperation", 412, Resources=[DATA_VOL],
+                               Tags=[{"Key": "k", "Value": "v"}], DryRun=True)
+
     def test_unauthorized_fault_names_the_action(self):
         E.control({"action": "DeleteSnapshot", "fault": "unauthorized"})
         err = self.assertClientError(self.c.delete_snapshot, "UnauthorizedOperation", 403,
