@@ -28,6 +28,8 @@ choices and a timeline. TAP output; the last line is "N passed, N failed".
 --soak N: N calls without faults instead, with the helper's and its
 worker's resident memory and open descriptors sampled every 50 calls; it
 fails if either grows beyond a small allowance after the first 100 calls.
+The soak deletes its older snapshots at each sample: each one pins the
+blocks its volumes change afterwards in the sandbox's store.
 """
 
 import argparse
@@ -426,6 +428,30 @@ class Campaign:
                 check_restore(w, restored, before)
             finally:
                 restored.close()
+        if not final:
+            self.forget_snapshots()
+
+    def forget_snapshots(self):
+        """Checked: the older snapshots go (each pins the blocks its volumes
+        change later in the sandbox's store); the newest good set stays."""
+        w = self.w
+        keep = set(self.good[-1][1]) if self.good else set()
+        gone = 0
+        for im in w.emulator_state().get("images", []):
+            if im.get("tags", {}).get("ami-snapshot:name", "").startswith("chaos"):
+                try:
+                    w.ec2_call("DeregisterImage", ImageId=im["id"])
+                except RuntimeError:
+                    pass
+        for sn in w.emulator_state()["snapshots"]:
+            if sn["tags"].get("ami-snapshot:name", "").startswith("chaos") and \
+                    sn["id"] not in keep:
+                try:
+                    w.ec2_call("DeleteSnapshot", SnapshotId=sn["id"])
+                    gone += 1
+                except RuntimeError as e:
+                    diag("could not delete %s: %s" % (sn["id"], e))
+        diag("deleted %d checked snapshots of earlier runs" % gone)
 
     def run(self):
         self.setup()
@@ -470,6 +496,12 @@ class Campaign:
                 ok(False, "soak call %d succeeds" % i, r.stderr)
                 return False
             if i % 50 == 0 or i == calls - 1:
+                # Each snapshot pins the blocks its volumes change later in the
+                # sandbox's store (copy-on-write): keep the last call's only.
+                keep = "soak-%d" % i
+                for sn in w.emulator_state()["snapshots"]:
+                    if sn["tags"].get("ami-snapshot:name", keep) != keep:
+                        w.ec2_call("DeleteSnapshot", SnapshotId=sn["id"])
                 hp = self.helper_pid()
                 wk = self.child_by_uid(65534)
                 samples.append((i, rss_kb(hp), nfds(hp), rss_kb(wk), nfds(wk)))
@@ -518,6 +550,9 @@ def main():
         print("not ok 1 - the chaos campaign needs root (loop devices, FIFREEZE)")
         print("1..1")
         sys.exit(1)
+    # SIGTERM (a timeout, an impatient operator) ends like an error: the
+    # sandbox is taken down (World.close), nothing left mounted or running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     diag("seed %d (replay: test/chaos/chaos.py --seed %d --runs %d)" % (a.seed, a.seed, a.runs))
     c = None
     try:
