@@ -65,6 +65,16 @@ if PG_CHROOT:
                           % (PG_CHROOT, PG_MAJOR)):
         raise RuntimeError("ami_snapshot is not installed in the chroot %s "
                            "(test/pgversions/run.sh builds and installs it)" % PG_CHROOT)
+elif os.environ.get("AMIS_PGBIN"):
+    # A private copy of PostgreSQL with the extension installed in it
+    # (test/lib/private-pg.sh): a long run is not disturbed by another
+    # tree's make install into the system's PostgreSQL.
+    PGBIN = os.environ["AMIS_PGBIN"]
+    _share = subprocess.run([os.path.join(PGBIN, "pg_config"), "--sharedir"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    if not os.path.exists(os.path.join(_share, "extension", "ami_snapshot.control")):
+        raise RuntimeError("AMIS_PGBIN: ami_snapshot is not installed in %s "
+                           "(test/lib/private-pg.sh installs it)" % _share)
 else:
     PGBIN = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
                            check=True).stdout.strip()
