@@ -7,9 +7,11 @@
  * after its snapshots carry their final backup-state tag.  A file left
  * behind means the helper died (SIGKILL, a crash, a reboot) with that
  * request unfinished: its snapshots, made before or after the death, still
- * say backup-state=started.  The helper resolves such files at start-up and
- * before each PREPARE (operation.c: inflight_resolve): the snapshots carrying
- * the request's id and backup-state=started are tagged failed.
+ * say backup-state=started.  The helper resolves such files
+ * (inflight_resolve) before each PREPARE and when idle (operation.c:
+ * op_tick: a second after start-up, then every minute while any remain):
+ * the snapshots carrying the request's id and backup-state=started, and
+ * the image carrying its id, are tagged failed.
  */
 #ifndef AMIS_INFLIGHT_H
 #define AMIS_INFLIGHT_H
@@ -22,6 +24,12 @@
 #define INFLIGHT_DIR "inflight"
 /* How long an entry is looked at again when EC2 shows nothing for it yet. */
 #define INFLIGHT_KEEP_S 900
+/*
+ * Settled when the helper is idle: this long after start-up, then again
+ * every INFLIGHT_RETRY_US while entries remain (and at each PREPARE).
+ */
+#define INFLIGHT_START_DELAY_US 1000000LL
+#define INFLIGHT_RETRY_US 60000000LL
 
 struct inflight_entry {
 	char request_id[65];

@@ -126,6 +126,8 @@ struct helper {
 	volatile sig_atomic_t *stop; /* set by SIGTERM/SIGINT: no new freeze */
 	struct jobs *jobs;           /* jobs run as children (job.h) */
 	const char *config_path;     /* the configuration file (the check reads it again) */
+	long long resolve_at_us;     /* inflight entries to settle when idle at (0: none) */
+	bool resolving;              /* settling them: no PREPARE or CHECK meanwhile */
 };
 
 /* operation.c */
@@ -186,5 +188,7 @@ void tag_backup_state(struct helper *h, struct operation *op, const char *state)
 void op_settled(struct helper *h, struct operation *op);
 /* Tags failed what requests left unfinished by a helper that died made (inflight.h). */
 void inflight_resolve(struct helper *h);
+/* Entries left in state_dir/inflight: settle them when idle (op_tick), soon. */
+void inflight_schedule(struct helper *h, long long delay_us);
 
 #endif

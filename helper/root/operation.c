@@ -12,6 +12,7 @@
  * and logs each failure at error level (at most once a second), and no new
  * PREPARE is accepted ("ThawPending") until everything is thawed.
  */
+#include "inflight.h"
 #include "op_internal.h"
 
 #include <ctype.h>
@@ -88,6 +89,8 @@ struct helper *helper_new(struct helper_config *cfg, const char *config_path,
 	err_clear(&err);
 	if (worker_start(h->worker, &err) != 0)
 		log_error("%s (retried on the next request)", err.msg);
+	/* What a helper that died left unfinished: settled once idle, not before serving. */
+	inflight_schedule(h, INFLIGHT_START_DELAY_US);
 	return h;
 }
 
@@ -258,6 +261,8 @@ void op_end(struct helper *h, struct conn *c)
 		h->active = NULL;
 	c->op = NULL;
 	op->owner = NULL;
+	/* An entry this call left (EC2's answer lost) is settled later, when idle. */
+	inflight_schedule(h, INFLIGHT_RETRY_US);
 	if (!freeze_plan_any_frozen(&op->plan)) {
 		op_move(op, OPS_IDLE);
 		op_free(op);
@@ -279,6 +284,20 @@ void op_tick(struct helper *h)
 	if (h->stuck)
 		retry_stuck_thaws(h);
 	jobs_tick(h->jobs);
+	/*
+	 * Between calls, entries a dead helper left are settled without waiting
+	 * for the next PREPARE (a helper never called again would keep them).
+	 * The EC2 requests are made with the server still answering others
+	 * (server_poll); PREPARE and CHECK meanwhile are told Busy.
+	 */
+	if (h->resolve_at_us && !h->active && !h->stuck && !*h->stop &&
+	    mono_usec() >= h->resolve_at_us) {
+		h->resolving = true;
+		inflight_resolve(h);
+		h->resolving = false;
+		h->resolve_at_us = 0;
+		inflight_schedule(h, INFLIGHT_RETRY_US);
+	}
 }
 
 void op_start_cleanup(struct helper *h)
@@ -525,6 +544,17 @@ int op_dispatch(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 
 		amsp_copy_str(amsp_get(m, AMSP_T_REASON), reason, sizeof(reason));
 		jobs_abort(h->jobs, c, reason[0] ? reason : "aborted by the client");
+		return -1;
+	}
+	if (h->resolving && (m->type == AMSP_PREPARE || m->type == AMSP_CHECK)) {
+		struct amis_err err;
+
+		err_set(&err, AMIS_E_BUSY,
+		        "the helper is settling requests an earlier helper left unfinished "
+		        "(%s/%s); try again in a few seconds",
+		        h->cfg->state_dir, INFLIGHT_DIR);
+		send_error(h, c, refusal_stage(m->type), &err, NULL);
+		log_warn("pid %ld: refused %s: %s", (long)c->pid, amsp_msg_name(m->type), err.msg);
 		return -1;
 	}
 	switch (opstate_verdict(st, own, (enum amsp_msg)m->type)) {

@@ -119,6 +119,40 @@ static int apply_recorded_tags(struct helper *h, const char *request_id)
 	return 1;
 }
 
+/*
+ * The image an unfinished AMI request made (CreateImage while frozen, or
+ * RegisterImage after the stop), found by its request-id tag: tagged
+ * failed with its snapshots.  0 when tagged or there is none.
+ */
+static int tag_leftover_image(struct helper *h, const char *request_id, struct amis_err *err)
+{
+	struct ec2_image_query q = {.tag_key = REQUEST_ID_TAG, .tag_value = request_id};
+	struct ec2_tag failed = {"ami-snapshot:backup-state", "failed"};
+	struct ec2_image_info *img = xcalloc(1, sizeof(*img));
+	const char *id = img->image_id;
+	int rc = 0;
+
+	if (worker_describe_image(h->worker, &q, h->cfg->ec2_timeout_ms, img, err) != 0 ||
+	    (img->image_id[0] &&
+	     worker_create_tags(h->worker, &id, 1, &failed, 1, h->cfg->ec2_timeout_ms, err) != 0)) {
+		rc = -1;
+	} else if (img->image_id[0]) {
+		log_warn("request %s: the image %s it made is tagged failed too", request_id,
+		         img->image_id);
+	}
+	free(img);
+	return rc;
+}
+
+void inflight_schedule(struct helper *h, long long delay_us)
+{
+	struct inflight_entry e[1];
+
+	if (h->resolve_at_us || !inflight_list(h->cfg->state_dir, e, 1))
+		return;
+	h->resolve_at_us = mono_usec() + delay_us;
+}
+
 void inflight_resolve(struct helper *h)
 {
 	struct inflight_entry e[16];
@@ -172,11 +206,12 @@ void inflight_resolve(struct helper *h)
 			sb_appendf(&list, "%s%s", j ? "," : "", ids[j]);
 		}
 		if (worker_create_tags(h->worker, ids, j, &failed, 1, h->cfg->ec2_timeout_ms,
-		                       &err) != 0) {
-			log_warn(
-			    "request %s: could not tag failed the snapshots a helper that ended "
-			    "without finishing it left saying started (%s): %s: %s",
-			    e[i].request_id, sb_str(&list), err.code, err.msg);
+		                       &err) != 0 ||
+		    tag_leftover_image(h, e[i].request_id, &err) != 0) {
+			log_warn("request %s: could not tag failed the snapshots (or the image) a "
+			         "helper "
+			         "that ended without finishing it left saying started (%s): %s: %s",
+			         e[i].request_id, sb_str(&list), err.code, err.msg);
 		} else {
 			log_warn("request %s: left unfinished by a helper that ended without "
 			         "finishing it "

@@ -24,6 +24,7 @@
 #include "config.h"
 #include "freeze.h"
 #include "inflight.h"
+#include "op_internal.h"
 #include "marker.h"
 #include "operation.h"
 #include "protocol.h"
@@ -64,6 +65,8 @@ static struct {
 	bool inflight_add_fails;
 	time_t inflight_since;
 	bool leftover_started; /* DescribeSnapshots by request id + started finds a set */
+	bool leftover_image;   /* DescribeImages by request id finds ami-0000dead */
+	char last_tag_id[32];  /* CreateTags: the first resource of the last call */
 	int recorded_tags;     /* inflight_write_tags: how many */
 	char recorded_state[16];
 	int tags_fail; /* so many CreateTags fail */
@@ -422,6 +425,8 @@ int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
 	size_t i;
 
 	fx.tag_calls++;
+	if (nids)
+		snprintf(fx.last_tag_id, sizeof(fx.last_tag_id), "%s", ids[0]);
 	if (fx.tags_fail > 0) {
 		fx.tags_fail--;
 		return err_set(err, AMIS_E_INTERNAL_ERROR, "fake: CreateTags failed");
@@ -443,6 +448,10 @@ int worker_describe_image(struct worker *w, const struct ec2_image_query *q, lon
 	size_t i;
 
 	memset(out, 0, sizeof(*out));
+	if (q->tag_key && fx.leftover_image) {
+		snprintf(out->image_id, sizeof(out->image_id), "ami-0000dead");
+		return 0;
+	}
 	if (q->name) {
 		if (fx.name_taken)
 			snprintf(out->image_id, sizeof(out->image_id), "ami-0000000b");
@@ -960,6 +969,25 @@ static void test_inflight(struct helper *h)
 	is_int(fx.ninflight, 0, "inflight: ... and forgotten once older than INFLIGHT_KEEP_S");
 	op_client_gone(h, &cl->c, "test: done");
 	client_free(cl);
+
+	/* ... and settled between calls too, by the server's tick, once idle. */
+	fx_reset();
+	snprintf(fx.inflight[0], 65, "%s", "dead-helper-request-2");
+	fx.ninflight = 1;
+	fx.leftover_started = true;
+	fx.leftover_image = true;
+	h->resolve_at_us = 0;
+	inflight_schedule(h, 0);
+	ok(h->resolve_at_us != 0, "inflight: an entry on disk schedules settling when idle");
+	op_tick(h);
+	is_int(fx.leftover_finds, 1, "inflight: the idle tick looked for its snapshots by tag");
+	is_str(fx.last_tag_state, "failed", "inflight: ... and tagged them failed");
+	is_str(fx.last_tag_id, "ami-0000dead", "inflight: ... and the image it made too");
+	is_int(fx.ninflight, 0, "inflight: ... and the entry is gone");
+	is_int((int)(h->resolve_at_us != 0), 0, "inflight: nothing left: nothing scheduled");
+	fx_reset();
+	op_tick(h);
+	is_int(fx.leftover_finds, 0, "inflight: no entry: the tick asks EC2 nothing");
 
 	/* A complete backup whose tags EC2 refuses: recorded, applied before the next request. */
 	fx_reset();
