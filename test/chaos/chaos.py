@@ -6,7 +6,8 @@ and the EC2 emulator, checked against the guarantees after every run.
     test/chaos/chaos.py [--seed S] [--runs N] [--restore-every K] [--soak N]
 
 Each run is one ami_snapshot() call (a snapshot set, 1 in 10 with freeze =>
-false) while pgbench writes, with one fault (two, 1 run in 5) drawn from
+false, or an AMI), or about one in DRILL_EVERY a drill of the newest good set
+(ami_snapshot_verify()), while pgbench writes, with one fault (two, 1 run in 5) drawn from
 FAULTS. A signal fault is injected at a step of the call drawn from STEPS,
 found in the helper's own log or --status; an EC2 or IMDS fault is armed in
 the emulator before the call, at the request it names. The seed fixes every
@@ -49,13 +50,26 @@ from e2e import check_restore, MARK_PROC  # noqa: E402
 from restore import Restored  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
 from test_helper_faults import FAIL_THAW_SHIM  # noqa: E402
+from test_verify import leftovers, loop_count  # noqa: E402
+from e2e import drill_conf  # noqa: E402
 
 FREEZE_TIMEOUT_S = 3
 # Where a signal fault lands: the helper's steps, as its log and --status show them.
 STEPS = ["connect", "prepared", "frozen", "pending", "tagging", "done"]
 SIGNAL_FAULTS = ["helper_kill", "helper_term", "helper_stopcont", "watchdog_kill",
-                 "worker_kill", "backend_terminate", "backend_cancel", "client_disconnect",
-                 "pg_immediate", "thaw_fails"]
+                 "watchdog_term", "watchdog_stopcont", "worker_kill", "worker_term",
+                 "worker_stopcont", "backend_terminate", "backend_cancel", "client_disconnect",
+                 "pg_immediate", "thaw_fails", "statedir_full"]
+# A drill (ami_snapshot_verify() of the newest good set) is the call of
+# about one run in DRILL_EVERY once a set exists; its faults are signal
+# faults, at the connection or some time into the helper's job.
+DRILL_EVERY = 12
+DRILL_STEPS = ["connect", "job"]
+# Two faults that together take away both thawers are not a single failure
+# the helper can survive by design: the watchdog stopped while the helper
+# itself is killed or stopped (each alone is covered).
+EXCLUSIVE = [{"watchdog_stopcont", "helper_kill"}, {"watchdog_stopcont", "helper_stopcont"},
+             {"watchdog_kill", "helper_kill"}, {"watchdog_kill", "helper_stopcont"}]
 EC2_FAULTS = ["ec2_internal", "ec2_throttle", "ec2_timeout", "ec2_lost", "ec2_garbage",
               "ec2_slow", "tags_fail", "imds_down", "statement_timeout"]
 FAULTS = SIGNAL_FAULTS + EC2_FAULTS
@@ -120,6 +134,7 @@ class Campaign:
                                          % FREEZE_TIMEOUT_S)
         self.watch = None
         self.termed = False
+        self.state_tmpfs = None
 
     # ---- the world ----
 
@@ -137,12 +152,30 @@ class Campaign:
         self.fail_thaw_flag = w.path("fail-thaw")
         self.helper_env = {"LD_PRELOAD": shim, "AMIS_TEST_FAIL_THAW": self.fail_thaw_flag}
         w.stop_helper()
+        # state_dir on a small tmpfs of its own, which a fault fills.
+        state = w.path("state")
+        keep = w.path("state.before")
+        if os.path.isdir(state):
+            os.rename(state, keep)
+        os.makedirs(state)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "chaos-state", state],
+                       check=True)
+        self.state_tmpfs = state
+        if os.path.isdir(keep):
+            subprocess.run(["cp", "-a", keep + "/.", state], check=True)
+        # Drills from SQL, run by the helper as jobs.
+        self.drill_dir = w.path("drill")
+        os.makedirs(self.drill_dir)
+        w.helper_conf_extra += drill_conf(w, self.drill_dir)
+        with open(w.helper_conf, "w") as f:
+            f.write(w.helper_config_text())
         w.start_helper(env_extra=self.helper_env)
         w.psql("CREATE DATABASE bench")
         w.as_postgres([os.path.join(PGBIN, "pgbench"), "-h", w.pgrun, "-p", str(w.port), "-i",
                        "-s", "2", "--tablespace=ts1", "-q", "bench"])
         w.psql(MARK_PROC, db="bench")
         self.watch = FreezeWatch([v.mount for v in w.volumes])
+        self.loops = loop_count(w)
         # Every request pays a little: the steps last long enough to be hit.
         w.emulator_control({"latency_ms": 60})
 
@@ -209,13 +242,24 @@ class Campaign:
 
     def choose(self, i):
         nfaults = 2 if self.rng.random() < 0.2 else 1
-        faults = self.rng.sample(FAULTS, nfaults)
+        drill = self.good and self.rng.random() < 1.0 / DRILL_EVERY
+        while True:
+            faults = self.rng.sample(SIGNAL_FAULTS if drill else FAULTS, nfaults)
+            if set(faults) not in EXCLUSIVE:
+                break
         kind = self.rng.random()
-        return {"run": i, "name": "chaos-%d-%d" % (self.seed, i),
+        if drill:
+            return {"run": i, "name": "drill of run %d" % self.good[-1][0], "drill": self.good[-1],
+                    "freeze": False, "image": None,
+                    "faults": [(f, self.rng.choice(DRILL_STEPS), self.rng.random())
+                               for f in faults]}
+        # The watchdog lives while filesystems are frozen, and only then.
+        steps = {f: "frozen" if f.startswith("watchdog_") else self.rng.choice(STEPS)
+                 for f in faults if f in SIGNAL_FAULTS}
+        return {"run": i, "name": "chaos-%d-%d" % (self.seed, i), "drill": None,
                 "freeze": not 0.70 <= kind < 0.80,
                 "image": "register" if 0.80 <= kind < 0.93 else "create" if kind >= 0.93 else None,
-                "faults": [(f, self.rng.choice(STEPS) if f in SIGNAL_FAULTS else None,
-                            self.rng.random()) for f in faults]}
+                "faults": [(f, steps.get(f), self.rng.random()) for f in faults]}
 
     def arm(self, fault, x):
         """EC2/IMDS faults, set in the emulator before the call. x in [0, 1)."""
@@ -243,7 +287,7 @@ class Campaign:
         """True once the call reached step (False if it ended first)."""
         pos0 = self.log_pos
         marks = {"prepared": "prepared: instance", "pending": "snapshots pending",
-                 "done": "done (stop lsn"}
+                 "done": "done (stop lsn", "job": "started a verify job"}
         while time.monotonic() < deadline and call.poll() is None:
             if step == "connect":
                 return True
@@ -267,7 +311,8 @@ class Campaign:
         return False
 
     def backend_pid(self):
-        r = self.w.psql("SELECT pid FROM pg_stat_activity WHERE query LIKE '%ami_snapshot(%' "
+        r = self.w.psql("SELECT pid FROM pg_stat_activity "
+                        "WHERE query ~ 'ami_snapshot(_verify)?\\(' "
                         "AND pid <> pg_backend_pid() AND state = 'active'", check=False)
         return int(r.stdout.split()[0]) if r.returncode == 0 and r.stdout.strip() else None
 
@@ -283,19 +328,33 @@ class Campaign:
             os.kill(hp, signal.SIGSTOP)
             time.sleep(0.2 + x * (FREEZE_TIMEOUT_S + 1.5))
             os.kill(hp, signal.SIGCONT)
-        elif fault in ("watchdog_kill", "worker_kill"):
-            pid = self.child_by_uid(0 if fault == "watchdog_kill" else 65534)
+        elif fault.startswith(("watchdog_", "worker_")):
+            pid = self.child_by_uid(0 if fault.startswith("watchdog_") else 65534)
             if not pid:
                 self.event("%s: no such process now (not injected)" % fault)
                 return
-            os.kill(pid, signal.SIGKILL)
+            if fault.endswith("_stopcont"):
+                os.kill(pid, signal.SIGSTOP)
+                self.event("SIGSTOP to the %s" % fault.split("_")[0])
+                time.sleep(0.2 + x * (FREEZE_TIMEOUT_S + 1.5))
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            else:
+                os.kill(pid, signal.SIGKILL if fault.endswith("_kill") else signal.SIGTERM)
+        elif fault == "statedir_full":
+            self.fill_state_dir()
         elif fault in ("backend_terminate", "backend_cancel"):
             pid = self.backend_pid()
             if pid:
                 w.psql("SELECT pg_%s_backend(%d)" % (
                     "terminate" if fault == "backend_terminate" else "cancel", pid), check=False)
         elif fault == "client_disconnect":
-            subprocess.run(["pkill", "-KILL", "-f", "ami_snapshot\\('%s'" % self.current["name"]])
+            c = self.current
+            subprocess.run(["pkill", "-KILL", "-f",
+                            "ami_snapshot_verify\\(%d," % c["drill"][3] if c["drill"]
+                            else "ami_snapshot\\('%s'" % c["name"]])
             call.send_signal(signal.SIGKILL)
         elif fault == "thaw_fails":
             # FITHAW fails (EIO, the helper's LD_PRELOAD shim) for a while:
@@ -336,19 +395,26 @@ class Campaign:
         sql = []
         if stmt:
             sql += ["-c", "SET statement_timeout = %d" % int(300 + c["faults"][0][2] * 2000)]
-        sql += ["-c", "SELECT status, array_to_string(snapshot_ids, ',') FROM ami_snapshot("
-                      "'%s', freeze => %s%s)" % (c["name"], "true" if c["freeze"] else "false",
-                                                ", image => '%s'" % c["image"] if c["image"]
-                                                else "")]
+        if c["drill"]:
+            sql += ["-c", "SELECT outcome, coalesce(checks_failed::text, '') FROM "
+                          "ami_snapshot_verify(%d, error_on_failure => false)" % c["drill"][3]]
+        else:
+            sql += ["-c", "SELECT status, array_to_string(snapshot_ids, ','), id FROM "
+                          "ami_snapshot('%s', freeze => %s%s)"
+                          % (c["name"], "true" if c["freeze"] else "false",
+                             ", image => '%s'" % c["image"] if c["image"] else "")]
         cmd = w.pg_cmd([x for x in w.psql_cmd() if x not in ("-v", "ON_ERROR_STOP=1")] + sql)
         call = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 40
+        injected = 0
         for f, s, x in c["faults"]:
             if s is None:
                 continue
             if self.wait_step(s, call, deadline):
-                time.sleep(x * 0.05)
+                # Into a drill (about 3 s long) anywhere; a snapshot's steps are short.
+                time.sleep(x * (3.0 if s == "job" else 0.05))
                 self.inject(f, x, call)
+                injected += 1
             else:
                 self.event("the call ended before step %s: %s not injected" % (s, f))
         try:
@@ -362,6 +428,7 @@ class Campaign:
         bout, _ = bench.communicate(timeout=120)
         marks.join(60)
         # Recover what the faults took down, then clear them.
+        self.unfill_state_dir()
         deadline = time.monotonic() + FREEZE_TIMEOUT_S + 2
         while os.path.exists(self.fail_thaw_flag) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -381,10 +448,50 @@ class Campaign:
         if not restarts:
             self.check(failed is not None and failed.group(1) == "0" and not aborted, i,
                        "pgbench: no transaction refused", bout[-800:])
+        if c["drill"]:
+            self.check_drill(i, c, out, injected)
         # A set to restore later (an AMI's also holds the root volume, not the database's).
-        if call.returncode == 0 and "succeeded" in out and not c["image"]:
-            snaps = out.strip().split("|")[1]
-            self.good.append((i, snaps.split(","), before))
+        elif call.returncode == 0 and "succeeded" in out and not c["image"]:
+            fields = out.strip().split("|")
+            self.good.append((i, fields[1].split(","), before, int(fields[2])))
+
+    def check_drill(self, i, c, out, injected):
+        """A drill leaves nothing (volumes, mounts, processes, scratch, loop
+        devices), also when it was killed: the helper (or the restarted one)
+        cleans up; unharmed, it passed."""
+        w = self.w
+        if not injected:
+            self.check(out.strip().startswith("passed|"), i,
+                       "a drill with no fault injected passed", out)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            left = leftovers(w, self.drill_dir)
+            if not any(left.values()) and not w.ec2_state()["loop_devices"] \
+                    and loop_count(w) == self.loops:
+                break
+            time.sleep(0.5)
+        self.event("drill: nothing left after %.1f s" % (180 - (deadline - time.monotonic())))
+        self.check(not any(left.values()), i, "the drill left nothing", str(left))
+        self.check(not w.ec2_state()["loop_devices"], i,
+                   "the drill's volumes are gone (the emulator holds no loop device)")
+        self.check(loop_count(w) == self.loops, i, "no loop device left by the drill")
+
+    def fill_state_dir(self):
+        """state_dir's filesystem (a small tmpfs of the campaign's) full."""
+        try:
+            with open(os.path.join(self.w.path("state"), "chaos-fill"), "wb") as f:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+        except OSError:
+            pass
+
+    def unfill_state_dir(self):
+        try:
+            os.unlink(os.path.join(self.w.path("state"), "chaos-fill"))
+            self.event("state_dir has room again")
+        except FileNotFoundError:
+            pass
 
     def check(self, cond, run, what, detail=None):
         if not cond:
@@ -404,6 +511,8 @@ class Campaign:
         self.check(r.returncode == 0, -1, "a clean call after the runs succeeds", r.stderr)
         running = w.psql("SELECT name FROM ami_snapshot_history WHERE status = 'running'")
         self.check(running == "", -1, "no history row is left 'running'", running)
+        running = w.psql("SELECT id FROM ami_snapshot_verification WHERE status = 'running'")
+        self.check(running == "", -1, "no verification row is left 'running'", running)
         snaps = [s for s in w.emulator_state()["snapshots"]
                  if s["tags"].get("ami-snapshot:name", "").startswith("chaos")]
         bad = ["%s %s (%s)" % (s["snapshot_id"] if "snapshot_id" in s else s.get("id"),
@@ -421,7 +530,7 @@ class Campaign:
         ok(True, "after %d runs: no row running, %d snapshots and %d images all in a final state"
            % (self.done_runs, len(snaps), len(images)))
         if self.good:
-            i, ids, before = self.good[-1]
+            i, ids, before, _ = self.good[-1]
             restored = Restored(w, ids)
             try:
                 diag("restoring the set of run %d" % i)
@@ -467,7 +576,7 @@ class Campaign:
             self.done_runs += 1
             c = self.current
             ok(True, "run %d (%s%s): %s: the guarantees hold" % (
-                i, "freeze" if c["freeze"] else "no freeze",
+                i, c["name"] if c["drill"] else "freeze" if c["freeze"] else "no freeze",
                 ", image %s" % c["image"] if c["image"] else "",
                 ", ".join("%s@%s" % (f, s) if s else f for f, s, _ in c["faults"])))
             diag("\n".join(self.timeline[1:]))
@@ -521,6 +630,10 @@ class Campaign:
     def close(self):
         if self.watch:
             self.watch.close()
+        if self.state_tmpfs:
+            self.w.stop_helper()
+            if subprocess.run(["umount", self.state_tmpfs]).returncode != 0:
+                subprocess.run(["umount", "-l", self.state_tmpfs])
         self.w.close()
 
 
