@@ -11,6 +11,7 @@
 #include "lifecycle.h"
 
 #include "config.h"
+#include "status.h"
 #include "log.h"
 #include "worker_main.h"
 
@@ -47,6 +48,9 @@ struct lc_opts {
 	const char *mode;
 	long days, cool_off_hours;
 	const char *until;
+	const char *db, *pg_user, *psql; /* status: how to read the history */
+	long last;
+	bool no_db;
 };
 
 struct lc_ctx {
@@ -152,6 +156,8 @@ static void usage(FILE *f, const char *cmd)
 		fprintf(f, "ID [--region R]");
 	else if (!strcmp(cmd, "share"))
 		fprintf(f, "ID --account A [--remove] [--region R]");
+	else if (!strcmp(cmd, "status"))
+		fprintf(f, "[--last N] [--db CONNINFO] [--pg-user USER] [--psql PATH] [--no-db]");
 	fprintf(f, "\n       [--json] [--system-id ID | --pgdata DIR | --all]\n"
 	           "  ID is a request id, an ami-... or a snap-... id; see ami-snapshot(8) and "
 	           "doc/lifecycle.md\n");
@@ -179,6 +185,11 @@ static int parse_opts(int argc, char **argv, const char *default_config, struct 
 		O_DAYS,
 		O_UNTIL,
 		O_COOL,
+		O_DB,
+		O_PGUSER,
+		O_PSQL,
+		O_LAST,
+		O_NODB,
 	};
 	static const struct option lo[] = {
 	    {"config", required_argument, NULL, 'c'},
@@ -202,6 +213,11 @@ static int parse_opts(int argc, char **argv, const char *default_config, struct 
 	    {"days", required_argument, NULL, O_DAYS},
 	    {"until", required_argument, NULL, O_UNTIL},
 	    {"cool-off-hours", required_argument, NULL, O_COOL},
+	    {"db", required_argument, NULL, O_DB},
+	    {"pg-user", required_argument, NULL, O_PGUSER},
+	    {"psql", required_argument, NULL, O_PSQL},
+	    {"last", required_argument, NULL, O_LAST},
+	    {"no-db", no_argument, NULL, O_NODB},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *cmd = o->cmd;
@@ -209,6 +225,8 @@ static int parse_opts(int argc, char **argv, const char *default_config, struct 
 	int opt;
 
 	o->config = default_config;
+	o->pg_user = "postgres";
+	o->last = 10;
 	o->timeout_s = 3600;
 	o->interval_s = 15;
 	optind = 1;
@@ -294,6 +312,26 @@ static int parse_opts(int argc, char **argv, const char *default_config, struct 
 		case O_UNTIL:
 			o->until = optarg;
 			break;
+		case O_DB:
+			o->db = optarg;
+			break;
+		case O_PGUSER:
+			o->pg_user = optarg;
+			break;
+		case O_PSQL:
+			o->psql = optarg;
+			break;
+		case O_NODB:
+			o->no_db = true;
+			break;
+		case O_LAST: {
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || end == optarg || v < 1 || v > 1000)
+				goto bad;
+			o->last = v;
+			break;
+		}
 		default:
 			usage(stderr, cmd);
 			return -1;
@@ -1517,4 +1555,169 @@ int lc_unlock_main(int argc, char **argv, const char *default_config)
 int lc_share_main(int argc, char **argv, const char *default_config)
 {
 	return per_snapshot(argc, argv, default_config, "share", PER_SHARE);
+}
+
+/* ---- status: the helper now, the newest calls (status.h). ---- */
+
+/*
+ * Where the data directory's server listens, from its postmaster.pid
+ * (line 4 the port, line 5 the first socket directory): a conninfo for its
+ * postgres database; "" when it is not running.
+ */
+static void pgdata_conninfo(const char *pgdata, char *buf, size_t sz)
+{
+	char path[4096], line[4096], port[16] = "", sock[4096] = "";
+	FILE *f;
+	int n = 0;
+
+	buf[0] = '\0';
+	snprintf(path, sizeof(path), "%s/postmaster.pid", pgdata);
+	f = fopen(path, "r");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f) && ++n <= 5) {
+		line[strcspn(line, "\n")] = '\0';
+		if (n == 4)
+			snprintf(port, sizeof(port), "%.15s", line);
+		else if (n == 5)
+			snprintf(sock, sizeof(sock), "%.4095s", line);
+	}
+	fclose(f);
+	if (port[0] && sock[0] && !strpbrk(sock, " '\\"))
+		snprintf(buf, sz, "host=%s port=%s dbname=postgres", sock, port);
+}
+
+/* psql of the data directory's major version when installed, else psql on PATH. */
+static void default_psql(const char *pgdata, char *buf, size_t sz)
+{
+	char path[4096], ver[16] = "";
+	FILE *f;
+
+	snprintf(buf, sz, "psql");
+	if (!pgdata)
+		return;
+	snprintf(path, sizeof(path), "%s/PG_VERSION", pgdata);
+	f = fopen(path, "r");
+	if (!f)
+		return;
+	if (fgets(ver, sizeof(ver), f))
+		ver[strcspn(ver, "\n")] = '\0';
+	fclose(f);
+	snprintf(path, sizeof(path), "/usr/lib/postgresql/%s/bin/psql", ver);
+	if (ver[0] && access(path, X_OK) == 0)
+		snprintf(buf, sz, "%s", path);
+}
+
+int lc_status_main(int argc, char **argv, const char *default_config)
+{
+	struct lc_ctx c = {.o.cmd = "status"};
+	struct helper_config cfg;
+	struct lc_inventory home;
+	struct lc_scope scope;
+	struct amis_err err;
+	json_object *helper = NULL, *rows = NULL, *o;
+	char herr[1024] = "", perr[1024] = "", conninfo[4200], psql[4096];
+	const char *pgdata;
+	int rc;
+	size_t i;
+
+	memset(&home, 0, sizeof(home));
+	err_clear(&err);
+	if (parse_opts(argc, argv, default_config, &c.o) < 0)
+		return LC_EXIT_USAGE;
+	if (c.o.id) {
+		fprintf(stderr, "ami-snapshot status: unexpected argument \"%s\"\n", c.o.id);
+		return LC_EXIT_USAGE;
+	}
+	config_init(&cfg);
+	if (config_load_file(&cfg, c.o.config, &err) != 0) {
+		fprintf(stderr, "ami-snapshot status: configuration: %s\n", err.msg);
+		config_free(&cfg);
+		return LC_EXIT_USAGE;
+	}
+	/* The helper answers root (or an allowed user): asked before dropping root. */
+	helper = st_helper_status(cfg.socket_path, herr, sizeof(herr));
+	config_free(&cfg);
+	pgdata = c.o.pgdata ? c.o.pgdata : getenv("PGDATA");
+	if (pgdata && !pgdata[0])
+		pgdata = NULL;
+	if (!c.o.no_db) {
+		struct st_pg pg = {psql, c.o.pg_user, conninfo};
+
+		if (c.o.psql)
+			snprintf(psql, sizeof(psql), "%s", c.o.psql);
+		else
+			default_psql(pgdata, psql, sizeof(psql));
+		if (c.o.db)
+			snprintf(conninfo, sizeof(conninfo), "%s", c.o.db);
+		else if (pgdata)
+			pgdata_conninfo(pgdata, conninfo, sizeof(conninfo));
+		else
+			snprintf(conninfo, sizeof(conninfo), "dbname=postgres");
+		if (!conninfo[0])
+			snprintf(perr, sizeof(perr),
+			         "the server of %s is not running (no postmaster.pid)", pgdata);
+		else
+			rows = st_history(&pg, (int)c.o.last, perr, sizeof(perr));
+	} else {
+		snprintf(perr, sizeof(perr), "not asked (--no-db)");
+	}
+	rc = helper ? (st_helper_frozen(helper) ? LC_EXIT_FROZEN : LC_EXIT_OK) : LC_EXIT_NO_HELPER;
+	if (!rows) {
+		/* The database may be gone: the backups EC2's tags describe. */
+		int src = setup(&c, argc, argv, default_config, false, false);
+
+		if (src != LC_EXIT_OK) {
+			rc = src;
+			goto out;
+		}
+		scope = cluster_scope(&c);
+		if (inventory(&c, lc_aws_region(c.aws), &scope, &home, &err) < 0) {
+			rc = fail_err(&c, LC_EXIT_ERROR, &err);
+			teardown(&c);
+			goto out;
+		}
+		if (home.n > (size_t)c.o.last)
+			home.n = (size_t)c.o.last;
+	}
+	if (c.o.json) {
+		o = json_object_new_object();
+		json_object_object_add(o, "helper", helper ? json_object_get(helper) : NULL);
+		jstr(o, "helper_error", helper ? NULL : herr);
+		jstr(o, "history_source", rows ? "postgresql" : "ec2");
+		jstr(o, "postgresql_error", rows ? NULL : perr);
+		if (rows) {
+			json_object_object_add(o, "history", json_object_get(rows));
+		} else {
+			json_object *a = json_object_new_array();
+
+			for (i = 0; i < home.n; i++)
+				json_object_array_add(a, lc_backup_json(&home.items[i], c.now));
+			json_object_object_add(o, "backups", a);
+		}
+		print_json(o);
+	} else {
+		st_print_helper(stdout, helper, herr);
+		if (rows) {
+			printf("history (PostgreSQL), newest first:\n");
+			st_print_history(stdout, rows);
+		} else {
+			const struct lc_backup **list = xcalloc(home.n + 1, sizeof(*list));
+
+			printf("history: PostgreSQL not read (%s); the newest backups from EC2's "
+			       "tags:\n",
+			       perr);
+			for (i = 0; i < home.n; i++)
+				list[i] = &home.items[i];
+			lc_print_table(stdout, list, home.n, c.now);
+			free(list);
+		}
+	}
+	if (!rows)
+		teardown(&c);
+out:
+	lc_inventory_free(&home);
+	json_object_put(helper);
+	json_object_put(rows);
+	return rc;
 }

@@ -38,6 +38,8 @@ enum lc_exit {
 	LC_EXIT_FAILED = 5,    /* wait: a snapshot or the image failed (EC2's reason) */
 	LC_EXIT_TIMEOUT = 6,   /* wait: not completed within --timeout */
 	LC_EXIT_PARTIAL = 7,   /* prune, copy, lock, unlock, share: some actions failed */
+	LC_EXIT_FROZEN = 8,    /* status: the helper has filesystems frozen now */
+	LC_EXIT_NO_HELPER = 9, /* status: the helper did not answer */
 };
 
 #define LC_TAG(x) "ami-snapshot:" x
@@ -166,6 +168,7 @@ const struct ec2_transport *lc_aws_transport(struct lc_aws *a);
 /* ---- The subcommands (lifecycle.c). ---- */
 
 int lc_list_main(int argc, char **argv, const char *default_config);
+int lc_status_main(int argc, char **argv, const char *default_config);
 int lc_show_main(int argc, char **argv, const char *default_config);
 int lc_wait_main(int argc, char **argv, const char *default_config);
 int lc_prune_main(int argc, char **argv, const char *default_config);

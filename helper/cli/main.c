@@ -31,6 +31,7 @@ struct subcommand {
 static const struct subcommand subcommands[] = {
     {"restore", rs_restore_main, "restore a snapshot set or an AMI onto this instance"},
     {"verify", vf_verify_main, "a restore drill: restore, start, check, dump, remove"},
+    {"status", lc_status_main, "the helper now, and the newest calls (PostgreSQL, else EC2)"},
     {"list", lc_list_main, "this cluster's backups: state, age, size, copies, locks"},
     {"show", lc_show_main, "one backup in detail"},
     {"wait", lc_wait_main, "follow a backup's snapshots and image until completed"},
