@@ -404,6 +404,27 @@ qualified_table(HistoryTable table)
 }
 
 /*
+ * The schema-qualified name of table t, or NULL when the installed version
+ * of the extension has no such table (the verifications came with 1.2).
+ */
+static char *
+existing_table(HistoryTable t)
+{
+	Oid			nsp;
+	Oid			owner;
+	char	   *result = NULL;
+
+	StartTransactionCommand();
+	history_extension_info(&nsp, &owner);
+	if (OidIsValid(get_relname_relid(tables[t].name, nsp)))
+		result = MemoryContextStrdup(TopMemoryContext,
+									 psprintf("%s.%s", quote_identifier(get_namespace_name(nsp)),
+											  tables[t].name));
+	CommitTransactionCommand();
+	return result;
+}
+
+/*
  * A call starting settles the rows of calls whose backend vanished without
  * running its exit callback (a crash, an immediate shutdown, SIGKILL): rows
  * still 'running' that began before the server last started, or whose
@@ -565,9 +586,26 @@ ami_snapshot_history_worker(Datum main_arg)
 
 		sh->id = run_sql(sql.data, sh->ncolumns - 1, types, values, nulls);
 		sh->done = 1;
-		/* After the row is recorded: a failure here (logged) loses nothing of it. */
+		/*
+		 * After the row is recorded: a failure here (logged) loses nothing of
+		 * it.  Every table's rows are settled, whatever this call is: the
+		 * drill a crash interrupted is settled by the next snapshot too.
+		 */
 		if (starting)
-			settle_vanished(table, ti, values[ti->key - 1]);
+		{
+			int			t;
+
+			for (t = HT_SNAPSHOTS; t <= HT_COMPLETION; t++)
+			{
+				char	   *other;
+
+				if (!tables[t].gone_status)
+					continue;
+				other = t == table_of(sh->table) ? table : existing_table((HistoryTable) t);
+				if (other)
+					settle_vanished(other, &tables[t], values[ti->key - 1]);
+			}
+		}
 written:
 		;
 	}

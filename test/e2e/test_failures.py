@@ -219,6 +219,11 @@ def main():
               "WHERE name = 'immediate'"
         is_(w.psql(row), "running|",
             "immediate shutdown: the row is left 'running' (no exit callback ran)")
+        # A drill's row left the same way (its backend gone with the server):
+        # the next call settles it too, whatever that call is.
+        w.psql("INSERT INTO ami_snapshot_verification (request_id, status, started_at, "
+               "backend_pid, username) VALUES ('vanished-drill', 'running', "
+               "now() - interval '1 minute', 999999, 'postgres')")
         deadline = time.time() + 60
         r = None
         while time.time() < deadline:
@@ -233,6 +238,9 @@ def main():
         ok("immediate shutdown of the server" in w.psql(
             "SELECT error_message FROM ami_snapshot_history WHERE name = 'immediate'"),
            "immediate shutdown: its message says what happened")
+        is_(w.psql("SELECT status, error_code FROM ami_snapshot_verification "
+                   "WHERE request_id = 'vanished-drill'"), "interrupted|BackendGone",
+            "immediate shutdown: the next snapshot settled a drill's row left running too")
         is_(w.psql("SELECT count(*) FROM ami_snapshot_history WHERE status = 'running'"), "0",
             "immediate shutdown: no row is left running")
         check_after(w, "immediate shutdown")
