@@ -1,25 +1,45 @@
 #!/usr/bin/python3
 """
-End to end: the recipe of doc/sql.md run by pg_cron (a fresh session, here
-a background worker, per run; snapshot nightly, verify the latest an hour later),
-with minutes for hours: the snapshot job at one minute, the verify job
-(ami_snapshot_verify(name => ...), run by the helper) at the next, both
-succeeded, the verification's row passed.
+End to end: the whole nightly round of doc/sql.md run by pg_cron, its four
+jobs read from that page and scheduled as written there but for the
+minute (pg_cron runs each in a fresh session, here a background worker):
+the snapshot set at one minute, the AMI at the next, the prune and the
+restore drill of the latest set at the third; every job succeeded, the set
+and the AMI in the history, the prune's decisions in ami_snapshot_prune_log
+(a real run, not a dry run), the verification's row passed.
 
 pg_cron 1.4 (Debian 12) schedules by the minute (in GMT), so this test
-waits for minute boundaries (at most about 2.5 minutes in all).
+waits for minute boundaries (at most about 3.5 minutes in all).
 """
 
 import datetime
 import os
+import re
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, diag, done, is_, ok  # noqa: E402
-from world import World  # noqa: E402
+from world import ROOT, World  # noqa: E402
 from e2e import drill_conf, final_drill_cleanup, restart_helper  # noqa: E402
 from restore_cmd import CLI  # noqa: E402
+
+# The retention policy the page describes next to the recipe.
+RETENTION = """
+[retention]
+policy = nightly:last=7,daily=14
+policy = weekly-*:series=pattern,last=4,monthly=12
+"""
+
+
+def recipe():
+    """doc/sql.md's whole nightly round: [(job name, schedule, SQL)]."""
+    with open(os.path.join(ROOT, "doc", "sql.md")) as f:
+        text = f.read()
+    block = text[text.index("The whole nightly round"):]
+    block = block[:block.index("\n\n", block.index("cron.schedule('nightly-verify'"))]
+    return re.findall(r"SELECT cron\.schedule\('([^']+)', '([^']+)',\s*\$\$(.*?)\$\$\);",
+                      block, re.S)
 
 
 def wait_run(w, job, timeout):
@@ -45,29 +65,39 @@ def main():
     drill_dir = w.path("drill")
     try:
         w.psql("CREATE EXTENSION pg_cron")
-        # The recipe: snapshot, then verify the latest of that name a minute later.
-        restart_helper(w, drill_conf(w, drill_dir))
+        restart_helper(w, drill_conf(w, drill_dir) + RETENTION)
+        jobs = recipe()
+        is_([j[0] for j in jobs], ["nightly-snapshot", "weekly-ami", "nightly-prune",
+                                   "nightly-verify"], "doc/sql.md's nightly round: four jobs")
         now = datetime.datetime.now(datetime.timezone.utc)
         first = now + datetime.timedelta(minutes=1 if now.second < 45 else 2)
-        m1, m2 = first.minute, (first.minute + 1) % 60
-        snap_job = w.psql("SELECT cron.schedule('nightly-snapshot', '%d * * * *', "
-                          "$$SELECT snapshot_ids FROM ami_snapshot('nightly')$$)" % m1)
-        verify_job = w.psql("SELECT cron.schedule('nightly-verify', '%d * * * *', "
-                            "$$SELECT outcome FROM ami_snapshot_verify(name => 'nightly')$$)"
-                            % m2)
-        ok(snap_job.isdigit() and verify_job.isdigit(),
-           "the recipe's two jobs scheduled (minutes %d and %d)" % (m1, m2))
-        status = wait_run(w, snap_job, 200)
-        diag("pg_cron snapshot run: %s" % status)
-        ok(status.startswith("succeeded"), "the snapshot job succeeded", status)
+        # The snapshot, then the AMI, then the prune and the drill together.
+        minute = {"nightly-snapshot": 0, "weekly-ami": 1, "nightly-prune": 2,
+                  "nightly-verify": 2}
+        ids = {}
+        for name, when, sql in jobs:
+            m = (first.minute + minute[name]) % 60
+            ids[name] = w.psql("SELECT cron.schedule($n$%s$n$, '%d * * * *', $$%s$$)"
+                               % (name, m, sql))
+            diag("%s (%s in the recipe) at minute %d: %s" % (name, when, m, " ".join(sql.split())))
+        ok(all(v.isdigit() for v in ids.values()), "the recipe's jobs scheduled")
+        got = {}
+        for name, _, _ in jobs:
+            got[name] = wait_run(w, ids[name], 300)
+            diag("pg_cron %s run: %s" % (name, got[name]))
+            ok(got[name].startswith("succeeded"), "the %s job succeeded" % name, got[name])
+        w.psql("SELECT cron.unschedule(jobid) FROM cron.job")
         h = w.psql("SELECT status, array_length(snapshot_ids, 1), username "
                    "FROM ami_snapshot_history WHERE name = 'nightly' ORDER BY id LIMIT 1")
-        is_(h, "succeeded|2|postgres", "the run is in the history with its two snapshots")
+        is_(h, "succeeded|2|postgres", "the set is in the history with its two snapshots")
+        a = w.psql("SELECT status, image_id LIKE 'ami-%', image_method FROM ami_snapshot_history "
+                   "WHERE name = 'weekly-' || to_char(now(), 'YYYY-MM-DD')")
+        is_(a, "succeeded|t|register", "the dated AMI is in the history with its image")
+        p = w.psql("SELECT bool_and(NOT dry_run), count(*), count(*) FILTER (WHERE action = 'keep') "
+                   "FROM ami_snapshot_prune_log")
+        ok(re.fullmatch(r"t\|[1-9]\d*\|[1-9]\d*", p),
+           "the prune ran for real, deciding on every backup (kept: nothing to delete yet)", p)
         ok(w.frozen_mounts() == [], "nothing left frozen")
-        status = wait_run(w, verify_job, 200)
-        w.psql("SELECT cron.unschedule(%s), cron.unschedule(%s)" % (snap_job, verify_job))
-        diag("pg_cron verify run: %s" % status)
-        ok(status.startswith("succeeded"), "the verify job succeeded", status)
         v = w.psql("SELECT v.status, v.backup_id = h.id, v.username, v.recovered_lsn IS NOT NULL "
                    "FROM ami_snapshot_verification v, ami_snapshot_history h "
                    "WHERE h.name = 'nightly' ORDER BY v.id DESC LIMIT 1")
