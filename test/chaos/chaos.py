@@ -49,13 +49,68 @@ from world import HELPER, PGBIN, World  # noqa: E402
 from e2e import check_restore, MARK_PROC  # noqa: E402
 from restore import Restored  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
-from test_helper_faults import FAIL_THAW_SHIM  # noqa: E402
 from test_verify import leftovers, loop_count  # noqa: E402
 from e2e import drill_conf  # noqa: E402
 
 FREEZE_TIMEOUT_S = 3
+# The helper (and its watchdog, a fork) run with this LD_PRELOAD shim: FITHAW
+# fails with EIO while AMIS_TEST_FAIL_THAW names a file that exists; and
+# when AMIS_TEST_PAUSE_DIR/pause-freeze (pause-thaw) exists, the first
+# FIFREEZE (FITHAW) that succeeds after it appeared removes it, creates
+# pause-freeze.at (pause-thaw.at) and holds its caller PAUSE_MS before
+# returning: a fault lands between the FIFREEZE of one filesystem and the
+# next (between one FITHAW and the next).
+PAUSE_MS = 300
+CHAOS_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <linux/fs.h>
+
+int ioctl(int fd, unsigned long req, ...)
+{
+	static int (*real)(int, unsigned long, ...);
+	const char *flag = getenv("AMIS_TEST_FAIL_THAW");
+	const char *dir = getenv("AMIS_TEST_PAUSE_DIR");
+	char arm[4096], at[4100];
+	va_list ap;
+	void *arg;
+	int rc, saved;
+
+	va_start(ap, req);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	if (!real)
+		real = (int (*)(int, unsigned long, ...))dlsym(RTLD_NEXT, "ioctl");
+	if (req == FITHAW && flag && access(flag, F_OK) == 0) {
+		errno = EIO;
+		return -1;
+	}
+	rc = real(fd, req, arg);
+	saved = errno;
+	if (rc == 0 && dir && (req == FIFREEZE || req == FITHAW)) {
+		snprintf(arm, sizeof(arm), "%s/pause-%s", dir, req == FIFREEZE ? "freeze" : "thaw");
+		snprintf(at, sizeof(at), "%s.at", arm);
+		if (unlink(arm) == 0) {
+			int f = open(at, O_CREAT | O_WRONLY, 0600);
+
+			if (f >= 0)
+				close(f);
+			usleep(PAUSE_MS * 1000);
+		}
+	}
+	errno = saved;
+	return rc;
+}
+""".replace("PAUSE_MS", str(PAUSE_MS))
 # Where a signal fault lands: the helper's steps, as its log and --status show them.
-STEPS = ["connect", "prepared", "frozen", "pending", "tagging", "done"]
+STEPS = ["connect", "prepared", "freeze1", "frozen", "thaw1", "pending", "tagging", "done"]
+WATCHDOG_STEPS = ["freeze1", "frozen", "thaw1"]
 SIGNAL_FAULTS = ["helper_kill", "helper_term", "helper_stopcont", "watchdog_kill",
                  "watchdog_term", "watchdog_stopcont", "worker_kill", "worker_term",
                  "worker_stopcont", "backend_terminate", "backend_cancel", "client_disconnect",
@@ -135,6 +190,7 @@ class Campaign:
         self.watch = None
         self.termed = False
         self.state_tmpfs = None
+        self.tally = {}     # fault@step (or EC2 fault) -> runs it was injected in
 
     # ---- the world ----
 
@@ -147,10 +203,13 @@ class Campaign:
         # The helper with a shim that fails FITHAW while a file exists.
         shim, src = w.path("failthaw.so"), w.path("failthaw.c")
         with open(src, "w") as f:
-            f.write(FAIL_THAW_SHIM)
+            f.write(CHAOS_SHIM)
         subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", shim, src, "-ldl"], check=True)
         self.fail_thaw_flag = w.path("fail-thaw")
-        self.helper_env = {"LD_PRELOAD": shim, "AMIS_TEST_FAIL_THAW": self.fail_thaw_flag}
+        self.pause_dir = w.path("pause")
+        os.makedirs(self.pause_dir)
+        self.helper_env = {"LD_PRELOAD": shim, "AMIS_TEST_FAIL_THAW": self.fail_thaw_flag,
+                           "AMIS_TEST_PAUSE_DIR": self.pause_dir}
         w.stop_helper()
         # state_dir on a small tmpfs of its own, which a fault fills.
         state = w.path("state")
@@ -254,7 +313,7 @@ class Campaign:
                     "faults": [(f, self.rng.choice(DRILL_STEPS), self.rng.random())
                                for f in faults]}
         # The watchdog lives while filesystems are frozen, and only then.
-        steps = {f: "frozen" if f.startswith("watchdog_") else self.rng.choice(STEPS)
+        steps = {f: self.rng.choice(WATCHDOG_STEPS if f.startswith("watchdog_") else STEPS)
                  for f in faults if f in SIGNAL_FAULTS}
         return {"run": i, "name": "chaos-%d-%d" % (self.seed, i), "drill": None,
                 "freeze": not 0.70 <= kind < 0.80,
@@ -286,6 +345,13 @@ class Campaign:
     def wait_step(self, step, call, deadline):
         """True once the call reached step (False if it ended first)."""
         pos0 = self.log_pos
+        if step in ("freeze1", "thaw1"):
+            at = os.path.join(self.pause_dir, "pause-%s.at" % step[:-1])
+            while time.monotonic() < deadline and call.poll() is None:
+                if os.path.exists(at):
+                    return True
+                time.sleep(0.005)
+            return False
         marks = {"prepared": "prepared: instance", "pending": "snapshots pending",
                  "done": "done (stop lsn", "job": "started a verify job"}
         while time.monotonic() < deadline and call.poll() is None:
@@ -380,6 +446,9 @@ class Campaign:
         for f, s, x in c["faults"]:
             if f in EC2_FAULTS:
                 self.arm(f, x)
+                self.tally[f] = self.tally.get(f, 0) + 1
+            if s in ("freeze1", "thaw1"):   # the shim pauses after the first one
+                open(os.path.join(self.pause_dir, "pause-%s" % s[:-1]), "w").close()
         restarts = any(f in ("pg_immediate",) for f, _, _ in c["faults"])
         stmt = [f for f, _, _ in c["faults"] if f == "statement_timeout"]
         self.log_pos = os.path.getsize(w.helper_log)
@@ -415,6 +484,8 @@ class Campaign:
                 time.sleep(x * (3.0 if s == "job" else 0.05))
                 self.inject(f, x, call)
                 injected += 1
+                key = "%s@%s" % (f, s)
+                self.tally[key] = self.tally.get(key, 0) + 1
             else:
                 self.event("the call ended before step %s: %s not injected" % (s, f))
         try:
@@ -429,6 +500,8 @@ class Campaign:
         marks.join(60)
         # Recover what the faults took down, then clear them.
         self.unfill_state_dir()
+        for f in os.listdir(self.pause_dir):
+            os.unlink(os.path.join(self.pause_dir, f))
         deadline = time.monotonic() + FREEZE_TIMEOUT_S + 2
         while os.path.exists(self.fail_thaw_flag) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -591,6 +664,9 @@ class Campaign:
         except Violation as v:
             ok(False, "seed %d: %s" % (self.seed, v), "\n".join(self.timeline))
             return False
+        diag("faults injected (signal faults at their step; EC2 faults armed), by count:\n" +
+             "\n".join("%5d %s" % (n, k) for k, n in
+                       sorted(self.tally.items(), key=lambda kv: (-kv[1], kv[0]))))
         return True
 
     def soak(self, calls):
