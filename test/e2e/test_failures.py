@@ -129,11 +129,12 @@ def main():
             pass
         t_cancel = time.time()
         w.psql("SELECT pg_cancel_backend(%d)" % pid)
-        while time.time() < t_cancel + 6 and w.frozen_mounts(wait=0.5):
+        while time.time() < t_cancel + 30 and w.frozen_mounts(wait=0.5):
             pass
         thawed_after = time.time() - t_cancel
-        ok(not w.frozen_mounts() and thawed_after < 6,
-           "cancel in flight: thawed %.1f s after the cancel, before EC2 answered (8 s)"
+        # An ordering: thawed before EC2's answer (delayed 8 s) could arrive.
+        ok(not w.frozen_mounts() and thawed_after < 8,
+           "cancel in flight: thawed %.1f s after the cancel, before EC2's answer (delayed 8 s)"
            % thawed_after)
         out, errout = p.communicate(timeout=60)
         is_(out.split(), ["t", "t"], "cancel in flight: the session's backup was aborted")
