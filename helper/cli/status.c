@@ -37,7 +37,7 @@ static void set_str(json_object *o, const char *key, const struct amsp_msgview *
 
 json_object *st_helper_json(const struct amsp_msgview *m)
 {
-	json_object *o = json_object_new_object(), *mounts = json_object_new_array();
+	json_object *o = json_object_new_object(), *mounts = json_object_new_array(), *jobs;
 	char mp[4096];
 	size_t i;
 
@@ -55,10 +55,32 @@ json_object *st_helper_json(const struct amsp_msgview *m)
 	}
 	json_object_object_add(o, "frozen_mounts", mounts);
 	set_str(o, "note", m, AMSP_T_REASON, 2049);
+	jobs = json_object_new_array();
+	for (i = 0; i < amsp_count(m, AMSP_T_JOB_ID); i++) {
+		json_object *j = json_object_new_object();
+		char id[AMSP_MAX_ID_LEN + 1] = "", kind[17] = "";
+
+		amsp_copy_str(amsp_get_nth(m, AMSP_T_JOB_ID, i), id, sizeof(id));
+		amsp_copy_str(amsp_get_nth(m, AMSP_T_JOB_KIND, i), kind, sizeof(kind));
+		json_object_object_add(j, "request_id", json_object_new_string(id));
+		json_object_object_add(j, "kind", json_object_new_string(kind));
+		if (amsp_get_nth(m, AMSP_T_JOB_PID, i))
+			json_object_object_add(
+			    j, "pid",
+			    json_object_new_int64(amsp_u32(amsp_get_nth(m, AMSP_T_JOB_PID, i))));
+		if (amsp_get_nth(m, AMSP_T_JOB_USEC, i))
+			json_object_object_add(
+			    j, "running_seconds",
+			    json_object_new_double(amsp_u64(amsp_get_nth(m, AMSP_T_JOB_USEC, i)) /
+			                           1e6));
+		json_object_array_add(jobs, j);
+	}
+	json_object_object_add(o, "jobs", jobs);
 	return o;
 }
 
-json_object *st_helper_status(const char *socket_path, char *err, size_t errsz)
+/* One STATUS exchange; list_jobs asks for the running jobs too (a newer helper's). */
+static json_object *ask_status(const char *socket_path, bool list_jobs, char *err, size_t errsz)
 {
 	static unsigned char buf[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
 	struct amsp_msgview m;
@@ -75,6 +97,8 @@ json_object *st_helper_status(const char *socket_path, char *err, size_t errsz)
 		return NULL;
 	}
 	amsp_begin(&w, buf, sizeof(buf), AMSP_STATUS);
+	if (list_jobs)
+		amsp_put_u8(&w, AMSP_T_LIST_JOBS, 1);
 	len = amsp_end(&w);
 	rc = amsp_client_send(fd, buf, len) == 0
 	         ? amsp_client_recv(fd, buf, sizeof(buf), 10000, &m, &why)
@@ -96,6 +120,18 @@ json_object *st_helper_status(const char *socket_path, char *err, size_t errsz)
 		return NULL;
 	}
 	return st_helper_json(&m);
+}
+
+json_object *st_helper_status(const char *socket_path, char *err, size_t errsz)
+{
+	json_object *o = ask_status(socket_path, true, err, errsz);
+
+	/* A helper from before LIST_JOBS closes the connection: ask as it knows. */
+	if (!o && strstr(err, "no answer from the helper (closed)")) {
+		err[0] = '\0';
+		o = ask_status(socket_path, false, err, errsz);
+	}
+	return o;
 }
 
 bool st_helper_frozen(json_object *helper)
@@ -328,6 +364,17 @@ void st_print_helper(FILE *f, json_object *helper, const char *err)
 	}
 	if (jget(helper, "note")[0])
 		fprintf(f, "  note: %s\n", jget(helper, "note"));
+	if (json_object_object_get_ex(helper, "jobs", &mounts)) {
+		n = json_object_array_length(mounts);
+		for (i = 0; i < n; i++) {
+			json_object *j = json_object_array_get_idx(mounts, i);
+
+			fprintf(
+			    f, "  job: %s (pid %s, request %s), running for %.1f s\n",
+			    jget(j, "kind"), jget(j, "pid"), jget(j, "request_id"),
+			    json_object_get_double(json_object_object_get(j, "running_seconds")));
+		}
+	}
 }
 
 /* "2026-12-03T09:12:01.123+00:00" -> "2026-12-03 09:12:01". */

@@ -96,6 +96,8 @@ static const struct field_rule error_rules[] = {
 
 static const struct field_rule status_rules[] = {
     {AMSP_T_REASON, K_STR, 1024, 0, 1},
+    /* Optional (`ami-snapshot status`): the reply lists the running jobs. */
+    {AMSP_T_LIST_JOBS, K_U8, 1, 0, 1},
 };
 
 static const struct field_rule status_reply_rules[] = {
@@ -107,6 +109,11 @@ static const struct field_rule status_reply_rules[] = {
     {AMSP_T_REASON, K_STR, 2048, 0, 1},
     /* Optional: the step of the operation that runs (a newer helper's). */
     {AMSP_T_STEP, K_STR, 32, 0, 1},
+    /* Only when the STATUS asked (LIST_JOBS): each running job, in order. */
+    {AMSP_T_JOB_ID, K_STR, IDLEN, 0, AMSP_MAX_STATUS_JOBS},
+    {AMSP_T_JOB_KIND, K_STR, 16, 0, AMSP_MAX_STATUS_JOBS},
+    {AMSP_T_JOB_PID, K_U32, 4, 0, AMSP_MAX_STATUS_JOBS},
+    {AMSP_T_JOB_USEC, K_U64, 8, 0, AMSP_MAX_STATUS_JOBS},
 };
 
 static const struct field_rule check_rules[] = {

@@ -33,9 +33,10 @@
 #define AMSP_MAX_PAYLOAD 65536
 #define AMSP_MAX_FIELDS 256
 /* Bounds of the public messages, which the helper's operation obeys too. */
-#define AMSP_MAX_VOLUMES 32 /* volumes, tablespaces, filesystems, snapshots a message lists */
-#define AMSP_MAX_WARNINGS 8 /* WARNING fields in DONE */
-#define AMSP_MAX_ID_LEN 64  /* a request, instance, volume or snapshot id */
+#define AMSP_MAX_VOLUMES 32     /* volumes, tablespaces, filesystems, snapshots a message lists */
+#define AMSP_MAX_WARNINGS 8     /* WARNING fields in DONE */
+#define AMSP_MAX_ID_LEN 64      /* a request, instance, volume or snapshot id */
+#define AMSP_MAX_STATUS_JOBS 16 /* running jobs a STATUS_REPLY lists */
 /* Jobs: arguments a JOB carries, the report a job may write, a piece of it. */
 #define AMSP_JOB_MAX_ARGS 48
 #define AMSP_JOB_MAX_ARG_LEN 8192
@@ -149,6 +150,9 @@ enum amsp_tag {
 	AMSP_T_CHECK_HINT = 164,     /* str, repeated: what to do ("" when none) */
 	AMSP_T_CHECK_ACTION = 165,   /* str, repeated: an EC2 action to DryRun (W_CHECK) */
 	AMSP_T_STEP = 166,           /* str: the operation's step (STATUS_REPLY) */
+	AMSP_T_LIST_JOBS = 167,      /* u8: STATUS: also list the running jobs */
+	AMSP_T_JOB_ID = 168,         /* str, repeated: a running job's request id (STATUS_REPLY) */
+	AMSP_T_JOB_PID = 169,        /* u32, repeated: its process */
 	/* Internal (helper <-> EC2 worker) only. */
 	AMSP_T_SEQ = 100,               /* u32 */
 	AMSP_T_TIMEOUT_MS = 101,        /* u32 */

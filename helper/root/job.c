@@ -147,6 +147,24 @@ size_t jobs_running(const struct jobs *js)
 	return n;
 }
 
+void jobs_put_status(const struct jobs *js, struct amsp_writer *w)
+{
+	long long now = mono_usec();
+	size_t i, n = 0;
+
+	for (i = 0; i < MAX_CHILDREN && n < AMSP_MAX_STATUS_JOBS; i++) {
+		const struct child *k = js->kids[i];
+
+		if (!k)
+			continue;
+		amsp_put_str(w, AMSP_T_JOB_ID, k->request_id[0] ? k->request_id : "-");
+		amsp_put_str(w, AMSP_T_JOB_KIND, k->kind); /* an automatic job's: its step's */
+		amsp_put_u32(w, AMSP_T_JOB_PID, (uint32_t)k->pid);
+		amsp_put_u64(w, AMSP_T_JOB_USEC, (uint64_t)(now - k->started_us));
+		n++;
+	}
+}
+
 /* Drills (verify jobs): what [drill] max_jobs and the cleanup count. */
 static size_t drills_running(const struct jobs *js)
 {

@@ -106,6 +106,8 @@ void jobs_tick(struct jobs *js);
 bool jobs_active(const struct jobs *js);
 /* How many jobs run (cleanups not counted). */
 size_t jobs_running(const struct jobs *js);
+/* Into a STATUS_REPLY: each child running (JOB_ID, JOB_KIND, JOB_PID, JOB_USEC). */
+void jobs_put_status(const struct jobs *js, struct amsp_writer *w);
 /*
  * At exit: SIGTERM to every child, SIGKILL to what is left after
  * timeout_ms; reaps them.

@@ -467,7 +467,7 @@ static const struct operation *frozen_op(const struct helper *h)
 }
 
 /* STATUS (and the answer to THAW): what the helper is doing. */
-static int send_status(struct helper *h, struct conn *c, const char *reason)
+static int send_status(struct helper *h, struct conn *c, const char *reason, bool list_jobs)
 {
 	unsigned char buf[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
 	const struct operation *op = frozen_op(h);
@@ -497,6 +497,8 @@ static int send_status(struct helper *h, struct conn *c, const char *reason)
 	}
 	if (reason)
 		amsp_put_str(&w, AMSP_T_REASON, reason);
+	if (list_jobs)
+		jobs_put_status(h->jobs, &w);
 	len = amsp_end(&w);
 	return len && conn_send(c, buf, len) == 0 ? 0 : -1;
 }
@@ -511,20 +513,20 @@ static int handle_thaw(struct helper *h, struct conn *c)
 	const struct operation *op = frozen_op(h);
 
 	if (!op)
-		return send_status(h, c, "nothing is frozen");
+		return send_status(h, c, "nothing is frozen", false);
 	/* Root, or the client whose own operation it is. */
 	if (c->uid != 0 && !(op->owner && op->owner->uid == c->uid))
-		return send_status(h, c,
-		                   "THAW refused: only root or the operation's own user may ask");
+		return send_status(
+		    h, c, "THAW refused: only root or the operation's own user may ask", false);
 	log_warn("pid %ld uid %u asked for a thaw of request %s's filesystems", (long)c->pid,
 	         (unsigned)c->uid, op->request_id);
 	if (op == h->stuck) {
 		h->stuck->thaw_next_try_usec = 0;
 		retry_stuck_thaws(h);
-		return send_status(h, c, h->stuck ? "thaw retried; still frozen" : "thawed");
+		return send_status(h, c, h->stuck ? "thaw retried; still frozen" : "thawed", false);
 	}
 	h->thaw_requested = true;
-	return send_status(h, c, "the call made while frozen is being abandoned; thawing");
+	return send_status(h, c, "the call made while frozen is being abandoned; thawing", false);
 }
 
 /*
@@ -559,7 +561,9 @@ int op_dispatch(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 	}
 	switch (opstate_verdict(st, own, (enum amsp_msg)m->type)) {
 	case OPV_STATUS:
-		return send_status(h, c, NULL);
+		return send_status(h, c, NULL,
+		                   amsp_get(m, AMSP_T_LIST_JOBS) &&
+		                       amsp_u8(amsp_get(m, AMSP_T_LIST_JOBS)));
 	case OPV_THAW:
 		return handle_thaw(h, c);
 	case OPV_BUSY:

@@ -12,6 +12,8 @@ End to end: `ami-snapshot status`, the operator's view (doc/lifecycle.md,
     tags instead, saying why; a wrong database and a database without the
     extension say so and fall back the same way.
   * The helper stopped: exit 9, the history still shown.
+  * During a restore drill from SQL: the helper's job listed (kind, pid,
+    request, running time).
   * Usage errors exit 2; no key, secret or token in any output.
 """
 
@@ -24,6 +26,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, diag, done, is_, ok  # noqa: E402
 from world import World  # noqa: E402
+from e2e import drill_conf, final_drill_cleanup, restart_helper, session  # noqa: E402
 from restore_cmd import CLI  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +54,10 @@ def status_json(w, *args):
 
 def main():
     w = World()
+    drill_dir = w.path("drill")
     try:
+        os.makedirs(drill_dir)
+        restart_helper(w, drill_conf(w, drill_dir))
         secrets = imds_secrets(w)
         good = w.psql("SELECT status FROM ami_snapshot('status good')")
         is_(good, "succeeded", "a snapshot to show")
@@ -109,6 +115,29 @@ def main():
         is_(rc_, 0, "the slowed call then succeeds")
         w.emulator_control({"clear_faults": True})
 
+        # ---- during a drill: the helper's job listed
+        good_id = w.psql("SELECT id FROM ami_snapshot_history WHERE name = 'status good'")
+        drill = session(w, ["SELECT outcome FROM ami_snapshot_verify(%s)" % good_id],
+                        background=True)
+        seen = None
+        deadline = time.time() + 60
+        while seen is None and time.time() < deadline and drill.poll() is None:
+            rc, j = status_json(w, "--no-db")
+            jobs = (j.get("helper") or {}).get("jobs") or []
+            seen = next((x for x in jobs if x.get("kind") == "verify"), None)
+            time.sleep(0.2)
+        ok(seen and seen.get("pid", 0) > 0 and seen.get("request_id") and
+           seen.get("running_seconds") is not None,
+           "status during a drill: the verify job with its pid, request and time", seen)
+        if seen:
+            r = status(w, "--no-db")
+            ok(("job: verify (pid %d" % seen["pid"]) in r.stdout,
+               "status during a drill: the table's job line", r.stdout)
+        out, err = drill.communicate(timeout=300)
+        ok("passed" in out, "the drill passed", err)
+        rc, j = status_json(w, "--no-db")
+        is_((j.get("helper") or {}).get("jobs"), [], "status after the drill: no job")
+
         # ---- a wrong database, a database without the extension: EC2's tags
         rc, j = status_json(w, "--db", "host=%s port=%d dbname=nosuchdb" % (w.pgrun, w.port))
         is_(j.get("history_source"), "ec2", "status, no such database: the history from EC2")
@@ -140,8 +169,7 @@ def main():
         ok(j.get("helper") is None and j.get("helper_error"),
            "status, helper stopped: helper null, and why", j.get("helper_error"))
         is_(j.get("history_source"), "postgresql", "status, helper stopped: history still read")
-        w.start_helper()
-        time.sleep(0.5)
+        restart_helper(w, drill_conf(w, drill_dir))
 
         # ---- usage
         is_(status(w, "extra").returncode, 2, "status with an argument: exit 2")
@@ -153,6 +181,7 @@ def main():
     except Exception as e:
         bail(e, [w.helper_log])
     finally:
+        final_drill_cleanup(w, drill_dir, CLI)
         w.close()
     done()
 

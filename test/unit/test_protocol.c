@@ -67,6 +67,31 @@ int main(void)
 	ok(decode(len, &m, &why) == 0, "PENDING decodes");
 	ok(amsp_u64(amsp_get(&m, AMSP_T_FREEZE_USEC)) == 0x1122334455667788ULL, "u64 round trips");
 
+	/* STATUS asking for the jobs; a STATUS_REPLY listing them. */
+	amsp_begin(&w, buf, sizeof(buf), AMSP_STATUS);
+	amsp_put_u8(&w, AMSP_T_LIST_JOBS, 1);
+	len = amsp_end(&w);
+	ok(decode(len, &m, &why) == 0 && amsp_u8(amsp_get(&m, AMSP_T_LIST_JOBS)) == 1,
+	   "STATUS with LIST_JOBS decodes");
+	amsp_begin(&w, buf, sizeof(buf), AMSP_STATUS_REPLY);
+	amsp_put_str(&w, AMSP_T_STATE, "idle");
+	for (int i = 0; i < 2; i++) {
+		amsp_put_str(&w, AMSP_T_JOB_ID, i ? "r-2" : "r-1");
+		amsp_put_str(&w, AMSP_T_JOB_KIND, i ? "wait" : "verify");
+		amsp_put_u32(&w, AMSP_T_JOB_PID, 100 + (uint32_t)i);
+		amsp_put_u64(&w, AMSP_T_JOB_USEC, 5000000);
+	}
+	len = amsp_end(&w);
+	ok(decode(len, &m, &why) == 0 && amsp_count(&m, AMSP_T_JOB_ID) == 2 &&
+	       amsp_u32(amsp_get_nth(&m, AMSP_T_JOB_PID, 1)) == 101,
+	   "STATUS_REPLY with two jobs decodes");
+	amsp_begin(&w, buf, sizeof(buf), AMSP_STATUS_REPLY);
+	amsp_put_str(&w, AMSP_T_STATE, "idle");
+	for (int i = 0; i <= AMSP_MAX_STATUS_JOBS; i++)
+		amsp_put_str(&w, AMSP_T_JOB_ID, "r");
+	len = amsp_end(&w);
+	ok(decode(len, &m, &why) == -1, "STATUS_REPLY with too many jobs refused (%s)", why);
+
 	/* Malformed frames. */
 	len = prepare_frame();
 	memcpy(buf, "XXXX", 4);
