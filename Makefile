@@ -24,7 +24,7 @@
 MODULE_big = ami_snapshot
 OBJS = extension/ami_snapshot.o extension/check.o extension/config_capture.o \
        extension/helper_client.o extension/history.o extension/lifecycle.o \
-       extension/protocol.o extension/verify.o
+       extension/protocol.o extension/standby.o extension/verify.o
 EXTENSION = ami_snapshot
 DATA = $(wildcard sql/ami_snapshot--*.sql)
 PGFILEDESC = "ami_snapshot - consistent EBS snapshots of a running PostgreSQL"
@@ -36,7 +36,10 @@ REGRESS_OPTS = --inputdir=test --outputdir=test/results --load-extension=ami_sna
 # The extension's version (ami_snapshot.control) for the library's magic
 # block (PostgreSQL 18: pg_get_loaded_modules()).
 EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'$$/\1/p" ami_snapshot.control)
-PG_CPPFLAGS = -Ihelper/common -DAMIS_EXTVERSION='"$(EXTVERSION)"'
+PG_CPPFLAGS = -Ihelper/common -I$(libpq_srcdir) -DAMIS_EXTVERSION='"$(EXTVERSION)"'
+# libpq: on a hot standby, the primary is asked whether it waits on it
+# (extension/standby.c), as contrib/dblink links it.
+SHLIB_LINK_INTERNAL = $(libpq)
 # -Wextra on top of the server's warning flags, without the classes that
 # PostgreSQL's own headers trip.
 PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
@@ -55,8 +58,8 @@ extension/protocol.bc: helper/common/protocol.c helper/common/protocol.h
 	$(COMPILE.c.bc) -o $@ $<
 
 extension/ami_snapshot.o extension/check.o extension/config_capture.o extension/helper_client.o \
-extension/history.o extension/verify.o extension/lifecycle.o: helper/common/protocol.h \
-	extension/ami_snapshot.h extension/config_capture.h extension/helper_client.h \
+extension/history.o extension/verify.o extension/lifecycle.o extension/standby.o: \
+	helper/common/protocol.h extension/ami_snapshot.h extension/standby.h extension/config_capture.h extension/helper_client.h \
 	extension/history.h extension/job.h
 
 # Where the helper's files go.  These are names of our own: PGXS (included

@@ -149,6 +149,10 @@ enum amsp_tag {
 	AMSP_T_CHECK_HINT = 164,     /* str, repeated: what to do ("" when none) */
 	AMSP_T_CHECK_ACTION = 165,   /* str, repeated: an EC2 action to DryRun (W_CHECK) */
 	AMSP_T_STEP = 166,           /* str: the operation's step (STATUS_REPLY) */
+	/* A snapshot taken on a hot standby (optional in PREPARE). */
+	AMSP_T_STANDBY = 170,      /* u8: 1 = taken on a standby */
+	AMSP_T_PRIMARY_HOST = 171, /* str: host[:port] of primary_conninfo, never more */
+	AMSP_T_SYNC_STATE = 172,   /* str: the primary's sync_state for this standby */
 	/* Internal (helper <-> EC2 worker) only. */
 	AMSP_T_SEQ = 100,               /* u32 */
 	AMSP_T_TIMEOUT_MS = 101,        /* u32 */

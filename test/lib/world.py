@@ -401,17 +401,7 @@ imds_endpoint = {self.emu_url}
         self.as_postgres([os.path.join(PGBIN, "initdb"), "-D", self.pgdata, "-A", "trust",
                           "-U", "postgres"] + waldir + ["--no-sync"])
         with open(os.path.join(self.pgdata, "postgresql.conf"), "a") as f:
-            f.write(f"""
-port = {self.port}
-listen_addresses = ''
-unix_socket_directories = '{self.pgrun}'
-ami_snapshot.helper_socket = '{self.path('run', 'helper.sock')}'
-max_wal_size = 256MB
-shared_buffers = 64MB
-max_connections = 40
-logging_collector = off
-{self.pg_conf_extra}
-""")
+            f.write(self.server_conf(self.port) + self.pg_conf_extra + "\n")
         self.start_postgres()
         self.psql("CREATE EXTENSION ami_snapshot")
         for v in self.volumes:
@@ -420,6 +410,21 @@ logging_collector = off
                 os.makedirs(loc)
                 os.chown(loc, self.pg_uid, self.pg_gid)
                 self.psql(f"CREATE TABLESPACE {v.name} LOCATION '{loc}'")
+
+    def server_conf(self, port):
+        """The settings every cluster of the World has (its own, and a
+        test's other servers on another port): the socket in pgrun, the
+        helper's socket."""
+        return f"""
+port = {port}
+listen_addresses = ''
+unix_socket_directories = '{self.pgrun}'
+ami_snapshot.helper_socket = '{self.path('run', 'helper.sock')}'
+max_wal_size = 256MB
+shared_buffers = 64MB
+max_connections = 40
+logging_collector = off
+"""
 
     def start_postgres(self):
         self.as_postgres([os.path.join(PGBIN, "pg_ctl"), "-D", self.pgdata, "-w", "-t", "60",
