@@ -21,6 +21,8 @@ the World's loop filesystems (test/lib/standby.py).  Then:
     pgbench's invariant, amcheck) and as a standby (--as-standby
     --primary-conninfo: it streams from the primary, and a row written on
     the primary after the restore arrives);
+  * a restore drill (`ami-snapshot verify`) of the set passes: its
+    scratch copy starts as a new primary;
   * archive_mode = always on the standby: the stop waits until the stop
     LSN's segment is archived by the standby (the primary switches
     segments meanwhile), and it is.
@@ -29,6 +31,7 @@ No timing is asserted: the primary's pgbench latency during a standby's
 snapshot is measured by test/bench/standby_pgbench.py.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -38,8 +41,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, done, is_, ok  # noqa: E402
 from world import PGBIN, World  # noqa: E402
-from e2e import MARK_PROC, check_restore, parse_pgbench  # noqa: E402
-from restore_cmd import CmdRestored, close_restores, restore_cmd  # noqa: E402
+from e2e import MARK_PROC, check_restore, final_drill_cleanup, parse_pgbench  # noqa: E402
+from restore_cmd import CLI, CmdRestored, close_restores, restore_cmd  # noqa: E402
 from standby import APPNAME, StandbyPair, wal_segment  # noqa: E402
 
 
@@ -67,6 +70,7 @@ SNAP = ("SELECT coalesce(id::text, 'null'), status, request_id, start_lsn, stop_
 
 def main():
     w = World(layout=[("data", "ext4"), ("wal", "xfs")])
+    drill_dir = w.path("drill")
     pair = None
     restores = []
     try:
@@ -136,7 +140,7 @@ def main():
            "a NOTICE says it runs on a standby of the primary, asynchronous", err)
         ok('archive_mode is "on" on this standby' in err,
            "archive_mode = on: the NOTICE says the stop does not wait", err)
-        _, start_lsn, stop_lsn, tli = row[2], row[3], row[4], row[5]
+        request_id, start_lsn, stop_lsn, tli = row[2], row[3], row[4], row[5]
         tags = snapshot_tags(w, "standby e2e")
         is_(len(tags), 2, "two snapshots (data, pg_wal)")
         want = {"ami-snapshot:taken-from": "standby",
@@ -186,6 +190,21 @@ def main():
             "a row written on the primary after the restore arrives on the restored standby")
         rs.close()
 
+        # ---- a restore drill of the standby's set: a new primary in scratch ----
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        r = subprocess.run([CLI, "verify", "-c", w.helper_conf, "--device-dir",
+                            w.device_link_dir, "--device-timeout", "30", "--drill-dir", drill_dir,
+                            "--request-id", request_id, "--json"],
+                           capture_output=True, text=True, env=env, timeout=600)
+        is_(r.returncode, 0, "verify of the standby's set: exit 0")
+        try:
+            rep = json.loads(r.stdout)
+        except ValueError:
+            rep = {"outcome": None, "checks": [], "stderr": r.stderr[-2000:]}
+        is_(rep["outcome"], "passed", "the drill passed")
+        bad = [c for c in rep["checks"] if not c["ok"]]
+        ok(rep["checks"] and not bad, "every check of the drill ok", bad or rep)
+
         # ---- archive_mode = always: the stop waits for the standby's archive ----
         with open(os.path.join(w.pgdata, "postgresql.conf"), "a") as f:
             f.write("archive_mode = always\n")
@@ -221,6 +240,7 @@ def main():
                  os.path.join(w.pgrun, "primary.log")])
     finally:
         close_restores(restores)
+        final_drill_cleanup(w, drill_dir, CLI)
         if pair:
             pair.close()
         w.close()
