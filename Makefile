@@ -14,6 +14,8 @@
 #                         methods (the last step of make bench)
 #   make bench-verify     a restore drill's phases and production's pgbench
 #                         latency during one (also a step of make bench)
+#   make bench-standby    the primary's pgbench latency while its hot standby
+#                         is snapshotted (also a step of make bench)
 #   make chaos            (as root) a randomized fault campaign: SEED=, RUNS=,
 #                         RESTORE_EVERY= (test/chaos/, doc/testing.md)
 #   make soak             (as root) SOAK_CALLS consecutive calls, memory and
@@ -160,6 +162,7 @@ bench: all
 		--out $(BENCH_OUT) --doc-png doc/bench-pgbench.png
 	$(MAKE) bench-ami
 	$(MAKE) bench-verify
+	$(MAKE) bench-standby
 
 # A restore drill (ami-snapshot verify): its duration by phase, and the
 # production pgbench latency during a drill against without one
@@ -170,6 +173,14 @@ BENCH_VERIFY_SCALE ?= 10
 bench-verify: all
 	test/bench/verify_drill.py --runs $(BENCH_VERIFY_RUNS) --seconds $(BENCH_VERIFY_SECONDS) \
 		--scale $(BENCH_VERIFY_SCALE)
+
+# The primary's pgbench while a hot standby is snapshotted, against no
+# snapshot and against a synchronous standby (doc/performance.md, "A
+# snapshot of a hot standby"); also a step of make bench.
+BENCH_STANDBY_RUNS ?= 3
+BENCH_STANDBY_SECONDS ?= 20
+bench-standby: all
+	test/bench/standby_pgbench.py --runs $(BENCH_STANDBY_RUNS) --seconds $(BENCH_STANDBY_SECONDS)
 
 # The freeze window of a snapshot set against the two AMI methods
 # (doc/performance.md, "AMIs: the freeze window of each method"); also on
@@ -198,4 +209,4 @@ fuzz:
 	$(MAKE) -C test/fuzz
 	test/fuzz/run.sh $(FUZZ_SECONDS)
 
-.PHONY: helper-all helper-clean install-helper clean-test-results bench bench-ami bench-verify fuzz chaos soak
+.PHONY: helper-all helper-clean install-helper clean-test-results bench bench-ami bench-verify bench-standby fuzz chaos soak

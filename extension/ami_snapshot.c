@@ -622,6 +622,7 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 		if (run->standby)
 		{
 			amsp_put_u8(&w, AMSP_T_STANDBY, 1);
+			helper_set_standby_asked(hc);
 			if (run->standby_info.primary_host)
 				amsp_put_str(&w, AMSP_T_PRIMARY_HOST, run->standby_info.primary_host);
 			if (run->standby_info.sync_state)

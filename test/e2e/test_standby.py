@@ -7,10 +7,14 @@ A primary in a plain directory (never frozen) and the World's cluster made
 its streaming standby, data directory on ext4 and pg_wal on XFS, both on
 the World's loop filesystems (test/lib/standby.py).  Then:
 
+  * a helper from before standbys: HelperTooOld, and the error says why;
   * synchronous replication: with the standby in the primary's
     synchronous_standby_names (sync_state sync) the call is refused before
     anything is frozen or made, naming the setting and the override; with
-    ami_snapshot.allow_synchronous_standby on it warns and succeeds;
+    ami_snapshot.allow_synchronous_standby on it warns and succeeds; with a
+    replication user that pg_hba.conf lets in for replication only, the
+    replication connection's synchronous_standby_names refuses it too; with
+    no way in at all, a WARNING and it goes on (tagged unknown);
   * under pgbench and the marker writer on the primary, a snapshot of the
     standby (archive_mode = on there: the stop does not wait, and says so):
     no history row (the id is NULL), the set tagged taken-from standby with
@@ -41,7 +45,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, done, is_, ok  # noqa: E402
 from world import PGBIN, World  # noqa: E402
-from e2e import MARK_PROC, check_restore, final_drill_cleanup, parse_pgbench  # noqa: E402
+from e2e import (MARK_PROC, check_restore, final_drill_cleanup, helper_at,  # noqa: E402
+                 parse_pgbench)
 from restore_cmd import CLI, CmdRestored, close_restores, restore_cmd  # noqa: E402
 from standby import APPNAME, StandbyPair, wal_segment  # noqa: E402
 
@@ -63,6 +68,9 @@ def call(w, sql, settings=()):
     r = w.as_postgres(cmd + ["-c", sql], check=False, timeout=300)
     return r.returncode, r.stdout.strip(), r.stderr
 
+
+# The last commit of main before snapshots of a standby.
+BEFORE_STANDBYS = "4c340ca25e1ca5a2f54109c44eb2c9292cb96ecc"
 
 SNAP = ("SELECT coalesce(id::text, 'null'), status, request_id, start_lsn, stop_lsn, timeline "
         "FROM ami_snapshot('%s')")
@@ -92,6 +100,15 @@ def main():
         pair.psql(MARK_PROC, db="bench")
         pair.wait_replayed()
 
+        # ---- a helper too old for a standby's fields ----
+        binary = helper_at(BEFORE_STANDBYS, "AMSP_T_STANDBY")
+        ok(binary is not None, "a helper from before standbys was built")
+        if binary:
+            with w.helper_binary(binary):
+                rc, out, err = call(w, SNAP % "standby old helper")
+                ok(rc != 0 and "HelperTooOld" in err and "too old for snapshots of a hot standby"
+                   in err, "old helper: HelperTooOld, saying why", err)
+
         # ---- synchronous replication: refused, then allowed with a warning ----
         pair.set_sync(APPNAME)
         pair.wait_sync_state("sync")
@@ -115,8 +132,31 @@ def main():
         tags = snapshot_tags(w, "standby sync allowed")
         ok(tags and all(t.get("ami-snapshot:standby-sync-state") == "sync" for t in tags),
            "sync standby allowed: tagged standby-sync-state=sync")
+
+        # A replication-only user: the standby asks over a replication connection.
+        pair.psql("CREATE ROLE replicator LOGIN REPLICATION")
+        pair.hba_first(["local all replicator reject"])
+        pair.follow(pair.conninfo(user="replicator"))
+        pair.wait_streaming()
+        rc, out, err = call(w, SNAP % "standby sync replication user")
+        ok(rc != 0 and "the primary waits on this standby" in err and
+           "synchronous_standby_names" in err and 'names application_name "standby1"' in err,
+           "replication-only user: synchronous_standby_names read, refused", err)
         pair.set_sync("")
         pair.wait_sync_state("async")
+
+        # No way in: the primary cannot be asked; a WARNING, and the call goes on.
+        pair.hba_first(["local all replicator reject", "local replication replicator reject"])
+        pair.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
+        rc, out, err = call(w, SNAP % "standby unreachable primary")
+        ok(rc == 0 and out.split("|")[1] == "succeeded" and
+           "could not find out whether the primary waits on this standby" in err,
+           "primary not reachable: a WARNING, and the snapshot is taken", err)
+        tags = snapshot_tags(w, "standby unreachable primary")
+        ok(tags and all(t.get("ami-snapshot:standby-sync-state") == "unknown" for t in tags),
+           "primary not reachable: tagged standby-sync-state=unknown")
+        pair.hba_first(["local all replicator reject"])
+        pair.wait_streaming()
 
         # ---- a snapshot of the standby under load on the primary ----
         bench = subprocess.Popen(

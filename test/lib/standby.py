@@ -61,7 +61,7 @@ class StandbyPair:
         with open(os.path.join(self.pgdata, "postgresql.conf"), "a") as f:
             f.write(w.server_conf(self.port) + f"""wal_level = replica
 max_wal_senders = 10
-wal_keep_size = '512MB'
+wal_keep_size = '256MB'
 {extra}
 """)
         self.start()
@@ -76,9 +76,27 @@ wal_keep_size = '512MB'
         return self.w.psql(sql, db=db, check=check, port=self.port, timeout=timeout)
 
     # ------------------------------------------------------------ the standby
-    def conninfo(self, appname=APPNAME):
-        return "host=%s port=%d user=postgres application_name=%s" % (
-            self.w.pgrun, self.port, appname)
+    def conninfo(self, appname=APPNAME, user="postgres"):
+        return "host=%s port=%d user=%s application_name=%s" % (
+            self.w.pgrun, self.port, user, appname)
+
+    def hba_first(self, lines):
+        """lines (pg_hba.conf entries) before the primary's own, reloaded;
+        [] restores its own."""
+        path = os.path.join(self.pgdata, "pg_hba.conf")
+        if not hasattr(self, "_hba"):
+            with open(path) as f:
+                self._hba = f.read()
+        with open(path, "w") as f:
+            f.write("".join(line + "\n" for line in lines) + self._hba)
+        self.psql("SELECT pg_reload_conf()")
+
+    def follow(self, conninfo):
+        """The standby's primary_conninfo changed (a reload: its WAL
+        receiver reconnects with it)."""
+        with open(os.path.join(self.w.pgdata, "postgresql.conf"), "a") as f:
+            f.write("primary_conninfo = '%s'\n" % conninfo)
+        self.w.psql("SELECT pg_reload_conf()")
 
     def _standby(self, extra):
         """The World's cluster, replaced by a base backup of the primary on
@@ -97,6 +115,9 @@ wal_keep_size = '512MB'
 port = {w.port}
 primary_conninfo = '{self.conninfo()}'
 hot_standby = on
+# The primary keeps WAL for restored standbys; this one's 512 MB pg_wal
+# volume must not (a standby applies wal_keep_size at restartpoints too).
+wal_keep_size = 0
 {extra}
 """)
         signal = os.path.join(w.pgdata, "standby.signal")

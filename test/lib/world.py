@@ -26,6 +26,7 @@ might be frozen are thawed first, then processes stopped, then unmounted and
 detached.  Only filesystems this World created are ever frozen or unmounted.
 """
 
+import contextlib
 import json
 import os
 import pwd
@@ -366,6 +367,21 @@ imds_endpoint = {self.emu_url}
             if self.procs["helper"].poll() is not None or time.time() > deadline:
                 raise RuntimeError("helper did not start:\n" + open(self.helper_log).read())
             time.sleep(0.02)
+
+    @contextlib.contextmanager
+    def helper_binary(self, binary):
+        """The helper restarted as binary (another build of it, e.g. an older
+        one) for the with block, then as this tree's (HELPER) again."""
+        global HELPER
+        self.stop_helper()
+        saved, HELPER = HELPER, binary
+        try:
+            self.start_helper()
+            yield
+        finally:
+            self.stop_helper()
+            HELPER = saved
+            self.start_helper()
 
     def stop_helper(self, sig=signal.SIGTERM):
         p = self.procs.pop("helper", None)
