@@ -792,6 +792,7 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	if (run->standby)
 	{
 		standby_inspect(&run->standby_info, freeze);
+		standby_enforce(&run->standby_info);
 		report_step("on a standby of %s (application_name \"%s\", sync_state %s): %s; no history row (read-only), the tags record the set",
 					run->standby_info.primary_host ? run->standby_info.primary_host : "no primary",
 					run->standby_info.application_name ? run->standby_info.application_name : "",

@@ -260,7 +260,7 @@ parse_conninfo(StandbyInfo *si, const char *conninfo)
 }
 
 void
-standby_inspect(StandbyInfo *si, bool freeze)
+standby_inspect(StandbyInfo *si, bool ask)
 {
 	const char *conninfo = GetConfigOption("primary_conninfo", true, false);
 	const char *cluster = GetConfigOption("cluster_name", true, false);
@@ -268,7 +268,6 @@ standby_inspect(StandbyInfo *si, bool freeze)
 	char	  **row;
 	char	   *err = NULL;
 	char	   *err2 = NULL;
-	bool		waits = false;
 
 	memset(si, 0, sizeof(*si));
 	if (conninfo == NULL || conninfo[0] == '\0')
@@ -281,7 +280,7 @@ standby_inspect(StandbyInfo *si, bool freeze)
 	/* The WAL receiver's own fallback (walreceiver.c). */
 	if (si->application_name == NULL)
 		si->application_name = pstrdup(cluster && cluster[0] ? cluster : "walreceiver");
-	if (!freeze)
+	if (!ask)
 	{
 		si->how = pstrdup("not asked: nothing is frozen");
 		return;
@@ -327,7 +326,7 @@ standby_inspect(StandbyInfo *si, bool freeze)
 			si->sync_state = pstrdup("unknown");
 			si->how = psprintf("the primary's synchronous_standby_names (\"%s\") names application_name \"%s\"",
 							   row[1], si->application_name);
-			waits = true;
+			si->primary_waits = true;
 		}
 		else if (row)
 		{
@@ -342,19 +341,26 @@ standby_inspect(StandbyInfo *si, bool freeze)
 							   si->primary_host ? si->primary_host : "(primary_conninfo)",
 							   err ? err : "", err2 ? "; as a replication connection: " : "",
 							   err2 ? err2 : "");
-			ereport(WARNING,
-					(errcode(ERRCODE_WARNING),
-					 errmsg("ami_snapshot: could not find out whether the primary waits on this standby"),
-					 errdetail("%s.", si->how),
-					 errhint("If the primary's synchronous_standby_names names \"%s\", its commits wait while this standby is frozen.",
-							 si->application_name)));
+			si->unknown = true;
 			return;
 		}
 	}
 	if (si->sync_state && (strcmp(si->sync_state, "sync") == 0 ||
 						   strcmp(si->sync_state, "quorum") == 0))
-		waits = true;
-	if (!waits)
+		si->primary_waits = true;
+}
+
+void
+standby_enforce(const StandbyInfo *si)
+{
+	if (si->unknown)
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("ami_snapshot: could not find out whether the primary waits on this standby"),
+				 errdetail("%s.", si->how),
+				 errhint("If the primary's synchronous_standby_names names \"%s\", its commits wait while this standby is frozen.",
+						 si->application_name)));
+	if (!si->primary_waits)
 		return;
 	if (!allow_synchronous_standby)
 		ereport(ERROR,

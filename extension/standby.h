@@ -18,17 +18,27 @@ typedef struct StandbyInfo
 	char	   *sync_state;
 	/* How sync_state was found, a sentence for messages */
 	char	   *how;
+	/* The primary waits on this standby (or, by its settings, may) */
+	bool		primary_waits;
+	/* The primary could not be asked */
+	bool		unknown;
 } StandbyInfo;
 
 extern void standby_define_gucs(void);
 
 /*
- * Fills si from primary_conninfo and, when freeze is true, from the primary
+ * Fills si from primary_conninfo and, when ask is true, from the primary
  * itself (its pg_stat_replication, or its synchronous_standby_names).
- * ERROR when the primary waits on this standby and
- * ami_snapshot.allow_synchronous_standby is off; WARNING when it may.
+ * Reports nothing.
  */
-extern void standby_inspect(StandbyInfo *si, bool freeze);
+extern void standby_inspect(StandbyInfo *si, bool ask);
+
+/*
+ * What ami_snapshot() does with it before freezing: ERROR when the primary
+ * waits on this standby and ami_snapshot.allow_synchronous_standby is off,
+ * WARNING when it is on, WARNING when the primary could not be asked.
+ */
+extern void standby_enforce(const StandbyInfo *si);
 
 /*
  * Whether the synchronous_standby_names value s names appname (or is "*").

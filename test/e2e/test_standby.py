@@ -8,6 +8,8 @@ its streaming standby, data directory on ext4 and pg_wal on XFS, both on
 the World's loop filesystems (test/lib/standby.py).  Then:
 
   * a helper from before standbys: HelperTooOld, and the error says why;
+  * ami_snapshot_check()'s standby row: ok when asynchronous, failed when
+    synchronous;
   * synchronous replication: with the standby in the primary's
     synchronous_standby_names (sync_state sync) the call is refused before
     anything is frozen or made, naming the setting and the override; with
@@ -109,9 +111,17 @@ def main():
                 ok(rc != 0 and "HelperTooOld" in err and "too old for snapshots of a hot standby"
                    in err, "old helper: HelperTooOld, saying why", err)
 
+        # ---- the preflight check's standby row ----
+        row = w.psql("SELECT ok, detail FROM ami_snapshot_check() WHERE name = 'standby'")
+        ok(row.startswith("t|") and "sync_state async" in row,
+           "ami_snapshot_check() on the async standby: its standby row ok", row)
+
         # ---- synchronous replication: refused, then allowed with a warning ----
         pair.set_sync(APPNAME)
         pair.wait_sync_state("sync")
+        row = w.psql("SELECT ok, detail FROM ami_snapshot_check() WHERE name = 'standby'")
+        ok(row.startswith("f|") and "sync_state sync" in row,
+           "ami_snapshot_check() on the sync standby: its standby row failed", row)
         nsnaps = len(w.ec2_call("DescribeSnapshots", **{"Owner.1": "self"})
                      .findall("./snapshotSet/item"))
         rc, out, err = call(w, SNAP % "standby sync")
