@@ -576,7 +576,8 @@ backup_and_snapshot(SnapshotRun *run, HelperConn *hc, struct amsp_msgview *msg,
 		run->stop_lsn = do_pg_backup_stop(labelfile->data, waitforarchive, &stoptli);
 		label_text = labelfile->data;
 #endif
-		report_step("backup stopped at %s%s", lsn_text(run->stop_lsn),
+		report_step("backup stopped at %s%s%s", lsn_text(run->stop_lsn),
+					run->standby ? " (the standby's replay position)" : "",
 					waitforarchive ? ", its WAL archived" : "");
 	}
 	PG_END_ENSURE_ERROR_CLEANUP(do_pg_abort_backup, BoolGetDatum(false));

@@ -188,6 +188,8 @@ def main():
         is_(row[0], "null", "on a standby: no history row, the id is NULL")
         ok("on a standby of %s:%d" % (w.pgrun, pair.port) in err and "sync_state async" in err,
            "a NOTICE says it runs on a standby of the primary, asynchronous", err)
+        ok("backup stopped at %s (the standby's replay position)" % row[4] in err,
+           "the NOTICE says the stop LSN is the standby's replay position", err)
         ok('archive_mode is "on" on this standby' in err,
            "archive_mode = on: the NOTICE says the stop does not wait", err)
         request_id, start_lsn, stop_lsn, tli = row[2], row[3], row[4], row[5]
