@@ -14,6 +14,8 @@
 #                         methods (the last step of make bench)
 #   make bench-verify     a restore drill's phases and production's pgbench
 #                         latency during one (also a step of make bench)
+#   make bench-standby    the primary's pgbench latency while its hot standby
+#                         is snapshotted (also a step of make bench)
 #   make chaos            (as root) a randomized fault campaign: SEED=, RUNS=,
 #                         RESTORE_EVERY= (test/chaos/, doc/testing.md)
 #   make soak             (as root) SOAK_CALLS consecutive calls, memory and
@@ -24,7 +26,7 @@
 MODULE_big = ami_snapshot
 OBJS = extension/ami_snapshot.o extension/check.o extension/config_capture.o \
        extension/helper_client.o extension/history.o extension/lifecycle.o \
-       extension/protocol.o extension/verify.o
+       extension/protocol.o extension/standby.o extension/verify.o
 EXTENSION = ami_snapshot
 DATA = $(wildcard sql/ami_snapshot--*.sql)
 PGFILEDESC = "ami_snapshot - consistent EBS snapshots of a running PostgreSQL"
@@ -36,7 +38,10 @@ REGRESS_OPTS = --inputdir=test --outputdir=test/results --load-extension=ami_sna
 # The extension's version (ami_snapshot.control) for the library's magic
 # block (PostgreSQL 18: pg_get_loaded_modules()).
 EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'$$/\1/p" ami_snapshot.control)
-PG_CPPFLAGS = -Ihelper/common -DAMIS_EXTVERSION='"$(EXTVERSION)"'
+PG_CPPFLAGS = -Ihelper/common -I$(libpq_srcdir) -DAMIS_EXTVERSION='"$(EXTVERSION)"'
+# libpq: on a hot standby, the primary is asked whether it waits on it
+# (extension/standby.c), as contrib/dblink links it.
+SHLIB_LINK_INTERNAL = $(libpq)
 # -Wextra on top of the server's warning flags, without the classes that
 # PostgreSQL's own headers trip.
 PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
@@ -55,8 +60,8 @@ extension/protocol.bc: helper/common/protocol.c helper/common/protocol.h
 	$(COMPILE.c.bc) -o $@ $<
 
 extension/ami_snapshot.o extension/check.o extension/config_capture.o extension/helper_client.o \
-extension/history.o extension/verify.o extension/lifecycle.o: helper/common/protocol.h \
-	extension/ami_snapshot.h extension/config_capture.h extension/helper_client.h \
+extension/history.o extension/verify.o extension/lifecycle.o extension/standby.o: \
+	helper/common/protocol.h extension/ami_snapshot.h extension/standby.h extension/config_capture.h extension/helper_client.h \
 	extension/history.h extension/job.h
 
 # Where the helper's files go.  These are names of our own: PGXS (included
@@ -157,6 +162,7 @@ bench: all
 		--out $(BENCH_OUT) --doc-png doc/bench-pgbench.png
 	$(MAKE) bench-ami
 	$(MAKE) bench-verify
+	$(MAKE) bench-standby
 
 # A restore drill (ami-snapshot verify): its duration by phase, and the
 # production pgbench latency during a drill against without one
@@ -167,6 +173,14 @@ BENCH_VERIFY_SCALE ?= 10
 bench-verify: all
 	test/bench/verify_drill.py --runs $(BENCH_VERIFY_RUNS) --seconds $(BENCH_VERIFY_SECONDS) \
 		--scale $(BENCH_VERIFY_SCALE)
+
+# The primary's pgbench while a hot standby is snapshotted, against no
+# snapshot and against a synchronous standby (doc/performance.md, "A
+# snapshot of a hot standby"); also a step of make bench.
+BENCH_STANDBY_RUNS ?= 3
+BENCH_STANDBY_SECONDS ?= 20
+bench-standby: all
+	test/bench/standby_pgbench.py --runs $(BENCH_STANDBY_RUNS) --seconds $(BENCH_STANDBY_SECONDS)
 
 # The freeze window of a snapshot set against the two AMI methods
 # (doc/performance.md, "AMIs: the freeze window of each method"); also on
@@ -195,4 +209,4 @@ fuzz:
 	$(MAKE) -C test/fuzz
 	test/fuzz/run.sh $(FUZZ_SECONDS)
 
-.PHONY: helper-all helper-clean install-helper clean-test-results bench bench-ami bench-verify fuzz chaos soak
+.PHONY: helper-all helper-clean install-helper clean-test-results bench bench-ami bench-verify bench-standby fuzz chaos soak

@@ -48,6 +48,7 @@
 #include "config_capture.h"
 #include "helper_client.h"
 #include "history.h"
+#include "standby.h"
 
 #ifdef PG_MODULE_MAGIC_EXT
 /* PostgreSQL 18 on: name and version in pg_get_loaded_modules(). */
@@ -105,6 +106,7 @@ _PG_init(void)
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);
+	standby_define_gucs();
 	DefineCustomBoolVariable("ami_snapshot.capture_config",
 							 "Copy the configuration files outside the data directory into it before each backup.",
 							 "They travel with the snapshot set, and the restore command puts them back.",
@@ -375,7 +377,18 @@ typedef struct SnapshotRun
 	const char *image_method;
 	bool		allow_product_code_loss;
 	char	   *image_id;
+	/* On a hot standby: no history row (read-only), the primary inspected */
+	bool		standby;
+	StandbyInfo standby_info;
 } SnapshotRun;
+
+/* The history's exit phase, on a primary only (a standby's is read-only). */
+static void
+set_phase(const SnapshotRun *run, HistoryPhase phase)
+{
+	if (!run->standby)
+		history_set_phase(phase);
+}
 
 /* The image id a message carries, copied into run (or nothing). */
 static void
@@ -509,7 +522,7 @@ backup_and_snapshot(SnapshotRun *run, HelperConn *hc, struct amsp_msgview *msg,
 	 */
 	PG_ENSURE_ERROR_CLEANUP(do_pg_abort_backup, BoolGetDatum(false));
 	{
-		history_set_phase(HP_BACKUP_RUNNING);
+		set_phase(run, HP_BACKUP_RUNNING);
 		run->tli = starttli;
 		if (list_length(backup_tblspcs) != list_length(tblspcs))
 			ereport(ERROR,
@@ -540,8 +553,20 @@ backup_and_snapshot(SnapshotRun *run, HelperConn *hc, struct amsp_msgview *msg,
 		run->volume_ids = strings_of(msg, AMSP_T_SNAPSHOT_VOLUME);
 		remember_image(run, msg, CurrentMemoryContext);
 
-		/* 4. Stop the backup. */
-		waitforarchive = wait_for_archive && XLogArchivingActive();
+		/*
+		 * 4. Stop the backup.  PostgreSQL waits for the WAL to be archived
+		 * on a primary with archiving on, and on a standby only with
+		 * archive_mode = always (do_pg_backup_stop()): with "on", a
+		 * standby archives nothing, the primary does.
+		 */
+		if (run->standby)
+		{
+			waitforarchive = wait_for_archive && XLogArchivingAlways();
+			if (wait_for_archive && XLogArchivingActive() && !XLogArchivingAlways())
+				report_step("archive_mode is \"on\" on this standby: the primary archives the WAL, the backup stop does not wait for it");
+		}
+		else
+			waitforarchive = wait_for_archive && XLogArchivingActive();
 #if PG_VERSION_NUM >= 160000
 		do_pg_backup_stop(state, waitforarchive);
 		run->stop_lsn = state->stoppoint;
@@ -551,11 +576,12 @@ backup_and_snapshot(SnapshotRun *run, HelperConn *hc, struct amsp_msgview *msg,
 		run->stop_lsn = do_pg_backup_stop(labelfile->data, waitforarchive, &stoptli);
 		label_text = labelfile->data;
 #endif
-		report_step("backup stopped at %s%s", lsn_text(run->stop_lsn),
+		report_step("backup stopped at %s%s%s", lsn_text(run->stop_lsn),
+					run->standby ? " (the standby's replay position)" : "",
 					waitforarchive ? ", its WAL archived" : "");
 	}
 	PG_END_ENSURE_ERROR_CLEANUP(do_pg_abort_backup, BoolGetDatum(false));
-	history_set_phase(HP_BACKUP_STOPPED);
+	set_phase(run, HP_BACKUP_STOPPED);
 	(void) stoptli;
 	return label_text;
 }
@@ -593,6 +619,16 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 			amsp_put_str(&w, AMSP_T_PATH_TABLESPACE, lfirst(lc));
 		amsp_put_str(&w, AMSP_T_SYSTEM_ID, sysid);
 		amsp_put_str(&w, AMSP_T_PG_VERSION, psprintf("%d", PG_VERSION_NUM));
+		/* Only on a standby: a helper older than standbys still takes the rest. */
+		if (run->standby)
+		{
+			amsp_put_u8(&w, AMSP_T_STANDBY, 1);
+			helper_set_standby_asked(hc);
+			if (run->standby_info.primary_host)
+				amsp_put_str(&w, AMSP_T_PRIMARY_HOST, run->standby_info.primary_host);
+			if (run->standby_info.sync_state)
+				amsp_put_str(&w, AMSP_T_SYNC_STATE, run->standby_info.sync_state);
+		}
 		/* Only for an image: a helper older than images still takes the rest. */
 		if (run->image_method)
 		{
@@ -734,11 +770,6 @@ ami_snapshot(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (RecoveryInProgress())
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("ami_snapshot() cannot run during recovery"),
-				 errhint("Run it on the primary.")));
 	if (!XLogIsNeeded())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -753,6 +784,22 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	request_id = make_request_id();
 
 	run = palloc0(sizeof(SnapshotRun));
+	/*
+	 * A hot standby (doc/design.md, "On a hot standby"): the backup runs
+	 * there, its history cannot be written (the tags are the record), and
+	 * the primary must not wait on it while it is frozen.
+	 */
+	run->standby = RecoveryInProgress();
+	if (run->standby)
+	{
+		standby_inspect(&run->standby_info, freeze);
+		standby_enforce(&run->standby_info);
+		report_step("on a standby of %s (application_name \"%s\", sync_state %s): %s; no history row (read-only), the tags record the set",
+					run->standby_info.primary_host ? run->standby_info.primary_host : "no primary",
+					run->standby_info.application_name ? run->standby_info.application_name : "",
+					run->standby_info.sync_state ? run->standby_info.sync_state : "not asked",
+					run->standby_info.how);
+	}
 	run->image_method = image;
 	run->allow_product_code_loss = allow_loss;
 	/* A 1.0 database's history has no image columns. */
@@ -767,9 +814,10 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	history_set(&run->row, HC_USERNAME, GetUserNameFromId(GetUserId(), false));
 
 	/* From the first write on, a backend exit marks the row. */
-	history_arm_exit(HT_SNAPSHOTS, request_id);
-	history_set_phase(HP_PREPARING);
-	if (!history_write(&run->row, WARNING, &id))
+	if (!run->standby)
+		history_arm_exit(HT_SNAPSHOTS, request_id);
+	set_phase(run, HP_PREPARING);
+	if (!run->standby && !history_write(&run->row, WARNING, &id))
 	{
 		history_set_phase(HP_IDLE);
 		ereport(ERROR,
@@ -838,8 +886,9 @@ ami_snapshot(PG_FUNCTION_ARGS)
 			history_set(&run->row, HC_STOP_LSN, lsn_text(run->stop_lsn));
 		if (run->image_id)
 			history_set(&run->row, HC_IMAGE_ID, run->image_id);
-		(void) history_write(&run->row, WARNING, NULL);
-		history_set_phase(HP_IDLE);
+		if (!run->standby)
+			(void) history_write(&run->row, WARNING, NULL);
+		set_phase(run, HP_IDLE);
 		ReThrowError(edata);
 	}
 	PG_END_TRY();
@@ -853,15 +902,18 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	history_set(&run->row, HC_TIMELINE, psprintf("%u", run->tli));
 	history_set(&run->row, HC_FROZEN_MS, psprintf("%.3f", run->frozen_ms));
 	history_set(&run->row, HC_IMAGE_ID, run->image_id);
-	(void) history_write(&run->row, WARNING, NULL);
-	history_set_phase(HP_IDLE);
+	if (!run->standby)
+		(void) history_write(&run->row, WARNING, NULL);
+	set_phase(run, HP_IDLE);
 
 	if (image && !run->image_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("ami_snapshot helper reported success without an image id")));
 	memset(nulls, 0, sizeof(nulls));
+	/* On a standby no history row: no id. */
 	values[0] = Int64GetDatum(id);
+	nulls[0] = run->standby;
 	values[1] = CStringGetTextDatum(request_id);
 	values[2] = CStringGetTextDatum(name);
 	values[3] = CStringGetTextDatum(run->instance_id);

@@ -30,8 +30,11 @@
 #include "utils/elog.h"
 #include "utils/memutils.h"
 
+#include "access/xlog.h"
+
 #include "ami_snapshot.h"
 #include "helper_client.h"
+#include "standby.h"
 
 PG_FUNCTION_INFO_V1(ami_snapshot_check);
 PG_FUNCTION_INFO_V1(ami_snapshot_status);
@@ -241,6 +244,35 @@ ask_helper(CheckOut *out, MemoryContext cxt, const char *image)
 	add_reply_rows(out, msg);
 }
 
+/*
+ * On a hot standby: would ami_snapshot() freeze it?  The primary is asked
+ * as the call asks it (standby.c); nothing is reported but the row.
+ */
+static void
+standby_row(CheckOut *out)
+{
+	StandbyInfo si;
+	char	   *detail;
+
+	standby_inspect(&si, true);
+	detail = psprintf("a standby of %s (application_name \"%s\", sync_state %s): %s",
+					  si.primary_host ? si.primary_host : "no primary",
+					  si.application_name ? si.application_name : "",
+					  si.sync_state ? si.sync_state : "not asked", si.how);
+	if (si.unknown)
+		add_row(out, "standby", "skipped", detail,
+				"If the primary's synchronous_standby_names names this standby, its commits wait while the standby is frozen.");
+	else if (si.primary_waits && !allow_synchronous_standby)
+		add_row(out, "standby", "failed", detail,
+				"ami_snapshot() refuses to freeze a standby the primary waits on: snapshot an asynchronous standby, use freeze => false, or SET ami_snapshot.allow_synchronous_standby = on.");
+	else if (si.primary_waits)
+		add_row(out, "standby", "ok",
+				psprintf("%s; the primary's commits stall while it is frozen (ami_snapshot.allow_synchronous_standby is on)", detail),
+				NULL);
+	else
+		add_row(out, "standby", "ok", detail, NULL);
+}
+
 Datum
 ami_snapshot_check(PG_FUNCTION_ARGS)
 {
@@ -268,6 +300,8 @@ ami_snapshot_check(PG_FUNCTION_ARGS)
 				psprintf("the library is version %s, the extension installed in this database %s",
 						 AMIS_EXTVERSION, installed ? installed : "(none)"),
 				"Run ALTER EXTENSION ami_snapshot UPDATE.");
+	if (RecoveryInProgress())
+		standby_row(&out);
 	ask_helper(&out, CurrentMemoryContext, image);
 	return (Datum) 0;
 }

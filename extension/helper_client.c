@@ -29,7 +29,20 @@ struct HelperConn
 	bool		image_asked;	/* the PREPARE asked for an image */
 	bool		job_asked;		/* a JOB was sent */
 	bool		check_asked;	/* a CHECK was sent */
+	bool		standby_asked;	/* the PREPARE carried the standby's fields */
 };
+
+/* ERROR HelperTooOld: the helper closed the connection on a newer request. */
+static void
+too_old(HelperConn *hc, const char *what, const char *detail)
+{
+	strlcpy(hc->error_code, "HelperTooOld", sizeof(hc->error_code));
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("ami_snapshot helper failed during %s: HelperTooOld", what),
+			 errdetail_internal("%s", detail),
+			 errhint("Upgrade ami-snapshot-helper.")));
+}
 
 /* Milliseconds left until deadline (0 or less: it passed). */
 static long
@@ -209,14 +222,10 @@ recv_exact(HelperConn *hc, size_t want, TimestampTz deadline, const char *what)
 		 */
 		if ((n == 0 || (n < 0 && errno == ECONNRESET)) &&
 			hc->check_asked && strcmp(what, "check") == 0)
-		{
-			strlcpy(hc->error_code, "HelperTooOld", sizeof(hc->error_code));
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("ami_snapshot helper failed during %s: HelperTooOld", what),
-					 errdetail("The helper is too old for the preflight check: it closed the connection when asked for one (a helper without the check refuses the CHECK request as malformed)."),
-					 errhint("Upgrade ami-snapshot-helper.")));
-		}
+			too_old(hc, what, "The helper is too old for the preflight check: it closed the connection when asked for one (a helper without the check refuses the CHECK request as malformed).");
+		if ((n == 0 || (n < 0 && errno == ECONNRESET)) &&
+			hc->standby_asked && !hc->image_asked && strcmp(what, "prepare") == 0)
+			too_old(hc, what, "The helper is too old for snapshots of a hot standby: it closed the connection when the request carried the standby's fields (a helper without standby support refuses them as malformed).");
 		if ((n == 0 || (n < 0 && errno == ECONNRESET)) &&
 			((hc->image_asked && strcmp(what, "prepare") == 0) ||
 			 (hc->job_asked && strcmp(what, "job") == 0)))
@@ -343,6 +352,12 @@ void
 helper_set_image_asked(HelperConn *hc, bool asked)
 {
 	hc->image_asked = asked;
+}
+
+void
+helper_set_standby_asked(HelperConn *hc)
+{
+	hc->standby_asked = true;
 }
 
 void

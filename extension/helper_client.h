@@ -33,6 +33,8 @@ extern void helper_close(HelperConn *hc);
  * means a helper too old for images (error code HelperTooOld).
  */
 extern void helper_set_image_asked(HelperConn *hc, bool asked);
+/* The PREPARE carried a standby's fields: a closed connection is HelperTooOld. */
+extern void helper_set_standby_asked(HelperConn *hc);
 
 /*
  * A JOB was sent: a connection closed before its first answer (during

@@ -98,6 +98,10 @@ static struct lc_backup *find_or_add(struct lc_inventory *inv, const struct lc_t
 	copy_tag(b->system_id, sizeof(b->system_id), t, LC_TAG("system-identifier"));
 	copy_tag(b->pg_version, sizeof(b->pg_version), t, LC_TAG("pg-version"));
 	copy_tag(b->start_lsn, sizeof(b->start_lsn), t, LC_TAG("start-lsn"));
+	copy_tag(b->taken_from, sizeof(b->taken_from), t, LC_TAG("taken-from"));
+	copy_tag(b->primary_host, sizeof(b->primary_host), t, LC_TAG("primary-host"));
+	copy_tag(b->standby_sync_state, sizeof(b->standby_sync_state), t,
+	         LC_TAG("standby-sync-state"));
 	copy_tag(b->copy_of_region, sizeof(b->copy_of_region), t, LC_TAG("copy-source-region"));
 	return b;
 }
@@ -358,6 +362,11 @@ json_object *lc_backup_json(const struct lc_backup *b, time_t now)
 	json_object_object_add(o, "size_gib", json_object_new_int64(b->size_gib));
 	jstr(o, "start_lsn", b->start_lsn);
 	jstr(o, "stop_lsn", b->stop_lsn);
+	/* A set taken on a hot standby: where from (doc/lifecycle.md, "JSON"). */
+	json_object_object_add(
+	    o, "taken_from", json_object_new_string(b->taken_from[0] ? b->taken_from : "primary"));
+	jstr(o, "primary_host", b->primary_host);
+	jstr(o, "standby_sync_state", b->standby_sync_state);
 	if (b->ami) {
 		x = json_object_new_object();
 		jstr(x, "image_id", b->image_id);
@@ -520,6 +529,10 @@ void lc_print_backup(FILE *f, const struct lc_backup *b, time_t now)
 	fprintf(f, "size:              %lld GiB\n", b->size_gib);
 	fprintf(f, "WAL:               %s .. %s\n", b->start_lsn[0] ? b->start_lsn : "?",
 	        b->stop_lsn[0] ? b->stop_lsn : "?");
+	if (b->taken_from[0])
+		fprintf(f, "taken from:        %s of %s (sync state %s)\n", b->taken_from,
+		        b->primary_host[0] ? b->primary_host : "?",
+		        b->standby_sync_state[0] ? b->standby_sync_state : "?");
 	if (b->ami)
 		fprintf(f, "image:             %s (%s)\n", b->image_id,
 		        b->image ? b->image->state : "gone");

@@ -69,6 +69,9 @@ struct lc_backup {
 	char backup_state[16]; /* the tag: started | stopped | failed | aborted */
 	char pg_version[16];
 	char start_lsn[32], stop_lsn[32];
+	char taken_from[16];                     /* ami-snapshot:taken-from: "" a primary */
+	char primary_host[LC_TAG_VALUE_MAX + 1]; /* a standby's set: its primary's host:port */
+	char standby_sync_state[16];             /* ... and what the primary said of it */
 	char created[40]; /* the earliest snapshot's start time, or the image's creation date */
 	time_t created_t;
 	char state[16];   /* completed | pending | started | failed: see lc_backup_state() */

@@ -40,9 +40,11 @@ static void usage(FILE *f)
 	        "           [--device-dir DIR] [--device-timeout SEC] [--allow-nonempty]\n"
 	        "           [--config-root DIR | --no-config] [--pg-bindir DIR]\n"
 	        "           [--no-cleanup-on-failure]\n"
+	        "           [--as-standby [--primary-conninfo CONNINFO]]\n"
 	        "Restores a snapshot set (or an AMI's) onto new volumes of this instance and\n"
 	        "prepares its data directory for crash recovery, or point-in-time recovery with\n"
-	        "--pitr.  doc/restore.md describes each step, option and exit code.\n");
+	        "--pitr, or to start as a standby with --as-standby.  doc/restore.md describes\n"
+	        "each step, option and exit code.\n");
 }
 
 static long parse_long(const char *s, const char *what, long min, long max)
@@ -91,7 +93,9 @@ static int parse_opts(int argc, char **argv, const char *default_config, struct 
 		O_NOCONF,
 		O_BINDIR,
 		O_NOCLEAN,
-		O_MOUNTINFO
+		O_MOUNTINFO,
+		O_STANDBY,
+		O_PRIMARY
 	};
 	static const struct option lo[] = {
 	    {"config", required_argument, NULL, 'c'},
@@ -123,6 +127,8 @@ static int parse_opts(int argc, char **argv, const char *default_config, struct 
 	    {"no-config", no_argument, NULL, O_NOCONF},
 	    {"pg-bindir", required_argument, NULL, O_BINDIR},
 	    {"no-cleanup-on-failure", no_argument, NULL, O_NOCLEAN},
+	    {"as-standby", no_argument, NULL, O_STANDBY},
+	    {"primary-conninfo", required_argument, NULL, O_PRIMARY},
 	    {"mountinfo", required_argument, NULL, O_MOUNTINFO}, /* tests */
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0}};
@@ -160,6 +166,12 @@ static int parse_opts(int argc, char **argv, const char *default_config, struct 
 			break;
 		case O_PITR:
 			o->pitr = true;
+			break;
+		case O_STANDBY:
+			o->as_standby = true;
+			break;
+		case O_PRIMARY:
+			o->primary_conninfo = optarg;
 			break;
 		case O_RESTORE_CMD:
 			o->rec.restore_command = optarg;
@@ -248,6 +260,20 @@ static int parse_opts(int argc, char **argv, const char *default_config, struct 
 	if (o->root && (o->root[0] != '/' || strcmp(o->root, "/") == 0)) {
 		fprintf(stderr, "ami-snapshot restore: --root must be an absolute directory other "
 		                "than /\n");
+		return -1;
+	}
+	if (o->primary_conninfo && !o->as_standby) {
+		fprintf(stderr,
+		        "ami-snapshot restore: --primary-conninfo goes with --as-standby\n");
+		return -1;
+	}
+	if (o->as_standby && o->pitr) {
+		fprintf(stderr, "ami-snapshot restore: --as-standby and --pitr exclude each other "
+		                "(a standby follows its primary, not a recovery target)\n");
+		return -1;
+	}
+	if (o->primary_conninfo && strpbrk(o->primary_conninfo, "\n\r")) {
+		fprintf(stderr, "ami-snapshot restore: --primary-conninfo must be one line\n");
 		return -1;
 	}
 	if (o->pitr && !o->rec.restore_command) {
@@ -884,7 +910,11 @@ int rs_prepare(struct rs_run *r, const struct rs_set *set, struct amis_err *err)
 	sb_init(&map);
 	if (nrel && rs_relink(pgdata, rel, nrel, st.st_uid, st.st_gid, &report, err) < 0)
 		goto out;
-	if (!r->o.pitr) {
+	if (r->o.as_standby) {
+		if (rs_prepare_standby(pgdata, r->o.primary_conninfo, st.st_uid, st.st_gid, &report,
+		                       err) < 0)
+			goto out;
+	} else if (!r->o.pitr) {
 		if (rs_prepare_crash(pgdata, &report, err) < 0)
 			goto out;
 	} else {
@@ -916,7 +946,9 @@ int rs_prepare(struct rs_run *r, const struct rs_set *set, struct amis_err *err)
 		goto out;
 	}
 	printf("\nthe data directory %s is ready for %s.\n", pgdata,
-	       r->o.pitr ? "point-in-time recovery" : "crash recovery");
+	       r->o.as_standby ? "crash recovery as a standby"
+	       : r->o.pitr     ? "point-in-time recovery"
+	                       : "crash recovery");
 	if (nconf && !r->o.no_config)
 		printf("%zu configuration file(s) were put back under %s; check the paths they "
 		       "name (data_directory, ...) before starting.\n",

@@ -325,12 +325,23 @@ struct rs_recovery {
 int rs_relocate(const struct rs_relocation *r, size_t n, const char *path, char *out, size_t outsz);
 
 /*
- * Prepares pgdata for crash recovery: removes postmaster.pid, backup_label
- * and tablespace_map (a snapshot has none; one there would make PostgreSQL
- * wait for an end-of-backup record that is not in pg_wal).  Reports what it
- * did on report (one line each).
+ * Prepares pgdata for crash recovery as a new primary: removes
+ * postmaster.pid, backup_label and tablespace_map (a snapshot has none; one
+ * there would make PostgreSQL wait for an end-of-backup record that is not
+ * in pg_wal), and standby.signal (a set taken on a standby comes back as a
+ * primary).  Reports what it did on report (one line each).
  */
 int rs_prepare_crash(const char *pgdata, struct strbuf *report, struct amis_err *err);
+
+/*
+ * Prepares pgdata to start as a standby (--as-standby): as for crash
+ * recovery, but standby.signal is created (or kept) and, when conninfo is
+ * given, primary_conninfo is appended to postgresql.auto.conf (the report
+ * never shows its value: it may hold a password).  Without conninfo the
+ * data directory's own primary_conninfo applies.  Files are owned by uid:gid.
+ */
+int rs_prepare_standby(const char *pgdata, const char *conninfo, uid_t uid, gid_t gid,
+                       struct strbuf *report, struct amis_err *err);
 
 /*
  * Prepares pgdata for point-in-time recovery: postmaster.pid removed,
@@ -387,6 +398,8 @@ struct rs_opts {
 	const char *request_id, *name, *image;
 	const char *root;
 	bool attached, pitr, force, wait, list, allow_nonempty, no_config, cleanup;
+	bool as_standby;              /* --as-standby: standby.signal, not a new primary */
+	const char *primary_conninfo; /* --primary-conninfo (with --as-standby) */
 	long wait_timeout_s, device_timeout_s;
 	const char *volume_type;
 	long iops, throughput;

@@ -97,7 +97,10 @@ static int check_pgdata(const char *pgdata, struct amis_err *err)
 	return 0;
 }
 
-int rs_prepare_crash(const char *pgdata, struct strbuf *report, struct amis_err *err)
+static void setting(struct strbuf *sb, const char *name, const char *v);
+
+/* What crash recovery needs, as a primary or as a standby. */
+static int prepare_crash_files(const char *pgdata, struct strbuf *report, struct amis_err *err)
 {
 	if (check_pgdata(pgdata, err) < 0 ||
 	    remove_if_present(pgdata, "postmaster.pid", "the old server's", report, err) < 0 ||
@@ -108,6 +111,69 @@ int rs_prepare_crash(const char *pgdata, struct strbuf *report, struct amis_err 
 	                      report, err) < 0)
 		return -1;
 	return 0;
+}
+
+int rs_prepare_crash(const char *pgdata, struct strbuf *report, struct amis_err *err)
+{
+	if (prepare_crash_files(pgdata, report, err) < 0 ||
+	    remove_if_present(
+	        pgdata, "standby.signal",
+	        "taken on a standby: restored as a new primary (--as-standby keeps it)", report,
+	        err) < 0)
+		return -1;
+	return 0;
+}
+
+/* Appends text to pgdata/postgresql.auto.conf, owned by uid:gid, synced. */
+static int append_auto_conf(const char *pgdata, const struct strbuf *text, uid_t uid, gid_t gid,
+                            struct amis_err *err)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/postgresql.auto.conf", pgdata);
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return err_set(err, AMIS_E_INVALID_PATH, "cannot open %s: %s", path,
+		               strerror(errno));
+	if (write(fd, text->data, text->len) != (ssize_t)text->len || fchown(fd, uid, gid) < 0 ||
+	    fsync(fd) < 0) {
+		err_set(err, AMIS_E_INVALID_PATH, "cannot append to %s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+int rs_prepare_standby(const char *pgdata, const char *conninfo, uid_t uid, gid_t gid,
+                       struct strbuf *report, struct amis_err *err)
+{
+	char path[PATH_MAX];
+	struct strbuf sb;
+	int rc;
+
+	if (prepare_crash_files(pgdata, report, err) < 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s/standby.signal", pgdata);
+	if (rs_write_file(path, "", 0, 0600, uid, gid, err) < 0)
+		return -1;
+	sb_appendf(report, "wrote %s (it starts as a standby)\n", path);
+	if (!conninfo) {
+		sb_appends(report, "kept the data directory's primary_conninfo\n");
+		return 0;
+	}
+	sb_init(&sb);
+	sb_appends(&sb, "\n# Added by ami-snapshot restore --as-standby.\n");
+	setting(&sb, "primary_conninfo", conninfo);
+	rc = append_auto_conf(pgdata, &sb, uid, gid, err);
+	sb_free(&sb);
+	if (rc == 0)
+		sb_appendf(report,
+		           "appended primary_conninfo (--primary-conninfo) to "
+		           "%s/postgresql.auto.conf\n",
+		           pgdata);
+	return rc;
 }
 
 int rs_relocate(const struct rs_relocation *r, size_t n, const char *path, char *out, size_t outsz)
@@ -209,7 +275,7 @@ int rs_prepare_pitr(const char *pgdata, const char *label, size_t label_len, con
 {
 	char path[PATH_MAX];
 	struct strbuf sb;
-	int fd, rc = -1;
+	int rc = -1;
 
 	if (check_pgdata(pgdata, err) < 0 ||
 	    remove_if_present(pgdata, "postmaster.pid", "the old server's", report, err) < 0 ||
@@ -244,20 +310,9 @@ int rs_prepare_pitr(const char *pgdata, const char *label, size_t label_len, con
 
 	sb_reset(&sb);
 	rs_recovery_settings(rec, &sb);
-	snprintf(path, sizeof(path), "%s/postgresql.auto.conf", pgdata);
-	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		err_set(err, AMIS_E_INVALID_PATH, "cannot open %s: %s", path, strerror(errno));
+	if (append_auto_conf(pgdata, &sb, uid, gid, err) < 0)
 		goto out;
-	}
-	if (write(fd, sb.data, sb.len) != (ssize_t)sb.len || fchown(fd, uid, gid) < 0 ||
-	    fsync(fd) < 0) {
-		err_set(err, AMIS_E_INVALID_PATH, "cannot append to %s: %s", path, strerror(errno));
-		close(fd);
-		goto out;
-	}
-	close(fd);
-	sb_appendf(report, "appended the recovery settings to %s\n", path);
+	sb_appendf(report, "appended the recovery settings to %s/postgresql.auto.conf\n", pgdata);
 	rc = 0;
 out:
 	sb_free(&sb);

@@ -39,6 +39,10 @@ static const struct field_rule prepare_rules[] = {
     /* An AMI (optional: a helper without images refuses the frame). */
     {AMSP_T_IMAGE_METHOD, K_STR, 16, 0, 1},
     {AMSP_T_ALLOW_PRODUCT_CODE_LOSS, K_U8, 1, 0, 1},
+    /* Only from a hot standby: an older helper refuses them (doc/protocol.md). */
+    {AMSP_T_STANDBY, K_U8, 1, 0, 1},
+    {AMSP_T_PRIMARY_HOST, K_STR, 256, 0, 1},
+    {AMSP_T_SYNC_STATE, K_STR, 16, 0, 1},
 };
 
 static const struct field_rule prepared_rules[] = {

@@ -153,6 +153,10 @@ enum amsp_tag {
 	AMSP_T_LIST_JOBS = 167,      /* u8: STATUS: also list the running jobs */
 	AMSP_T_JOB_ID = 168,         /* str, repeated: a running job's request id (STATUS_REPLY) */
 	AMSP_T_JOB_PID = 169,        /* u32, repeated: its process */
+	/* A snapshot taken on a hot standby (optional in PREPARE). */
+	AMSP_T_STANDBY = 170,      /* u8: 1 = taken on a standby */
+	AMSP_T_PRIMARY_HOST = 171, /* str: host[:port] of primary_conninfo, never more */
+	AMSP_T_SYNC_STATE = 172,   /* str: the primary's sync_state for this standby */
 	/* Internal (helper <-> EC2 worker) only. */
 	AMSP_T_SEQ = 100,               /* u32 */
 	AMSP_T_TIMEOUT_MS = 101,        /* u32 */

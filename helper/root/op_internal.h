@@ -80,6 +80,10 @@ struct operation {
 	char pg_version[17];
 	char start_lsn[33];
 	uint32_t timeline;
+	/* Taken on a hot standby: tagged taken-from, primary-host, standby-sync-state. */
+	bool standby;
+	char primary_host[257];
+	char sync_state[17];
 	struct fs_target *targets;
 	size_t ntargets;
 	struct freeze_plan plan;

@@ -175,6 +175,16 @@ void fill_request(struct helper *h, struct operation *op, struct ec2_create_snap
 		add_tag(tags, &r->ntags, maxtags, "ami-snapshot:system-identifier", op->system_id);
 	if (op->pg_version[0])
 		add_tag(tags, &r->ntags, maxtags, "ami-snapshot:pg-version", op->pg_version);
+	/* A standby's set (doc/design.md, "On a hot standby"): the restore can tell. */
+	if (op->standby) {
+		add_tag(tags, &r->ntags, maxtags, "ami-snapshot:taken-from", "standby");
+		if (op->primary_host[0])
+			add_tag(tags, &r->ntags, maxtags, "ami-snapshot:primary-host",
+			        op->primary_host);
+		if (op->sync_state[0])
+			add_tag(tags, &r->ntags, maxtags, "ami-snapshot:standby-sync-state",
+			        op->sync_state);
+	}
 	/* For the restore: where the data directory was, and whether a set is whole. */
 	if (op->ntargets && strlen(op->targets[0].path) <= TAG_VALUE_MAX)
 		add_tag(tags, &r->ntags, maxtags, "ami-snapshot:data-directory",
@@ -202,6 +212,29 @@ int dry_run_create(struct helper *h, struct ec2_create_snapshots_req *r, struct 
 	r->dry_run = false;
 	ec2_snapshot_set_free(&none);
 	return rc;
+}
+
+/*
+ * The standby's fields become tag values: printable ASCII only, a known
+ * sync state, and neither without the STANDBY flag.
+ */
+static bool standby_fields_valid(const struct operation *op)
+{
+	static const char *const states[] = {"async", "potential", "sync", "quorum", "unknown"};
+	const char *p;
+	size_t i;
+
+	if (!op->standby)
+		return !op->primary_host[0] && !op->sync_state[0];
+	for (p = op->primary_host; *p; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			return false;
+	if (!op->sync_state[0])
+		return true;
+	for (i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+		if (!strcmp(op->sync_state, states[i]))
+			return true;
+	return false;
 }
 
 int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *m)
@@ -233,6 +266,13 @@ int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *
 	}
 	op->allow_product_code_loss = amsp_get(m, AMSP_T_ALLOW_PRODUCT_CODE_LOSS) &&
 	                              amsp_u8(amsp_get(m, AMSP_T_ALLOW_PRODUCT_CODE_LOSS));
+	op->standby = amsp_get(m, AMSP_T_STANDBY) && amsp_u8(amsp_get(m, AMSP_T_STANDBY));
+	if (amsp_get(m, AMSP_T_PRIMARY_HOST))
+		amsp_copy_str(amsp_get(m, AMSP_T_PRIMARY_HOST), op->primary_host,
+		              sizeof(op->primary_host));
+	if (amsp_get(m, AMSP_T_SYNC_STATE))
+		amsp_copy_str(amsp_get(m, AMSP_T_SYNC_STATE), op->sync_state,
+		              sizeof(op->sync_state));
 	c->op = op;
 	h->active = op;
 	op_move(op, OPS_PREPARING);
@@ -252,9 +292,16 @@ int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *
 		err_set(&err, AMIS_E_INVALID_REQUEST, "image method must be register or create");
 		goto fail;
 	}
-	log_info("request %s from pid %ld: prepare \"%s\" (freeze=%s%s%s)", op->request_id,
+	if (!standby_fields_valid(op)) {
+		err_set(
+		    &err, AMIS_E_INVALID_REQUEST,
+		    "invalid standby fields: the primary's host must be printable ASCII, the "
+		    "sync state async, potential, sync, quorum or unknown, both only with STANDBY");
+		goto fail;
+	}
+	log_info("request %s from pid %ld: prepare \"%s\" (freeze=%s%s%s%s)", op->request_id,
 	         (long)c->pid, op->name, op->freeze ? "on" : "off", op->image ? ", image=" : "",
-	         image_method_name(op->image));
+	         image_method_name(op->image), op->standby ? ", on a standby" : "");
 
 	if (resolve_one(h, op, amsp_get(m, AMSP_T_PATH_DATA), "data directory", &err) != 0)
 		goto fail;

@@ -34,10 +34,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, diag, done, is_, ok  # noqa: E402
-import world as world_mod  # noqa: E402
-from world import PGBIN, ROOT, World  # noqa: E402
+from world import PGBIN, World  # noqa: E402
 from restore import Restored  # noqa: E402
-from e2e import (MARK_PROC, SAME_SESSION_CHECK, check_after, check_failed,  # noqa: E402
+from e2e import (MARK_PROC, SAME_SESSION_CHECK, check_after, check_failed, helper_at,  # noqa: E402
                  check_restore, label_from_tags, parse_pgbench, pgbench_cmd, restart_helper,
                  session)
 
@@ -171,24 +170,7 @@ BEFORE_IMAGES = "3f8080b5e665be88c32fdb202ccb7bd6b5aad0ef"
 
 def old_helper():
     """The helper as it was before images, built from git's history."""
-    base = subprocess.run(["git", "-C", ROOT, "rev-parse", "--verify", "-q",
-                           BEFORE_IMAGES + "^{commit}"],
-                          capture_output=True, text=True).stdout.strip()
-    if not base:
-        return None
-    d = "/var/tmp/amis-old-helper-%s" % base[:12]
-    binary = os.path.join(d, "helper", "ami-snapshot-helper")
-    if not os.access(binary, os.X_OK):
-        os.makedirs(d, exist_ok=True)
-        subprocess.run("git -C %s archive %s helper | tar -x -C %s" % (ROOT, base, d),
-                       shell=True, check=True)
-        subprocess.run(["make", "-s", "-C", os.path.join(d, "helper"), "ami-snapshot-helper"],
-                       check=True, capture_output=True)
-    # Before images, the protocol had no IMAGE_METHOD: make sure this one is that old.
-    with open(os.path.join(d, "helper", "common", "protocol.h")) as f:
-        if "AMSP_T_IMAGE_METHOD" in f.read():
-            return None
-    return binary
+    return helper_at(BEFORE_IMAGES, "AMSP_T_IMAGE_METHOD")
 
 
 def main():
@@ -349,20 +331,13 @@ def main():
         binary = old_helper()
         ok(binary is not None, "a helper from before images was built")
         if binary:
-            w.stop_helper()
-            saved, world_mod.HELPER = world_mod.HELPER, binary
-            try:
-                w.start_helper()
+            with w.helper_binary(binary):
                 r = session(w, ["SELECT * FROM ami_snapshot('e2e old helper', image => "
                                 "'register')", SAME_SESSION_CHECK])
                 check_failed(w, r, "e2e old helper", "HelperTooOld", "old helper")
                 ok("too old for images" in r.stderr, "old helper: the error says so", r.stderr)
                 is_(w.psql("SELECT status, image_id IS NULL FROM ami_snapshot('e2e old helper "
                            "set')"), "succeeded|t", "old helper: a snapshot set still works")
-            finally:
-                w.stop_helper()
-                world_mod.HELPER = saved
-                w.start_helper()
     except Exception as e:
         bail(e, [w.helper_log])
     finally:

@@ -34,9 +34,9 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import tap  # noqa: E402
 from tap import bail, diag, done, is_, ok  # noqa: E402
-from world import PGBIN, World, log  # noqa: E402
+from world import PGBIN, World  # noqa: E402
 from e2e import (MARK_PROC, check_restore, parse_pgbench, pgbench_cmd)  # noqa: E402
-from restore_cmd import (CLI, CmdRestored, created_volumes, pg_bindir,  # noqa: E402
+from restore_cmd import (CLI, CmdRestored, close_restores, created_volumes, pg_bindir,  # noqa: E402
                          release_volumes, restore_cmd, restored_volumes, snapshot_ids)
 
 def tap_next():
@@ -340,11 +340,7 @@ def main():
     except Exception as e:
         bail(e, [w.helper_log])
     finally:
-        for rs in restores:
-            try:
-                rs.close()
-            except Exception as e:  # noqa: BLE001
-                log("closing a restore: %s" % e)
+        close_restores(restores)
         w.close()
     done()
 

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from tap import diag, is_, ok
-from world import PGBIN
+from world import PGBIN, ROOT
 
 # Run after a failed call in the same psql session: proves the session's
 # backup was stopped or aborted (pg_backup_start refuses a second one).
@@ -248,3 +248,27 @@ def real_calls(w):
             if rec.get("action") == "CreateSnapshots" and "DryRun" not in rec.get("params", {}):
                 n += 1
     return n
+
+
+def helper_at(commit, newer_than):
+    """The helper as it was at commit, built from git's history (cached under
+    /var/tmp), for the "helper too old" tests; None when the history lacks
+    the commit, or when its protocol.h already has newer_than (the feature's
+    tag): that helper would not be old."""
+    base = subprocess.run(["git", "-C", ROOT, "rev-parse", "--verify", "-q",
+                           commit + "^{commit}"],
+                          capture_output=True, text=True).stdout.strip()
+    if not base:
+        return None
+    d = "/var/tmp/amis-old-helper-%s" % base[:12]
+    binary = os.path.join(d, "helper", "ami-snapshot-helper")
+    if not os.access(binary, os.X_OK):
+        os.makedirs(d, exist_ok=True)
+        subprocess.run("git -C %s archive %s helper | tar -x -C %s" % (ROOT, base, d),
+                       shell=True, check=True)
+        subprocess.run(["make", "-s", "-C", os.path.join(d, "helper"), "ami-snapshot-helper"],
+                       check=True, capture_output=True)
+    with open(os.path.join(d, "helper", "common", "protocol.h")) as f:
+        if newer_than in f.read():
+            return None
+    return binary

@@ -141,3 +141,12 @@ class CmdRestored:
             if r.returncode:
                 log("cannot unmount %s: %s" % (m, r.stderr.strip()))
         release_volumes(self.world)
+
+
+def close_restores(restores):
+    """close() each CmdRestored of a test, whatever happens to the others."""
+    for rs in restores:
+        try:
+            rs.close()
+        except Exception as e:  # noqa: BLE001
+            log("closing a restore: %s" % e)

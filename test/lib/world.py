@@ -26,6 +26,7 @@ might be frozen are thawed first, then processes stopped, then unmounted and
 detached.  Only filesystems this World created are ever frozen or unmounted.
 """
 
+import contextlib
 import json
 import os
 import pwd
@@ -377,6 +378,21 @@ imds_endpoint = {self.emu_url}
                 raise RuntimeError("helper did not start:\n" + open(self.helper_log).read())
             time.sleep(0.02)
 
+    @contextlib.contextmanager
+    def helper_binary(self, binary):
+        """The helper restarted as binary (another build of it, e.g. an older
+        one) for the with block, then as this tree's (HELPER) again."""
+        global HELPER
+        self.stop_helper()
+        saved, HELPER = HELPER, binary
+        try:
+            self.start_helper()
+            yield
+        finally:
+            self.stop_helper()
+            HELPER = saved
+            self.start_helper()
+
     def stop_helper(self, sig=signal.SIGTERM):
         p = self.procs.pop("helper", None)
         if p and p.poll() is None:
@@ -411,17 +427,7 @@ imds_endpoint = {self.emu_url}
         self.as_postgres([os.path.join(PGBIN, "initdb"), "-D", self.pgdata, "-A", "trust",
                           "-U", "postgres"] + waldir + ["--no-sync"])
         with open(os.path.join(self.pgdata, "postgresql.conf"), "a") as f:
-            f.write(f"""
-port = {self.port}
-listen_addresses = ''
-unix_socket_directories = '{self.pgrun}'
-ami_snapshot.helper_socket = '{self.path('run', 'helper.sock')}'
-max_wal_size = 256MB
-shared_buffers = 64MB
-max_connections = 40
-logging_collector = off
-{self.pg_conf_extra}
-""")
+            f.write(self.server_conf(self.port) + self.pg_conf_extra + "\n")
         self.start_postgres()
         self.psql("CREATE EXTENSION ami_snapshot")
         for v in self.volumes:
@@ -430,6 +436,21 @@ logging_collector = off
                 os.makedirs(loc)
                 os.chown(loc, self.pg_uid, self.pg_gid)
                 self.psql(f"CREATE TABLESPACE {v.name} LOCATION '{loc}'")
+
+    def server_conf(self, port):
+        """The settings every cluster of the World has (its own, and a
+        test's other servers on another port): the socket in pgrun, the
+        helper's socket."""
+        return f"""
+port = {port}
+listen_addresses = ''
+unix_socket_directories = '{self.pgrun}'
+ami_snapshot.helper_socket = '{self.path('run', 'helper.sock')}'
+max_wal_size = 256MB
+shared_buffers = 64MB
+max_connections = 40
+logging_collector = off
+"""
 
     def start_postgres(self):
         self.as_postgres([os.path.join(PGBIN, "pg_ctl"), "-D", self.pgdata, "-w", "-t", "60",

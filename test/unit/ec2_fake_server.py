@@ -787,7 +787,11 @@ WORLD = {
                                             tags={"ami-snapshot:mount-point": "/wal"}),
             "snap-10000000000000003": _snap("2026-12-01T01:00:00.000Z", "r-night-2", "nightly",
                                             lock={"state": "governance", "days": 30,
-                                                  "expires": "2027-01-01T00:00:00.000Z"}),
+                                                  "expires": "2027-01-01T00:00:00.000Z"},
+                                            tags={"ami-snapshot:taken-from": "standby",
+                                                  "ami-snapshot:primary-host": "db1:5432",
+                                                  "ami-snapshot:standby-sync-state":
+                                                  "async"}),
             "snap-10000000000000004": _snap("2026-10-01T01:00:00.000Z", "r-night-old",
                                             "nightly"),
             "snap-10000000000000005": _snap("2026-11-29T03:00:00.000Z", "r-ami-1", "weekly",

@@ -118,7 +118,7 @@ def js(r):
 BACKUP_KEYS = {"request_id", "name", "kind", "region", "system_identifier", "pg_version",
                "backup_state", "state", "reason", "created", "age_seconds", "progress",
                "size_gib", "start_lsn", "stop_lsn", "image", "snapshots", "lock", "copy_of",
-               "copies", "verified"}
+               "copies", "verified", "taken_from", "primary_host", "standby_sync_state"}
 
 
 def test_list(tmp):
@@ -149,6 +149,10 @@ def test_list(tmp):
     is_eq(c["copy_of"], {"region": "us-east-1", "id": "snap-10000000000000001"},
           "the copy says where it came from")
     is_eq(rows[("us-east-1", "r-night-2")]["lock"]["state"], "governance", "a lock is shown")
+    is_eq([rows[("us-east-1", r)][k] for r in ("r-night-2", "r-night-1")
+           for k in ("taken_from", "primary_host", "standby_sync_state")],
+          ["standby", "db1:5432", "async", "primary", None, None],
+          "a standby's set says so, with its primary; a primary's set too")
     is_eq(rows[("us-east-1", "r-ami-1")]["image"]["image_id"], "ami-10000000000000001",
           "an AMI's image")
     f = rows[("us-east-1", "r-failed")]
@@ -188,6 +192,9 @@ def test_show_and_wait(tmp, fake):
     r = run(tmp, ["show", "ami-10000000000000001", "--system-id", SYSID])
     ok(r.returncode == 0 and "r-ami-1" in r.stdout and "image:" in r.stdout,
        "show by image id, as text", r.stdout, r.stderr)
+    r = run(tmp, ["show", "r-night-2", "--system-id", SYSID])
+    ok(r.returncode == 0 and "taken from:        standby of db1:5432 (sync state async)"
+       in r.stdout, "show: a standby's set names its primary", r.stdout, r.stderr)
     r = run(tmp, ["show", "r-other", "--system-id", SYSID, "--json"])
     is_eq(r.returncode, 4, "another cluster's backup: exit 4")
     ok(js(r) and js(r)["error"]["code"] == "NotThisCluster", "... as a JSON error", r.stdout)

@@ -78,6 +78,8 @@ static struct {
 	int frozen_during_check;   /* filesystems frozen when W_CHECK was made */
 	char check_volume[65];     /* the volume W_CHECK was given */
 	char check_actions[512];   /* the actions W_CHECK was asked for, space-separated */
+	/* A standby's set: the CreateSnapshots tags, "key=value;" each. */
+	char standby_tags[512];
 } fx;
 
 static void fx_reset(void)
@@ -409,6 +411,13 @@ int worker_create_snapshots(struct worker *w, const struct ec2_create_snapshots_
 	}
 	fx.creates++;
 	fx.frozen_during_call = fx.frozen;
+	fx.standby_tags[0] = '\0';
+	for (size_t i = 0; i < r->ntags; i++)
+		if (strstr(r->tags[i].key, "taken-from") ||
+		    strstr(r->tags[i].key, "primary-host") || strstr(r->tags[i].key, "sync-state"))
+			snprintf(fx.standby_tags + strlen(fx.standby_tags),
+			         sizeof(fx.standby_tags) - strlen(fx.standby_tags), "%s=%s;",
+			         r->tags[i].key, r->tags[i].value);
 	fx.boot_in_set = !r->exclude_boot_volume;
 	if (fx.call_err && fx.call_err_count > 0) {
 		fx.call_err_count--;
@@ -651,6 +660,9 @@ static const char *answer_str(struct client *cl, enum amsp_tag tag)
 
 static unsigned char frame[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD];
 static int reqno;
+/* The next PREPAREs' standby fields (test_standby): the flag, host, sync state. */
+static int standby_flag = -1;
+static const char *standby_host, *standby_sync;
 
 /* A PREPARE for the three paths; method: NULL, or an image method. */
 static int prepare_with(struct helper *h, struct client *cl, const char *name, bool freeze,
@@ -673,6 +685,12 @@ static int prepare_with(struct helper *h, struct client *cl, const char *name, b
 		amsp_put_str(&w, AMSP_T_IMAGE_METHOD, method);
 	if (allow_loss)
 		amsp_put_u8(&w, AMSP_T_ALLOW_PRODUCT_CODE_LOSS, 1);
+	if (standby_flag >= 0)
+		amsp_put_u8(&w, AMSP_T_STANDBY, (uint8_t)standby_flag);
+	if (standby_host)
+		amsp_put_str(&w, AMSP_T_PRIMARY_HOST, standby_host);
+	if (standby_sync)
+		amsp_put_str(&w, AMSP_T_SYNC_STATE, standby_sync);
 	return ask(h, cl, &w);
 }
 
@@ -1331,6 +1349,50 @@ static void test_check(struct helper *h)
 	client_free(other);
 }
 
+/* A set taken on a hot standby: its tags, and the fields refused. */
+static void test_standby(struct helper *h)
+{
+	struct client *cl = client_new(0);
+
+	fx_reset();
+	standby_flag = 1, standby_host = "/run/postgresql:5433", standby_sync = "async";
+	is_int(prepare(h, cl, "from a standby", true), 0, "standby: PREPARE");
+	is_int(answer(cl), AMSP_PREPARED, "standby: PREPARED");
+	snapshot(h, cl);
+	is_int(answer(cl), AMSP_PENDING, "standby: PENDING");
+	is_str(fx.standby_tags,
+	       "ami-snapshot:taken-from=standby;ami-snapshot:primary-host=/run/postgresql:5433;"
+	       "ami-snapshot:standby-sync-state=async;",
+	       "standby: CreateSnapshots tags taken-from, primary-host and standby-sync-state");
+	finish(h, cl);
+	is_int(answer(cl), AMSP_DONE, "standby: DONE");
+
+	cl = (client_free(cl), client_new(0));
+	standby_flag = -1, standby_host = NULL, standby_sync = NULL;
+	prepare(h, cl, "from a primary", true);
+	answer(cl);
+	snapshot(h, cl);
+	answer(cl);
+	is_str(fx.standby_tags, "", "a primary's set: no standby tag");
+	finish(h, cl);
+	answer(cl);
+
+	cl = (client_free(cl), client_new(0));
+	standby_flag = 1, standby_sync = "maybe";
+	check_failed(h, cl, prepare(h, cl, "bad sync state", true), "InvalidRequest",
+	             "standby: an unknown sync state");
+	cl = (client_free(cl), client_new(0));
+	standby_flag = -1, standby_host = "db1:5432", standby_sync = NULL;
+	check_failed(h, cl, prepare(h, cl, "host without standby", true), "InvalidRequest",
+	             "a primary host without STANDBY");
+	cl = (client_free(cl), client_new(0));
+	standby_flag = 1, standby_host = "db1\t:5432";
+	check_failed(h, cl, prepare(h, cl, "host with a tab", true), "InvalidRequest",
+	             "standby: a control character in the host");
+	standby_flag = -1, standby_host = NULL, standby_sync = NULL;
+	client_free(cl);
+}
+
 int main(void)
 {
 	struct helper *h;
@@ -1347,6 +1409,7 @@ int main(void)
 	test_stuck_thaw(h);
 	test_images(h);
 	test_check(h);
+	test_standby(h);
 	free_helper(h);
 	test_retry();
 	check_log();

@@ -10,18 +10,38 @@
 
 static unsigned char buf[AMSP_HEADER_LEN + AMSP_MAX_PAYLOAD + 64];
 
+/* A PREPARE's required fields, in buf. */
+static void prepare_head(struct amsp_writer *w)
+{
+	amsp_begin(w, buf, sizeof(buf), AMSP_PREPARE);
+	amsp_put_str(w, AMSP_T_REQUEST_ID, "0b7e3c1a-1111-4222-8333-444455556666");
+	amsp_put_str(w, AMSP_T_NAME, "nightly");
+	amsp_put_u8(w, AMSP_T_FREEZE, 1);
+	amsp_put_str(w, AMSP_T_PATH_DATA, "/var/lib/postgresql/15/main");
+}
+
 static size_t prepare_frame(void)
 {
 	struct amsp_writer w;
 
-	amsp_begin(&w, buf, sizeof(buf), AMSP_PREPARE);
-	amsp_put_str(&w, AMSP_T_REQUEST_ID, "0b7e3c1a-1111-4222-8333-444455556666");
-	amsp_put_str(&w, AMSP_T_NAME, "nightly");
-	amsp_put_u8(&w, AMSP_T_FREEZE, 1);
-	amsp_put_str(&w, AMSP_T_PATH_DATA, "/var/lib/postgresql/15/main");
+	prepare_head(&w);
 	amsp_put_str(&w, AMSP_T_PATH_WAL, "/srv/wal/pg_wal");
 	amsp_put_str(&w, AMSP_T_PATH_TABLESPACE, "/srv/ts1");
 	amsp_put_str(&w, AMSP_T_PATH_TABLESPACE, "/srv/ts2");
+	return amsp_end(&w);
+}
+
+/* A PREPARE from a hot standby: the optional standby fields, one of them bad. */
+static size_t standby_prepare_frame(const char *host, const char *sync_state, bool twice)
+{
+	struct amsp_writer w;
+
+	prepare_head(&w);
+	amsp_put_u8(&w, AMSP_T_STANDBY, 1);
+	amsp_put_str(&w, AMSP_T_PRIMARY_HOST, host);
+	amsp_put_str(&w, AMSP_T_SYNC_STATE, sync_state);
+	if (twice)
+		amsp_put_u8(&w, AMSP_T_STANDBY, 1);
 	return amsp_end(&w);
 }
 
@@ -209,6 +229,25 @@ int main(void)
 	amsp_put_u32(&w, AMSP_T_ALLOW_PRODUCT_CODE_LOSS, 1);
 	len = amsp_end(&w);
 	ok(decode(len, &m, &why) != 0, "allow-product-code-loss as a u32 is refused (%s)", why);
+	/* The standby's fields are optional too, and bounded. */
+	len = standby_prepare_frame("10.0.0.5:5432", "async", false);
+	ok(decode(len, &m, &why) == 0 && amsp_u8(amsp_get(&m, AMSP_T_STANDBY)) == 1,
+	   "PREPARE from a standby decodes");
+	amsp_copy_str(amsp_get(&m, AMSP_T_PRIMARY_HOST), s, sizeof(s));
+	is_str(s, "10.0.0.5:5432", "the primary's host round trips");
+	{
+		char host[300];
+
+		memset(host, 'h', sizeof(host) - 1);
+		host[sizeof(host) - 1] = '\0';
+		len = standby_prepare_frame(host, "async", false);
+		ok(decode(len, &m, &why) != 0, "a primary host over 256 bytes is refused (%s)",
+		   why);
+	}
+	len = standby_prepare_frame("h:1", "a-sync-state-too-long", false);
+	ok(decode(len, &m, &why) != 0, "a sync state over 16 bytes is refused (%s)", why);
+	len = standby_prepare_frame("h:1", "sync", true);
+	ok(decode(len, &m, &why) != 0, "STANDBY twice is refused (%s)", why);
 	amsp_begin(&w, buf, sizeof(buf), AMSP_PENDING);
 	amsp_put_str(&w, AMSP_T_SNAPSHOT_ID, "snap-0000000a");
 	amsp_put_str(&w, AMSP_T_SNAPSHOT_VOLUME, "vol-0000000a");

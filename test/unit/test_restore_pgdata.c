@@ -146,6 +146,38 @@ int main(void)
 	ok(rs_prepare_crash(path, &report, &err) < 0 && strstr(err.msg, "PG_VERSION"),
 	   "crash: not a data directory: refused");
 
+	/* ---- a standby's set: a new primary, or a standby again ---- */
+	puts_("root/var/lib/postgresql/15/main/standby.signal", "");
+	sb_reset(&report);
+	ok(rs_prepare_crash(pgdata, &report, &err) == 0 &&
+	       !exists("root/var/lib/postgresql/15/main/standby.signal") &&
+	       strstr(sb_str(&report), "new primary"),
+	   "crash: a standby's standby.signal removed (a new primary), and said so");
+	puts_("root/var/lib/postgresql/15/main/postmaster.pid", "1234\n");
+	puts_("root/var/lib/postgresql/15/main/postgresql.auto.conf", "work_mem = '8MB'\n");
+	sb_reset(&report);
+	ok(rs_prepare_standby(pgdata, NULL, getuid(), getgid(), &report, &err) == 0,
+	   "standby: prepared without a conninfo (%s)", err.msg);
+	ok(exists("root/var/lib/postgresql/15/main/standby.signal") &&
+	       !exists("root/var/lib/postgresql/15/main/postmaster.pid"),
+	   "standby: standby.signal written, postmaster.pid removed");
+	ok(!strcmp(get("root/var/lib/postgresql/15/main/postgresql.auto.conf", NULL),
+	           "work_mem = '8MB'\n") &&
+	       strstr(sb_str(&report), "kept the data directory's primary_conninfo"),
+	   "standby: without --primary-conninfo the data directory's own is kept");
+	sb_reset(&report);
+	ok(rs_prepare_standby(pgdata, "host=10.0.0.5 user=rep password=it's secret", getuid(),
+	                      getgid(), &report, &err) == 0,
+	   "standby: prepared with a conninfo (%s)", err.msg);
+	got = get("root/var/lib/postgresql/15/main/postgresql.auto.conf", NULL);
+	ok(strstr(got, "work_mem = '8MB'\n") &&
+	       strstr(got, "primary_conninfo = 'host=10.0.0.5 user=rep password=it''s secret'\n"),
+	   "standby: primary_conninfo appended, quoted");
+	ok(!strstr(sb_str(&report), "secret") && strstr(sb_str(&report), "primary_conninfo"),
+	   "standby: the report names primary_conninfo, never its value");
+	p(path, sizeof(path), "root/var/lib/postgresql/15/main/standby.signal");
+	unlink(path);
+
 	/* ---- PITR ---- */
 	puts_("root/var/lib/postgresql/15/main/postmaster.pid", "1234\n");
 	puts_("root/var/lib/postgresql/15/main/standby.signal", "");
