@@ -23,6 +23,7 @@
 #include "freeze.h"
 #include "job.h"
 #include "layout.h"
+#include "mapping.h"
 #include "log.h"
 #include "marker.h"
 #include "opstate.h"
@@ -52,6 +53,14 @@
 #define THAW_LOG_USEC 1000000LL
 /* DescribeSnapshots is eventually consistent: one more look after this pause. */
 #define LOST_SNAPSHOTS_RECHECK_MS 2000
+/*
+ * The worker's connections count as warm this long after EC2's last answer:
+ * no DryRun then to re-open one before the freeze.  Well under libcurl's
+ * 118 s for reusing an idle connection and the idle timeouts of HTTP
+ * servers and load balancers (60 s and more); a backup's checkpoint that
+ * takes longer pays the DryRun, as before.
+ */
+#define REWARM_IDLE_MS 10000L
 /* While frozen, the helper waits this much beyond the worker's own EC2 timeout. */
 #define WORKER_WAIT_SLACK_MS 200L
 
@@ -126,6 +135,7 @@ struct helper {
 	volatile sig_atomic_t *stop; /* set by SIGTERM/SIGINT: no new freeze */
 	struct jobs *jobs;           /* jobs run as children (job.h) */
 	const char *config_path;     /* the configuration file (the check reads it again) */
+	struct ec2_instance_info *mapping; /* the last DescribeInstances answer (mapping.h) */
 };
 
 /* operation.c */
@@ -147,6 +157,8 @@ int resolve_one(struct helper *h, struct operation *op, const struct amsp_field 
                 const char *what, struct amis_err *err);
 /* The volumes to snapshot and to exclude, from DescribeInstances. */
 int plan_volumes(struct helper *h, struct operation *op, struct amis_err *err);
+/* A failed operation's error: forgets the kept mapping if it says to (mapping.h). */
+void mapping_note_error(struct helper *h, const struct amis_err *err);
 
 /* check_op.c: CHECK, the preflight check (check.h) */
 int handle_check(struct helper *h, struct conn *c, const struct amsp_msgview *m);

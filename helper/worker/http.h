@@ -1,8 +1,9 @@
 /*
  * http.h - a thin libcurl wrapper for IMDS and EC2.
  *
- * One struct http_client keeps one CURL easy handle, so that consecutive
- * requests to the same endpoint reuse the TCP/TLS connection: the helper
+ * One struct http_client keeps its connections (one per request made at
+ * once, see http_perform_many), so that consecutive requests to the same
+ * endpoint reuse the TCP/TLS connection: the helper
  * warms the connection (DryRun call) before freezing, and the one call made
  * while frozen then costs a single round trip.
  */
@@ -65,5 +66,18 @@ void http_response_free(struct http_response *r);
  */
 int http_perform(struct http_client *c, const struct http_request *req, struct http_response *resp,
                  struct amis_err *err);
+
+/*
+ * Up to HTTP_MAX_PARALLEL requests at once, each on its own connection of
+ * the client's pool (kept for later requests, so that the next batch finds
+ * them warm): one round trip for all of them where one after the other
+ * would pay one each.  rcs[i] and errs[i] are request i's outcome, as
+ * http_perform() gives it; returns 0 if every request got an answer.  A
+ * transfer abandoned for abort_fd fails with "ClientGone", every other with
+ * it.
+ */
+#define HTTP_MAX_PARALLEL 8
+int http_perform_many(struct http_client *c, const struct http_request *reqs,
+                      struct http_response *resps, struct amis_err *errs, int *rcs, size_t n);
 
 #endif

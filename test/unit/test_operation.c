@@ -49,6 +49,9 @@ static struct {
 	int frozen;                 /* filesystems frozen now */
 	int frozen_during_call;     /* frozen when the real call was made */
 	int creates, dry_runs, tag_calls, finds, freezes;
+	int describes, describes_with_dry_run; /* DescribeInstances, and with a DryRun along */
+	long idle_ms;                          /* worker_ec2_idle_ms() */
+	size_t item_tags;                      /* tags of one snapshot each */
 	char last_tag_state[32];
 	/* The AMI methods. */
 	bool billing;           /* the instance's usage operation is RHEL's */
@@ -82,6 +85,7 @@ static void fx_reset(void)
 	memset(&fx, 0, sizeof(fx));
 	fx.frozen_during_call = -1;
 	fx.inflight_since = time(NULL);
+	fx.idle_ms = -1; /* a cold connection: the DryRun before the freeze is made */
 }
 
 int inflight_add(const char *state_dir, const char *request_id, struct amis_err *err)
@@ -351,6 +355,7 @@ int worker_describe_instance(struct worker *w, long timeout_ms, struct ec2_insta
 {
 	size_t i;
 
+	fx.describes++;
 	memset(out, 0, sizeof(*out));
 	snprintf(out->root_device_name, sizeof(out->root_device_name), "/dev/xvda");
 	snprintf(out->volumes[0].device_name, sizeof(out->volumes[0].device_name), "/dev/xvda");
@@ -437,6 +442,41 @@ int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
 }
 
 /* The AMI methods' calls. */
+int worker_describe_instance_dry(struct worker *w, long timeout_ms,
+                                 const struct ec2_create_snapshots_req *dry,
+                                 struct ec2_instance_info *out, struct amis_err *dry_err,
+                                 struct amis_err *err)
+{
+	struct ec2_snapshot_set none = {0};
+
+	err_clear(dry_err);
+	fx.describes_with_dry_run += dry != NULL;
+	if (worker_describe_instance(w, timeout_ms, out, err) != 0)
+		return -1;
+	if (dry)
+		worker_create_snapshots(w, dry, timeout_ms, timeout_ms, false, &none, dry_err);
+	ec2_snapshot_set_free(&none);
+	return 0;
+}
+
+long worker_ec2_idle_ms(const struct worker *w)
+{
+	return fx.idle_ms;
+}
+
+int worker_create_tags_items(struct worker *w, const char *const *ids, size_t nids,
+                             const struct ec2_tag *tags, size_t ntags,
+                             const struct worker_item_tag *items, size_t nitems, long timeout_ms,
+                             struct amis_err *err)
+{
+	fx.item_tags += nitems;
+	if (!ntags) {
+		fx.tag_calls++;
+		return 0;
+	}
+	return worker_create_tags(w, ids, nids, tags, ntags, timeout_ms, err);
+}
+
 int worker_describe_image(struct worker *w, const struct ec2_image_query *q, long timeout_ms,
                           struct ec2_image_info *out, struct amis_err *err)
 {
