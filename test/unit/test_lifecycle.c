@@ -438,7 +438,7 @@ static void test_calls(void)
 	/* Copies. */
 	{
 		struct ec2_tag tags[] = {{"ami-snapshot:request-id", "r-night-1"},
-		                            {"ami-snapshot:copy-of", "snap-10000000000000001"}};
+		                         {"ami-snapshot:copy-of", "snap-10000000000000001"}};
 		struct lc_copy_snapshot_req r = {"us-east-1", "eu-west-1", "snap-10000000000000001",
 		                                 NULL,        false,       NULL,
 		                                 tags,        2,           false};
