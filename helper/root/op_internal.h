@@ -53,14 +53,6 @@
 #define THAW_LOG_USEC 1000000LL
 /* DescribeSnapshots is eventually consistent: one more look after this pause. */
 #define LOST_SNAPSHOTS_RECHECK_MS 2000
-/*
- * The worker's connections count as warm this long after EC2's last answer:
- * no DryRun then to re-open one before the freeze.  Well under libcurl's
- * 118 s for reusing an idle connection and the idle timeouts of HTTP
- * servers and load balancers (60 s and more); a backup's checkpoint that
- * takes longer pays the DryRun, as before.
- */
-#define REWARM_IDLE_MS 10000L
 /* While frozen, the helper waits this much beyond the worker's own EC2 timeout. */
 #define WORKER_WAIT_SLACK_MS 200L
 

@@ -917,7 +917,7 @@ static void test_round_trips(void)
 	is_int(fx.creates, 1, "second call: one CreateSnapshots");
 
 	fx_reset();
-	fx.idle_ms = 10000; /* op_internal.h: REWARM_IDLE_MS, no longer warm */
+	fx.idle_ms = 10000; /* rewarm_after's default: no longer warm */
 	is_int(whole_call(h, "slow checkpoint"), AMSP_DONE, "a long checkpoint: DONE");
 	is_int(fx.all_dry_runs, 2, "a long checkpoint: the DryRun before the freeze is made");
 
