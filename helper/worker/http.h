@@ -76,7 +76,7 @@ int http_perform(struct http_client *c, const struct http_request *req, struct h
  * transfer abandoned for abort_fd fails with "ClientGone", every other with
  * it.
  */
-#define HTTP_MAX_PARALLEL 8
+#define HTTP_MAX_PARALLEL 16
 int http_perform_many(struct http_client *c, const struct http_request *reqs,
                       struct http_response *resps, struct amis_err *errs, int *rcs, size_t n);
 
