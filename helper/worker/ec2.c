@@ -300,6 +300,11 @@ void ec2_client_set_abort_fd(struct ec2_client *c, int fd)
 	http_client_set_abort_fd(c->http, fd);
 }
 
+void ec2_client_set_max_idle(struct ec2_client *c, long seconds)
+{
+	http_client_set_max_idle(c->http, seconds);
+}
+
 void ec2_client_free(struct ec2_client *c)
 {
 	if (!c)

@@ -84,6 +84,8 @@ struct ec2_client *ec2_client_new(const char *endpoint_url, const char *region);
 void ec2_client_free(struct ec2_client *c);
 /* See http_client_set_abort_fd(). */
 void ec2_client_set_abort_fd(struct ec2_client *c, int fd);
+/* See http_client_set_max_idle(). */
+void ec2_client_set_max_idle(struct ec2_client *c, long seconds);
 /* Validates an endpoint URL and derives the Host header value (":port" when non-default). */
 int ec2_endpoint_check(const char *endpoint_url, char *host, size_t hostsz, struct amis_err *err);
 /* The Host header value the client sends, e.g. "127.0.0.1:8773". */

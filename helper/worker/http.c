@@ -39,7 +39,8 @@ struct http_client {
 	CURLM *multi;
 	/* Transfers 2..HTTP_MAX_PARALLEL of http_perform_many, made when first needed. */
 	CURL *extra[HTTP_MAX_PARALLEL - 1];
-	int abort_fd; /* -1: none */
+	int abort_fd;    /* -1: none */
+	long max_idle_s; /* 0: libcurl's default (118 s) */
 };
 
 struct body_sink {
@@ -80,6 +81,11 @@ struct http_client *http_client_new(void)
 void http_client_set_abort_fd(struct http_client *c, int fd)
 {
 	c->abort_fd = fd;
+}
+
+void http_client_set_max_idle(struct http_client *c, long seconds)
+{
+	c->max_idle_s = seconds;
 }
 
 void http_client_free(struct http_client *c)
@@ -386,6 +392,7 @@ struct transfer {
 	struct body_source src;
 	struct curl_slist *headers;
 	long timeout_ms;
+	long max_idle_s;
 	char errbuf[CURL_ERROR_SIZE];
 	bool ready; /* options set: to be performed */
 };
@@ -436,6 +443,8 @@ static int transfer_setup(struct transfer *t)
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, t->timeout_ms);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	if (t->max_idle_s > 0)
+		curl_easy_setopt(h, CURLOPT_MAXAGE_CONN, t->max_idle_s);
 	curl_easy_setopt(h, CURLOPT_USERAGENT, HTTP_USER_AGENT);
 	set_no_proxy(h);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, t->headers);
@@ -543,6 +552,7 @@ int http_perform_many(struct http_client *c, const struct http_request *reqs,
 			continue;
 		}
 		t[i].h = handle_for(c, i);
+		t[i].max_idle_s = c->max_idle_s;
 		if (!t[i].h) {
 			err_set(&errs[i], AMIS_E_OUT_OF_MEMORY, "cannot create an HTTP handle");
 			continue;

@@ -52,6 +52,13 @@ struct http_client *http_client_new(void);
  * fails with code "ClientGone".
  */
 void http_client_set_abort_fd(struct http_client *c, int fd);
+/*
+ * Connections idle longer than this are not reused (CURLOPT_MAXAGE_CONN):
+ * several stay in the pool between calls (http_perform_many), and one left
+ * idle for long may have been dropped on the way without a word.  0:
+ * libcurl's default, 118 s.
+ */
+void http_client_set_max_idle(struct http_client *c, long seconds);
 void http_client_free(struct http_client *c);
 
 void http_response_init(struct http_response *r);

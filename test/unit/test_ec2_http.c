@@ -479,6 +479,27 @@ static void test_many(struct ec2_client *c)
 	       ports[1][0], ports[1][1], ports[1][2]);
 }
 
+/* A connection idle longer than the client's maximum is not reused. */
+static void test_max_idle(void)
+{
+	struct ec2_client *c = ec2_client_new(endpoint, "us-east-1");
+	struct aws_credentials creds;
+	struct amis_err err;
+	char p1[16] = "", p2[16] = "", p3[16] = "";
+
+	creds_init(&creds, NULL);
+	ec2_client_set_max_idle(c, 1);
+	err_clear(&err);
+	echo(c, &creds, "idle", "clientPort", p1, sizeof(p1), &err);
+	echo(c, &creds, "idle", "clientPort", p2, sizeof(p2), &err);
+	is_str(p2, p1, "max idle 1 s: a connection used just now is reused");
+	sleep(3); /* idle for longer than the maximum: libcurl counts whole seconds */
+	echo(c, &creds, "idle", "clientPort", p3, sizeof(p3), &err);
+	ok(p3[0] && strcmp(p3, p1) != 0, "max idle 1 s: after 3 s idle, a new connection (%s, %s)",
+	   p1, p3);
+	ec2_client_free(c);
+}
+
 int main(void)
 {
 	struct ec2_client *c;
@@ -495,6 +516,7 @@ int main(void)
 	test_typed(c);
 	test_images(c);
 	test_many(c);
+	test_max_idle();
 	ec2_client_free(c);
 	stop_server();
 	return done_testing();
