@@ -403,7 +403,7 @@ def report_targets(args, summ, res, splits=()):
                    "requests, %s round trips one after the other)" % (
                        r["volumes"], r["checkpoint"], bound,
                        "MET" if r["total"] <= bound else "NOT MET", r["total"],
-                       fmt(r.get("ec2_requests")), fmt(r.get("ec2_round_trips"))))
+                       fmt(r.get("ec2_requests"), 0), fmt(r.get("ec2_round_trips"), 0)))
     ours = [r for r in summ if r["method"] == "ours"]
     bad = [r for r in ours if r["overhead_median"] is None or r["overhead_median"] >= 5.0]
     if ours:
