@@ -16,8 +16,10 @@ helper, the EC2 emulator).  What `make bench` runs.
                    (ec2-consistent-snapshot style);
    the baselines' window (first fsfreeze -f started to last fsfreeze -u
    returned) measured here.
-2. ami_snapshot() split into phases (see benchlib.split_call), and the
-   helper's memory (its whole process tree).
+2. ami_snapshot() split into phases (see benchlib.split_call), with the
+   EC2 requests of each call and how many came one after the other, the
+   issue-16 target (the whole call within the fast checkpoint + 3 L + 150 ms
+   at L = 200), and the helper's memory (its whole process tree).
 3. pgbench (tpcb-like, 8 clients) with one snapshot in the middle: none,
    ours, both baselines, and ami_snapshot(freeze => false).
 
