@@ -24,6 +24,7 @@ import threading
 import time
 
 from world import INSTANCE_ID, PGBIN, REGION
+from e2e import round_trips
 
 AWS = "/usr/bin/aws"
 
@@ -233,19 +234,6 @@ def checkpoints(w):
     return out
 
 
-def ec2_waves(reqs):
-    """How many round trips one after the other the requests took: requests
-    whose times overlap (made at once) count as one."""
-    waves, end = 0, None
-    for r in sorted(reqs, key=lambda r: r["received_at"]):
-        if end is None or r["received_at"] > end:
-            waves += 1
-            end = r["responded_at"]
-        else:
-            end = max(end, r["responded_at"])
-    return waves
-
-
 def split_call(run, ev, reqs, ckpts):
     """One ami_snapshot() call split into phases (ms), or None.
 
@@ -300,7 +288,7 @@ def split_call(run, ev, reqs, ckpts):
         "total": ms(s, f),
         "checkpoint": ck[0][2] * 1000.0,
         "ec2_requests": len(mine),
-        "ec2_round_trips": ec2_waves(mine),
+        "ec2_round_trips": round_trips(mine),
     }
 
 

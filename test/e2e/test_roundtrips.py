@@ -28,7 +28,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, diag, done, is_, ok  # noqa: E402
 from world import World  # noqa: E402
-from e2e import log_pos, log_since, wait_for  # noqa: E402
+from e2e import log_pos, log_since, round_trips, wait_for  # noqa: E402
 
 LATENCY_MS = 200
 
@@ -110,6 +110,7 @@ def main():
         ok(all(at_once(a, b) for a in c["tags"] for b in c["tags"] if a is not b),
            "first call: the CreateTags made at once")
         is_(len(c["all"]), 3 + 1 + nvol, "first call: %d EC2 requests in all" % (4 + nvol))
+        is_(round_trips(c["all"]), 4, "first call: 4 round trips one after the other")
 
         c = one_call(w, "round trips second")
         is_(c["row"][0], "succeeded", "second call: succeeded")
@@ -117,6 +118,8 @@ def main():
             (1, 1, 1, 1 + nvol), "second call: the same requests")
         ok(c["describe"] and c["dry"] and at_once(c["describe"][0], c["dry"][0]),
            "second call: DescribeInstances and the DryRun made at once (kept mapping)")
+        is_(round_trips(c["all"]), 3, "second call: 3 round trips one after the other, one "
+                                      "fewer than the first")
         is_(excluded(c["create"][0]), excluded(c["dry"][0]),
             "second call: the call is the request the DryRun checked")
         is_(sorted(c["row"][1].split(",")), db_vols, "second call: the database's volumes")
