@@ -1162,7 +1162,7 @@ out:
 
 /* The tags a copy carries: the source's (not aws:*) plus where it came from. */
 static size_t copy_tags(const struct lc_tags *src, const char *source_id, const char *source_region,
-                        struct lc_tag_ref *out, size_t max)
+                        struct ec2_tag *out, size_t max)
 {
 	size_t i, n = 0;
 
@@ -1172,10 +1172,10 @@ static size_t copy_tags(const struct lc_tags *src, const char *source_id, const 
 		if (!strncmp(k, "aws:", 4) || !strcmp(k, LC_TAG("copy-of")) ||
 		    !strcmp(k, LC_TAG("copy-source-region")))
 			continue;
-		out[n++] = (struct lc_tag_ref){k, src->items[i].value};
+		out[n++] = (struct ec2_tag){k, src->items[i].value};
 	}
-	out[n++] = (struct lc_tag_ref){LC_TAG("copy-of"), source_id};
-	out[n++] = (struct lc_tag_ref){LC_TAG("copy-source-region"), source_region};
+	out[n++] = (struct ec2_tag){LC_TAG("copy-of"), source_id};
+	out[n++] = (struct ec2_tag){LC_TAG("copy-source-region"), source_region};
 	return n;
 }
 
@@ -1242,7 +1242,7 @@ static size_t tag_copied_snapshots(struct lc_ctx *c, const struct lc_backup *b,
 	}
 	for (i = 0; i < src->nsnapshots; i++) {
 		const struct lc_snapshot *s = NULL;
-		struct lc_tag_ref tags[EC2_MAX_TAGS];
+		struct ec2_tag tags[EC2_MAX_TAGS];
 		size_t ntags;
 
 		for (j = 0; j < b->nsnaps && !s; j++)
@@ -1302,7 +1302,7 @@ int lc_copy_main(int argc, char **argv, const char *default_config)
 	errors = json_object_new_array();
 	snap_copies = json_object_new_array();
 	if (b->ami) {
-		struct lc_tag_ref tags[EC2_MAX_TAGS];
+		struct ec2_tag tags[EC2_MAX_TAGS];
 		char token[65];
 		struct lc_copy_image_req r;
 
@@ -1339,7 +1339,7 @@ int lc_copy_main(int argc, char **argv, const char *default_config)
 	} else {
 		for (i = 0; i < b->nsnaps; i++) {
 			const struct lc_snapshot *s = b->snaps[i];
-			struct lc_tag_ref tags[EC2_MAX_TAGS];
+			struct ec2_tag tags[EC2_MAX_TAGS];
 			struct lc_copy_snapshot_req r = {
 			    .source_region = src_region,
 			    .dest_region = c.o.to_region,

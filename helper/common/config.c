@@ -35,6 +35,7 @@ void config_init(struct helper_config *c)
 	c->max_jobs = 1;
 	c->job_kill_grace_ms = 60000;
 	c->preflight_dry_run = true;
+	c->rewarm_after_ms = 10000;
 }
 
 static void free_kv(struct config_kv *kv, size_t n)
@@ -369,6 +370,11 @@ static int handle(struct parse_ctx *pc, const char *s, const char *k, const char
 		if (parse_bool(v, &c->preflight_dry_run))
 			return err_set(err, AMIS_E_HELPER_CONFIG,
 			               "preflight_dry_run must be a boolean");
+	} else if (IS("aws", "rewarm_after")) {
+		/* Under libcurl's 118 s for reusing an idle connection. */
+		if (parse_duration_ms(v, &c->rewarm_after_ms) || c->rewarm_after_ms > 60000)
+			return err_set(err, AMIS_E_HELPER_CONFIG,
+			               "rewarm_after must be between 0 and 60s");
 	} else if (IS("drill", "drill_dir")) {
 		if (v[0] != '/' || !strcmp(v, "/"))
 			return err_set(err, AMIS_E_HELPER_CONFIG,

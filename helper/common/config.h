@@ -50,6 +50,7 @@ struct helper_config {
 	char *profile;          /* NULL: AWS_PROFILE or "default" */
 	char *credentials_file; /* NULL: AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials */
 	bool preflight_dry_run; /* CreateSnapshots DryRun before freezing */
+	long rewarm_after_ms;   /* idle longer than this: DryRun again just before freezing */
 
 	/* [drill]: `ami-snapshot verify` (doc/verify.md) */
 	char *drill_dir;            /* scratch directories of drills; default DEFAULT_DRILL_DIR */

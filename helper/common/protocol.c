@@ -174,10 +174,17 @@ static const struct field_rule w_ready_rules[] = {
     {AMSP_T_SEQ, K_U32, 4, 1, 1},
 };
 
+/* With DRY_RUN: a DryRun CreateSnapshots of that request, made at the same time. */
 static const struct field_rule w_describe_instance_rules[] = {
     {AMSP_T_SEQ, K_U32, 4, 1, 1},
     {AMSP_T_TIMEOUT_MS, K_U32, 4, 1, 1},
     {AMSP_T_INSTANCE_ID, K_STR, IDLEN, 1, 1},
+    {AMSP_T_DRY_RUN, K_U8, 1, 0, 1},
+    {AMSP_T_DESCRIPTION, K_STR, 1024, 0, 1},
+    {AMSP_T_EXCLUDE_BOOT, K_U8, 1, 0, 1},
+    {AMSP_T_EXCLUDE_VOLUME, K_STR, IDLEN, 0, W_MAXVOL},
+    {AMSP_T_TAG_KEY, K_STR, TAG_KEY_LEN, 0, W_MAXTAGS},
+    {AMSP_T_TAG_VALUE, K_STR, TAG_VALUE_LEN, 0, W_MAXTAGS},
 };
 
 static const struct field_rule w_create_snapshots_rules[] = {
@@ -193,12 +200,16 @@ static const struct field_rule w_create_snapshots_rules[] = {
     {AMSP_T_TAG_VALUE, K_STR, TAG_VALUE_LEN, 0, W_MAXTAGS},
 };
 
+/* TAG_*: on every resource; ITEM_*: on the one resource ITEM_RESOURCE names. */
 static const struct field_rule w_create_tags_rules[] = {
     {AMSP_T_SEQ, K_U32, 4, 1, 1},
     {AMSP_T_TIMEOUT_MS, K_U32, 4, 1, 1},
     {AMSP_T_RESOURCE_ID, K_STR, IDLEN, 1, W_MAXVOL},
-    {AMSP_T_TAG_KEY, K_STR, TAG_KEY_LEN, 1, W_MAXTAGS},
-    {AMSP_T_TAG_VALUE, K_STR, TAG_VALUE_LEN, 1, W_MAXTAGS},
+    {AMSP_T_TAG_KEY, K_STR, TAG_KEY_LEN, 0, W_MAXTAGS},
+    {AMSP_T_TAG_VALUE, K_STR, TAG_VALUE_LEN, 0, W_MAXTAGS},
+    {AMSP_T_ITEM_RESOURCE, K_U32, 4, 0, 255},
+    {AMSP_T_ITEM_TAG_KEY, K_STR, TAG_KEY_LEN, 0, 255},
+    {AMSP_T_ITEM_TAG_VALUE, K_STR, TAG_VALUE_LEN, 0, 255},
 };
 
 /* One or two tags, all of which the snapshots carry. */
@@ -298,6 +309,9 @@ static const struct field_rule w_ok_rules[] = {
     IMAGE_ATTR_RULES,
     /* W_CHECK's rows. */
     CHECK_ROW_RULES,
+    /* DESCRIBE_INSTANCE with DRY_RUN: how the DryRun made with it failed. */
+    {AMSP_T_ERROR_CODE, K_STR, 64, 0, 1},
+    {AMSP_T_ERROR_MESSAGE, K_STR, 2048, 0, 1},
 };
 
 static const struct field_rule w_error_rules[] = {

@@ -188,6 +188,10 @@ enum amsp_tag {
 	AMSP_T_IOPS = 127,              /* u32, repeated (0: none) */
 	AMSP_T_THROUGHPUT = 128,        /* u32, repeated (0: none) */
 	AMSP_T_IMAGE_STATE = 129,       /* str */
+	/* W_CREATE_TAGS: tags of one resource only (made at once with the others'). */
+	AMSP_T_ITEM_RESOURCE = 130,  /* u32, repeated: index into RESOURCE_ID */
+	AMSP_T_ITEM_TAG_KEY = 131,   /* str, repeated, paired with ITEM_RESOURCE */
+	AMSP_T_ITEM_TAG_VALUE = 132, /* str, repeated, paired with ITEM_RESOURCE */
 };
 
 struct amsp_field {

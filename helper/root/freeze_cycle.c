@@ -39,7 +39,7 @@ static enum cycle_outcome freeze_cycle_inner(struct helper *h, struct operation 
 {
 	struct amis_err thaw_err;
 	long long t_call0, t_call1;
-	long timeout_ms;
+	long timeout_ms, idle_ms;
 	int rc, thaw_rc = 0;
 	bool broken = false;
 	size_t i;
@@ -55,12 +55,22 @@ static enum cycle_outcome freeze_cycle_inner(struct helper *h, struct operation 
 	 * The preflight DryRun was made before the checkpoint, maybe minutes ago:
 	 * the keep-alive connection may be gone.  Re-open it now, with the very
 	 * request about to be made, so the call made while frozen costs one round
-	 * trip and not DNS + TCP + TLS.
+	 * trip and not DNS + TCP + TLS.  Not when EC2 answered the worker less
+	 * than rewarm_after ago (a short checkpoint): the connection is warm, the
+	 * round trip would buy nothing.  The default, 10 s, is well under
+	 * libcurl's 118 s for reusing an idle connection and the idle timeouts
+	 * of HTTP servers and load balancers (60 s and more).  A failed call
+	 * since makes it cold (worker_client.c).
 	 */
-	if (h->cfg->preflight_dry_run &&
-	    (op->image == IMAGE_CREATE
-	         ? image_dry_run(h, op, (struct ec2_tag *)r->tags, r->ntags, err) != 0
-	         : dry_run_create(h, r, err) != 0)) {
+	idle_ms = worker_ec2_idle_ms(h->worker);
+	if (h->cfg->preflight_dry_run && idle_ms >= 0 && idle_ms < h->cfg->rewarm_after_ms)
+		log_debug("request %s: EC2 answered %ld ms ago: the connection is warm, no DryRun "
+		          "before the freeze",
+		          op->request_id, idle_ms);
+	else if (h->cfg->preflight_dry_run &&
+	         (op->image == IMAGE_CREATE
+	              ? image_dry_run(h, op, (struct ec2_tag *)r->tags, r->ntags, err) != 0
+	              : dry_run_create(h, r, err) != 0)) {
 		err_prefix(err, "the DryRun made just before freezing failed; nothing was frozen");
 		return CYCLE_NOT_FROZEN;
 	}

@@ -23,6 +23,7 @@
 #include "freeze.h"
 #include "job.h"
 #include "layout.h"
+#include "mapping.h"
 #include "log.h"
 #include "marker.h"
 #include "opstate.h"
@@ -132,6 +133,7 @@ struct helper {
 	const char *config_path;     /* the configuration file (the check reads it again) */
 	long long resolve_at_us;     /* inflight entries to settle when idle at (0: none) */
 	bool resolving;              /* settling them: no PREPARE or CHECK meanwhile */
+	struct ec2_instance_info *mapping; /* the last DescribeInstances answer (mapping.h) */
 };
 
 /* operation.c */
@@ -153,6 +155,8 @@ int resolve_one(struct helper *h, struct operation *op, const struct amsp_field 
                 const char *what, struct amis_err *err);
 /* The volumes to snapshot and to exclude, from DescribeInstances. */
 int plan_volumes(struct helper *h, struct operation *op, struct amis_err *err);
+/* A failed operation's error: forgets the kept mapping if it says to (mapping.h). */
+void mapping_note_error(struct helper *h, const struct amis_err *err);
 
 /* check_op.c: CHECK, the preflight check (check.h) */
 int handle_check(struct helper *h, struct conn *c, const struct amsp_msgview *m);

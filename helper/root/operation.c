@@ -109,6 +109,7 @@ void helper_free(struct helper *h)
 	}
 	worker_free(h->worker);
 	jobs_free(h->jobs);
+	free(h->mapping);
 	free(h);
 }
 
@@ -370,6 +371,7 @@ int send_error(struct helper *h, struct conn *c, const char *stage, const struct
 	struct amsp_writer w;
 	size_t len, i;
 
+	mapping_note_error(h, err);
 	amsp_begin(&w, buf, sizeof(buf), AMSP_ERROR);
 	amsp_put_str(&w, AMSP_T_ERROR_CODE, err->code[0] ? err->code : "HelperError");
 	amsp_put_str(&w, AMSP_T_ERROR_MESSAGE, err->msg);

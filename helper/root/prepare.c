@@ -65,15 +65,62 @@ bool in_list(char *const *list, size_t n, const char *s)
 	return false;
 }
 
+/* Keeps a copy of inst as the mapping of the next request (mapping.h). */
+static void mapping_keep(struct helper *h, const struct ec2_instance_info *inst)
+{
+	if (!h->mapping)
+		h->mapping = xcalloc(1, sizeof(*h->mapping));
+	*h->mapping = *inst;
+}
+
+void mapping_note_error(struct helper *h, const struct amis_err *err)
+{
+	if (h->mapping && mapping_error_invalidates(err)) {
+		log_info("the instance's block device mapping is looked up afresh at the next "
+		         "request (%s)",
+		         err->code);
+		free(h->mapping);
+		h->mapping = NULL;
+	}
+}
+
+/* Forgets what plan_from() decided, to decide again from another mapping. */
+static void plan_reset(struct operation *op)
+{
+	size_t i;
+
+	for (i = 0; i < op->nvolumes; i++)
+		free(op->volume_ids[i]);
+	for (i = 0; i < op->nexclude; i++)
+		free(op->exclude_ids[i]);
+	op->nvolumes = op->nexclude = 0;
+	memset(op->device_names, 0, sizeof(op->device_names));
+	op->exclude_boot = false;
+}
+
+static int plan_from(struct helper *h, struct operation *op, const struct ec2_instance_info *inst,
+                     struct amis_err *err);
+
 /* Which volumes to snapshot, which to exclude, from the instance's mapping. */
 int plan_volumes(struct helper *h, struct operation *op, struct amis_err *err)
 {
 	struct ec2_instance_info *inst = xcalloc(1, sizeof(*inst));
+	int rc = -1;
+
+	if (worker_describe_instance(h->worker, h->cfg->ec2_timeout_ms, inst, err) == 0) {
+		mapping_keep(h, inst);
+		rc = plan_from(h, op, inst, err);
+	} /* else "EC2 DescribeInstances: ..." */
+	free(inst);
+	return rc;
+}
+
+static int plan_from(struct helper *h, struct operation *op, const struct ec2_instance_info *inst,
+                     struct amis_err *err)
+{
 	size_t i, j;
 	int rc = -1;
 
-	if (worker_describe_instance(h->worker, h->cfg->ec2_timeout_ms, inst, err) != 0)
-		goto out; /* "EC2 DescribeInstances: ..." */
 	/* Xen: disks known by device name only; the mapping gives the volume. */
 	if (freeze_plan_unresolved_disks(&op->plan) > 0) {
 		for (j = 0; j < inst->nvolumes; j++)
@@ -134,7 +181,6 @@ int plan_volumes(struct helper *h, struct operation *op, struct amis_err *err)
 		goto out;
 	rc = 0;
 out:
-	free(inst);
 	return rc;
 }
 
@@ -237,6 +283,92 @@ static bool standby_fields_valid(const struct operation *op)
 	return false;
 }
 
+/*
+ * A snapshot set with the mapping of the previous request kept (mapping.h):
+ * DescribeInstances and the DryRun of the request planned from the kept
+ * mapping, at once.  1: the fresh mapping differs (kept now; the plan is
+ * reset, to be made again); 0: checked (or -1: refused) in one round trip.
+ */
+static int plan_and_check_at_once(struct helper *h, struct operation *op, struct amis_err *err)
+{
+	struct ec2_instance_info *fresh = xcalloc(1, sizeof(*fresh));
+	struct ec2_create_snapshots_req r;
+	struct ec2_tag tags[MAX_CREATE_TAGS];
+	struct amis_err dry_err;
+	char desc[512], tl[16];
+	int rc = -1;
+
+	fill_request(h, op, &r, tags, MAX_CREATE_TAGS, desc, sizeof(desc), tl, sizeof(tl));
+	r.dry_run = true;
+	if (worker_describe_instance_dry(h->worker, h->cfg->ec2_timeout_ms, &r, fresh, &dry_err,
+	                                 err) != 0)
+		goto out;
+	if (!mapping_same(h->mapping, fresh)) {
+		log_info("request %s: instance %s's block device mapping changed since the last "
+		         "request (%zu EBS volumes, %zu before): planning again",
+		         op->request_id, op->instance_id, fresh->nvolumes, h->mapping->nvolumes);
+		mapping_keep(h, fresh);
+		plan_reset(op);
+		rc = 1;
+		goto out;
+	}
+	if (dry_err.code[0]) {
+		*err = dry_err;
+		err_prefix(err, "preflight (DryRun)");
+		goto out;
+	}
+	rc = 0;
+out:
+	free(fresh);
+	return rc;
+}
+
+/*
+ * PREPARE's EC2 part: the volumes to snapshot and exclude from the
+ * instance's mapping, and the DryRun of the request they make (the
+ * permission checked before any backup starts).  Both at once when the
+ * mapping of the previous request is kept and nothing else needs it first.
+ */
+static int plan_and_check(struct helper *h, struct operation *op, struct amis_err *err)
+{
+	struct ec2_create_snapshots_req r;
+	struct ec2_tag tags[MAX_CREATE_TAGS];
+	char desc[512], tl[16];
+
+	/* Xen disks take their volume ids from the mapping: not from a kept one. */
+	if (h->cfg->preflight_dry_run && op->image == IMAGE_NONE &&
+	    mapping_usable(h->mapping, op->instance_id) &&
+	    freeze_plan_unresolved_disks(&op->plan) == 0) {
+		struct amis_err perr;
+		int rc;
+
+		err_clear(&perr);
+		if (plan_from(h, op, h->mapping, &perr) == 0) {
+			if ((rc = plan_and_check_at_once(h, op, err)) <= 0)
+				return rc;
+			/* The mapping changed: planned again from the fresh one. */
+			if (plan_from(h, op, h->mapping, err) != 0)
+				return -1;
+		} else {
+			/* A path's volume is not where the kept mapping says: ask EC2. */
+			log_info("request %s: %s; looking the mapping up afresh", op->request_id,
+			         perr.msg);
+			plan_reset(op);
+			if (plan_volumes(h, op, err) != 0)
+				return -1;
+		}
+	} else if (plan_volumes(h, op, err) != 0) {
+		return -1;
+	}
+	if (!h->cfg->preflight_dry_run)
+		return 0;
+	fill_request(h, op, &r, tags, MAX_CREATE_TAGS, desc, sizeof(desc), tl, sizeof(tl));
+	if (op->image == IMAGE_CREATE ? image_dry_run(h, op, tags, r.ntags, err) != 0
+	                              : dry_run_create(h, &r, err) != 0)
+		return err_prefix(err, "preflight (DryRun)");
+	return 0;
+}
+
 int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 {
 	struct operation *op;
@@ -321,21 +453,8 @@ int handle_prepare(struct helper *h, struct conn *c, const struct amsp_msgview *
 	if (worker_ready(h->worker, &err) != 0)
 		goto fail;
 	snprintf(op->instance_id, sizeof(op->instance_id), "%s", worker_instance_id(h->worker));
-	if (plan_volumes(h, op, &err) != 0)
+	if (plan_and_check(h, op, &err) != 0)
 		goto fail;
-
-	if (h->cfg->preflight_dry_run) {
-		struct ec2_create_snapshots_req r;
-		struct ec2_tag tags[MAX_CREATE_TAGS];
-		char desc[512], tl[16];
-
-		fill_request(h, op, &r, tags, MAX_CREATE_TAGS, desc, sizeof(desc), tl, sizeof(tl));
-		if (op->image == IMAGE_CREATE ? image_dry_run(h, op, tags, r.ntags, &err) != 0
-		                              : dry_run_create(h, &r, &err) != 0) {
-			err_prefix(&err, "preflight (DryRun)");
-			goto fail;
-		}
-	}
 
 	worker_set_abort_fd(h->worker, -1);
 	amsp_begin(&w, buf, sizeof(buf), AMSP_PREPARED);

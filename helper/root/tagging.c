@@ -527,6 +527,42 @@ static int register_after_stop(struct helper *h, struct operation *op,
 	return -1;
 }
 
+/* Fields of a W_CREATE_TAGS besides the tags: SEQ, TIMEOUT_MS, one per resource. */
+#define TAG_FRAME_FIELDS(nids) (2 + (nids))
+
+/*
+ * tags on every one of ids, and each snapshot's own tags (volume_tags) on
+ * it, in as few worker requests as the frame's field limit allows (one for
+ * up to about 8 volumes), each made at once by the worker.
+ */
+static int tag_set(struct helper *h, struct operation *op, const char *const *ids, size_t nids,
+                   const struct ec2_tag *tags, size_t ntags, struct amis_err *err)
+{
+	static struct layout_tags lts[MAX_VOLUMES];
+	struct worker_item_tag items[AMSP_MAX_FIELDS / 3];
+	size_t nitems = 0, i, k, first = ntags;
+
+	for (i = 0; i < op->snaps.n && i < MAX_VOLUMES && i < nids; i++) {
+		struct ec2_tag vtags[1 + LAYOUT_MAX_VOLUME_TAGS];
+		size_t nv = volume_tags(op, i, vtags, &lts[i]);
+
+		/* Full: send what is gathered (the set's tags with the first frame). */
+		if (TAG_FRAME_FIELDS(nids) + 2 * first + 3 * (nitems + nv) > AMSP_MAX_FIELDS) {
+			if (worker_create_tags_items(h->worker, ids, nids, tags, first, items,
+			                             nitems, h->cfg->ec2_timeout_ms, err) != 0)
+				return -1;
+			nitems = 0;
+			first = 0;
+		}
+		for (k = 0; k < nv; k++)
+			items[nitems++] = (struct worker_item_tag){i, vtags[k]};
+	}
+	if (!first && !nitems)
+		return 0;
+	return worker_create_tags_items(h->worker, ids, nids, tags, first, items, nitems,
+	                                h->cfg->ec2_timeout_ms, err);
+}
+
 int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m)
 {
 	struct operation *op = c->op;
@@ -596,31 +632,16 @@ int handle_finish(struct helper *h, struct conn *c, const struct amsp_msgview *m
 	if (op->image_id[0])
 		ids[nids++] = op->image_id;
 
-	if (worker_create_tags(h->worker, ids, nids, tags, ntags, h->cfg->ec2_timeout_ms, &err) !=
-	    0) {
+	/*
+	 * The set's tags and, per volume, its own (which EC2 device it was,
+	 * where its filesystem was mounted: layout.h), all at once: one round
+	 * trip, however many volumes.
+	 */
+	if (tag_set(h, op, ids, nids, tags, ntags, &err) != 0) {
 		done_warning(&w, &nwarn, op->request_id,
 		             "could not tag the snapshots with the backup metadata: %s: %s",
 		             err.code, err.msg);
 		tag_failed = true;
-	}
-	/*
-	 * Per volume, for the restore: which EC2 device it was, and where its
-	 * filesystem was mounted (layout.h).
-	 */
-	for (i = 0; !tag_failed && i < op->snaps.n && i < MAX_VOLUMES; i++) {
-		struct ec2_tag vtags[1 + LAYOUT_MAX_VOLUME_TAGS];
-		struct layout_tags lt;
-		size_t nv = volume_tags(op, i, vtags, &lt);
-
-		if (!nv)
-			continue;
-		if (worker_create_tags(h->worker, &ids[i], 1, vtags, nv, h->cfg->ec2_timeout_ms,
-		                       &err) != 0) {
-			done_warning(&w, &nwarn, op->request_id,
-			             "could not tag snapshot %s: %s: %s", ids[i], err.code,
-			             err.msg);
-			tag_failed = true;
-		}
 	}
 	/*
 	 * A complete backup whose tags EC2 refused: recorded, and applied again

@@ -37,6 +37,8 @@ struct worker {
 	int abort_fd; /* -1: none */
 	char instance_id[65];
 	char region[65];
+	long long ec2_answer_usec; /* mono_usec of the last EC2 answer, from ec2_answer_pid */
+	pid_t ec2_answer_pid;
 	struct worker_waiter waiter;
 	unsigned char buf[FRAME_MAX];
 	struct amsp_msgview reply; /* views into buf */
@@ -345,6 +347,9 @@ static int call(struct worker *w, size_t len, long wait_ms, struct amis_err *err
 	w->in_call = true;
 	rc = call_once(w, len, wait_ms, err);
 	w->in_call = false;
+	/* A failed call may have lost its connection: not warm any more. */
+	if (rc != 0)
+		w->ec2_answer_usec = 0;
 	return rc;
 }
 
@@ -443,18 +448,11 @@ static size_t reply_product_codes(struct worker *w, struct ec2_product_code *pc)
 	return n;
 }
 
-int worker_describe_instance(struct worker *w, long timeout_ms, struct ec2_instance_info *out,
-                             struct amis_err *err)
+/* A W_DESCRIBE_INSTANCE's answer into out. */
+static int reply_instance(struct worker *w, struct ec2_instance_info *out, struct amis_err *err)
 {
-	struct amsp_writer aw;
 	size_t n, i;
 
-	if (worker_ready(w, err) != 0 || begin(w, &aw, AMSP_W_DESCRIBE_INSTANCE, err) != 0)
-		return -1;
-	amsp_put_u32(&aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
-	amsp_put_str(&aw, AMSP_T_INSTANCE_ID, w->instance_id);
-	if (call(w, amsp_end(&aw), 2 * (timeout_ms + WAIT_MARGIN_MS), err) != 0)
-		return -1;
 	memset(out, 0, sizeof(*out));
 	snprintf(out->instance_id, sizeof(out->instance_id), "%.31s", w->instance_id);
 	n = amsp_count(&w->reply, AMSP_T_VOLUME_ID);
@@ -487,6 +485,61 @@ int worker_describe_instance(struct worker *w, long timeout_ms, struct ec2_insta
 	    amsp_get(&w->reply, AMSP_T_ENA) && amsp_u8(amsp_get(&w->reply, AMSP_T_ENA));
 	out->nproduct_codes = reply_product_codes(w, out->product_codes);
 	return 0;
+}
+
+static void put_create_request(struct amsp_writer *aw, const struct ec2_create_snapshots_req *r);
+
+static void ec2_answered(struct worker *w)
+{
+	w->ec2_answer_usec = mono_usec();
+	w->ec2_answer_pid = w->pid;
+}
+
+long worker_ec2_idle_ms(const struct worker *w)
+{
+	if (!w->ec2_answer_usec || w->fd < 0 || w->ec2_answer_pid != w->pid)
+		return -1;
+	return (long)((mono_usec() - w->ec2_answer_usec) / 1000);
+}
+
+int worker_describe_instance_dry(struct worker *w, long timeout_ms,
+                                 const struct ec2_create_snapshots_req *dry,
+                                 struct ec2_instance_info *out, struct amis_err *dry_err,
+                                 struct amis_err *err)
+{
+	struct amsp_writer aw;
+
+	err_clear(dry_err);
+	if (worker_ready(w, err) != 0 || begin(w, &aw, AMSP_W_DESCRIBE_INSTANCE, err) != 0)
+		return -1;
+	amsp_put_u32(&aw, AMSP_T_TIMEOUT_MS, ms_u32(timeout_ms));
+	amsp_put_str(&aw, AMSP_T_INSTANCE_ID, w->instance_id);
+	if (dry) {
+		amsp_put_u8(&aw, AMSP_T_DRY_RUN, 1);
+		put_create_request(&aw, dry);
+	}
+	if (call(w, amsp_end(&aw), 2 * (timeout_ms + WAIT_MARGIN_MS), err) != 0)
+		return -1;
+	if (reply_instance(w, out, err) != 0)
+		return -1;
+	ec2_answered(w);
+	if (dry && amsp_get(&w->reply, AMSP_T_ERROR_CODE)) {
+		amsp_copy_str(amsp_get(&w->reply, AMSP_T_ERROR_CODE), dry_err->code,
+		              sizeof(dry_err->code));
+		if (!dry_err->code[0])
+			snprintf(dry_err->code, sizeof(dry_err->code), "WorkerError");
+		amsp_copy_str(amsp_get(&w->reply, AMSP_T_ERROR_MESSAGE), dry_err->msg,
+		              sizeof(dry_err->msg));
+	}
+	return 0;
+}
+
+int worker_describe_instance(struct worker *w, long timeout_ms, struct ec2_instance_info *out,
+                             struct amis_err *err)
+{
+	struct amis_err none;
+
+	return worker_describe_instance_dry(w, timeout_ms, NULL, out, &none, err);
 }
 
 /* The snapshots of w->reply into out (replacing what it held). */
@@ -559,25 +612,41 @@ int worker_create_snapshots(struct worker *w, const struct ec2_create_snapshots_
                             struct ec2_snapshot_set *out, struct amis_err *err)
 {
 	struct amsp_writer aw;
-	size_t i;
 
 	if (begin_creating(w, &aw, AMSP_W_CREATE_SNAPSHOTS, timeout_ms, r->dry_run, hold_log,
 	                   r->instance_id, err) != 0)
 		return -1;
-	if (r->description)
-		amsp_put_str(&aw, AMSP_T_DESCRIPTION, r->description);
-	amsp_put_u8(&aw, AMSP_T_EXCLUDE_BOOT, r->exclude_boot_volume);
-	for (i = 0; i < r->n_exclude; i++)
-		amsp_put_str(&aw, AMSP_T_EXCLUDE_VOLUME, r->exclude_volume_ids[i]);
-	put_tags(&aw, r->tags, r->ntags);
+	put_create_request(&aw, r);
 	if (call(w, amsp_end(&aw), wait_ms, err) != 0)
 		return -1;
+	ec2_answered(w);
 	return reply_snapshots(w, out, err);
+}
+
+/* What a CreateSnapshots request says, but its instance, DryRun and timeout. */
+static void put_create_request(struct amsp_writer *aw, const struct ec2_create_snapshots_req *r)
+{
+	size_t i;
+
+	if (r->description)
+		amsp_put_str(aw, AMSP_T_DESCRIPTION, r->description);
+	amsp_put_u8(aw, AMSP_T_EXCLUDE_BOOT, r->exclude_boot_volume);
+	for (i = 0; i < r->n_exclude; i++)
+		amsp_put_str(aw, AMSP_T_EXCLUDE_VOLUME, r->exclude_volume_ids[i]);
+	put_tags(aw, r->tags, r->ntags);
 }
 
 int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
                        const struct ec2_tag *tags, size_t ntags, long timeout_ms,
                        struct amis_err *err)
+{
+	return worker_create_tags_items(w, ids, nids, tags, ntags, NULL, 0, timeout_ms, err);
+}
+
+int worker_create_tags_items(struct worker *w, const char *const *ids, size_t nids,
+                             const struct ec2_tag *tags, size_t ntags,
+                             const struct worker_item_tag *items, size_t nitems, long timeout_ms,
+                             struct amis_err *err)
 {
 	struct amsp_writer aw;
 	size_t i;
@@ -588,7 +657,16 @@ int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
 	for (i = 0; i < nids; i++)
 		amsp_put_str(&aw, AMSP_T_RESOURCE_ID, ids[i]);
 	put_tags(&aw, tags, ntags);
-	return call(w, amsp_end(&aw), timeout_ms + WAIT_MARGIN_MS, err);
+	for (i = 0; i < nitems; i++) {
+		amsp_put_u32(&aw, AMSP_T_ITEM_RESOURCE, (uint32_t)items[i].resource);
+		amsp_put_str(&aw, AMSP_T_ITEM_TAG_KEY, items[i].tag.key);
+		amsp_put_str(&aw, AMSP_T_ITEM_TAG_VALUE,
+		             items[i].tag.value ? items[i].tag.value : "");
+	}
+	if (call(w, amsp_end(&aw), timeout_ms + WAIT_MARGIN_MS, err) != 0)
+		return -1;
+	ec2_answered(w);
+	return 0;
 }
 
 int worker_find_snapshots_tags(struct worker *w, const char *const *keys, const char *const *values,

@@ -86,6 +86,21 @@ const char *worker_region(const struct worker *w);
 int worker_describe_instance(struct worker *w, long timeout_ms, struct ec2_instance_info *out,
                              struct amis_err *err);
 /*
+ * The same, and a DryRun of dry (a CreateSnapshots request) made at the same
+ * time: one round trip for both.  -1 (err) when DescribeInstances failed;
+ * otherwise 0, with dry_err's code "" if the DryRun said it would succeed,
+ * or how it failed.
+ */
+int worker_describe_instance_dry(struct worker *w, long timeout_ms,
+                                 const struct ec2_create_snapshots_req *dry,
+                                 struct ec2_instance_info *out, struct amis_err *dry_err,
+                                 struct amis_err *err);
+/*
+ * How long ago (ms) the running worker last had an answer from EC2, -1 if
+ * it never did: its connections are warm if that is recent.
+ */
+long worker_ec2_idle_ms(const struct worker *w);
+/*
  * CreateSnapshots (r->dry_run honoured).  hold_log: the worker buffers its
  * log during the call (filesystems are frozen).  wait_ms: how long the helper
  * waits for the answer; then it kills the worker ("Timeout").
@@ -96,6 +111,18 @@ int worker_create_snapshots(struct worker *w, const struct ec2_create_snapshots_
 int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
                        const struct ec2_tag *tags, size_t ntags, long timeout_ms,
                        struct amis_err *err);
+/*
+ * tags on every one of ids and each item's tag on ids[item.resource] only,
+ * all at once (one round trip); ntags may be 0.  The first failure, if any.
+ */
+struct worker_item_tag {
+	size_t resource; /* index into ids */
+	struct ec2_tag tag;
+};
+int worker_create_tags_items(struct worker *w, const char *const *ids, size_t nids,
+                             const struct ec2_tag *tags, size_t ntags,
+                             const struct worker_item_tag *items, size_t nitems, long timeout_ms,
+                             struct amis_err *err);
 /* Our snapshots carrying tag key=value (the worker's DescribeSnapshots by tag). */
 int worker_find_snapshots(struct worker *w, const char *key, const char *value, long timeout_ms,
                           struct ec2_snapshot_set *out, struct amis_err *err);

@@ -128,6 +128,14 @@ static int ready(struct aws_ctx *a, struct amis_err *err)
 	if (!a->ec2)
 		return err_set(err, AMIS_E_HELPER_CONFIG, "invalid EC2 endpoint \"%s\"",
 		               a->endpoint);
+	/*
+	 * A connection the helper counts as warm (EC2 answered on it less than
+	 * rewarm_after ago: no DryRun before the freeze) is one libcurl reuses,
+	 * and no older one is: the call made while frozen never goes on a
+	 * connection left idle since an earlier call.
+	 */
+	if (cfg->rewarm_after_ms > 0)
+		ec2_client_set_max_idle(a->ec2, (cfg->rewarm_after_ms + 999) / 1000);
 	a->ready = true;
 	return 0;
 }

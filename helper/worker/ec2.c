@@ -113,6 +113,21 @@ const char *ec2_params_get(const struct ec2_params *p, const char *name)
 	return NULL;
 }
 
+void ec2_params_tag_spec(struct ec2_params *p, size_t spec, const char *type,
+                         const struct ec2_tag *tags, size_t ntags)
+{
+	size_t i;
+
+	if (!ntags)
+		return;
+	ec2_params_addf(p, type, "TagSpecification.%zu.ResourceType", spec);
+	for (i = 0; i < ntags; i++) {
+		ec2_params_addf(p, tags[i].key, "TagSpecification.%zu.Tag.%zu.Key", spec, i + 1);
+		ec2_params_addf(p, tags[i].value ? tags[i].value : "",
+		                "TagSpecification.%zu.Tag.%zu.Value", spec, i + 1);
+	}
+}
+
 static void percent_encode(struct strbuf *out, const char *s, bool space_plus)
 {
 	static const char hex[] = "0123456789ABCDEF";
@@ -283,6 +298,11 @@ fail:
 void ec2_client_set_abort_fd(struct ec2_client *c, int fd)
 {
 	http_client_set_abort_fd(c->http, fd);
+}
+
+void ec2_client_set_max_idle(struct ec2_client *c, long seconds)
+{
+	http_client_set_max_idle(c->http, seconds);
 }
 
 void ec2_client_free(struct ec2_client *c)
@@ -479,81 +499,145 @@ static bool action_ok(const char *action)
 	return true;
 }
 
-int ec2_call(struct ec2_client *c, const struct aws_credentials *creds, const char *action,
-             const struct ec2_params *params, long timeout_ms, time_t now_or_0, xmlDocPtr *out_doc,
-             struct amis_err *err)
-{
-	struct sigv4_request sreq;
+/* One call of ec2_call_many on its way: its signed request, then its answer. */
+struct signed_call {
 	struct sigv4_result sig;
 	struct http_header hdrs[5];
-	struct http_request hreq;
-	struct http_response resp;
 	struct strbuf body;
+	bool dry;
+};
+
+/* Signs call k into sc and hreq; -1 with k->err set (prefixed by the caller). */
+static int sign_call(struct ec2_client *c, const struct aws_credentials *creds,
+                     struct ec2_batch_call *k, time_t now, struct signed_call *sc,
+                     struct http_request *hreq)
+{
+	struct sigv4_request sreq;
 	const char *dry;
 	size_t nh = 0;
-	int rc = -1;
 
-	*out_doc = NULL;
-	if (!c)
-		return err_set(err, AMIS_E_INVALID_REQUEST, "no EC2 client");
-	if (!action_ok(action))
-		return err_set(err, AMIS_E_INVALID_REQUEST, "invalid EC2 action name");
-	memset(&sig, 0, sizeof(sig));
-	sb_init(&body);
-	http_response_init(&resp);
-	ec2_form_encode(action, params, &body);
-	dry = ec2_params_get(params, "DryRun");
-
+	if (!action_ok(k->action))
+		return err_set(k->err, AMIS_E_INVALID_REQUEST, "invalid EC2 action name");
+	ec2_form_encode(k->action, k->params, &sc->body);
+	dry = ec2_params_get(k->params, "DryRun");
+	sc->dry = dry && strcmp(dry, "true") == 0;
 	sreq = (struct sigv4_request){
 	    .method = "POST",
 	    .host = c->host,
 	    .path = c->path,
 	    .query = NULL,
 	    .content_type = EC2_CONTENT_TYPE,
-	    .body = body.data,
-	    .body_len = body.len,
+	    .body = sc->body.data,
+	    .body_len = sc->body.len,
 	    .region = c->region,
 	    .service = "ec2",
-	    .now = now_or_0 ? now_or_0 : time(NULL),
+	    .now = now,
 	};
-	if (sigv4_sign(&sreq, creds, &sig, NULL, err) < 0)
-		goto out;
-	hdrs[nh++] = (struct http_header){"Host", c->host};
-	hdrs[nh++] = (struct http_header){"Content-Type", EC2_CONTENT_TYPE};
-	hdrs[nh++] = (struct http_header){"X-Amz-Date", sig.amz_date};
-	hdrs[nh++] = (struct http_header){"Authorization", sig.authorization};
-	if (sig.security_token)
-		hdrs[nh++] = (struct http_header){"X-Amz-Security-Token", sig.security_token};
-	hreq = (struct http_request){
+	if (sigv4_sign(&sreq, creds, &sc->sig, NULL, k->err) < 0)
+		return -1;
+	sc->hdrs[nh++] = (struct http_header){"Host", c->host};
+	sc->hdrs[nh++] = (struct http_header){"Content-Type", EC2_CONTENT_TYPE};
+	sc->hdrs[nh++] = (struct http_header){"X-Amz-Date", sc->sig.amz_date};
+	sc->hdrs[nh++] = (struct http_header){"Authorization", sc->sig.authorization};
+	if (sc->sig.security_token)
+		sc->hdrs[nh++] =
+		    (struct http_header){"X-Amz-Security-Token", sc->sig.security_token};
+	*hreq = (struct http_request){
 	    .method = "POST",
 	    .url = c->url,
-	    .headers = hdrs,
+	    .headers = sc->hdrs,
 	    .nheaders = nh,
-	    .body = body.data,
-	    .body_len = body.len,
-	    .timeout_ms = timeout_ms,
-	    .no_resend = !may_resend(action, dry && strcmp(dry, "true") == 0),
+	    .body = sc->body.data,
+	    .body_len = sc->body.len,
+	    .timeout_ms = k->timeout_ms,
+	    .no_resend = !may_resend(k->action, sc->dry),
 	};
-	if (http_perform(c->http, &hreq, &resp, err) < 0)
-		goto out;
-	rc = ec2_parse_response(action, resp.status, resp.body.data, resp.body.len, resp.request_id,
-	                        dry && strcmp(dry, "true") == 0, out_doc, err);
-out:
-	/* Every failure names the action once; callers add no "CreateSnapshots: " of their own. */
-	if (rc < 0)
-		err_prefix(err, "EC2 %s", action);
-	if (rc < 0 && creds) {
-		const char *s = strstr(sig.authorization, "Signature=");
+	return 0;
+}
 
-		redact(err, creds->secret_access_key);
-		redact(err, creds->session_token);
-		if (s)
-			redact(err, s + strlen("Signature="));
+int ec2_call_many(struct ec2_client *c, const struct aws_credentials *creds,
+                  struct ec2_batch_call *calls, size_t n, time_t now_or_0)
+{
+	struct signed_call sc[HTTP_MAX_PARALLEL];
+	struct http_request hreq[HTTP_MAX_PARALLEL];
+	struct http_response resp[HTTP_MAX_PARALLEL];
+	struct amis_err herr[HTTP_MAX_PARALLEL];
+	int hrc[HTTP_MAX_PARALLEL];
+	size_t map[HTTP_MAX_PARALLEL], i, nh = 0;
+	time_t now = now_or_0 ? now_or_0 : time(NULL);
+	int failed = 0;
+
+	for (i = 0; i < n; i++) {
+		calls[i].doc = NULL;
+		calls[i].rc = -1;
 	}
-	secure_zero(&sig, sizeof(sig));
-	sb_free(&body);
-	http_response_free(&resp);
-	return rc;
+	if (!c || n > HTTP_MAX_PARALLEL) {
+		for (i = 0; i < n; i++)
+			err_set(calls[i].err, AMIS_E_INVALID_REQUEST,
+			        c ? "too many EC2 calls at once" : "no EC2 client");
+		return -1;
+	}
+	memset(sc, 0, sizeof(sc));
+	for (i = 0; i < n; i++) {
+		sb_init(&sc[i].body);
+		http_response_init(&resp[i]);
+		if (sign_call(c, creds, &calls[i], now, &sc[i], &hreq[nh]) == 0)
+			map[nh++] = i;
+	}
+	for (i = 0; i < nh; i++)
+		err_clear(&herr[i]);
+	if (nh)
+		http_perform_many(c->http, hreq, resp, herr, hrc, nh);
+	for (i = 0; i < nh; i++) {
+		struct ec2_batch_call *k = &calls[map[i]];
+
+		if (hrc[i] < 0) {
+			*k->err = herr[i];
+			continue;
+		}
+		k->rc = ec2_parse_response(k->action, resp[i].status, resp[i].body.data,
+		                           resp[i].body.len, resp[i].request_id, sc[map[i]].dry,
+		                           &k->doc, k->err);
+	}
+	for (i = 0; i < n; i++) {
+		struct ec2_batch_call *k = &calls[i];
+
+		/* Every failure names the action once; callers add no "CreateSnapshots: " of their
+		 * own. */
+		if (k->rc < 0) {
+			const char *sig = strstr(sc[i].sig.authorization, "Signature=");
+
+			failed = -1;
+			err_prefix(k->err, "EC2 %s", action_ok(k->action) ? k->action : "call");
+			if (creds) {
+				redact(k->err, creds->secret_access_key);
+				redact(k->err, creds->session_token);
+				if (sig)
+					redact(k->err, sig + strlen("Signature="));
+			}
+		}
+		secure_zero(&sc[i].sig, sizeof(sc[i].sig));
+		sb_free(&sc[i].body);
+		http_response_free(&resp[i]);
+	}
+	return failed;
+}
+
+int ec2_call(struct ec2_client *c, const struct aws_credentials *creds, const char *action,
+             const struct ec2_params *params, long timeout_ms, time_t now_or_0, xmlDocPtr *out_doc,
+             struct amis_err *err)
+{
+	struct ec2_batch_call k = {
+	    .action = action, .params = params, .timeout_ms = timeout_ms, .err = err};
+
+	*out_doc = NULL;
+	if (!c)
+		return err_set(err, AMIS_E_INVALID_REQUEST, "no EC2 client");
+	if (!action_ok(action))
+		return err_set(err, AMIS_E_INVALID_REQUEST, "invalid EC2 action name");
+	ec2_call_many(c, creds, &k, 1, now_or_0);
+	*out_doc = k.doc;
+	return k.rc;
 }
 
 int ec2_presign(struct ec2_client *c, const struct aws_credentials *creds, const char *action,
@@ -880,44 +964,44 @@ int ec2_parse_describe_instance(const char *body, size_t len, const char *instan
 	return rc;
 }
 
+int ec2_create_snapshots_params(struct ec2_params *p, const struct ec2_create_snapshots_req *req,
+                                struct amis_err *err)
+{
+	size_t i;
+
+	if (!req || !req->instance_id || !req->instance_id[0])
+		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
+		               "CreateSnapshots needs an instance id");
+	ec2_params_add(p, "InstanceSpecification.InstanceId", req->instance_id);
+	if (req->exclude_boot_volume)
+		ec2_params_add(p, "InstanceSpecification.ExcludeBootVolume", "true");
+	for (i = 0; i < req->n_exclude; i++)
+		ec2_params_addf(p, req->exclude_volume_ids[i],
+		                "InstanceSpecification.ExcludeDataVolumeId.%zu", i + 1);
+	if (req->description)
+		ec2_params_add(p, "Description", req->description);
+	ec2_params_tag_spec(p, 1, "snapshot", req->tags, req->ntags);
+	if (req->copy_tags_from_source)
+		ec2_params_add(p, "CopyTagsFromSource", "volume");
+	if (req->dry_run)
+		ec2_params_add(p, "DryRun", "true");
+	return 0;
+}
+
 int ec2_create_snapshots(struct ec2_client *c, const struct aws_credentials *creds,
                          const struct ec2_create_snapshots_req *req, long timeout_ms,
                          struct ec2_snapshot_set *out, struct amis_err *err)
 {
 	struct ec2_params p;
 	xmlDocPtr doc = NULL;
-	size_t i;
 	int rc;
 
 	out->n = 0;
 	out->items = NULL;
-	if (!req || !req->instance_id || !req->instance_id[0])
-		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
-		               "CreateSnapshots needs an instance id");
 	ec2_params_init(&p);
-	ec2_params_add(&p, "InstanceSpecification.InstanceId", req->instance_id);
-	if (req->exclude_boot_volume)
-		ec2_params_add(&p, "InstanceSpecification.ExcludeBootVolume", "true");
-	for (i = 0; i < req->n_exclude; i++)
-		ec2_params_addf(&p, req->exclude_volume_ids[i],
-		                "InstanceSpecification.ExcludeDataVolumeId.%zu", i + 1);
-	if (req->description)
-		ec2_params_add(&p, "Description", req->description);
-	if (req->ntags) {
-		ec2_params_add(&p, "TagSpecification.1.ResourceType", "snapshot");
-		for (i = 0; i < req->ntags; i++) {
-			ec2_params_addf(&p, req->tags[i].key, "TagSpecification.1.Tag.%zu.Key",
-			                i + 1);
-			ec2_params_addf(&p, req->tags[i].value, "TagSpecification.1.Tag.%zu.Value",
-			                i + 1);
-		}
-	}
-	if (req->copy_tags_from_source)
-		ec2_params_add(&p, "CopyTagsFromSource", "volume");
-	if (req->dry_run)
-		ec2_params_add(&p, "DryRun", "true");
-
-	rc = ec2_call(c, creds, "CreateSnapshots", &p, timeout_ms, 0, &doc, err);
+	rc = ec2_create_snapshots_params(&p, req, err);
+	if (rc == 0)
+		rc = ec2_call(c, creds, "CreateSnapshots", &p, timeout_ms, 0, &doc, err);
 	if (rc == 0 && doc && ec2_parse_snapshot_set(doc, EC2_CREATED_STATE, out, err) < 0)
 		rc = err_prefix(err, "EC2 CreateSnapshots");
 	xml_free(doc);
@@ -1009,27 +1093,36 @@ int ec2_describe_snapshots_by_tag(struct ec2_client *c, const struct aws_credent
 	return ec2_describe_snapshots_by_tags(c, creds, &key, &value, 1, timeout_ms, out, err);
 }
 
+int ec2_create_tags_params(struct ec2_params *p, const char *const *resource_ids, size_t nres,
+                           const struct ec2_tag *tags, size_t ntags, struct amis_err *err)
+{
+	size_t i;
+
+	if (nres == 0 || ntags == 0)
+		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
+		               "CreateTags needs at least one resource and one tag");
+	for (i = 0; i < nres; i++)
+		ec2_params_addf(p, resource_ids[i], "ResourceId.%zu", i + 1);
+	for (i = 0; i < ntags; i++) {
+		ec2_params_addf(p, tags[i].key, "Tag.%zu.Key", i + 1);
+		/* "specify the parameter with no value, and we set the value to an empty string" */
+		ec2_params_addf(p, tags[i].value ? tags[i].value : "", "Tag.%zu.Value", i + 1);
+	}
+	return 0;
+}
+
 int ec2_create_tags(struct ec2_client *c, const struct aws_credentials *creds,
                     const char *const *resource_ids, size_t nres, const struct ec2_tag *tags,
                     size_t ntags, long timeout_ms, struct amis_err *err)
 {
 	struct ec2_params p;
 	xmlDocPtr doc = NULL;
-	size_t i;
 	int rc;
 
-	if (nres == 0 || ntags == 0)
-		return err_set(err, AMIS_E_INVALID_PARAMETER_VALUE,
-		               "CreateTags needs at least one resource and one tag");
 	ec2_params_init(&p);
-	for (i = 0; i < nres; i++)
-		ec2_params_addf(&p, resource_ids[i], "ResourceId.%zu", i + 1);
-	for (i = 0; i < ntags; i++) {
-		ec2_params_addf(&p, tags[i].key, "Tag.%zu.Key", i + 1);
-		/* "specify the parameter with no value, and we set the value to an empty string" */
-		ec2_params_addf(&p, tags[i].value, "Tag.%zu.Value", i + 1);
-	}
-	rc = ec2_call(c, creds, "CreateTags", &p, timeout_ms, 0, &doc, err);
+	rc = ec2_create_tags_params(&p, resource_ids, nres, tags, ntags, err);
+	if (rc == 0)
+		rc = ec2_call(c, creds, "CreateTags", &p, timeout_ms, 0, &doc, err);
 	if (rc == 0 && ec2_parse_create_tags(doc, err) < 0)
 		rc = err_prefix(err, "EC2 CreateTags");
 	xml_free(doc);
@@ -1299,21 +1392,6 @@ static void add_long(struct ec2_params *p, long v, const char *member, size_t i)
 	ec2_params_addf(p, num, "BlockDeviceMapping.%zu.Ebs.%s", i, member);
 }
 
-static void add_tag_spec(struct ec2_params *p, size_t spec, const char *type,
-                         const struct ec2_tag *tags, size_t ntags)
-{
-	size_t i;
-
-	if (!ntags)
-		return;
-	ec2_params_addf(p, type, "TagSpecification.%zu.ResourceType", spec);
-	for (i = 0; i < ntags; i++) {
-		ec2_params_addf(p, tags[i].key, "TagSpecification.%zu.Tag.%zu.Key", spec, i + 1);
-		ec2_params_addf(p, tags[i].value, "TagSpecification.%zu.Tag.%zu.Value", spec,
-		                i + 1);
-	}
-}
-
 void ec2_register_image_params(struct ec2_params *p, const struct ec2_register_image_req *req)
 {
 	const struct ec2_image_info *in = req->info;
@@ -1351,7 +1429,7 @@ void ec2_register_image_params(struct ec2_params *p, const struct ec2_register_i
 		ec2_params_addf(p, v->delete_on_termination ? "true" : "false",
 		                "BlockDeviceMapping.%zu.Ebs.DeleteOnTermination", i + 1);
 	}
-	add_tag_spec(p, 1, "image", req->tags, req->ntags);
+	ec2_params_tag_spec(p, 1, "image", req->tags, req->ntags);
 	if (req->dry_run)
 		ec2_params_add(p, "DryRun", "true");
 }
@@ -1363,8 +1441,8 @@ void ec2_create_image_params(struct ec2_params *p, const struct ec2_create_image
 	add_if(p, "Description", req->description);
 	/* Never the reboot: the database filesystems are frozen instead. */
 	ec2_params_add(p, "NoReboot", "true");
-	add_tag_spec(p, 1, "image", req->tags, req->ntags);
-	add_tag_spec(p, 2, "snapshot", req->tags, req->ntags);
+	ec2_params_tag_spec(p, 1, "image", req->tags, req->ntags);
+	ec2_params_tag_spec(p, 2, "snapshot", req->tags, req->ntags);
 	if (req->dry_run)
 		ec2_params_add(p, "DryRun", "true");
 }

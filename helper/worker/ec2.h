@@ -10,9 +10,9 @@
  * (Amazon EC2 API Reference: "Making API requests using the Query protocol",
  * "Error codes for the Amazon EC2 API".)
  *
- * An ec2_client holds one HTTP connection (see http.h): calls on it must not
- * overlap.  Credentials are passed to each call because they are refreshed
- * (IMDS role credentials expire).
+ * An ec2_client holds its HTTP connections (see http.h): calls on it must
+ * not overlap; ec2_call_many makes several at once.  Credentials are passed to each call because
+ * they are refreshed (IMDS role credentials expire).
  */
 #ifndef AMIS_EC2_H
 #define AMIS_EC2_H
@@ -54,6 +54,14 @@ void ec2_params_set(struct ec2_params *p, const char *name, const char *value);
 /* The value of the first pair called name, or NULL. */
 const char *ec2_params_get(const struct ec2_params *p, const char *name);
 
+/*
+ * TagSpecification.<spec>.ResourceType=type and its Tag.N.Key/Value pairs
+ * (nothing when ntags is 0): the one builder of every call that tags what
+ * it creates (CreateSnapshots, CreateImage, RegisterImage, the copies).
+ */
+void ec2_params_tag_spec(struct ec2_params *p, size_t spec, const char *type,
+                         const struct ec2_tag *tags, size_t ntags);
+
 /* Appends s percent-encoded per RFC 3986 (all but A-Z a-z 0-9 - _ . ~). */
 void ec2_uri_encode(struct strbuf *out, const char *s);
 /*
@@ -76,6 +84,8 @@ struct ec2_client *ec2_client_new(const char *endpoint_url, const char *region);
 void ec2_client_free(struct ec2_client *c);
 /* See http_client_set_abort_fd(). */
 void ec2_client_set_abort_fd(struct ec2_client *c, int fd);
+/* See http_client_set_max_idle(). */
+void ec2_client_set_max_idle(struct ec2_client *c, long seconds);
 /* Validates an endpoint URL and derives the Host header value (":port" when non-default). */
 int ec2_endpoint_check(const char *endpoint_url, char *host, size_t hostsz, struct amis_err *err);
 /* The Host header value the client sends, e.g. "127.0.0.1:8773". */
@@ -98,6 +108,23 @@ int ec2_call(struct ec2_client *c, const struct aws_credentials *creds, const ch
              struct amis_err *err);
 
 /*
+ * Several calls at once (at most HTTP_MAX_PARALLEL), each as ec2_call()
+ * makes it, on connections of their own: one round trip for all.  For
+ * calls that do not depend on each other; each gets its own outcome (rc,
+ * doc, *err).  Returns 0 when every call succeeded.
+ */
+struct ec2_batch_call {
+	const char *action;
+	const struct ec2_params *params;
+	long timeout_ms;
+	xmlDocPtr doc;        /* out: as ec2_call's *out_doc */
+	int rc;               /* out: as ec2_call's result */
+	struct amis_err *err; /* out */
+};
+int ec2_call_many(struct ec2_client *c, const struct aws_credentials *creds,
+                  struct ec2_batch_call *calls, size_t n, time_t now_or_0);
+
+/*
  * A pre-signed GET URL of action with params, for this client's endpoint and
  * signed for its region (sigv4_presign: Action and Version are parameters
  * too), appended to url: "https://ec2.us-east-1.amazonaws.com/?Action=...".
@@ -110,6 +137,9 @@ int ec2_presign(struct ec2_client *c, const struct aws_credentials *creds, const
 /* ---- Typed operations. ---- */
 
 /* CreateSnapshots.  With dry_run, success leaves out empty (n = 0). */
+/* CreateSnapshots' parameters for req (ec2_call_many); -1 if it lacks the instance. */
+int ec2_create_snapshots_params(struct ec2_params *p, const struct ec2_create_snapshots_req *req,
+                                struct amis_err *err);
 int ec2_create_snapshots(struct ec2_client *c, const struct aws_credentials *creds,
                          const struct ec2_create_snapshots_req *req, long timeout_ms,
                          struct ec2_snapshot_set *out, struct amis_err *err);
@@ -136,6 +166,9 @@ void ec2_describe_snapshots_by_tag_params(struct ec2_params *p, const char *key,
 void ec2_describe_snapshots_by_tags_params(struct ec2_params *p, const char *const *keys,
                                            const char *const *values, size_t n);
 /* CreateTags: ResourceId.N, Tag.N.Key, Tag.N.Value. */
+/* CreateTags' parameters (ec2_call_many); -1 without a resource or a tag. */
+int ec2_create_tags_params(struct ec2_params *p, const char *const *resource_ids, size_t nres,
+                           const struct ec2_tag *tags, size_t ntags, struct amis_err *err);
 int ec2_create_tags(struct ec2_client *c, const struct aws_credentials *creds,
                     const char *const *resource_ids, size_t nres, const struct ec2_tag *tags,
                     size_t ntags, long timeout_ms, struct amis_err *err);

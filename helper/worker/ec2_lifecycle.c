@@ -353,21 +353,6 @@ int ec2_lc_describe_image_ids(const struct ec2_transport *t, const char *region,
 	                err);
 }
 
-static void add_tag_spec(struct ec2_params *p, size_t spec, const char *type,
-                         const struct lc_tag_ref *tags, size_t ntags)
-{
-	size_t i;
-
-	if (!ntags)
-		return;
-	ec2_params_addf(p, type, "TagSpecification.%zu.ResourceType", spec);
-	for (i = 0; i < ntags; i++) {
-		ec2_params_addf(p, tags[i].key, "TagSpecification.%zu.Tag.%zu.Key", spec, i + 1);
-		ec2_params_addf(p, tags[i].value ? tags[i].value : "",
-		                "TagSpecification.%zu.Tag.%zu.Value", spec, i + 1);
-	}
-}
-
 static void add_if(struct ec2_params *p, const char *name, const char *value)
 {
 	if (value && value[0])
@@ -384,7 +369,7 @@ void ec2_copy_snapshot_params(struct ec2_params *p, const struct lc_copy_snapsho
 	if (r->encrypted || (r->kms_key_id && r->kms_key_id[0]))
 		ec2_params_add(p, "Encrypted", "true");
 	add_if(p, "KmsKeyId", r->kms_key_id);
-	add_tag_spec(p, 1, "snapshot", r->tags, r->ntags);
+	ec2_params_tag_spec(p, 1, "snapshot", r->tags, r->ntags);
 	if (r->dry_run)
 		ec2_params_add(p, "DryRun", "true");
 }
@@ -456,8 +441,8 @@ void ec2_copy_image_params(struct ec2_params *p, const struct lc_copy_image_req 
 		ec2_params_add(p, "Encrypted", "true");
 	add_if(p, "KmsKeyId", r->kms_key_id);
 	add_if(p, "ClientToken", r->client_token);
-	add_tag_spec(p, 1, "image", r->tags, r->ntags);
-	add_tag_spec(p, 2, "snapshot", r->tags, r->ntags);
+	ec2_params_tag_spec(p, 1, "image", r->tags, r->ntags);
+	ec2_params_tag_spec(p, 2, "snapshot", r->tags, r->ntags);
 	if (r->dry_run)
 		ec2_params_add(p, "DryRun", "true");
 }
@@ -599,7 +584,7 @@ int ec2_describe_locked_snapshots(const struct ec2_transport *t, const char *reg
 }
 
 int ec2_lc_create_tags(const struct ec2_transport *t, const char *region, const char *resource_id,
-                       const struct lc_tag_ref *tags, size_t ntags, struct amis_err *err)
+                       const struct ec2_tag *tags, size_t ntags, struct amis_err *err)
 {
 	struct ec2_params p;
 	xmlDocPtr doc = NULL;

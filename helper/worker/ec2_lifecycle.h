@@ -137,19 +137,14 @@ int ec2_lc_describe_image_ids(const struct ec2_transport *t, const char *region,
                               struct amis_err *err);
 
 /* A tag to apply through TagSpecification. */
-struct lc_tag_ref {
-	const char *key;
-	const char *value;
-};
-
 struct lc_copy_snapshot_req {
 	const char *source_region;
 	const char *dest_region; /* where the call is made */
 	const char *snapshot_id;
-	const char *description;       /* NULL: none */
-	bool encrypted;                /* Encrypted=true */
-	const char *kms_key_id;        /* NULL: the default key */
-	const struct lc_tag_ref *tags; /* TagSpecification.1 (snapshot) */
+	const char *description;    /* NULL: none */
+	bool encrypted;             /* Encrypted=true */
+	const char *kms_key_id;     /* NULL: the default key */
+	const struct ec2_tag *tags; /* TagSpecification.1 (snapshot) */
 	size_t ntags;
 	bool dry_run;
 };
@@ -174,8 +169,8 @@ struct lc_copy_image_req {
 	const char *description;
 	bool encrypted;
 	const char *kms_key_id;
-	const char *client_token;      /* idempotency: a retried call makes no second image */
-	const struct lc_tag_ref *tags; /* TagSpecification.1 image, .2 snapshot */
+	const char *client_token;   /* idempotency: a retried call makes no second image */
+	const struct ec2_tag *tags; /* TagSpecification.1 image, .2 snapshot */
 	size_t ntags;
 	bool dry_run;
 };
@@ -219,7 +214,7 @@ int ec2_describe_locked_snapshots(const struct ec2_transport *t, const char *reg
 
 /* CreateTags on one resource in region (an AMI copy's snapshots: their sources' own tags). */
 int ec2_lc_create_tags(const struct ec2_transport *t, const char *region, const char *resource_id,
-                       const struct lc_tag_ref *tags, size_t ntags, struct amis_err *err);
+                       const struct ec2_tag *tags, size_t ntags, struct amis_err *err);
 
 int ec2_delete_snapshot(const struct ec2_transport *t, const char *region, const char *snapshot_id,
                         struct amis_err *err);

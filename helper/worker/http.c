@@ -37,8 +37,10 @@ struct http_client {
 	 * cache: a connection warmed by one request is reused by the next.
 	 */
 	CURLM *multi;
-	int abort_fd; /* -1: none */
-	char errbuf[CURL_ERROR_SIZE];
+	/* Transfers 2..HTTP_MAX_PARALLEL of http_perform_many, made when first needed. */
+	CURL *extra[HTTP_MAX_PARALLEL - 1];
+	int abort_fd;    /* -1: none */
+	long max_idle_s; /* 0: libcurl's default (118 s) */
 };
 
 struct body_sink {
@@ -81,12 +83,22 @@ void http_client_set_abort_fd(struct http_client *c, int fd)
 	c->abort_fd = fd;
 }
 
+void http_client_set_max_idle(struct http_client *c, long seconds)
+{
+	c->max_idle_s = seconds;
+}
+
 void http_client_free(struct http_client *c)
 {
+	size_t i;
+
 	if (!c)
 		return;
 	curl_multi_cleanup(c->multi);
 	curl_easy_cleanup(c->curl);
+	for (i = 0; i < HTTP_MAX_PARALLEL - 1; i++)
+		if (c->extra[i])
+			curl_easy_cleanup(c->extra[i]);
 	free(c);
 }
 
@@ -306,56 +318,60 @@ static void set_no_proxy(CURL *h)
 }
 
 /*
- * Runs the transfer on the client's multi handle.  Returns curl's result;
- * *aborted is set (and the transfer dropped) when abort_fd became readable
- * or hung up first: the party we work for has gone away.
+ * Runs the transfers of hs[0..n) together on the client's multi handle, each
+ * on its own connection (the multi handle's cache keeps them warm for the
+ * next requests).  rcs[i] gets curl's result for hs[i]; *aborted is set (and
+ * every transfer dropped) when abort_fd became readable or hung up first:
+ * the party we work for has gone away.
  */
-static CURLcode perform_multi(struct http_client *c, CURL *h, bool *aborted)
+static void perform_multi(struct http_client *c, CURL **hs, size_t n, CURLcode *rcs, bool *aborted)
 {
-	CURLcode rc = CURLE_OK;
 	CURLMsg *msg;
 	int running = 1, queued;
+	size_t i, added = 0;
 
 	*aborted = false;
+	for (i = 0; i < n; i++)
+		rcs[i] = CURLE_FAILED_INIT;
 	/* Abandoned before it was even sent: do not send it. */
 	if (c->abort_fd >= 0) {
 		struct pollfd p = {.fd = c->abort_fd, .events = POLLIN};
 
 		if (poll(&p, 1, 0) > 0) {
 			*aborted = true;
-			return CURLE_ABORTED_BY_CALLBACK;
+			for (i = 0; i < n; i++)
+				rcs[i] = CURLE_ABORTED_BY_CALLBACK;
+			return;
 		}
 	}
-	if (curl_multi_add_handle(c->multi, h) != CURLM_OK)
-		return CURLE_FAILED_INIT;
+	for (added = 0; added < n; added++)
+		if (curl_multi_add_handle(c->multi, hs[added]) != CURLM_OK)
+			goto out;
 	for (;;) {
 		struct curl_waitfd wfd = {.fd = c->abort_fd, .events = CURL_WAIT_POLLIN};
 
-		if (curl_multi_perform(c->multi, &running) != CURLM_OK) {
-			rc = CURLE_FAILED_INIT;
+		if (curl_multi_perform(c->multi, &running) != CURLM_OK)
 			break;
-		}
+		while ((msg = curl_multi_info_read(c->multi, &queued)))
+			for (i = 0; i < n; i++)
+				if (msg->msg == CURLMSG_DONE && msg->easy_handle == hs[i])
+					rcs[i] = msg->data.result;
 		if (!running)
 			break;
 		if (curl_multi_poll(c->multi, c->abort_fd >= 0 ? &wfd : NULL,
-		                    c->abort_fd >= 0 ? 1 : 0, 1000, NULL) != CURLM_OK) {
-			rc = CURLE_FAILED_INIT;
+		                    c->abort_fd >= 0 ? 1 : 0, 1000, NULL) != CURLM_OK)
 			break;
-		}
 		if (c->abort_fd >= 0 && wfd.revents) {
 			*aborted = true;
-			rc = CURLE_ABORTED_BY_CALLBACK;
+			for (i = 0; i < n; i++)
+				if (rcs[i] == CURLE_FAILED_INIT)
+					rcs[i] = CURLE_ABORTED_BY_CALLBACK;
 			break;
 		}
 	}
-	if (!*aborted && rc == CURLE_OK) {
-		rc = CURLE_FAILED_INIT;
-		while ((msg = curl_multi_info_read(c->multi, &queued)))
-			if (msg->msg == CURLMSG_DONE && msg->easy_handle == h)
-				rc = msg->data.result;
-	}
-	curl_multi_remove_handle(c->multi, h);
-	return rc;
+out:
+	for (i = 0; i < added; i++)
+		curl_multi_remove_handle(c->multi, hs[i]);
 }
 
 /* Length of url without its query string, for messages. */
@@ -366,60 +382,74 @@ static int url_shown_len(const char *url)
 	return n > 200 ? 200 : (int)n;
 }
 
-int http_perform(struct http_client *c, const struct http_request *req, struct http_response *resp,
-                 struct amis_err *err)
-{
+/* One transfer of http_perform_many: its request, buffers and outcome. */
+struct transfer {
 	CURL *h;
-	struct body_sink sink = {.sb = &resp->body, .too_large = false};
-	struct body_source src = {.data = req ? req->body : NULL,
-	                          .len = req ? req->body_len : 0,
-	                          .pos = 0,
-	                          .rewind_refused = false};
-	struct curl_slist *headers = NULL;
-	long timeout_ms, connect_ms, status = 0;
-	bool sends_body, aborted = false;
-	CURLcode rc;
+	const struct http_request *req;
+	struct http_response *resp;
+	struct amis_err *err;
+	struct body_sink sink;
+	struct body_source src;
+	struct curl_slist *headers;
+	long timeout_ms;
+	long max_idle_s;
+	char errbuf[CURL_ERROR_SIZE];
+	bool ready; /* options set: to be performed */
+};
+
+/* Checks req and sets t->h's options for it; -1 with t->err set. */
+static int transfer_setup(struct transfer *t)
+{
+	const struct http_request *req = t->req;
+	struct http_response *resp = t->resp;
+	CURL *h = t->h;
+	long connect_ms;
+	bool sends_body;
 
 	resp->status = 0;
 	resp->request_id[0] = '\0';
 	sb_reset(&resp->body);
-	if (!c || !req || !req->method || !req->url)
-		return err_set(err, AMIS_E_INVALID_REQUEST, "incomplete HTTP request");
+	t->sink = (struct body_sink){.sb = &resp->body, .too_large = false};
+	t->src = (struct body_source){
+	    .data = req ? req->body : NULL, .len = req ? req->body_len : 0, .pos = 0};
+	if (!req || !req->method || !req->url)
+		return err_set(t->err, AMIS_E_INVALID_REQUEST, "incomplete HTTP request");
 	if (req->body_len && !req->body)
-		return err_set(err, AMIS_E_INVALID_REQUEST, "HTTP body length without a body");
+		return err_set(t->err, AMIS_E_INVALID_REQUEST, "HTTP body length without a body");
 	if (req->body_len > HTTP_MAX_BODY)
-		return err_set(err, AMIS_E_INVALID_REQUEST,
+		return err_set(t->err, AMIS_E_INVALID_REQUEST,
 		               "HTTP request body is larger than 8 MiB");
 	if (req->no_resend && strcmp(req->method, "POST") != 0)
-		return err_set(err, AMIS_E_INVALID_REQUEST, "no_resend is for POST requests");
-	h = c->curl;
+		return err_set(t->err, AMIS_E_INVALID_REQUEST, "no_resend is for POST requests");
 
-	timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
-	connect_ms = req->connect_timeout_ms > 0
-	                 ? req->connect_timeout_ms
-	                 : (timeout_ms < HTTP_MAX_CONNECT_TIMEOUT_MS ? timeout_ms
-	                                                             : HTTP_MAX_CONNECT_TIMEOUT_MS);
+	t->timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
+	connect_ms = req->connect_timeout_ms > 0 ? req->connect_timeout_ms
+	                                         : (t->timeout_ms < HTTP_MAX_CONNECT_TIMEOUT_MS
+	                                                ? t->timeout_ms
+	                                                : HTTP_MAX_CONNECT_TIMEOUT_MS);
 	sends_body = strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0 ||
 	             req->body_len > 0;
-	if (build_headers(req, sends_body, &headers, err) < 0)
+	if (build_headers(req, sends_body, &t->headers, t->err) < 0)
 		return -1;
 
 	/* Resetting options keeps the handle's live connections for reuse. */
 	curl_easy_reset(h);
-	c->errbuf[0] = '\0';
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
+	t->errbuf[0] = '\0';
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->errbuf);
 	curl_easy_setopt(h, CURLOPT_URL, req->url);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, t->timeout_ms);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	if (t->max_idle_s > 0)
+		curl_easy_setopt(h, CURLOPT_MAXAGE_CONN, t->max_idle_s);
 	curl_easy_setopt(h, CURLOPT_USERAGENT, HTTP_USER_AGENT);
 	set_no_proxy(h);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, t->headers);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &t->sink);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, resp);
 
@@ -435,43 +465,117 @@ int http_perform(struct http_client *c, const struct http_request *req, struct h
 			curl_easy_setopt(h, CURLOPT_POST, 1L);
 			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
 			curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
-			curl_easy_setopt(h, CURLOPT_READDATA, &src);
+			curl_easy_setopt(h, CURLOPT_READDATA, &t->src);
 			curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
-			curl_easy_setopt(h, CURLOPT_SEEKDATA, &src);
+			curl_easy_setopt(h, CURLOPT_SEEKDATA, &t->src);
 		} else if (sends_body) {
 			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
 			curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
 		}
 	}
+	t->ready = true;
+	return 0;
+}
 
-	rc = perform_multi(c, h, &aborted);
-	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-	resp->status = status;
+/* The outcome of a performed transfer: 0, or -1 with t->err set. */
+static int transfer_finish(struct transfer *t, CURLcode rc, bool aborted)
+{
+	const struct http_request *req = t->req;
+	long status = 0;
+
+	curl_easy_getinfo(t->h, CURLINFO_RESPONSE_CODE, &status);
+	t->resp->status = status;
 	/* Drop every pointer to our buffers (headers, body) from the handle. */
-	curl_easy_reset(h);
-	wipe_headers(headers);
+	curl_easy_reset(t->h);
+	wipe_headers(t->headers);
+	t->headers = NULL;
 
 	if (rc == CURLE_OK)
 		return 0;
 	if (aborted)
-		return err_set(err, AMIS_E_CLIENT_GONE,
+		return err_set(t->err, AMIS_E_CLIENT_GONE,
 		               "%s %.*s: abandoned because the client went away; the request may "
 		               "have been executed",
 		               req->method, url_shown_len(req->url), req->url);
-	if (src.rewind_refused)
-		return err_set(err, AMIS_E_CONNECTION_ERROR,
+	if (t->src.rewind_refused)
+		return err_set(t->err, AMIS_E_CONNECTION_ERROR,
 		               "%s %.*s: the connection closed without an answer after the request "
 		               "was sent; not sent again, as it may have been executed",
 		               req->method, url_shown_len(req->url), req->url);
-	if (sink.too_large)
-		return err_set(err, AMIS_E_CONNECTION_ERROR,
+	if (t->sink.too_large)
+		return err_set(t->err, AMIS_E_CONNECTION_ERROR,
 		               "%s %.*s: response body is larger than 8 MiB", req->method,
 		               url_shown_len(req->url), req->url);
 	if (rc == CURLE_OPERATION_TIMEDOUT)
-		return err_set(err, AMIS_E_TIMEOUT, "%s %.*s timed out after %ld ms (%s)",
-		               req->method, url_shown_len(req->url), req->url, timeout_ms,
-		               c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
-	return err_set(err, AMIS_E_CONNECTION_ERROR, "%s %.*s failed: %s", req->method,
+		return err_set(t->err, AMIS_E_TIMEOUT, "%s %.*s timed out after %ld ms (%s)",
+		               req->method, url_shown_len(req->url), req->url, t->timeout_ms,
+		               t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));
+	return err_set(t->err, AMIS_E_CONNECTION_ERROR, "%s %.*s failed: %s", req->method,
 	               url_shown_len(req->url), req->url,
-	               c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
+	               t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));
+}
+
+/* The easy handle of transfer i: the client's own first, then its extra ones. */
+static CURL *handle_for(struct http_client *c, size_t i)
+{
+	if (i == 0)
+		return c->curl;
+	if (!c->extra[i - 1])
+		c->extra[i - 1] = curl_easy_init();
+	return c->extra[i - 1];
+}
+
+int http_perform_many(struct http_client *c, const struct http_request *reqs,
+                      struct http_response *resps, struct amis_err *errs, int *rcs, size_t n)
+{
+	struct transfer t[HTTP_MAX_PARALLEL];
+	CURL *hs[HTTP_MAX_PARALLEL];
+	CURLcode cc[HTTP_MAX_PARALLEL];
+	size_t i, nready = 0, k;
+	bool aborted = false;
+	int failed = 0;
+
+	if (n > HTTP_MAX_PARALLEL) {
+		for (i = 0; i < n; i++)
+			rcs[i] = err_set(&errs[i], AMIS_E_INVALID_REQUEST,
+			                 "more than %d HTTP requests at once", HTTP_MAX_PARALLEL);
+		return -1;
+	}
+	memset(t, 0, sizeof(t));
+	for (i = 0; i < n; i++) {
+		t[i].req = &reqs[i];
+		t[i].resp = &resps[i];
+		t[i].err = &errs[i];
+		rcs[i] = -1;
+		if (!c) {
+			err_set(&errs[i], AMIS_E_INVALID_REQUEST, "incomplete HTTP request");
+			continue;
+		}
+		t[i].h = handle_for(c, i);
+		t[i].max_idle_s = c->max_idle_s;
+		if (!t[i].h) {
+			err_set(&errs[i], AMIS_E_OUT_OF_MEMORY, "cannot create an HTTP handle");
+			continue;
+		}
+		if (transfer_setup(&t[i]) == 0)
+			hs[nready++] = t[i].h;
+	}
+	if (nready)
+		perform_multi(c, hs, nready, cc, &aborted);
+	for (i = 0, k = 0; i < n; i++) {
+		if (t[i].ready)
+			rcs[i] = transfer_finish(&t[i], cc[k++], aborted);
+		if (rcs[i] != 0)
+			failed = -1;
+	}
+	return failed;
+}
+
+int http_perform(struct http_client *c, const struct http_request *req, struct http_response *resp,
+                 struct amis_err *err)
+{
+	int rc;
+
+	http_perform_many(c, req, resp, err, &rc, 1);
+	return rc;
 }

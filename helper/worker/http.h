@@ -1,8 +1,9 @@
 /*
  * http.h - a thin libcurl wrapper for IMDS and EC2.
  *
- * One struct http_client keeps one CURL easy handle, so that consecutive
- * requests to the same endpoint reuse the TCP/TLS connection: the helper
+ * One struct http_client keeps its connections (one per request made at
+ * once, see http_perform_many), so that consecutive requests to the same
+ * endpoint reuse the TCP/TLS connection: the helper
  * warms the connection (DryRun call) before freezing, and the one call made
  * while frozen then costs a single round trip.
  */
@@ -51,6 +52,13 @@ struct http_client *http_client_new(void);
  * fails with code "ClientGone".
  */
 void http_client_set_abort_fd(struct http_client *c, int fd);
+/*
+ * Connections idle longer than this are not reused (CURLOPT_MAXAGE_CONN):
+ * several stay in the pool between calls (http_perform_many), and one left
+ * idle for long may have been dropped on the way without a word.  0:
+ * libcurl's default, 118 s.
+ */
+void http_client_set_max_idle(struct http_client *c, long seconds);
 void http_client_free(struct http_client *c);
 
 void http_response_init(struct http_response *r);
@@ -65,5 +73,18 @@ void http_response_free(struct http_response *r);
  */
 int http_perform(struct http_client *c, const struct http_request *req, struct http_response *resp,
                  struct amis_err *err);
+
+/*
+ * Up to HTTP_MAX_PARALLEL requests at once, each on its own connection of
+ * the client's pool (kept for later requests, so that the next batch finds
+ * them warm): one round trip for all of them where one after the other
+ * would pay one each.  rcs[i] and errs[i] are request i's outcome, as
+ * http_perform() gives it; returns 0 if every request got an answer.  A
+ * transfer abandoned for abort_fd fails with "ClientGone", every other with
+ * it.
+ */
+#define HTTP_MAX_PARALLEL 16
+int http_perform_many(struct http_client *c, const struct http_request *reqs,
+                      struct http_response *resps, struct amis_err *errs, int *rcs, size_t n);
 
 #endif

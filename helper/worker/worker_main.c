@@ -7,6 +7,7 @@
 #include "aws.h"
 #include "dryrun.h"
 #include "ec2.h"
+#include "http.h"
 #include "imds.h"
 #include "xml.h"
 #include "channel.h"
@@ -244,6 +245,100 @@ static int ec2_call_retrying(struct wstate *ws, long timeout_ms, const struct ec
 	return rc;
 }
 
+/*
+ * Independent calls made at once (ec2_call_many, one round trip for all),
+ * through ec2_call_retrying like every other call: each attempt makes the
+ * calls not settled yet.  A call settles when it succeeds or fails in a way
+ * a retry would not change; the first failure a retry might change is the
+ * attempt's.  Only for calls that may be repeated (reads, DryRuns, tags).
+ */
+#define BATCH_MAX 72 /* CreateTags: the set's, and one per snapshot (W_MAXVOL) */
+
+struct batch {
+	size_t n;
+	const char *action[BATCH_MAX];
+	struct ec2_params params[BATCH_MAX];
+	struct amis_err err[BATCH_MAX];
+	xmlDocPtr doc[BATCH_MAX]; /* a settled success's answer (NULL for a DryRun) */
+	int rc[BATCH_MAX];        /* settled: 0 or -1; unsettled: 1 */
+};
+
+static struct ec2_params *batch_add(struct batch *b, const char *action)
+{
+	size_t i = b->n++;
+
+	b->action[i] = action;
+	ec2_params_init(&b->params[i]);
+	err_clear(&b->err[i]);
+	b->doc[i] = NULL;
+	b->rc[i] = 1;
+	return &b->params[i];
+}
+
+static void batch_free(struct batch *b)
+{
+	size_t i;
+
+	for (i = 0; i < b->n; i++) {
+		ec2_params_free(&b->params[i]);
+		xml_free(b->doc[i]);
+	}
+	b->n = 0;
+}
+
+static int run_batch(struct wstate *ws, const struct aws_credentials *cr, long timeout_ms,
+                     void *arg, struct amis_err *err)
+{
+	struct batch *b = arg;
+	struct ec2_batch_call calls[HTTP_MAX_PARALLEL];
+	size_t idx[HTTP_MAX_PARALLEL], i = 0, k, n;
+	int rc = 0;
+
+	while (i < b->n) {
+		for (n = 0; i < b->n && n < HTTP_MAX_PARALLEL; i++) {
+			if (b->rc[i] != 1)
+				continue;
+			err_clear(&b->err[i]);
+			calls[n] = (struct ec2_batch_call){
+			    b->action[i], &b->params[i], timeout_ms, NULL, -1, &b->err[i]};
+			idx[n++] = i;
+		}
+		if (n)
+			ec2_call_many(aws_ctx_ec2(ws->aws), cr, calls, n, 0);
+		for (k = 0; k < n; k++) {
+			const struct amis_err *e = &b->err[idx[k]];
+
+			if (calls[k].rc == 0) {
+				b->doc[idx[k]] = calls[k].doc;
+				b->rc[idx[k]] = 0;
+			} else if (!(err_flags(e) & (AMIS_F_RETRY | AMIS_F_CREDS))) {
+				b->rc[idx[k]] = -1;
+			} else if (rc == 0) {
+				*err = *e; /* an attempt's failure: retried if it may be */
+				rc = -1;
+			}
+		}
+	}
+	return rc;
+}
+
+/* Makes b's calls; afterwards an unsettled call failed with its last error. */
+static void batch_run(struct wstate *ws, const char *name, struct batch *b, long timeout_ms)
+{
+	struct ec2_action a = {name, true, run_batch, b, false};
+	struct amis_err err;
+	size_t i;
+
+	err_clear(&err);
+	ec2_call_retrying(ws, timeout_ms, &a, &err);
+	for (i = 0; i < b->n; i++)
+		if (b->rc[i] == 1) {
+			b->rc[i] = -1;
+			if (!b->err[i].code[0])
+				b->err[i] = err; /* no credentials: nothing was sent */
+		}
+}
+
 static int w_ready(struct wstate *ws, uint32_t seq, struct amis_err *err)
 {
 	struct amsp_writer aw;
@@ -257,16 +352,6 @@ static int w_ready(struct wstate *ws, uint32_t seq, struct amis_err *err)
 	return send_reply(ws, &aw);
 }
 
-static int run_describe_instance(struct wstate *ws, const struct aws_credentials *cr,
-                                 long timeout_ms, void *arg, struct amis_err *err)
-{
-	struct ec2_instance_info *inst = arg;
-	char id[65];
-
-	amsp_copy_str(amsp_get(&ws->m, AMSP_T_INSTANCE_ID), id, sizeof(id));
-	return ec2_describe_instance(aws_ctx_ec2(ws->aws), cr, id, timeout_ms, inst, err);
-}
-
 static void put_product_codes(struct amsp_writer *aw, const struct ec2_product_code *pc, size_t n)
 {
 	size_t i;
@@ -277,17 +362,80 @@ static void put_product_codes(struct amsp_writer *aw, const struct ec2_product_c
 	}
 }
 
+/*
+ * The request a W_CREATE_SNAPSHOTS or W_DESCRIBE_INSTANCE frame describes;
+ * its strings point into *keep, freed by create_req_free.
+ */
+struct create_req_strings {
+	char **keys, **values, **excl, *instance_id, *desc;
+	size_t nkeys, nvalues, nexcl;
+	struct ec2_tag tags[MAX_TAGS];
+};
+
+static void create_req_get(const struct amsp_msgview *m, struct ec2_create_snapshots_req *r,
+                           struct create_req_strings *keep)
+{
+	memset(r, 0, sizeof(*r));
+	keep->nkeys = amsp_count(m, AMSP_T_TAG_KEY);
+	keep->nvalues = amsp_count(m, AMSP_T_TAG_VALUE);
+	keep->instance_id = field_dup(amsp_get(m, AMSP_T_INSTANCE_ID));
+	keep->desc = field_dup(amsp_get(m, AMSP_T_DESCRIPTION));
+	r->instance_id = keep->instance_id;
+	r->description = keep->desc;
+	r->dry_run = amsp_get(m, AMSP_T_DRY_RUN) && amsp_u8(amsp_get(m, AMSP_T_DRY_RUN)) != 0;
+	r->exclude_boot_volume =
+	    amsp_get(m, AMSP_T_EXCLUDE_BOOT) && amsp_u8(amsp_get(m, AMSP_T_EXCLUDE_BOOT)) != 0;
+	keep->excl = fields_dup(m, AMSP_T_EXCLUDE_VOLUME, &keep->nexcl);
+	r->exclude_volume_ids = (const char *const *)keep->excl;
+	r->n_exclude = keep->nexcl;
+	r->tags = keep->tags;
+	r->ntags = get_tags(m, keep->tags, &keep->keys, &keep->values);
+}
+
+static void create_req_free(struct create_req_strings *keep)
+{
+	strv_free(keep->keys, keep->nkeys);
+	strv_free(keep->values, keep->nvalues);
+	strv_free(keep->excl, keep->nexcl);
+	free(keep->instance_id);
+	free(keep->desc);
+}
+
+/*
+ * DescribeInstances; with DRY_RUN, a DryRun CreateSnapshots of the request
+ * the frame carries at the same time (PREPARE with the mapping the helper
+ * kept: one round trip for both).  The DryRun's failure comes back in the
+ * W_OK (ERROR_CODE, ERROR_MESSAGE): the helper decides, with the mapping.
+ */
 static int w_describe_instance(struct wstate *ws, uint32_t seq, long timeout_ms,
                                struct amis_err *err)
 {
 	struct ec2_instance_info *inst = xcalloc(1, sizeof(*inst));
-	struct ec2_action a = {"DescribeInstances", true, run_describe_instance, inst, false};
+	struct batch *b = xcalloc(1, sizeof(*b));
+	struct ec2_create_snapshots_req r;
+	struct create_req_strings keep;
 	struct amsp_writer aw;
+	char id[65];
 	size_t i;
+	int rc = -1;
 
-	if (ec2_call_retrying(ws, timeout_ms, &a, err) != 0) {
-		free(inst);
-		return send_error(ws, seq, err);
+	amsp_copy_str(amsp_get(&ws->m, AMSP_T_INSTANCE_ID), id, sizeof(id));
+	create_req_get(&ws->m, &r, &keep);
+	ec2_params_add(batch_add(b, "DescribeInstances"), "InstanceId.1", id);
+	if (r.dry_run &&
+	    ec2_create_snapshots_params(batch_add(b, "CreateSnapshots"), &r, &b->err[1]) != 0)
+		b->rc[1] = -1;
+	batch_run(ws,
+	          b->n > 1 ? "DescribeInstances and a DryRun CreateSnapshots" : "DescribeInstances",
+	          b, timeout_ms);
+	if (b->rc[0] == 0 && ec2_parse_instance(b->doc[0], id, inst, &b->err[0]) < 0) {
+		err_prefix(&b->err[0], "EC2 DescribeInstances");
+		b->rc[0] = -1;
+	}
+	if (b->rc[0] != 0) {
+		*err = b->err[0];
+		rc = send_error(ws, seq, err);
+		goto out;
 	}
 	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
 	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
@@ -307,8 +455,18 @@ static int w_describe_instance(struct wstate *ws, uint32_t seq, long timeout_ms,
 	amsp_put_str_if(&aw, AMSP_T_PLATFORM, inst->platform_details);
 	amsp_put_str_if(&aw, AMSP_T_USAGE_OPERATION, inst->usage_operation);
 	put_product_codes(&aw, inst->product_codes, inst->nproduct_codes);
+	if (b->n > 1 && b->rc[1] != 0) {
+		amsp_put_str(&aw, AMSP_T_ERROR_CODE,
+		             b->err[1].code[0] ? b->err[1].code : "WorkerError");
+		amsp_put_str(&aw, AMSP_T_ERROR_MESSAGE, b->err[1].msg);
+	}
+	rc = send_reply(ws, &aw);
+out:
+	create_req_free(&keep);
+	batch_free(b);
+	free(b);
 	free(inst);
-	return send_reply(ws, &aw);
+	return rc;
 }
 
 struct create_snapshots_arg {
@@ -385,46 +543,76 @@ static int w_create_snapshots(struct wstate *ws, uint32_t seq, long timeout_ms,
 	return rc;
 }
 
-struct create_tags_arg {
-	const char *const *ids;
-	size_t nids;
-	const struct ec2_tag *tags;
-	size_t ntags;
-};
-
-static int run_create_tags(struct wstate *ws, const struct aws_credentials *cr, long timeout_ms,
-                           void *arg, struct amis_err *err)
-{
-	struct create_tags_arg *t = arg;
-
-	return ec2_create_tags(aws_ctx_ec2(ws->aws), cr, t->ids, t->nids, t->tags, t->ntags,
-	                       timeout_ms, err);
-}
-
+/*
+ * CreateTags: TAG_* on every RESOURCE_ID (one call), and each resource's
+ * own ITEM_* tags (one call per resource), all at once: one round trip.
+ * Tagging again with the same tags changes nothing: every call may be
+ * repeated.  W_OK when every call succeeded; otherwise the first failure.
+ */
 static int w_create_tags(struct wstate *ws, uint32_t seq, long timeout_ms, struct amis_err *err)
 {
-	struct ec2_tag tags[MAX_TAGS];
-	struct create_tags_arg t;
-	/* Tagging again with the same tags changes nothing: it may be repeated. */
-	struct ec2_action a = {"CreateTags", true, run_create_tags, &t, false};
+	const struct amsp_msgview *m = &ws->m;
+	struct ec2_tag tags[MAX_TAGS], *own;
+	struct batch *b = xcalloc(1, sizeof(*b));
 	struct amsp_writer aw;
-	char **ids, **keys, **values;
-	size_t nids, nkeys = amsp_count(&ws->m, AMSP_T_TAG_KEY),
-	             nvalues = amsp_count(&ws->m, AMSP_T_TAG_VALUE);
-	int rc;
+	char **ids, **keys, **values, **ikeys, **ivalues;
+	size_t nids, ntags, nik, niv, nitems = amsp_count(m, AMSP_T_ITEM_RESOURCE), i, j, nown,
+	                              nkeys = amsp_count(m, AMSP_T_TAG_KEY),
+	                              nvalues = amsp_count(m, AMSP_T_TAG_VALUE);
+	int rc = 0;
 
-	ids = fields_dup(&ws->m, AMSP_T_RESOURCE_ID, &nids);
-	t = (struct create_tags_arg){(const char *const *)ids, nids, tags, 0};
-	t.ntags = get_tags(&ws->m, tags, &keys, &values);
-	rc = ec2_call_retrying(ws, timeout_ms, &a, err);
+	ids = fields_dup(m, AMSP_T_RESOURCE_ID, &nids);
+	ntags = get_tags(m, tags, &keys, &values);
+	ikeys = fields_dup(m, AMSP_T_ITEM_TAG_KEY, &nik);
+	ivalues = fields_dup(m, AMSP_T_ITEM_TAG_VALUE, &niv);
+	own = xcalloc(nitems + 1, sizeof(*own));
+	if (nik != nitems || niv != nitems)
+		rc = err_set(err, AMIS_E_INVALID_REQUEST, "CreateTags: unpaired resource tags");
+	for (i = 0; rc == 0 && i < nitems; i++)
+		if (amsp_u32(amsp_get_nth(m, AMSP_T_ITEM_RESOURCE, i)) >= nids)
+			rc = err_set(err, AMIS_E_INVALID_REQUEST,
+			             "CreateTags: a resource tag names no resource");
+	if (rc == 0 && ntags &&
+	    ec2_create_tags_params(batch_add(b, "CreateTags"), (const char *const *)ids, nids, tags,
+	                           ntags, err) != 0)
+		rc = -1;
+	for (j = 0; rc == 0 && j < nids && b->n < BATCH_MAX; j++) {
+		for (i = 0, nown = 0; i < nitems; i++)
+			if (amsp_u32(amsp_get_nth(m, AMSP_T_ITEM_RESOURCE, i)) == j)
+				own[nown++] = (struct ec2_tag){ikeys[i], ivalues[i]};
+		if (nown &&
+		    ec2_create_tags_params(batch_add(b, "CreateTags"), (const char *const *)&ids[j],
+		                           1, own, nown, err) != 0)
+			rc = -1;
+	}
+	if (rc == 0 && !b->n)
+		rc = err_set(err, AMIS_E_INVALID_PARAMETER_VALUE, "CreateTags needs a tag");
+	if (rc == 0) {
+		batch_run(ws, "CreateTags", b, timeout_ms);
+		for (i = 0; i < b->n && rc == 0; i++)
+			if (b->rc[i] != 0 || ec2_parse_create_tags(b->doc[i], &b->err[i]) < 0) {
+				*err = b->err[i];
+				if (b->rc[i] == 0)
+					err_prefix(err, "EC2 CreateTags");
+				rc = -1;
+			}
+	}
+	if (rc == 0) {
+		amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
+		amsp_put_u32(&aw, AMSP_T_SEQ, seq);
+		rc = send_reply(ws, &aw);
+	} else {
+		rc = send_error(ws, seq, err);
+	}
+	batch_free(b);
+	free(b);
+	free(own);
 	strv_free(ids, nids);
 	strv_free(keys, nkeys);
 	strv_free(values, nvalues);
-	if (rc != 0)
-		return send_error(ws, seq, err);
-	amsp_begin(&aw, ws->out, sizeof(ws->out), AMSP_W_OK);
-	amsp_put_u32(&aw, AMSP_T_SEQ, seq);
-	return send_reply(ws, &aw);
+	strv_free(ikeys, nik);
+	strv_free(ivalues, niv);
+	return rc;
 }
 
 struct find_snapshots_arg {

@@ -24,6 +24,7 @@ import threading
 import time
 
 from world import INSTANCE_ID, PGBIN, REGION
+from e2e import round_trips
 
 AWS = "/usr/bin/aws"
 
@@ -162,6 +163,7 @@ METHOD_NAMES = {"ours": "ami_snapshot()",
 HELPER_EVENTS = [  # (event, pattern after "request <rid>")
     ("prepare", re.compile(r" from pid \d+: prepare ")),
     ("prepared", re.compile(r": prepared: ")),
+    ("freezing", re.compile(r": prepared -> freezing")),
     ("thawed", re.compile(r": writes frozen for ([\d.]+) ms \(CreateSnapshots ([\d.]+) ms")),
     ("fifreeze", re.compile(r": \S+: FIFREEZE took ([\d.]+) ms")),
     ("pending", re.compile(r": snapshots pending: ")),
@@ -238,33 +240,42 @@ def split_call(run, ev, reqs, ckpts):
     Anchors, all on this machine's wall clock: the history row's started_at
     and finished_at (the backend); the emulator's received_at/responded_at
     of the requests in between (its own process: DescribeInstances and a
-    DryRun CreateSnapshots in PREPARE, the DryRun that re-warms the
-    connection just before the freeze, the CreateSnapshots made while
-    frozen, the CreateTags after pg_backup_stop); the helper's frozen_ms and
-    its per-filesystem FIFREEZE times.  The freeze starts the longest
-    FIFREEZE before the emulator received the call (they run in parallel;
-    signing and sending the request in between take well under 1 ms)."""
+    DryRun CreateSnapshots in PREPARE, made at once when the helper kept
+    the mapping of the previous call; the DryRun that re-warms a cold
+    connection just before the freeze, if made; the CreateSnapshots made
+    while frozen; the CreateTags after pg_backup_stop, made at once); the
+    helper's log line for SNAPSHOT's start (prepared -> freezing) when there
+    is no re-warming DryRun; the helper's frozen_ms and its per-filesystem
+    FIFREEZE times.  The freeze starts the longest FIFREEZE before the
+    emulator received the call (they run in parallel; signing and sending
+    the request in between take well under 1 ms).  Also the EC2 requests of
+    the call and how many round trips one after the other they took."""
     s, f = run["started_at"], run["finished_at"]
     mine = sorted((r for r in reqs if s <= r["received_at"] <= f),
                   key=lambda r: r["received_at"])
-    dry = [r for r in mine
-           if r.get("action") == "CreateSnapshots" and r.get("code") == "DryRunOperation"]
     call = [r for r in mine if r.get("action") == "CreateSnapshots" and r.get("code") == "OK"]
     tags = [r for r in mine if r.get("action") == "CreateTags"]
-    if len(dry) < 2 or len(call) != 1 or not tags or "fifreeze_ms" not in ev:
-        return None     # retries, failures, or a configuration without the DryRuns
+    ck = [c for c in ckpts if s <= c[0] <= f]
+    if len(call) != 1 or not tags or "fifreeze_ms" not in ev or not ck:
+        return None     # retries, failures, or no checkpoint in the server log
+    before = [r for r in mine if r["received_at"] < call[0]["received_at"]]
+    prep = [r for r in before if r["received_at"] < ck[0][0]]
+    rewarm = [r for r in before if r["received_at"] >= ck[0][0]]
+    if not prep or (not rewarm and "freezing" not in ev):
+        return None
+    prep_end = max(r["responded_at"] for r in prep)
     freeze_start = call[0]["received_at"] - max(ev["fifreeze_ms"]) / 1000.0
     thaw_end = freeze_start + run["frozen_ms"] / 1000.0
+    snap_start = rewarm[0]["received_at"] if rewarm else ev["freezing"]
 
     def ms(a, b):
         return (b - a) * 1000.0
 
-    ck = [c for c in ckpts if s <= c[0] <= f]
     return {
-        "prepare": ms(s, dry[0]["responded_at"]),
-        "backup_start": ms(dry[0]["responded_at"], dry[-1]["received_at"]),
-        "rewarm": ms(dry[-1]["received_at"], dry[-1]["responded_at"]),
-        "pre_freeze": ms(dry[-1]["responded_at"], freeze_start),
+        "prepare": ms(s, prep_end),
+        "backup_start": ms(prep_end, snap_start),
+        "rewarm": ms(rewarm[0]["received_at"], rewarm[-1]["responded_at"]) if rewarm else 0.0,
+        "pre_freeze": ms(rewarm[-1]["responded_at"] if rewarm else snap_start, freeze_start),
         "frozen": run["frozen_ms"],
         "frozen_outside_call": run["frozen_ms"] - ev.get("call_ms", 0.0),
         "call": ev.get("call_ms"),
@@ -272,19 +283,22 @@ def split_call(run, ev, reqs, ckpts):
         "call_beyond_service": (ev["call_ms"] - call[0]["duration_ms"]
                                 if "call_ms" in ev and "duration_ms" in call[0] else None),
         "backup_stop": ms(thaw_end, tags[0]["received_at"]),
-        "tagging": ms(tags[0]["received_at"], tags[-1]["responded_at"]),
-        "finish": ms(tags[-1]["responded_at"], f),
+        "tagging": ms(tags[0]["received_at"], max(r["responded_at"] for r in tags)),
+        "finish": ms(max(r["responded_at"] for r in tags), f),
         "total": ms(s, f),
-        "checkpoint": ck[0][2] * 1000.0 if ck else None,
+        "checkpoint": ck[0][2] * 1000.0,
+        "ec2_requests": len(mine),
+        "ec2_round_trips": round_trips(mine),
     }
 
 
 SPLIT_PHASES = [
-    ("prepare", "connect + helper PREPARE (IMDS, DescribeInstances, DryRun), until the "
-                "PREPARE DryRun's answer"),
+    ("prepare", "connect + helper PREPARE (IMDS once per worker, DescribeInstances and the "
+                "DryRun, at once with a kept mapping), until the last answer"),
     ("backup_start", "PREPARED received, pg_backup_start (fast checkpoint), SNAPSHOT sent, "
-                     "until the re-warm DryRun arrives"),
-    ("rewarm", "the DryRun just before the freeze (re-opens the connection)"),
+                     "until the re-warm DryRun arrives (or the helper logs SNAPSHOT's start)"),
+    ("rewarm", "the DryRun just before the freeze (only when the connection is cold: 0 if not "
+               "made)"),
     ("pre_freeze", "after it: frozen marker written, filesystems opened, watchdog forked"),
     ("frozen", "freeze window (frozen_ms): first FIFREEZE to last FITHAW"),
     ("frozen_outside_call", "of which outside the CreateSnapshots call (the ioctls)"),
@@ -293,10 +307,13 @@ SPLIT_PHASES = [
     ("call_beyond_service", "call - emulator service: signing, HTTP on a warm connection, "
                             "parsing, scheduling"),
     ("backup_stop", "PENDING sent, pg_backup_stop, FINISH sent, until the first CreateTags"),
-    ("tagging", "CreateTags calls (backup label, device names)"),
+    ("tagging", "CreateTags calls (backup label, device names), made at once"),
     ("finish", "DONE sent, history row written"),
     ("total", "history finished_at - started_at"),
     ("checkpoint", "the backup's checkpoint alone (server log, total=), part of backup_start"),
+    ("ec2_requests", "EC2 requests the call made (the emulator's log)"),
+    ("ec2_round_trips", "of which one after the other (requests made at once count once): "
+                        "what pays L"),
 ]
 
 

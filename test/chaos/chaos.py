@@ -323,7 +323,7 @@ class Campaign:
     def arm(self, fault, x):
         """EC2/IMDS faults, set in the emulator before the call. x in [0, 1)."""
         w = self.w
-        real = {"action": "CreateSnapshots", "count": 1, "skip": 2}   # the call made while frozen
+        real = {"action": "CreateSnapshots", "count": 1, "dry_run": False}   # the call made while frozen
         if fault == "ec2_internal":
             w.emulator_control(dict(real, fault="internal"))
         elif fault == "ec2_throttle":

@@ -298,7 +298,7 @@ def main():
         #     thawed, the image it made found by tag and deregistered, its
         #     snapshots (if any yet) tagged failed.
         n_create = len(requests(w, "CreateImage"))
-        w.emulator_control({"action": "CreateImage", "fault": "drop", "count": 1, "skip": 2,
+        w.emulator_control({"action": "CreateImage", "fault": "drop", "count": 1, "dry_run": False,
                             "execute": True})
         r = session(w, ["SELECT * FROM ami_snapshot('e2e create lost', image => 'create')",
                         SAME_SESSION_CHECK])

@@ -30,7 +30,7 @@ def main():
         # 1. An EC2 error after the backup started (skip the preflight DryRun
         #    and the re-warming DryRun before the freeze).
         w.emulator_control({"action": "CreateSnapshots", "fault": "internal", "count": 1,
-                            "skip": 2})
+                            "dry_run": False})
         r = session(w, ["SELECT * FROM ami_snapshot('ec2 error')"] + [SAME_SESSION_CHECK])
         ok("InternalError" in r.stderr, "EC2 InternalError reaches SQL", r.stderr)
         ok("ami_snapshot helper failed during snapshot" in r.stderr,
@@ -119,7 +119,7 @@ def main():
                 "SELECT 1 FROM ami_snapshot('helper idle')", check=False).returncode != 0:
             time.sleep(0.5)
         w.emulator_control({"action": "CreateSnapshots", "fault": "slow", "delay_ms": 8000,
-                            "count": 1, "skip": 2})
+                            "count": 1, "dry_run": False})
         pos = os.path.getsize(w.helper_log)
         p = session(w, ["SELECT * FROM ami_snapshot('cancel in flight')"] + [SAME_SESSION_CHECK],
                     background=True)

@@ -134,7 +134,7 @@ def main():
         # 1. The answer is lost, but EC2 made the snapshots (skip: the two DryRuns).
         calls = real_calls(w)
         w.emulator_control({"action": "CreateSnapshots", "fault": "drop", "count": 1,
-                            "skip": 2, "execute": True})
+                            "dry_run": False, "execute": True})
         r = session(w, ["SELECT * FROM ami_snapshot('lost answer')"] + [SAME_SESSION_CHECK])
         ok("failed during snapshot" in r.stderr, "lost answer: the request fails", r.stderr)
         is_(r.stdout.split(), ["t", "t"], "lost answer: the session's backup was aborted")
@@ -168,11 +168,14 @@ def main():
         check_after(w, "lost answer")
         w.emulator_reset()
 
-        # 2. The DryRun just before the freeze fails (skip: the preflight).
+        # 2. The DryRun just before the freeze fails (skip: the preflight).  It
+        #    is made when the connection may be cold: always, with
+        #    rewarm_after = 0 (the checkpoint here is much shorter than 10 s).
+        restart_helper_with(w, conf + "\n[aws]\nrewarm_after = 0\n")
         calls = real_calls(w)
         log_pos = os.path.getsize(w.helper_log)
         w.emulator_control({"action": "CreateSnapshots", "fault": "unauthorized", "count": 1,
-                            "skip": 1})
+                            "dry_run": True, "skip": 1})
         r = session(w, ["SELECT * FROM ami_snapshot('rewarm fails')"] + [SAME_SESSION_CHECK])
         ok("UnauthorizedOperation" in r.stderr and "failed during snapshot" in r.stderr,
            "re-warm DryRun failure: clear error at the snapshot step", r.stderr)
@@ -184,10 +187,11 @@ def main():
            "re-warm DryRun failure: nothing was frozen")
         check_after(w, "re-warm DryRun failure")
         w.emulator_reset()
+        restart_helper_with(w, conf)
 
         # 3. An EC2 error on the call made while frozen (skip: the two DryRuns).
         w.emulator_control({"action": "CreateSnapshots", "fault": "internal", "count": 1,
-                            "skip": 2})
+                            "dry_run": False})
         r = session(w, ["SELECT * FROM ami_snapshot('frozen call fails')"] + [SAME_SESSION_CHECK])
         ok("InternalError" in r.stderr and "failed during snapshot" in r.stderr,
            "EC2 error while frozen: reaches SQL", r.stderr)
@@ -200,7 +204,7 @@ def main():
         # 4. Something else thaws a filesystem while the call is in flight.
         log_pos = os.path.getsize(w.helper_log)
         w.emulator_control({"action": "CreateSnapshots", "fault": "slow", "delay_ms": 1500,
-                            "count": 1, "skip": 2})
+                            "count": 1, "dry_run": False})
         p = session(w, ["SELECT status FROM ami_snapshot('thawed by others')"],
                     background=True)
         mnt = w.volume("data").mount

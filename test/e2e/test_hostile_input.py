@@ -128,7 +128,7 @@ def main():
 
         # A malformed answer to the call made while frozen (skip the DryRuns).
         w.emulator_control({"action": "CreateSnapshots", "fault": "malformed", "count": 1,
-                            "skip": 2})
+                            "dry_run": False})
         r = w.psql("SELECT * FROM ami_snapshot('malformed answer')", check=False)
         ok(r.returncode != 0 and "MalformedResponse" in r.stderr,
            "malformed EC2 answer: a clear error", r.stderr)

@@ -190,7 +190,7 @@ def slow_frozen_call_bg(w, name, delay_ms):
     """ami_snapshot(name) whose call made while frozen takes delay_ms (the two
     DryRuns before it are fast)."""
     w.emulator_control({"action": "CreateSnapshots", "fault": "slow", "delay_ms": delay_ms,
-                        "count": 1, "skip": 2})
+                        "count": 1, "dry_run": False})
     return session(w, ["SELECT status FROM ami_snapshot('%s')" % name] + [SAME_SESSION_CHECK],
                    background=True)
 

@@ -73,7 +73,7 @@ def test_live_status(w):
     time.sleep(1.2)
     # The call made while frozen takes 3 s (the two DryRuns before it are fast).
     w.emulator_control({"action": "CreateSnapshots", "fault": "slow", "delay_ms": 3000,
-                        "count": 1, "skip": 2})
+                        "count": 1, "dry_run": False})
     # Another session, connected before the freeze: after a second it asks
     # ami_snapshot_status() (it writes nothing, so the freeze does not stop it).
     watcher = session(w, ["SELECT pg_sleep(1.0)",

@@ -62,7 +62,7 @@ def main():
         good = w.psql("SELECT status FROM ami_snapshot('status good')")
         is_(good, "succeeded", "a snapshot to show")
         w.emulator_control({"action": "CreateSnapshots", "fault": "internal", "count": 1,
-                            "skip": 2})
+                            "dry_run": False})
         r = w.psql("SELECT status FROM ami_snapshot('status bad')", check=False)
         ok(r.returncode != 0, "a call that fails (EC2 InternalError while frozen)")
         w.emulator_control({"clear_faults": True})

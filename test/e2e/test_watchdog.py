@@ -114,7 +114,7 @@ def finish(p, timeout=90):
 def slow_call(w, ms):
     """Only the CreateSnapshots made while frozen (after the two DryRuns) is slow."""
     w.emulator_control({"action": "CreateSnapshots", "fault": "slow", "delay_ms": ms,
-                        "count": 1, "skip": 2})
+                        "count": 1, "dry_run": False})
 
 
 def case_sigkill(w):
@@ -303,7 +303,7 @@ def case_retries(w):
     pos = os.path.getsize(w.helper_log)
     calls = real_calls(w)
     w.emulator_control({"action": "CreateSnapshots", "fault": "throttle", "count": 1,
-                        "skip": 2})
+                        "dry_run": False})
     r = w.psql("SELECT status FROM ami_snapshot('wd retry')")
     is_(r, "succeeded", "retry: a throttled call succeeds at the second attempt")
     is_(real_calls(w) - calls, 2, "retry: the emulator saw two real CreateSnapshots calls")
@@ -314,7 +314,7 @@ def case_retries(w):
 
     restart_helper(w, "[helper]\nretries = 1\nretry_backoff = 200ms\n")
     w.emulator_control({"action": "CreateSnapshots", "fault": "throttle", "count": 5,
-                        "skip": 2})
+                        "dry_run": False})
     r = w.psql("SELECT * FROM ami_snapshot('wd retry fail')", check=False)
     ok(r.returncode != 0 and "all 2 attempts failed (RequestLimitExceeded, "
        "RequestLimitExceeded)" in r.stderr, "retry: the final error lists every attempt",
@@ -350,7 +350,7 @@ def case_worker_retries(w):
     # Never repeated: the call made while frozen, even with retries left.
     pos = os.path.getsize(w.helper_log)
     w.emulator_control({"action": "CreateSnapshots", "fault": "throttle", "count": 1,
-                        "skip": 2})
+                        "dry_run": False})
     r = w.psql("SELECT status FROM ami_snapshot('worker no repeat')")
     is_(r, "succeeded", "no repeat: succeeds by the root's second freeze cycle")
     log = log_since(w, pos)
@@ -367,7 +367,7 @@ def case_stop_in_backoff(w):
     pos = os.path.getsize(w.helper_log)
     calls = real_calls(w)
     w.emulator_control({"action": "CreateSnapshots", "fault": "throttle", "count": 5,
-                        "skip": 2})
+                        "dry_run": False})
     p = snapshot_bg(w, "wd stop backoff")
     deadline = time.time() + 30
     while "retrying in" not in log_since(w, pos) and time.time() < deadline:

@@ -239,6 +239,20 @@ def log_since(w, pos):
         return f.read()
 
 
+def round_trips(reqs):
+    """How many round trips one after the other the emulator's request
+    records reqs took: requests whose times overlap (made at once) count
+    once.  An order of arrivals and answers, not a duration."""
+    waves, end = 0, None
+    for r in sorted(reqs, key=lambda r: r["received_at"]):
+        if end is None or r["received_at"] > end:
+            waves += 1
+            end = r["responded_at"]
+        else:
+            end = max(end, r["responded_at"])
+    return waves
+
+
 def real_calls(w):
     """CreateSnapshots calls that were not DryRuns, as the emulator counted them."""
     n = 0

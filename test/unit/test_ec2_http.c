@@ -419,6 +419,87 @@ static void test_images(struct ec2_client *c)
 	free(vs);
 }
 
+/*
+ * Several calls at once (ec2_call_many): each on a connection of its own,
+ * each with its own outcome, and the connections kept for the next batch.
+ */
+static void test_many(struct ec2_client *c)
+{
+	struct aws_credentials creds;
+	struct ec2_params p[4];
+	struct ec2_batch_call k[4];
+	struct amis_err err[4];
+	char ports[2][3][16];
+	const char *actions[4] = {"Echo", "Echo", "Echo", "Throttle"};
+	int round, i, distinct = 1, reused = 0;
+
+	creds_init(&creds, NULL);
+	for (round = 0; round < 2; round++) {
+		for (i = 0; i < 4; i++) {
+			ec2_params_init(&p[i]);
+			ec2_params_add(&p[i], "Value", "many");
+			err_clear(&err[i]);
+			k[i] = (struct ec2_batch_call){actions[i], &p[i], 5000, NULL, -1, &err[i]};
+		}
+		is_int(ec2_call_many(c, &creds, k, 4, 0), -1, "round %d: one of four calls failed",
+		       round + 1);
+		for (i = 0; i < 3; i++) {
+			struct amis_err xe;
+
+			err_clear(&xe);
+			ports[round][i][0] = '\0';
+			ok(k[i].rc == 0 && k[i].doc &&
+			       xml_child_text(xml_root(k[i].doc), "clientPort", ports[round][i],
+			                      sizeof(ports[round][i]), &xe) == 0,
+			   "round %d: call %d answered (%s)", round + 1, i + 1, err[i].msg);
+		}
+		is_int(k[3].rc, -1, "round %d: the throttled call failed on its own", round + 1);
+		is_str(err[3].code, "RequestLimitExceeded", "round %d: with its own code",
+		       round + 1);
+		ok(strncmp(err[3].msg, "EC2 Throttle: ", 14) == 0,
+		   "round %d: naming its action: %s", round + 1, err[3].msg);
+		for (i = 0; i < 4; i++) {
+			xml_free(k[i].doc);
+			ec2_params_free(&p[i]);
+		}
+	}
+	for (i = 0; i < 3; i++) {
+		int j;
+
+		for (j = i + 1; j < 3; j++)
+			if (!strcmp(ports[0][i], ports[0][j]))
+				distinct = 0;
+		for (j = 0; j < 3; j++)
+			if (!strcmp(ports[1][i], ports[0][j]))
+				reused++;
+	}
+	ok(distinct, "the calls made at once went on three connections (ports %s %s %s)",
+	   ports[0][0], ports[0][1], ports[0][2]);
+	is_int(reused, 3, "the next batch found the same connections open (ports %s %s %s)",
+	       ports[1][0], ports[1][1], ports[1][2]);
+}
+
+/* A connection idle longer than the client's maximum is not reused. */
+static void test_max_idle(void)
+{
+	struct ec2_client *c = ec2_client_new(endpoint, "us-east-1");
+	struct aws_credentials creds;
+	struct amis_err err;
+	char p1[16] = "", p2[16] = "", p3[16] = "";
+
+	creds_init(&creds, NULL);
+	ec2_client_set_max_idle(c, 1);
+	err_clear(&err);
+	echo(c, &creds, "idle", "clientPort", p1, sizeof(p1), &err);
+	echo(c, &creds, "idle", "clientPort", p2, sizeof(p2), &err);
+	is_str(p2, p1, "max idle 1 s: a connection used just now is reused");
+	sleep(3); /* idle for longer than the maximum: libcurl counts whole seconds */
+	echo(c, &creds, "idle", "clientPort", p3, sizeof(p3), &err);
+	ok(p3[0] && strcmp(p3, p1) != 0, "max idle 1 s: after 3 s idle, a new connection (%s, %s)",
+	   p1, p3);
+	ec2_client_free(c);
+}
+
 int main(void)
 {
 	struct ec2_client *c;
@@ -434,6 +515,8 @@ int main(void)
 	test_refused();
 	test_typed(c);
 	test_images(c);
+	test_many(c);
+	test_max_idle();
 	ec2_client_free(c);
 	stop_server();
 	return done_testing();

@@ -182,7 +182,7 @@ static void test_params(void)
 	struct ec2_params p;
 	struct amis_err err;
 	struct lc_lock_req r = {"snap-0123456789abcdef0", "compliance", 30, NULL, 24, false};
-	struct lc_tag_ref tags[2] = {{"ami-snapshot:name", "n"}, {"empty", NULL}};
+	struct ec2_tag tags[2] = {{"ami-snapshot:name", "n"}, {"empty", NULL}};
 	struct lc_copy_snapshot_req cs = {"us-east-1", "eu-west-1", "snap-0123456789abcdef0",
 	                                  NULL,        false,       "arn:k",
 	                                  tags,        2,           false};
@@ -437,8 +437,8 @@ static void test_calls(void)
 
 	/* Copies. */
 	{
-		struct lc_tag_ref tags[] = {{"ami-snapshot:request-id", "r-night-1"},
-		                            {"ami-snapshot:copy-of", "snap-10000000000000001"}};
+		struct ec2_tag tags[] = {{"ami-snapshot:request-id", "r-night-1"},
+		                         {"ami-snapshot:copy-of", "snap-10000000000000001"}};
 		struct lc_copy_snapshot_req r = {"us-east-1", "eu-west-1", "snap-10000000000000001",
 		                                 NULL,        false,       NULL,
 		                                 tags,        2,           false};

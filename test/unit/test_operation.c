@@ -50,6 +50,11 @@ static struct {
 	int frozen;                 /* filesystems frozen now */
 	int frozen_during_call;     /* frozen when the real call was made */
 	int creates, dry_runs, tag_calls, finds, freezes;
+	int describes, describes_with_dry_run; /* DescribeInstances, and with a DryRun along */
+	long idle_ms;                          /* worker_ec2_idle_ms() */
+	size_t item_tags;                      /* tags of one snapshot each */
+	bool volume_attached;                  /* the mapping lists one more volume */
+	size_t last_nexclude;                  /* ExcludeDataVolumeId of the last request */
 	char last_tag_state[32];
 	/* The AMI methods. */
 	bool billing;           /* the instance's usage operation is RHEL's */
@@ -87,6 +92,7 @@ static void fx_reset(void)
 	memset(&fx, 0, sizeof(fx));
 	fx.frozen_during_call = -1;
 	fx.inflight_since = time(NULL);
+	fx.idle_ms = -1; /* a cold connection: the DryRun before the freeze is made */
 }
 
 int inflight_add(const char *state_dir, const char *request_id, struct amis_err *err)
@@ -356,7 +362,9 @@ int worker_describe_instance(struct worker *w, long timeout_ms, struct ec2_insta
 {
 	size_t i;
 
+	fx.describes++;
 	memset(out, 0, sizeof(*out));
+	snprintf(out->instance_id, sizeof(out->instance_id), "%s", worker_instance_id(w));
 	snprintf(out->root_device_name, sizeof(out->root_device_name), "/dev/xvda");
 	snprintf(out->volumes[0].device_name, sizeof(out->volumes[0].device_name), "/dev/xvda");
 	snprintf(out->volumes[0].volume_id, sizeof(out->volumes[0].volume_id), "vol-000000ff");
@@ -367,6 +375,13 @@ int worker_describe_instance(struct worker *w, long timeout_ms, struct ec2_insta
 		         i);
 	}
 	out->nvolumes = NVOL + 1;
+	if (fx.volume_attached) {
+		snprintf(out->volumes[out->nvolumes].device_name,
+		         sizeof(out->volumes[0].device_name), "/dev/sdz");
+		snprintf(out->volumes[out->nvolumes].volume_id, sizeof(out->volumes[0].volume_id),
+		         "vol-000000ee");
+		out->nvolumes++;
+	}
 	snprintf(out->architecture, sizeof(out->architecture), "x86_64");
 	snprintf(out->image_id, sizeof(out->image_id), "ami-0000000a");
 	snprintf(out->usage_operation, sizeof(out->usage_operation), "%s",
@@ -403,6 +418,7 @@ int worker_create_snapshots(struct worker *w, const struct ec2_create_snapshots_
 {
 	out->n = 0;
 	out->items = NULL;
+	fx.last_nexclude = r->n_exclude;
 	if (r->dry_run) {
 		fx.all_dry_runs++;
 		if (fx.dry_run_err && fx.dry_runs++ >= fx.dry_run_skip)
@@ -451,6 +467,41 @@ int worker_create_tags(struct worker *w, const char *const *ids, size_t nids,
 }
 
 /* The AMI methods' calls. */
+int worker_describe_instance_dry(struct worker *w, long timeout_ms,
+                                 const struct ec2_create_snapshots_req *dry,
+                                 struct ec2_instance_info *out, struct amis_err *dry_err,
+                                 struct amis_err *err)
+{
+	struct ec2_snapshot_set none = {0};
+
+	err_clear(dry_err);
+	fx.describes_with_dry_run += dry != NULL;
+	if (worker_describe_instance(w, timeout_ms, out, err) != 0)
+		return -1;
+	if (dry)
+		worker_create_snapshots(w, dry, timeout_ms, timeout_ms, false, &none, dry_err);
+	ec2_snapshot_set_free(&none);
+	return 0;
+}
+
+long worker_ec2_idle_ms(const struct worker *w)
+{
+	return fx.idle_ms;
+}
+
+int worker_create_tags_items(struct worker *w, const char *const *ids, size_t nids,
+                             const struct ec2_tag *tags, size_t ntags,
+                             const struct worker_item_tag *items, size_t nitems, long timeout_ms,
+                             struct amis_err *err)
+{
+	fx.item_tags += nitems;
+	if (!ntags) {
+		fx.tag_calls++;
+		return 0;
+	}
+	return worker_create_tags(w, ids, nids, tags, ntags, timeout_ms, err);
+}
+
 int worker_describe_image(struct worker *w, const struct ec2_image_query *q, long timeout_ms,
                           struct ec2_image_info *out, struct amis_err *err)
 {
@@ -841,6 +892,93 @@ static void test_whole_call(struct helper *h)
 	is_str(fx.last_tag_state, "aborted", "ABORT: snapshots tagged aborted");
 	is_str(status_of(h), "idle", "ABORT: idle");
 	client_free(cl);
+}
+
+/* One whole conversation; the DONE's type. */
+static int whole_call(struct helper *h, const char *name)
+{
+	struct client *cl = client_new(0);
+	int type;
+
+	prepare(h, cl, name, true);
+	answer(cl);
+	snapshot(h, cl);
+	answer(cl);
+	finish(h, cl);
+	type = answer(cl);
+	client_free(cl);
+	return type;
+}
+
+/*
+ * The round trips a call pays (issue 16): the mapping kept between calls,
+ * checked by a DescribeInstances made with the DryRun; no DryRun before the
+ * freeze while the connection is warm; the snapshots' own tags with the
+ * set's.
+ */
+static void test_round_trips(void)
+{
+	struct helper *h = new_helper(0);
+
+	fx_reset();
+	is_int(whole_call(h, "first call"), AMSP_DONE, "first call: DONE");
+	is_int(fx.describes, 1, "first call: one DescribeInstances");
+	is_int(fx.describes_with_dry_run, 0,
+	       "first call: no mapping kept yet, so not with the DryRun");
+	is_int(fx.all_dry_runs, 2,
+	       "first call: the preflight DryRun, and one before the freeze "
+	       "(the connection is cold)");
+	is_int(fx.creates, 1, "first call: one CreateSnapshots");
+	is_int(fx.tag_calls, 1, "first call: one tagging request for the whole set");
+	is_int((int)fx.item_tags, NVOL, "first call: with each snapshot's device tag in it");
+
+	fx_reset();
+	fx.idle_ms = 50; /* EC2 answered 50 ms ago: a short checkpoint */
+	is_int(whole_call(h, "second call"), AMSP_DONE, "second call: DONE");
+	is_int(fx.describes_with_dry_run, 1,
+	       "second call: DescribeInstances made at once with the preflight DryRun");
+	is_int(fx.all_dry_runs, 1, "second call: no DryRun before the freeze (warm)");
+	is_int((int)fx.last_nexclude, 0,
+	       "second call: nothing excluded (the root is the boot "
+	       "volume)");
+	is_int(fx.creates, 1, "second call: one CreateSnapshots");
+
+	fx_reset();
+	fx.idle_ms = 10000; /* rewarm_after's default: no longer warm */
+	is_int(whole_call(h, "slow checkpoint"), AMSP_DONE, "a long checkpoint: DONE");
+	is_int(fx.all_dry_runs, 2, "a long checkpoint: the DryRun before the freeze is made");
+
+	fx_reset();
+	fx.idle_ms = 50;
+	fx.volume_attached = true;
+	is_int(whole_call(h, "volume attached"), AMSP_DONE, "a volume attached since: DONE");
+	is_int(fx.describes_with_dry_run, 1,
+	       "a volume attached: the fresh mapping came with the "
+	       "DryRun");
+	is_int(fx.all_dry_runs, 2,
+	       "a volume attached: the request planned again, and its own "
+	       "DryRun made");
+	is_int((int)fx.last_nexclude, 1, "a volume attached: the call excludes it");
+
+	fx_reset();
+	fx.idle_ms = 50;
+	fx.volume_attached = true;
+	is_int(whole_call(h, "mapping kept again"), AMSP_DONE, "the next call: DONE");
+	is_int(fx.all_dry_runs, 1, "the next call: the new mapping was kept (one DryRun)");
+	is_int((int)fx.last_nexclude, 1, "the next call: still excludes it");
+
+	fx_reset();
+	fx.idle_ms = 50;
+	fx.dry_run_err = AMIS_E_UNAUTHORIZED_OPERATION;
+	{
+		struct client *cl = client_new(0);
+
+		check_failed(h, cl, prepare(h, cl, "kept mapping denied", true),
+		             "UnauthorizedOperation", "a kept mapping, the DryRun refused");
+		is_int(fx.describes_with_dry_run, 1, "... the refusal came with the mapping");
+		client_free(cl);
+	}
+	free_helper(h);
 }
 
 static void test_failures(struct helper *h)
@@ -1411,6 +1549,7 @@ int main(void)
 	test_check(h);
 	test_standby(h);
 	free_helper(h);
+	test_round_trips();
 	test_retry();
 	check_log();
 	return done_testing();

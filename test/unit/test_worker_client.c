@@ -274,6 +274,56 @@ int main(void)
 		}
 	}
 
+	/*
+	 * 13. DescribeInstances with a DryRun along (issue 16): the mapping, and
+	 * the DryRun's refusal carried in the same W_OK; EC2's answer makes the
+	 * connection warm, a failed call cold again.
+	 */
+	attach(w);
+	queue_ready(++seq, "i-0a1b2c3d4e5f60718", "eu-west-1");
+	amsp_begin(&aw, buf, sizeof(buf), AMSP_W_OK);
+	amsp_put_u32(&aw, AMSP_T_SEQ, ++seq);
+	amsp_put_str(&aw, AMSP_T_ROOT_DEVICE, "/dev/xvda");
+	amsp_put_str(&aw, AMSP_T_DEVICE_NAME, "/dev/xvda");
+	amsp_put_str(&aw, AMSP_T_VOLUME_ID, "vol-000abc00000000001");
+	amsp_put_str(&aw, AMSP_T_ERROR_CODE, "UnauthorizedOperation");
+	amsp_put_str(&aw, AMSP_T_ERROR_MESSAGE, "EC2 CreateSnapshots: not authorized");
+	queue(buf, amsp_end(&aw));
+	err_clear(&err);
+	ok(worker_ec2_idle_ms(w) < 0, "a new worker: EC2 never answered it (cold)");
+	{
+		struct amis_err dry_err;
+
+		memset(&r, 0, sizeof(r));
+		r.instance_id = "i-0a1b2c3d4e5f60718";
+		r.dry_run = true;
+		ok(worker_describe_instance_dry(w, 100, &r, &inst, &dry_err, &err) == 0,
+		   "DescribeInstances with a DryRun: answered (%s)", err.msg);
+		is_int((int)inst.nvolumes, 1, "... the mapping");
+		is_str(inst.instance_id, "i-0a1b2c3d4e5f60718", "... of the worker's instance");
+		is_str(dry_err.code, "UnauthorizedOperation", "... and the DryRun's refusal");
+		ok(strstr(dry_err.msg, "not authorized") != NULL, "... with its message");
+	}
+	ok(worker_ec2_idle_ms(w) >= 0, "after EC2's answer: warm");
+	drain();
+	amsp_begin(&aw, buf, sizeof(buf), AMSP_W_ERROR);
+	amsp_put_u32(&aw, AMSP_T_SEQ, ++seq);
+	amsp_put_str(&aw, AMSP_T_ERROR_CODE, "ConnectionError");
+	amsp_put_str(&aw, AMSP_T_ERROR_MESSAGE, "EC2 CreateTags: connection reset");
+	queue(buf, amsp_end(&aw));
+	{
+		const char *ids[] = {"snap-07a35da2447b30aae", "snap-07a35da2447b30aab"};
+		struct ec2_tag tag = {"k", "v"};
+		struct worker_item_tag item = {1, {"ami-snapshot:device", "/dev/sdf"}};
+
+		err_clear(&err);
+		ok(worker_create_tags_items(w, ids, 2, &tag, 1, &item, 1, 100, &err) < 0 &&
+		       !strcmp(err.code, "ConnectionError"),
+		   "CreateTags with a snapshot's own tag: the failure passes (%s)", err.code);
+	}
+	ok(worker_ec2_idle_ms(w) < 0, "after a failed call: cold again");
+	drain();
+
 	worker_free(w);
 	if (peer >= 0)
 		close(peer);

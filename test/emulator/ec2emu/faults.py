@@ -23,7 +23,7 @@ MALFORMED_VARIANTS = ("truncated", "garbage", "html", "short", "empty")
 IMDS_FAULTS = ("down", "slow", "no_role", "error")
 IMDS_DOWN_MODES = ("close", "reset", "500", "refuse")
 RULE_KEYS = {"action", "fault", "count", "skip", "delay_ms", "execute", "variant", "code",
-             "status", "message", "phase", "imds", "mode", "path", "persistent"}
+             "status", "message", "phase", "imds", "mode", "path", "persistent", "dry_run"}
 
 
 def normalize_rule(rule, imds_separate):
@@ -67,6 +67,8 @@ def normalize_rule(rule, imds_separate):
         if r["phase"] not in ("before", "after"):
             raise ValueError("phase must be 'before' or 'after'")
         r.setdefault("execute", EXECUTE_DEFAULT.get(r["fault"], False))
+        if r.get("dry_run") not in (None, True, False):
+            raise ValueError("dry_run must be true (DryRuns only) or false (real calls only)")
     if r.pop("persistent", False) or r["count"] is None:
         r["count"] = -1
     try:
@@ -121,8 +123,11 @@ class FaultRules:
                 return dict(r)
             return None
 
-    def take_ec2_fault(self, action):
-        return self.take_rule("ec2", lambda r: r["action"] in ("*", action))
+    def take_ec2_fault(self, action, dry_run=False):
+        """The rule for a request of action; one with "dry_run" matches only
+        DryRuns (true) or only real calls (false), whatever came before."""
+        return self.take_rule("ec2", lambda r: r["action"] in ("*", action)
+                              and r.get("dry_run") in (None, dry_run))
 
     def take_imds_fault(self, path):
         return self.take_rule("imds", lambda r: path.startswith("/latest/" + r["path"].lstrip("/"))

@@ -267,7 +267,7 @@ class Handler(ImdsHandler, ControlHandler, http.server.BaseHTTPRequestHandler):
         rec["params"] = {k: ("<redacted>" if k == "PresignedUrl" else v) for k, v in rest}
         if action in (emu.settings.get("denied_actions") or []):
             raise emu.unauthorized(action, rec.get("akid"), rec.get("region"))
-        fault = emu.take_ec2_fault(action)
+        fault = emu.take_ec2_fault(action, rec["params"].get("DryRun") == "true")
         ctx["fault"] = fault
         if fault:
             kind = fault["fault"]

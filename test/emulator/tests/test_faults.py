@@ -69,6 +69,27 @@ class TestFaults(Base):
         E.control({"clear_faults": True})
         c.describe_volumes()
 
+    def test_dry_run_selector(self):
+        """"dry_run": false names the real call whatever DryRuns come first;
+        true only a DryRun; skip counts only the requests the rule matches."""
+        c = self.client()
+        spec = {"InstanceId": INSTANCE, "ExcludeBootVolume": True}
+        E.control({"action": "CreateSnapshots", "fault": "throttle", "dry_run": False})
+        for _ in range(3):      # DryRuns: not this rule's
+            self.assertClientError(c.create_snapshots, "DryRunOperation", 412,
+                                   InstanceSpecification=spec, DryRun=True)
+        self.assertClientError(c.create_snapshots, "RequestLimitExceeded", 503,
+                               InstanceSpecification=spec)
+        self.assertEqual(len(c.create_snapshots(InstanceSpecification=spec)["Snapshots"]), 2)
+        E.control({"action": "CreateSnapshots", "fault": "unauthorized", "dry_run": True,
+                   "skip": 1})
+        self.assertEqual(len(c.create_snapshots(InstanceSpecification=spec)["Snapshots"]), 2)
+        self.assertClientError(c.create_snapshots, "DryRunOperation", 412,     # skipped
+                               InstanceSpecification=spec, DryRun=True)
+        self.assertClientError(c.create_snapshots, "UnauthorizedOperation", 403,
+                               InstanceSpecification=spec, DryRun=True)
+        E.control({"action": "CreateSnapshots", "fault": "throttle", "dry_run": "yes"}, expect=400)
+
     def test_slow(self):
         c = self.client()
         E.control({"action": "DescribeVolumes", "fault": "slow", "delay_ms": 400})
