@@ -39,7 +39,7 @@ class TestSetCopy(unittest.TestCase):
         img = os.path.join(self.root, "store.img")
         with open(img, "wb") as f:
             f.truncate(512 * MIB)
-        subprocess.run(["mkfs.xfs", "-q", img], check=True, capture_output=True)
+        subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", img], check=True, capture_output=True)
         self.store = os.path.join(self.root, "store")
         os.makedirs(self.store)
         self.loops.append(self._losetup(img))
@@ -55,7 +55,10 @@ class TestSetCopy(unittest.TestCase):
         for vid, p in self.files.items():
             cfg["volumes"][vid]["backing_file"] = p
         cfg["store_mount"] = self.store
-        self.emu = Emu(self.root, "emu", ["--complete-after", "0.1"], cfg)
+        # Its state (and the snapshots' files) on the store too, as in the
+        # World: the copies start as reflinks.
+        self.emu = Emu(self.root, "emu", ["--complete-after", "0.1"], cfg,
+                       state_dir=os.path.join(self.store, "emu-state"))
         self.c = self.emu.client()
 
     def _losetup(self, path):
@@ -77,7 +80,8 @@ class TestSetCopy(unittest.TestCase):
             subprocess.run(["umount", self.store], check=True, capture_output=True)
         if self.loops:
             subprocess.run(["losetup", "-d", self.loops[0]], capture_output=True)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if not os.environ.get("EC2EMU_KEEP_TMP"):
+            shutil.rmtree(self.root, ignore_errors=True)
 
     # The writer: n to the first volume, then n to the second, each write
     # waited for (O_DSYNC) before the next is issued.
@@ -147,6 +151,19 @@ class TestSetCopy(unittest.TestCase):
                                "nonatomic set %d: the second volume copied later" % i)
             self.assertEqual(self.last_request().get("set_copy"), "nonatomic")
         self.stop_writer()
+        # Idle, a set is its backing files byte for byte (the reflinks, the
+        # blocks read while frozen, the holes).
+        self.emu.control({"set_copy": "instant"})
+        snaps = self.c.create_snapshots(
+            InstanceSpecification={"InstanceId": INSTANCE, "ExcludeBootVolume": True}
+        )["Snapshots"]
+        with open(os.path.join(self.emu.state_dir, "state.json")) as f:
+            state = json.load(f)["snapshots"]
+        for s in snaps:
+            snap = state[s["SnapshotId"]]
+            self.assertEqual(support.read(snap["file"]), support.read(self.files[s["VolumeId"]]),
+                             "the copy of %s" % s["VolumeId"])
+            self.assertEqual(snap["copy_method"], "reflink+frozen-delta")
         # Nothing is left frozen: a write to the store finishes.
         with open(os.path.join(self.store, "probe"), "w") as f:
             f.write("x")
