@@ -6,8 +6,8 @@
 -- 1.4: ami_snapshot()'s freeze defaults to NULL, which means the setting
 -- ami_snapshot.default_freeze (on unless an administrator turns it off):
 -- a site may choose zero-stall backups (freeze => false, crash-consistent
--- sets) without changing its callers (doc/sql.md, "freeze").  Only the
--- default changes: the signature, grants and comment stay.
+-- sets) without changing its callers (doc/sql.md, "Choosing the freeze").
+-- Only the default changes: the signature, grants and comment stay.
 CREATE OR REPLACE FUNCTION @extschema@.ami_snapshot(
     name            text,
     freeze          boolean DEFAULT NULL,
