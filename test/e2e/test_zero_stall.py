@@ -52,6 +52,8 @@ def run_world(layout, n_sets):
     workload = None
     try:
         zs.setup(w)
+        if layout == LAYOUTS[0]:
+            check_default_setting(w)
         workload = zs.Workload(w)
         deadline = time.time() + 60
         while not workload.running() and time.time() < deadline:
@@ -115,6 +117,30 @@ def run_world(layout, n_sets):
         if workload:
             workload.stop()
         w.close()
+
+
+def check_default_setting(w):
+    """ami_snapshot() without freeze follows ami_snapshot.default_freeze:
+    off by ALTER SYSTEM (nothing frozen), on again once reset."""
+    for value, frozen in (("off", False), (None, True)):
+        # ALTER SYSTEM knows the setting once the library is loaded in the
+        # session (PostgreSQL 15 and 16 refuse an unknown one): LOAD first,
+        # as doc/sql.md says.
+        w.as_postgres(w.psql_cmd() + [
+            "-c", "LOAD 'ami_snapshot'",
+            "-c", "ALTER SYSTEM %s" % ("SET ami_snapshot.default_freeze = off" if value
+                                       else "RESET ami_snapshot.default_freeze"),
+            "-c", "SELECT pg_reload_conf()"])
+        time.sleep(0.5)
+        name = "zs default %s" % (value or "reset")
+        got = w.psql("SELECT frozen_ms > 0, array_to_string(snapshot_ids, ',') "
+                     "FROM ami_snapshot('%s')" % name).split("|")
+        with_freeze = w.psql("SELECT with_freeze FROM ami_snapshot_history WHERE name = '%s'"
+                             % name)
+        is_([got[0], with_freeze], ["t" if frozen else "f"] * 2,
+            "ami_snapshot() without freeze, default_freeze %s: %s" % (
+                value or "reset (on)", "frozen" if frozen else "nothing frozen"))
+        zs.delete_set(w, {"snapshots": got[1].split(",")})
 
 
 def report():
