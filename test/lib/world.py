@@ -621,6 +621,9 @@ logging_collector = off
                     p.wait()
         if self.moto:
             self.moto.close()
+        # An emulator killed while it had the store frozen for a set leaves
+        # it frozen: thaw again before anything writes to the volumes.
+        self.thaw_all()
         # 3. The emulator's devices (in the image store), then filesystems,
         # loop devices, files.
         try:
