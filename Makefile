@@ -16,6 +16,12 @@
 #                         latency during one (also a step of make bench)
 #   make bench-standby    the primary's pgbench latency while its hot standby
 #                         is snapshotted (also a step of make bench)
+#   make torture          (as root) zero-stall backups proven: TORTURE_SETS sets
+#                         with freeze => false and as many with the freeze
+#                         under heavy writes, each restored and checked, and
+#                         a negative control (test/e2e/test_zero_stall.py)
+#   make bench-zerostall  pgbench's latency with no snapshot, with freeze =>
+#                         false and with the freeze; the restore times
 #   make chaos            (as root) a randomized fault campaign: SEED=, RUNS=,
 #                         RESTORE_EVERY= (test/chaos/, doc/testing.md)
 #   make soak             (as root) SOAK_CALLS consecutive calls, memory and
@@ -191,6 +197,16 @@ bench-ami: all
 	test/bench/ami_methods.py --runs $(BENCH_AMI_RUNS) --latencies 0,50 \
 		--csv $(BENCH_OUT)/ami_methods.csv
 
+# Zero-stall backups (doc/testing.md, "The zero-stall torture"; doc/performance.md).
+TORTURE_SETS ?= 50
+TORTURE_CONTROL ?= 5
+torture: all
+	AMIS_ZS_SETS=$(TORTURE_SETS) AMIS_ZS_CONTROL=$(TORTURE_CONTROL) test/e2e/test_zero_stall.py
+ZEROSTALL_SECONDS ?= 30
+ZEROSTALL_RESTORES ?= 3
+bench-zerostall: all
+	test/bench/zero_stall.py --seconds $(ZEROSTALL_SECONDS) --restores $(ZEROSTALL_RESTORES)
+
 # The fault campaign and the soak (test/chaos/chaos.py; doc/testing.md,
 # "The fault campaign").  The same SEED replays the same choices.
 SEED ?= $(shell date +%s)
@@ -209,4 +225,5 @@ fuzz:
 	$(MAKE) -C test/fuzz
 	test/fuzz/run.sh $(FUZZ_SECONDS)
 
-.PHONY: helper-all helper-clean install-helper clean-test-results bench bench-ami bench-verify bench-standby fuzz chaos soak
+.PHONY: helper-all helper-clean install-helper clean-test-results bench bench-ami bench-verify bench-standby fuzz chaos soak \
+	torture bench-zerostall

@@ -64,6 +64,7 @@ char	   *helper_socket = NULL;
 int			request_timeout_ms = 120000;
 static bool wait_for_archive = true;
 static bool progress = true;
+static bool default_freeze = true;
 
 PG_FUNCTION_INFO_V1(ami_snapshot);
 
@@ -107,6 +108,14 @@ _PG_init(void)
 							 0,
 							 NULL, NULL, NULL);
 	standby_define_gucs();
+	DefineCustomBoolVariable("ami_snapshot.default_freeze",
+							 "Freeze the filesystems when ami_snapshot() is called without freeze.",
+							 "Off: a crash-consistent set taken with no write stalled; see the documentation for when the freeze still matters.",
+							 &default_freeze,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
 	DefineCustomBoolVariable("ami_snapshot.capture_config",
 							 "Copy the configuration files outside the data directory into it before each backup.",
 							 "They travel with the snapshot set, and the restore command puts them back.",
@@ -738,12 +747,9 @@ ami_snapshot(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("snapshot name must not be null")));
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("freeze must not be null")));
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	freeze = PG_GETARG_BOOL(1);
+	/* NULL (1.4's default): the setting ami_snapshot.default_freeze. */
+	freeze = PG_ARGISNULL(1) ? default_freeze : PG_GETARG_BOOL(1);
 	validate_name(name);
 	/* Version 1.1's arguments (1.0's function has two). */
 	if (PG_NARGS() >= 4)

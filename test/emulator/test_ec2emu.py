@@ -24,11 +24,11 @@ sys.path.insert(0, HERE)
 from tests import support  # noqa: E402
 from tests import (test_actions, test_auth, test_cli_lifecycle, test_copies,  # noqa: E402
                    test_faults, test_images, test_imds, test_instances, test_lifecycle,
-                   test_sigv4_vectors, test_volumes)
+                   test_sets, test_sigv4_vectors, test_volumes)
 
 MODULES = [test_sigv4_vectors, test_actions, test_auth, test_faults, test_imds,
            test_cli_lifecycle, test_volumes, test_images, test_instances, test_copies,
-           test_lifecycle]
+           test_lifecycle, test_sets]
 
 
 # --------------------------------------------------------------------------

@@ -4,8 +4,11 @@ world.py - the sandbox the tests, the demo and the benchmarks run in.
 A World is a real, disposable "EC2 instance" on this machine:
 
   * an image store: an XFS filesystem (reflink=1) on a loop device, holding
-    one backing file per "EBS volume", so the emulator can take a
-    point-in-time copy of a volume with a reflink in O(extents);
+    one backing file per "EBS volume" and nothing the volumes' writes wait
+    for: the emulator freezes it (FIFREEZE) to copy a set of volumes at one
+    instant, as EBS's multi-volume snapshots are (writes to the volumes'
+    filesystems wait in the loop driver meanwhile), and takes a single
+    volume with a reflink in O(extents);
   * one loop device per volume, with ext4 or XFS on it, mounted under
     WORK/mnt/<name>;
   * the EC2/IMDS emulator (test/emulator/ec2emu.py) on 127.0.0.1, knowing
@@ -22,8 +25,10 @@ A World is a real, disposable "EC2 instance" on this machine:
     directory, pg_wal and tablespaces live on those filesystems.
 
 Everything is torn down in close(), also after failures: filesystems that
-might be frozen are thawed first, then processes stopped, then unmounted and
-detached.  Only filesystems this World created are ever frozen or unmounted.
+might be frozen are thawed first (the store before the others: a thaw of a
+volume's filesystem writes to it), then processes stopped, then unmounted
+and detached.  Only filesystems this World created are ever frozen or
+unmounted.
 """
 
 import contextlib
@@ -122,7 +127,7 @@ class World:
 
     def __init__(self, layout=None, emulator_args=(), helper_conf_extra="",
                  pg_conf_extra="", port=None, keep=False, helper_log_timestamps=False,
-                 ec2="emulator", emulator_config_extra=None):
+                 ec2="emulator", emulator_config_extra=None, store_gb=16):
         if os.geteuid() != 0:
             raise RuntimeError("the sandbox needs root (loop devices, mount, FIFREEZE)")
         if ec2 not in ("emulator", "moto"):
@@ -147,6 +152,10 @@ class World:
         self.helper_conf_extra = helper_conf_extra
         self.pg_conf_extra = pg_conf_extra
         self.keep = keep
+        # The store's size (a sparse file: it costs what is written): a set
+        # taken at one instant is a full copy of each volume's data.
+        self.store_gb = store_gb
+        self.store = None
         self.procs = {}
         self.stray_probes = []
         self.mounted = []       # mount points, in mount order
@@ -202,7 +211,7 @@ class World:
         # The image store.
         store_img = self.path("store.img")
         with open(store_img, "wb") as f:
-            f.truncate(4 << 30)
+            f.truncate(self.store_gb << 30)
         run(["mkfs.xfs", "-q", "-m", "reflink=1", store_img])
         self._mount(self._losetup(store_img), self.path("store"))
         self.store = self.path("store")
@@ -273,6 +282,9 @@ class World:
             # Attached volumes become loop devices linked here, as udev would
             # link them under /dev/disk/by-id.
             "device_link_dir": self.device_link_dir,
+            # Frozen by the emulator for a set at one instant: the
+            # filesystem this World made for the backing files alone.
+            "store_mount": self.store,
             **self.emulator_config_extra,
         }
 
@@ -590,6 +602,10 @@ logging_collector = off
         return frozen
 
     def thaw_all(self):
+        # The store first: thawing a volume's filesystem writes its
+        # superblock, which waits for a frozen store.
+        if self.store and os.path.ismount(self.store):
+            subprocess.run(["fsfreeze", "-u", self.store], capture_output=True)
         for mnt, _ in reversed(self.mounted):
             subprocess.run(["fsfreeze", "-u", mnt], capture_output=True)
 
@@ -636,6 +652,9 @@ logging_collector = off
                     p.wait()
         if self.moto:
             self.moto.close()
+        # An emulator killed while it had the store frozen for a set leaves
+        # it frozen: thaw again before anything writes to the volumes.
+        self.thaw_all()
         # 3. The emulator's devices (in the image store), then filesystems,
         # loop devices, files.
         try:

@@ -189,10 +189,11 @@ for f in /usr/lib/postgresql/$MAJOR/lib/ami_snapshot.so \
 	/usr/share/postgresql/$MAJOR/extension/ami_snapshot--1.1.sql \
 	/usr/share/postgresql/$MAJOR/extension/ami_snapshot--1.0--1.1.sql \
 	/usr/share/postgresql/$MAJOR/extension/ami_snapshot--1.1--1.2.sql \
-	/usr/share/postgresql/$MAJOR/extension/ami_snapshot--1.2--1.3.sql; do
+	/usr/share/postgresql/$MAJOR/extension/ami_snapshot--1.2--1.3.sql \
+	/usr/share/postgresql/$MAJOR/extension/ami_snapshot--1.3--1.4.sql; do
 	[ -f "$R$f" ] && grep -qx "$f" "$S/$EXT.files" || { echo "missing $f" | diag; ext_ok=1; }
 done
-ok $ext_ok "$EXT: the library, control file and SQL scripts (1.0, 1.1, the upgrades to 1.1, 1.2 and 1.3) of PostgreSQL $MAJOR"
+ok $ext_ok "$EXT: the library, control file and SQL scripts (1.0, 1.1, the upgrades to 1.1, 1.2, 1.3 and 1.4) of PostgreSQL $MAJOR"
 ! grep -Eq '^/(etc|usr/sbin|lib/systemd)/' "$S/$EXT.files"
 ok $? "$EXT: none of the helper's files"
 

@@ -28,7 +28,6 @@ SELECT has_function_privilege('amis_operator', 'ami_snapshot(text, boolean, text
 
 -- Names follow EC2's AMI name rules.
 SELECT * FROM ami_snapshot(NULL);
-SELECT * FROM ami_snapshot('nightly', NULL);
 SELECT * FROM ami_snapshot('ab');
 SELECT * FROM ami_snapshot(repeat('x', 129));
 SELECT * FROM ami_snapshot('nightly;drop');
@@ -61,6 +60,7 @@ SHOW ami_snapshot.request_timeout;
 SET ami_snapshot.no_such_setting = 1;
 SET ROLE amis_operator;
 SET ami_snapshot.helper_socket = '/tmp/evil.sock';
+SET ami_snapshot.default_freeze = off;
 RESET ROLE;
 
 -- No helper: a clear error, and the attempt is in the history.
@@ -73,6 +73,18 @@ SELECT name, status, with_freeze, error_code, error_message, snapshot_ids, finis
 SELECT * FROM ami_snapshot('no helper image', image => 'register');
 SELECT name, status, image_method, image_id, error_code FROM ami_snapshot_history
   WHERE name = 'no helper image';
+
+-- freeze not given, or NULL: the setting ami_snapshot.default_freeze (on),
+-- which only a superuser changes.
+SHOW ami_snapshot.default_freeze;
+SET ami_snapshot.default_freeze = off;
+SELECT * FROM ami_snapshot('default freeze off');
+SELECT * FROM ami_snapshot('freeze null', NULL);
+RESET ami_snapshot.default_freeze;
+SELECT * FROM ami_snapshot('default freeze on', freeze => NULL);
+SELECT name, with_freeze FROM ami_snapshot_history
+  WHERE name IN ('default freeze off', 'freeze null', 'default freeze on') ORDER BY id;
+SELECT context FROM pg_settings WHERE name = 'ami_snapshot.default_freeze';
 
 -- As the operator too (the history is written by a worker, not the caller).
 SET ROLE amis_operator;

@@ -5,7 +5,8 @@
 -- again), and both work before and after (without a helper: the failed
 -- attempts are recorded).  1.1 to 1.2: ami_snapshot_verify() and
 -- ami_snapshot_verification arrive, nothing of 1.1 changes.  1.2 to 1.3:
--- the lifecycle functions; the result is the same as a fresh 1.3.
+-- the lifecycle functions.  1.3 to 1.4: freeze defaults to the setting;
+-- the result is the same as a fresh 1.4.
 --
 DROP EXTENSION ami_snapshot;
 CREATE EXTENSION ami_snapshot VERSION '1.0';
@@ -88,8 +89,21 @@ SELECT kind, status, error_code, args FROM ami_snapshot_jobs ORDER BY id;
 SELECT has_function_privilege('public', 'ami_snapshot_check(text)', 'EXECUTE');
 SELECT name, ok FROM ami_snapshot_check() WHERE name IN ('extension', 'helper reachable');
 
--- The updated extension is the same as a fresh 1.3: its objects and the
--- new table's columns.
+-- 1.3 to 1.4: ami_snapshot()'s freeze defaults to NULL (the setting
+-- ami_snapshot.default_freeze); its grants stay, nothing else changes.
+ALTER EXTENSION ami_snapshot UPDATE TO '1.4';
+SELECT extversion FROM pg_extension WHERE extname = 'ami_snapshot';
+SELECT pg_get_function_arguments('ami_snapshot'::regproc);
+SELECT has_function_privilege('amis_upgrade_operator',
+                              'ami_snapshot(text, boolean, text, boolean)', 'EXECUTE') AS operator,
+       has_function_privilege('public', 'ami_snapshot(text, boolean, text, boolean)', 'EXECUTE') AS public;
+SET ami_snapshot.default_freeze = off;
+SELECT * FROM ami_snapshot('after the update to 1.4');
+RESET ami_snapshot.default_freeze;
+SELECT name, with_freeze FROM ami_snapshot_history WHERE name = 'after the update to 1.4';
+
+-- The updated extension is the same as a fresh 1.4: its objects, the
+-- new tables' columns, and ami_snapshot()'s arguments.
 CREATE TEMP TABLE updated AS
   SELECT pg_describe_object(classid, objid, objsubid) AS object
     FROM pg_depend
@@ -101,6 +115,8 @@ CREATE TEMP TABLE updated_columns AS
    WHERE attrelid IN ('ami_snapshot_history'::regclass, 'ami_snapshot_verification'::regclass,
                       'ami_snapshot_jobs'::regclass)
      AND attnum > 0 AND NOT attisdropped;
+CREATE TEMP TABLE updated_arguments AS
+  SELECT pg_get_function_arguments('ami_snapshot'::regproc) AS args;
 REVOKE ALL ON FUNCTION ami_snapshot(text, boolean, text, boolean) FROM amis_upgrade_operator;
 DROP EXTENSION ami_snapshot;
 CREATE EXTENSION ami_snapshot;
@@ -140,4 +156,6 @@ UNION ALL
     AND attnum > 0 AND NOT attisdropped
  EXCEPT
  SELECT * FROM updated_columns);
+SELECT args = pg_get_function_arguments('ami_snapshot'::regproc) AS same_arguments
+  FROM updated_arguments;
 DROP ROLE amis_upgrade_operator;

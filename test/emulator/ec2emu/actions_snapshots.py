@@ -3,12 +3,13 @@ taking a snapshot: copying the volumes' bytes at the point in time."""
 
 import logging
 import os
+import time
 
 from .errors import EC2Error, check_id, not_found
 from .query import apply_filters, paginate, tags_from_spec
 from .render import tag_set
 from .util import iso_ms, new_id, unlink_quiet
-from .volumes import copy_volume
+from .volumes import copy_set_frozen, copy_volume
 
 log = logging.getLogger("ec2emu")
 
@@ -55,7 +56,9 @@ class SnapshotActions:
         """Copy the volumes' bytes now and register pending snapshots.
 
         tags_by_vol: {volume id: {key: value}}.  The point in time is when
-        this runs (the copies are sequential; reflinks make that instant).
+        this runs.  How a set of several volumes is copied is the setting
+        set_copy (see copy_set): at one instant, or (to show what a set that
+        is not one instant looks like) one volume after another.
         """
         with self.lock:
             if limits:
@@ -66,40 +69,30 @@ class SnapshotActions:
         pit = self.now()
         rec["point_in_time"] = pit
         start = self.clock()
-        created, copies = [], []
+        ids = [new_id("snap") for _ in vols]
+        paths = [os.path.join(self.snap_dir, sid + ".img") if v["backing_file"] else None
+                 for sid, v in zip(ids, vols)]
         try:
-            for v in vols:
-                sid = new_id("snap")
-                info = {"method": None, "ms": 0.0, "bytes": 0, "size": 0}
-                path = None
-                if v["backing_file"]:
-                    path = os.path.join(self.snap_dir, sid + ".img")
-                    try:
-                        info = copy_volume(v["backing_file"], path)
-                    except OSError as e:
-                        log.error("copy of %s (%s) failed: %s", v["id"], v["backing_file"], e)
-                        raise EC2Error("InternalError",
-                                       "emulator could not copy the backing file of %s: %s"
-                                       % (v["id"], e.strerror))
-                s = {"id": sid, "volume_id": v["id"], "volume_size": v["size_gib"],
-                     "description": description or "", "start_time": start,
-                     "region": self.cfg["region"], "encrypted": bool(v.get("encrypted")),
-                     "tags": dict(tags_by_vol.get(v["id"], {})), "file": path,
-                     "copy_ms": info["ms"], "copy_method": info["method"],
-                     "copied_bytes": info["bytes"], "source": source,
-                     "complete_after": float(self.settings.get("complete_after") or 0),
-                     "fail": bool(fail), "owner": self.cfg["account_id"]}
-                created.append(s)
-                copies.append({"volume_id": v["id"], "snapshot_id": sid, "ms": info["ms"],
-                               "method": info["method"], "bytes": info["bytes"]})
-        except Exception:
-            for s in created:
-                if s["file"]:
-                    try:
-                        os.unlink(s["file"])
-                    except OSError:
-                        pass
-            raise
+            infos = self.copy_set(vols, paths, rec)
+        except OSError as e:
+            for path in paths:
+                unlink_quiet(path)
+            log.error("copy of %s failed: %s", ", ".join(v["id"] for v in vols), e)
+            raise EC2Error("InternalError", "emulator could not copy the backing files of "
+                           "%s: %s" % (", ".join(v["id"] for v in vols), e.strerror or e))
+        created, copies = [], []
+        for sid, v, path, info in zip(ids, vols, paths, infos):
+            s = {"id": sid, "volume_id": v["id"], "volume_size": v["size_gib"],
+                 "description": description or "", "start_time": start,
+                 "region": self.cfg["region"], "encrypted": bool(v.get("encrypted")),
+                 "tags": dict(tags_by_vol.get(v["id"], {})), "file": path,
+                 "copy_ms": info["ms"], "copy_method": info["method"],
+                 "copied_bytes": info["bytes"], "source": source,
+                 "complete_after": float(self.settings.get("complete_after") or 0),
+                 "fail": bool(fail), "owner": self.cfg["account_id"]}
+            created.append(s)
+            copies.append({"volume_id": v["id"], "snapshot_id": sid, "ms": info["ms"],
+                           "method": info["method"], "bytes": info["bytes"]})
         rec.setdefault("copies", []).extend(copies)
         rec["copy_ms"] = round(rec.get("copy_ms", 0) + sum(c["ms"] for c in copies), 3)
         with self.lock:
@@ -107,6 +100,53 @@ class SnapshotActions:
                 self.snapshots[s["id"]] = s
             self.save()
         return created
+
+    def copy_set(self, vols, paths, rec):
+        """The copies of vols' backing files into paths (None: a volume
+        without one), by the setting set_copy:
+
+        - "instant" (the default): a set of two or more backing files on the
+          store (config store_mount) is read with the store frozen
+          (volumes.copy_set_frozen), so the set is one instant, as EBS's
+          multi-volume snapshots are crash-consistent; one file alone is a
+          reflink, which is atomic by itself.  Without a store_mount the
+          copies are sequential, and rec says so.
+        - "sequential": a reflink (else a sparse copy) of each in turn, with
+          no pause: near one instant, but not one.
+        - "nonatomic": the negative control of the zero-stall tests: the
+          volumes whose ids nonatomic_first lists are copied first, then
+          the emulator waits nonatomic_pause_ms while the writers go on,
+          then the others: a set no crash could produce.
+
+        rec["set_copy"] records what was done, rec["frozen_ms"] how long the
+        store was frozen."""
+        mode = self.settings.get("set_copy") or "instant"
+        store = self.cfg.get("store_mount")
+        todo = [(v["backing_file"], p) for v, p in zip(vols, paths) if p]
+        empty = {"method": None, "ms": 0.0, "bytes": 0, "size": 0}
+        if mode == "instant" and len(todo) > 1 and store:
+            infos, frozen_ms = copy_set_frozen(store, todo)
+            rec["set_copy"] = "instant"
+            rec["frozen_ms"] = frozen_ms
+            it = iter(infos)
+            return [next(it) if p else dict(empty) for p in paths]
+        if mode == "nonatomic":
+            first = set(self.settings.get("nonatomic_first") or [])
+            order = sorted(range(len(vols)), key=lambda i: vols[i]["id"] not in first)
+            pause = float(self.settings.get("nonatomic_pause_ms") or 0) / 1000.0
+        else:
+            order, first, pause = list(range(len(vols))), set(), 0.0
+        rec["set_copy"] = mode if (mode != "instant" or len(todo) < 2) else \
+            "sequential (no store_mount)"
+        infos = [dict(empty) for _ in vols]
+        paused = False
+        for i in order:
+            if pause and not paused and vols[i]["id"] not in first:
+                time.sleep(pause)
+                paused = True
+            if paths[i]:
+                infos[i] = copy_volume(vols[i]["backing_file"], paths[i])
+        return infos
 
     def snapshot_item(self, s, create_style):
         state, progress = self.snap_state(s)

@@ -36,6 +36,10 @@ DEFAULT_CONFIG = {
     "volumes": {},
     "complete_after": None,                 # overrides --complete-after when set
     "device_link_dir": None,                # attached volumes become loop devices linked here
+    # The mount point of the filesystem holding the volumes' backing files,
+    # made for them alone: the emulator freezes it (FIFREEZE) to copy a set of
+    # volumes at one instant (setting set_copy).  null: never frozen.
+    "store_mount": None,
     "volume_create_delay_s": None,          # overrides the setting of the same name
     "volume_attach_delay_s": None,
     "volume_detach_delay_s": None,
@@ -116,6 +120,10 @@ def load_config(path, start_time):
             raise ConfigError(str(e))
     if cfg["device_link_dir"] is not None and not os.path.isabs(str(cfg["device_link_dir"])):
         raise ConfigError("device_link_dir must be an absolute path")
+    if cfg["store_mount"] is not None:
+        sm = str(cfg["store_mount"])
+        if not os.path.isabs(sm) or not os.path.ismount(sm) or os.path.realpath(sm) == "/":
+            raise ConfigError("store_mount must be the mount point of a filesystem of its own")
     for k, kind, what in (("subnets", "subnet", "subnet id"),
                           ("security_groups", "sg", "security group id")):
         if not isinstance(cfg[k], list) or not all(
@@ -184,6 +192,12 @@ def load_config(path, start_time):
     roots = [v for v in vols.values() if v["root"]]
     if len(roots) > 1:
         raise ConfigError("more than one root volume")
+    if cfg["store_mount"] is not None:
+        for vid, v in vols.items():
+            bf = v["backing_file"]
+            if bf and os.stat(bf).st_dev != os.stat(cfg["store_mount"]).st_dev:
+                raise ConfigError("volume %s: backing_file %s is not on store_mount %s"
+                                  % (vid, bf, cfg["store_mount"]))
     if not cfg["root_device_name"]:
         cfg["root_device_name"] = roots[0]["device_name"] if roots else "/dev/xvda"
     elif roots and roots[0]["device_name"] != cfg["root_device_name"]:
@@ -260,6 +274,13 @@ DEFAULT_SETTINGS = {
     "clock_offset_s": 0,              # the resources' clock runs this far ahead of real time
     "copy_complete_after": None,      # seconds a copied snapshot stays pending (None: complete_after)
     "denied_actions": [],             # EC2 actions refused with UnauthorizedOperation (IAM-style)
+    # How a set of volumes is copied (ActionsSnapshots.copy_set): "instant"
+    # (the store frozen: one instant, as EBS), "sequential" (one after
+    # another), "nonatomic" (the negative control: the volumes nonatomic_first
+    # lists, a pause of nonatomic_pause_ms, then the others).
+    "set_copy": "instant",
+    "nonatomic_first": [],
+    "nonatomic_pause_ms": 1000,
 }
 NUMERIC_SETTINGS = {"latency_ms", "latency_before_ms", "complete_after", "clock_skew_s",
                  "max_clock_skew_s", "per_volume_min_interval_s", "max_pending_per_volume",
@@ -267,7 +288,8 @@ NUMERIC_SETTINGS = {"latency_ms", "latency_before_ms", "complete_after", "clock_
                  "volume_create_delay_s", "volume_attach_delay_s", "volume_detach_delay_s",
                  "instance_launch_delay_s", "instance_status_delay_s",
                  "instance_terminate_delay_s", "terminated_instance_ttl_s", "clock_offset_s",
-                 "copy_complete_after"}
+                 "copy_complete_after", "nonatomic_pause_ms"}
+SET_COPY_MODES = ("instant", "sequential", "nonatomic")
 
 
 def non_negative(v, name):

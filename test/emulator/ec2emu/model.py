@@ -19,9 +19,9 @@ from .actions_run import RunActions
 from .actions_snapshots import SnapshotActions
 from .actions_tags import TagActions
 from .actions_volumes import ATTACHED_STATES, VolumeActions
-from .config import DEFAULT_SETTINGS, NUMERIC_SETTINGS, non_negative
+from .config import DEFAULT_SETTINGS, NUMERIC_SETTINGS, SET_COPY_MODES, non_negative
 from .credentials import CredentialStore
-from .errors import EC2Error, not_found
+from .errors import ID_PATTERNS, EC2Error, not_found
 from .faults import FaultRules
 from .imds import ImdsService
 from .query import SPECS, unflatten, validate
@@ -193,6 +193,12 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                     ipaddress.IPv4Address(v)    # ValueError if it is not an IPv4 address
             elif k == "denied_actions":
                 v = check_action_list(v)
+            elif k == "set_copy" and v not in SET_COPY_MODES:
+                raise ValueError("set_copy: %s" % "|".join(SET_COPY_MODES))
+            elif k == "nonatomic_first":
+                if not isinstance(v, list) or not all(
+                        isinstance(x, str) and ID_PATTERNS["vol"].match(x) for x in v):
+                    raise ValueError("nonatomic_first must be a list of volume ids")
             elif k in ("imds_v1_allowed", "register_pending_snapshots"):
                 v = bool(v)
             elif k == "expired_credentials_code" and v not in ("RequestExpired", "ExpiredToken",
