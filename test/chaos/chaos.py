@@ -47,67 +47,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from tap import bail, diag, done, ok  # noqa: E402
 from world import HELPER, PGBIN, World  # noqa: E402
 from e2e import check_restore, MARK_PROC  # noqa: E402
+import ioctl_shim  # noqa: E402
 from restore import Restored  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
 from test_verify import leftovers, loop_count  # noqa: E402
 from e2e import drill_conf  # noqa: E402
 
 FREEZE_TIMEOUT_S = 3
-# The helper (and its watchdog, a fork) run with this LD_PRELOAD shim: FITHAW
-# fails with EIO while AMIS_TEST_FAIL_THAW names a file that exists; and
-# when AMIS_TEST_PAUSE_DIR/pause-freeze (pause-thaw) exists, the first
-# FIFREEZE (FITHAW) that succeeds after it appeared removes it, creates
-# pause-freeze.at (pause-thaw.at) and holds its caller PAUSE_MS before
-# returning: a fault lands between the FIFREEZE of one filesystem and the
-# next (between one FITHAW and the next).
-PAUSE_MS = 300
-CHAOS_SHIM = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
-#include <linux/fs.h>
-
-int ioctl(int fd, unsigned long req, ...)
-{
-	static int (*real)(int, unsigned long, ...);
-	const char *flag = getenv("AMIS_TEST_FAIL_THAW");
-	const char *dir = getenv("AMIS_TEST_PAUSE_DIR");
-	char arm[4096], at[4100];
-	va_list ap;
-	void *arg;
-	int rc, saved;
-
-	va_start(ap, req);
-	arg = va_arg(ap, void *);
-	va_end(ap);
-	if (!real)
-		real = (int (*)(int, unsigned long, ...))dlsym(RTLD_NEXT, "ioctl");
-	if (req == FITHAW && flag && access(flag, F_OK) == 0) {
-		errno = EIO;
-		return -1;
-	}
-	rc = real(fd, req, arg);
-	saved = errno;
-	if (rc == 0 && dir && (req == FIFREEZE || req == FITHAW)) {
-		snprintf(arm, sizeof(arm), "%s/pause-%s", dir, req == FIFREEZE ? "freeze" : "thaw");
-		snprintf(at, sizeof(at), "%s.at", arm);
-		if (unlink(arm) == 0) {
-			int f = open(at, O_CREAT | O_WRONLY, 0600);
-
-			if (f >= 0)
-				close(f);
-			usleep(PAUSE_MS * 1000);
-		}
-	}
-	errno = saved;
-	return rc;
-}
-""".replace("PAUSE_MS", str(PAUSE_MS))
+# The helper runs with test/lib/ioctl_shim.py's LD_PRELOAD shim: FITHAW
+# failing for a while, and the pauses after the first FIFREEZE / FITHAW.
 # Where a signal fault lands: the helper's steps, as its log and --status show them.
 STEPS = ["connect", "prepared", "freeze1", "frozen", "thaw1", "pending", "tagging", "done"]
 WATCHDOG_STEPS = ["freeze1", "frozen", "thaw1"]
@@ -200,11 +148,7 @@ class Campaign:
 
     def setup(self):
         w = self.w
-        # The helper with a shim that fails FITHAW while a file exists.
-        shim, src = w.path("failthaw.so"), w.path("failthaw.c")
-        with open(src, "w") as f:
-            f.write(CHAOS_SHIM)
-        subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", shim, src, "-ldl"], check=True)
+        shim = ioctl_shim.build(w)
         self.fail_thaw_flag = w.path("fail-thaw")
         self.pause_dir = w.path("pause")
         os.makedirs(self.pause_dir)

@@ -25,6 +25,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from tap import bail, diag, done, is_, ok  # noqa: E402
 from world import INSTANCE_ID, REGION, World  # noqa: E402
+import ioctl_shim  # noqa: E402
 from e2e import (SAME_SESSION_CHECK, check_after, last_history, log_since,  # noqa: E402
                  real_calls, session)
 
@@ -34,35 +35,6 @@ PG_CONF = ("archive_mode = on\n"
            "archive_command = 'test ! -f %s || sleep 6'\n" % SLOW_ARCHIVE_FILE)
 
 
-# FITHAW fails with EIO while the file named by AMIS_TEST_FAIL_THAW exists.
-FAIL_THAW_SHIM = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <errno.h>
-#include <stdarg.h>
-#include <stdlib.h>
-#include <unistd.h>
-#include <linux/fs.h>
-
-int ioctl(int fd, unsigned long req, ...)
-{
-	static int (*real)(int, unsigned long, ...);
-	const char *flag = getenv("AMIS_TEST_FAIL_THAW");
-	va_list ap;
-	void *arg;
-
-	va_start(ap, req);
-	arg = va_arg(ap, void *);
-	va_end(ap);
-	if (!real)
-		real = (int (*)(int, unsigned long, ...))dlsym(RTLD_NEXT, "ioctl");
-	if (req == FITHAW && flag && access(flag, F_OK) == 0) {
-		errno = EIO;
-		return -1;
-	}
-	return real(fd, req, arg);
-}
-"""
 
 # A bare protocol client (helper/common/protocol.h), run as the postgres OS user.
 RAW_CLIENT = r"""
@@ -277,11 +249,7 @@ def main():
         check_after(w, "slow archiving")
 
         # 7. A thaw that fails.  Only the tablespace's filesystem, which stays idle.
-        shim = w.path("failthaw.so")
-        src = w.path("failthaw.c")
-        with open(src, "w") as f:
-            f.write(FAIL_THAW_SHIM)
-        subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", shim, src, "-ldl"], check=True)
+        shim = ioctl_shim.build(w)
         flag = w.path("fail-thaw")
         env = {"LD_PRELOAD": shim, "AMIS_TEST_FAIL_THAW": flag}
         w.stop_helper()
