@@ -34,6 +34,9 @@ static enum kind tag_kind(uint16_t tag)
 	case AMSP_T_ALLOW_PRODUCT_CODE_LOSS:
 	case AMSP_T_ENA:
 	case AMSP_T_DELETE_ON_TERM:
+	case AMSP_T_JOB_TRUNCATED:
+	case AMSP_T_LIST_JOBS:
+	case AMSP_T_STANDBY:
 		return K_U8;
 	case AMSP_T_TIMELINE:
 	case AMSP_T_SEQ:
@@ -41,10 +44,15 @@ static enum kind tag_kind(uint16_t tag)
 	case AMSP_T_VOLUME_SIZE:
 	case AMSP_T_IOPS:
 	case AMSP_T_THROUGHPUT:
+	case AMSP_T_ITEM_RESOURCE:
+	case AMSP_T_JOB_EXIT:
+	case AMSP_T_JOB_SIGNAL:
+	case AMSP_T_JOB_PID:
 		return K_U32;
 	case AMSP_T_FREEZE_USEC:
 	case AMSP_T_SNAPSHOT_USEC:
 	case AMSP_T_FROZEN_USEC:
+	case AMSP_T_JOB_USEC:
 		return K_U64;
 	default:
 		return K_STR;
