@@ -248,7 +248,13 @@ def volume_performance(vtype, size, iops=None, throughput=None):
 
 
 DEFAULT_SETTINGS = {
-    "latency_ms": 0,                  # sleep after the action ran, before the response
+    # EC2's round trip L.  "floor" (the default): the answer leaves no
+    # earlier than latency_ms after the request was read, the emulator's own
+    # work (SigV4, the action, a volume's copy) counted within it, as EC2's
+    # service time is within the round trip a client measures; "added": the
+    # whole latency_ms is slept after the action, the emulator's work on top.
+    "latency_ms": 0,
+    "latency_mode": "floor",
     "latency_before_ms": 0,           # sleep before the action (before the point in time)
     "complete_after": 2.0,            # seconds a new snapshot stays pending
     "clock_skew_s": 0,                # emulator clock offset for the x-amz-date check
@@ -290,6 +296,7 @@ NUMERIC_SETTINGS = {"latency_ms", "latency_before_ms", "complete_after", "clock_
                  "instance_terminate_delay_s", "terminated_instance_ttl_s", "clock_offset_s",
                  "copy_complete_after", "nonatomic_pause_ms"}
 SET_COPY_MODES = ("instant", "sequential", "nonatomic")
+LATENCY_MODES = ("floor", "added")
 
 
 def non_negative(v, name):

@@ -19,7 +19,8 @@ from .actions_run import RunActions
 from .actions_snapshots import SnapshotActions
 from .actions_tags import TagActions
 from .actions_volumes import ATTACHED_STATES, VolumeActions
-from .config import DEFAULT_SETTINGS, NUMERIC_SETTINGS, SET_COPY_MODES, non_negative
+from .config import DEFAULT_SETTINGS, NUMERIC_SETTINGS, SET_COPY_MODES, LATENCY_MODES, \
+    non_negative
 from .credentials import CredentialStore
 from .errors import ID_PATTERNS, EC2Error, not_found
 from .faults import FaultRules
@@ -195,6 +196,8 @@ class Emulator(FaultRules, CredentialStore, ImdsService, SnapshotActions, ImageA
                 v = check_action_list(v)
             elif k == "set_copy" and v not in SET_COPY_MODES:
                 raise ValueError("set_copy: %s" % "|".join(SET_COPY_MODES))
+            elif k == "latency_mode" and v not in LATENCY_MODES:
+                raise ValueError("latency_mode: %s" % "|".join(LATENCY_MODES))
             elif k == "nonatomic_first":
                 if not isinstance(v, list) or not all(
                         isinstance(x, str) and ID_PATTERNS["vol"].match(x) for x in v):

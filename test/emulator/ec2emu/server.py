@@ -200,7 +200,13 @@ class Handler(ImdsHandler, ControlHandler, http.server.BaseHTTPRequestHandler):
         emu.count(rec.get("action") or "-", rec["code"])
         fault = ctx["fault"]
         kind = fault["fault"] if fault else None
+        # The emulator's own work since the request was read (after any
+        # latency_before_ms): within latency_ms with latency_mode "floor".
+        work_ms = (time.monotonic() - ctx.get("work_m0", m0)) * 1000.0
+        rec["service_ms"] = round(work_ms, 3)
         delay = float(emu.settings.get("latency_ms") or 0)
+        if delay and emu.settings.get("latency_mode", "floor") == "floor":
+            delay = max(0.0, delay - work_ms)
         if fault and fault.get("delay_ms") and not (kind == "slow" and fault["phase"] == "before"):
             delay += fault["delay_ms"]
         if delay:
@@ -226,6 +232,7 @@ class Handler(ImdsHandler, ControlHandler, http.server.BaseHTTPRequestHandler):
         if lb:
             rec["latency_before_ms"] = lb
             time.sleep(lb / 1000.0)
+        ctx["work_m0"] = time.monotonic()
         query = urllib.parse.urlsplit(self.path).query
         text_parts = [query] if query else []
         if self.command == "POST" and body_bytes:
@@ -275,6 +282,8 @@ class Handler(ImdsHandler, ControlHandler, http.server.BaseHTTPRequestHandler):
                                                   "phase") if k in fault}
             if kind == "slow" and fault["phase"] == "before":
                 time.sleep(fault["delay_ms"] / 1000.0)
+                # A fault's delay is on top of latency_ms, never within it.
+                ctx["work_m0"] += fault["delay_ms"] / 1000.0
             if kind == "unauthorized":
                 raise emu.unauthorized(action, rec.get("akid"), rec.get("region"))
             if EC2_FAULTS.get(kind):
@@ -414,6 +423,9 @@ def serve(argv):
     ap.add_argument("--complete-after", type=float, default=2.0,
                     help="seconds a snapshot stays pending (default 2)")
     ap.add_argument("--latency-ms", type=float, default=0)
+    ap.add_argument("--latency-mode", choices=("floor", "added"), default="floor",
+                    help="floor: the emulator's own work counts within --latency-ms "
+                         "(default); added: --latency-ms is slept after it")
     ap.add_argument("--latency-before-ms", type=float, default=0)
     ap.add_argument("--imds-credential-ttl", type=float, default=None,
                     help="rotate IMDS role credentials with this lifetime (seconds)")
@@ -434,7 +446,8 @@ def serve(argv):
         log.error("bad config: %s", e)
         return 2
     settings = dict(DEFAULT_SETTINGS)
-    settings.update(latency_ms=a.latency_ms, latency_before_ms=a.latency_before_ms,
+    settings.update(latency_ms=a.latency_ms, latency_mode=a.latency_mode,
+                    latency_before_ms=a.latency_before_ms,
                     complete_after=a.complete_after)
     for k in ("complete_after", "volume_create_delay_s", "volume_attach_delay_s",
               "volume_detach_delay_s") + INSTANCE_SETTINGS:

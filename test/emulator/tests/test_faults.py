@@ -2,6 +2,7 @@
 IMDS faults, the control API's checks."""
 
 import http.client
+import json
 import os
 import threading
 import time
@@ -171,6 +172,38 @@ class TestFaults(Base):
         self.assertGreaterEqual(out["t"], 0.6)
         self.assertEqual(read(self.snap_file(out["r"]["SnapshotId"])), old)
         write_at(data, 0, old[:4096])
+
+    def last_logged(self, action):
+        with open(os.path.join(E.state_dir, "requests.jsonl")) as f:
+            recs = [json.loads(x) for x in f if x.strip()]
+        return [r for r in recs if r.get("action") == action][-1]
+
+    def test_latency_mode_floor_and_added(self):
+        """latency_ms with latency_mode "floor" (the default): the sleep is what
+        is left of L after the emulator's own work, so the answer leaves L
+        after the request was read; "added": all of L after the work.  A
+        slow fault's delay is on top of L in both."""
+        try:
+            for mode in ("floor", "added"):
+                E.control({"latency_ms": 300, "latency_mode": mode})
+                E.client().create_snapshot(VolumeId=DATA_VOL)
+                r = self.last_logged("CreateSnapshot")
+                self.assertLess(r["service_ms"], 300, r)
+                if mode == "floor":
+                    self.assertAlmostEqual(r["latency_ms"] + r["service_ms"], 300, delta=1.0)
+                    self.assertLess(r["latency_ms"], 300)
+                else:
+                    self.assertEqual(r["latency_ms"], 300)
+                self.assertGreaterEqual(r["duration_ms"], 300)
+            E.control([{"latency_ms": 300, "latency_mode": "floor"},
+                       {"action": "DescribeVolumes", "fault": "slow", "delay_ms": 200}])
+            E.client().describe_volumes()
+            r = self.last_logged("DescribeVolumes")
+            self.assertGreaterEqual(r["duration_ms"], 500, r)
+            with self.assertRaises(Exception):
+                E.control({"latency_mode": "sideways"})
+        finally:
+            E.reset()
 
     def test_latency_before_point_in_time(self):
         """latency_before_ms: the point in time is after the delay."""
