@@ -365,6 +365,9 @@ send_or_error(HelperConn *hc, struct amsp_writer *w)
 }
 
 /* State kept across the operation for the history and the result row. */
+/* Bytes of the final row's values beyond those known when FINISH goes. */
+#define FINAL_ROW_SLACK 1024
+
 typedef struct SnapshotRun
 {
 	HistoryRow	row;
@@ -389,6 +392,12 @@ typedef struct SnapshotRun
 	/* On a hot standby: no history row (read-only), the primary inspected */
 	bool		standby;
 	StandbyInfo standby_info;
+	/* The start row, written while the helper prepares; its id */
+	HistoryWrite start_write;
+	/* The final row's worker, connecting while the helper tags */
+	HistoryWrite final_write;
+	int64		history_id;
+	bool		history_lost;	/* the start row could not be written */
 } SnapshotRun;
 
 /* The history's exit phase, on a primary only (a standby's is read-only). */
@@ -595,6 +604,24 @@ backup_and_snapshot(SnapshotRun *run, HelperConn *hc, struct amsp_msgview *msg,
 	return label_text;
 }
 
+/*
+ * Waits for the start row begun in ami_snapshot(); without it the call does
+ * not go on (nothing is frozen or started yet: PREPARE only asked EC2).
+ */
+static void
+end_start_row(SnapshotRun *run)
+{
+	if (!run->start_write.active)
+		return;
+	if (!history_write_end(&run->start_write, WARNING, &run->history_id))
+	{
+		run->history_lost = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("ami_snapshot() did not start because its history could not be recorded")));
+	}
+}
+
 static void
 run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *request_id)
 {
@@ -647,7 +674,15 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 			helper_set_image_asked(hc, true);
 		}
 		send_or_error(hc, &w);
+
+		/*
+		 * While the helper prepares (an EC2 round trip): the configuration
+		 * outside the data directory, into it, before the backup starts so
+		 * that it is in the snapshot; and the start row's worker runs.
+		 */
+		(void) capture_config_files();
 		helper_receive(hc, msg, AMSP_PREPARED, "prepare", request_timeout_ms);
+		end_start_row(run);
 		{
 			char		inst[65];
 
@@ -663,12 +698,6 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 						amsp_count(msg, AMSP_T_MOUNT_POINT), freeze ? "freeze" : "snapshot");
 		}
 
-		/*
-		 * The configuration outside the data directory, into it: before the
-		 * backup starts, so that it is in the snapshot.
-		 */
-		(void) capture_config_files();
-
 		label_text = backup_and_snapshot(run, hc, msg, name, tblspcs, tblspcmap);
 
 		history_set(&run->row, HC_BACKUP_LABEL, label_text);
@@ -683,6 +712,17 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 		if (tblspcmap->len > 0)
 			amsp_put_str(&w, AMSP_T_TABLESPACE_MAP, tblspcmap->data);
 		send_or_error(hc, &w);
+		/*
+		 * While the helper tags (an EC2 round trip), the final row's worker
+		 * starts and connects; it gets the row when DONE has come.  Room for
+		 * what the row has now and what it gets then (status, times, ids).
+		 */
+		if (!run->standby)
+			(void) history_write_defer(HT_SNAPSHOTS,
+									   history_row_size(&run->row) + FINAL_ROW_SLACK +
+									   32 * (list_length(run->snapshot_ids) +
+											 list_length(run->volume_ids)),
+									   DEBUG1, &run->final_write);
 		helper_receive(hc, msg, AMSP_DONE, "finish", request_timeout_ms);
 		remember_image(run, msg, CurrentMemoryContext);
 		report_step("tagged %d snapshot(s) with the backup's metadata%s%s",
@@ -733,7 +773,6 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	char	   *name;
 	bool		freeze;
 	char	   *request_id;
-	int64		id = 0;
 	SnapshotRun *volatile run;
 	TupleDesc	tupdesc;
 	Datum		values[12];
@@ -823,7 +862,8 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	if (!run->standby)
 		history_arm_exit(HT_SNAPSHOTS, request_id);
 	set_phase(run, HP_PREPARING);
-	if (!run->standby && !history_write(&run->row, WARNING, &id))
+	/* Ended once the helper has prepared (end_start_row()). */
+	if (!run->standby && !history_write_begin(&run->row, WARNING, &run->start_write))
 	{
 		history_set_phase(HP_IDLE);
 		ereport(ERROR,
@@ -855,6 +895,12 @@ ami_snapshot(PG_FUNCTION_ARGS)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
+
+		history_write_cancel(&run->final_write);
+		/* The start row first: the failure must not be overtaken by it. */
+		if (run->start_write.active &&
+			!history_write_end(&run->start_write, WARNING, &run->history_id))
+			run->history_lost = true;
 
 		history_set(&run->row, HC_STATUS, "failed");
 		history_set(&run->row, HC_FINISHED_AT, timestamptz_to_str(GetCurrentTimestamp()));
@@ -892,7 +938,7 @@ ami_snapshot(PG_FUNCTION_ARGS)
 			history_set(&run->row, HC_STOP_LSN, lsn_text(run->stop_lsn));
 		if (run->image_id)
 			history_set(&run->row, HC_IMAGE_ID, run->image_id);
-		if (!run->standby)
+		if (!run->standby && !run->history_lost)
 			(void) history_write(&run->row, WARNING, NULL);
 		set_phase(run, HP_IDLE);
 		ReThrowError(edata);
@@ -909,7 +955,12 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	history_set(&run->row, HC_FROZEN_MS, psprintf("%.3f", run->frozen_ms));
 	history_set(&run->row, HC_IMAGE_ID, run->image_id);
 	if (!run->standby)
-		(void) history_write(&run->row, WARNING, NULL);
+	{
+		if (history_write_go(&run->final_write, &run->row))
+			(void) history_write_end(&run->final_write, WARNING, NULL);
+		else
+			(void) history_write(&run->row, WARNING, NULL);
+	}
 	set_phase(run, HP_IDLE);
 
 	if (image && !run->image_id)
@@ -918,7 +969,7 @@ ami_snapshot(PG_FUNCTION_ARGS)
 				 errmsg("ami_snapshot helper reported success without an image id")));
 	memset(nulls, 0, sizeof(nulls));
 	/* On a standby no history row: no id. */
-	values[0] = Int64GetDatum(id);
+	values[0] = Int64GetDatum(run->history_id);
 	nulls[0] = run->standby;
 	values[1] = CStringGetTextDatum(request_id);
 	values[2] = CStringGetTextDatum(name);

@@ -20,6 +20,8 @@
 #include "storage/dsm.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -36,6 +38,16 @@ typedef struct HistoryShared
 {
 	Oid			dboid;
 	Oid			roleoid;
+	/*
+	 * A deferred write (history_write_defer()): the worker connects, then
+	 * waits for go; the backend fills the row and sets go to HW_GO, or to
+	 * HW_CANCEL.  worker_procno: the waiting worker's, for its latch.
+	 */
+	bool		deferred;
+	int			backend_pid;
+	Size		capacity;		/* bytes of data[] */
+	pg_atomic_uint32 go;
+	pg_atomic_uint32 worker_procno;
 	int			done;			/* set to 1 by the worker on commit */
 	int64		id;				/* the row's id, set by the worker */
 	int			table;			/* HistoryTable */
@@ -58,6 +70,19 @@ typedef struct InterruptedArgs
 /* Armed by history_arm_exit(), read by the exit callback. */
 static InterruptedArgs exit_args;
 static bool exit_callback_registered = false;
+
+/*
+ * The worker of a row begun and not yet ended (its segment, to cancel a
+ * deferred one), and how long an exit waits for it.
+ */
+static BackgroundWorkerHandle *inflight = NULL;
+static HistoryShared *inflight_sh = NULL;
+#define INFLIGHT_EXIT_WAIT_MS 2000
+
+#define HW_WAIT 0
+#define HW_GO 1
+#define HW_CANCEL 2
+#define NO_PROCNO PG_UINT32_MAX
 
 static const char *const column_names[HC_NCOLUMNS] = {
 	"id", "request_id", "name", "status", "with_freeze", "started_at", "finished_at",
@@ -208,39 +233,26 @@ fill_worker(BackgroundWorker *w, const char *function)
 	snprintf(w->bgw_type, BGW_MAXLEN, "ami_snapshot history writer");
 }
 
-bool
-history_write(const HistoryRow *row, int elevel, int64 *id_out)
+Size
+history_row_size(const HistoryRow *row)
 {
-	Size		size = offsetof(HistoryShared, data);
-	dsm_segment *seg;
-	HistoryShared *sh;
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
-	BgwHandleStatus status;
-	TimestampTz deadline;
-	char	   *p;
-	int			i;
-	bool		ok;
+	Size		size = 0;
 
-	for (i = 0; i < HISTORY_MAX_COLUMNS; i++)
+	for (int i = 0; i < HISTORY_MAX_COLUMNS; i++)
 		if (row->values[i])
 			size += strlen(row->values[i]);
+	return size;
+}
 
-	seg = dsm_create(size, 0);
-	/*
-	 * Pinned, so the worker can still attach if we stop waiting; it unpins
-	 * the segment once it has attached.
-	 */
-	dsm_pin_segment(seg);
-	sh = dsm_segment_address(seg);
-	sh->dboid = MyDatabaseId;
-	sh->roleoid = history_owner();
-	sh->done = 0;
+/* Copies row's values into sh, which has room for them. */
+static void
+fill_shared(HistoryShared *sh, const HistoryRow *row)
+{
+	char	   *p = sh->data;
+
 	sh->table = row->table;
 	sh->ncolumns = row->ncolumns > 0 ? row->ncolumns : tables[row->table].ncolumns;
-	sh->error[0] = '\0';
-	p = sh->data;
-	for (i = 0; i < HISTORY_MAX_COLUMNS; i++)
+	for (int i = 0; i < HISTORY_MAX_COLUMNS; i++)
 	{
 		if (!row->values[i])
 		{
@@ -251,20 +263,168 @@ history_write(const HistoryRow *row, int elevel, int64 *id_out)
 		memcpy(p, row->values[i], sh->lens[i]);
 		p += sh->lens[i];
 	}
+}
+
+/*
+ * A worker for a row of table with capacity bytes of values: row now, or
+ * (deferred, row NULL) once history_write_go() gives it.
+ */
+static bool
+launch(HistoryTable table, const HistoryRow *row, Size capacity, bool deferred, int elevel,
+	   HistoryWrite *hw)
+{
+	dsm_segment *seg;
+	HistoryShared *sh;
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	MemoryContext oldcxt;
+	bool		registered;
+
+	memset(hw, 0, sizeof(*hw));
+	seg = dsm_create(offsetof(HistoryShared, data) + capacity, 0);
+	/*
+	 * Pinned, so the worker can still attach if we stop waiting; it unpins
+	 * the segment once it has attached.  The mapping outlives the
+	 * (sub)transaction: history_write_end() or _cancel() detaches it.
+	 */
+	dsm_pin_segment(seg);
+	dsm_pin_mapping(seg);
+	sh = dsm_segment_address(seg);
+	sh->dboid = MyDatabaseId;
+	sh->roleoid = history_owner();
+	sh->deferred = deferred;
+	sh->backend_pid = MyProcPid;
+	sh->capacity = capacity;
+	pg_atomic_init_u32(&sh->go, HW_WAIT);
+	pg_atomic_init_u32(&sh->worker_procno, NO_PROCNO);
+	sh->done = 0;
+	sh->table = table;
+	sh->ncolumns = tables[table].ncolumns;
+	sh->error[0] = '\0';
+	if (row)
+		fill_shared(sh, row);
 
 	fill_worker(&worker, "ami_snapshot_history_worker");
 	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
 	worker.bgw_notify_pid = MyProcPid;
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	/* In TopMemoryContext: the exit callback may look at it (inflight). */
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	registered = RegisterDynamicBackgroundWorker(&worker, &handle);
+	MemoryContextSwitchTo(oldcxt);
+	if (!registered)
 	{
 		dsm_unpin_segment(dsm_segment_handle(seg));
 		dsm_detach(seg);
 		ereport(elevel,
 				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-				 errmsg("could not record the row in %s: no background worker slot free", tables[row->table].name),
+				 errmsg("could not record the row in %s: no background worker slot free", tables[table].name),
 				 errhint("Raise max_worker_processes.")));
 		return false;
 	}
+	hw->seg = seg;
+	hw->handle = handle;
+	hw->table = table;
+	hw->active = true;
+	hw->deferred = deferred;
+	inflight = handle;
+	inflight_sh = sh;
+	return true;
+}
+
+bool
+history_write_begin(const HistoryRow *row, int elevel, HistoryWrite *hw)
+{
+	return launch(row->table, row, history_row_size(row), false, elevel, hw);
+}
+
+bool
+history_write_defer(HistoryTable table, Size capacity, int elevel, HistoryWrite *hw)
+{
+	return launch(table, NULL, capacity, true, elevel, hw);
+}
+
+/* Wakes a deferred worker waiting for go (see wait_for_go()). */
+static void
+wake_worker(HistoryShared *sh)
+{
+	uint32		procno;
+
+	pg_memory_barrier();
+	procno = pg_atomic_read_u32(&sh->worker_procno);
+	if (procno != NO_PROCNO)
+		SetLatch(&GetPGProcByNumber(procno)->procLatch);
+}
+
+static void
+forget(HistoryWrite *hw)
+{
+	if (inflight == hw->handle)
+	{
+		inflight = NULL;
+		inflight_sh = NULL;
+	}
+	pfree(hw->handle);
+	hw->handle = NULL;
+	dsm_detach(hw->seg);
+	hw->seg = NULL;
+	hw->active = false;
+}
+
+bool
+history_write_go(HistoryWrite *hw, const HistoryRow *row)
+{
+	HistoryShared *sh;
+
+	if (!hw->active || !hw->deferred)
+		return false;
+	sh = dsm_segment_address(hw->seg);
+	if (history_row_size(row) > sh->capacity || row->table != hw->table)
+	{
+		history_write_cancel(hw);
+		return false;
+	}
+	fill_shared(sh, row);
+	pg_write_barrier();
+	pg_atomic_write_u32(&sh->go, HW_GO);
+	wake_worker(sh);
+	hw->deferred = false;
+	return true;
+}
+
+void
+history_write_cancel(HistoryWrite *hw)
+{
+	HistoryShared *sh;
+
+	if (!hw->active)
+		return;
+	sh = dsm_segment_address(hw->seg);
+	if (hw->deferred)
+	{
+		pg_atomic_write_u32(&sh->go, HW_CANCEL);
+		wake_worker(sh);
+	}
+	/* An undeferred write goes on; it is just not waited for. */
+	forget(hw);
+}
+
+bool
+history_write_end(HistoryWrite *hw, int elevel, int64 *id_out)
+{
+	HistoryShared *sh;
+	BgwHandleStatus status;
+	TimestampTz deadline;
+	bool		ok;
+
+	if (!hw->active)
+		return false;
+	if (hw->deferred)
+	{
+		/* Never given its row: nothing to wait for. */
+		history_write_cancel(hw);
+		return false;
+	}
+	sh = dsm_segment_address(hw->seg);
 
 	/* A bounded wait that no cancel interrupts (see history.h). */
 	HOLD_INTERRUPTS();
@@ -274,7 +434,7 @@ history_write(const HistoryRow *row, int elevel, int64 *id_out)
 		pid_t		pid;
 		long		left;
 
-		status = GetBackgroundWorkerPid(handle, &pid);
+		status = GetBackgroundWorkerPid(hw->handle, &pid);
 		if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
 			break;
 		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
@@ -294,16 +454,26 @@ history_write(const HistoryRow *row, int elevel, int64 *id_out)
 		if (status == BGWH_STOPPED)
 			ereport(elevel,
 					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not record the row in %s", tables[row->table].name),
+					 errmsg("could not record the row in %s", tables[hw->table].name),
 					 sh->error[0] ? errdetail("%s", sh->error) : 0));
 		else
 			ereport(elevel,
 					(errcode(ERRCODE_INTERNAL_ERROR),
 					 errmsg("the %s writer did not finish within %d ms; it goes on in the background",
-							tables[row->table].name, HISTORY_WAIT_MS)));
+							tables[hw->table].name, HISTORY_WAIT_MS)));
 	}
-	dsm_detach(seg);
+	forget(hw);
 	return ok;
+}
+
+bool
+history_write(const HistoryRow *row, int elevel, int64 *id_out)
+{
+	HistoryWrite hw;
+
+	if (!history_write_begin(row, elevel, &hw))
+		return false;
+	return history_write_end(&hw, elevel, id_out);
 }
 
 /*
@@ -318,6 +488,31 @@ history_on_exit(int code, Datum arg)
 
 	if (exit_args.phase == HP_IDLE)
 		return;
+	/*
+	 * A row begun and not yet ended (history_write_begin()) would overtake
+	 * the update below and leave "running": let its worker finish first.
+	 */
+	if (inflight && inflight_sh && pg_atomic_read_u32(&inflight_sh->go) == HW_WAIT &&
+		inflight_sh->deferred)
+	{
+		/* A deferred row never given: it writes nothing, no need to wait. */
+		pg_atomic_write_u32(&inflight_sh->go, HW_CANCEL);
+		wake_worker(inflight_sh);
+		inflight = NULL;
+	}
+	if (inflight)
+	{
+		for (int i = 0; i < INFLIGHT_EXIT_WAIT_MS; i++)
+		{
+			pid_t		pid;
+			BgwHandleStatus st = GetBackgroundWorkerPid(inflight, &pid);
+
+			if (st == BGWH_STOPPED || st == BGWH_POSTMASTER_DIED)
+				break;
+			pg_usleep(1000L);
+		}
+		inflight = NULL;
+	}
 	fill_worker(&worker, "ami_snapshot_history_worker");
 	memcpy(worker.bgw_extra, &exit_args, sizeof(exit_args));
 	worker.bgw_main_arg = UInt32GetDatum(DSM_HANDLE_INVALID);
@@ -452,6 +647,40 @@ settle_vanished(const char *table, const TableInfo *ti, Datum request_id)
 			2, types, values, NULL);
 }
 
+/*
+ * A deferred write's worker, connected: waits until the backend gives the
+ * row (true) or cancels, or is gone (false).  The procno is published
+ * before go is read, and the backend sets go before it reads the procno
+ * (each with a full barrier between): one of the two sees the other.
+ */
+static bool
+wait_for_go(HistoryShared *sh)
+{
+#if PG_VERSION_NUM >= 170000
+	pg_atomic_write_u32(&sh->worker_procno, (uint32) MyProcNumber);
+#else
+	pg_atomic_write_u32(&sh->worker_procno, (uint32) MyProc->pgprocno);
+#endif
+	pg_memory_barrier();
+	for (;;)
+	{
+		uint32		go;
+
+		ResetLatch(MyLatch);
+		go = pg_atomic_read_u32(&sh->go);
+		if (go == HW_GO)
+		{
+			pg_read_barrier();
+			return true;
+		}
+		if (go == HW_CANCEL || BackendPidGetProc(sh->backend_pid) == NULL)
+			return false;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
+						 PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
 void
 ami_snapshot_history_worker(Datum main_arg)
 {
@@ -515,6 +744,11 @@ ami_snapshot_history_worker(Datum main_arg)
 	sh = dsm_segment_address(seg);
 	BackgroundWorkerInitializeConnectionByOid(sh->dboid, sh->roleoid, 0);
 	set_safe_search_path();
+	if (sh->deferred && !wait_for_go(sh))
+	{
+		dsm_detach(seg);
+		proc_exit(0);
+	}
 
 	PG_TRY();
 	{

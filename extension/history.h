@@ -140,6 +140,38 @@ extern void history_set(HistoryRow *row, int col, const char *value);
 #define HISTORY_WAIT_MS 10000
 extern bool history_write(const HistoryRow *row, int elevel, int64 *id_out);
 
+/*
+ * history_write() in two halves, so that the caller works while the
+ * worker starts, connects and commits: begin() hands the row to a new
+ * worker (false, reported at elevel, if none could be registered); end()
+ * waits for it as history_write() does.  Every begun write must be ended
+ * (a later write of the same request_id must not overtake it).
+ */
+typedef struct HistoryWrite
+{
+	struct dsm_segment *seg;
+	struct BackgroundWorkerHandle *handle;
+	HistoryTable table;
+	bool		active;			/* begun, not ended */
+	bool		deferred;		/* its row not given yet */
+} HistoryWrite;
+
+extern bool history_write_begin(const HistoryRow *row, int elevel, HistoryWrite *hw);
+extern bool history_write_end(HistoryWrite *hw, int elevel, int64 *id_out);
+
+/*
+ * A write whose worker starts and connects now and writes later: defer()
+ * (capacity: bytes of values the row may have; false, reported at elevel,
+ * if no worker could be registered), then go() with the row (false if it
+ * does not fit: the write is cancelled, use history_write()) and end(); or
+ * cancel(), after which the worker writes nothing.  A worker whose backend
+ * is gone writes nothing either.
+ */
+extern bool history_write_defer(HistoryTable table, Size capacity, int elevel, HistoryWrite *hw);
+extern bool history_write_go(HistoryWrite *hw, const HistoryRow *row);
+extern void history_write_cancel(HistoryWrite *hw);
+extern Size history_row_size(const HistoryRow *row);
+
 /* What the backend was doing when it exited; chooses the recorded message. */
 typedef enum HistoryPhase
 {

@@ -7,7 +7,9 @@ Cases: an EC2 error after the backup started, query cancel,
 statement_timeout, pg_terminate_backend, the client vanishing (backend exit
 via client_connection_check_interval), a second concurrent call (Busy), a
 path outside the helper's allow-list, freeze => false, an immediate
-shutdown of the server during a call (its row settled by the next call).
+shutdown of the server during a call (its row settled by the next call),
+and the history writers that run while the helper waits for EC2 (a backend
+exiting during PREPARE or the tagging).
 """
 
 import os
@@ -21,6 +23,110 @@ from tap import bail, done, is_, ok  # noqa: E402
 from world import World  # noqa: E402
 from e2e import (SAME_SESSION_CHECK, check_after, last_history, session,  # noqa: E402
                  wait_for_call, wait_history)
+
+WRITERS = ("SELECT count(*) FROM pg_stat_activity "
+           "WHERE backend_type = 'ami_snapshot history writer'")
+
+
+def wait_sql(w, sql, want, timeout=15):
+    deadline = time.time() + timeout
+    got = None
+    while time.time() < deadline:
+        got = w.psql(sql)
+        if got == want:
+            break
+        time.sleep(0.05)
+    return got
+
+
+def wait_idle_helper(w):
+    """Until a call gets through (the helper may still be ending an abandoned one)."""
+    deadline = time.time() + 60
+    while time.time() < deadline and w.psql(
+            "SELECT 1 FROM ami_snapshot('helper idle')", check=False).returncode != 0:
+        time.sleep(0.5)
+
+
+def history_writers_overlap(w):
+    """11. The history rows are written while the helper waits for EC2: the
+    start row's worker runs during PREPARE, the final row's worker connects
+    during the tagging and gets the row at DONE.  A backend that exits
+    meanwhile leaves neither a row stuck 'running' nor a late 'succeeded'."""
+    w.emulator_reset()
+    # a. Success: the final row's worker waits, connected, while EC2 tags.
+    w.emulator_control({"action": "CreateTags", "fault": "slow", "delay_ms": 2500,
+                        "count": -1})
+    p = session(w, ["SELECT status FROM ami_snapshot('writer waits')"], background=True)
+    waiting = wait_sql(w, WRITERS + " AND wait_event_type = 'Extension'", "1", timeout=20)
+    is_(waiting, "1", "overlap: the final row's writer is connected and waiting while EC2 tags")
+    is_(w.psql("SELECT status FROM ami_snapshot_history WHERE name = 'writer waits'"),
+        "running", "overlap: meanwhile the row says running")
+    out, errout = p.communicate(timeout=60)
+    is_(out.strip(), "succeeded", "overlap: the call succeeds")
+    is_(w.psql("SELECT status, coalesce(error_code, '') FROM ami_snapshot_history "
+               "WHERE name = 'writer waits'"), "succeeded|",
+        "overlap: the final row was written by the waiting writer")
+    is_(wait_sql(w, WRITERS, "0"), "0", "overlap: no history writer is left")
+
+    # b. Terminated while EC2 tags: the waiting writer writes nothing; the
+    #    exit callback marks the row.
+    p = session(w, ["SELECT status FROM ami_snapshot('gone while tagging')"], background=True)
+    waiting = wait_sql(w, WRITERS + " AND wait_event_type = 'Extension'", "1", timeout=20)
+    is_(waiting, "1", "gone while tagging: the final row's writer waits")
+    pid = wait_for_call(w)
+    w.psql("SELECT pg_terminate_backend(%d)" % pid)
+    p.communicate(timeout=60)
+    h = wait_history(w, "gone while tagging", "failed")
+    is_(h[:3], ["gone while tagging", "failed", "BackendExited"],
+        "gone while tagging: the row is marked by the exit callback")
+    ok("backup stopped" in h[3], "gone while tagging: its message says the backup had stopped",
+       h[3])
+    is_(wait_sql(w, WRITERS, "0"), "0", "gone while tagging: the waiting writer exited")
+    time.sleep(3)   # past the tags' delay: nothing writes the row afterwards
+    is_(w.psql("SELECT status FROM ami_snapshot_history WHERE name = 'gone while tagging'"),
+        "failed", "gone while tagging: no late 'succeeded' overwrote it")
+    w.emulator_reset()
+    wait_idle_helper(w)
+    check_after(w, "gone while tagging")
+
+    # c. Terminated during PREPARE while its start row's writer waits for a
+    #    lock: the exit callback lets that writer finish before marking the
+    #    row, so the row ends failed, never 'running'.
+    locker = subprocess.Popen(w.pg_cmd(w.psql_cmd()), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        locker.stdin.write("BEGIN;\nLOCK TABLE ami_snapshot_history IN SHARE ROW EXCLUSIVE "
+                           "MODE;\n")
+        locker.stdin.flush()
+        is_(wait_sql(w, "SELECT count(*) FROM pg_locks WHERE granted AND "
+                        "relation = 'ami_snapshot_history'::regclass AND "
+                        "mode = 'ShareRowExclusiveLock'", "1"), "1",
+            "start row held: the history table is locked")
+        w.emulator_control({"latency_ms": 3000})
+        p = session(w, ["SELECT status FROM ami_snapshot('start row held')"], background=True)
+        is_(wait_sql(w, WRITERS + " AND wait_event_type = 'Lock'", "1"), "1",
+            "start row held: its writer waits for the lock while the helper prepares")
+        pid = wait_for_call(w)
+        w.psql("SELECT pg_terminate_backend(%d)" % pid)
+        time.sleep(0.5)
+        is_(w.psql("SELECT count(*) FROM ami_snapshot_history WHERE name = 'start row held'"),
+            "0", "start row held: nothing is written while the lock is held")
+        locker.stdin.write("COMMIT;\n")
+        locker.stdin.close()
+        locker.wait(timeout=30)
+    finally:
+        if locker.poll() is None:
+            locker.kill()
+            locker.wait()
+    p.communicate(timeout=60)
+    h = wait_history(w, "start row held", "failed")
+    is_(h[:3], ["start row held", "failed", "BackendExited"],
+        "start row held: the row ends failed (BackendExited), not running")
+    is_(wait_sql(w, WRITERS, "0"), "0", "start row held: no history writer is left")
+    w.emulator_reset()
+    wait_idle_helper(w)
+    check_after(w, "start row held")
+
 
 def main():
     w = World(pg_conf_extra="client_connection_check_interval = 200ms\n")
@@ -245,6 +351,7 @@ def main():
         is_(w.psql("SELECT count(*) FROM ami_snapshot_history WHERE status = 'running'"), "0",
             "immediate shutdown: no row is left running")
         check_after(w, "immediate shutdown")
+        history_writers_overlap(w)
     except Exception as e:
         bail(e, [w.helper_log])
     finally:
