@@ -107,6 +107,7 @@ FIFREEZE = 0xC0045877         # _IOWR('X', 119, int)
 FITHAW = 0xC0045878           # _IOWR('X', 120, int)
 FS_IOC_FIEMAP = 0xC020660B    # _IOWR('f', 11, struct fiemap)
 FIEMAP_EXTENT_LAST = 0x1
+FIEMAP_EXTENT_UNWRITTEN = 0x800
 FIEMAP_EXTENT_SHARED = 0x2000
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x1, 0x2
 
@@ -223,7 +224,13 @@ def _read_frozen(store_mount, srcs, cloned):
 
 def _unshared_ranges(fd, size):
     """([(start, end)] of fd's extents not shared with another file,
-    [(start, end)] of its holes), by FIEMAP; (None, None) if FIEMAP fails."""
+    [(start, end)] of its holes), by FIEMAP; (None, None) if FIEMAP fails.
+
+    An unwritten (preallocated) extent reads as zeros and is never shared
+    (a reflink leaves a hole for it): it counts as a hole, punched in the
+    copy, not read.  The loop driver makes them (REQ_OP_WRITE_ZEROES is a
+    fallocate of the backing file): an XFS volume's backing file had 61 of
+    its 128 MB written so, which were read and written whole at every set."""
     data, holes, pos, last = [], [], 0, False
     count = 256
     while not last and pos < size:
@@ -242,7 +249,9 @@ def _unshared_ranges(fd, size):
             start, end = max(logical, pos), min(logical + length, size)
             if start > pos:
                 holes.append((pos, start))
-            if end > start and not flags & FIEMAP_EXTENT_SHARED:
+            if end > start and flags & FIEMAP_EXTENT_UNWRITTEN:
+                holes.append((start, end))
+            elif end > start and not flags & FIEMAP_EXTENT_SHARED:
                 data.append((start, end))
             pos = max(pos, end)
             last = bool(flags & FIEMAP_EXTENT_LAST)

@@ -24,6 +24,10 @@ from .support import DATA_VOL, INSTANCE, MIB, WAL_VOL, Emu, base_config
 BLOCK = 4096
 
 
+def pattern_bytes(tag, n):
+    return (tag + b"-") * (n // (len(tag) + 1)) + b"x" * (n % (len(tag) + 1))
+
+
 def counter_of(path):
     with open(path, "rb") as f:
         return struct.unpack("<Q", f.read(8))[0]
@@ -175,6 +179,45 @@ class TestSetCopy(unittest.TestCase):
             f.write("x")
             f.flush()
             os.fsync(f.fileno())
+
+    def idle_set_is_byte_for_byte(self, what):
+        snaps = self.c.create_snapshots(
+            InstanceSpecification={"InstanceId": INSTANCE, "ExcludeBootVolume": True}
+        )["Snapshots"]
+        with open(os.path.join(self.emu.state_dir, "state.json")) as f:
+            state = json.load(f)["snapshots"]
+        for s in snaps:
+            self.assertEqual(support.read(state[s["SnapshotId"]]["file"]),
+                             support.read(self.files[s["VolumeId"]]),
+                             "%s: the copy of %s" % (what, s["VolumeId"]))
+        return self.last_request()
+
+    def test_unwritten_extents_are_holes_not_reads(self):
+        """Preallocated (unwritten) extents of a backing file read as zeros
+        and are never shared: they are punched in the copy, not read while
+        the store is frozen; the copy is still the file byte for byte, also
+        after they are written, and after written data becomes unwritten."""
+        path = self.files[DATA_VOL]
+        with open(path, "r+b") as f:
+            f.write(pattern_bytes(b"head", MIB))
+            os.posix_fallocate(f.fileno(), 2 * MIB, 8 * MIB)   # unwritten
+            f.seek(12 * MIB)
+            f.write(pattern_bytes(b"tail", MIB))
+            os.fsync(f.fileno())
+        rec = self.idle_set_is_byte_for_byte("preallocated")
+        self.assertLess(sum(c["bytes"] for c in rec["copies"]), 8 * MIB,
+                        "the 8 MiB preallocated were not read: %s" % rec["copies"])
+        # Written since: part of the preallocation becomes data.
+        with open(self.devs[DATA_VOL], "r+b") as f:
+            f.seek(4 * MIB)
+            f.write(pattern_bytes(b"into-prealloc", MIB))
+            f.flush()
+            os.fsync(f.fileno())
+        self.idle_set_is_byte_for_byte("written into the preallocation")
+        # Data zeroed by a preallocation (the loop driver's WRITE_ZEROES).
+        subprocess.run(["fallocate", "-z", "-o", str(12 * MIB), "-l", str(MIB), path],
+                       check=True, capture_output=True)
+        self.idle_set_is_byte_for_byte("data made unwritten")
 
     def test_settings_and_config_are_checked(self):
         for bad in ({"set_copy": "sometimes"}, {"nonatomic_first": ["disk-1"]},
