@@ -47,8 +47,10 @@ def summary(values):
 
 # ---------------------------------------------------------- ami_snapshot()
 SNAPSHOT_SQL = """\\set ON_ERROR_STOP 1
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \\gset
 SELECT request_id AS rid, frozen_ms FROM ami_snapshot(:'name', freeze => :freeze) \\gset
-SELECT :'rid', :frozen_ms, extract(epoch FROM started_at), extract(epoch FROM finished_at)
+SELECT :'rid', :frozen_ms, extract(epoch FROM started_at), extract(epoch FROM finished_at),
+  :t0, extract(epoch FROM clock_timestamp())
   FROM ami_snapshot_history WHERE request_id = :'rid';
 """
 
@@ -61,10 +63,13 @@ def snapshot_ours(w, name, freeze=True):
                                       "-v", "freeze=" + ("true" if freeze else "false"),
                                       "-f", "-"], input=SNAPSHOT_SQL, timeout=300)
     t1 = time.time()
-    rid, frozen, started, finished = r.stdout.strip().split("|")
+    rid, frozen, started, finished, s0, s1 = r.stdout.strip().split("|")
+    # statement: the server's clock before the SELECT ami_snapshot() and
+    # after its result reached psql: the call as the application waits for
+    # it (plus one local round trip), the final history write included.
     return {"method": "ours", "request_id": rid, "frozen_ms": float(frozen),
             "started_at": float(started), "finished_at": float(finished),
-            "call": (t0, t1)}
+            "statement": (float(s0), float(s1)), "call": (t0, t1)}
 
 
 # ------------------------------------------------------- script baselines
@@ -286,7 +291,10 @@ def split_call(run, ev, reqs, ckpts):
         "tagging": ms(tags[0]["received_at"], max(r["responded_at"] for r in tags)),
         "finish": ms(max(r["responded_at"] for r in tags), f),
         "total": ms(s, f),
+        "statement": ms(*run["statement"]) if "statement" in run else None,
         "checkpoint": ck[0][2] * 1000.0,
+        "statement_minus_checkpoint": (ms(*run["statement"]) - ck[0][2] * 1000.0
+                                       if "statement" in run else None),
         "ec2_requests": len(mine),
         "ec2_round_trips": round_trips(mine),
     }
@@ -310,7 +318,11 @@ SPLIT_PHASES = [
     ("tagging", "CreateTags calls (backup label, device names), made at once"),
     ("finish", "DONE sent, history row written"),
     ("total", "history finished_at - started_at"),
+    ("statement", "the SELECT ami_snapshot() as the application waits for it (server clock "
+                  "before it and after its result reached psql; the final history row included)"),
     ("checkpoint", "the backup's checkpoint alone (server log, total=), part of backup_start"),
+    ("statement_minus_checkpoint", "statement - checkpoint, per call: what the issue-16 target "
+                                   "bounds by 3 L + 150 ms"),
     ("ec2_requests", "EC2 requests the call made (the emulator's log)"),
     ("ec2_round_trips", "of which one after the other (requests made at once count once): "
                         "what pays L"),

@@ -60,6 +60,10 @@ def parse_args():
                     help="snapshots per cell for the script baselines (default: --runs); "
                          "they are slow: the AWS CLI starts inside the freeze")
     ap.add_argument("--methods", default="ours,cli-instance,cli-volume")
+    ap.add_argument("--latency-mode", choices=("floor", "added"), default="floor",
+                    help="the emulator's latency model: floor (default: its own work, e.g. a "
+                         "volume's reflink copy, within L, as EC2's service time is within the "
+                         "round trip) or added (L slept after its work, as before issue 16)")
     ap.add_argument("--pgbench-seconds", type=int, default=60)
     ap.add_argument("--pgbench-latency", type=int, default=50, help="L for the pgbench runs")
     ap.add_argument("--pgbench-clients", type=int, default=8)
@@ -119,7 +123,7 @@ def freeze_matrix_world(args, n):
         sampler.start()
         for lat in args.latencies:
             emulator_forget_snapshots(w)
-            w.emulator_control({"latency_ms": lat})
+            w.emulator_control({"latency_ms": lat, "latency_mode": args.latency_mode})
             runs += freeze_runs_at(args, w, n, lat)
         sampler.stop()
         mem["peak"] = sampler.peak
@@ -234,7 +238,8 @@ def pgbench_phase(args):
     w = World(helper_log_timestamps=True)
     try:
         init_pgbench(w, 8, "ts1")
-        w.emulator_control({"latency_ms": args.pgbench_latency})
+        w.emulator_control({"latency_ms": args.pgbench_latency,
+                            "latency_mode": args.latency_mode})
         for mode in PGBENCH_MODES:
             if mode in bl.METHODS and mode not in args.methods:
                 continue
@@ -397,14 +402,17 @@ def report_pgbench(args, res):
 def report_targets(args, summ, res, splits=()):
     out = ["## Targets", ""]
     for r in splits:
-        if r["latency_ms"] != 200 or r["total"] is None or r["checkpoint"] is None:
+        if r["latency_ms"] != 200 or r.get("statement_minus_checkpoint") is None:
             continue
-        bound = r["checkpoint"] + 3 * 200 + 150
+        # Per call: the checkpoint varies from call to call (x2 on a shared
+        # machine); the median of statement - checkpoint against 3 L + 150.
+        over = r["statement_minus_checkpoint"]
         out.append("- whole call at L = 200 ms, %d volume(s), within the fast checkpoint + 3 L "
-                   "+ 150 ms (%.0f + 600 + 150 = %.0f ms): %s (%.0f ms median; %s EC2 "
-                   "requests, %s round trips one after the other)" % (
-                       r["volumes"], r["checkpoint"], bound,
-                       "MET" if r["total"] <= bound else "NOT MET", r["total"],
+                   "+ 150 ms: %s (the statement minus its checkpoint, median of the calls: "
+                   "%.0f ms against 3 L + 150 = 750 ms; median statement %.0f ms, checkpoint "
+                   "%.0f ms; %s EC2 requests, %s round trips one after the other)" % (
+                       r["volumes"], "MET" if over <= 750 else "NOT MET", over,
+                       r["statement"], r["checkpoint"],
                        fmt(r.get("ec2_requests"), 0), fmt(r.get("ec2_round_trips"), 0)))
     ours = [r for r in summ if r["method"] == "ours"]
     bad = [r for r in ours if r["overhead_median"] is None or r["overhead_median"] >= 5.0]
@@ -495,7 +503,8 @@ def main():
 
     parts = ["# ami_snapshot benchmark", "",
              "Machine: " + machine_line() + ".  Runs per cell: %d (baselines %d); "
-             "this run took %.1f min." % (args.runs, args.baseline_runs, elapsed / 60.0)]
+             "this run took %.1f min.  The emulator's latency model: %s." % (
+                 args.runs, args.baseline_runs, elapsed / 60.0, args.latency_mode)]
     summ = freeze_summary(runs, args.methods) if runs else []
     if runs:
         splits = split_summary(runs)
