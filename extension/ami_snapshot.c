@@ -364,10 +364,10 @@ send_or_error(HelperConn *hc, struct amsp_writer *w)
 	helper_send(hc, w->buf, len, request_timeout_ms);
 }
 
-/* State kept across the operation for the history and the result row. */
 /* Bytes of the final row's values beyond those known when FINISH goes. */
 #define FINAL_ROW_SLACK 1024
 
+/* State kept across the operation for the history and the result row. */
 typedef struct SnapshotRun
 {
 	HistoryRow	row;
