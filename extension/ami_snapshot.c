@@ -605,6 +605,19 @@ backup_and_snapshot(SnapshotRun *run, HelperConn *hc, struct amsp_msgview *msg,
 }
 
 /*
+ * The row as it ends (succeeded or failed): through the final row's worker
+ * waiting since FINISH, if there is one and it takes it, else a new one.
+ */
+static void
+write_final_row(SnapshotRun *run)
+{
+	if (history_write_go(&run->final_write, &run->row) &&
+		(history_write_end(&run->final_write, WARNING, NULL) || !run->final_write.untaken))
+		return;
+	(void) history_write(&run->row, WARNING, NULL);
+}
+
+/*
  * Waits for the start row begun in ami_snapshot(); without it the call does
  * not go on (nothing is frozen or started yet: PREPARE only asked EC2).
  */
@@ -674,13 +687,7 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 			helper_set_image_asked(hc, true);
 		}
 		send_or_error(hc, &w);
-
-		/*
-		 * While the helper prepares (an EC2 round trip): the configuration
-		 * outside the data directory, into it, before the backup starts so
-		 * that it is in the snapshot; and the start row's worker runs.
-		 */
-		(void) capture_config_files();
+		/* The start row's worker runs while the helper prepares. */
 		helper_receive(hc, msg, AMSP_PREPARED, "prepare", request_timeout_ms);
 		end_start_row(run);
 		{
@@ -697,6 +704,15 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 						run->instance_id, joined(run->volume_ids),
 						amsp_count(msg, AMSP_T_MOUNT_POINT), freeze ? "freeze" : "snapshot");
 		}
+
+		/*
+		 * The configuration outside the data directory, into it: before the
+		 * backup starts, so that it is in the snapshot, and only once PREPARE
+		 * made this call the helper's one operation (a call refused Busy
+		 * must not touch the copy another call is snapshotting).  Written
+		 * only when it changed.
+		 */
+		(void) capture_config_files();
 
 		label_text = backup_and_snapshot(run, hc, msg, name, tblspcs, tblspcmap);
 
@@ -722,6 +738,7 @@ run_snapshot(SnapshotRun *run, const char *name, bool freeze, const char *reques
 									   history_row_size(&run->row) + FINAL_ROW_SLACK +
 									   32 * (list_length(run->snapshot_ids) +
 											 list_length(run->volume_ids)),
+									   request_timeout_ms + HISTORY_WAIT_MS,
 									   DEBUG1, &run->final_write);
 		helper_receive(hc, msg, AMSP_DONE, "finish", request_timeout_ms);
 		remember_image(run, msg, CurrentMemoryContext);
@@ -896,7 +913,6 @@ ami_snapshot(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
 
-		history_write_cancel(&run->final_write);
 		/* The start row first: the failure must not be overtaken by it. */
 		if (run->start_write.active &&
 			!history_write_end(&run->start_write, WARNING, &run->history_id))
@@ -939,7 +955,9 @@ ami_snapshot(PG_FUNCTION_ARGS)
 		if (run->image_id)
 			history_set(&run->row, HC_IMAGE_ID, run->image_id);
 		if (!run->standby && !run->history_lost)
-			(void) history_write(&run->row, WARNING, NULL);
+			write_final_row(run);
+		else
+			history_write_cancel(&run->final_write);
 		set_phase(run, HP_IDLE);
 		ReThrowError(edata);
 	}
@@ -955,12 +973,7 @@ ami_snapshot(PG_FUNCTION_ARGS)
 	history_set(&run->row, HC_FROZEN_MS, psprintf("%.3f", run->frozen_ms));
 	history_set(&run->row, HC_IMAGE_ID, run->image_id);
 	if (!run->standby)
-	{
-		if (history_write_go(&run->final_write, &run->row))
-			(void) history_write_end(&run->final_write, WARNING, NULL);
-		else
-			(void) history_write(&run->row, WARNING, NULL);
-	}
+		write_final_row(run);
 	set_phase(run, HP_IDLE);
 
 	if (image && !run->image_id)

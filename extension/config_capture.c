@@ -153,6 +153,102 @@ make_parents(const char *path)
 	return pg_mkdir_p(dir, pg_dir_create_mode) == 0 || errno == EEXIST;
 }
 
+/* src's manifest line: octal mode, owner, group, path, TAB-separated. */
+static void
+manifest_line(StringInfo m, const struct stat *st, const char *src)
+{
+	struct passwd *pw = getpwuid(st->st_uid);
+	struct group *gr = getgrgid(st->st_gid);
+
+	appendStringInfo(m, "%04o\t", (unsigned int) (st->st_mode & 07777));
+	if (pw)
+		appendStringInfoString(m, pw->pw_name);
+	else
+		appendStringInfo(m, "%u", (unsigned int) st->st_uid);
+	appendStringInfoChar(m, '\t');
+	if (gr)
+		appendStringInfoString(m, gr->gr_name);
+	else
+		appendStringInfo(m, "%u", (unsigned int) st->st_gid);
+	appendStringInfo(m, "\t%s\n", src);
+}
+
+/*
+ * The whole of a regular file into buf (at most limit bytes); false if it
+ * cannot be read, is not regular or is longer.  *st: its stat, if wanted.
+ */
+static bool
+read_whole(const char *path, StringInfo buf, Size limit, struct stat *st)
+{
+	struct stat sb;
+	int			fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
+	bool		ok;
+
+	resetStringInfo(buf);
+	if (fd < 0)
+		return false;
+	ok = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && (Size) sb.st_size <= limit;
+	while (ok)
+	{
+		ssize_t		n;
+
+		enlargeStringInfo(buf, 8192);
+		n = read(fd, buf->data + buf->len, buf->maxlen - buf->len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+		{
+			ok = n == 0;
+			break;
+		}
+		buf->len += n;
+		buf->data[buf->len] = '\0';
+		if ((Size) buf->len > limit)
+			ok = false;
+	}
+	CloseTransientFile(fd);
+	if (ok && st)
+		*st = sb;
+	return ok;
+}
+
+/*
+ * Whether the copy in final is already every file of cap->paths byte for
+ * byte, with the same manifest (modes, owners, the same files): then the
+ * capture writes nothing.  The configuration rarely changes between
+ * snapshots, and a fresh copy costs an fsync per file.  Reads only.
+ */
+static bool
+capture_unchanged(const Capture *cap, const char *final)
+{
+	StringInfoData manifest;
+	StringInfoData a;
+	StringInfoData b;
+	ListCell   *lc;
+	Size		total = 0;
+
+	if (list_length(cap->paths) > CAPTURE_MAX_FILES)
+		return false;
+	initStringInfo(&manifest);
+	initStringInfo(&a);
+	initStringInfo(&b);
+	foreach(lc, cap->paths)
+	{
+		const char *src = lfirst(lc);
+		struct stat st;
+
+		if (strpbrk(src, "\t\n") != NULL ||
+			!read_whole(src, &a, CAPTURE_MAX_BYTES - total, &st) ||
+			!read_whole(psprintf("%s/files%s", final, src), &b, CAPTURE_MAX_BYTES, NULL) ||
+			a.len != b.len || memcmp(a.data, b.data, a.len) != 0)
+			return false;
+		total += a.len;
+		manifest_line(&manifest, &st, src);
+	}
+	return read_whole(psprintf("%s/manifest", final), &b, CAPTURE_MAX_BYTES, NULL) &&
+		b.len == manifest.len && memcmp(b.data, manifest.data, b.len) == 0;
+}
+
 /*
  * Copies src to dst (fsync'ed) and appends its manifest line.  Returns false
  * with a line in cap->problems if it could not.
@@ -161,8 +257,6 @@ static bool
 copy_one(Capture *cap, const char *src, const char *dst)
 {
 	struct stat st;
-	struct passwd *pw;
-	struct group *gr;
 	char	   *buf;
 	int			in,
 				out;
@@ -226,19 +320,7 @@ copy_one(Capture *cap, const char *src, const char *dst)
 	if (!ok)
 		return false;
 
-	pw = getpwuid(st.st_uid);
-	gr = getgrgid(st.st_gid);
-	appendStringInfo(&cap->manifest, "%04o\t", (unsigned int) (st.st_mode & 07777));
-	if (pw)
-		appendStringInfoString(&cap->manifest, pw->pw_name);
-	else
-		appendStringInfo(&cap->manifest, "%u", (unsigned int) st.st_uid);
-	appendStringInfoChar(&cap->manifest, '\t');
-	if (gr)
-		appendStringInfoString(&cap->manifest, gr->gr_name);
-	else
-		appendStringInfo(&cap->manifest, "%u", (unsigned int) st.st_gid);
-	appendStringInfo(&cap->manifest, "\t%s\n", src);
+	manifest_line(&cap->manifest, &st, src);
 	cap->nfiles++;
 	return true;
 }
@@ -273,20 +355,7 @@ capture_config_files(void)
 	memset(&cap, 0, sizeof(cap));
 	initStringInfo(&cap.manifest);
 
-	/* Leftovers of an interrupted capture. */
-	if (stat(tmp, &st) == 0)
-		(void) rmtree(tmp, true);
-	if (stat(old, &st) == 0)
-		(void) rmtree(old, true);
-	if (pg_mkdir_p(psprintf("%s/files", tmp), pg_dir_create_mode) != 0)
-	{
-		ereport(WARNING,
-				(errcode_for_file_access(),
-				 errmsg("could not create directory \"%s\": %m", tmp),
-				 errdetail("The configuration files outside the data directory are not in this snapshot.")));
-		return -1;
-	}
-
+	/* Which files: nothing is written yet. */
 	if (!under_data_dir(ConfigFileName))
 	{
 		char	   *dir = pstrdup(ConfigFileName);
@@ -302,6 +371,29 @@ capture_config_files(void)
 	add_path(&cap, HbaFileName);
 	add_path(&cap, IdentFileName);
 	add_setting_sources(&cap);
+
+	/* The copy in place already says exactly this: nothing to write. */
+	if (cap.problems == NIL && stat(tmp, &st) != 0 && stat(old, &st) != 0 &&
+		capture_unchanged(&cap, final))
+	{
+		elog(DEBUG1, "ami_snapshot: the %d configuration file(s) in %s are unchanged",
+			 list_length(cap.paths), final);
+		return list_length(cap.paths);
+	}
+
+	/* Leftovers of an interrupted capture. */
+	if (stat(tmp, &st) == 0)
+		(void) rmtree(tmp, true);
+	if (stat(old, &st) == 0)
+		(void) rmtree(old, true);
+	if (pg_mkdir_p(psprintf("%s/files", tmp), pg_dir_create_mode) != 0)
+	{
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("could not create directory \"%s\": %m", tmp),
+				 errdetail("The configuration files outside the data directory are not in this snapshot.")));
+		return -1;
+	}
 
 	foreach(lc, cap.paths)
 	{

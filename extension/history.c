@@ -20,6 +20,7 @@
 #include "storage/dsm.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
 #include "tcop/tcopprot.h"
@@ -36,6 +37,7 @@
 /* Layout of the shared memory segment handed to the worker. */
 typedef struct HistoryShared
 {
+	uint32		magic;			/* HISTORY_MAGIC: this layout */
 	Oid			dboid;
 	Oid			roleoid;
 	/*
@@ -45,6 +47,7 @@ typedef struct HistoryShared
 	 */
 	bool		deferred;
 	int			backend_pid;
+	int			max_wait_ms;	/* a deferred worker's wait for go, at most */
 	Size		capacity;		/* bytes of data[] */
 	pg_atomic_uint32 go;
 	pg_atomic_uint32 worker_procno;
@@ -77,11 +80,21 @@ static bool exit_callback_registered = false;
  */
 static BackgroundWorkerHandle *inflight = NULL;
 static HistoryShared *inflight_sh = NULL;
-#define INFLIGHT_EXIT_WAIT_MS 2000
+#define INFLIGHT_EXIT_WAIT_MS (HISTORY_LOCK_TIMEOUT_MS + 2000)
 
+/*
+ * go: WAIT, then GO (the row is in data[]) or CANCEL from the backend; the
+ * worker turns GO into TAKEN (compare-and-swap) before it writes, so that a
+ * backend whose worker died before that writes the row itself.
+ */
 #define HW_WAIT 0
 #define HW_GO 1
 #define HW_CANCEL 2
+#define HW_TAKEN 3
+#define HISTORY_MAGIC 0x414d4831	/* "AMH1" */
+#define CANCEL_WAIT_MS 1000
+/* How long an exiting backend waits for an unfinished row: lock_timeout + margin. */
+#define HISTORY_LOCK_TIMEOUT_MS 5000
 #define NO_PROCNO PG_UINT32_MAX
 
 static const char *const column_names[HC_NCOLUMNS] = {
@@ -270,18 +283,29 @@ fill_shared(HistoryShared *sh, const HistoryRow *row)
  * (deferred, row NULL) once history_write_go() gives it.
  */
 static bool
-launch(HistoryTable table, const HistoryRow *row, Size capacity, bool deferred, int elevel,
-	   HistoryWrite *hw)
+launch(HistoryTable table, const HistoryRow *row, Size capacity, bool deferred,
+	   int max_wait_ms, int elevel, HistoryWrite *hw)
 {
 	dsm_segment *seg;
 	HistoryShared *sh;
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 	MemoryContext oldcxt;
+	Oid			owner;
 	bool		registered;
 
 	memset(hw, 0, sizeof(*hw));
-	seg = dsm_create(offsetof(HistoryShared, data) + capacity, 0);
+	/* Before the segment: what may fail does so with nothing to undo. */
+	owner = history_owner();
+	seg = dsm_create(offsetof(HistoryShared, data) + capacity, DSM_CREATE_NULL_IF_MAXSEGMENTS);
+	if (seg == NULL)
+	{
+		ereport(elevel,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("could not record the row in %s: too many dynamic shared memory segments",
+						tables[table].name)));
+		return false;
+	}
 	/*
 	 * Pinned, so the worker can still attach if we stop waiting; it unpins
 	 * the segment once it has attached.  The mapping outlives the
@@ -290,10 +314,12 @@ launch(HistoryTable table, const HistoryRow *row, Size capacity, bool deferred, 
 	dsm_pin_segment(seg);
 	dsm_pin_mapping(seg);
 	sh = dsm_segment_address(seg);
+	sh->magic = HISTORY_MAGIC;
 	sh->dboid = MyDatabaseId;
-	sh->roleoid = history_owner();
+	sh->roleoid = owner;
 	sh->deferred = deferred;
 	sh->backend_pid = MyProcPid;
+	sh->max_wait_ms = max_wait_ms;
 	sh->capacity = capacity;
 	pg_atomic_init_u32(&sh->go, HW_WAIT);
 	pg_atomic_init_u32(&sh->worker_procno, NO_PROCNO);
@@ -334,13 +360,14 @@ launch(HistoryTable table, const HistoryRow *row, Size capacity, bool deferred, 
 bool
 history_write_begin(const HistoryRow *row, int elevel, HistoryWrite *hw)
 {
-	return launch(row->table, row, history_row_size(row), false, elevel, hw);
+	return launch(row->table, row, history_row_size(row), false, 0, elevel, hw);
 }
 
 bool
-history_write_defer(HistoryTable table, Size capacity, int elevel, HistoryWrite *hw)
+history_write_defer(HistoryTable table, Size capacity, int max_wait_ms, int elevel,
+					HistoryWrite *hw)
 {
-	return launch(table, NULL, capacity, true, elevel, hw);
+	return launch(table, NULL, capacity, true, max_wait_ms, elevel, hw);
 }
 
 /* Wakes a deferred worker waiting for go (see wait_for_go()). */
@@ -368,6 +395,7 @@ forget(HistoryWrite *hw)
 	dsm_detach(hw->seg);
 	hw->seg = NULL;
 	hw->active = false;
+	hw->given = false;
 }
 
 bool
@@ -388,7 +416,32 @@ history_write_go(HistoryWrite *hw, const HistoryRow *row)
 	pg_atomic_write_u32(&sh->go, HW_GO);
 	wake_worker(sh);
 	hw->deferred = false;
+	hw->given = true;
 	return true;
+}
+
+/*
+ * Until the worker has stopped (true), the postmaster is gone, or ms have
+ * passed.  Interrupts are held by the callers or do not matter.
+ */
+static bool
+wait_stopped(BackgroundWorkerHandle *handle, const HistoryShared *sh, int ms)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+
+	for (;;)
+	{
+		pid_t		pid;
+
+		if (GetBackgroundWorkerPid(handle, &pid) == BGWH_STOPPED)
+			return true;
+		/* A row written (or failed) is all an exit needs. */
+		if (sh && (sh->done == 1 || sh->error[0] != '\0'))
+			return true;
+		if (!PostmasterIsAlive() || GetCurrentTimestamp() >= deadline)
+			return false;
+		pg_usleep(1000L);
+	}
 }
 
 void
@@ -403,6 +456,11 @@ history_write_cancel(HistoryWrite *hw)
 	{
 		pg_atomic_write_u32(&sh->go, HW_CANCEL);
 		wake_worker(sh);
+		/*
+		 * Its slot is free only once it has stopped: a write that follows
+		 * (the failed row) may need it.  It stops within milliseconds.
+		 */
+		(void) wait_stopped(hw->handle, NULL, CANCEL_WAIT_MS);
 	}
 	/* An undeferred write goes on; it is just not waited for. */
 	forget(hw);
@@ -416,6 +474,7 @@ history_write_end(HistoryWrite *hw, int elevel, int64 *id_out)
 	TimestampTz deadline;
 	bool		ok;
 
+	hw->untaken = false;
 	if (!hw->active)
 		return false;
 	if (hw->deferred)
@@ -449,6 +508,18 @@ history_write_end(HistoryWrite *hw, int elevel, int64 *id_out)
 	ok = (status == BGWH_STOPPED && sh->done == 1);
 	if (ok && id_out)
 		*id_out = sh->id;
+	if (!ok && hw->given && status == BGWH_STOPPED)
+	{
+		uint32		expected = HW_GO;
+
+		/* Gone before it took the row (terminated, failed to start): the caller writes it. */
+		if (pg_atomic_compare_exchange_u32(&sh->go, &expected, HW_CANCEL))
+		{
+			hw->untaken = true;
+			forget(hw);
+			return false;
+		}
+	}
 	if (!ok)
 	{
 		if (status == BGWH_STOPPED)
@@ -492,26 +563,28 @@ history_on_exit(int code, Datum arg)
 	 * A row begun and not yet ended (history_write_begin()) would overtake
 	 * the update below and leave "running": let its worker finish first.
 	 */
-	if (inflight && inflight_sh && pg_atomic_read_u32(&inflight_sh->go) == HW_WAIT &&
-		inflight_sh->deferred)
+	if (inflight && inflight_sh)
 	{
-		/* A deferred row never given: it writes nothing, no need to wait. */
-		pg_atomic_write_u32(&inflight_sh->go, HW_CANCEL);
-		wake_worker(inflight_sh);
-		inflight = NULL;
-	}
-	if (inflight)
-	{
-		for (int i = 0; i < INFLIGHT_EXIT_WAIT_MS; i++)
-		{
-			pid_t		pid;
-			BgwHandleStatus st = GetBackgroundWorkerPid(inflight, &pid);
+		uint32		expected = HW_WAIT;
 
-			if (st == BGWH_STOPPED || st == BGWH_POSTMASTER_DIED)
-				break;
-			pg_usleep(1000L);
+		if (inflight_sh->deferred &&
+			pg_atomic_compare_exchange_u32(&inflight_sh->go, &expected, HW_CANCEL))
+		{
+			/* A deferred row never given writes nothing; its slot is freed soon. */
+			wake_worker(inflight_sh);
+			(void) wait_stopped(inflight, NULL, CANCEL_WAIT_MS);
+		}
+		else
+		{
+			/*
+			 * A row begun and not yet ended would overtake the update below
+			 * and leave "running": let it be written (or fail) first.  Its
+			 * lock waits end at lock_timeout.
+			 */
+			(void) wait_stopped(inflight, inflight_sh, INFLIGHT_EXIT_WAIT_MS);
 		}
 		inflight = NULL;
+		inflight_sh = NULL;
 	}
 	fill_worker(&worker, "ami_snapshot_history_worker");
 	memcpy(worker.bgw_extra, &exit_args, sizeof(exit_args));
@@ -550,7 +623,8 @@ static void
 set_safe_search_path(void)
 {
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("lock_timeout", "5s", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", psprintf("%dms", HISTORY_LOCK_TIMEOUT_MS), PGC_SUSET,
+					PGC_S_OVERRIDE);
 }
 
 /* Runs one statement in its own transaction; returns the first column of a RETURNING row. */
@@ -566,6 +640,7 @@ run_sql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "ami_snapshot history");
 	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	/* No row returned: an upsert its WHERE kept from updating. */
 	if (rc == SPI_OK_INSERT_RETURNING && SPI_processed == 1)
 	{
 		bool		isnull;
@@ -573,7 +648,7 @@ run_sql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls
 		result = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 											 SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	else if (rc != SPI_OK_UPDATE)
+	else if (rc != SPI_OK_UPDATE && !(rc == SPI_OK_INSERT_RETURNING && SPI_processed == 0))
 		elog(ERROR, "unexpected SPI result %d", rc);
 	SPI_finish();
 	PopActiveSnapshot();
@@ -656,12 +731,15 @@ settle_vanished(const char *table, const TableInfo *ti, Datum request_id)
 static bool
 wait_for_go(HistoryShared *sh)
 {
+	TimestampTz deadline;
+
 #if PG_VERSION_NUM >= 170000
 	pg_atomic_write_u32(&sh->worker_procno, (uint32) MyProcNumber);
 #else
 	pg_atomic_write_u32(&sh->worker_procno, (uint32) MyProc->pgprocno);
 #endif
 	pg_memory_barrier();
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sh->max_wait_ms);
 	for (;;)
 	{
 		uint32		go;
@@ -670,11 +748,22 @@ wait_for_go(HistoryShared *sh)
 		go = pg_atomic_read_u32(&sh->go);
 		if (go == HW_GO)
 		{
+			/* Taken: from here a backend that sees us gone does not write it. */
+			if (!pg_atomic_compare_exchange_u32(&sh->go, &go, HW_TAKEN))
+				continue;
 			pg_read_barrier();
 			return true;
 		}
 		if (go == HW_CANCEL || BackendPidGetProc(sh->backend_pid) == NULL)
 			return false;
+		if (sh->max_wait_ms > 0 && GetCurrentTimestamp() >= deadline)
+		{
+			/* Waited long enough: a go() after this finds us gone, and writes the row. */
+			go = HW_WAIT;
+			if (pg_atomic_compare_exchange_u32(&sh->go, &go, HW_CANCEL))
+				return false;
+			continue;
+		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
 						 PG_WAIT_EXTENSION);
 		CHECK_FOR_INTERRUPTS();
@@ -742,12 +831,36 @@ ami_snapshot_history_worker(Datum main_arg)
 	/* Attached: the segment lives as long as we need it now. */
 	dsm_unpin_segment(h);
 	sh = dsm_segment_address(seg);
+	if (dsm_segment_map_length(seg) < offsetof(HistoryShared, data) ||
+		sh->magic != HISTORY_MAGIC ||
+		dsm_segment_map_length(seg) < offsetof(HistoryShared, data) + sh->capacity)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the ami_snapshot history segment is not of this version of the library"),
+				 errhint("Reconnect: the backend that made it loaded another ami_snapshot.so.")));
+	/* Cancelled already: no connection to make. */
+	if (sh->deferred && pg_atomic_read_u32(&sh->go) == HW_CANCEL)
+	{
+		dsm_detach(seg);
+		proc_exit(0);
+	}
 	BackgroundWorkerInitializeConnectionByOid(sh->dboid, sh->roleoid, 0);
 	set_safe_search_path();
 	if (sh->deferred && !wait_for_go(sh))
 	{
 		dsm_detach(seg);
 		proc_exit(0);
+	}
+	{
+		Size		total = 0;
+
+		for (int i = 0; i < HISTORY_MAX_COLUMNS; i++)
+			if (sh->lens[i] > 0)
+				total += sh->lens[i];
+		if (total > sh->capacity || sh->ncolumns < 1 || sh->ncolumns > HISTORY_MAX_COLUMNS)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("the ami_snapshot history segment is inconsistent")));
 	}
 
 	PG_TRY();
@@ -815,8 +928,13 @@ ami_snapshot_history_worker(Datum main_arg)
 								 set.len ? ", " : "", ti->columns[i],
 								 ti->columns[i], ti->columns[i]);
 		}
-		appendStringInfo(&sql, ") ON CONFLICT (request_id) DO UPDATE SET %s RETURNING id",
-						 set.data);
+		appendStringInfo(&sql, ") ON CONFLICT (request_id) DO UPDATE SET %s", set.data);
+		/* A finished row never turns back to running (a late start row). */
+		if (ti->status > 0)
+			appendStringInfo(&sql, " WHERE h.%s OPERATOR(pg_catalog.=) 'running' OR "
+							 "EXCLUDED.%s OPERATOR(pg_catalog.<>) 'running'",
+							 ti->columns[ti->status], ti->columns[ti->status]);
+		appendStringInfoString(&sql, " RETURNING id");
 
 		sh->id = run_sql(sql.data, sh->ncolumns - 1, types, values, nulls);
 		sh->done = 1;

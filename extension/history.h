@@ -154,6 +154,8 @@ typedef struct HistoryWrite
 	HistoryTable table;
 	bool		active;			/* begun, not ended */
 	bool		deferred;		/* its row not given yet */
+	bool		given;			/* a deferred write given its row */
+	bool		untaken;		/* end(): its worker stopped before it took the row */
 } HistoryWrite;
 
 extern bool history_write_begin(const HistoryRow *row, int elevel, HistoryWrite *hw);
@@ -161,13 +163,17 @@ extern bool history_write_end(HistoryWrite *hw, int elevel, int64 *id_out);
 
 /*
  * A write whose worker starts and connects now and writes later: defer()
- * (capacity: bytes of values the row may have; false, reported at elevel,
- * if no worker could be registered), then go() with the row (false if it
- * does not fit: the write is cancelled, use history_write()) and end(); or
- * cancel(), after which the worker writes nothing.  A worker whose backend
- * is gone writes nothing either.
+ * (capacity: bytes of values the row may have; max_wait_ms: how long the
+ * worker waits for it; false, reported at elevel, if no worker could be
+ * had), then go() with the row (false if it does not fit: the write is
+ * cancelled, use history_write()) and end(); if end() fails with untaken
+ * set, the worker stopped before it took the row: use history_write().  Or
+ * cancel(), after which the worker writes nothing (waited for until it
+ * stopped, so that its slot is free).  A worker whose backend is gone, or
+ * that waited max_wait_ms, writes nothing either.
  */
-extern bool history_write_defer(HistoryTable table, Size capacity, int elevel, HistoryWrite *hw);
+extern bool history_write_defer(HistoryTable table, Size capacity, int max_wait_ms, int elevel,
+								HistoryWrite *hw);
 extern bool history_write_go(HistoryWrite *hw, const HistoryRow *row);
 extern void history_write_cancel(HistoryWrite *hw);
 extern Size history_row_size(const HistoryRow *row);

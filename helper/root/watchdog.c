@@ -377,6 +377,18 @@ int watchdog_start(struct watchdog *wd, const struct freeze_plan *plan, const ch
 	return 0;
 }
 
+/* A pidfd of pid, or -1 (a kernel or headers without pidfd_open). */
+static int pidfd_of(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+	(void)pid;
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
 bool watchdog_stop(struct watchdog *wd)
 {
 	const char done = WD_DONE;
@@ -398,7 +410,7 @@ bool watchdog_stop(struct watchdog *wd)
 	 * millisecond of reading WD_DONE, and this wait is on the way to the
 	 * PENDING answer.  Without pidfds (before Linux 5.3): 1 ms polls.
 	 */
-	pidfd = (int)syscall(SYS_pidfd_open, wd->pid, 0);
+	pidfd = pidfd_of(wd->pid);
 	for (;;) {
 		long long left;
 

@@ -68,6 +68,19 @@ def history_writers_overlap(w):
         "overlap: the final row was written by the waiting writer")
     is_(wait_sql(w, WRITERS, "0"), "0", "overlap: no history writer is left")
 
+    # a2. The waiting writer itself terminated: the call writes its row
+    #     through a new one.
+    p = session(w, ["SELECT status FROM ami_snapshot('writer terminated')"], background=True)
+    waiting = wait_sql(w, WRITERS + " AND wait_event_type = 'Extension'", "1", timeout=20)
+    is_(waiting, "1", "writer terminated: the final row's writer waits")
+    w.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+           "WHERE backend_type = 'ami_snapshot history writer'")
+    out, errout = p.communicate(timeout=60)
+    is_(out.strip(), "succeeded", "writer terminated: the call succeeds")
+    is_(w.psql("SELECT status FROM ami_snapshot_history WHERE name = 'writer terminated'"),
+        "succeeded", "writer terminated: its row was written all the same")
+    ok("could not record" not in errout, "writer terminated: no warning about the row", errout)
+
     # b. Terminated while EC2 tags: the waiting writer writes nothing; the
     #    exit callback marks the row.
     p = session(w, ["SELECT status FROM ami_snapshot('gone while tagging')"], background=True)

@@ -12,6 +12,8 @@ End to end: what a call shows while it runs, and the pre-migration wrapper.
   migration runs and its exit status is the wrapper's (0, and 7); the
   snapshot fails (CreateSnapshots denied), then the migration does not run
   and the wrapper exits 75; a name with a quote is taken as data; bad usage exits 64.
+- The configuration outside the data directory is copied into it at each
+  call, and written again only when a file or its mode changed.
 """
 
 import os
@@ -109,6 +111,55 @@ def test_live_status(w):
         "idle|t|{}", "ami_snapshot_status() when idle")
 
 
+def test_config_capture(w):
+    """The configuration outside the data directory is copied into it at
+    each call, and written only when it changed (a fresh copy costs an
+    fsync per file, on the call's way to the backup)."""
+    etc = w.path("etc", "capture")
+    os.makedirs(etc)
+    extra = os.path.join(etc, "outside.conf")
+    with open(extra, "w") as f:
+        f.write("# outside the data directory\nmaintenance_work_mem = '65MB'\n")
+    os.chown(extra, w.pg_uid, w.pg_gid)
+    conf = os.path.join(w.pgdata, "postgresql.conf")
+    original = open(conf).read()
+    copy_dir = os.path.join(w.pgdata, "ami_snapshot", "config")
+    copied = os.path.join(copy_dir, "files" + extra)
+
+    def manifest_id():
+        st = os.stat(os.path.join(copy_dir, "manifest"))
+        return st.st_ino, st.st_mtime_ns
+
+    try:
+        with open(conf, "a") as f:
+            f.write("include_if_exists = '%s'\n" % extra)
+        w.psql("SELECT pg_reload_conf()")
+        is_(w.psql("SELECT status FROM ami_snapshot('capture one')"), "succeeded",
+            "capture: a call with a file outside the data directory")
+        is_(open(copied).read(), open(extra).read(), "capture: the file is copied into PGDATA")
+        first = manifest_id()
+        is_(w.psql("SELECT status FROM ami_snapshot('capture two')"), "succeeded",
+            "capture: a second call, nothing changed")
+        is_(manifest_id(), first, "capture: unchanged, the copy is not written again")
+        with open(extra, "a") as f:
+            f.write("# changed\n")
+        is_(w.psql("SELECT status FROM ami_snapshot('capture three')"), "succeeded",
+            "capture: a call after the file changed")
+        ok(manifest_id() != first, "capture: changed, the copy is written again")
+        is_(open(copied).read(), open(extra).read(), "capture: the copy has the change")
+        os.chmod(extra, 0o600)
+        second = manifest_id()
+        is_(w.psql("SELECT status FROM ami_snapshot('capture four')"), "succeeded",
+            "capture: a call after the file's mode changed")
+        ok(manifest_id() != second, "capture: a new mode alone writes the copy again")
+        ok("0600\t" in open(os.path.join(copy_dir, "manifest")).read(),
+           "capture: the manifest has the new mode")
+    finally:
+        with open(conf, "w") as f:
+            f.write(original)
+        w.psql("SELECT pg_reload_conf()")
+
+
 def test_hook(w):
     d = w.path("migrations")                   # the migration runs as postgres
     os.makedirs(d)
@@ -150,6 +201,7 @@ def main():
     try:
         test_progress(w)
         test_live_status(w)
+        test_config_capture(w)
         test_hook(w)
         ok(w.frozen_mounts() == [], "nothing left frozen")
     except Exception as e:  # noqa: BLE001

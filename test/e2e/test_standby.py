@@ -284,9 +284,12 @@ def main():
         ok("its WAL archived" in err, "archive_mode = always: the stop waited for the archive",
            err)
         if rc == 0:
-            seg = wal_segment(row[4], int(row[5]))
+            # The file pg_backup_stop() waits for: the one holding the byte
+            # before the stop LSN.
+            seg = wal_segment(row[4], int(row[5]), prev=True)
             ok(os.path.exists(os.path.join(archive, seg)),
-               "the stop LSN's segment %s is in the standby's archive" % seg)
+               "the stop LSN's segment %s (stop %s) is in the standby's archive"
+               % (seg, row[4]))
     except Exception as e:
         bail(e, [w.helper_log, os.path.join(w.pgrun, "postgres.log"),
                  os.path.join(w.pgrun, "primary.log")])

@@ -27,11 +27,14 @@ def lsn_int(text):
     return (int(hi, 16) << 32) | int(lo, 16)
 
 
-def wal_segment(lsn_text, tli, seg_size=16 << 20):
+def wal_segment(lsn_text, tli, seg_size=16 << 20, prev=False):
     """The WAL file name holding lsn on timeline tli (pg_walfile_name's,
-    which a standby cannot run)."""
+    which a standby cannot run).  prev: the file holding the byte before lsn
+    (XLByteToPrevSeg), the one pg_backup_stop() waits for: a stop LSN
+    exactly at a segment's start (a standby's replay position after a WAL
+    switch) is the end of the previous file."""
     lsn = lsn_int(lsn_text)
-    seg = lsn // seg_size
+    seg = (lsn - 1 if prev else lsn) // seg_size
     per_id = (1 << 32) // seg_size
     return "%08X%08X%08X" % (tli, seg // per_id, seg % per_id)
 
