@@ -418,10 +418,13 @@ imds_endpoint = {self.emu_url}
     def pg_cmd(self, cmd):
         """cmd (a PostgreSQL program under PGBIN and its arguments) run as the
         postgres user: on the host, or in PG_CHROOT seeing the World's
-        directory."""
+        directory.  From /: the caller's directory (a clone made by mktemp -d,
+        mode 0700) may be closed to postgres, and psql would say so on
+        stderr, which tests read."""
+        as_pg = ["runuser", "-u", "postgres", "--", "env", "--chdir=/"]
         if PG_CHROOT:
-            return [IN_CHROOT, PG_CHROOT, self.work, "runuser", "-u", "postgres", "--"] + cmd
-        return ["runuser", "-u", "postgres", "--"] + cmd
+            return [IN_CHROOT, PG_CHROOT, self.work] + as_pg + cmd
+        return as_pg + cmd
 
     def as_postgres(self, cmd, check=True, **kw):
         return run(self.pg_cmd(cmd), check=check, **kw)
